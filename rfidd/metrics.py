@@ -1,0 +1,104 @@
+"""Prometheus metrics of one daemon.
+
+Each daemon instance owns its registry (tests run several in one process). Labels are bounded:
+reader, antenna, zone, kind — never an EPC. Label children are created at start so a dashboard
+sees a 0 rather than a missing series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+NS = "rfidd"
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.reads = Counter(
+            "reads", "Tag reads received from readers.", ["reader", "antenna"],
+            namespace=NS, registry=r,
+        )
+        self.reader_up = Gauge(
+            "reader_up", "1 when the reader is connected and inventorying.", ["reader"],
+            namespace=NS, registry=r,
+        )
+        self.reader_last_report_age = Gauge(
+            "reader_last_report_age_seconds", "Seconds since the reader last sent anything.",
+            ["reader"], namespace=NS, registry=r,
+        )
+        self.reader_reconnects = Counter(
+            "reader_reconnects", "Reconnections of a reader.", ["reader"],
+            namespace=NS, registry=r,
+        )
+        self.reader_anomalies = Counter(
+            "reader_anomalies", "Tolerated deviations and rejected input from readers.",
+            ["reader", "kind"], namespace=NS, registry=r,
+        )
+        self.rejected_epcs = Counter(
+            "rejected_epcs", "Reads whose EPC is not one of ours, by classification.", ["kind"],
+            namespace=NS, registry=r,
+        )
+        self.ingest_queue_depth = Gauge(
+            "ingest_queue_depth", "Read batches waiting for the ingest thread.",
+            namespace=NS, registry=r,
+        )
+        self.ingest_dropped = Counter(
+            "ingest_dropped_batches", "Read batches dropped because the ingest queue was full.",
+            namespace=NS, registry=r,
+        )
+        self.batch_commit = Histogram(
+            "batch_commit_duration_seconds", "Time to commit one ingest batch.",
+            namespace=NS, registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+        self.items_present = Gauge(
+            "items_present", "Items currently present per zone.", ["zone"],
+            namespace=NS, registry=r,
+        )
+        self.events = Counter(
+            "events", "Business events produced, by CBV business step.", ["biz_step"],
+            namespace=NS, registry=r,
+        )
+        self.outbox_depth = Gauge(
+            "outbox_depth", "Messages waiting in the outbox for HQ.", namespace=NS, registry=r,
+        )
+        self.outbox_oldest_age = Gauge(
+            "outbox_oldest_age_seconds", "Age of the oldest unsent outbox message.",
+            namespace=NS, registry=r,
+        )
+        self.published = Counter(
+            "mqtt_published_messages", "Messages acknowledged by the broker.", ["stream"],
+            namespace=NS, registry=r,
+        )
+        self.mqtt_connected = Gauge(
+            "mqtt_connected", "1 when connected to the HQ broker.", namespace=NS, registry=r,
+        )
+        self.commands = Counter(
+            "commands", "Inbound HQ commands, by command and result.", ["command", "result"],
+            namespace=NS, registry=r,
+        )
+        self.count_sessions = Counter(
+            "count_sessions", "Cycle count sessions completed.", namespace=NS, registry=r,
+        )
+        self.alerts = Counter(
+            "alerts", "Alerts raised, by kind.", ["kind"], namespace=NS, registry=r,
+        )
+        self.config_errors = Counter(
+            "config_errors", "Configuration files rejected.", namespace=NS, registry=r,
+        )
+
+    def init_readers(self, readers: Iterable[tuple[str, Iterable[int]]]) -> None:
+        for name, antennas in readers:
+            self.reader_up.labels(name).set(0)
+            self.reader_last_report_age.labels(name)
+            self.reader_reconnects.labels(name)
+            for a in antennas:
+                self.reads.labels(name, str(a))
+
+    def init_zones(self, zones: Iterable[str]) -> None:
+        for z in zones:
+            self.items_present.labels(z).set(0)
