@@ -1,0 +1,12 @@
+"""LLRP 1.0.1 reader simulator: wire codec and simulated readers."""
+
+from simulator.llrp.reader import (
+    FieldTag,
+    ReaderQuirks,
+    ReaderStats,
+    SimulatedReader,
+    StaticField,
+    TagField,
+)
+
+__all__ = ["FieldTag", "ReaderQuirks", "ReaderStats", "SimulatedReader", "StaticField", "TagField"]
