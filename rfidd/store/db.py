@@ -1,0 +1,152 @@
+"""Engine, sessions and schema upgrade of the site database (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+_WRITE_OPTION = "rfidd_write"
+
+
+class DatabaseError(Exception):
+    """The database cannot be opened or migrated; the message names the URL (no password)."""
+
+
+def alembic_config() -> AlembicConfig:
+    """Alembic settings from the packaged migrations, independent of the current directory."""
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    """Per-connection SQLite settings.
+
+    - WAL: readers (API, publisher) never block the ingest writer, and vice versa.
+    - synchronous=FULL: in WAL mode NORMAL may lose the last commits on power loss; a committed
+      event must survive a power cut, because the outbox row *is* the only copy of the event
+      before HQ acknowledges it. The cost is one fsync per commit, amortised by batching.
+    - foreign_keys=ON: SQLite leaves them off by default.
+    - busy_timeout: the publisher's mark_sent and the ingest batch may briefly contend.
+    - isolation_level=None: the driver stops issuing its own implicit BEGIN, so the `begin`
+      hook below decides (BEGIN IMMEDIATE for writers avoids SQLITE_BUSY on lock upgrade).
+    """
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cur.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    immediate = conn.get_execution_options().get(_WRITE_OPTION, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Database:
+    """One engine plus session factories; share one instance across threads."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._read = sessionmaker(engine, expire_on_commit=False)
+        self._write = sessionmaker(
+            engine.execution_options(**{_WRITE_OPTION: True}), expire_on_commit=False
+        )
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A read session (no lock taken up front); commits if the block wrote and succeeded."""
+        with self._read() as s, s.begin():
+            yield s
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One write transaction: committed at the end of the block, rolled back on error."""
+        with self._write() as s, s.begin():
+            yield s
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def create_db_engine(url: str, *, echo: bool = False) -> Engine:
+    u = make_url(url)
+    kwargs: dict[str, Any] = {"echo": echo}
+    if u.get_backend_name() == "sqlite":
+        if u.database in (None, "", ":memory:"):
+            # One shared connection, or every session would see its own empty database.
+            kwargs["poolclass"] = StaticPool
+            kwargs["connect_args"] = {"check_same_thread": False}
+        else:
+            Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(u, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    if u.get_backend_name() == "postgresql":
+        kwargs["pool_pre_ping"] = True
+        return create_engine(u, **kwargs)
+    raise DatabaseError(f"{u.render_as_string(hide_password=True)}: unsupported database")
+
+
+def upgrade(database: Database, revision: str = "head") -> None:
+    """Run the packaged Alembic migrations up to `revision` inside one transaction."""
+    cfg = alembic_config()
+    with database.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def open_database(url: str, *, migrate: bool = True, echo: bool = False) -> Database:
+    """Open the database at `url` and bring its schema to the newest revision.
+
+    Raises DatabaseError naming the URL (password hidden) when it cannot be reached or
+    migrated, so the daemon can exit with a message instead of a traceback.
+    """
+    shown = make_url(url).render_as_string(hide_password=True)
+    try:
+        db = Database(create_db_engine(url, echo=echo))
+    except DatabaseError:
+        raise
+    except Exception as exc:
+        raise DatabaseError(f"{shown}: {exc}") from exc
+    if migrate:
+        try:
+            before = db.current_revision()
+            upgrade(db)
+            after = db.current_revision()
+        except Exception as exc:
+            db.dispose()
+            raise DatabaseError(f"{shown}: schema upgrade failed: {exc}") from exc
+        if before != after:
+            log.info("database %s migrated from %s to %s", shown, before or "empty", after)
+    return db

@@ -1,0 +1,137 @@
+"""Tables of the site database (SQLAlchemy 2.x typed ORM).
+
+Times are float seconds since the epoch (UTC), the unit of the domain (`ItemEvent.event_time`,
+`TagRead.seen_at`): no time-zone ambiguity between SQLite and PostgreSQL, and no conversion on
+the hot ingest path. Reports convert at the edge.
+
+Schema changes go through a new Alembic revision in `migrations/versions/`, never by editing
+these classes alone: the migrations, not `create_all`, build every real database.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Explicit constraint names: Alembic needs them to alter constraints, notably on SQLite.
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY; BigInteger elsewhere.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+Time = Float(precision=53)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Product(Base):
+    """The catalog entry of a GTIN (pushed by HQ)."""
+
+    __tablename__ = "products"
+
+    gtin: Mapped[str] = mapped_column(String(14), primary_key=True)
+    sku: Mapped[str | None] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(256))
+    size: Mapped[str | None] = mapped_column(String(32))
+    colour: Mapped[str | None] = mapped_column(String(64))
+    category: Mapped[str | None] = mapped_column(String(64))
+    price: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
+    currency: Mapped[str | None] = mapped_column(String(3))
+    updated: Mapped[float] = mapped_column(Time)
+
+
+class Item(Base):
+    """One tagged item: identity, where it was last seen, its lifecycle state."""
+
+    __tablename__ = "items"
+
+    epc: Mapped[str] = mapped_column(String(64), primary_key=True)  # upper-case hex
+    epc_uri: Mapped[str | None] = mapped_column(String(128))
+    gtin: Mapped[str | None] = mapped_column(String(14), index=True)
+    serial: Mapped[str | None] = mapped_column(String(32))
+    zone: Mapped[str | None] = mapped_column(String(64), index=True)  # last known zone
+    biz_step: Mapped[str | None] = mapped_column(String(64))  # last CBV business step
+    disposition: Mapped[str | None] = mapped_column(String(64), index=True)  # CBV disposition
+    first_seen: Mapped[float | None] = mapped_column(Time)
+    last_seen: Mapped[float | None] = mapped_column(Time)
+    updated: Mapped[float] = mapped_column(Time)
+
+
+class ZonePresence(Base):
+    """Items present right now, one row per item: what the presence tracker reloads on restart.
+
+    A departed item loses its row (its last zone stays in `items.zone`).
+    """
+
+    __tablename__ = "zone_presence"
+
+    epc: Mapped[str] = mapped_column(
+        String(64), ForeignKey("items.epc", ondelete="CASCADE"), primary_key=True
+    )
+    zone: Mapped[str] = mapped_column(String(64), index=True)
+    since: Mapped[float] = mapped_column(Time)
+    last_seen: Mapped[float] = mapped_column(Time)
+    reader: Mapped[str | None] = mapped_column(String(64))
+    antenna: Mapped[int | None] = mapped_column(Integer)
+    rssi_dbm: Mapped[float | None] = mapped_column(Float)
+
+
+class Event(Base):
+    """Journal of business events, kept after their outbox rows are purged.
+
+    The unique `event_id` is what makes a replayed batch a no-op even after the outbox was
+    purged.
+    """
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(128), unique=True)
+    event_time: Mapped[float] = mapped_column(Time, index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str | None] = mapped_column(String(16))
+    biz_step: Mapped[str | None] = mapped_column(String(64))
+    disposition: Mapped[str | None] = mapped_column(String(64))
+    zone: Mapped[str | None] = mapped_column(String(64))
+    epc_count: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[str] = mapped_column(Text)  # JSON
+    created_at: Mapped[float] = mapped_column(Time)
+
+
+class OutboxMessage(Base):
+    """A message for HQ; `id` order is publish order. Pending while `sent_at` is NULL."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    stream: Mapped[str] = mapped_column(String(32))  # epcis, report, alert, status...
+    topic: Mapped[str] = mapped_column(String(256))  # suffix after {prefix}/{site}/
+    payload: Mapped[str] = mapped_column(Text)  # JSON
+    event_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    created_at: Mapped[float] = mapped_column(Time)
+    sent_at: Mapped[float | None] = mapped_column(Time)
+    # A row that can never be published (its payload cannot be built): out of the queue,
+    # kept for inspection.
+    failed_at: Mapped[float | None] = mapped_column(Time)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_outbox_sent_at_id", "sent_at", "id"),)
