@@ -1,0 +1,454 @@
+"""Desk and handheld UHF readers on USB serial (pyserial).
+
+A reader on a USB port comes and goes: the device node disappears when it is unplugged (reads
+raise, opening fails) and returns when it is plugged back. One thread per reader runs
+`run_once()` — open, handshake, read until an error or stop — inside a reconnect loop with
+exponential backoff and jitter. Protocols and framing live in readers.serial_protocols.
+
+Delivery: records are batched per inventory round (binary) or per read chunk (ASCII) and handed
+to `sink.on_reads` from the reader thread; decoded records are delivered exactly once, and the
+records of a round interrupted by an unplug are flushed before the reader goes offline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import serial
+
+from readers.base import ReaderSink, ReaderState, TagRead
+from readers.serial_protocols import (
+    INVENTORY_COMMANDS,
+    CommandStatus,
+    FirmwareVersion,
+    Frame,
+    FrameDecoder,
+    LineParser,
+    RecordError,
+    RoundEnd,
+    TagRecord,
+    firmware_version_command,
+    inventory_command,
+    parse_reply,
+    set_work_antenna_command,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LINE_PATTERN = (
+    r"^(?P<epc>[0-9A-Fa-f]{8,62})(?:[,; ](?P<rssi>-?\d+(?:\.\d+)?))?"
+    r"(?:[,; ](?P<antenna>\d+))?\s*$"
+)
+
+# Reconnect policy; module constants so tests (and a supervisor) can patch them.
+BACKOFF_INITIAL_S = 0.5
+BACKOFF_MAX_S = 30.0
+BACKOFF_JITTER = 0.25  # +- fraction of the delay, so many readers do not retry in lockstep
+READ_TIMEOUT_S = 0.05  # one blocking read; also how fast stop() is noticed
+RESPONSE_TIMEOUT_S = 2.0  # binary: a command unanswered this long is lost
+MAX_MISSED_RESPONSES = 3  # ...this many in a row means the reader is gone: reconnect
+STALL_FLUSH_S = 0.5  # a partial frame that gets no more bytes this long is garbage
+
+
+class ReaderTimeout(Exception):
+    """The reader stopped answering although its port is still open."""
+
+
+class Backoff:
+    """Doubling delay up to a cap, with jitter; `reset` after a good connection."""
+
+    def __init__(
+        self,
+        initial_s: float | None = None,
+        max_s: float | None = None,
+        jitter: float | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._initial = initial_s
+        self._max = max_s
+        self._jitter = jitter
+        self._rng = rng or random.Random()
+        self._attempt = 0
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+    def next_delay(self) -> float:
+        initial = BACKOFF_INITIAL_S if self._initial is None else self._initial
+        cap = BACKOFF_MAX_S if self._max is None else self._max
+        jitter = BACKOFF_JITTER if self._jitter is None else self._jitter
+        base = min(cap, initial * 2.0 ** min(self._attempt, 30))
+        self._attempt += 1
+        if base <= 0:
+            return 0.0
+        return max(0.0, base * (1.0 + self._rng.uniform(-jitter, jitter)))
+
+
+@dataclass
+class SerialStats:
+    """What the driver saw; read by tests, metrics and the status API."""
+
+    reads: int = 0
+    batches: int = 0
+    sessions: int = 0  # successful connections
+    reconnects: int = 0  # successful connections after the first
+    connect_failures: int = 0
+    rounds: int = 0
+    anomalies: Counter[str] = field(default_factory=Counter)
+    last_read_at: float | None = None
+    last_rx_at: float | None = None
+    online_at: float | None = None
+    offline_at: float | None = None
+
+
+SerialFactory = Callable[..., Any]
+
+
+class SerialReader:
+    """A desk or handheld reader on a serial port (readers.base.ReaderDriver)."""
+
+    def __init__(
+        self,
+        name: str,
+        device: str,
+        protocol: Literal["binary", "ascii"] = "binary",
+        baudrate: int = 115200,
+        address: int = 0xFF,
+        line_pattern: str = DEFAULT_LINE_PATTERN,
+        poll_interval_ms: int = 200,
+        antennas: Iterable[int] = (1,),
+        sink: ReaderSink | None = None,
+        *,
+        inventory_repeat: int = 1,
+        batch_max: int = 500,
+        response_timeout_s: float | None = None,
+        read_timeout_s: float | None = None,
+        backoff: Backoff | None = None,
+        serial_factory: SerialFactory | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if protocol not in ("binary", "ascii"):
+            raise ValueError(f"reader {name}: protocol {protocol!r} is not 'binary' or 'ascii'")
+        if sink is None:
+            raise ValueError(f"reader {name}: a sink is required")
+        ants = sorted({int(a) for a in antennas})
+        if not ants:
+            raise ValueError(f"reader {name}: configure at least one antenna")
+        if protocol == "binary" and not all(1 <= a <= 8 for a in ants):
+            raise ValueError(f"reader {name}: binary protocol antennas must be 1-8, got {ants}")
+        if not 0 <= address <= 255:
+            raise ValueError(f"reader {name}: address {address} is not 0-255")
+        if not 1 <= inventory_repeat <= 255:
+            raise ValueError(f"reader {name}: inventory_repeat {inventory_repeat} is not 1-255")
+        self.name = name
+        self.device = device
+        self.protocol = protocol
+        self.baudrate = baudrate
+        self.address = address
+        self.line_pattern = line_pattern
+        self.poll_interval_s = max(0, poll_interval_ms) / 1000.0
+        self.antennas = ants
+        self.sink = sink
+        self.inventory_repeat = inventory_repeat
+        self.batch_max = max(1, batch_max)
+        self._response_timeout = response_timeout_s
+        self._read_timeout = read_timeout_s
+        self._backoff = backoff or Backoff()
+        self._serial_factory: SerialFactory = serial_factory or serial.Serial
+        self._clock = clock
+        # Validate the pattern now: a bad one is a config error, not a runtime loop.
+        LineParser(line_pattern)
+        self.stats = SerialStats()
+        self._state = ReaderState.OFFLINE
+        self._state_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._port: Any = None
+
+    @classmethod
+    def from_config(cls, name: str, cfg: Any, sink: ReaderSink, **kwargs: Any) -> SerialReader:
+        """Build from an rfidd.config.ReaderConfig of kind 'serial'."""
+        opts = cfg.serial
+        return cls(
+            name,
+            cfg.address,
+            protocol=opts.protocol,
+            baudrate=opts.baudrate,
+            address=opts.address,
+            line_pattern=opts.line_pattern,
+            poll_interval_ms=opts.poll_interval_ms,
+            antennas=cfg.antenna_zones().keys(),
+            sink=sink,
+            **kwargs,
+        )
+
+    # --- ReaderDriver ------------------------------------------------------------------------
+
+    @property
+    def state(self) -> ReaderState:
+        return self._state
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, name=f"serial-{self.name}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        t = self._thread
+        if t is not None:
+            t.join(timeout)
+            if t.is_alive():
+                log.warning("reader %s: thread did not stop within %.1f s", self.name, timeout)
+        self._set_state(ReaderState.OFFLINE, "stopped")
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # --- supervision -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        """Own reconnect loop; a supervisor can instead call run_once() itself."""
+        self._set_state(ReaderState.CONNECTING, f"opening {self.device}")
+        while not self._stop.is_set():
+            reason = "session ended"
+            try:
+                self.run_once(self._stop)
+            except (OSError, ReaderTimeout) as exc:  # SerialException is an OSError
+                reason = _describe(exc)
+            except Exception as exc:  # a bug must not end the reader for good
+                log.exception("reader %s: unexpected error", self.name)
+                self._anomaly("driver_error", _describe(exc))
+                reason = f"driver error: {_describe(exc)}"
+            if self._stop.is_set():
+                break
+            self._set_state(ReaderState.OFFLINE, reason)
+            delay = self._backoff.next_delay()
+            log.debug("reader %s: retrying in %.2f s", self.name, delay)
+            self._stop.wait(delay)
+
+    def run_once(self, stop: threading.Event) -> None:
+        """One session: open, handshake, read until stop (returns) or a failure (raises)."""
+        try:
+            port = self._serial_factory(
+                self.device,
+                baudrate=self.baudrate,
+                timeout=self._read_timeout_s,
+                write_timeout=1.0,
+            )
+        except OSError:
+            self.stats.connect_failures += 1
+            raise
+        self._port = port
+        try:
+            with contextlib.suppress(OSError):
+                port.reset_input_buffer()  # bytes from before this session are stale
+            if self.protocol == "binary":
+                self._session_binary(port, stop)
+            else:
+                self._session_ascii(port, stop)
+        finally:
+            self._port = None
+            with contextlib.suppress(OSError):
+                port.close()
+
+    @property
+    def _read_timeout_s(self) -> float:
+        return READ_TIMEOUT_S if self._read_timeout is None else self._read_timeout
+
+    @property
+    def _response_timeout_s(self) -> float:
+        return RESPONSE_TIMEOUT_S if self._response_timeout is None else self._response_timeout
+
+    def _went_online(self, how: str) -> None:
+        self.stats.sessions += 1
+        if self.stats.sessions > 1:
+            self.stats.reconnects += 1
+        self.stats.online_at = self._clock()
+        self._backoff.reset()
+        self._set_state(ReaderState.ONLINE, how)
+
+    def _set_state(self, state: ReaderState, reason: str) -> None:
+        with self._state_lock:
+            if state is self._state:
+                return
+            self._state = state
+        if state is ReaderState.OFFLINE:
+            self.stats.offline_at = self._clock()
+        log.info("reader %s: %s (%s)", self.name, state.value, reason)
+        try:
+            self.sink.on_state(self.name, state, reason)
+        except Exception:
+            log.exception("reader %s: sink.on_state failed", self.name)
+
+    def _anomaly(self, kind: str, detail: str) -> None:
+        self.stats.anomalies[kind] += 1
+        log.debug("reader %s: %s: %s", self.name, kind, detail)
+        try:
+            self.sink.on_anomaly(self.name, kind, detail)
+        except Exception:
+            log.exception("reader %s: sink.on_anomaly failed", self.name)
+
+    def _deliver(self, reads: list[TagRead]) -> None:
+        if not reads:
+            return
+        self.stats.reads += len(reads)
+        self.stats.batches += 1
+        self.stats.last_read_at = self._clock()
+        try:
+            self.sink.on_reads(self.name, reads)
+        except Exception:
+            log.exception("reader %s: sink.on_reads failed; %d reads lost", self.name, len(reads))
+            self._anomaly("sink_error", f"sink rejected a batch of {len(reads)} reads")
+
+    def _read_chunk(self, port: Any) -> bytes:
+        data: bytes = port.read(max(1, port.in_waiting))
+        if data:
+            more = port.in_waiting
+            if more:
+                data += port.read(more)
+            self.stats.last_rx_at = self._clock()
+        return data
+
+    # --- ASCII -------------------------------------------------------------------------------
+
+    def _session_ascii(self, port: Any, stop: threading.Event) -> None:
+        parser = LineParser(self.line_pattern, self._anomaly)
+        default_antenna = self.antennas[0]
+        allowed = set(self.antennas)
+        self._went_online(f"listening on {self.device}")
+        while not stop.is_set():
+            data = self._read_chunk(port)
+            if not data:
+                continue
+            now = self._clock()
+            reads = []
+            for rec in parser.feed(data):
+                ant = rec.antenna if rec.antenna is not None else default_antenna
+                if ant not in allowed:
+                    self._anomaly(
+                        "unknown_antenna", f"EPC {rec.epc} on antenna {ant}, not configured"
+                    )
+                    continue
+                reads.append(TagRead(rec.epc, self.name, ant, rec.rssi_dbm, now))
+            self._deliver(reads)
+
+    # --- binary ------------------------------------------------------------------------------
+
+    def _session_binary(self, port: Any, stop: threading.Event) -> None:
+        decoder = FrameDecoder(self._anomaly)
+        pending: list[TagRead] = []
+        allowed = set(self.antennas)
+        online = False
+        antenna_ix = 0
+        in_flight = False
+        sent_at = 0.0
+        next_poll = 0.0
+        missed = 0
+        last_byte = time.monotonic()
+        multi = len(self.antennas) > 1 or self.antennas[0] != 1
+
+        port.write(firmware_version_command(self.address))
+        sent_at = time.monotonic()
+        try:
+            while not stop.is_set():
+                now = time.monotonic()
+                if online and not in_flight and now >= next_poll:
+                    cmd = b""
+                    if multi:
+                        cmd += set_work_antenna_command(self.address, self.antennas[antenna_ix])
+                        antenna_ix = (antenna_ix + 1) % len(self.antennas)
+                    port.write(cmd + inventory_command(self.address, self.inventory_repeat))
+                    in_flight, sent_at = True, now
+                elif (in_flight or not online) and now - sent_at > self._response_timeout_s:
+                    missed += 1
+                    what = "inventory" if online else "firmware version query"
+                    if missed >= MAX_MISSED_RESPONSES:
+                        raise ReaderTimeout(
+                            f"no answer to {missed} {what} command(s) in a row from {self.device}"
+                        )
+                    self._anomaly("no_response", f"{what} unanswered after "
+                                  f"{self._response_timeout_s:.1f} s; resending")
+                    if online:
+                        in_flight = False
+                        next_poll = now
+                    else:
+                        port.write(firmware_version_command(self.address))
+                        sent_at = now
+                    continue
+
+                data = self._read_chunk(port)
+                if data:
+                    last_byte = time.monotonic()
+                    frames = decoder.feed(data)
+                elif decoder.pending and time.monotonic() - last_byte > STALL_FLUSH_S:
+                    self._anomaly("truncated", f"{decoder.pending} byte(s) of an unfinished frame")
+                    frames = decoder.drain()
+                else:
+                    continue
+                for frame in frames:
+                    if not online:
+                        online = True
+                        missed = 0
+                        self._went_online(f"answering on {self.device}")
+                        next_poll = time.monotonic()
+                    end = self._on_frame(frame, pending, allowed)
+                    if end:
+                        self.stats.rounds += 1
+                        missed = 0
+                        in_flight = False
+                        next_poll = max(sent_at + self.poll_interval_s, time.monotonic())
+                    if len(pending) >= self.batch_max or (end and pending):
+                        self._deliver(pending)
+                        pending = []
+        finally:
+            # Records decoded before an unplug are real reads: deliver them, exactly once.
+            self._deliver(pending)
+
+    def _on_frame(self, frame: Frame, pending: list[TagRead], allowed: set[int]) -> bool:
+        """Handle one reply; True when it ends an inventory round."""
+        try:
+            reply = parse_reply(frame)
+        except RecordError as exc:
+            self._anomaly("bad_record", str(exc))
+            return False
+        if isinstance(reply, TagRecord):
+            if reply.antenna not in allowed:
+                self._anomaly(
+                    "unknown_antenna", f"EPC {reply.epc} on antenna {reply.antenna}, not configured"
+                )
+                return False
+            pending.append(
+                TagRead(reply.epc, self.name, reply.antenna, reply.rssi_dbm, self._clock())
+            )
+            return False
+        if isinstance(reply, RoundEnd):
+            return True
+        if isinstance(reply, CommandStatus):
+            if not reply.ok:
+                self._anomaly(
+                    "reader_error", f"command 0x{reply.cmd:02X} failed with code 0x{reply.code:02X}"
+                )
+            return reply.cmd in INVENTORY_COMMANDS
+        if isinstance(reply, FirmwareVersion):
+            log.info("reader %s: firmware %d.%d", self.name, reply.major, reply.minor)
+            return False
+        self._anomaly("unexpected_frame", f"cmd 0x{reply.cmd:02X} with {len(reply.data)} bytes")
+        return False
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

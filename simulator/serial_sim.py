@@ -1,0 +1,439 @@
+"""A simulated desk or handheld UHF reader on a pseudo-terminal.
+
+The reader's side of the "0xA0" serial protocol (see readers/serial_protocols.py for the public
+documentation it follows) or an ASCII reader printing one tag per line. It has its own frame
+encoder and command parser on purpose: sharing the driver's code would let a framing mistake
+agree with itself.
+
+The driver opens a symlink (`path`) that points at the pty slave. Unplugging closes the pty (the
+driver's reads fail with EIO) and removes the link (opening fails); replugging creates a new pty
+and points the link at it, which is what a USB device node does when it vanishes and returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import select
+import shutil
+import tempfile
+import threading
+import time
+import tty
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+HEAD = 0xA0
+CMD_GET_FIRMWARE_VERSION = 0x72
+CMD_SET_WORK_ANTENNA = 0x74
+CMD_REAL_TIME_INVENTORY = 0x89
+OK = 0x10
+FAIL = 0x11
+
+
+@dataclass
+class SimTag:
+    """A tag in the field of one antenna, with its mean RSSI and per-round read probability."""
+
+    epc: str
+    antenna: int = 1
+    rssi_dbm: float = -55.0
+    read_probability: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.epc = self.epc.upper()
+        if len(self.epc) % 4 or not all(c in "0123456789ABCDEF" for c in self.epc):
+            raise ValueError(f"simulated tag {self.epc!r}: EPC must be whole 16-bit words of hex")
+        if not 1 <= self.antenna <= 8:
+            raise ValueError(f"simulated tag {self.epc}: antenna {self.antenna} is not 1-8")
+
+
+@dataclass
+class SimStats:
+    commands: int = 0
+    bad_commands: int = 0
+    rounds: int = 0
+    tag_frames: int = 0  # good tag records sent
+    lines: int = 0
+    garbage_bytes: int = 0
+    bad_checksums: int = 0
+    dropped_bytes: int = 0  # output the pty could not take (nobody reading)
+    plugs: int = 0
+
+
+def _frame(address: int, cmd: int, data: bytes) -> bytes:
+    body = bytes((HEAD, len(data) + 3, address, cmd)) + data
+    return body + bytes(((0x100 - (sum(body) & 0xFF)) & 0xFF,))
+
+
+class SerialReaderSim:
+    """`SerialReaderSim(tags).start()` -> device path; `.unplug()`, `.replug()`, `.stop()`."""
+
+    def __init__(
+        self,
+        tags: Iterable[SimTag | str] = (),
+        protocol: Literal["binary", "ascii"] = "binary",
+        *,
+        address: int = 0xFF,
+        link_path: str | None = None,
+        firmware: tuple[int, int] = (3, 7),
+        rssi_jitter_db: float = 0.0,
+        seed: int | None = None,
+        line_format: str = "{epc},{rssi:.0f},{antenna}",
+        line_end: str = "\r\n",
+        ascii_interval_s: float = 0.1,
+        ascii_auto: bool = True,
+        split_frames: bool = False,
+        garbage_every: int = 0,
+        bad_checksum_every: int = 0,
+        pace_baud: int | None = None,
+    ) -> None:
+        if protocol not in ("binary", "ascii"):
+            raise ValueError(f"protocol {protocol!r} is not 'binary' or 'ascii'")
+        self.protocol = protocol
+        self.address = address
+        self.firmware = firmware
+        self.rssi_jitter_db = rssi_jitter_db
+        self.line_format = line_format
+        self.line_end = line_end
+        self.ascii_interval_s = ascii_interval_s
+        self.ascii_auto = ascii_auto
+        self.split_frames = split_frames
+        self.garbage_every = garbage_every
+        self.bad_checksum_every = bad_checksum_every
+        self.pace_baud = pace_baud
+        self.stats = SimStats()
+        self._rng = random.Random(seed)
+        self._tags: list[SimTag] = [t if isinstance(t, SimTag) else SimTag(t) for t in tags]
+        self._tags_lock = threading.Lock()
+        self._link_path = link_path
+        self._tmpdir: str | None = None
+        self._master = -1
+        self._slave = -1
+        self._slave_name = ""
+        self._thread: threading.Thread | None = None
+        self._running = threading.Event()
+        self._outq: deque[bytes] = deque()
+        self._outq_lock = threading.Lock()
+        self._corrupt_next = 0
+        self._work_antenna = 0
+        self._frames_since_garbage = 0
+        self._frames_since_bad = 0
+        self._plug_lock = threading.Lock()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        """The device path a driver opens (a symlink to the current pty)."""
+        if self._link_path is None:
+            raise RuntimeError("simulator not started")
+        return self._link_path
+
+    @property
+    def slave_path(self) -> str:
+        return self._slave_name
+
+    @property
+    def plugged(self) -> bool:
+        return self._master >= 0
+
+    def start(self) -> str:
+        if self._link_path is None:
+            self._tmpdir = tempfile.mkdtemp(prefix="rfidd-serial-")
+            self._link_path = os.path.join(self._tmpdir, "ttyRFID0")
+        self.replug()
+        return self.path
+
+    def stop(self) -> None:
+        self.unplug()
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+    def __enter__(self) -> SerialReaderSim:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def unplug(self) -> None:
+        """The cable is pulled: the pty closes under the driver and the device node disappears."""
+        with self._plug_lock:
+            self._running.clear()
+            if self._thread is not None:
+                self._thread.join(5.0)
+                self._thread = None
+            for fd in (self._master, self._slave):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            self._master = self._slave = -1
+            if self._link_path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._link_path)
+            with self._outq_lock:
+                self._outq.clear()
+
+    def replug(self) -> None:
+        """The cable is plugged back: a new pty appears behind the same device path."""
+        with self._plug_lock:
+            if self._master >= 0:
+                return
+            master, slave = os.openpty()
+            tty.setraw(slave)  # no echo or line editing before the driver configures the port
+            os.set_blocking(master, False)
+            self._master, self._slave = master, slave
+            self._slave_name = os.ttyname(slave)
+            link = self.path
+            tmp = f"{link}.{os.getpid()}.tmp"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            os.symlink(self._slave_name, tmp)
+            os.replace(tmp, link)
+            self._work_antenna = 0
+            self.stats.plugs += 1
+            self._running.set()
+            self._thread = threading.Thread(target=self._loop, name="serial-sim", daemon=True)
+            self._thread.start()
+
+    # --- controls ----------------------------------------------------------------------------
+
+    def set_tags(self, tags: Iterable[SimTag | str]) -> None:
+        with self._tags_lock:
+            self._tags = [t if isinstance(t, SimTag) else SimTag(t) for t in tags]
+
+    @property
+    def tags(self) -> list[SimTag]:
+        with self._tags_lock:
+            return list(self._tags)
+
+    def inject_garbage(self, data: bytes | None = None) -> None:
+        """Noise on the line (default: random bytes, some of them frame headers)."""
+        self._send(data if data is not None else self._garbage())
+
+    def corrupt_next(self, n: int = 1) -> None:
+        """Send the next `n` tag frames with a wrong checksum."""
+        self._corrupt_next += n
+
+    def write_line(self, text: str) -> None:
+        """ASCII mode: print one raw line (any text, e.g. a garbage line)."""
+        self._send((text + self.line_end).encode("ascii", errors="replace"))
+        self.stats.lines += 1
+
+    def write_lines(self, lines: Sequence[str]) -> None:
+        data = "".join(line + self.line_end for line in lines).encode("ascii", errors="replace")
+        self._send(data)
+        self.stats.lines += len(lines)
+
+    def emit_round(self) -> int:
+        """ASCII mode: print every tag read this round; returns how many."""
+        lines = [self._format_line(t) for t in self._round(None)]
+        if lines:
+            self.write_lines(lines)
+        return len(lines)
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _garbage(self) -> bytes:
+        n = self._rng.randint(1, 24)
+        raw = bytearray(self._rng.getrandbits(8) for _ in range(n))
+        if self._rng.random() < 0.5:
+            raw[self._rng.randrange(n)] = HEAD  # a false frame start
+        return bytes(raw)
+
+    def _send(self, data: bytes) -> None:
+        with self._outq_lock:
+            self._outq.append(data)
+
+    def _round(self, antenna: int | None) -> list[SimTag]:
+        with self._tags_lock:
+            tags = list(self._tags)
+        return [
+            t
+            for t in tags
+            if (antenna is None or t.antenna == antenna)
+            and (t.read_probability >= 1.0 or self._rng.random() < t.read_probability)
+        ]
+
+    def _rssi(self, tag: SimTag) -> float:
+        if self.rssi_jitter_db:
+            return tag.rssi_dbm + self._rng.gauss(0.0, self.rssi_jitter_db)
+        return tag.rssi_dbm
+
+    def _format_line(self, tag: SimTag) -> str:
+        return self.line_format.format(epc=tag.epc, rssi=self._rssi(tag), antenna=tag.antenna)
+
+    def _tag_frame(self, tag: SimTag, channel: int) -> bytes:
+        epc = bytes.fromhex(tag.epc)
+        pc = (len(epc) // 2) << 11
+        ant = tag.antenna - 1
+        raw_rssi = max(0, min(127, round(self._rssi(tag)) + 129))
+        if ant >= 4:
+            raw_rssi |= 0x80
+        data = bytes(((channel & 0x3F) << 2 | (ant & 3),)) + pc.to_bytes(2, "big") + epc
+        frame = bytearray(_frame(self.address, CMD_REAL_TIME_INVENTORY, data + bytes((raw_rssi,))))
+        self._frames_since_bad += 1
+        if self._corrupt_next > 0 or (
+            self.bad_checksum_every and self._frames_since_bad >= self.bad_checksum_every
+        ):
+            self._corrupt_next = max(0, self._corrupt_next - 1)
+            self._frames_since_bad = 0
+            frame[-1] ^= 0x5A
+            self.stats.bad_checksums += 1
+        else:
+            self.stats.tag_frames += 1
+        out = bytes(frame)
+        self._frames_since_garbage += 1
+        if self.garbage_every and self._frames_since_garbage >= self.garbage_every:
+            self._frames_since_garbage = 0
+            out += self._garbage()
+        return out
+
+    def _inventory(self, repeat: int) -> bytes:
+        out = bytearray()
+        total = 0
+        t0 = time.monotonic()
+        for _ in range(max(1, repeat)):
+            for tag in self._round(self._work_antenna + 1):
+                out += self._tag_frame(tag, self._rng.randrange(50))
+                total += 1
+        elapsed = max(time.monotonic() - t0, 1e-3)
+        rate = min(0xFFFF, int(total / elapsed))
+        summary = bytes((self._work_antenna,)) + rate.to_bytes(2, "big") + total.to_bytes(4, "big")
+        out += _frame(self.address, CMD_REAL_TIME_INVENTORY, summary)
+        self.stats.rounds += 1
+        return bytes(out)
+
+    def _answer(self, address: int, cmd: int, data: bytes) -> bytes:
+        if address not in (self.address, 0xFF):
+            return b""  # another module on the bus
+        self.stats.commands += 1
+        if cmd == CMD_REAL_TIME_INVENTORY:
+            return self._inventory(data[0] if data else 1)
+        if cmd == CMD_SET_WORK_ANTENNA:
+            if len(data) == 1 and data[0] < 8:
+                self._work_antenna = data[0]
+                return _frame(self.address, cmd, bytes((OK,)))
+            return _frame(self.address, cmd, bytes((FAIL,)))
+        if cmd == CMD_GET_FIRMWARE_VERSION:
+            return _frame(self.address, cmd, bytes(self.firmware))
+        return _frame(self.address, cmd, bytes((FAIL,)))
+
+    def _commands(self, buf: bytearray) -> bytes:
+        """Parse host commands out of `buf` (consumed in place) and build the replies."""
+        out = bytearray()
+        while buf:
+            start = buf.find(HEAD)
+            if start < 0:
+                buf.clear()
+                break
+            del buf[:start]
+            if len(buf) < 2 or len(buf) < buf[1] + 2:
+                break
+            total = buf[1] + 2
+            if buf[1] < 3 or sum(buf[:total]) & 0xFF:
+                self.stats.bad_commands += 1
+                del buf[:1]
+                continue
+            out += self._answer(buf[2], buf[3], bytes(buf[4 : total - 1]))
+            del buf[:total]
+        return bytes(out)
+
+    def _loop(self) -> None:
+        master = self._master
+        inbuf = bytearray()
+        next_emit = time.monotonic()
+        while self._running.is_set():
+            try:
+                ready, _, _ = select.select([master], [], [], 0.02)
+            except (OSError, ValueError):
+                return
+            if ready:
+                try:
+                    data = os.read(master, 4096)
+                except BlockingIOError:
+                    data = b""
+                except OSError:  # EIO: no slave open at the moment
+                    data = b""
+                    time.sleep(0.01)
+                if data and self.protocol == "binary":
+                    inbuf += data
+                    reply = self._commands(inbuf)
+                    if reply:
+                        self._send(reply)
+            if self.protocol == "ascii" and self.ascii_auto and time.monotonic() >= next_emit:
+                next_emit = time.monotonic() + self.ascii_interval_s
+                self.emit_round()
+            self._flush(master)
+
+    def _flush(self, master: int) -> None:
+        while True:
+            with self._outq_lock:
+                if not self._outq:
+                    return
+                data = self._outq.popleft()
+            if self.split_frames and len(data) > 1:
+                cuts = sorted(self._rng.sample(range(1, len(data)), min(3, len(data) - 1)))
+                parts = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+                for part in parts:
+                    self._write(master, part)
+                    time.sleep(0.001)
+            else:
+                self._write(master, data)
+
+    def _write(self, master: int, data: bytes) -> None:
+        view = memoryview(data)
+        deadline = time.monotonic() + 0.5
+        while view:
+            try:
+                n = os.write(master, view)
+                view = view[n:]
+            except BlockingIOError:
+                if time.monotonic() > deadline or not self._running.is_set():
+                    break
+                with contextlib.suppress(OSError, ValueError):
+                    select.select([], [master], [], 0.02)
+            except OSError:
+                break
+        if view:
+            self.stats.dropped_bytes += len(view)
+        if self.pace_baud:
+            time.sleep(len(data) * 10 / self.pace_baud)
+
+
+def sgtin_like_epcs(n: int, prefix: str = "3034257BF4") -> list[str]:
+    """`n` distinct 96-bit EPCs for demos and tests (a fixed header and a running serial)."""
+    width = 24 - len(prefix)
+    return [f"{prefix}{i:0{width}X}" for i in range(n)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m simulator.serial_sim`: a reader on a pty until Ctrl-C."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--protocol", choices=["binary", "ascii"], default="binary")
+    ap.add_argument("--tags", type=int, default=20, help="number of simulated tags")
+    ap.add_argument("--antenna", type=int, default=1)
+    ap.add_argument("--rssi", type=float, default=-55.0)
+    ap.add_argument("--link", default=None, help="device path to create (a symlink)")
+    args = ap.parse_args(argv)
+    tags = [SimTag(e, args.antenna, args.rssi) for e in sgtin_like_epcs(args.tags)]
+    sim = SerialReaderSim(tags, args.protocol, link_path=args.link, rssi_jitter_db=2.0)
+    print(sim.start(), flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
