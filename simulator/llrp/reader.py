@@ -7,6 +7,7 @@ reader's own thread, so the socket state is only ever touched from one place.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import random
@@ -17,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from simulator.llrp import codec
 from simulator.llrp.codec import MessageType, Status
@@ -130,7 +132,7 @@ class SimulatedReader:
         self._max_frame = max_frame_bytes
         self._clock = clock
         self._wall = wall_clock
-        self._commands: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
+        self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._listener: socket.socket | None = None
@@ -298,9 +300,9 @@ class SimulatedReader:
                     if self._conn is not None:
                         self._conn.silent = True
                 else:
-                    self._silent_until = now + float(arg)  # type: ignore[arg-type]
+                    self._silent_until = now + float(arg)
             elif cmd == "garbage":
-                kind, size = arg  # type: ignore[misc]
+                kind, size = arg
                 if kind == "huge_frame":
                     data = codec.HEADER.pack((1 << 10) | MessageType.RO_ACCESS_REPORT,
                                              0x7FFFFFF0, self._next_id()) + bytes(size)
@@ -308,17 +310,17 @@ class SimulatedReader:
                     data = self._rng.randbytes(size)
                 self._send(data)
             elif cmd == "error_next":
-                msg_type, code = arg  # type: ignore[misc]
+                msg_type, code = arg
                 self._error_next[msg_type] = code
             elif cmd == "occupy":
-                self._occupied_until = now + float(arg)  # type: ignore[arg-type]
+                self._occupied_until = now + float(arg)
                 self._close_conn()
             elif cmd == "reboot":
                 self._close_conn()
                 if self._listener is not None:
                     self._listener.close()
                     self._listener = None
-                self._reboot_until = now + max(float(arg), 1e-3)  # type: ignore[arg-type]
+                self._reboot_until = now + max(float(arg), 1e-3)
             elif cmd == "hold":
                 self._held = bool(arg)
 
@@ -346,11 +348,10 @@ class SimulatedReader:
             self.stats.refused += 1
             log.info("simulated reader %s: refusing %s, a client connection exists", self.name,
                      peer)
-            try:
+            with contextlib.suppress(OSError):
                 sock.sendall(codec.reader_event_connection(
-                    self._next_id(), self._micros(), codec.ConnectionStatus.CLIENT_INITIATED_EXISTS))
-            except OSError:
-                pass
+                    self._next_id(), self._micros(),
+                    codec.ConnectionStatus.CLIENT_INITIATED_EXISTS))
             sock.close()
             return
         self.stats.connections += 1
@@ -373,10 +374,8 @@ class SimulatedReader:
         self._active = None
         self._pending.clear()
         if conn is not None:
-            try:
+            with contextlib.suppress(OSError):
                 conn.sock.close()
-            except OSError:
-                pass
 
     def _is_silent(self) -> bool:
         conn = self._conn
