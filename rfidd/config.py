@@ -371,9 +371,10 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, [f"TOML syntax: {exc}"]) from exc
+        raise ConfigError(source, [f"{source}: TOML syntax: {exc}"]) from exc
+    refs = _reference_errors(raw)
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as exc:
         errors = []
         for err in exc.errors():
@@ -384,8 +385,42 @@ def parse_config(text: str, source: str = "<config>") -> Config:
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (misspelled?)"
+            if err["type"] == "value_error" and not loc:
+                continue  # cross-reference errors: reported from _reference_errors with lines
             errors.append(f"{where}{path}: {msg}")
+        errors += _with_lines(text, source, refs)
         raise ConfigError(source, errors) from exc
+    return cfg
+
+
+def _reference_errors(raw: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+    """Cross-references checked on the raw data, so they are reported with field errors."""
+    zones = raw.get("zones") if isinstance(raw.get("zones"), dict) else {}
+    readers = raw.get("readers") if isinstance(raw.get("readers"), dict) else {}
+    assert isinstance(zones, dict) and isinstance(readers, dict)
+    out: list[tuple[tuple[str, ...], str]] = []
+    for name, reader in readers.items():
+        antennas = reader.get("antennas") if isinstance(reader, dict) else None
+        if not isinstance(antennas, dict):
+            continue
+        for port, zone in antennas.items():
+            if isinstance(zone, str) and zone not in zones:
+                known = ", ".join(sorted(zones)) or "none defined"
+                out.append(((
+                    "readers", name, "antennas"), f"antenna {port}: unknown zone {zone!r} "
+                    f"(zones: {known})"))
+    return out
+
+
+def _with_lines(
+    text: str, source: str, errors: list[tuple[tuple[str, ...], str]]
+) -> list[str]:
+    result = []
+    for loc, msg in errors:
+        line = _locate(text, loc)
+        where = f"{source}:{line}: " if line else f"{source}: "
+        result.append(f"{where}{'.'.join(loc)}: {msg}")
+    return result
 
 
 def load_config(path: str | Path) -> Config:

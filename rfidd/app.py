@@ -1,0 +1,277 @@
+"""Composition root: the only place that builds components and wires them together.
+
+Start order: database -> domain state -> HQ link -> ingest -> scheduler -> HTTP API -> readers,
+then READY=1. Stop runs in reverse, so reads still in flight are committed and published before
+the HQ link says `offline`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from inventory.epc import EpcClassifier
+from inventory.epcis import epcis_document, event_to_json
+from inventory.events import ItemEvent
+from inventory.presence import PresenceChange, PresenceTracker
+from inventory.rules import SiteRules
+from readers.base import ReaderDriver, ReaderState
+from readers.llrp import LlrpReader
+from readers.serial import SerialReader
+from rfidd.api import Api, ApiError
+from rfidd.config import Config, ZoneKind
+from rfidd.ingest import IngestQueue, Ingestor
+from rfidd.metrics import Metrics
+from rfidd.mqtt import HqLink
+from rfidd.sdnotify import Notifier
+from rfidd.store import repo
+from rfidd.store.db import Database, open_database
+
+log = logging.getLogger("rfidd")
+
+
+class Component(Protocol):
+    def stop(self) -> None: ...
+
+
+@dataclass
+class Timings:
+    """Periods of the background work; tests set them small."""
+
+    supervisor_s: float = 1.0
+    sweep_s: float = 5.0
+    outbox_stats_s: float = 5.0
+    purge_after_s: float = 7 * 86400.0
+    stop_timeout_s: float = 10.0
+
+
+@dataclass
+class Daemon:
+    config: Config
+    metrics: Metrics = field(default_factory=Metrics)
+    timings: Timings = field(default_factory=Timings)
+    reader_factory: Callable[[str, Any, IngestQueue], ReaderDriver] | None = None
+    stop_event: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.notifier = Notifier()
+        self.db: Database | None = None
+        self.hq: HqLink | None = None
+        self.queue: IngestQueue | None = None
+        self.ingestor: Ingestor | None = None
+        self.scheduler: BackgroundScheduler | None = None
+        self.api: Api | None = None
+        self.readers: dict[str, ReaderDriver] = {}
+        self._stops: list[tuple[str, Callable[[], None]]] = []
+        self.started_at = 0.0
+
+    # -- start -----------------------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.config
+        self.started_at = time.time()
+        self.metrics.init_readers(
+            (n, r.antenna_zones().keys()) for n, r in cfg.readers.items() if r.enabled
+        )
+        self.metrics.init_zones(cfg.zones)
+
+        self.db = open_database(cfg.database.url)
+        self._on_stop("database", self.db.dispose)
+
+        tracker = PresenceTracker(
+            departure_s=cfg.presence.departure_s,
+            move_margin_db=cfg.presence.move_margin_db,
+            move_margin_decay_s=cfg.presence.move_margin_decay_s,
+        )
+        with self.db.session() as s:
+            rows = repo.load_presence(s)
+        tracker.restore((r.epc, r.zone, r.last_seen) for r in rows)
+        log.info("restored presence of %d items", len(rows))
+
+        rules = SiteRules(
+            site_id=cfg.site.id,
+            site_sgln=cfg.site.sgln,
+            zone_read_points={z: cfg.zone_read_point(z) for z in cfg.zones},
+            zone_kinds={z: str(zc.kind) for z, zc in cfg.zones.items()},
+        )
+        classifier = EpcClassifier(set(cfg.site.company_prefixes))
+        tz = cfg.site.timezone
+
+        def encode(ev: ItemEvent) -> dict[str, Any]:
+            return event_to_json(ev, tz)
+
+        def on_changes(changes: list[PresenceChange], decoded: dict[str, Any]) -> list[ItemEvent]:
+            return rules.events_for(changes, decoded)
+
+        self.hq = HqLink(
+            cfg.mqtt, cfg.site.id, self.db, self.metrics, self.stop_event,
+            document_builder=epcis_document, command_handler=self._on_command,
+        )
+        if cfg.mqtt.enabled:
+            self.hq.start()
+            self._on_stop("hq link", self.hq.stop)
+
+        self.queue = IngestQueue(self.metrics, on_state=self._on_reader_state)
+        zone_of = {
+            (name, port): zone
+            for name, r in cfg.readers.items()
+            for port, zone in r.antenna_zones().items()
+        }
+        self.ingestor = Ingestor(
+            source=self.queue, database=self.db, tracker=tracker, classifier=classifier,
+            zone_of=zone_of, rules=on_changes, encode=encode, metrics=self.metrics,
+            stop=self.stop_event, batch_max_rows=cfg.database.batch_max_rows,
+            batch_max_ms=cfg.database.batch_max_ms,
+            on_commit=self.hq.notify if cfg.mqtt.enabled else None,
+        )
+        self.ingestor.start()
+        self._on_stop("ingest", self._stop_ingest)
+
+        self.scheduler = BackgroundScheduler(timezone=cfg.site.timezone)
+        self.scheduler.add_job(self.ingestor.request_sweep, "interval",
+                               seconds=self.timings.sweep_s, id="presence-sweep")
+        self.scheduler.add_job(self._refresh_outbox_metrics, "interval",
+                               seconds=self.timings.outbox_stats_s, id="outbox-stats")
+        self.scheduler.add_job(self._purge_outbox, "interval", hours=1, id="outbox-purge")
+        self.scheduler.start()
+        self._on_stop("scheduler", lambda: self.scheduler.shutdown(wait=False)
+                      if self.scheduler else None)
+
+        if cfg.http.enabled:
+            self.api = Api(self.metrics.registry, cfg.http.listen, cfg.http.port)
+            self._register_routes(self.api)
+            self.api.start()
+            self._on_stop("http api", self.api.stop)
+            log.info("HTTP API and /metrics on http://%s:%d", cfg.http.listen, self.api.port)
+
+        for name, rc in cfg.readers.items():
+            if not rc.enabled:
+                continue
+            reader = self._make_reader(name, rc)
+            self.readers[name] = reader
+            reader.start()
+        self._on_stop("readers", self._stop_readers)
+
+        self.notifier.ready(f"{len(self.readers)} readers, database up")
+        log.info("rfidd %s up: %d readers, %d zones", cfg.site.id, len(self.readers),
+                 len(cfg.zones))
+
+    def _make_reader(self, name: str, rc: Any) -> ReaderDriver:
+        assert self.queue is not None
+        if self.reader_factory is not None:
+            return self.reader_factory(name, rc, self.queue)
+        antennas = list(rc.antenna_zones())
+        if rc.kind == "llrp":
+            return LlrpReader(name, rc.address, rc.llrp, antennas, self.queue,
+                              stop_event=None)
+        s = rc.serial
+        return SerialReader(
+            name, rc.address, protocol=s.protocol, baudrate=s.baudrate, address=s.address,
+            line_pattern=s.line_pattern, poll_interval_ms=s.poll_interval_ms,
+            antennas=antennas, sink=self.queue,
+        )
+
+    # -- run and stop ----------------------------------------------------------------------
+    def run_until_stopped(self) -> None:
+        """The supervisor loop: feeds the systemd watchdog, refreshes reader ages."""
+        period = self.timings.supervisor_s
+        if self.notifier.watchdog_s:
+            period = min(period, self.notifier.watchdog_s / 3)
+        while not self.stop_event.wait(period):
+            self.tick()
+
+    def tick(self) -> None:
+        now = time.time()
+        if self.queue is not None:
+            for name, act in self.queue.activity.items():
+                if act.last_report:
+                    self.metrics.reader_last_report_age.labels(name).set(now - act.last_report)
+        if self.ingestor is not None and not self.ingestor.is_alive() \
+                and not self.stop_event.is_set():
+            log.critical("ingest thread died; stopping so systemd restarts the daemon")
+            self.stop_event.set()
+            return
+        self.notifier.watchdog()
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.notifier.stopping()
+        while self._stops:
+            name, fn = self._stops.pop()
+            try:
+                fn()
+            except Exception:
+                log.exception("stopping %s failed", name)
+        log.info("rfidd stopped")
+
+    def _on_stop(self, name: str, fn: Callable[[], None]) -> None:
+        self._stops.append((name, fn))
+
+    def _stop_readers(self) -> None:
+        for reader in self.readers.values():
+            reader.stop(timeout=self.timings.stop_timeout_s / 2)
+
+    def _stop_ingest(self) -> None:
+        if self.ingestor is not None:
+            self.ingestor.join(self.timings.stop_timeout_s)
+            self.ingestor.sweep(0)  # no-op when nothing is due; keeps the call path tested
+
+    # -- callbacks -------------------------------------------------------------------------
+    def _on_reader_state(self, reader: str, state: ReaderState, reason: str) -> None:
+        if self.hq is not None and self.config.mqtt.enabled:
+            self.hq.set_reader_status(reader, state is ReaderState.ONLINE)
+
+    def _on_command(self, name: str, payload: bytes) -> None:
+        self.metrics.commands.labels(name, "unknown").inc()
+        raise ValueError(f"unknown command {name!r}")
+
+    def _refresh_outbox_metrics(self) -> None:
+        if self.db is None:
+            return
+        with self.db.session() as s:
+            depth, oldest = repo.outbox_stats(s)
+        self.metrics.outbox_depth.set(depth)
+        self.metrics.outbox_oldest_age.set(oldest)
+
+    def _purge_outbox(self) -> None:
+        if self.db is None:
+            return
+        with self.db.write() as s:
+            repo.purge_sent(s, self.timings.purge_after_s)
+
+    # -- HTTP API --------------------------------------------------------------------------
+    def _register_routes(self, api: Api) -> None:
+        def status(_p: dict[str, str], _q: Any, _b: Any) -> tuple[int, Any]:
+            assert self.queue is not None
+            return 200, {
+                "site": self.config.site.id,
+                "uptime_s": round(time.time() - self.started_at, 1),
+                "readers": {
+                    n: {"state": a.state.value, "reason": a.reason}
+                    for n, a in self.queue.activity.items()
+                },
+                "ingest": vars(self.ingestor.stats) if self.ingestor else None,
+            }
+
+        def item(p: dict[str, str], _q: Any, _b: Any) -> tuple[int, Any]:
+            assert self.db is not None
+            with self.db.session() as s:
+                it = repo.get_item(s, p["epc"].upper())
+                if it is None:
+                    raise ApiError(404, f"unknown item {p['epc']}")
+                return 200, {c.name: getattr(it, c.name) for c in it.__table__.columns}
+
+        api.route("GET", "/api/v1/status", status)
+        api.route("GET", "/api/v1/items/{epc}", item)
+
+
+def exit_zone_names(cfg: Config) -> set[str]:
+    return {z for z, zc in cfg.zones.items() if zc.kind is ZoneKind.EXIT}

@@ -1,0 +1,104 @@
+"""The `rfidd` command."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from rfidd.config import EX_CONFIG, ConfigError, load_config
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """Signals only set the stop event; the main loop does the stopping."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger("rfidd").info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+@click.group()
+@click.version_option(package_name="rfidd")
+def main() -> None:
+    """rfidd: RFID store operations and traceability daemon."""
+
+
+@main.command("check-config")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def check_config(file: Path) -> None:
+    """Validate FILE; print every error with its key path and line (exit 78 when bad)."""
+    try:
+        cfg = load_config(file)
+    except ConfigError as exc:
+        click.echo(f"{file}: {len(exc.errors)} error(s)", err=True)
+        for e in exc.errors:
+            click.echo(f"  {e}", err=True)
+        sys.exit(EX_CONFIG)
+    click.echo(
+        f"{file}: OK — site {cfg.site.id} ({cfg.site.kind}), {len(cfg.zones)} zones, "
+        f"{len(cfg.readers)} readers"
+    )
+
+
+@main.command()
+@click.option("-c", "--config", "config_file", required=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="TOML configuration file.")
+@click.option("--log-level", default="info", show_default=True)
+def run(config_file: Path, log_level: str) -> None:
+    """Run the daemon until SIGTERM or SIGINT."""
+    _setup_logging(log_level)
+    try:
+        cfg = load_config(config_file)
+    except ConfigError as exc:
+        for e in exc.errors:
+            logging.getLogger("rfidd").error("config: %s", e)
+        sys.exit(EX_CONFIG)
+    from rfidd.app import Daemon
+
+    daemon = Daemon(cfg)
+    install_signal_handlers(daemon.stop_event)
+    try:
+        daemon.start()
+        daemon.run_until_stopped()
+    finally:
+        daemon.stop()
+
+
+@main.command()
+@click.option("--seconds", default=12.0, show_default=True, help="How long the store runs.")
+@click.option("--mqtt-url", default=None, help="Also publish to this broker (mqtt://host:port).")
+@click.option("--mqtt-protocol", type=click.Choice(["5", "3.1.1"]), default="5",
+              show_default=True)
+@click.option("--scenario", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Scenario file (default: the packaged demo boutique).")
+@click.option("--keep-db", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Keep the SQLite database at this path instead of a temporary one.")
+@click.option("--log-level", default="warning", show_default=True)
+def demo(seconds: float, mqtt_url: str | None, mqtt_protocol: str, scenario: Path | None,
+         keep_db: Path | None, log_level: str) -> None:
+    """Run a simulated store end to end: simulated readers, the daemon, SQLite, optional MQTT."""
+    _setup_logging(log_level)
+    from rfidd.demo import run_demo
+
+    sys.exit(run_demo(seconds=seconds, mqtt_url=mqtt_url, mqtt_protocol=mqtt_protocol,
+                      scenario_path=scenario, keep_db=keep_db))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""The ingest path: reader batches -> zones -> presence -> events -> one transaction per batch.
+
+Reader callbacks only enqueue (`IngestQueue.on_reads` never blocks); one ingest thread owns the
+domain state (presence tracker, rules) so it needs no locks, and batches database writes
+(`batch_max_rows` reads or `batch_max_ms`, whichever first).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from inventory.epc import DecodedEpc, EpcClass, EpcClassifier, decode
+from inventory.events import ItemEvent
+from inventory.presence import PresenceChange, PresenceTracker, ZoneRead
+from readers.base import ReaderState, TagRead
+from rfidd.metrics import Metrics
+from rfidd.store import repo
+from rfidd.store.db import Database
+
+log = logging.getLogger("rfidd.ingest")
+
+EventHook = Callable[[list[PresenceChange], dict[str, DecodedEpc]], list[ItemEvent]]
+EventEncoder = Callable[[ItemEvent], dict[str, object]]
+
+
+@dataclass(slots=True)
+class ReaderActivity:
+    """What the supervisor loop needs to know about each reader (last report, state)."""
+
+    state: ReaderState = ReaderState.OFFLINE
+    last_report: float = 0.0
+    reason: str = ""
+
+
+class IngestQueue:
+    """The ReaderSink of every driver: counts, enqueues, never blocks the reader thread."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        maxsize: int = 10_000,
+        on_state: Callable[[str, ReaderState, str], None] | None = None,
+    ) -> None:
+        self.q: queue.Queue[tuple[str, list[TagRead]]] = queue.Queue(maxsize)
+        self.metrics = metrics
+        self.activity: dict[str, ReaderActivity] = {}
+        self._on_state = on_state
+        self._warned: set[tuple[str, str]] = set()
+
+    def on_reads(self, reader: str, reads: list[TagRead]) -> None:
+        act = self.activity.setdefault(reader, ReaderActivity())
+        act.last_report = time.time()
+        if not reads:
+            return
+        per_antenna: dict[int, int] = {}
+        for r in reads:
+            per_antenna[r.antenna] = per_antenna.get(r.antenna, 0) + 1
+        for antenna, n in per_antenna.items():
+            self.metrics.reads.labels(reader, str(antenna)).inc(n)
+        try:
+            self.q.put_nowait((reader, reads))
+        except queue.Full:
+            self.metrics.ingest_dropped.inc()
+            log.warning("ingest queue full: dropped %d reads from %s", len(reads), reader)
+        self.metrics.ingest_queue_depth.set(self.q.qsize())
+
+    def on_state(self, reader: str, state: ReaderState, reason: str) -> None:
+        act = self.activity.setdefault(reader, ReaderActivity())
+        if state is not act.state:
+            log.info("reader %s: %s -> %s (%s)", reader, act.state.value, state.value, reason)
+        if state is ReaderState.ONLINE and act.state is not ReaderState.ONLINE:
+            act.last_report = time.time()
+        act.state, act.reason = state, reason
+        self.metrics.reader_up.labels(reader).set(1 if state is ReaderState.ONLINE else 0)
+        if self._on_state is not None:
+            self._on_state(reader, state, reason)
+
+    def on_anomaly(self, reader: str, kind: str, detail: str) -> None:
+        self.metrics.reader_anomalies.labels(reader, kind).inc()
+        key = (reader, kind)
+        if key not in self._warned:  # log once per kind; the counter tells how often
+            self._warned.add(key)
+            log.warning("reader %s: %s: %s (further ones only counted)", reader, kind, detail)
+
+
+@dataclass(slots=True)
+class IngestStats:
+    reads: int = 0
+    batches: int = 0
+    commits: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    unmapped: int = 0
+    events: int = 0
+
+
+class Ingestor:
+    """The single thread that owns presence state and writes the database."""
+
+    def __init__(
+        self,
+        *,
+        source: IngestQueue,
+        database: Database,
+        tracker: PresenceTracker,
+        classifier: EpcClassifier,
+        zone_of: dict[tuple[str, int], str],
+        rules: EventHook,
+        encode: EventEncoder,
+        metrics: Metrics,
+        stop: threading.Event,
+        batch_max_rows: int = 500,
+        batch_max_ms: int = 250,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.source = source
+        self.db = database
+        self.tracker = tracker
+        self.classifier = classifier
+        self.zone_of = zone_of
+        self.rules = rules
+        self.encode = encode
+        self.metrics = metrics
+        self.stop_event = stop
+        self.batch_max_rows = batch_max_rows
+        self.batch_max_s = batch_max_ms / 1000.0
+        self.on_commit = on_commit
+        self.stats = IngestStats()
+        self._thread: threading.Thread | None = None
+        self._pending_sweep = threading.Event()
+        self._lock = threading.Lock()  # guards tracker between ingest and sweep callers
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float = 10.0) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def request_sweep(self) -> None:
+        self._pending_sweep.set()
+
+    def _run(self) -> None:
+        while True:
+            batch = self._collect()
+            if batch:
+                self.process(batch)
+            if self._pending_sweep.is_set():
+                self._pending_sweep.clear()
+                self.sweep(time.time())
+            if self.stop_event.is_set() and self.source.q.empty():
+                return
+
+    def _collect(self) -> list[tuple[str, list[TagRead]]]:
+        batch: list[tuple[str, list[TagRead]]] = []
+        rows = 0
+        deadline = time.monotonic() + self.batch_max_s
+        while rows < self.batch_max_rows:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                break
+            try:
+                item = self.source.q.get(timeout=min(timeout, 0.05))
+            except queue.Empty:
+                if self.stop_event.is_set() or (batch and self._pending_sweep.is_set()):
+                    break
+                continue
+            batch.append(item)
+            rows += len(item[1])
+        self.metrics.ingest_queue_depth.set(self.source.q.qsize())
+        return batch
+
+    def process(self, batch: Sequence[tuple[str, list[TagRead]]]) -> None:
+        """Decode, locate and persist one batch: the unit of one database transaction."""
+        zone_reads: list[ZoneRead] = []
+        decoded: dict[str, DecodedEpc] = {}
+        for reader, reads in batch:
+            self.stats.batches += 1
+            for r in reads:
+                self.stats.reads += 1
+                zone = self.zone_of.get((reader, r.antenna))
+                if zone is None:
+                    self.stats.unmapped += 1
+                    self.source.on_anomaly(reader, "unmapped_antenna",
+                                           f"antenna {r.antenna} is not mapped to a zone")
+                    continue
+                d = decoded.get(r.epc)
+                if d is None:
+                    d = decode(r.epc)
+                    cls = self.classifier.classify(d)
+                    if cls is not EpcClass.OURS:
+                        self.stats.rejected[str(cls)] = self.stats.rejected.get(str(cls), 0) + 1
+                        self.metrics.rejected_epcs.labels(str(cls)).inc()
+                        continue
+                    decoded[r.epc] = d
+                zone_reads.append(ZoneRead(r.epc, zone, r.rssi_dbm, r.seen_at, r.seen_count))
+        with self._lock:
+            changes = self.tracker.observe(zone_reads)
+        self._persist(changes, decoded)
+
+    def sweep(self, now: float) -> None:
+        with self._lock:
+            changes = self.tracker.sweep(now)
+        if changes:
+            self._persist(changes, {})
+
+    def _persist(self, changes: list[PresenceChange], decoded: dict[str, DecodedEpc]) -> None:
+        if not changes:
+            return
+        for c in changes:
+            if c.epc not in decoded:
+                decoded[c.epc] = decode(c.epc)
+        events = self.rules(changes, decoded)
+        upserts: list[repo.ItemUpsert] = []
+        presence: list[repo.PresenceRow] = []
+        departed: list[str] = []
+        for c in changes:
+            d = decoded[c.epc]
+            if c.kind == "departed":
+                departed.append(c.epc)
+                upserts.append(repo.ItemUpsert(epc=c.epc, seen_at=None, zone=None))
+                continue
+            upserts.append(repo.ItemUpsert(
+                epc=c.epc, seen_at=c.at, zone=c.zone, epc_uri=d.uri, gtin=d.gtin14,
+                serial=d.serial_text,
+            ))
+            presence.append(repo.PresenceRow(epc=c.epc, zone=c.zone, since=c.at, last_seen=c.at))
+        records = [repo.event_record(e, self.encode(e)) for e in events]
+        t0 = time.perf_counter()
+        with self.db.write() as s:
+            repo.apply_batch(s, upserts, records, presence=presence, departed=departed)
+        self.metrics.batch_commit.observe(time.perf_counter() - t0)
+        self.stats.commits += 1
+        self.stats.events += len(records)
+        for e in events:
+            self.metrics.events.labels(e.biz_step or "observe").inc()
+        if self.on_commit is not None:
+            self.on_commit()
