@@ -316,9 +316,12 @@ class SerialReader:
     def _read_chunk(self, port: Any) -> bytes:
         data: bytes = port.read(max(1, port.in_waiting))
         if data:
-            more = port.in_waiting
-            if more:
-                data += port.read(more)
+            try:
+                more = port.in_waiting
+                if more:
+                    data += port.read(more)
+            except OSError:
+                pass  # keep what arrived; the next read reports the failure
             self.stats.last_rx_at = self._clock()
         return data
 
@@ -393,8 +396,13 @@ class SerialReader:
                 if data:
                     last_byte = time.monotonic()
                     frames = decoder.feed(data)
-                elif decoder.pending and time.monotonic() - last_byte > STALL_FLUSH_S:
-                    self._anomaly("truncated", f"{decoder.pending} byte(s) of an unfinished frame")
+                elif (decoder.pending or decoder.unreported) and (
+                    time.monotonic() - last_byte > STALL_FLUSH_S
+                ):
+                    if decoder.pending:
+                        self._anomaly(
+                            "truncated", f"{decoder.pending} byte(s) of an unfinished frame"
+                        )
                     frames = decoder.drain()
                 else:
                     continue

@@ -110,6 +110,11 @@ class FrameDecoder:
         self.garbage_bytes = 0
 
     @property
+    def unreported(self) -> int:
+        """Garbage bytes skipped but not yet reported (the run may go on in the next read)."""
+        return self._skipped
+
+    @property
     def pending(self) -> int:
         """Bytes held waiting for the rest of a frame."""
         return len(self._buf)
@@ -147,6 +152,7 @@ class FrameDecoder:
                 break
             if start:
                 self._skip(start)
+            self._report_skipped()  # a header ends a run of garbage
             if len(buf) < 2:
                 if final:
                     self._skip(1)
@@ -177,7 +183,7 @@ class FrameDecoder:
             out.append(Frame(buf[2], buf[3], bytes(buf[4 : total - 1])))
             self.frames += 1
             del buf[:total]
-        if final or not buf:
+        if final:
             self._report_skipped()
         return out
 
