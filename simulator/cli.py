@@ -1,0 +1,114 @@
+"""`rfidd-sim`: run simulated readers from a scenario until SIGINT/SIGTERM.
+
+    rfidd-sim llrp --port 5084 --scenario simulator/scenarios/demo-store.toml [--reader floor-1]
+    rfidd-sim run --scenario simulator/scenarios/demo-store.toml [--base-port 15084]
+
+Other simulators add their subcommand to the `main` group (e.g. `serial`, see
+`_OPTIONAL_COMMANDS`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from simulator.llrp.site import SimulatedSite
+from simulator.scenario import Scenario, ScenarioError
+
+# (module, attribute): click commands registered when their module exists.
+_OPTIONAL_COMMANDS = [("simulator.serial_cli", "serial")]
+
+
+def _load(path: Path) -> Scenario:
+    try:
+        return Scenario.load(path)
+    except ScenarioError as exc:
+        lines = "\n  ".join(exc.errors)
+        raise click.ClickException(f"{exc.source}:\n  {lines}") from exc
+
+
+def _serve(site: SimulatedSite) -> None:
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        site.start()
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen: {exc}") from exc
+    try:
+        for name, port in sorted(site.ports.items()):
+            click.echo(f"{name} {site.host}:{port}")
+        sys.stdout.flush()
+        while not stop.wait(0.5):
+            pass
+    finally:
+        site.stop()
+        click.echo("stopped", err=True)
+
+
+@click.group()
+@click.option("-v", "--verbose", count=True, help="-v: info, -vv: debug logs.")
+def main(verbose: int) -> None:
+    """Simulated RFID readers for rfidd (LLRP 1.0.1 over TCP)."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+_scenario_opt = click.option(
+    "--scenario", "scenario_path", required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Scenario TOML file.")
+_host_opt = click.option("--host", default="127.0.0.1", show_default=True,
+                         help="Address to listen on.")
+_scale_opt = click.option("--time-scale", default=1.0, show_default=True, type=float,
+                          help="Run the timeline this many times faster.")
+
+
+@main.command()
+@_scenario_opt
+@click.option("--port", default=5084, show_default=True, type=click.IntRange(0, 65535),
+              help="TCP port (0: any free port).")
+@click.option("--reader", "reader_name", default=None,
+              help="Which reader of the scenario (default: the first by name).")
+@_host_opt
+@_scale_opt
+def llrp(scenario_path: Path, port: int, reader_name: str | None, host: str,
+         time_scale: float) -> None:
+    """One simulated LLRP reader on PORT."""
+    scenario = _load(scenario_path)
+    name = reader_name or sorted(scenario.readers)[0]
+    if name not in scenario.readers:
+        raise click.BadParameter(f"no reader {name!r} in the scenario (readers: "
+                                 f"{', '.join(sorted(scenario.readers))})", param_hint="--reader")
+    _serve(SimulatedSite(scenario, host=host, base_port=port, only=[name],
+                         time_scale=time_scale))
+
+
+@main.command()
+@_scenario_opt
+@click.option("--base-port", default=0, show_default=True, type=click.IntRange(0, 65535),
+              help="First port; readers get consecutive ports by name (0: any free ports).")
+@_host_opt
+@_scale_opt
+def run(scenario_path: Path, base_port: int, host: str, time_scale: float) -> None:
+    """Every reader of the scenario; prints 'name host:port' per reader."""
+    _serve(SimulatedSite(_load(scenario_path), host=host, base_port=base_port,
+                         time_scale=time_scale))
+
+
+for _module, _attr in _OPTIONAL_COMMANDS:
+    try:
+        _cmd = getattr(importlib.import_module(_module), _attr)
+    except (ImportError, AttributeError):
+        continue
+    main.add_command(_cmd)
