@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -84,8 +85,13 @@ class MosquittoProcess:
         self.port = port or free_port()
         self.workdir = workdir
         self.conf = workdir / f"mosquitto-{self.port}.conf"
+        # Persistence (saved on a clean stop) keeps subscribers' sessions across a restart, so an
+        # outage test's collector misses nothing while the broker is down.
+        store = workdir / f"mosquitto-{self.port}-data"
+        store.mkdir(exist_ok=True)
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"persistence true\npersistence_location {store}/\n"
             "max_queued_messages 100000\n"
         )
         self.proc: subprocess.Popen[bytes] | None = None
@@ -112,6 +118,7 @@ class MosquittoProcess:
         if self.proc is None:
             return
         if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a paused broker cannot handle SIGTERM
             self.proc.terminate()
             try:
                 self.proc.wait(5)
@@ -127,6 +134,15 @@ class MosquittoProcess:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open, nothing is answered."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
 
     @property
     def running(self) -> bool:
@@ -274,6 +290,7 @@ class MqttCollector:
     broker: Broker
     topic_filter: str
     protocol: str = "5"
+    persistent: bool = False  # keep the session (and queued messages) across reconnects
     messages: list[Collected] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -282,15 +299,26 @@ class MqttCollector:
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
         v5 = self.protocol == "5"
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
         self._client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=f"collector-{uuid.uuid4().hex[:10]}",
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else not self.persistent,
         )
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = lambda *a: self._subscribed.set()
         self._client.on_message = self._on_message
-        self._client.connect(self.broker.host, self.broker.port, keepalive=30)
+        self._client.reconnect_delay_set(0.05, 0.5)  # type: ignore[arg-type]
+        if v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 3600 if self.persistent else 0
+            self._client.connect(self.broker.host, self.broker.port, keepalive=30,
+                                 clean_start=not self.persistent, properties=props)
+        else:
+            self._client.connect(self.broker.host, self.broker.port, keepalive=30)
         self._client.loop_start()
         if not self._subscribed.wait(10):
             raise RuntimeError(f"collector could not subscribe to {self.topic_filter}")
@@ -334,12 +362,14 @@ class MqttCollector:
 
 @pytest.fixture
 def mqtt_collector() -> Iterator[Callable[..., MqttCollector]]:
-    """Factory: mqtt_collector(broker, "topic/#", protocol="5") -> MqttCollector, stopped at
-    teardown."""
+    """Factory: mqtt_collector(broker, "topic/#", protocol="5", persistent=False) ->
+    MqttCollector, stopped at teardown."""
     made: list[MqttCollector] = []
 
-    def make(broker: Broker, topic_filter: str, protocol: str = "5") -> MqttCollector:
-        c = MqttCollector(broker, topic_filter, protocol)
+    def make(
+        broker: Broker, topic_filter: str, protocol: str = "5", persistent: bool = False
+    ) -> MqttCollector:
+        c = MqttCollector(broker, topic_filter, protocol, persistent)
         made.append(c)
         return c
 

@@ -1,0 +1,552 @@
+"""The HQ link: outbox publisher and command subscriber over MQTT (paho-mqtt 2.x).
+
+Delivery is at-least-once: a row leaves the outbox (sent_at set) only when the broker has
+acknowledged it (PUBACK). Rows handed to paho but not acknowledged when the connection drops are
+resent by paho after the reconnect, before anything newer, so order is kept; after a restart the
+unacknowledged rows are simply still pending. HQ drops duplicates by `eventID`.
+
+Threads: paho's network loop (callbacks only record and wake, never touch the database), one
+publisher thread (reads the outbox, publishes, marks acknowledged rows), one command thread (runs
+the command handler so a slow handler never stalls the network loop).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import queue
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from rfidd.config import MqttConfig
+from rfidd.metrics import Metrics
+from rfidd.store import repo
+from rfidd.store.db import Database
+
+log = logging.getLogger(__name__)
+
+ONLINE = b"online"
+OFFLINE = b"offline"
+MAX_COMMAND_BYTES = 256 * 1024
+_LABEL_OK = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_MAX_COMMAND_LABELS = 32
+
+# (events as stored in the outbox, creation time, sender) -> EPCISDocument (dict or JSON text).
+DocumentBuilder = Callable[[list[dict[str, Any]], datetime, str], Mapping[str, Any] | str | bytes]
+CommandHandler = Callable[[str, bytes], None]
+
+
+class HqLinkError(Exception):
+    """The link cannot be set up (unreadable password file...); the message says what and where."""
+
+
+@dataclass(slots=True)
+class _InFlight:
+    ids: list[int]
+    stream: str
+    first_id: int
+
+
+@dataclass(slots=True)
+class LinkStats:
+    published_messages: int = 0
+    acked_rows: int = 0
+    failed_rows: int = 0
+    rejected_acks: int = 0
+    commands_ok: int = 0
+    commands_failed: int = 0
+    commands_rejected: int = 0
+    connects: int = 0
+    disconnects: int = 0
+    by_stream: dict[str, int] = field(default_factory=dict)
+
+
+def _read_password(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise HqLinkError(f"mqtt.password_file {path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise HqLinkError(f"mqtt.password_file {path}: not UTF-8 text") from exc
+
+
+class HqLink:
+    """Publishes the outbox to HQ and hands HQ commands to `command_handler`.
+
+    Timing constants are parameters so tests can shrink them; defaults suit a store PC.
+    `sender` is the sender identity written into EPCIS documents (the site SGLN).
+    """
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        site_id: str,
+        database: Database,
+        metrics: Metrics,
+        stop: threading.Event,
+        *,
+        document_builder: DocumentBuilder,
+        command_handler: CommandHandler | None = None,
+        sender: str = "",
+        max_inflight: int = 20,
+        poll_interval_s: float = 1.0,
+        stats_interval_s: float = 1.0,
+        reconnect_min_s: float = 1.0,
+        reconnect_max_s: float = 60.0,
+        reconnect_jitter: float = 0.5,
+        rejected_retry_s: float = 30.0,
+        session_expiry_s: int = 86_400,
+        max_command_bytes: int = MAX_COMMAND_BYTES,
+        command_queue_size: int = 100,
+    ) -> None:
+        if max_inflight < 1:
+            raise ValueError("max_inflight must be at least 1")
+        self.config = config
+        self.site_id = site_id
+        self.db = database
+        self.metrics = metrics
+        self._stop = stop
+        self.document_builder = document_builder
+        self.command_handler = command_handler
+        self.sender = sender
+        self.max_inflight = max_inflight
+        self.poll_interval_s = poll_interval_s
+        self.stats_interval_s = stats_interval_s
+        self.reconnect_min_s = reconnect_min_s
+        self.reconnect_max_s = reconnect_max_s
+        self.reconnect_jitter = reconnect_jitter
+        self.rejected_retry_s = rejected_retry_s
+        self.session_expiry_s = session_expiry_s
+        self.max_command_bytes = max_command_bytes
+
+        self.base = f"{config.topic_prefix}/{site_id}"
+        self.status_topic = f"{self.base}/status"
+        self.epcis_topic = f"{self.base}/epcis"
+        self.errors_topic = f"{self.base}/errors"
+        self.command_filter = f"{self.base}/cmd/+"
+        self._command_prefix = f"{self.base}/cmd/"
+
+        u = urlsplit(config.url)
+        self.tls = u.scheme == "mqtts"
+        self.host = u.hostname or "127.0.0.1"
+        self.port = u.port or (8883 if self.tls else 1883)
+        self.v5 = config.protocol == "5"
+        self.client_id = config.client_id or f"rfidd-{site_id}"
+
+        self.stats = LinkStats()
+        self._wake = threading.Event()
+        self._connected = threading.Event()
+        self._closing = False
+        self._attempt = 0
+        self._acks: collections.deque[tuple[int, bool, str]] = collections.deque()
+        self._inflight: dict[int, _InFlight] = {}  # publisher thread only
+        self._cursor = 0  # highest outbox id handed to paho (publisher thread only)
+        self._retry_at = 0.0
+        self._next_stats = 0.0
+        self._readers: dict[str, bool] = {}
+        self._readers_lock = threading.Lock()
+        self._labels: set[str] = set()
+        self._commands: queue.Queue[tuple[str, bytes]] = queue.Queue(command_queue_size)
+        self._client: mqtt.Client | None = None
+        self._publisher: threading.Thread | None = None
+        self._command_thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Connect in the background and start the threads; returns at once."""
+        self._client = self._make_client()
+        self.metrics.mqtt_connected.set(0)
+        props = None
+        if self.v5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = self.session_expiry_s
+        self._client.connect_async(
+            self.host,
+            self.port,
+            keepalive=self.config.keepalive_s,
+            clean_start=False if self.v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=props,
+        )
+        self._client.loop_start()
+        self._publisher = threading.Thread(
+            target=self._run_publisher, name="mqtt-publisher", daemon=True
+        )
+        self._publisher.start()
+        self._command_thread = threading.Thread(
+            target=self._run_commands, name="mqtt-commands", daemon=True
+        )
+        self._command_thread.start()
+        log.info("HQ link to %s:%d (MQTT %s%s) as %s", self.host, self.port,
+                 self.config.protocol, ", TLS" if self.tls else "", self.client_id)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Clean stop: finish acknowledged marks, publish retained `offline`, DISCONNECT."""
+        deadline = time.monotonic() + timeout
+        self._closing = True
+        self._wake.set()
+        if self._publisher is not None:
+            self._publisher.join(max(0.1, deadline - time.monotonic()))
+        client = self._client
+        if client is not None:
+            if self._connected.is_set():
+                info = client.publish(self.status_topic, OFFLINE, qos=1, retain=True)
+                try:
+                    info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+                except (RuntimeError, ValueError) as exc:
+                    log.warning("could not publish offline status: %s", exc)
+            client.disconnect()
+            client.loop_stop()
+        self._connected.clear()
+        self._process_acks()  # PUBACKs that arrived while stopping
+        if self._command_thread is not None:
+            self._command_thread.join(max(0.1, deadline - time.monotonic()))
+        self.metrics.mqtt_connected.set(0)
+
+    def notify(self) -> None:
+        """New rows were committed: publish now rather than at the next poll."""
+        self._wake.set()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    @property
+    def inflight_rows(self) -> int:
+        return sum(len(f.ids) for f in list(self._inflight.values()))
+
+    def set_reader_status(self, reader: str, online: bool) -> None:
+        """Retained reader status; remembered and republished after every reconnect."""
+        with self._readers_lock:
+            self._readers[reader] = online
+        client = self._client
+        if client is not None and self._connected.is_set():
+            self._publish_reader(client, reader, online)
+
+    # ------------------------------------------------------------------ paho setup
+
+    def _make_client(self) -> mqtt.Client:
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311,
+            clean_session=None if self.v5 else False,
+        )
+        c.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        if self.config.username is not None or self.config.password_file is not None:
+            password = (
+                _read_password(self.config.password_file) if self.config.password_file else None
+            )
+            c.username_pw_set(self.config.username or "", password)
+        if self.tls or self.config.tls.ca_file is not None:
+            t = self.config.tls
+            c.tls_set(
+                ca_certs=str(t.ca_file) if t.ca_file else None,
+                certfile=str(t.cert_file) if t.cert_file else None,
+                keyfile=str(t.key_file) if t.key_file else None,
+            )
+            if t.insecure:
+                c.tls_insecure_set(True)
+        c.will_set(self.status_topic, OFFLINE, qos=1, retain=True)
+        c.max_inflight_messages_set(self.max_inflight)
+        c.max_queued_messages_set(0)
+        self._set_backoff(c)
+        c.on_connect = self._on_connect
+        c.on_connect_fail = self._on_connect_fail
+        c.on_disconnect = self._on_disconnect
+        c.on_publish = self._on_publish
+        c.on_message = self._on_message
+        return c
+
+    def _set_backoff(self, client: mqtt.Client) -> None:
+        """Exponential backoff with jitter, so a chain of sites does not reconnect in lockstep
+        after an HQ outage. paho waits `min_delay` next; we choose it per attempt."""
+        base = min(self.reconnect_max_s, self.reconnect_min_s * (2 ** min(self._attempt, 20)))
+        delay = base * (1.0 - self.reconnect_jitter * random.random())
+        client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type,unused-ignore]  # floats work
+        self._attempt += 1
+
+    # ------------------------------------------------------------------ paho callbacks
+    # They run on paho's network thread: record, wake, never block on the database.
+
+    def _on_connect(
+        self, client: mqtt.Client, _userdata: Any, flags: mqtt.ConnectFlags,
+        reason: ReasonCode, _props: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            log.error("HQ broker %s:%d refused the connection: %s", self.host, self.port, reason)
+            return
+        self._attempt = 0
+        self._set_backoff(client)
+        self.stats.connects += 1
+        client.subscribe(self.command_filter, qos=1)
+        with self._readers_lock:
+            readers = dict(self._readers)
+        for name, online in readers.items():
+            self._publish_reader(client, name, online)
+        client.publish(self.status_topic, ONLINE, qos=1, retain=True)
+        self._connected.set()
+        self.metrics.mqtt_connected.set(1)
+        log.info("connected to HQ broker %s:%d (session present: %s)", self.host, self.port,
+                 flags.session_present)
+        self._wake.set()
+
+    def _on_connect_fail(self, client: mqtt.Client, _userdata: Any) -> None:
+        log.warning("cannot reach HQ broker %s:%d; retrying", self.host, self.port)
+        self._set_backoff(client)
+
+    def _on_disconnect(
+        self, client: mqtt.Client, _userdata: Any, _flags: mqtt.DisconnectFlags,
+        reason: ReasonCode, _props: Properties | None,
+    ) -> None:
+        was = self._connected.is_set()
+        self._connected.clear()
+        self.metrics.mqtt_connected.set(0)
+        if was:
+            self.stats.disconnects += 1
+        if not self._closing:
+            log.warning("HQ broker connection lost (%s); unacknowledged messages are resent "
+                        "after reconnecting", reason)
+            self._set_backoff(client)
+
+    def _on_publish(
+        self, _client: mqtt.Client, _userdata: Any, mid: int, reason: ReasonCode,
+        _props: Properties | None,
+    ) -> None:
+        # Called under paho's message lock: only a deque append (atomic) and a wake-up.
+        self._acks.append((mid, not reason.is_failure, str(reason)))
+        self._wake.set()
+
+    def _on_message(self, client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        topic = msg.topic
+        name = topic[len(self._command_prefix):] if topic.startswith(self._command_prefix) else ""
+        payload = bytes(msg.payload)
+        if not name:
+            log.warning("ignoring message on unexpected topic %r", topic)
+            return
+        if len(payload) > self.max_command_bytes:
+            self._reject(client, name, f"payload of {len(payload)} bytes exceeds the limit of "
+                         f"{self.max_command_bytes} bytes")
+            return
+        if self.command_handler is None:
+            self._reject(client, name, "this site accepts no commands")
+            return
+        try:
+            self._commands.put_nowait((name, payload))
+        except queue.Full:
+            self._reject(client, name, "command queue full; retry later")
+
+    # ------------------------------------------------------------------ commands
+
+    def _label(self, name: str) -> str:
+        """Bounded metric label: commands come from the network, label values must not."""
+        if not _LABEL_OK.match(name):
+            return "invalid"
+        if name in self._labels:
+            return name
+        if len(self._labels) >= _MAX_COMMAND_LABELS:
+            return "other"
+        self._labels.add(name)
+        return name
+
+    def _reject(self, client: mqtt.Client, name: str, reason: str) -> None:
+        self.stats.commands_rejected += 1
+        self.metrics.commands.labels(self._label(name), "rejected").inc()
+        log.warning("rejected HQ command %r: %s", name[:100], reason)
+        self._reply_error(client, name, reason)
+
+    def _reply_error(self, client: mqtt.Client, name: str, reason: str) -> None:
+        body = {
+            "site": self.site_id,
+            "command": name[:200],
+            "error": reason[:2000],
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        }
+        client.publish(self.errors_topic, json.dumps(body).encode(), qos=1, retain=False)
+
+    def _run_commands(self) -> None:
+        while True:
+            try:
+                name, payload = self._commands.get(timeout=0.2)
+            except queue.Empty:
+                if self._closing or self._stop.is_set():
+                    return
+                continue
+            handler = self.command_handler
+            assert handler is not None
+            try:
+                handler(name, payload)
+            except Exception as exc:  # the handler's bug or bad input must not kill the link
+                self.stats.commands_failed += 1
+                self.metrics.commands.labels(self._label(name), "error").inc()
+                log.warning("HQ command %r failed: %s", name[:100], exc, exc_info=True)
+                if self._client is not None:
+                    self._reply_error(self._client, name, f"{type(exc).__name__}: {exc}")
+            else:
+                self.stats.commands_ok += 1
+                self.metrics.commands.labels(self._label(name), "ok").inc()
+
+    # ------------------------------------------------------------------ publisher
+
+    def _publish_reader(self, client: mqtt.Client, reader: str, online: bool) -> None:
+        client.publish(f"{self.base}/readers/{reader}/status", ONLINE if online else OFFLINE,
+                       qos=1, retain=True)
+
+    def _run_publisher(self) -> None:
+        while True:
+            try:
+                self._process_acks()
+                if self._closing or self._stop.is_set():
+                    return
+                if self._connected.is_set() and time.monotonic() >= self._retry_at:
+                    self._fill_window()
+                self._update_stats()
+            except Exception:  # a database hiccup must not end publishing for good
+                log.exception("outbox publisher error; retrying")
+                self._stop.wait(min(1.0, self.poll_interval_s) or 0.01)
+            self._wake.wait(self.poll_interval_s)
+            self._wake.clear()
+
+    def _process_acks(self) -> None:
+        done: list[_InFlight] = []
+        rejected: list[tuple[_InFlight, str]] = []
+        while self._acks:
+            mid, ok, reason = self._acks.popleft()
+            f = self._inflight.pop(mid, None)
+            if f is None:
+                continue  # a status message, not an outbox row
+            if ok:
+                done.append(f)
+            else:
+                rejected.append((f, reason))
+        if done:
+            ids = [i for f in done for i in f.ids]
+            with self.db.write() as s:
+                repo.mark_sent(s, ids)
+            for f in done:
+                self.metrics.published.labels(f.stream).inc()
+                self.stats.by_stream[f.stream] = self.stats.by_stream.get(f.stream, 0) + 1
+            self.stats.published_messages += len(done)
+            self.stats.acked_rows += len(ids)
+        for f, reason in rejected:
+            # The broker refused (quota, authorisation...): keep the rows pending and retry
+            # from the first refused one after a pause.
+            self.stats.rejected_acks += 1
+            log.error("broker refused outbox rows %d..%d (%s): %s; retrying in %.0f s",
+                      f.ids[0], f.ids[-1], f.stream, reason, self.rejected_retry_s)
+            self._cursor = min(self._cursor, f.first_id - 1)
+            self._retry_at = time.monotonic() + self.rejected_retry_s
+
+    def _fill_window(self) -> None:
+        client = self._client
+        assert client is not None
+        per_doc = self.config.max_events_per_document
+        while len(self._inflight) < self.max_inflight and self._connected.is_set():
+            room = self.max_inflight - len(self._inflight)
+            with self.db.session() as s:
+                rows = repo.outbox_pending(s, min(room * per_doc, 5000), after_id=self._cursor)
+            if not rows:
+                return
+            groups: list[list[repo.OutboxRow]] = []
+            for r in rows:
+                if len(groups) >= room:
+                    break
+                g = groups[-1] if groups else None
+                if (r.stream == repo.EPCIS_STREAM and g is not None
+                        and g[0].stream == repo.EPCIS_STREAM and len(g) < per_doc):
+                    g.append(r)
+                else:
+                    groups.append([r])
+            for g in groups:
+                if not self._publish_group(client, g):
+                    return
+
+    def _publish_group(self, client: mqtt.Client, rows: list[repo.OutboxRow]) -> bool:
+        """Publish one message; False when the connection went away (stop filling)."""
+        stream = rows[0].stream
+        if stream == repo.EPCIS_STREAM:
+            topic = self.epcis_topic
+            payload = self._build_epcis(rows)
+            if payload is None:
+                if len(rows) > 1:
+                    # Isolate the bad row(s): one document per event.
+                    return all(self._publish_group(client, [r]) for r in rows)
+                self._cursor = max(self._cursor, rows[-1].id)
+                return True
+        else:
+            topic = f"{self.base}/{rows[0].topic}"
+            payload = rows[0].payload.encode()
+        try:
+            info = client.publish(topic, payload, qos=1, retain=False)
+        except ValueError as exc:  # payload too large for MQTT, bad topic
+            self._fail(rows, f"cannot publish on {topic}: {exc}")
+            self._cursor = max(self._cursor, rows[-1].id)
+            return True
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            log.warning("publish on %s returned %s; will retry", topic, mqtt.error_string(info.rc))
+            return False
+        # paho queues it even without a connection (NO_CONN) and sends it on reconnect.
+        self._inflight[info.mid] = _InFlight([r.id for r in rows], stream, rows[0].id)
+        self._cursor = max(self._cursor, rows[-1].id)
+        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _build_epcis(self, rows: list[repo.OutboxRow]) -> bytes | None:
+        events: list[dict[str, Any]] = []
+        for r in rows:
+            try:
+                ev = json.loads(r.payload)
+                if not isinstance(ev, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as exc:
+                self._fail([r], f"outbox row {r.id} ({r.event_id}): bad event JSON: {exc}")
+                return None
+            events.append(ev)
+        try:
+            doc = self.document_builder(events, datetime.now(UTC), self.sender)
+            if isinstance(doc, bytes):
+                return doc
+            if isinstance(doc, str):
+                return doc.encode()
+            return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+        except Exception as exc:  # a bad event must not block the whole feed
+            if len(rows) == 1:
+                self._fail(rows, f"outbox row {rows[0].id} ({rows[0].event_id}): EPCIS document "
+                           f"cannot be built: {type(exc).__name__}: {exc}")
+            else:
+                log.warning("EPCIS document of rows %d..%d cannot be built (%s); isolating",
+                            rows[0].id, rows[-1].id, exc)
+            return None
+
+    def _fail(self, rows: list[repo.OutboxRow], error: str) -> None:
+        log.error("%s; row kept in the outbox as failed", error)
+        with self.db.write() as s:
+            repo.mark_failed(s, [r.id for r in rows], error)
+        self.stats.failed_rows += len(rows)
+
+    def _update_stats(self) -> None:
+        now = time.monotonic()
+        if now < self._next_stats:
+            return
+        self._next_stats = now + self.stats_interval_s
+        with self.db.session() as s:
+            depth, age = repo.outbox_stats(s)
+        self.metrics.outbox_depth.set(depth)
+        self.metrics.outbox_oldest_age.set(age)
