@@ -112,7 +112,7 @@ class _Client(LLRPReaderClient):  # type: ignore[misc]
         """Idempotent and safe from two threads (sllurp's own can race the supervisor's)."""
         with self._close_lock:
             self._stop_main_loop.set()
-            sock: Any = self._socket
+            sock: Any = getattr(self, "_socket", None)
             self._socket = None
         if sock is not None:
             with contextlib.suppress(OSError):
