@@ -1,0 +1,441 @@
+"""Shrinkage: items that vanish from stock without being sold or shipped.
+
+Three parts:
+- LossTracker: an item missed by consecutive counts becomes suspected lost, but only once the
+  misses are convincing given how well each zone actually reads. A zone's read rate is measured,
+  not configured: of the items known to be present at a count (found then, or missed then and
+  seen again later), the share the count found.
+- ExitMonitor: a read of an unsold item in an exit zone is an alert (debounced per item) and an
+  `entering_exiting` event with CBV 2.0 disposition `stolen` (CBV has no "suspected" qualifier;
+  the event carries `suspected: True` in its extensions and the alert is what staff act on).
+- shrinkage_report: the period's losses valued at retail price, confirmed (seen leaving through
+  the exit) vs suspected (only missed by counts), by category, SKU and zone.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from inventory.catalog import Product
+from inventory.counting import CountResult
+from inventory.events import Action, ItemEvent, stable_event_id
+
+GtinOf = Callable[[str], str | None]
+EXIT_BIZ_STEP = "entering_exiting"
+EXIT_DISPOSITION = "stolen"
+REPORT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneReadRate:
+    zone: str
+    hits: int  # items read by a count while present
+    missed_present: int  # items a count missed that turned out to be there
+    rate: float  # smoothed estimate used for confidences
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"zone": self.zone, "hits": self.hits, "missed_present": self.missed_present,
+                "rate": self.rate}
+
+
+@dataclass(frozen=True, slots=True)
+class SuspectedLoss:
+    epc: str
+    zone: str  # booked zone at the last missed count
+    misses: int  # consecutive counts that missed it
+    confidence: float  # 1 - prod(1 - read rate of the zone of each miss)
+    first_missed_at: float
+    suspected_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epc": self.epc, "zone": self.zone, "misses": self.misses,
+                "confidence": self.confidence, "first_missed_at": self.first_missed_at,
+                "suspected_at": self.suspected_at}
+
+
+@dataclass(frozen=True, slots=True)
+class LossUpdate:
+    newly_suspected: tuple[SuspectedLoss, ...]
+    reinstated: tuple[str, ...]
+
+
+class LossTracker:
+    """Consecutive-miss bookkeeping across counts; O(misses) memory, O(1) per ordinary read.
+
+    An item is suspected lost after at least `counts_before_suspected` consecutive misses AND a
+    confidence of at least `min_confidence`. Read rates start from a prior (`prior_read_rate`
+    worth `prior_weight` observations) so the first counts cannot swing them to 0 or 1.
+    """
+
+    def __init__(
+        self,
+        counts_before_suspected: int = 2,
+        *,
+        min_confidence: float = 0.95,
+        prior_read_rate: float = 0.9,
+        prior_weight: float = 20.0,
+    ) -> None:
+        if counts_before_suspected < 1:
+            raise ValueError("counts_before_suspected must be >= 1")
+        if not 0 < min_confidence < 1:
+            raise ValueError("min_confidence must be between 0 and 1 (exclusive)")
+        if not 0 < prior_read_rate < 1 or prior_weight < 0:
+            raise ValueError("prior_read_rate must be in (0, 1) and prior_weight >= 0")
+        self.k = counts_before_suspected
+        self.min_confidence = min_confidence
+        self.prior_read_rate = prior_read_rate
+        self.prior_weight = prior_weight
+        self._misses: dict[str, list[tuple[str, float]]] = {}
+        self._suspected: dict[str, SuspectedLoss] = {}
+        self._hits: Counter[str] = Counter()
+        self._missed_present: Counter[str] = Counter()
+
+    # -- read rates -------------------------------------------------------------------------
+    def read_rate(self, zone: str) -> float:
+        hits, missed = self._hits[zone], self._missed_present[zone]
+        rate = (hits + self.prior_read_rate * self.prior_weight) / (
+            hits + missed + self.prior_weight
+        )
+        return min(max(rate, 1e-6), 1 - 1e-9)
+
+    def read_rates(self) -> dict[str, ZoneReadRate]:
+        zones = sorted(self._hits.keys() | self._missed_present.keys())
+        return {
+            z: ZoneReadRate(z, self._hits[z], self._missed_present[z], self.read_rate(z))
+            for z in zones
+        }
+
+    def confidence(self, epc: str) -> float:
+        """How sure we are the item is gone: 1 - P(a present item is missed by every miss)."""
+        misses = self._misses.get(epc)
+        if not misses:
+            return 0.0
+        log_all_missed = sum(math.log1p(-self.read_rate(z)) for z, _ in misses)
+        return 1.0 - math.exp(log_all_missed)
+
+    # -- inputs -----------------------------------------------------------------------------
+    def record_count(self, result: CountResult, at: float | None = None) -> LossUpdate:
+        """Take a finished count into account."""
+        t = result.finished_at if at is None else at
+        located = result.found.union(m.epc for m in result.misplaced)
+        reinstated = [e for e in sorted(located & self._misses.keys()) if self._present(e)]
+        for zone, tally in result.per_zone.items():
+            self._hits[zone] += tally.found + tally.misplaced_in
+        newly: list[SuspectedLoss] = []
+        for m in result.missing:
+            misses = self._misses.setdefault(m.epc, [])
+            misses.append((m.booked_zone, t))
+            if m.epc in self._suspected:
+                old = self._suspected[m.epc]
+                self._suspected[m.epc] = SuspectedLoss(
+                    m.epc, m.booked_zone, len(misses), self.confidence(m.epc),
+                    old.first_missed_at, old.suspected_at,
+                )
+                continue
+            if len(misses) >= self.k:
+                conf = self.confidence(m.epc)
+                if conf >= self.min_confidence:
+                    s = SuspectedLoss(m.epc, m.booked_zone, len(misses), conf, misses[0][1], t)
+                    self._suspected[m.epc] = s
+                    newly.append(s)
+        return LossUpdate(tuple(newly), tuple(reinstated))
+
+    def seen(self, epc: str) -> bool:
+        """Any read of the item (cheap when it has no misses); True if it was suspected lost."""
+        if epc not in self._misses:
+            return False
+        return self._present(epc)
+
+    def _present(self, epc: str) -> bool:
+        # The item was there all along: each of its misses was a reader miss in that zone.
+        for zone, _ in self._misses.pop(epc, ()):
+            self._missed_present[zone] += 1
+        return self._suspected.pop(epc, None) is not None
+
+    def remove(self, epc: str) -> None:
+        """The item left stock legitimately (sold, shipped, destroyed): stop tracking it."""
+        self._misses.pop(epc, None)
+        self._suspected.pop(epc, None)
+
+    # -- outputs ----------------------------------------------------------------------------
+    def is_suspected(self, epc: str) -> bool:
+        return epc in self._suspected
+
+    def misses(self, epc: str) -> int:
+        return len(self._misses.get(epc, ()))
+
+    def suspected(self) -> tuple[SuspectedLoss, ...]:
+        """Suspected losses sorted by EPC, confidences at today's read rates."""
+        out = []
+        for e in sorted(self._suspected):
+            s = self._suspected[e]
+            out.append(SuspectedLoss(s.epc, s.zone, s.misses, self.confidence(e),
+                                     s.first_missed_at, s.suspected_at))
+        return tuple(out)
+
+
+# -- exit ---------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ExitAlert:
+    alert_id: str
+    epc: str
+    zone: str
+    at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON for rfidd/v1/{site}/alerts."""
+        return {"type": "exit_unsold", "alert_id": self.alert_id, "epc": self.epc,
+                "zone": self.zone, "at": self.at}
+
+    def to_event(self, read_point: str | None, biz_location: str | None = None) -> ItemEvent:
+        """The `entering_exiting` ObjectEvent for the EPCIS feed (disposition `stolen`)."""
+        return ItemEvent(
+            event_id=stable_event_id(EXIT_BIZ_STEP, self.epc, self.zone, self.at),
+            event_time=self.at,
+            action=Action.OBSERVE,
+            epcs=(self.epc,),
+            biz_step=EXIT_BIZ_STEP,
+            disposition=EXIT_DISPOSITION,
+            read_point=read_point,
+            biz_location=biz_location,
+            zone=self.zone,
+            extensions={"suspected": True, "alert_id": self.alert_id},
+        )
+
+
+class ExitMonitor:
+    """Reads in exit zones -> at most one alert per item per `debounce_s`.
+
+    Sold items pass silently; so do tags that `is_ours` rejects (a customer's item from another
+    brand). A read timestamped before the last alert (late batch) is inside the window.
+    """
+
+    def __init__(
+        self,
+        exit_zones: Iterable[str],
+        *,
+        is_sold: Callable[[str], bool],
+        is_ours: Callable[[str], bool] | None = None,
+        debounce_s: float = 60.0,
+        prune_every: int = 10_000,
+    ) -> None:
+        if debounce_s < 0:
+            raise ValueError("debounce_s must be >= 0")
+        self.exit_zones = frozenset(exit_zones)
+        self.is_sold = is_sold
+        self.is_ours = is_ours
+        self.debounce_s = debounce_s
+        self._last_alert: dict[str, float] = {}
+        self._prune_every = prune_every
+        self._calls = 0
+        self.alerts = 0
+        self.suppressed = 0
+        self.sold_passed = 0
+        self.foreign = 0
+
+    def observe(self, epc: str, zone: str, at: float | None = None) -> ExitAlert | None:
+        if zone not in self.exit_zones:
+            return None
+        t = time.time() if at is None else at
+        self._calls += 1
+        if self._calls % self._prune_every == 0:
+            self.prune(t)
+        if self.is_ours is not None and not self.is_ours(epc):
+            self.foreign += 1
+            return None
+        if self.is_sold(epc):
+            self.sold_passed += 1
+            return None
+        last = self._last_alert.get(epc)
+        if last is not None and t - last < self.debounce_s:
+            self.suppressed += 1
+            return None
+        self._last_alert[epc] = t
+        self.alerts += 1
+        return ExitAlert(stable_event_id("exit_alert", epc, zone, t), epc, zone, t)
+
+    def observe_many(self, reads: Iterable[tuple[str, str, float]]) -> list[ExitAlert]:
+        out = []
+        for epc, zone, at in reads:
+            a = self.observe(epc, zone, at)
+            if a is not None:
+                out.append(a)
+        return out
+
+    def prune(self, now: float) -> None:
+        """Forget alerts older than the window (keeps memory bounded on a busy exit)."""
+        horizon = now - self.debounce_s
+        self._last_alert = {e: t for e, t in self._last_alert.items() if t > horizon}
+
+
+# -- report -------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class LostItem:
+    epc: str
+    status: str  # "confirmed" (exit alert) or "suspected" (missed by counts)
+    gtin: str | None
+    sku: str | None
+    category: str | None
+    zone: str | None
+    value: Decimal | None  # retail price; None when unknown or in another currency
+    confidence: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "epc": self.epc, "status": self.status, "gtin": self.gtin, "sku": self.sku,
+            "category": self.category, "zone": self.zone,
+            "value": None if self.value is None else str(self.value),
+            "confidence": self.confidence,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Breakdown:
+    items: int
+    confirmed: int
+    suspected: int
+    value: Decimal
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"items": self.items, "confirmed": self.confirmed, "suspected": self.suspected,
+                "value": str(self.value)}
+
+
+@dataclass(frozen=True, slots=True)
+class ShrinkageReport:
+    period_start: float
+    period_end: float
+    currency: str
+    sales_value: Decimal
+    items: tuple[LostItem, ...]
+    by_category: Mapping[str, Breakdown]
+    by_sku: Mapping[str, Breakdown]
+    by_zone: Mapping[str, Breakdown]
+
+    def _value(self, status: str | None = None) -> Decimal:
+        return sum(
+            (i.value for i in self.items
+             if i.value is not None and (status is None or i.status == status)),
+            Decimal(0),
+        )
+
+    @property
+    def lost_value(self) -> Decimal:
+        return self._value()
+
+    @property
+    def shrinkage_rate(self) -> float | None:
+        """Lost value / sales value (None without sales)."""
+        return float(self.lost_value / self.sales_value) if self.sales_value else None
+
+    def totals(self) -> dict[str, Any]:
+        confirmed = sum(1 for i in self.items if i.status == "confirmed")
+        return {
+            "items": len(self.items),
+            "confirmed": confirmed,
+            "suspected": len(self.items) - confirmed,
+            "unpriced": sum(1 for i in self.items if i.value is None),
+            "value": str(self.lost_value),
+            "confirmed_value": str(self._value("confirmed")),
+            "suspected_value": str(self._value("suspected")),
+            "sales_value": str(self.sales_value),
+            "shrinkage_rate": self.shrinkage_rate,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document for rfidd/v1/{site}/reports/shrinkage."""
+        def table(m: Mapping[str, Breakdown]) -> dict[str, Any]:
+            return {k: v.to_dict() for k, v in sorted(m.items())}
+
+        return {
+            "type": "shrinkage",
+            "version": REPORT_VERSION,
+            "period_start": self.period_start,
+            "period_end": self.period_end,
+            "currency": self.currency,
+            "totals": self.totals(),
+            "by_category": table(self.by_category),
+            "by_sku": table(self.by_sku),
+            "by_zone": table(self.by_zone),
+            "items": [i.to_dict() for i in self.items],
+        }
+
+
+UNKNOWN = "(unknown)"
+
+
+def shrinkage_report(
+    period_start: float,
+    period_end: float,
+    *,
+    suspected: Iterable[SuspectedLoss],
+    exit_alerts: Iterable[ExitAlert],
+    sales_value: Decimal,
+    currency: str,
+    catalog: Mapping[str, Product],
+    gtin_of: GtinOf,
+    home_zone_of: Callable[[str], str | None] | None = None,
+) -> ShrinkageReport:
+    """Losses in [period_start, period_end): exit alerts in the period are confirmed; items that
+    became suspected in the period and left no exit alert are suspected. An item is counted once.
+
+    Value is the catalog retail price in `currency`; items priced in another currency or unknown
+    to the catalog are listed with value None and counted as unpriced. A confirmed item's zone is
+    its home zone (`home_zone_of`, e.g. the last booked zone) or else the exit zone.
+    """
+    if sales_value < 0:
+        raise ValueError("sales_value must be >= 0")
+    confirmed: dict[str, ExitAlert] = {}
+    for a in exit_alerts:
+        if period_start <= a.at < period_end and a.epc not in confirmed:
+            confirmed[a.epc] = a
+    suspects: dict[str, SuspectedLoss] = {}
+    for s in suspected:
+        if period_start <= s.suspected_at < period_end and s.epc not in confirmed:
+            suspects[s.epc] = s
+
+    def item(epc: str, status: str, zone: str | None, conf: float | None) -> LostItem:
+        g = gtin_of(epc)
+        p = catalog.get(g) if g is not None else None
+        value = p.price if p is not None and p.currency == currency else None
+        return LostItem(epc, status, g, p.sku if p else None, p.category if p else None,
+                        zone, value, conf)
+
+    items: list[LostItem] = []
+    for e, a in confirmed.items():
+        home = home_zone_of(e) if home_zone_of is not None else None
+        items.append(item(e, "confirmed", home or a.zone, None))
+    for e, s in suspects.items():
+        items.append(item(e, "suspected", s.zone, s.confidence))
+    items.sort(key=lambda i: i.epc)
+
+    def breakdown(key: Callable[[LostItem], str | None]) -> dict[str, Breakdown]:
+        acc: dict[str, list[LostItem]] = {}
+        for i in items:
+            acc.setdefault(key(i) or UNKNOWN, []).append(i)
+        return {
+            k: Breakdown(
+                items=len(v),
+                confirmed=sum(1 for i in v if i.status == "confirmed"),
+                suspected=sum(1 for i in v if i.status == "suspected"),
+                value=sum((i.value for i in v if i.value is not None), Decimal(0)),
+            )
+            for k, v in acc.items()
+        }
+
+    return ShrinkageReport(
+        period_start=period_start,
+        period_end=period_end,
+        currency=currency,
+        sales_value=sales_value,
+        items=tuple(items),
+        by_category=breakdown(lambda i: i.category),
+        by_sku=breakdown(lambda i: i.sku),
+        by_zone=breakdown(lambda i: i.zone),
+    )
