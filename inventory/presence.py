@@ -283,22 +283,32 @@ class PresenceTracker:
 
     # -- state ---------------------------------------------------------------------------------
 
-    def restore(self, rows: Iterable[PresenceRow]) -> None:
-        """Replace the state with persisted rows (after a restart): no arrivals are emitted."""
+    def restore(self, rows: Iterable[object]) -> list[str]:
+        """Replace the state with persisted rows (after a restart): no arrivals are emitted.
+
+        A row is a `PresenceRow`, any object with `epc`, `zone`, `last_seen` (and optionally
+        `since`, `read_count`, `rssi_dbm`) such as the store's row, or a tuple
+        `(epc, zone, last_seen)`. Unusable rows are skipped, not fatal: the returned list says
+        which and why (the item simply arrives again on its next read).
+        """
         self._items.clear()
         self._zone_counts.clear()
-        for row in sorted(rows, key=lambda r: r.last_seen):
-            self._items[row.epc] = _Item(
-                zone=row.zone,
-                since=row.since,
-                zone_seen=row.last_seen,
-                last_seen=row.last_seen,
-                rssi=row.rssi_dbm,
-                count=row.read_count,
-                batch=0,
-            )
-        for it in self._items.values():
+        loaded: list[tuple[str, _Item]] = []
+        problems: list[str] = []
+        for i, row in enumerate(rows):
+            try:
+                loaded.append(_restored(row))
+            except (TypeError, ValueError, AttributeError) as exc:
+                problems.append(f"presence row {i} ({row!r}): {exc}")
+        loaded.sort(key=lambda pair: pair[1].last_seen)
+        for epc, it in loaded:
+            old = self._items.pop(epc, None)
+            if old is not None:
+                self._zone_counts[old.zone] -= 1
+                problems.append(f"presence row for {epc}: duplicate, kept the latest")
+            self._items[epc] = it
             self._zone_counts[it.zone] += 1
+        return problems
 
     def snapshot(self) -> list[PresenceRow]:
         """Every present item, least recently read first."""
@@ -336,6 +346,36 @@ class PresenceTracker:
 
     def __contains__(self, epc: object) -> bool:
         return epc in self._items
+
+
+def _restored(row: object) -> tuple[str, _Item]:
+    if isinstance(row, tuple | list):
+        if len(row) != 3:
+            raise ValueError("a tuple row must be (epc, zone, last_seen)")
+        epc, zone, last_seen = row
+        since, count, rssi = last_seen, 0, None
+    else:
+        epc, zone, last_seen = row.epc, row.zone, row.last_seen  # type: ignore[attr-defined]
+        since = getattr(row, "since", None)
+        count = getattr(row, "read_count", 0) or 0
+        rssi = getattr(row, "rssi_dbm", None)
+    if not isinstance(epc, str) or not epc:
+        raise ValueError(f"epc must be a non-empty string, got {epc!r}")
+    if not isinstance(zone, str) or not zone:
+        raise ValueError(f"zone must be a non-empty string, got {zone!r}")
+    last = float(last_seen)
+    if last != last:
+        raise ValueError("last_seen is NaN")
+    it = _Item(
+        zone=zone,
+        since=last if since is None else float(since),
+        zone_seen=last,
+        last_seen=last,
+        rssi=None if rssi is None else float(rssi),
+        count=int(count),
+        batch=0,
+    )
+    return epc, it
 
 
 def _row(epc: str, it: _Item) -> PresenceRow:
