@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import threading
 import time
@@ -50,7 +51,8 @@ DEFAULT_LINE_PATTERN = (
 
 # Reconnect policy; module constants so tests (and a supervisor) can patch them.
 BACKOFF_INITIAL_S = 0.5
-BACKOFF_MAX_S = 30.0
+BACKOFF_MAX_S = 5.0  # reopening a local device node is cheap; a POS reader must come back fast
+NODE_POLL_S = 0.1  # while the device node is absent, look for it this often and retry at once
 BACKOFF_JITTER = 0.25  # +- fraction of the delay, so many readers do not retry in lockstep
 READ_TIMEOUT_S = 0.05  # one blocking read; also how fast stop() is noticed
 RESPONSE_TIMEOUT_S = 2.0  # binary: a command unanswered this long is lost
@@ -237,7 +239,22 @@ class SerialReader:
             self._set_state(ReaderState.OFFLINE, reason)
             delay = self._backoff.next_delay()
             log.debug("reader %s: retrying in %.2f s", self.name, delay)
+            self._wait_retry(delay)
+
+    def _wait_retry(self, delay: float) -> None:
+        """Back off, but retry as soon as an absent device node reappears (the replug)."""
+        if os.path.exists(self.device) or NODE_POLL_S <= 0:
             self._stop.wait(delay)
+            return
+        deadline = time.monotonic() + delay
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if os.path.exists(self.device):
+                self._backoff.reset()  # a replug is a fresh start, not one more failure
+                return
+            if left <= 0:
+                return
+            self._stop.wait(min(left, NODE_POLL_S))
 
     def run_once(self, stop: threading.Event) -> None:
         """One session: open, handshake, read until stop (returns) or a failure (raises)."""

@@ -350,8 +350,11 @@ class SerialReaderSim:
         inbuf = bytearray()
         next_emit = time.monotonic()
         while self._running.is_set():
+            wait = 0.02
+            if self.protocol == "ascii" and self.ascii_auto:
+                wait = min(wait, max(0.0, next_emit - time.monotonic()))
             try:
-                ready, _, _ = select.select([master], [], [], 0.02)
+                ready, _, _ = select.select([master], [], [], wait)
             except (OSError, ValueError):
                 return
             if ready:

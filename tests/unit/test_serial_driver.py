@@ -52,8 +52,12 @@ class Sink:
         return sum(1 for k, _ in self.anomalies if k == kind)
 
     def wait(self, pred: Callable[[], bool], timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
         with self.cond:
-            assert self.cond.wait_for(pred, timeout), "condition not reached"
+            while not pred():
+                left = deadline - time.monotonic()
+                assert left > 0, "condition not reached"
+                self.cond.wait(min(left, 0.01))
 
 
 class FakeDevice:
