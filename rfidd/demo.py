@@ -1,0 +1,192 @@
+"""`rfidd demo`: a simulated boutique, end to end, on the embedded defaults.
+
+Simulated LLRP readers on loopback ports, the real sllurp client, the real daemon on a temporary
+SQLite database, and optionally a real MQTT broker. What it prints comes from the daemon's
+database and metrics, next to the simulator's ground truth so a newcomer can compare.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from sqlalchemy import func, select
+
+from rfidd.app import Daemon, Timings
+from rfidd.config import Config
+from rfidd.store import repo
+from rfidd.store.models import Event, OutboxMessage, ZonePresence
+
+DEMO_SITE = {
+    "id": "demo-boutique",
+    "name": "Maison Aurore — demo boutique",
+    "kind": "store",
+    "sgln": "urn:epc:id:sgln:3760001.00001.0",
+    "timezone": "Europe/Paris",
+    "company_prefixes": ["3760001"],
+}
+
+
+def default_scenario() -> Path:
+    import simulator
+
+    return Path(simulator.__file__).parent / "scenarios" / "demo-store.toml"
+
+
+def demo_config(scenario: Any, ports: dict[str, int], db_url: str, mqtt_url: str | None,
+                mqtt_protocol: str = "5") -> Config:
+    """The daemon config for a simulated site: one LLRP reader per simulated reader."""
+    zones = {name: {"kind": z.kind} for name, z in scenario.zones.items()}
+    readers = {
+        name: {
+            "kind": "llrp",
+            "address": "127.0.0.1",
+            "antennas": {str(a): zone for a, zone in spec.antenna_zones().items()},
+            "llrp": {"port": ports[name], "report_every_n_tags": 50,
+                     "report_timeout_ms": 200, "keepalive_s": 2.0},
+        }
+        for name, spec in scenario.readers.items()
+    }
+    return Config.model_validate({
+        "site": DEMO_SITE,
+        "database": {"url": db_url, "batch_max_ms": 200},
+        "mqtt": {"enabled": mqtt_url is not None, "url": mqtt_url or "mqtt://127.0.0.1:1883",
+                 "protocol": mqtt_protocol, "client_id": f"rfidd-demo-{int(time.time())}"},
+        "http": {"enabled": False},
+        "presence": {"departure_s": 4.0, "move_margin_db": 3.0, "move_margin_decay_s": 2.0},
+        "zones": zones,
+        "readers": readers,
+    })
+
+
+def run_demo(*, seconds: float = 12.0, mqtt_url: str | None = None, mqtt_protocol: str = "5",
+             scenario_path: Path | None = None, keep_db: Path | None = None,
+             console: Console | None = None) -> int:
+    from simulator import Scenario, SimulatedSite
+
+    console = console or Console()
+    scenario = Scenario.load(scenario_path or default_scenario())
+    tmp = tempfile.TemporaryDirectory(prefix="rfidd-demo-")
+    db_path = keep_db or Path(tmp.name) / "rfidd.db"
+    console.print(f"[bold]rfidd demo[/] — scenario [cyan]{scenario.name}[/]: "
+                  f"{len(scenario.readers)} simulated LLRP readers, {len(scenario.items())} "
+                  f"tagged items, database {db_path}"
+                  + (f", publishing to {mqtt_url}" if mqtt_url else ""))
+    with SimulatedSite(scenario) as site:
+        cfg = demo_config(scenario, site.ports, f"sqlite:///{db_path}", mqtt_url, mqtt_protocol)
+        daemon = Daemon(cfg, timings=Timings(supervisor_s=0.5, sweep_s=1.0, outbox_stats_s=1.0))
+        try:
+            daemon.start()
+            assert daemon.db is not None
+            with daemon.db.write() as s:
+                repo.upsert_products(s, scenario.catalog_rows(), time.time())
+            _run_with_progress(console, daemon, site, seconds)
+            if mqtt_url and daemon.hq is not None:
+                _drain(console, daemon, timeout=15.0)
+            site.hold(True)
+        finally:
+            daemon.stop()
+        return _summary(console, cfg, daemon, site, mqtt_url, db_path)
+
+
+def _zone_counts(daemon: Daemon) -> dict[str, int]:
+    assert daemon.db is not None
+    with daemon.db.session() as s:
+        rows = s.execute(select(ZonePresence.zone, func.count()).group_by(ZonePresence.zone))
+        return {z: n for z, n in rows}
+
+
+def _run_with_progress(console: Console, daemon: Daemon, site: Any, seconds: float) -> None:
+    cols = (TextColumn("[progress.description]{task.description}"), BarColumn(),
+            TimeRemainingColumn())
+    with Progress(*cols, console=console, transient=False) as progress:
+        task = progress.add_task("starting readers", total=seconds)
+        t0 = time.monotonic()
+        while (elapsed := time.monotonic() - t0) < seconds:
+            time.sleep(0.25)
+            daemon.tick()
+            st = daemon.ingestor.stats if daemon.ingestor else None
+            counts = _zone_counts(daemon)
+            online = sum(1 for a in (daemon.queue.activity.values() if daemon.queue else ())
+                         if a.state.value == "online")
+            desc = (f"{online}/{len(daemon.readers)} readers online · "
+                    f"{st.reads if st else 0:,} reads · "
+                    + " ".join(f"{z} {n}" for z, n in sorted(counts.items())))
+            progress.update(task, completed=min(elapsed, seconds), description=desc)
+
+
+def _drain(console: Console, daemon: Daemon, timeout: float) -> None:
+    assert daemon.db is not None and daemon.hq is not None
+    daemon.ingestor.request_sweep() if daemon.ingestor else None
+    time.sleep(0.5)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        daemon.hq.notify()
+        with daemon.db.session() as s:
+            depth, _ = repo.outbox_stats(s)
+        if depth == 0:
+            return
+        time.sleep(0.2)
+    console.print(f"[yellow]outbox not drained after {timeout:.0f} s: the broker did not "
+                  "acknowledge everything; the rest stays queued[/]")
+
+
+def _summary(console: Console, cfg: Config, daemon: Daemon, site: Any, mqtt_url: str | None,
+             db_path: Path) -> int:
+    from rfidd.store.db import open_database
+
+    db = open_database(f"sqlite:///{db_path}")
+    try:
+        with db.session() as s:
+            seen = dict(s.execute(
+                select(ZonePresence.zone, func.count()).group_by(ZonePresence.zone)).all())
+            steps = Counter({(k or "observe"): n for k, n in s.execute(
+                select(Event.biz_step, func.count()).group_by(Event.biz_step)).all()})
+            queued = s.scalar(select(func.count()).select_from(OutboxMessage)) or 0
+            sent = s.scalar(select(func.count()).select_from(OutboxMessage)
+                            .where(OutboxMessage.sent_at.is_not(None))) or 0
+    finally:
+        db.dispose()
+    truth = Counter(z for z in (site.world.zone_of(i.epc_hex) for i in site.world.items()) if z)
+
+    table = Table(title=f"What rfidd saw — {cfg.site.name}")
+    table.add_column("zone")
+    table.add_column("kind")
+    table.add_column("items in the field (simulator)", justify="right")
+    table.add_column("items located by rfidd", justify="right")
+    for zone, zc in cfg.zones.items():
+        table.add_row(zone, str(zc.kind), str(truth.get(zone, 0)), str(seen.get(zone, 0)))
+    console.print(table)
+
+    ev = Table(title="EPCIS events")
+    ev.add_column("business step")
+    ev.add_column("events", justify="right")
+    for step, n in sorted(steps.items()):
+        ev.add_row(step, str(n))
+    ev.add_row("[bold]queued in the outbox[/]", f"[bold]{queued}[/]")
+    if mqtt_url:
+        ev.add_row(f"[bold]acknowledged by {mqtt_url}[/]", f"[bold]{sent}[/]")
+    console.print(ev)
+    st = daemon.ingestor.stats if daemon.ingestor else None
+    if st is not None:
+        rejected = ", ".join(f"{k} {v}" for k, v in st.rejected.items()) or "none"
+        console.print(f"{st.reads:,} tag reads ingested in {st.commits} transactions; "
+                      f"rejected EPCs: {rejected}")
+    for applied in site.applied:
+        act = applied.action
+        console.print(f"  t={applied.at_s:4.1f}s simulator: {act.action} of "
+                      f"{len(applied.items)} item(s)"
+                      + (f" {act.from_zone}→{act.to}" if act.action == "move" else "")
+                      + (f" at {act.zone}" if act.zone else ""))
+    if queued == 0:
+        console.print("[red]no events were produced: check the readers' log lines above[/]")
+        return 1
+    if mqtt_url and sent < queued:
+        return 2
+    return 0
