@@ -112,3 +112,7 @@ for _module, _attr in _OPTIONAL_COMMANDS:
     except (ImportError, AttributeError):
         continue
     main.add_command(_cmd)
+
+
+if __name__ == "__main__":
+    main()
