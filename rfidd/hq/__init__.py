@@ -1,0 +1,8 @@
+"""HQ side of the feed: consume every site's EPCIS events, store them once, answer queries.
+
+`hq_command` is the `rfidd hq` click group (registered by rfidd.cli).
+"""
+
+from rfidd.hq.cli import hq_command
+
+__all__ = ["hq_command"]

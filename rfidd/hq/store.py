@@ -1,0 +1,325 @@
+"""HQ tables and the batch writer.
+
+A metadata of its own (never the site daemon's), migrated by its own Alembic scripts with their
+own version table `hq_alembic_version`, so an HQ schema can share a database with anything.
+Deduplication is the database's job: `event_id` is UNIQUE and every insert is
+ON CONFLICT DO NOTHING, which also holds when several consumers race on the same event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    func,
+    literal,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import make_url
+
+from rfidd.hq.documents import EventRow
+from rfidd.store.db import create_db_engine
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+VERSION_TABLE = "hq_alembic_version"
+
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+Json = JSON().with_variant(JSONB(), "postgresql")
+Time = DateTime(timezone=True)
+
+metadata = MetaData()
+
+hq_events = Table(
+    "hq_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("event_id", String(512), nullable=False),
+    Column("site", String(64), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("event_time", Time, nullable=False),
+    Column("action", String(16)),
+    Column("biz_step", String(256)),
+    Column("disposition", String(256)),
+    Column("read_point", String(512)),
+    Column("biz_location", String(512)),
+    Column("biz_transactions", Json),
+    Column("raw", Json, nullable=False),
+    Column("received_at", Time, nullable=False),
+    UniqueConstraint("event_id", name="uq_hq_events_event_id"),
+    Index("ix_hq_events_site_time", "site", "event_time"),
+)
+
+# event_time is repeated here so "where is it now" is one index range scan on (epc, event_time).
+hq_event_epcs = Table(
+    "hq_event_epcs",
+    metadata,
+    Column(
+        "event_id",
+        String(512),
+        ForeignKey("hq_events.event_id", ondelete="CASCADE", name="fk_hq_event_epcs_event"),
+        primary_key=True,
+    ),
+    Column("epc", String(512), primary_key=True),
+    Column("event_time", Time, nullable=False),
+    Index("ix_hq_event_epcs_epc_time", "epc", "event_time"),
+)
+
+hq_sites = Table(
+    "hq_sites",
+    metadata,
+    Column("site", String(64), primary_key=True),
+    Column("status", String(16)),
+    Column("status_at", Time),
+    Column("last_seen", Time),
+)
+
+# Alerts and reports: kept verbatim; a redelivered copy (same bytes) is stored once.
+hq_site_messages = Table(
+    "hq_site_messages",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("site", String(64), nullable=False),
+    Column("kind", String(80), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("payload", Json, nullable=False),
+    Column("received_at", Time, nullable=False),
+    UniqueConstraint("site", "kind", "digest", name="uq_hq_site_messages_digest"),
+    Index("ix_hq_site_messages_site_time", "site", "received_at"),
+)
+
+
+class HqDatabaseError(Exception):
+    """The HQ database cannot be opened or migrated; the message names the URL (no password)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRow:
+    site: str
+    status: str
+    at: datetime
+    retained: bool  # a retained copy replayed on subscribe: says the state, not that it is live
+
+
+@dataclass(frozen=True, slots=True)
+class SiteMessageRow:
+    site: str
+    kind: str  # "alert" or "report/{kind}"
+    payload: Any
+    received_at: datetime
+
+    @property
+    def digest(self) -> str:
+        canon = json.dumps(self.payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canon.encode()).hexdigest()
+
+
+@dataclass(slots=True)
+class Batch:
+    events: list[EventRow] = field(default_factory=list)
+    statuses: list[StatusRow] = field(default_factory=list)
+    site_messages: list[SiteMessageRow] = field(default_factory=list)
+    seen: dict[str, datetime] = field(default_factory=dict)  # site -> latest live message
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def saw(self, site: str, at: datetime) -> None:
+        prev = self.seen.get(site)
+        if prev is None or at > prev:
+            self.seen[site] = at
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.statuses or self.site_messages or self.seen)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    stored: int
+    duplicates: int
+    messages_stored: int
+    message_duplicates: int
+
+
+def alembic_config() -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def utc(t: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes: every time stored here is UTC."""
+    if t is None:
+        return None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+class HqStore:
+    """The HQ database: schema upgrade and the one-transaction-per-batch writer."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        if self.dialect not in ("postgresql", "sqlite"):
+            raise HqDatabaseError(f"unsupported database dialect {self.dialect}")
+
+    @classmethod
+    def open(cls, url: str, *, migrate: bool = True) -> HqStore:
+        shown = make_url(url).render_as_string(hide_password=True)
+        try:
+            store = cls(create_db_engine(url))
+        except HqDatabaseError:
+            raise
+        except Exception as exc:
+            raise HqDatabaseError(f"{shown}: {exc}") from exc
+        if migrate:
+            try:
+                store.upgrade()
+            except Exception as exc:
+                store.dispose()
+                raise HqDatabaseError(f"{shown}: schema upgrade failed: {exc}") from exc
+        return store
+
+    def upgrade(self, revision: str = "head") -> None:
+        cfg = alembic_config()
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+            return ctx.get_current_revision()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ writing
+
+    def _insert(self, table: Table) -> Any:
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    def write_batch(self, batch: Batch) -> BatchResult:
+        """Store a batch in one transaction; duplicates (by eventID) are counted, not stored.
+
+        Rows are written in key order so two consumers writing overlapping batches take their
+        row locks in the same order and cannot deadlock.
+        """
+        unique: dict[str, EventRow] = {}
+        for ev in batch.events:
+            unique.setdefault(ev.event_id, ev)
+        rows = [unique[k] for k in sorted(unique)]
+        stored = messages_stored = 0
+        with self.engine.begin() as conn:
+            if rows:
+                inserted = self._insert_events(conn, rows, batch.received_at)
+                stored = len(inserted)
+                epc_rows = [
+                    {"event_id": ev.event_id, "epc": epc, "event_time": ev.event_time}
+                    for ev in rows if ev.event_id in inserted for epc in ev.epcs
+                ]
+                if epc_rows:
+                    conn.execute(
+                        self._insert(hq_event_epcs).on_conflict_do_nothing(), epc_rows
+                    )
+            self._update_sites(conn, batch)
+            messages_stored = self._insert_site_messages(conn, batch.site_messages)
+        return BatchResult(
+            stored=stored,
+            duplicates=len(batch.events) - stored,
+            messages_stored=messages_stored,
+            message_duplicates=len(batch.site_messages) - messages_stored,
+        )
+
+    def _insert_events(
+        self, conn: Connection, rows: Sequence[EventRow], received_at: datetime
+    ) -> set[str]:
+        params = [
+            {
+                "event_id": ev.event_id,
+                "site": ev.site,
+                "type": ev.type,
+                "event_time": ev.event_time,
+                "action": ev.action,
+                "biz_step": ev.biz_step,
+                "disposition": ev.disposition,
+                "read_point": ev.read_point,
+                "biz_location": ev.biz_location,
+                "biz_transactions": ev.biz_transactions,
+                "raw": ev.raw,
+                "received_at": received_at,
+            }
+            for ev in rows
+        ]
+        stmt = (
+            self._insert(hq_events)
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(hq_events.c.event_id)
+        )
+        result = conn.execute(stmt, params)
+        return {r[0] for r in result}
+
+    def _update_sites(self, conn: Connection, batch: Batch) -> None:
+        touched = sorted({s.site for s in batch.statuses} | set(batch.seen))
+        if not touched:
+            return
+        # Make every site row exist first (in key order), then update in the same order.
+        conn.execute(
+            self._insert(hq_sites).on_conflict_do_nothing(),
+            [{"site": s} for s in touched],
+        )
+        for st in batch.statuses:  # arrival order: the last status wins
+            conn.execute(
+                hq_sites.update()
+                .where(hq_sites.c.site == st.site)
+                .values(status=st.status, status_at=st.at)
+            )
+        greatest = func.greatest if self.dialect == "postgresql" else func.max
+        for site in sorted(batch.seen):
+            at = literal(batch.seen[site], Time)
+            conn.execute(
+                hq_sites.update()
+                .where(hq_sites.c.site == site)
+                .values(last_seen=greatest(func.coalesce(hq_sites.c.last_seen, at), at))
+            )
+
+    def _insert_site_messages(self, conn: Connection, msgs: Iterable[SiteMessageRow]) -> int:
+        params = sorted(
+            (
+                {"site": m.site, "kind": m.kind, "digest": m.digest, "payload": m.payload,
+                 "received_at": m.received_at}
+                for m in msgs
+            ),
+            key=lambda p: (p["site"], p["kind"], p["digest"]),
+        )
+        if not params:
+            return 0
+        stmt = (
+            self._insert(hq_site_messages)
+            .on_conflict_do_nothing(index_elements=["site", "kind", "digest"])
+            .returning(hq_site_messages.c.id)
+        )
+        return len(conn.execute(stmt, params).all())
