@@ -344,3 +344,41 @@ def test_every_present_item_has_exactly_one_zone(
     assert len({row.epc for row in snap}) == len(snap)
     assert {row.epc: row.zone for row in snap} == where
     assert sum(tr.zone_counts().values()) == len(tr) == len(where)
+
+
+def test_restore_accepts_store_rows_and_tuples() -> None:
+    class StoreRow:  # shaped like rfidd.store.repo.PresenceRow
+        def __init__(self, epc: str, zone: str, since: float, last_seen: float) -> None:
+            self.epc, self.zone, self.since, self.last_seen = epc, zone, since, last_seen
+            self.rssi_dbm = -62.5
+
+    tr = tracker()
+    problems = tr.restore([StoreRow(A, "stock", T0 - 50, T0 - 5), (B, "floor", T0 - 1)])
+    assert problems == []
+    a, b = tr.get(A), tr.get(B)
+    assert a == PresenceRow(A, "stock", T0 - 50, T0 - 5, 0, -62.5)
+    assert b == PresenceRow(B, "floor", T0 - 1, T0 - 1, 0, None)
+    assert [row.epc for row in tr.snapshot()] == [A, B]
+
+
+def test_restore_skips_bad_rows_and_says_why() -> None:
+    tr = tracker()
+    problems = tr.restore(
+        [
+            (A, "stock", T0),
+            ("", "stock", T0),
+            (B, None, T0),
+            (C, "floor", "yesterday"),
+            (C, "floor"),
+            object(),
+            PresenceRow(A, "floor", T0 + 1, T0 + 1),
+        ]
+    )
+    assert len(problems) == 6
+    assert "presence row 1" in problems[0] and "epc" in problems[0]
+    assert "zone" in problems[1]
+    assert "presence row 3" in problems[2]
+    assert "(epc, zone, last_seen)" in problems[3]
+    assert "duplicate" in problems[5]
+    assert tr.zone_of(A) == "floor" and len(tr) == 1
+    assert tr.zone_counts() == {"floor": 1}
