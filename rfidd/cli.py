@@ -96,8 +96,9 @@ def demo(seconds: float, mqtt_url: str | None, mqtt_protocol: str, scenario: Pat
     _setup_logging(log_level)
     from rfidd.demo import run_demo
 
-    sys.exit(run_demo(seconds=seconds, mqtt_url=mqtt_url, mqtt_protocol=mqtt_protocol,
-                      scenario_path=scenario, keep_db=keep_db))
+    result = run_demo(seconds=seconds, mqtt_url=mqtt_url, mqtt_protocol=mqtt_protocol,
+                      scenario_path=scenario, keep_db=keep_db)
+    sys.exit(result.exit_code)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,17 @@ DEMO_SITE = {
     "timezone": "Europe/Paris",
     "company_prefixes": ["3760001"],
 }
+
+
+@dataclass
+class DemoResult:
+    """What a demo run did: the exit code, and the ground truth tests compare HQ's feed with."""
+
+    exit_code: int
+    presented_epcs: set[str] = field(default_factory=set)  # every EPC hex any field held
+    located: dict[str, int] = field(default_factory=dict)
+    queued: int = 0
+    sent: int = 0
 
 
 def default_scenario() -> Path:
@@ -67,13 +79,14 @@ def demo_config(scenario: Any, ports: dict[str, int], db_url: str, mqtt_url: str
 
 def run_demo(*, seconds: float = 12.0, mqtt_url: str | None = None, mqtt_protocol: str = "5",
              scenario_path: Path | None = None, keep_db: Path | None = None,
-             console: Console | None = None) -> int:
+             console: Console | None = None) -> DemoResult:
     from simulator import Scenario, SimulatedSite
 
     console = console or Console()
     scenario = Scenario.load(scenario_path or default_scenario())
     tmp = tempfile.TemporaryDirectory(prefix="rfidd-demo-")
     db_path = keep_db or Path(tmp.name) / "rfidd.db"
+    presented = {i.epc_hex for i in scenario.items()}
     console.print(f"[bold]rfidd demo[/] — scenario [cyan]{scenario.name}[/]: "
                   f"{len(scenario.readers)} simulated LLRP readers, {len(scenario.items())} "
                   f"tagged items, database {db_path}"
@@ -92,7 +105,12 @@ def run_demo(*, seconds: float = 12.0, mqtt_url: str | None = None, mqtt_protoco
             site.hold(True)
         finally:
             daemon.stop()
-        return _summary(console, cfg, daemon, site, mqtt_url, db_path)
+        for applied in site.applied:
+            presented.update(i.epc_hex for i in applied.items)
+        result = _summary(console, cfg, daemon, site, mqtt_url, db_path)
+        result.presented_epcs = presented
+        tmp.cleanup()
+        return result
 
 
 def _zone_counts(daemon: Daemon) -> dict[str, int]:
@@ -138,7 +156,7 @@ def _drain(console: Console, daemon: Daemon, timeout: float) -> None:
 
 
 def _summary(console: Console, cfg: Config, daemon: Daemon, site: Any, mqtt_url: str | None,
-             db_path: Path) -> int:
+             db_path: Path) -> DemoResult:
     from rfidd.store.db import open_database
 
     db = open_database(f"sqlite:///{db_path}")
@@ -184,9 +202,10 @@ def _summary(console: Console, cfg: Config, daemon: Daemon, site: Any, mqtt_url:
                       f"{len(applied.items)} item(s)"
                       + (f" {act.from_zone}→{act.to}" if act.action == "move" else "")
                       + (f" at {act.zone}" if act.zone else ""))
+    code = 0
     if queued == 0:
         console.print("[red]no events were produced: check the readers' log lines above[/]")
-        return 1
-    if mqtt_url and sent < queued:
-        return 2
-    return 0
+        code = 1
+    elif mqtt_url and sent < queued:
+        code = 2
+    return DemoResult(code, located=seen, queued=queued, sent=sent)
