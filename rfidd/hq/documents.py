@@ -124,12 +124,12 @@ def parse_event(event: Any, site: str) -> EventRow:
     if "eventTime" not in event:
         raise ValueError("eventTime missing")
     event_time = parse_time(event["eventTime"])
+    epcs = _epcs(event)
     if etype in ("ObjectEvent", "TransactionEvent"):
-        if not isinstance(event.get("epcList"), list):
+        if "epcList" not in event:
             raise ValueError(f"{etype} without an epcList")
         if not event["epcList"] and not event.get("quantityList"):
             raise ValueError(f"{etype} with an empty epcList and no quantityList")
-    epcs = _epcs(event)
     biz_tx = event.get("bizTransactionList")
     if biz_tx is not None and not (
         isinstance(biz_tx, list) and all(isinstance(t, dict) for t in biz_tx)
