@@ -16,7 +16,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,11 +46,11 @@ TagField = Callable[[int], Sequence[FieldTag]]
 class StaticField:
     """A fixed population per antenna (tests, the single-reader CLI)."""
 
-    def __init__(self, tags: dict[int, Sequence[FieldTag]]) -> None:
+    def __init__(self, tags: Mapping[int, Sequence[FieldTag]]) -> None:
         self._tags = {ant: tuple(ts) for ant, ts in tags.items()}
 
     @classmethod
-    def of_hex(cls, epcs_by_antenna: dict[int, Sequence[str]], read_probability: float = 1.0,
+    def of_hex(cls, epcs_by_antenna: Mapping[int, Sequence[str]], read_probability: float = 1.0,
                rssi_mean_dbm: float = -55.0, rssi_stddev_dbm: float = 3.0) -> StaticField:
         return cls({
             ant: [FieldTag(bytes.fromhex(e), read_probability, rssi_mean_dbm, rssi_stddev_dbm)

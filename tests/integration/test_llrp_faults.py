@@ -57,6 +57,12 @@ def online(rig: Rig) -> bool:
     return rig.driver.state is ReaderState.ONLINE
 
 
+def error_then_drop(sim: SimulatedReader) -> None:
+    """The next ADD_ROSPEC is answered with ERROR_MESSAGE; dropping forces a new handshake."""
+    sim.answer_with_error("ADD_ROSPEC")
+    sim.drop_connection()
+
+
 FAULTS: dict[str, Callable[[SimulatedReader], None]] = {
     "drop": lambda s: s.drop_connection(),
     "silent_connection": lambda s: s.go_silent(),
@@ -65,7 +71,7 @@ FAULTS: dict[str, Callable[[SimulatedReader], None]] = {
     "garbage": lambda s: s.send_garbage("random", 256),
     "occupied_by_other_client": lambda s: s.occupy(0.5),
     "reboot": lambda s: s.reboot(0.5),
-    "error_on_add_rospec": lambda s: (s.answer_with_error("ADD_ROSPEC"), s.drop_connection()),
+    "error_on_add_rospec": lambda s: error_then_drop(s),
 }
 EXPECTED_REASON = {
     "drop": "connection closed",

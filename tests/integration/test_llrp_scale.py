@@ -44,7 +44,10 @@ def test_twenty_readers_at_full_rate_all_ingested(monkeypatch: pytest.MonkeyPatc
         elapsed = time.monotonic() - t0
         for sim in sims:
             sim.hold()
-        sent = lambda: sum(s.stats.tags_reported for s in sims)  # noqa: E731
+
+        def sent() -> int:
+            return sum(s.stats.tags_reported for s in sims)
+
         # once generation is held, whatever the readers sent must all reach the sink
         assert wait_until(lambda: sink.count() == sent() and sent() == sink.count(), 30), \
             (sink.count(), sent())

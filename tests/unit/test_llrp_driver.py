@@ -31,7 +31,8 @@ def tag(**over: Any) -> dict[str, Any]:
 
 
 def test_settings_from_llrp_options_mapping_and_errors() -> None:
-    opts = LlrpOptions(port=15084, keepalive_s=2.0, epc_filter=["30"], report_every_n_tags=7)
+    opts = LlrpOptions.model_validate({"port": 15084, "keepalive_s": 2.0, "epc_filter": ["30"],
+                                       "report_every_n_tags": 7})
     s = LlrpSettings.from_any(opts)
     assert (s.port, s.keepalive_s, s.epc_filter, s.report_every_n_tags) == (15084, 2.0, ("30",), 7)
     assert s.session == 1 and isinstance(s.session, int)

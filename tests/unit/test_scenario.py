@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from epcpy.epc_schemes import SGTIN
+from epcpy.epc_schemes.sgtin import SGTIN
 
 from simulator.scenario import Scenario, ScenarioError, World, action, load_catalog
 
@@ -28,7 +28,7 @@ def test_items_are_sgtin96_of_catalog_gtins() -> None:
     gtins = {row["gtin"] for row in scenario.catalog_rows()}
     for item in scenario.items()[:40]:
         assert item.gtin in gtins
-        sgtin = SGTIN.from_binary(bin(int(item.epc_hex, 16))[2:].zfill(96))  # type: ignore[no-untyped-call]
+        sgtin = SGTIN.from_binary(bin(int(item.epc_hex, 16))[2:].zfill(96))
         assert sgtin.gtin() == item.gtin
         assert item.epc_hex.startswith("30")  # SGTIN-96 header
         assert sgtin.epc_uri.endswith(f".{item.serial}")
