@@ -3,8 +3,7 @@
     rfidd-sim llrp --port 5084 --scenario simulator/scenarios/demo-store.toml [--reader floor-1]
     rfidd-sim run --scenario simulator/scenarios/demo-store.toml [--base-port 15084]
 
-Other simulators add their subcommand to the `main` group (e.g. `serial`, see
-`_OPTIONAL_COMMANDS`).
+    rfidd-sim serial --protocol binary --tags 20   (forwarded to simulator.serial_sim)
 """
 
 from __future__ import annotations
@@ -21,9 +20,6 @@ import click
 
 from simulator.llrp.site import SimulatedSite
 from simulator.scenario import Scenario, ScenarioError
-
-# (module, attribute): click commands registered when their module exists.
-_OPTIONAL_COMMANDS = [("simulator.serial_cli", "serial")]
 
 
 def _load(path: Path) -> Scenario:
@@ -106,12 +102,13 @@ def run(scenario_path: Path, base_port: int, host: str, time_scale: float) -> No
                          time_scale=time_scale))
 
 
-for _module, _attr in _OPTIONAL_COMMANDS:
-    try:
-        _cmd = getattr(importlib.import_module(_module), _attr)
-    except (ImportError, AttributeError):
-        continue
-    main.add_command(_cmd)
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                "help_option_names": []})
+@click.pass_context
+def serial(ctx: click.Context) -> None:
+    """A serial desk reader on a pty (options: see `rfidd-sim serial --help`)."""
+    module = importlib.import_module("simulator.serial_sim")
+    ctx.exit(int(module.main(list(ctx.args))))
 
 
 if __name__ == "__main__":
