@@ -23,11 +23,12 @@ tells staff whether the system can be trusted to find a given SKU in a given pla
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import repeat
 from typing import Any, NamedTuple
 
 from inventory.reception import SessionClosedError
@@ -180,6 +181,24 @@ class CountResult:
         return doc
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC during a bulk reconciliation.
+
+    Reconciling a million items allocates tens of thousands of small tuples; each allocation burst
+    triggers collections, and a full one traverses every million-entry set and dict alive in the
+    process (measured: ~45% of a 1M-item reconciliation). Nothing here creates cycles, and
+    reference counting still frees memory, so pausing is safe; the previous state is restored.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 
@@ -211,17 +230,6 @@ class CountSession:
         self.finished_at: float | None = None
         self._scope = frozenset(self.zones)
         self._book = expected
-        booked: dict[str, set[str]] = {z: set() for z in self.zones}
-        get = booked.get
-        for e, z in expected.items():
-            s = get(z)
-            if s is not None:
-                s.add(e)
-        self._booked = booked
-        if sum(map(len, booked.values())) == len(expected):
-            self._in_scope: set[str] | frozenset[str] = set(expected)
-        else:
-            self._in_scope = set().union(*booked.values())
         self._record_of: Callable[[str], str | None] | None
         if record_of is None:
             self._record_of = None
@@ -229,6 +237,27 @@ class CountSession:
             self._record_of = record_of.get
         else:
             self._record_of = record_of
+        booked: dict[str, set[str]] = {z: set() for z in self.zones}
+        # Booked quantity per (record, zone), counted while walking the book in its own order:
+        # lookups in book order hit memory far better than in set order later.
+        self._booked_records: Counter[tuple[str | None, str]] = Counter()
+        with _gc_paused():
+            get = booked.get
+            for e, z in expected.items():
+                s = get(z)
+                if s is not None:
+                    s.add(e)
+            if self._record_of is not None:
+                self._booked_records.update(
+                    zip(map(self._record_of, expected.keys()), expected.values(), strict=True)
+                )
+                for key in [k for k in self._booked_records if k[1] not in self._scope]:
+                    del self._booked_records[key]
+        self._booked = booked
+        if sum(map(len, booked.values())) == len(expected):
+            self._in_scope: set[str] | frozenset[str] = set(expected)
+        else:
+            self._in_scope = set().union(*booked.values())
         self._seen: dict[str, set[str]] = {}
         self._seen_all: set[str] = set()
         self._found_by_zone: Counter[str] = Counter()
@@ -297,7 +326,8 @@ class CountSession:
         """Stop the count and reconcile (finishing twice returns the same result)."""
         if self.finished_at is None:
             self.finished_at = time.time() if at is None else at
-        return self._reconcile()
+        with _gc_paused():
+            return self._reconcile()
 
     def _reconcile(self) -> CountResult:
         assert self.finished_at is not None
@@ -392,12 +422,7 @@ class CountSession:
         record_of = self._record_of
         if record_of is None:
             return ()
-        booked: Counter[tuple[str | None, str]] = Counter()
-        for z in self.zones:
-            # Count plain strings per zone (C fast path), then key by zone: no per-item tuples.
-            per_record = Counter(map(record_of, self._booked[z]))
-            booked.update(dict(zip(zip(per_record.keys(), repeat(z)), per_record.values(),
-                                   strict=True)))
+        booked = self._booked_records
         counted = booked.copy()
         for m in missing:
             counted[(record_of(m.epc), m.booked_zone)] -= 1
