@@ -163,6 +163,38 @@ class LossTracker:
         self._misses.pop(epc, None)
         self._suspected.pop(epc, None)
 
+    # -- persistence ------------------------------------------------------------------------
+    def to_state(self) -> dict[str, Any]:
+        """Plain JSON-able state: counts are days apart, so the daemon stores this between them."""
+        return {
+            "version": 1,
+            "misses": {e: [[z, t] for z, t in m] for e, m in sorted(self._misses.items())},
+            "suspected": {e: s.to_dict() for e, s in sorted(self._suspected.items())},
+            "hits": dict(sorted(self._hits.items())),
+            "missed_present": dict(sorted(self._missed_present.items())),
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what `to_state` produced; raises ValueError naming the bad entry."""
+        if state.get("version") != 1:
+            raise ValueError(f"unknown loss tracker state version {state.get('version')!r}")
+        try:
+            misses = {
+                str(e): [(str(z), float(t)) for z, t in m] for e, m in state["misses"].items()
+            }
+            suspected = {
+                str(e): SuspectedLoss(str(d["epc"]), str(d["zone"]), int(d["misses"]),
+                                      float(d["confidence"]), float(d["first_missed_at"]),
+                                      float(d["suspected_at"]))
+                for e, d in state["suspected"].items()
+            }
+            hits = Counter({str(z): int(n) for z, n in state["hits"].items()})
+            missed = Counter({str(z): int(n) for z, n in state["missed_present"].items()})
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"bad loss tracker state: {exc!r}") from None
+        self._misses, self._suspected = misses, suspected
+        self._hits, self._missed_present = hits, missed
+
     # -- outputs ----------------------------------------------------------------------------
     def is_suspected(self, epc: str) -> bool:
         return epc in self._suspected

@@ -178,3 +178,26 @@ def test_shrinkage_rate_without_sales() -> None:
     rep = shrinkage_report(0, 1, suspected=[], exit_alerts=[], sales_value=Decimal(0),
                            currency="EUR", catalog=CATALOG, gtin_of=GTIN_OF.get)
     assert rep.shrinkage_rate is None and rep.items == ()
+
+
+def test_tracker_state_survives_a_restart() -> None:
+    t = LossTracker(2, min_confidence=0.9)
+    book = {E(i): "stock" for i in range(50)}
+    seen = {e: "stock" for e in list(book)[:48]}
+    t.record_count(count(book, seen, at=1.0))
+    t.seen(E(48))
+    state = json.loads(json.dumps(t.to_state()))
+    t2 = LossTracker(2, min_confidence=0.9)
+    t2.load_state(state)
+    assert t2.read_rates() == t.read_rates()
+    assert t2.misses(E(49)) == 1 and t2.misses(E(48)) == 0
+    u = t2.record_count(count(book, seen, at=2.0))
+    assert [s.epc for s in u.newly_suspected] == [E(49)]
+    t2.record_count(count(book, seen, at=3.0))
+    t3 = LossTracker(2)
+    t3.load_state(json.loads(json.dumps(t2.to_state())))
+    assert t3.suspected() == t2.suspected() and t3.is_suspected(E(49))
+    with pytest.raises(ValueError, match="bad loss tracker state"):
+        t3.load_state({"version": 1, "misses": {"X": [["stock"]]}})
+    with pytest.raises(ValueError, match="version"):
+        t3.load_state({})
