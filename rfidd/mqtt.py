@@ -111,6 +111,7 @@ class HqLink:
         reconnect_jitter: float = 0.5,
         rejected_retry_s: float = 30.0,
         session_expiry_s: int = 86_400,
+        persistent_session: bool = True,
         max_command_bytes: int = MAX_COMMAND_BYTES,
         command_queue_size: int = 100,
     ) -> None:
@@ -132,6 +133,8 @@ class HqLink:
         self.reconnect_jitter = reconnect_jitter
         self.rejected_retry_s = rejected_retry_s
         self.session_expiry_s = session_expiry_s
+        # The broker keeps our command subscription (and queues HQ commands) while we are away.
+        self.persistent_session = persistent_session
         self.max_command_bytes = max_command_bytes
 
         self.base = f"{config.topic_prefix}/{site_id}"
@@ -175,12 +178,13 @@ class HqLink:
         props = None
         if self.v5:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = self.session_expiry_s
+            props.SessionExpiryInterval = self.session_expiry_s if self.persistent_session else 0
         self._client.connect_async(
             self.host,
             self.port,
             keepalive=self.config.keepalive_s,
-            clean_start=False if self.v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            clean_start=(not self.persistent_session) if self.v5
+            else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
             properties=props,
         )
         self._client.loop_start()
@@ -248,7 +252,7 @@ class HqLink:
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311,
-            clean_session=None if self.v5 else False,
+            clean_session=None if self.v5 else not self.persistent_session,
         )
         c.enable_logger(logging.getLogger(f"{__name__}.paho"))
         if self.config.username is not None or self.config.password_file is not None:

@@ -93,6 +93,9 @@ class MosquittoProcess:
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
             f"persistence true\npersistence_location {store}/\n"
             "max_queued_messages 100000\n"
+            # As root mosquitto would switch to user `mosquitto`, who cannot write the test's
+            # private temp dir, and persistence would silently fail.
+            + ("user root\n" if os.geteuid() == 0 else "")
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / f"mosquitto-{self.port}.log"

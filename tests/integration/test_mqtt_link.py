@@ -12,7 +12,7 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,9 @@ def ev(n: int, tag: str = "") -> EventRecord:
     return EventRecord(eid, 1000.0 + n, {"eventID": eid, "n": n, "type": "ObjectEvent"})
 
 
-def commit(db: Database, events: list[EventRecord] = (), messages: list[Message] = ()) -> None:  # type: ignore[assignment]
+def commit(
+    db: Database, events: Sequence[EventRecord] = (), messages: Sequence[Message] = ()
+) -> None:
     with db.write() as s:
         apply_batch(s, events=events, messages=messages)
 
@@ -80,6 +82,7 @@ def first_occurrences(ids: list[str]) -> list[str]:
 
 @pytest.fixture
 def db(sqlite_url: str) -> Iterator[Database]:
+    """SQLite here; test_drains_from_postgresql runs the publisher on PostgreSQL."""
     d = open_database(sqlite_url)
     yield d
     d.dispose()
@@ -104,6 +107,8 @@ class LinkFactory:
         params: dict[str, Any] = {
             "poll_interval_s": 0.05, "stats_interval_s": 0.0, "reconnect_min_s": 0.05,
             "reconnect_max_s": 0.5, "session_expiry_s": 60,
+            # 3.1.1 sessions never expire: don't leave one per test on the shared broker.
+            "persistent_session": protocol == "5",
         }
         params.update(kw)
         link = HqLink(cfg, site, self.db, Metrics(), self.stop, document_builder=builder,
@@ -261,7 +266,9 @@ def test_last_will_offline_when_process_dies(
         assert child.stdout is not None
         assert child.stdout.readline().strip() == b"connected"
         status = f"rfidd/v1/{site}/status"
-        col.wait_for(lambda ms: any(m.topic == status and m.payload == b"online" for m in ms))
+        reader = f"rfidd/v1/{site}/readers/r1/status"
+        col.wait_for(lambda ms: {(m.topic, m.payload) for m in ms} >= {
+            (status, b"online"), (reader, b"online")})
         child.kill()  # no DISCONNECT: the broker must publish the will
         child.wait(5)
         col.wait_for(lambda ms: ms[-1].topic == status and ms[-1].payload == b"offline")
@@ -424,3 +431,28 @@ def test_password_file_is_read_and_missing_file_named(tmp_path: Path, db: Databa
     link = HqLink(cfg, "s1", db, Metrics(), threading.Event(), document_builder=builder)
     with pytest.raises(HqLinkError, match=r"password_file .*nope"):
         link.start()
+
+
+def test_drains_from_postgresql(
+    postgres_url: str, mqtt_broker: Any, mqtt_collector: Any
+) -> None:
+    pg = open_database(postgres_url)
+    factory = LinkFactory(pg)
+    try:
+        proto = "5" if mqtt_broker.supports_v5 else "3.1.1"
+        link = factory(mqtt_broker, protocol=proto, per_doc=4)
+        col = mqtt_collector(mqtt_broker, link.epcis_topic, protocol=proto)
+        events = [ev(i, "pg") for i in range(10)]
+        commit(pg, events[:6])
+        link.start()
+        assert link.wait_connected(10)
+        commit(pg, events[6:])
+        link.notify()
+        col.wait_for(lambda ms: len(event_ids(ms)) >= 10)
+        assert first_occurrences(event_ids(col.messages)) == [e.event_id for e in events]
+        wait_until(lambda: depth(pg) == 0, what="rows marked sent on PostgreSQL")
+    finally:
+        factory.stop.set()
+        for link in factory.links:
+            link.stop(timeout=2)
+        pg.dispose()
