@@ -7,6 +7,7 @@ the HQ link says `offline`.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ from readers.llrp import LlrpReader
 from readers.serial import SerialReader
 from rfidd.api import Api, ApiError
 from rfidd.config import Config, ZoneKind
+from rfidd.context import Service, ServiceContext
 from rfidd.ingest import IngestQueue, Ingestor
 from rfidd.metrics import Metrics
 from rfidd.mqtt import HqLink
@@ -58,6 +60,7 @@ class Daemon:
     timings: Timings = field(default_factory=Timings)
     reader_factory: Callable[[str, Any, IngestQueue], ReaderDriver] | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
+    service_factories: list[Callable[[ServiceContext], Service]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.notifier = Notifier()
@@ -68,6 +71,7 @@ class Daemon:
         self.scheduler: BackgroundScheduler | None = None
         self.api: Api | None = None
         self.readers: dict[str, ReaderDriver] = {}
+        self.services: list[Service] = []
         self._stops: list[tuple[str, Callable[[], None]]] = []
         self.started_at = 0.0
 
@@ -105,8 +109,14 @@ class Daemon:
         def encode(ev: ItemEvent) -> dict[str, Any]:
             return event_to_json(ev, tz)
 
+        lock = threading.Lock()
+        self.ctx = ServiceContext(cfg, self.db, self.metrics, tracker, lock)
+
         def on_changes(changes: list[PresenceChange], decoded: dict[str, Any]) -> list[ItemEvent]:
-            return rules.events_for(changes, decoded)
+            events = rules.events_for(changes, decoded)
+            for hook in self.ctx.change_hooks:
+                events.extend(hook(changes, decoded))
+            return events
 
         self.hq = HqLink(
             cfg.mqtt, cfg.site.id, self.db, self.metrics, self.stop_event,
@@ -123,7 +133,8 @@ class Daemon:
             for port, zone in r.antenna_zones().items()
         }
         self.ingestor = Ingestor(
-            source=self.queue, database=self.db, tracker=tracker, classifier=classifier,
+            source=self.queue, database=self.db, tracker=tracker, lock=lock,
+            classifier=classifier,
             zone_of=zone_of, rules=on_changes, encode=encode, metrics=self.metrics,
             stop=self.stop_event, batch_max_rows=cfg.database.batch_max_rows,
             batch_max_ms=cfg.database.batch_max_ms,
@@ -131,6 +142,13 @@ class Daemon:
         )
         self.ingestor.start()
         self._on_stop("ingest", self._stop_ingest)
+        if cfg.mqtt.enabled:
+            self.ctx.notify_outbox = self.hq.notify
+        for factory in self.service_factories:
+            service = factory(self.ctx)
+            service.start()
+            self.services.append(service)
+            self._on_stop(type(service).__name__, service.stop)
 
         self.scheduler = BackgroundScheduler(timezone=cfg.site.timezone)
         self.scheduler.add_job(self.ingestor.request_sweep, "interval",
@@ -230,8 +248,24 @@ class Daemon:
             self.hq.set_reader_status(reader, state is ReaderState.ONLINE)
 
     def _on_command(self, name: str, payload: bytes) -> None:
-        self.metrics.commands.labels(name, "unknown").inc()
-        raise ValueError(f"unknown command {name!r}")
+        """Dispatch an HQ command; raising makes the HQ link reply on the errors topic."""
+        handler = self.ctx.command_handlers.get(name)
+        if handler is None:
+            self.metrics.commands.labels("unknown", "rejected").inc()
+            known = ", ".join(sorted(self.ctx.command_handlers)) or "none"
+            raise ValueError(f"unknown command {name!r} (known: {known})")
+        try:
+            data = json.loads(payload)
+        except ValueError as exc:
+            self.metrics.commands.labels(name, "rejected").inc()
+            raise ValueError(f"command {name}: payload is not JSON: {exc}") from None
+        try:
+            result = handler(data)
+        except Exception:
+            self.metrics.commands.labels(name, "rejected").inc()
+            raise
+        self.metrics.commands.labels(name, "ok").inc()
+        log.info("HQ command %s: %s", name, result)
 
     def _refresh_outbox_metrics(self) -> None:
         if self.db is None:

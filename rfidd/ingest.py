@@ -107,6 +107,7 @@ class Ingestor:
         source: IngestQueue,
         database: Database,
         tracker: PresenceTracker,
+        lock: threading.Lock,
         classifier: EpcClassifier,
         zone_of: dict[tuple[str, int], str],
         rules: EventHook,
@@ -132,7 +133,7 @@ class Ingestor:
         self.stats = IngestStats()
         self._thread: threading.Thread | None = None
         self._pending_sweep = threading.Event()
-        self._lock = threading.Lock()  # guards tracker between ingest and sweep callers
+        self._lock = lock  # guards the tracker between ingest and service threads
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)

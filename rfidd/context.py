@@ -1,0 +1,89 @@
+"""What app.py hands to each business service (store operations, lifecycle, commands).
+
+Services never build components themselves: they receive this context, register their HTTP
+routes, HQ command handlers, scheduled jobs and ingest hooks, and write through `emit`, which
+puts state changes and the events they cause in one transaction (the outbox contract).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session
+
+from inventory.epc import DecodedEpc
+from inventory.epcis import to_epcis
+from inventory.events import ItemEvent
+from inventory.presence import PresenceChange, PresenceTracker
+from rfidd.config import Config
+from rfidd.metrics import Metrics
+from rfidd.store import repo
+from rfidd.store.db import Database
+
+# Called on the ingest thread for every committed batch of presence changes; returns extra
+# events to commit in the same transaction (e.g. a reception's `receiving` events).
+ChangeHook = Callable[[list[PresenceChange], dict[str, DecodedEpc]], list[ItemEvent]]
+# An HQ command: (payload already parsed as JSON) -> a short result for the log; raise
+# CommandRejected (rfidd.commands) or ValueError with a message naming the bad field.
+CommandHandler = Callable[[Any], str]
+
+
+class Service(Protocol):
+    """A business service wired by app.py."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class ServiceContext:
+    config: Config
+    db: Database
+    metrics: Metrics
+    tracker: PresenceTracker
+    tracker_lock: threading.Lock
+    notify_outbox: Callable[[], None] = lambda: None
+    change_hooks: list[ChangeHook] = field(default_factory=list)
+    command_handlers: dict[str, CommandHandler] = field(default_factory=dict)
+
+    def event_json(self, ev: ItemEvent) -> dict[str, Any]:
+        return to_epcis(ev, self.config.site.timezone)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A write transaction; call `stage` inside it to add events/messages atomically."""
+        with self.db.write() as s:
+            yield s
+        self.notify_outbox()
+
+    def stage(self, s: Session, events: Sequence[ItemEvent] = (),
+              messages: Sequence[repo.Message] = (),
+              items: Sequence[repo.ItemUpsert] = ()) -> repo.BatchResult:
+        """Journal events, queue them and messages for HQ, inside the caller's transaction."""
+        records = [repo.event_record(e, self.event_json(e)) for e in events]
+        res = repo.apply_batch(s, items, records, messages, now=time.time())
+        for e in events:
+            if e.event_id not in res.duplicate_events:
+                self.metrics.events.labels(e.biz_step or "observe").inc()
+        return res
+
+    def emit(self, events: Sequence[ItemEvent] = (), messages: Sequence[repo.Message] = (),
+             items: Sequence[repo.ItemUpsert] = ()) -> repo.BatchResult:
+        """Events and messages in their own transaction (outside the ingest thread)."""
+        with self.transaction() as s:
+            return self.stage(s, events, messages, items)
+
+    def topic(self, *parts: str) -> str:
+        """A topic suffix relative to the site prefix (the outbox stores suffixes)."""
+        return "/".join(parts)
+
+    def register_command(self, name: str, handler: CommandHandler) -> None:
+        if name in self.command_handlers:
+            raise ValueError(f"HQ command {name!r} registered twice")
+        self.command_handlers[name] = handler
