@@ -22,7 +22,7 @@ from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from inventory.epc import decode
-from inventory.events import ItemEvent
+from inventory.events import Action, ItemEvent
 
 EPCIS_CONTEXT = "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"
 RFIDD_NS_PREFIX = "rfidd"
@@ -75,6 +75,19 @@ def epc_uri(epc: str) -> str:
     return uri
 
 
+_ACTION_TEXT: dict[object, str] = {a: a.value for a in Action}
+_URIS: dict[str, str] = {}  # EPC as given -> its EPCIS URI: skips decode() on the hot path
+_URIS_MAX = 300_000
+
+
+def _remember_uri(epc: str) -> str:
+    uri = epc_uri(epc)
+    if len(_URIS) >= _URIS_MAX:
+        _URIS.clear()
+    _URIS[epc] = uri
+    return uri
+
+
 class EpcisSerializer:
     """ItemEvents -> EPCIS 2.0 JSON dicts for one site (its IANA time zone gives the offsets)."""
 
@@ -95,7 +108,12 @@ class EpcisSerializer:
 
     def _event(self, ev: ItemEvent) -> dict[str, Any]:
         t = ev.event_time
-        epcs = [epc_uri(e) for e in ev.epcs]
+        uris = _URIS
+        epcs = []
+        for e in ev.epcs:
+            u = uris.get(e)
+            epcs.append(u if u is not None else _remember_uri(e))
+        action = _ACTION_TEXT.get(ev.action) or str(ev.action)
         if ev.parent_id is not None:
             d: dict[str, Any] = {
                 "type": "AggregationEvent",
@@ -104,9 +122,9 @@ class EpcisSerializer:
                 "eventID": ev.event_id,
                 "parentID": epc_uri(ev.parent_id),
                 "childEPCs": epcs,
-                "action": ev.action.value,
+                "action": action,
             }
-            if not epcs and ev.action.value != "DELETE":
+            if not epcs and action != "DELETE":
                 raise EpcisError("an AggregationEvent needs at least one child EPC")
         else:
             if ev.kind != "ObjectEvent":
@@ -117,9 +135,9 @@ class EpcisSerializer:
                 "eventTimeZoneOffset": self.offset(t),
                 "eventID": ev.event_id,
                 "epcList": epcs,
-                "action": ev.action.value,
+                "action": action,
             }
-            if len(set(epcs)) != len(epcs):
+            if len(epcs) > 1 and len(set(epcs)) != len(epcs):
                 raise EpcisError("epcList holds the same EPC twice")
         if ev.biz_step is not None:
             d["bizStep"] = ev.biz_step
@@ -133,8 +151,9 @@ class EpcisSerializer:
             d["bizTransactionList"] = [
                 {"type": bt_type, "bizTransaction": bt} for bt_type, bt in ev.biz_transactions
             ]
-        for key, value in ev.extensions.items():
-            d[key if ":" in key else f"{RFIDD_NS_PREFIX}:{key}"] = value
+        if ev.extensions:
+            for key, value in ev.extensions.items():
+                d[key if ":" in key else f"{RFIDD_NS_PREFIX}:{key}"] = value
         return d
 
     def events(self, events: Iterable[ItemEvent]) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 
@@ -260,25 +260,37 @@ class PresenceTracker:
 
     # -- time ----------------------------------------------------------------------------------
 
-    def sweep(self, now: float) -> list[PresenceChange]:
+    def sweep(self, now: float, paused_zones: Collection[str] = ()) -> list[PresenceChange]:
         """Departures of items unseen by any zone for more than `departure_s` before `now`.
 
         Walks from the least recently read item and stops at the first one still present, so
         a sweep costs O(departures), not O(items). Reads whose `seen_at` lags the order they were
         processed in (reader clock skew) can delay a departure by that skew, never advance it.
+
+        `paused_zones`: zones whose readers are offline. Their items are not departed (a reader
+        outage is not 20,000 items leaving); they go to the back of the order and are looked at
+        again once everything read before them has been swept.
         """
         cutoff = now - self.departure_s
+        items = self._items
         gone: list[str] = []
-        for epc, it in self._items.items():
+        deferred: list[str] = []
+        for epc, it in items.items():
             if it.last_seen >= cutoff:
                 break
-            gone.append(epc)
+            if paused_zones and it.zone in paused_zones:
+                deferred.append(epc)
+            else:
+                gone.append(epc)
+        for epc in deferred:
+            items.move_to_end(epc)
         changes: list[PresenceChange] = []
         counts = self._zone_counts
+        departed = ChangeKind.DEPARTED
         for epc in gone:
-            it = self._items.pop(epc)
+            it = items.pop(epc)
             counts[it.zone] -= 1
-            changes.append(PresenceChange(ChangeKind.DEPARTED, epc, None, it.zone, it.last_seen))
+            changes.append(PresenceChange(departed, epc, None, it.zone, it.last_seen))
         return changes
 
     # -- state ---------------------------------------------------------------------------------

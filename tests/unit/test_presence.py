@@ -382,3 +382,15 @@ def test_restore_skips_bad_rows_and_says_why() -> None:
     assert "duplicate" in problems[5]
     assert tr.zone_of(A) == "floor" and len(tr) == 1
     assert tr.zone_counts() == {"floor": 1}
+
+
+def test_paused_zones_do_not_depart_during_a_reader_outage() -> None:
+    tr = tracker(departure_s=60.0)
+    tr.observe([r(A, "stock", -60, T0), r(B, "floor", -60, T0), r(C, "floor", -60, T0 + 30)])
+    gone = tr.sweep(T0 + 100, paused_zones={"floor"})
+    assert [c.epc for c in gone] == [A]
+    assert tr.zone_of(B) == tr.zone_of(C) == "floor"
+    # reader back: C is read again, B is not; B departs with its true last-seen time
+    tr.observe([r(C, "floor", -60, T0 + 200)])
+    assert tr.sweep(T0 + 200) == [PresenceChange(ChangeKind.DEPARTED, B, None, "floor", T0)]
+    assert tr.zone_of(C) == "floor"
