@@ -218,7 +218,9 @@ class Lifecycle:
     def apply(self, state: ItemState | None, tr: Transition) -> Outcome:
         if state is not None and state.epc != tr.epc:
             return _reject(state, tr, f"state is for another item ({state.epc})")
-        handler = _HANDLERS[tr.step]
+        handler = _HANDLERS.get(tr.step)
+        if handler is None:
+            return Outcome(False, state, reason=f"unknown lifecycle step {tr.step!r} for {tr.epc}")
         return handler(self, state, tr)
 
     # -- handlers: each returns an Outcome ----------------------------------------------------
@@ -394,7 +396,16 @@ class Lifecycle:
             return self._accept(s, tr, Status.IN_STOCK, counted_at=tr.at, note="recovered")
         if (why := _check(s, tr, _AT_SITE)) is not None:
             return _reject(s, tr, f"found on site but {why}")
-        return self._accept(s, tr, s.status, disposition=None, counted_at=tr.at)
+        # A count is an observation: the status and the time it began stay as they were.
+        return self._accept(
+            s,
+            tr,
+            s.status,
+            disposition=None,
+            counted_at=tr.at,
+            since=s.since,
+            biz_step=s.biz_step,
+        )
 
     # -- building outcomes --------------------------------------------------------------------
 

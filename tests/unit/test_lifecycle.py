@@ -158,6 +158,12 @@ def test_cycle_count_observes_without_changing_disposition() -> None:
     assert out.state.status is Status.ON_FLOOR
     assert out.state.disposition == "sellable_accessible"
     assert out.state.counted_at == T0 + 40
+    assert (out.state.since, out.state.biz_step) == (st.since, "stocking")  # still on the floor
+
+
+def test_unknown_step_is_a_rejection_not_a_crash() -> None:
+    out = LC.apply(None, tr("teleport", T0))  # type: ignore[arg-type]
+    assert not out.accepted and "unknown lifecycle step 'teleport'" in (out.reason or "")
 
 
 def test_selling_at_the_pos() -> None:
