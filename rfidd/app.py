@@ -28,7 +28,7 @@ from readers.serial import SerialReader
 from rfidd.api import Api, ApiError
 from rfidd.config import Config, ZoneKind
 from rfidd.context import Service, ServiceContext
-from rfidd.ingest import IngestQueue, Ingestor
+from rfidd.ingest import Ingestor, IngestQueue
 from rfidd.metrics import Metrics
 from rfidd.mqtt import HqLink
 from rfidd.sdnotify import Notifier

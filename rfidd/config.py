@@ -278,7 +278,8 @@ class ShrinkageConfig(_Strict):
         60.0, ge=0, description="One exit alert per item within this window."
     )
     counts_before_suspected: int = Field(
-        2, ge=1, description="Consecutive counts that must miss an item before it is suspected lost."
+        2, ge=1,
+        description="Consecutive counts that must miss an item before it is suspected lost.",
     )
 
 

@@ -225,7 +225,7 @@ class Ingestor:
         departed: list[str] = []
         for c in changes:
             d = decoded[c.epc]
-            if c.kind == "departed":
+            if c.kind == "departed" or c.zone is None:
                 departed.append(c.epc)
                 upserts.append(repo.ItemUpsert(epc=c.epc, seen_at=None, zone=None))
                 continue

@@ -1,4 +1,4 @@
-"""The walking skeleton end to end over real sockets: simulator -> sllurp -> daemon -> DB -> MQTT."""
+"""The walking skeleton over real sockets: simulator -> sllurp -> daemon -> DB -> MQTT."""
 
 from __future__ import annotations
 
