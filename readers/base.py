@@ -41,7 +41,7 @@ class ReaderSink(Protocol):
         """The reader's connection state changed; `reason` is for humans (logs, alerts)."""
 
     def on_anomaly(self, reader: str, kind: str, detail: str) -> None:
-        """A tolerated deviation or rejected input (bad frame, checksum error...): counted, logged."""
+        """A tolerated deviation or rejected input (bad frame, checksum...): counted, logged."""
 
 
 class ReaderDriver(Protocol):
