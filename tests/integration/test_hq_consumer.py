@@ -95,7 +95,7 @@ def event(
     return e
 
 
-def document(*events: dict[str, Any]) -> bytes:
+def document(*events: dict[str, Any], validate: bool = True) -> bytes:
     doc = {
         "@context": ["https://ref.gs1.org/standards/epcis/epcis-context.jsonld"],
         "type": "EPCISDocument",
@@ -103,8 +103,9 @@ def document(*events: dict[str, Any]) -> bytes:
         "creationDate": "2024-05-06T08:00:00.000Z",
         "epcisBody": {"eventList": list(events)},
     }
-    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator().iter_errors(doc)]
-    assert errors == [], errors
+    if validate:
+        errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator().iter_errors(doc)]
+        assert errors == [], errors
     return json.dumps(doc).encode()
 
 
@@ -505,10 +506,11 @@ def test_mqtt_311_falls_back_to_a_plain_subscription(
 def test_throughput_into_postgresql(feed: dict[str, Any], pg_store: HqStore) -> None:
     """Measured, not asserted: events/s from first publish to last commit (printed)."""
     n_docs, per_doc = 50, 200
+    # Same shape for every document: the schema check of the first vouches for the rest.
     payloads = [
         document(*[event([epc(10_000 + d * per_doc + j)], T0 + timedelta(seconds=j),
                          "cycle_counting", "sellable_accessible", ST_SGLN)
-                   for j in range(per_doc)])
+                   for j in range(per_doc)], validate=d == 0)
         for d in range(n_docs)
     ]
     consumer = make_consumer(feed, pg_store, "perf", batch_max_s=0.05)
