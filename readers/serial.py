@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import serial
 
+from readers import supervise
 from readers.base import ReaderSink, ReaderState, TagRead
 from readers.serial_protocols import (
     INVENTORY_COMMANDS,
@@ -64,34 +65,28 @@ class ReaderTimeout(Exception):
     """The reader stopped answering although its port is still open."""
 
 
-class Backoff:
-    """Doubling delay up to a cap, with jitter; `reset` after a good connection."""
+@dataclass(frozen=True)
+class ReplugBackoff(supervise.Backoff):
+    """The supervisor's backoff, cut short when an absent device node reappears (a replug).
 
-    def __init__(
-        self,
-        initial_s: float | None = None,
-        max_s: float | None = None,
-        jitter: float | None = None,
-        rng: random.Random | None = None,
-    ) -> None:
-        self._initial = initial_s
-        self._max = max_s
-        self._jitter = jitter
-        self._rng = rng or random.Random()
-        self._attempt = 0
+    While the node is missing there is nothing to retry; polling for it (a stat call) lets the
+    reader resume right after the replug instead of at the end of a long backoff.
+    """
 
-    def reset(self) -> None:
-        self._attempt = 0
+    device: str = ""
+    stop: threading.Event | None = None
 
-    def next_delay(self) -> float:
-        initial = BACKOFF_INITIAL_S if self._initial is None else self._initial
-        cap = BACKOFF_MAX_S if self._max is None else self._max
-        jitter = BACKOFF_JITTER if self._jitter is None else self._jitter
-        base = min(cap, initial * 2.0 ** min(self._attempt, 30))
-        self._attempt += 1
-        if base <= 0:
-            return 0.0
-        return max(0.0, base * (1.0 + self._rng.uniform(-jitter, jitter)))
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        full = super().delay(attempt, rng)
+        if self.stop is None or NODE_POLL_S <= 0 or os.path.exists(self.device):
+            return full
+        deadline = time.monotonic() + full
+        while not self.stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or os.path.exists(self.device):
+                break
+            self.stop.wait(min(left, NODE_POLL_S))
+        return 0.0
 
 
 @dataclass
@@ -133,7 +128,7 @@ class SerialReader:
         batch_max: int = 500,
         response_timeout_s: float | None = None,
         read_timeout_s: float | None = None,
-        backoff: Backoff | None = None,
+        backoff: supervise.Backoff | None = None,
         serial_factory: SerialFactory | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -163,17 +158,16 @@ class SerialReader:
         self.batch_max = max(1, batch_max)
         self._response_timeout = response_timeout_s
         self._read_timeout = read_timeout_s
-        self._backoff = backoff or Backoff()
+        self._backoff_cfg = backoff
+        self._supervisor: supervise.Supervisor | None = None
+        self._session: _Session | None = None
         self._serial_factory: SerialFactory = serial_factory or serial.Serial
         self._clock = clock
         # Validate the pattern now: a bad one is a config error, not a runtime loop.
         LineParser(line_pattern)
         self.stats = SerialStats()
-        self._state = ReaderState.OFFLINE
-        self._state_lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._port: Any = None
+        self._last_rx_mono = time.monotonic()
 
     @classmethod
     def from_config(cls, name: str, cfg: Any, sink: ReaderSink, **kwargs: Any) -> SerialReader:
@@ -196,68 +190,58 @@ class SerialReader:
 
     @property
     def state(self) -> ReaderState:
-        return self._state
+        sup = self._supervisor
+        return ReaderState.OFFLINE if sup is None else sup.state
 
     def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
+        """Supervised: reconnect with backoff and jitter, handshake timeout, watchdog (binary)."""
+        if self._supervisor is not None and self.is_alive():
             return
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._run, name=f"serial-{self.name}", daemon=True
+        self._stop = threading.Event()
+        b = self._backoff_cfg
+        backoff = ReplugBackoff(
+            initial_s=BACKOFF_INITIAL_S if b is None or b.initial_s is None else b.initial_s,
+            maximum_s=BACKOFF_MAX_S if b is None or b.maximum_s is None else b.maximum_s,
+            jitter=BACKOFF_JITTER if b is None or b.jitter is None else b.jitter,
+            device=self.device,
+            stop=self._stop,
         )
-        self._thread.start()
+        # Binary readers answer every poll, so silence is a fault; an ASCII reader with no tag
+        # in front of it is silent by design.
+        patience = self._response_timeout_s * (MAX_MISSED_RESPONSES + 1)
+        self._supervisor = supervise.Supervisor(
+            self.name,
+            self.sink,
+            self._connect,
+            watchdog_s=patience + self.poll_interval_s if self.protocol == "binary" else None,
+            handshake_timeout_s=patience,
+            backoff=backoff,
+            stop_event=self._stop,
+        )
+        self._supervisor.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        t = self._thread
-        if t is not None:
-            t.join(timeout)
-            if t.is_alive():
-                log.warning("reader %s: thread did not stop within %.1f s", self.name, timeout)
-        self._set_state(ReaderState.OFFLINE, "stopped")
+        if self._supervisor is not None:
+            self._supervisor.stop(timeout)
 
     def is_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        """The supervisor thread runs (it has no public accessor for it yet)."""
+        thread = getattr(self._supervisor, "_thread", None)
+        return isinstance(thread, threading.Thread) and thread.is_alive()
 
-    # --- supervision -------------------------------------------------------------------------
+    # --- sessions ----------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        """Own reconnect loop; a supervisor can instead call run_once() itself."""
-        self._set_state(ReaderState.CONNECTING, f"opening {self.device}")
-        while not self._stop.is_set():
-            reason = "session ended"
-            try:
-                self.run_once(self._stop)
-            except (OSError, ReaderTimeout) as exc:  # SerialException is an OSError
-                reason = _describe(exc)
-            except Exception as exc:  # a bug must not end the reader for good
-                log.exception("reader %s: unexpected error", self.name)
-                self._anomaly("driver_error", _describe(exc))
-                reason = f"driver error: {_describe(exc)}"
-            if self._stop.is_set():
-                break
-            self._set_state(ReaderState.OFFLINE, reason)
-            delay = self._backoff.next_delay()
-            log.debug("reader %s: retrying in %.2f s", self.name, delay)
-            self._wait_retry(delay)
+    def _connect(self) -> _Session:
+        """Called by the supervisor: open the port (errors are connect failures), start I/O."""
+        port = self._open()
+        self._last_rx_mono = time.monotonic()
+        session = _Session(self, port)
+        self._session = session
+        session.start()
+        return session
 
-    def _wait_retry(self, delay: float) -> None:
-        """Back off, but retry as soon as an absent device node reappears (the replug)."""
-        if os.path.exists(self.device) or NODE_POLL_S <= 0:
-            self._stop.wait(delay)
-            return
-        deadline = time.monotonic() + delay
-        while not self._stop.is_set():
-            left = deadline - time.monotonic()
-            if os.path.exists(self.device):
-                self._backoff.reset()  # a replug is a fresh start, not one more failure
-                return
-            if left <= 0:
-                return
-            self._stop.wait(min(left, NODE_POLL_S))
-
-    def run_once(self, stop: threading.Event) -> None:
-        """One session: open, handshake, read until stop (returns) or a failure (raises)."""
+    def _open(self) -> Any:
         try:
             port = self._serial_factory(
                 self.device,
@@ -268,16 +252,21 @@ class SerialReader:
         except OSError:
             self.stats.connect_failures += 1
             raise
-        self._port = port
+        with contextlib.suppress(OSError):
+            port.reset_input_buffer()  # bytes from before this session are stale
+        return port
+
+    def run_once(self, stop: threading.Event) -> None:
+        """One unsupervised session: open, handshake, read until stop (returns) or failure."""
+        self._serve(self._open(), stop, lambda: None)
+
+    def _serve(self, port: Any, stop: threading.Event, ready: Callable[[], None]) -> None:
         try:
-            with contextlib.suppress(OSError):
-                port.reset_input_buffer()  # bytes from before this session are stale
             if self.protocol == "binary":
-                self._session_binary(port, stop)
+                self._session_binary(port, stop, ready)
             else:
-                self._session_ascii(port, stop)
+                self._session_ascii(port, stop, ready)
         finally:
-            self._port = None
             with contextlib.suppress(OSError):
                 port.close()
 
@@ -289,26 +278,13 @@ class SerialReader:
     def _response_timeout_s(self) -> float:
         return RESPONSE_TIMEOUT_S if self._response_timeout is None else self._response_timeout
 
-    def _went_online(self, how: str) -> None:
+    def _went_online(self, how: str, ready: Callable[[], None]) -> None:
         self.stats.sessions += 1
         if self.stats.sessions > 1:
             self.stats.reconnects += 1
         self.stats.online_at = self._clock()
-        self._backoff.reset()
-        self._set_state(ReaderState.ONLINE, how)
-
-    def _set_state(self, state: ReaderState, reason: str) -> None:
-        with self._state_lock:
-            if state is self._state:
-                return
-            self._state = state
-        if state is ReaderState.OFFLINE:
-            self.stats.offline_at = self._clock()
-        log.info("reader %s: %s (%s)", self.name, state.value, reason)
-        try:
-            self.sink.on_state(self.name, state, reason)
-        except Exception:
-            log.exception("reader %s: sink.on_state failed", self.name)
+        log.debug("reader %s: %s", self.name, how)
+        ready()
 
     def _anomaly(self, kind: str, detail: str) -> None:
         self.stats.anomalies[kind] += 1
@@ -340,15 +316,18 @@ class SerialReader:
             except OSError:
                 pass  # keep what arrived; the next read reports the failure
             self.stats.last_rx_at = self._clock()
+            self._last_rx_mono = time.monotonic()
         return data
 
     # --- ASCII -------------------------------------------------------------------------------
 
-    def _session_ascii(self, port: Any, stop: threading.Event) -> None:
+    def _session_ascii(
+        self, port: Any, stop: threading.Event, ready: Callable[[], None]
+    ) -> None:
         parser = LineParser(self.line_pattern, self._anomaly)
         default_antenna = self.antennas[0]
         allowed = set(self.antennas)
-        self._went_online(f"listening on {self.device}")
+        self._went_online(f"listening on {self.device}", ready)
         while not stop.is_set():
             data = self._read_chunk(port)
             if not data:
@@ -367,7 +346,9 @@ class SerialReader:
 
     # --- binary ------------------------------------------------------------------------------
 
-    def _session_binary(self, port: Any, stop: threading.Event) -> None:
+    def _session_binary(
+        self, port: Any, stop: threading.Event, ready: Callable[[], None]
+    ) -> None:
         decoder = FrameDecoder(self._anomaly)
         pending: list[TagRead] = []
         allowed = set(self.antennas)
@@ -427,7 +408,7 @@ class SerialReader:
                     if not online:
                         online = True
                         missed = 0
-                        self._went_online(f"answering on {self.device}")
+                        self._went_online(f"answering on {self.device}", ready)
                         next_poll = time.monotonic()
                     end = self._on_frame(frame, pending, allowed)
                     if end:
@@ -472,6 +453,67 @@ class SerialReader:
             return False
         self._anomaly("unexpected_frame", f"cmd 0x{reply.cmd:02X} with {len(reply.data)} bytes")
         return False
+
+
+class _Session:
+    """One open port with its I/O thread, as the supervisor sees it (supervise.Session)."""
+
+    def __init__(self, reader: SerialReader, port: Any) -> None:
+        self._reader = reader
+        self._port = port
+        self._stop = threading.Event()
+        self._ready = False
+        self._failure: str | None = None
+        self._thread = threading.Thread(
+            target=self._run, name=f"serial-{reader.name}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _wake(self) -> None:
+        sup = self._reader._supervisor
+        if sup is not None:
+            sup.wake()
+
+    def _on_ready(self) -> None:
+        self._ready = True
+        self._wake()
+
+    def _run(self) -> None:
+        r = self._reader
+        try:
+            r._serve(self._port, self._stop, self._on_ready)
+        except (OSError, ReaderTimeout) as exc:  # SerialException is an OSError
+            self._failure = _describe(exc)
+        except Exception as exc:  # a bug ends this session, never the reader
+            log.exception("reader %s: unexpected error", r.name)
+            r._anomaly("driver_error", _describe(exc))
+            self._failure = f"driver error: {_describe(exc)}"
+        else:
+            if not self._stop.is_set():
+                self._failure = "session ended"
+        finally:
+            r.stats.offline_at = r._clock()
+            self._wake()
+
+    def ready(self) -> bool:
+        return self._ready
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def failure(self) -> str | None:
+        return self._failure
+
+    def last_activity(self) -> float:
+        return self._reader._last_rx_mono
+
+    def close(self, polite: bool) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+        if self._thread.is_alive():
+            log.warning("reader %s: serial I/O thread did not stop", self._reader.name)
 
 
 def _describe(exc: BaseException) -> str:

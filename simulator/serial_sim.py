@@ -91,6 +91,7 @@ class SerialReaderSim:
         garbage_every: int = 0,
         bad_checksum_every: int = 0,
         pace_baud: int | None = None,
+        silent: bool = False,
     ) -> None:
         if protocol not in ("binary", "ascii"):
             raise ValueError(f"protocol {protocol!r} is not 'binary' or 'ascii'")
@@ -106,6 +107,7 @@ class SerialReaderSim:
         self.garbage_every = garbage_every
         self.bad_checksum_every = bad_checksum_every
         self.pace_baud = pace_baud
+        self.silent = silent  # a hung module: the port stays up, nothing answers
         self.stats = SimStats()
         self._rng = random.Random(seed)
         self._tags: list[SimTag] = [t if isinstance(t, SimTag) else SimTag(t) for t in tags]
@@ -311,8 +313,8 @@ class SerialReaderSim:
         return bytes(out)
 
     def _answer(self, address: int, cmd: int, data: bytes) -> bytes:
-        if address not in (self.address, 0xFF):
-            return b""  # another module on the bus
+        if address not in (self.address, 0xFF) or self.silent:
+            return b""  # another module on the bus, or a hung one
         self.stats.commands += 1
         if cmd == CMD_REAL_TIME_INVENTORY:
             return self._inventory(data[0] if data else 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -12,8 +13,9 @@ import serial
 
 import readers.serial as rs
 from readers.base import ReaderState, TagRead
-from readers.serial import Backoff, ReaderTimeout, SerialReader
+from readers.serial import ReaderTimeout, ReplugBackoff, SerialReader
 from readers.serial_protocols import FrameDecoder, encode_frame, tag_record_data
+from readers.supervise import Backoff
 
 EPCS = [f"30340000000000000000{i:04X}" for i in range(6)]
 
@@ -139,6 +141,15 @@ class FakePort:
         self.closed = True
 
 
+def transitions(states: list[tuple[ReaderState, str]]) -> list[ReaderState]:
+    """ONLINE/OFFLINE changes, without the CONNECTING between retries."""
+    out: list[ReaderState] = []
+    for st, _ in states:
+        if st is not ReaderState.CONNECTING and (not out or out[-1] is not st):
+            out.append(st)
+    return out
+
+
 def factory(dev: FakeDevice) -> Callable[..., Any]:
     def open_port(device: str, **kw: Any) -> FakePort:
         if not dev.present:
@@ -161,30 +172,43 @@ def make(dev: FakeDevice, sink: Sink, **kw: Any) -> SerialReader:
 # --- backoff -----------------------------------------------------------------------------------
 
 
-def test_backoff_doubles_to_cap_and_resets() -> None:
-    b = Backoff(0.5, 4.0, 0.0)
-    assert [b.next_delay() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-    b.reset()
-    assert b.next_delay() == 0.5
+def test_replug_backoff_is_the_supervisor_backoff_while_the_node_exists(tmp_path: Any) -> None:
+    node = tmp_path / "ttyUSB0"
+    node.write_text("")
+    b = ReplugBackoff(1.0, 4.0, 0.0, device=str(node), stop=threading.Event())
+    rng = random.Random(1)
+    assert [b.delay(a, rng) for a in range(4)] == [1.0, 2.0, 4.0, 4.0]
 
 
-def test_backoff_jitter_stays_within_bounds() -> None:
-    import random
+def test_replug_backoff_returns_as_soon_as_the_node_reappears(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rs, "NODE_POLL_S", 0.005)
+    node = tmp_path / "ttyUSB0"
+    stop = threading.Event()
+    b = ReplugBackoff(60.0, 60.0, 0.0, device=str(node), stop=stop)
+    threading.Timer(0.05, node.write_text, args=("",)).start()
+    t0 = time.monotonic()
+    assert b.delay(0, random.Random(1)) == 0.0
+    assert time.monotonic() - t0 < 30  # far from the 60 s backoff: the replug cut it short
+    # ...and a stop cuts it short as well.
+    stop.set()
+    assert ReplugBackoff(60.0, 60.0, 0.0, device=str(tmp_path / "gone"), stop=stop).delay(
+        0, random.Random(1)) == 0.0
 
-    b = Backoff(1.0, 1.0, 0.25, rng=random.Random(7))
-    delays = [b.next_delay() for _ in range(200)]
-    assert all(0.75 <= d <= 1.25 for d in delays)
-    assert len(set(delays)) > 100  # really jittered
 
-
-def test_backoff_reads_patched_module_constants(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_patched_module_constants_reach_the_supervisor(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rs, "BACKOFF_INITIAL_S", 0.0)
-    assert Backoff().next_delay() == 0.0
-    monkeypatch.setattr(rs, "BACKOFF_INITIAL_S", 2.0)
-    monkeypatch.setattr(rs, "BACKOFF_MAX_S", 3.0)
-    monkeypatch.setattr(rs, "BACKOFF_JITTER", 0.0)
-    b = Backoff()
-    assert [b.next_delay() for _ in range(3)] == [2.0, 3.0, 3.0]
+    monkeypatch.setattr(rs, "BACKOFF_MAX_S", 0.0)
+    dev = FakeDevice([])
+    dev.present = False
+    sink = Sink()
+    r = SerialReader("desk", "/dev/fake", sink=sink, serial_factory=factory(dev))
+    r.start()
+    try:
+        sink.wait(lambda: dev.open_failures >= 20, timeout=5.0)  # no backoff delay at all
+    finally:
+        r.stop(2.0)
 
 
 # --- construction ------------------------------------------------------------------------------
@@ -235,7 +259,7 @@ def test_binary_round_becomes_one_batch_with_antenna_and_rssi() -> None:
     sink = Sink()
     r = make(dev, sink)
     run_session(r, lambda: len(sink.batches) >= 3)
-    assert r.state is ReaderState.ONLINE
+    assert r.stats.sessions == 1
     for batch in sink.batches:
         assert [(x.epc, x.antenna, x.rssi_dbm) for x in batch] == [
             (e, 1, float(-40 - i)) for i, e in enumerate(EPCS)
@@ -293,7 +317,7 @@ def test_silent_reader_times_out() -> None:
     with pytest.raises(ReaderTimeout, match="no answer to 3 firmware"):
         r.run_once(threading.Event())
     assert sink.kinds("no_response") == 2
-    assert r.state is not ReaderState.ONLINE
+    assert r.stats.sessions == 0  # never got as far as an answer
 
 
 def test_round_cut_by_unplug_is_delivered_once() -> None:
@@ -342,7 +366,7 @@ def test_reconnects_after_unplug_and_counts() -> None:
     r = make(dev, sink)
     r.start()
     try:
-        sink.wait(lambda: len(sink.batches) >= 2)
+        sink.wait(lambda: len(sink.batches) >= 2 and r.state is ReaderState.ONLINE)
         dev.present = False
         sink.wait(lambda: sink.states[-1][0] is ReaderState.OFFLINE)
         sink.wait(lambda: dev.open_failures >= 3)
@@ -355,11 +379,11 @@ def test_reconnects_after_unplug_and_counts() -> None:
     assert r.stats.reconnects == 1
     assert r.stats.sessions == 2
     assert r.stats.connect_failures >= 3
-    states = [s for s, _ in sink.states]
-    assert states[:4] == [ReaderState.CONNECTING, ReaderState.ONLINE, ReaderState.OFFLINE,
-                          ReaderState.ONLINE]
-    assert states[-1] is ReaderState.OFFLINE
-    assert "disconnected" in sink.states[2][1]
+    assert sink.states[0][0] is ReaderState.CONNECTING
+    assert transitions(sink.states) == [ReaderState.ONLINE, ReaderState.OFFLINE,
+                                        ReaderState.ONLINE, ReaderState.OFFLINE]
+    first_offline = next(why for st, why in sink.states if st is ReaderState.OFFLINE)
+    assert "disconnected" in first_offline
 
 
 def test_broken_sink_does_not_kill_reader() -> None:
