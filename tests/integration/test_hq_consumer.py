@@ -356,7 +356,8 @@ def test_two_sites_with_duplicates_and_malformed_input(
     out = json.loads(r.output)
     assert out["epc"] == a and out["site"] == "st-01" and out["disposition"] == "retail_sold"
     r = runner.invoke(hq_command, ["history", a, "--database-url", postgres_url, "--json"])
-    assert [e["biz_step"] for e in json.loads(r.output)["events"]][0] == "commissioning"
+    assert [e["biz_step"] for e in json.loads(r.output)["events"]] == [
+        "commissioning", "shipping", "receiving", "stocking", "retail_selling"]
     r = runner.invoke(hq_command, ["history", a, "--database-url", postgres_url])
     assert r.exit_code == 0 and "5 events" in r.output and "ws-01" in r.output
     r = runner.invoke(hq_command, ["where", epc(404), "--database-url", postgres_url])
@@ -530,3 +531,65 @@ def test_throughput_into_postgresql(feed: dict[str, Any], pg_store: HqStore) -> 
     assert count(pg_store, hq_events) == n_docs * per_doc
     print(f"\nHQ consumer: {n_docs * per_doc} events ({n_docs} documents) stored into "
           f"PostgreSQL in {elapsed:.2f}s = {n_docs * per_doc / elapsed:.0f} events/s")
+
+
+def test_run_command_serves_http_and_stops_on_sigterm(
+    feed: dict[str, Any], tmp_path: Path, postgres_url: str
+) -> None:
+    """`rfidd hq run -c FILE` as an operator starts it: a process, a config file, SIGTERM."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    b = feed["broker"]
+    conf = tmp_path / "hq.toml"
+    conf.write_text(
+        f'[database]\nurl = "{postgres_url}"\nbatch_max_ms = 10\n'
+        f'[mqtt]\nurl = "mqtt://{b.host}:{b.port}"\ntopic_prefix = "{feed["prefix"]}"\n'
+        f'share_group = "{feed["group"]}"\nclient_id = "hq-{feed["tag"]}-run"\n'
+        f"session_expiry_s = 60\n[http]\nport = {port}\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from rfidd.hq import hq_command; hq_command()",
+         "run", "-c", str(conf)],
+        cwd=root, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        def api(path: str) -> Any:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+                return json.loads(r.read())
+
+        def up() -> bool:
+            try:
+                return bool(api("/api/v1/status")["mqtt_connected"])
+            except OSError:
+                return False
+
+        wait_until("the API and the broker connection", up)
+        item = epc(5000)
+        feed["pub"].send(f"{feed['prefix']}/st-01/epcis", document(
+            event([item], T0, "receiving", "sellable_not_accessible", ST_SGLN)))
+
+        def found() -> bool:
+            try:
+                return bool(api(f"/api/v1/items/{item}")["site"] == "st-01")
+            except urllib.error.HTTPError:
+                return False
+
+        wait_until("the item over HTTP", found)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            assert b"rfidd_hq_events_stored_total 1.0" in r.read()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
+    assert "received SIGTERM" in err
