@@ -18,6 +18,8 @@ import os
 import random
 import select
 import shutil
+import signal
+import sys
 import tempfile
 import threading
 import time
@@ -25,6 +27,7 @@ import tty
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from types import FrameType
 from typing import Literal
 
 HEAD = 0xA0
@@ -418,23 +421,78 @@ def sgtin_like_epcs(n: int, prefix: str = "3034257BF4") -> list[str]:
     return [f"{prefix}{i:0{width}X}" for i in range(n)]
 
 
+def scenario_tags(path: str, zone: str, antenna: int = 1) -> tuple[list[SimTag], float]:
+    """The initial items of `zone` in a scenario file, with the zone's read probability and mean
+    RSSI; also returns the zone's RSSI standard deviation (the simulator's jitter)."""
+    from simulator.scenario import Scenario
+
+    scenario = Scenario.load(path)
+    zones = scenario.zones
+    if zone not in zones:
+        raise ValueError(f"{path}: no zone {zone!r} (zones: {', '.join(sorted(zones))})")
+    spec = zones[zone]
+    tags = [
+        SimTag(item.epc_hex, antenna, spec.rssi_mean_dbm, spec.read_probability)
+        for item in scenario.items()
+        if item.zone == zone
+    ]
+    return tags, spec.rssi_stddev_dbm
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m simulator.serial_sim`: a reader on a pty until Ctrl-C."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """`rfidd-sim serial` (or `python -m simulator.serial_sim`): a reader on a pty until stopped.
+
+    Prints "<device path> <n> tags <protocol>" once the device exists, then serves until
+    SIGINT/SIGTERM.
+    """
+    ap = argparse.ArgumentParser(
+        prog="rfidd-sim serial", description="A desk/handheld UHF reader on a pseudo-terminal."
+    )
     ap.add_argument("--protocol", choices=["binary", "ascii"], default="binary")
-    ap.add_argument("--tags", type=int, default=20, help="number of simulated tags")
-    ap.add_argument("--antenna", type=int, default=1)
-    ap.add_argument("--rssi", type=float, default=-55.0)
+    ap.add_argument("--scenario", default=None, help="scenario TOML; tags = the items of --zone")
+    ap.add_argument("--zone", default=None, help="zone of the scenario in front of the reader")
+    ap.add_argument("--tags", type=int, default=20, help="without a scenario: synthetic tags")
+    ap.add_argument("--antenna", type=int, default=1, help="antenna the tags are seen on (1-8)")
+    ap.add_argument("--rssi", type=float, default=-55.0, help="without a scenario: RSSI dBm")
+    ap.add_argument("--address", type=int, default=0xFF, help="module address (binary)")
     ap.add_argument("--link", default=None, help="device path to create (a symlink)")
+    ap.add_argument("--interval", type=float, default=0.2, help="ascii: seconds between rounds")
+    ap.add_argument("--split-frames", action="store_true", help="fault: replies in pieces")
+    ap.add_argument("--garbage-every", type=int, default=0, help="fault: noise every N frames")
+    ap.add_argument("--bad-checksum-every", type=int, default=0,
+                    help="fault: wrong checksum on every Nth tag frame")
     args = ap.parse_args(argv)
-    tags = [SimTag(e, args.antenna, args.rssi) for e in sgtin_like_epcs(args.tags)]
-    sim = SerialReaderSim(tags, args.protocol, link_path=args.link, rssi_jitter_db=2.0)
-    print(sim.start(), flush=True)
+    from simulator.scenario import ScenarioError
+
+    jitter = 2.0
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+        if args.scenario is not None:
+            if args.zone is None:
+                ap.error("--scenario needs --zone (the zone in front of the reader)")
+            tags, jitter = scenario_tags(args.scenario, args.zone, args.antenna)
+        else:
+            tags = [SimTag(e, args.antenna, args.rssi) for e in sgtin_like_epcs(args.tags)]
+        sim = SerialReaderSim(
+            tags, args.protocol, address=args.address, link_path=args.link,
+            rssi_jitter_db=jitter, ascii_interval_s=args.interval,
+            split_frames=args.split_frames, garbage_every=args.garbage_every,
+            bad_checksum_every=args.bad_checksum_every,
+        )
+        path = sim.start()
+    except (ScenarioError, ValueError, OSError) as exc:
+        print(f"rfidd-sim serial: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    print(f"{path} {len(tags)} tags {args.protocol}", flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
     finally:
         sim.stop()
     return 0
