@@ -48,6 +48,7 @@ class Timings:
 
     supervisor_s: float = 1.0
     sweep_s: float = 5.0
+    flush_s: float = 60.0
     outbox_stats_s: float = 5.0
     purge_after_s: float = 7 * 86400.0
     stop_timeout_s: float = 10.0
@@ -94,7 +95,10 @@ class Daemon:
         )
         with self.db.session() as s:
             rows = repo.load_presence(s)
-        tracker.restore((r.epc, r.zone, r.last_seen) for r in rows)
+        # A restart is not an absence: restored items count as seen now, so they depart only
+        # if no reader sees them within departure_s (instead of at the first sweep).
+        restarted = time.time()
+        tracker.restore((r.epc, r.zone, max(r.last_seen, restarted)) for r in rows)
         log.info("restored presence of %d items", len(rows))
 
         rules = SiteRules(
@@ -155,6 +159,8 @@ class Daemon:
                                seconds=self.timings.sweep_s, id="presence-sweep")
         self.scheduler.add_job(self._refresh_outbox_metrics, "interval",
                                seconds=self.timings.outbox_stats_s, id="outbox-stats")
+        self.scheduler.add_job(self.ingestor.request_flush, "interval",
+                               seconds=self.timings.flush_s, id="last-seen-flush")
         self.scheduler.add_job(self._purge_outbox, "interval", hours=1, id="outbox-purge")
         self.scheduler.start()
         self._on_stop("scheduler", lambda: self.scheduler.shutdown(wait=False)

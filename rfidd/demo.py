@@ -52,7 +52,7 @@ def default_scenario() -> Path:
 
 
 def demo_config(scenario: Any, ports: dict[str, int], db_url: str, mqtt_url: str | None,
-                mqtt_protocol: str = "5") -> Config:
+                mqtt_protocol: str = "5", site_id: str | None = None) -> Config:
     """The daemon config for a simulated site: one LLRP reader per simulated reader."""
     zones = {name: {"kind": z.kind} for name, z in scenario.zones.items()}
     readers = {
@@ -66,7 +66,7 @@ def demo_config(scenario: Any, ports: dict[str, int], db_url: str, mqtt_url: str
         for name, spec in scenario.readers.items()
     }
     return Config.model_validate({
-        "site": DEMO_SITE,
+        "site": {**DEMO_SITE, "id": site_id or DEMO_SITE["id"]},
         "database": {"url": db_url, "batch_max_ms": 200},
         "mqtt": {"enabled": mqtt_url is not None, "url": mqtt_url or "mqtt://127.0.0.1:1883",
                  "protocol": mqtt_protocol, "client_id": f"rfidd-demo-{int(time.time())}"},
@@ -79,7 +79,7 @@ def demo_config(scenario: Any, ports: dict[str, int], db_url: str, mqtt_url: str
 
 def run_demo(*, seconds: float = 12.0, mqtt_url: str | None = None, mqtt_protocol: str = "5",
              scenario_path: Path | None = None, keep_db: Path | None = None,
-             console: Console | None = None) -> DemoResult:
+             console: Console | None = None, site_id: str | None = None) -> DemoResult:
     from simulator import Scenario, SimulatedSite
 
     console = console or Console()
@@ -92,7 +92,8 @@ def run_demo(*, seconds: float = 12.0, mqtt_url: str | None = None, mqtt_protoco
                   f"tagged items, database {db_path}"
                   + (f", publishing to {mqtt_url}" if mqtt_url else ""))
     with SimulatedSite(scenario) as site:
-        cfg = demo_config(scenario, site.ports, f"sqlite:///{db_path}", mqtt_url, mqtt_protocol)
+        cfg = demo_config(scenario, site.ports, f"sqlite:///{db_path}", mqtt_url, mqtt_protocol,
+                          site_id)
         daemon = Daemon(cfg, timings=Timings(supervisor_s=0.5, sweep_s=1.0, outbox_stats_s=1.0))
         try:
             daemon.start()

@@ -133,6 +133,8 @@ class Ingestor:
         self.stats = IngestStats()
         self._thread: threading.Thread | None = None
         self._pending_sweep = threading.Event()
+        self._pending_flush = threading.Event()
+        self._flush_mark = tracker.mark
         self._lock = lock  # guards the tracker between ingest and service threads
 
     def start(self) -> None:
@@ -149,6 +151,10 @@ class Ingestor:
     def request_sweep(self) -> None:
         self._pending_sweep.set()
 
+    def request_flush(self) -> None:
+        """Ask for the periodic last-seen flush (reads of present items are not written)."""
+        self._pending_flush.set()
+
     def _run(self) -> None:
         while True:
             batch = self._collect()
@@ -157,8 +163,25 @@ class Ingestor:
             if self._pending_sweep.is_set():
                 self._pending_sweep.clear()
                 self.sweep(time.time())
+            if self._pending_flush.is_set() or self.stop_event.is_set():
+                self._pending_flush.clear()
+                self.flush_last_seen()
             if self.stop_event.is_set() and self.source.q.empty():
                 return
+
+    def flush_last_seen(self) -> int:
+        """Write last-seen times of items read since the previous flush; returns how many."""
+        with self._lock:
+            rows = self.tracker.touched_since(self._flush_mark)
+            self._flush_mark = self.tracker.mark
+        if not rows:
+            return 0
+        presence = [repo.PresenceRow(epc=r.epc, zone=r.zone, since=r.since,
+                                     last_seen=r.last_seen, rssi_dbm=r.rssi_dbm) for r in rows]
+        items = [repo.ItemUpsert(epc=r.epc, seen_at=r.last_seen) for r in rows]
+        with self.db.write() as s:
+            repo.apply_batch(s, items, presence=presence)
+        return len(rows)
 
     def _collect(self) -> list[tuple[str, list[TagRead]]]:
         batch: list[tuple[str, list[TagRead]]] = []
@@ -207,9 +230,17 @@ class Ingestor:
             changes = self.tracker.observe(zone_reads)
         self._persist(changes, decoded)
 
+    def paused_zones(self) -> set[str]:
+        """Zones one of whose readers is not online: silence there is not absence."""
+        down = {r for r, a in self.source.activity.items() if a.state is not ReaderState.ONLINE}
+        never_seen = {r for r, _ in self.zone_of} - set(self.source.activity)
+        return {zone for (reader, _), zone in self.zone_of.items()
+                if reader in down or reader in never_seen}
+
     def sweep(self, now: float) -> None:
+        paused = self.paused_zones()
         with self._lock:
-            changes = self.tracker.sweep(now)
+            changes = self.tracker.sweep(now, paused_zones=paused)
         if changes:
             self._persist(changes, {})
 

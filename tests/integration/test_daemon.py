@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,12 @@ def test_demo_publishes_schema_valid_epcis_for_every_presented_item(
     mqtt_broker: Any, mqtt_collector: Any, epcis_validator: Any
 ) -> None:
     protocol = "5" if mqtt_broker.supports_v5 else "3.1.1"
-    col = mqtt_collector(mqtt_broker, "rfidd/v1/demo-boutique/#", protocol=protocol)
+    site_id = f"demo-{uuid.uuid4().hex[:8]}"  # a shared broker may carry other runs' demos
+    col = mqtt_collector(mqtt_broker, f"rfidd/v1/{site_id}/#", protocol=protocol)
     out = io.StringIO()
     result = run_demo(seconds=7, mqtt_url=f"mqtt://{mqtt_broker.host}:{mqtt_broker.port}",
-                      mqtt_protocol=protocol, console=Console(file=out, width=120))
+                      mqtt_protocol=protocol, console=Console(file=out, width=120),
+                      site_id=site_id)
     assert result.exit_code == 0, out.getvalue()
     assert result.queued > 0 and result.sent == result.queued
     msgs = col.wait_for(lambda ms: len(_epcs_of(
@@ -63,7 +66,7 @@ def test_demo_publishes_schema_valid_epcis_for_every_presented_item(
     assert expected <= _epcs_of(docs)
     ids = [ev["eventID"] for d in docs for ev in d["epcisBody"]["eventList"]]
     assert len(ids) == len(set(ids)) == result.sent
-    status = [m for m in msgs if m.topic == "rfidd/v1/demo-boutique/status"]
+    status = [m for m in msgs if m.topic == f"rfidd/v1/{site_id}/status"]
     assert [m.payload for m in status][-1] == b"offline"
     text = out.getvalue()
     assert "What rfidd saw" in text and "queued in the outbox" in text
@@ -105,7 +108,8 @@ def test_daemon_on_postgresql_locates_every_item(postgres_url: str) -> None:
             daemon.stop()
 
 
-def _write_config(tmp_path: Path, ports: dict[str, int], broker: Any, protocol: str) -> Path:
+def _write_config(tmp_path: Path, ports: dict[str, int], broker: Any, protocol: str,
+                  site_id: str) -> Path:
     blocks = []
     for name, ants in (
         ("stockroom-1", {1: "stockroom", 2: "stockroom"}),
@@ -122,7 +126,7 @@ def _write_config(tmp_path: Path, ports: dict[str, int], broker: Any, protocol: 
     readers = "\n".join(blocks)
     text = f"""
 [site]
-id = "it-store"
+id = "{site_id}"
 name = "Integration store"
 sgln = "urn:epc:id:sgln:3760001.00001.0"
 timezone = "Europe/Paris"
@@ -161,9 +165,10 @@ def test_rfidd_run_publishes_then_stops_cleanly_on_sigterm(
 ) -> None:
     protocol = "5" if mqtt_broker.supports_v5 else "3.1.1"
     scenario = Scenario.load(SCENARIO)
-    col = mqtt_collector(mqtt_broker, "rfidd/v1/it-store/#", protocol=protocol)
+    site_id = f"it-{uuid.uuid4().hex[:8]}"
+    col = mqtt_collector(mqtt_broker, f"rfidd/v1/{site_id}/#", protocol=protocol)
     with SimulatedSite(scenario, run_timeline=False) as site:
-        cfg = _write_config(tmp_path, site.ports, mqtt_broker, protocol)
+        cfg = _write_config(tmp_path, site.ports, mqtt_broker, protocol, site_id)
         check = subprocess.run([sys.executable, "-m", "rfidd.cli", "check-config", str(cfg)],
                                capture_output=True, text=True)
         assert check.returncode == 0, check.stderr
@@ -174,13 +179,13 @@ def test_rfidd_run_publishes_then_stops_cleanly_on_sigterm(
             col.wait_for(lambda ms: expected <= _epcs_of(
                 [json.loads(m.payload) for m in ms if m.topic.endswith("/epcis")]), timeout=30)
             col.wait_for(lambda ms: {m.topic for m in ms if m.payload == b"online"} >= {
-                "rfidd/v1/it-store/status", "rfidd/v1/it-store/readers/floor-1/status"})
+                f"rfidd/v1/{site_id}/status", f"rfidd/v1/{site_id}/readers/floor-1/status"})
         finally:
             proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err[-2000:]
     col.wait_for(lambda ms: [m.payload for m in ms
-                             if m.topic == "rfidd/v1/it-store/status"][-1:] == [b"offline"])
+                             if m.topic == f"rfidd/v1/{site_id}/status"][-1:] == [b"offline"])
     assert "rfidd stopped" in err
 
 
