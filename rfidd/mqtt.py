@@ -158,6 +158,7 @@ class HqLink:
         self._attempt = 0
         self._acks: collections.deque[tuple[int, bool, str]] = collections.deque()
         self._inflight: dict[int, _InFlight] = {}  # publisher thread only
+        self._unmarked: list[_InFlight] = []  # acknowledged, mark_sent not yet committed
         self._cursor = 0  # highest outbox id handed to paho (publisher thread only)
         self._retry_at = 0.0
         self._next_stats = 0.0
@@ -441,10 +442,17 @@ class HqLink:
                 done.append(f)
             else:
                 rejected.append((f, reason))
-        if done:
+        if done or self._unmarked:
+            # Kept until the write succeeds: a failed mark_sent must not forget acked rows.
+            self._unmarked.extend(done)
+            done, self._unmarked = self._unmarked, []
             ids = [i for f in done for i in f.ids]
-            with self.db.write() as s:
-                repo.mark_sent(s, ids)
+            try:
+                with self.db.write() as s:
+                    repo.mark_sent(s, ids)
+            except Exception:
+                self._unmarked = done
+                raise
             for f in done:
                 self.metrics.published.labels(f.stream).inc()
                 self.stats.by_stream[f.stream] = self.stats.by_stream.get(f.stream, 0) + 1

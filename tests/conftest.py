@@ -298,6 +298,7 @@ class MqttCollector:
 
     def __post_init__(self) -> None:
         import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
 
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
@@ -306,7 +307,7 @@ class MqttCollector:
         from paho.mqtt.properties import Properties
 
         self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=f"collector-{uuid.uuid4().hex[:10]}",
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
             clean_session=None if v5 else not self.persistent,
@@ -316,7 +317,7 @@ class MqttCollector:
         self._client.on_message = self._on_message
         self._client.reconnect_delay_set(0.05, 0.5)  # type: ignore[arg-type]
         if v5:
-            props = Properties(PacketTypes.CONNECT)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = 3600 if self.persistent else 0
             self._client.connect(self.broker.host, self.broker.port, keepalive=30,
                                  clean_start=not self.persistent, properties=props)

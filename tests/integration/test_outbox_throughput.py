@@ -69,8 +69,10 @@ def test_publish_throughput(
             apply_batch(s, events=_batch(tag, start)[1])
     proto = "5" if mqtt_broker.supports_v5 else "3.1.1"
     site = f"t{uuid.uuid4().hex[:10]}"
-    cfg = MqttConfig(url=f"mqtt://{mqtt_broker.host}:{mqtt_broker.port}", protocol=proto,
-                     client_id=f"rfidd-bench-{site}", max_events_per_document=per_doc)
+    cfg = MqttConfig.model_validate({
+        "url": f"mqtt://{mqtt_broker.host}:{mqtt_broker.port}", "protocol": proto,
+        "client_id": f"rfidd-bench-{site}", "max_events_per_document": per_doc,
+    })
     col = mqtt_collector(mqtt_broker, f"rfidd/v1/{site}/epcis", protocol=proto)
     stop = threading.Event()
     link = HqLink(cfg, site, db, Metrics(), stop, session_expiry_s=0, max_inflight=100,
