@@ -1,9 +1,15 @@
 """Desk and handheld UHF readers on USB serial (pyserial).
 
 A reader on a USB port comes and goes: the device node disappears when it is unplugged (reads
-raise, opening fails) and returns when it is plugged back. One thread per reader runs
-`run_once()` — open, handshake, read until an error or stop — inside a reconnect loop with
-exponential backoff and jitter. Protocols and framing live in readers.serial_protocols.
+raise, opening fails) and returns when it is plugged back. `start()` hands the reader to
+readers.supervise.Supervisor (reconnect with exponential backoff and jitter, handshake timeout,
+watchdog); each connection is a session thread that opens the port, handshakes and reads until an
+error or stop. The backoff is cut short when an absent device node reappears, so a replugged
+reader resumes within ~0.1 s. Protocols and framing live in readers.serial_protocols.
+
+ASCII readers give no handshake: the input buffer is flushed on open (stale lines from before
+the session are dropped on purpose), and a line the reader was half-way through at that moment
+arrives truncated; it is kept only if it still matches the pattern and is whole 16-bit words.
 
 Delivery: records are batched per inventory round (binary) or per read chunk (ASCII) and handed
 to `sink.on_reads` from the reader thread; decoded records are delivered exactly once, and the
@@ -54,7 +60,7 @@ DEFAULT_LINE_PATTERN = (
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 5.0  # reopening a local device node is cheap; a POS reader must come back fast
 NODE_POLL_S = 0.1  # while the device node is absent, look for it this often and retry at once
-BACKOFF_JITTER = 0.25  # +- fraction of the delay, so many readers do not retry in lockstep
+BACKOFF_JITTER = 0.25  # up to +25 % of the delay, so readers do not retry in lockstep
 READ_TIMEOUT_S = 0.05  # one blocking read; also how fast stop() is noticed
 RESPONSE_TIMEOUT_S = 2.0  # binary: a command unanswered this long is lost
 MAX_MISSED_RESPONSES = 3  # ...this many in a row means the reader is gone: reconnect
@@ -160,7 +166,6 @@ class SerialReader:
         self._read_timeout = read_timeout_s
         self._backoff_cfg = backoff
         self._supervisor: supervise.Supervisor | None = None
-        self._session: _Session | None = None
         self._serial_factory: SerialFactory = serial_factory or serial.Serial
         self._clock = clock
         # Validate the pattern now: a bad one is a config error, not a runtime loop.
@@ -237,7 +242,6 @@ class SerialReader:
         port = self._open()
         self._last_rx_mono = time.monotonic()
         session = _Session(self, port)
-        self._session = session
         session.start()
         return session
 
