@@ -37,16 +37,21 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from sqlalchemy.exc import DataError
 
 from rfidd.hq.config import HqMqttConfig
 from rfidd.hq.documents import DocumentError, parse_document
-from rfidd.hq.store import Batch, HqStore, SiteMessageRow, StatusRow
+from rfidd.hq.store import Batch, BatchResult, HqStore, SiteMessageRow, StatusRow
 
 log = logging.getLogger(__name__)
 
 NS = "rfidd"
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _STATUSES = {"online", "offline"}
+
+
+class _Aborted(Exception):
+    """stop() gave up on a batch the database keeps refusing."""
 
 
 class HqConsumerError(Exception):
@@ -411,7 +416,7 @@ class HqConsumer:
                 batch.site_messages.append(
                     SiteMessageRow(site, kind, payload, msg.received_at)
                 )
-        except (ValueError, UnicodeDecodeError) as exc:
+        except Exception as exc:  # pure parsing, no I/O: any failure is the message's fault
             label = kind.split("/", 1)[0]
             if label not in HqMetrics.KINDS:
                 label = "unknown"
@@ -447,26 +452,72 @@ class HqConsumer:
                             len(doc.errors) - 5)
         batch.events.extend(doc.events)
 
-    def _process(self, msgs: list[_Incoming]) -> None:
+    def _build(self, msgs: list[_Incoming]) -> Batch:
         batch = Batch(received_at=msgs[0].received_at)
         for m in msgs:
             self._classify(m, batch)
+        return batch
+
+    def _write(self, batch: Batch, n: int) -> BatchResult | None:
+        """Commit, retrying transient failures (database down, deadlock) with backoff.
+
+        A DataError (a value the database refuses, e.g. a NUL character in PostgreSQL text) is
+        the data's fault, not the database's: it is raised for the caller to isolate.
+        Raises _Aborted when stop() gives up while the database is still failing.
+        """
+        if not batch:
+            return None
         delay = self.retry_min_s
         while True:
             t0 = time.perf_counter()
             try:
-                result = self.store.write_batch(batch) if batch else None
-                break
+                result = self.store.write_batch(batch)
+            except DataError:
+                raise
             except Exception as exc:
                 self.metrics.db_errors.inc()
                 with self._stats_lock:
                     self.stats.db_errors += 1
                 log.error("storing a batch of %d messages failed (retrying in %.1fs): %s",
-                          len(msgs), delay, exc)
+                          n, delay, exc)
                 if self._abort.wait(delay):
-                    return  # stopping: left unacknowledged, redelivered on the next start
+                    raise _Aborted from None
                 delay = min(delay * 2, self.retry_max_s)
-        self.metrics.batch_commit.observe(time.perf_counter() - t0)
+                continue
+            self.metrics.batch_commit.observe(time.perf_counter() - t0)
+            return result
+
+    def _process(self, msgs: list[_Incoming]) -> None:
+        parts = [self._build([m]) for m in msgs]  # parsed once, kept for isolation below
+        batch = Batch(received_at=msgs[0].received_at)
+        for part in parts:
+            batch.events.extend(part.events)
+            batch.statuses.extend(part.statuses)
+            batch.site_messages.extend(part.site_messages)
+            for site, at in part.seen.items():
+                batch.saw(site, at)
+        results: list[BatchResult | None] = []
+        events = batch.events
+        try:
+            try:
+                results.append(self._write(batch, len(msgs)))
+            except DataError as exc:
+                # Find the message(s) the database refuses; store the others.
+                log.warning("database refused a batch (%s); storing its %d messages one by one",
+                            str(exc).splitlines()[0], len(msgs))
+                events = []
+                for m, single in zip(msgs, parts, strict=True):
+                    try:
+                        results.append(self._write(single, 1))
+                        events.extend(single.events)
+                    except DataError as exc1:
+                        self.metrics.messages_malformed.labels("epcis").inc()
+                        with self._stats_lock:
+                            self.stats.messages_malformed += 1
+                        log.warning("skipped message on %s the database refuses: %s", m.topic,
+                                    str(exc1).splitlines()[0])
+        except _Aborted:
+            return  # stopping: left unacknowledged, redelivered on the next start
         acked = skipped = 0
         with self._ack_lock:
             client = self._client
@@ -484,12 +535,14 @@ class HqConsumer:
             s.batches += 1
             s.acked += acked
             s.ack_skipped += skipped
-            if result is not None:
-                s.events_stored += result.stored
-                s.events_duplicate += result.duplicates
-                s.site_messages_stored += result.messages_stored
-            for ev in batch.events:
+            for result in results:
+                if result is not None:
+                    s.events_stored += result.stored
+                    s.events_duplicate += result.duplicates
+                    s.site_messages_stored += result.messages_stored
+            for ev in events:
                 s.by_site[ev.site] = s.by_site.get(ev.site, 0) + 1
-        if result is not None:
-            self.metrics.events_stored.inc(result.stored)
-            self.metrics.events_duplicate.inc(result.duplicates)
+        for result in results:
+            if result is not None:
+                self.metrics.events_stored.inc(result.stored)
+                self.metrics.events_duplicate.inc(result.duplicates)

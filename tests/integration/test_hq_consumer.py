@@ -593,3 +593,29 @@ def test_run_command_serves_http_and_stops_on_sigterm(
             _, err = proc.communicate()
     assert proc.returncode == 0, err[-3000:]
     assert "received SIGTERM" in err
+
+
+def test_a_message_postgresql_refuses_is_skipped_not_retried_forever(
+    feed: dict[str, Any], pg_store: HqStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL refuses NUL in text/jsonb: that one message is skipped, its batch mates kept."""
+    good = [event([epc(6000 + i)], T0, "receiving", "sellable_not_accessible", ST_SGLN)
+            for i in range(3)]
+    poison = event([epc(6100)], T0, "receiving", "sellable_not_accessible", ST_SGLN)
+    poison["bizStep"] = "receiv\x00ing"
+    consumer = make_consumer(feed, pg_store, "nul", batch_max_s=0.3)
+    consumer.start()
+    try:
+        assert consumer.wait_subscribed(10)
+        topic = f"{feed['prefix']}/st-01/epcis"
+        feed["pub"].send(topic, document(good[0]))
+        feed["pub"].send(topic, json.dumps({"type": "EPCISDocument", "epcisBody": {
+            "eventList": [poison]}}).encode())
+        feed["pub"].send(topic, document(good[1], good[2]))
+        wait_until("all three messages", lambda: consumer.snapshot().acked == 3)
+        s = consumer.snapshot()
+        assert s.events_stored == 3 and s.messages_malformed == 1, s
+    finally:
+        consumer.stop()
+    assert count(pg_store, hq_events) == 3
+    assert "the database refuses" in caplog.text
