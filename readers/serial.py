@@ -363,7 +363,10 @@ class SerialReader:
         next_poll = 0.0
         missed = 0
         last_byte = time.monotonic()
-        multi = len(self.antennas) > 1 or self.antennas[0] != 1
+        # Select the work antenna on the first poll (another tool may have left the module on
+        # another port) and before every poll when several antennas take turns.
+        select_antenna = True
+        multi = len(self.antennas) > 1
 
         port.write(firmware_version_command(self.address))
         sent_at = time.monotonic()
@@ -372,7 +375,8 @@ class SerialReader:
                 now = time.monotonic()
                 if online and not in_flight and now >= next_poll:
                     cmd = b""
-                    if multi:
+                    if multi or select_antenna:
+                        select_antenna = False
                         cmd += set_work_antenna_command(self.address, self.antennas[antenna_ix])
                         antenna_ix = (antenna_ix + 1) % len(self.antennas)
                     port.write(cmd + inventory_command(self.address, self.inventory_repeat))

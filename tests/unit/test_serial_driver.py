@@ -264,8 +264,8 @@ def test_binary_round_becomes_one_batch_with_antenna_and_rssi() -> None:
         assert [(x.epc, x.antenna, x.rssi_dbm) for x in batch] == [
             (e, 1, float(-40 - i)) for i, e in enumerate(EPCS)
         ]
-    assert dev.commands[0] == (0x72, b"")
-    assert all(c == (0x89, b"\x01") for c in dev.commands[1:])
+    assert dev.commands[:2] == [(0x72, b""), (0x74, b"\x00")]  # firmware, then antenna 1
+    assert all(c == (0x89, b"\x01") for c in dev.commands[2:])
     assert r.stats.rounds >= 3
     assert r.stats.reads == len(sink.reads)
 
