@@ -101,5 +101,13 @@ def demo(seconds: float, mqtt_url: str | None, mqtt_protocol: str, scenario: Pat
     sys.exit(result.exit_code)
 
 
+def _register_subcommands() -> None:
+    from rfidd.hq import hq_command
+
+    main.add_command(hq_command, "hq")
+
+
+_register_subcommands()
+
 if __name__ == "__main__":
     main()
