@@ -528,8 +528,9 @@ class HqLink:
                 if not isinstance(ev, dict):
                     raise ValueError("not a JSON object")
             except ValueError as exc:
-                self._fail([r], f"outbox row {r.id} ({r.event_id}): bad event JSON: {exc}")
-                return None
+                if len(rows) == 1:
+                    self._fail([r], f"outbox row {r.id} ({r.event_id}): bad event JSON: {exc}")
+                return None  # a group is retried one row at a time to isolate this one
             events.append(ev)
         try:
             doc = self.document_builder(events, datetime.now(UTC), self.sender)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,14 @@ _WRITE_OPTION = "rfidd_write"
 
 class DatabaseError(Exception):
     """The database cannot be opened or migrated; the message names the URL (no password)."""
+
+
+def import_all_models() -> None:
+    """Import every `rfidd/<area>/models.py`: areas declare tables on the shared `Base` in their
+    own module, and autogenerate (or the models-vs-migrations test) must see all of them."""
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted(root.glob("*/models.py")):
+        importlib.import_module(f"rfidd.{path.parent.name}.models")
 
 
 def alembic_config() -> AlembicConfig:

@@ -388,19 +388,26 @@ def test_bad_outbox_row_is_set_aside_and_the_feed_goes_on(
     link = make_link(mqtt_broker, protocol=proto)
     link.document_builder = picky
     col = mqtt_collector(mqtt_broker, link.epcis_topic, protocol=proto)
-    commit(db, [ev(i, "picky") for i in range(5)])
-    link.start()
-    want = [ev(i, "picky").event_id for i in (0, 1, 3, 4)]
-    col.wait_for(lambda ms: event_ids(ms) == want)
-    wait_until(lambda: depth(db) == 0, what="good rows sent, bad row set aside")
-    assert link.stats.failed_rows == 1
-    from sqlalchemy import select
+    from sqlalchemy import insert, select
 
     from rfidd.store.models import OutboxMessage
 
+    commit(db, [ev(i, "picky") for i in range(5)])
+    with db.write() as s:  # a corrupt row, as a hand edit or a bug could leave
+        s.execute(insert(OutboxMessage).values(stream="epcis", topic="epcis", payload="{broken",
+                                               created_at=time.time()))
+    commit(db, [ev(5, "picky")])
+    link.start()
+    want = [ev(i, "picky").event_id for i in (0, 1, 3, 4, 5)]
+    col.wait_for(lambda ms: event_ids(ms) == want)
+    wait_until(lambda: depth(db) == 0, what="good rows sent, bad rows set aside")
+    assert link.stats.failed_rows == 2
     with db.session() as s:
-        row = s.execute(select(OutboxMessage).where(OutboxMessage.failed_at.is_not(None))).one()[0]
-        assert "event 2 has no bizStep" in (row.error or "")
+        errors = sorted(r.error or "" for r in s.scalars(
+            select(OutboxMessage).where(OutboxMessage.failed_at.is_not(None))))
+    assert len(errors) == 2
+    assert any("event 2 has no bizStep" in e for e in errors)
+    assert any("bad event JSON" in e for e in errors)
 
 
 def test_mqtt311_against_amqtt(

@@ -79,8 +79,10 @@ def test_models_match_migrations(db: Database) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
+    from rfidd.store.db import import_all_models
     from rfidd.store.models import Base
 
+    import_all_models()
     with db.engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         diff = compare_metadata(ctx, Base.metadata)

@@ -61,7 +61,7 @@ def test_event_record_metadata() -> None:
 
 
 def test_in_memory_database_is_migrated(mem: Database) -> None:
-    assert mem.current_revision() == head_revision() == "0001"
+    assert mem.current_revision() == head_revision() is not None
     with mem.write() as s:
         apply_batch(s, events=[event_record(_ev())])
     with mem.session() as s:

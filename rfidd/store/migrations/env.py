@@ -12,9 +12,11 @@ import os
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
+from rfidd.store.db import import_all_models
 from rfidd.store.models import Base
 
 config = context.config
+import_all_models()
 target_metadata = Base.metadata
 
 
