@@ -13,13 +13,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from inventory.epc import EpcClassifier
 from inventory.epcis import epcis_document, event_to_json
-from inventory.events import ItemEvent
+from inventory.events import ItemEvent, stable_event_id
 from inventory.presence import PresenceChange, PresenceTracker
 from inventory.rules import SiteRules
 from readers.base import ReaderDriver, ReaderState
@@ -52,6 +53,7 @@ class Timings:
     outbox_stats_s: float = 5.0
     purge_after_s: float = 7 * 86400.0
     stop_timeout_s: float = 10.0
+    reader_down_alert_s: float = 60.0
 
 
 @dataclass
@@ -75,6 +77,8 @@ class Daemon:
         self.services: list[Service] = []
         self._stops: list[tuple[str, Callable[[], None]]] = []
         self.started_at = 0.0
+        self._backlog_alerted = False
+        self._outbox_depth = 0
 
     # -- start -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -215,12 +219,44 @@ class Daemon:
             for name, act in self.queue.activity.items():
                 if act.last_report:
                     self.metrics.reader_last_report_age.labels(name).set(now - act.last_report)
+        self._check_alerts(now)
         if self.ingestor is not None and not self.ingestor.is_alive() \
                 and not self.stop_event.is_set():
             log.critical("ingest thread died; stopping so systemd restarts the daemon")
             self.stop_event.set()
             return
         self.notifier.watchdog()
+
+    def _check_alerts(self, now: float) -> None:
+        """Ops alerts on `alerts`: a reader down too long, an outbox backlog past its bound."""
+        if self.queue is None or self.db is None:
+            return
+        alerts: list[repo.Message] = []
+        for name, act in self.queue.activity.items():
+            if (act.state is not ReaderState.ONLINE and not act.down_alerted
+                    and now - act.since >= self.timings.reader_down_alert_s
+                    and not self.stop_event.is_set()):
+                act.down_alerted = True
+                alerts.append(self._alert("reader_down", {
+                    "reader": name, "state": act.state.value, "reason": act.reason,
+                    "since": _iso(act.since)}, f"reader_down:{name}:{act.since}"))
+        depth = self._outbox_depth
+        limit = self.config.mqtt.outbox_alert_rows
+        if depth >= limit and not self._backlog_alerted:
+            self._backlog_alerted = True
+            alerts.append(self._alert("outbox_backlog", {"rows": depth, "threshold": limit},
+                                      f"outbox_backlog:{now}"))
+        elif depth < limit * 0.9:
+            self._backlog_alerted = False
+        if alerts:
+            self.ctx.emit(messages=alerts)
+
+    def _alert(self, kind: str, body: dict[str, Any], key: str) -> repo.Message:
+        self.metrics.alerts.labels(kind).inc()
+        log.warning("alert %s: %s", kind, body)
+        payload = {"type": kind, "site": self.config.site.id, "at": _iso(time.time()), **body}
+        return repo.Message("alert", "alerts", payload,
+                            event_id=stable_event_id(self.config.site.id, key))
 
     def request_stop(self) -> None:
         self.stop_event.set()
@@ -278,6 +314,7 @@ class Daemon:
             return
         with self.db.session() as s:
             depth, oldest = repo.outbox_stats(s)
+        self._outbox_depth = depth
         self.metrics.outbox_depth.set(depth)
         self.metrics.outbox_oldest_age.set(oldest)
 
@@ -315,3 +352,7 @@ class Daemon:
 
 def exit_zone_names(cfg: Config) -> set[str]:
     return {z for z, zc in cfg.zones.items() if zc.kind is ZoneKind.EXIT}
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

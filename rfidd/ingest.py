@@ -35,6 +35,9 @@ class ReaderActivity:
     state: ReaderState = ReaderState.OFFLINE
     last_report: float = 0.0
     reason: str = ""
+    since: float = field(default_factory=time.time)  # when it last went up or down
+    connects: int = 0
+    down_alerted: bool = False
 
 
 class IngestQueue:
@@ -71,10 +74,17 @@ class IngestQueue:
 
     def on_state(self, reader: str, state: ReaderState, reason: str) -> None:
         act = self.activity.setdefault(reader, ReaderActivity())
+        now = time.time()
         if state is not act.state:
             log.info("reader %s: %s -> %s (%s)", reader, act.state.value, state.value, reason)
+        if (state is ReaderState.ONLINE) != (act.state is ReaderState.ONLINE):
+            act.since = now  # up or down since; CONNECTING<->OFFLINE retries are still down
         if state is ReaderState.ONLINE and act.state is not ReaderState.ONLINE:
-            act.last_report = time.time()
+            act.last_report = now
+            act.connects += 1
+            act.down_alerted = False
+            if act.connects > 1:
+                self.metrics.reader_reconnects.labels(reader).inc()
         act.state, act.reason = state, reason
         self.metrics.reader_up.labels(reader).set(1 if state is ReaderState.ONLINE else 0)
         if self._on_state is not None:
