@@ -200,9 +200,18 @@ class HqLink:
         log.info("HQ link to %s:%d (MQTT %s%s) as %s", self.host, self.port,
                  self.config.protocol, ", TLS" if self.tls else "", self.client_id)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Clean stop: finish acknowledged marks, publish retained `offline`, DISCONNECT."""
+    def stop(self, timeout: float = 5.0, drain_s: float = 3.0) -> None:
+        """Clean stop: publish what is pending (up to `drain_s`), then retained `offline`.
+
+        What is still pending after that stays in the outbox for the next start.
+        """
         deadline = time.monotonic() + timeout
+        drain_until = time.monotonic() + min(drain_s, timeout / 2)
+        while self._connected.is_set() and time.monotonic() < drain_until:
+            self._wake.set()
+            if not self._inflight and self._pending_rows() == 0:
+                break
+            time.sleep(0.05)
         self._closing = True
         self._wake.set()
         if self._publisher is not None:
@@ -222,6 +231,10 @@ class HqLink:
         if self._command_thread is not None:
             self._command_thread.join(max(0.1, deadline - time.monotonic()))
         self.metrics.mqtt_connected.set(0)
+
+    def _pending_rows(self) -> int:
+        with self.db.session() as s:
+            return len(repo.outbox_pending(s, 1, after_id=self._cursor))
 
     def notify(self) -> None:
         """New rows were committed: publish now rather than at the next poll."""
@@ -419,7 +432,9 @@ class HqLink:
         while True:
             try:
                 self._process_acks()
-                if self._closing or self._stop.is_set():
+                # Only stop() ends publishing: the daemon's stop event is set first, while
+                # ingest still commits its last batch, which must reach HQ too.
+                if self._closing:
                     return
                 if self._connected.is_set() and time.monotonic() >= self._retry_at:
                     self._fill_window()
