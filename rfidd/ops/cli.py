@@ -1,0 +1,535 @@
+"""`rfidd ops`: staff commands against the running daemon's local HTTP API.
+
+The CLI holds no state and opens no database: the daemon owns sessions, so a count started from
+one terminal can be watched and stopped from another, and a reception opened by an ASN from HQ
+can be closed by the stockroom.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+DEFAULT_API = "http://127.0.0.1:9750"
+EXIT_API_ERROR = 1
+EXIT_UNREACHABLE = 2
+
+
+class Client:
+    """A tiny JSON client of /api/v1/ops; exits with a readable message on any failure."""
+
+    def __init__(self, base: str, timeout: float = 120.0) -> None:
+        self.base = base.rstrip("/")
+        self.timeout = timeout
+
+    def call(self, method: str, path: str, body: Any = None,
+             query: dict[str, Any] | None = None) -> Any:
+        url = f"{self.base}/api/v1/ops{path}"
+        q = {k: v for k, v in (query or {}).items() if v is not None}
+        if q:
+            url += "?" + urllib.parse.urlencode(q)
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            try:
+                payload = json.loads(exc.read())
+            except ValueError:
+                payload = {"error": exc.reason}
+            if exc.code == 422 and isinstance(payload, dict) and "error" not in payload:
+                return payload  # partial imports: the caller shows what was rejected
+            msg = payload.get("error", payload) if isinstance(payload, dict) else payload
+            click.echo(f"error: {msg} (HTTP {exc.code})", err=True)
+            sys.exit(EXIT_API_ERROR)
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            click.echo(f"error: cannot reach rfidd at {self.base}: {reason} "
+                       "(is the daemon running, with [http] enabled?)", err=True)
+            sys.exit(EXIT_UNREACHABLE)
+
+
+def _client(ctx: click.Context) -> Client:
+    client = ctx.find_object(Client)
+    assert client is not None, "ops_cli sets the client"
+    return client
+
+
+def _console() -> Console:
+    return Console()
+
+
+def _fmt_time(t: float | None) -> str:
+    if t is None:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v * 100:.1f}%"
+
+
+def _read_file(path: Path, fmt: str | None) -> tuple[str, str]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"{path}: cannot read: {exc}") from exc
+    fmt = fmt or ("json" if path.suffix.lower() == ".json" else "csv")
+    return text, fmt
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@click.group("ops")
+@click.option("--api", "api_url", default=DEFAULT_API, show_default=True, envvar="RFIDD_API",
+              help="Base URL of the daemon's local HTTP API.")
+@click.pass_context
+def ops_cli(ctx: click.Context, api_url: str) -> None:
+    """Store operations: catalog, ASNs and receptions, cycle counts, shrinkage."""
+    ctx.obj = Client(api_url)
+
+
+# -- catalog ------------------------------------------------------------------------------------
+@ops_cli.group("catalog")
+def catalog_group() -> None:
+    """Product catalog."""
+
+
+@catalog_group.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default=None,
+              help="Default: from the file extension.")
+@click.pass_context
+def catalog_import(ctx: click.Context, file: Path, fmt: str | None) -> None:
+    """Import a catalog FILE (CSV with header gtin,sku,name,size,colour,category,price,currency,
+    or a JSON array of the same objects)."""
+    text, fmt = _read_file(file, fmt)
+    res = _client(ctx).call("POST", "/catalog", {"format": fmt, "text": text,
+                                                 "source": file.name})
+    click.echo(f"{res['imported']} product(s) imported; catalog now {res['catalog_size']}")
+    for e in res.get("error_text", []):
+        click.echo(f"  rejected: {e}", err=True)
+    if res.get("errors") and not res["imported"]:
+        sys.exit(EXIT_API_ERROR)
+
+
+@catalog_group.command("classification")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def catalog_classification(ctx: click.Context, as_json: bool) -> None:
+    """Items by EPC class (ours, unknown product...) and rejected reads."""
+    res = _client(ctx).call("GET", "/catalog/classification")
+    if as_json:
+        _echo_json(res)
+        return
+    t = Table(title=f"EPC classification (catalog: {res['catalog_size']} products)")
+    t.add_column("class")
+    t.add_column("items", justify="right")
+    t.add_column("rejected reads", justify="right")
+    for k in sorted(set(res["items"]) | set(res["rejected_reads"])):
+        t.add_row(k, str(res["items"].get(k, "")), str(int(res["rejected_reads"].get(k, 0))))
+    _console().print(t)
+
+
+# -- ASN and reception --------------------------------------------------------------------------
+@ops_cli.group("asn")
+def asn_group() -> None:
+    """Advance shipping notices."""
+
+
+@asn_group.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default=None)
+@click.option("--open/--no-open", "open_reception", default=None,
+              help="Open a reception for it (default: the daemon's rule).")
+@click.pass_context
+def asn_import(ctx: click.Context, file: Path, fmt: str | None,
+               open_reception: bool | None) -> None:
+    """Import ASN(s) from FILE; importing the same ASN again changes nothing."""
+    text, fmt = _read_file(file, fmt)
+    res = _client(ctx).call("POST", "/asns", {"format": fmt, "text": text, "source": file.name,
+                                              "open_reception": open_reception})
+    click.echo(f"new: {', '.join(res['new']) or '-'}; already imported (identical): "
+               f"{', '.join(res['identical']) or '-'}")
+    if res.get("reception"):
+        click.echo(f"reception session {res['reception']} is open")
+    for w in res.get("warnings", []):
+        click.echo(f"  warning: {w}", err=True)
+    for e in res.get("conflicts", []) + res.get("errors", []):
+        click.echo(f"  rejected: {e}", err=True)
+    if res.get("conflicts") or res.get("errors"):
+        sys.exit(EXIT_API_ERROR)
+
+
+@ops_cli.group("reception")
+def reception_group() -> None:
+    """Reception sessions against ASNs."""
+
+
+@reception_group.command("open")
+@click.argument("asn_ids", nargs=-1, required=True)
+@click.pass_context
+def reception_open(ctx: click.Context, asn_ids: tuple[str, ...]) -> None:
+    """Open a reception session against ASN_IDS."""
+    res = _client(ctx).call("POST", "/receptions", {"asn_ids": list(asn_ids)})
+    p = res["progress"]
+    click.echo(f"reception {res['session_id']} open: {p['received_listed']} of "
+               f"{p['expected']} expected items already read")
+
+
+@reception_group.command("list")
+@click.pass_context
+def reception_list(ctx: click.Context) -> None:
+    rows = _client(ctx).call("GET", "/receptions")
+    t = Table(title="Reception sessions")
+    for c in ("session", "status", "ASNs", "opened", "closed", "received", "missing",
+              "unexpected"):
+        t.add_column(c)
+    for r in rows:
+        tot = r.get("totals") or {}
+        prog = r.get("progress") or {}
+        t.add_row(r["session_id"], r["status"], ", ".join(r["asn_ids"]),
+                  _fmt_time(r["opened_at"]), _fmt_time(r["closed_at"]),
+                  str(tot.get("received", prog.get("received_listed", ""))),
+                  str(tot.get("missing", "")), str(tot.get("unexpected", "")))
+    _console().print(t)
+
+
+def _open_reception_id(client: Client) -> str:
+    open_ = [r for r in client.call("GET", "/receptions") if r["status"] == "open"]
+    if not open_:
+        click.echo("error: no reception session is open", err=True)
+        sys.exit(EXIT_API_ERROR)
+    return str(open_[0]["session_id"])
+
+
+def print_reception(doc: dict[str, Any], console: Console) -> None:
+    tot = doc["totals"]
+    state = "[green]complete[/]" if doc["complete"] else "[red]discrepancies[/]"
+    console.print(f"Reception [bold]{doc['session_id']}[/] — ASN {', '.join(doc['asn_ids'])}: "
+                  f"{state}; expected {tot['expected']}, received {tot['received']}, missing "
+                  f"{tot['missing']}, unexpected {tot['unexpected']}")
+    t = Table(title="Per product")
+    for c in ("GTIN", "SKU", "name", "expected", "received", "over", "short"):
+        t.add_column(c, justify="right" if c in ("expected", "received", "over", "short")
+                     else "left")
+    for ln in doc["lines"]:
+        style = "" if ln["over"] == 0 and ln["short"] == 0 else "yellow"
+        t.add_row(ln["gtin"], ln["sku"] or "", ln["name"] or "", str(ln["expected"]),
+                  str(ln["received"]), str(ln["over"]), str(ln["short"]), style=style)
+    console.print(t)
+    if doc["missing"] or doc["unexpected"]:
+        d = Table(title="Items to check")
+        for c in ("status", "EPC", "GTIN", "ASN"):
+            d.add_column(c)
+        for status in ("missing", "unexpected"):
+            for it in doc[status]:
+                d.add_row(status, it["epc"], it["gtin"] or "", it["asn_id"] or "")
+        console.print(d)
+    for w in doc.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {w}")
+
+
+@reception_group.command("show")
+@click.argument("session_id", required=False)
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the per-GTIN table as CSV to this file ('-' for stdout).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def reception_show(ctx: click.Context, session_id: str | None, csv_out: Path | None,
+                   as_json: bool) -> None:
+    """Interim (open) or final (closed) report of a reception; default: the open one."""
+    client = _client(ctx)
+    sid = session_id or _open_reception_id(client)
+    if csv_out is not None:
+        _write_text(client.call("GET", f"/receptions/{sid}", query={"format": "csv"})["text"],
+                    csv_out)
+        return
+    res = client.call("GET", f"/receptions/{sid}")
+    if as_json:
+        _echo_json(res)
+        return
+    print_reception(res["report"], _console())
+
+
+@reception_group.command("close")
+@click.argument("session_id", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def reception_close(ctx: click.Context, session_id: str | None, as_json: bool) -> None:
+    """Close a reception (default: the open one): report to HQ, items booked as received."""
+    client = _client(ctx)
+    sid = session_id or _open_reception_id(client)
+    doc = client.call("POST", f"/receptions/{sid}/close")
+    if as_json:
+        _echo_json(doc)
+        return
+    print_reception(doc, _console())
+
+
+# -- counts -------------------------------------------------------------------------------------
+@ops_cli.group("count")
+def count_group() -> None:
+    """Cycle counts."""
+
+
+@count_group.command("start")
+@click.argument("zones", nargs=-1, required=True)
+@click.option("--duration", "duration_s", type=float, default=None,
+              help="Stop by itself after this many seconds.")
+@click.pass_context
+def count_start(ctx: click.Context, zones: tuple[str, ...], duration_s: float | None) -> None:
+    """Start a count over ZONES."""
+    res = _client(ctx).call("POST", "/counts", {"zones": list(zones), "duration_s": duration_s})
+    click.echo(f"count {res['session_id']} started over {', '.join(res['zones'])}: "
+               f"{res['progress']['expected']} items expected")
+
+
+def _running_count(client: Client) -> str:
+    running = [r for r in client.call("GET", "/counts") if r["status"] == "running"]
+    if len(running) != 1:
+        click.echo("error: give the count id (running: "
+                   f"{', '.join(r['session_id'] for r in running) or 'none'})", err=True)
+        sys.exit(EXIT_API_ERROR)
+    return str(running[0]["session_id"])
+
+
+def _progress_line(res: dict[str, Any]) -> str:
+    p = res["progress"]
+    zones = " · ".join(f"{z} {v['found']:,}/{v['expected']:,}" for z, v in p["zones"].items())
+    return (f"{p['found']:,} of {p['expected']:,} found ({zones}); misplaced {p['misplaced']}, "
+            f"unexpected {p['unexpected']}")
+
+
+@count_group.command("progress")
+@click.argument("count_id", required=False)
+@click.option("--watch", "watch_s", type=float, default=None,
+              help="Refresh every N seconds until the count stops.")
+@click.pass_context
+def count_progress(ctx: click.Context, count_id: str | None, watch_s: float | None) -> None:
+    """Live progress: found / expected, per zone."""
+    client = _client(ctx)
+    cid = count_id or _running_count(client)
+    while True:
+        res = client.call("GET", f"/counts/{cid}")
+        if res["status"] != "running":
+            click.echo(f"count {cid} is {res['status']}")
+            return
+        click.echo(_progress_line(res))
+        if watch_s is None:
+            return
+        time.sleep(watch_s)
+
+
+def print_count(doc: dict[str, Any], console: Console) -> None:
+    tot, acc = doc["totals"], doc["accuracy"]
+    console.print(f"Count [bold]{doc['session_id']}[/] over {', '.join(doc['zones'])}: "
+                  f"{tot['found']} of {tot['expected']} found; missing {tot['missing']}, "
+                  f"misplaced {tot['misplaced']}, unexpected {tot['unexpected']}")
+    console.print(f"Accuracy: items {_pct(acc['item'])}, records (SKU x zone) "
+                  f"{_pct(acc['record'])}, aggregate {_pct(acc['aggregate'])} (the aggregate "
+                  "hides errors that cancel out)")
+    z = Table(title="Per zone")
+    for c in ("zone", "expected", "found", "missing", "misplaced out", "misplaced in",
+              "unexpected"):
+        z.add_column(c, justify="left" if c == "zone" else "right")
+    for name, t in doc["per_zone"].items():
+        z.add_row(name, *(str(t[k]) for k in ("expected", "found", "missing", "misplaced_out",
+                                              "misplaced_in", "unexpected")))
+    console.print(z)
+    rows = ([("missing", m, m["booked_zone"], "") for m in doc["missing"]]
+            + [("misplaced", m, m["booked_zone"], m["found_zone"]) for m in doc["misplaced"]]
+            + [("unexpected", u, u.get("booked_zone") or "", u["zone"])
+               for u in doc["unexpected"]])
+    if rows:
+        x = Table(title="Items to check")
+        for c in ("status", "EPC", "SKU", "name", "booked", "seen in"):
+            x.add_column(c)
+        for status, it, booked, seen in rows:
+            x.add_row(status, it["epc"], it.get("sku") or "", it.get("name") or "", booked, seen)
+        console.print(x)
+    sh = doc.get("shrinkage") or {}
+    if sh.get("newly_suspected"):
+        console.print(f"[red]{len(sh['newly_suspected'])} item(s) now suspected lost[/]")
+
+
+@count_group.command("stop")
+@click.argument("count_id", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def count_stop(ctx: click.Context, count_id: str | None, as_json: bool) -> None:
+    """Stop a count (default: the running one) and print its report."""
+    client = _client(ctx)
+    cid = count_id or _running_count(client)
+    doc = client.call("POST", f"/counts/{cid}/stop")
+    if as_json:
+        _echo_json(doc)
+        return
+    print_count(doc, _console())
+
+
+@count_group.command("list")
+@click.pass_context
+def count_list(ctx: click.Context) -> None:
+    rows = _client(ctx).call("GET", "/counts")
+    t = Table(title="Counts")
+    for c in ("count", "status", "zones", "started", "finished", "expected", "found",
+              "record accuracy"):
+        t.add_column(c)
+    for r in rows:
+        tot = r.get("totals") or {}
+        found = tot.get("found", (r.get("progress") or {}).get("found", ""))
+        t.add_row(r["session_id"], r["status"], ", ".join(r["zones"]),
+                  _fmt_time(r["started_at"]), _fmt_time(r["finished_at"]), str(r["expected"]),
+                  str(found), _pct(r["record_accuracy"]) if r["status"] == "finished" else "")
+    _console().print(t)
+
+
+def _write_text(text: str, out: Path) -> None:
+    if str(out) == "-":
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {out}")
+
+
+@count_group.command("report")
+@click.argument("count_id")
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the exceptions as CSV to this file ('-' for stdout).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def count_report(ctx: click.Context, count_id: str, csv_out: Path | None, as_json: bool) -> None:
+    """The report of a finished count."""
+    client = _client(ctx)
+    if csv_out is not None:
+        _write_text(client.call("GET", f"/counts/{count_id}", query={"format": "csv"})["text"],
+                    csv_out)
+        return
+    res = client.call("GET", f"/counts/{count_id}")
+    if res.get("report") is None:
+        click.echo(f"count {count_id} is {res['status']}: no report yet")
+        return
+    if as_json:
+        _echo_json(res["report"])
+        return
+    print_count(res["report"], _console())
+
+
+@count_group.group("schedule")
+def schedule_group() -> None:
+    """Scheduled counts (crontab expressions in the site's time zone)."""
+
+
+@schedule_group.command("add")
+@click.argument("cron")
+@click.argument("zones", nargs=-1, required=True)
+@click.option("--duration", "duration_s", type=float, default=None)
+@click.pass_context
+def schedule_add(ctx: click.Context, cron: str, zones: tuple[str, ...],
+                 duration_s: float | None) -> None:
+    """e.g. rfidd ops count schedule add '0 7 * * 1' stockroom floor --duration 900"""
+    res = _client(ctx).call("POST", "/count-schedules",
+                            {"cron": cron, "zones": list(zones), "duration_s": duration_s})
+    click.echo(f"schedule {res['id']}: {res['cron']} over {', '.join(res['zones'])} for "
+               f"{res['duration_s']:g} s")
+
+
+@schedule_group.command("list")
+@click.pass_context
+def schedule_list(ctx: click.Context) -> None:
+    for r in _client(ctx).call("GET", "/count-schedules"):
+        click.echo(f"{r['id']}: {r['cron']} over {', '.join(r['zones'])} for "
+                   f"{r['duration_s']:g} s")
+
+
+@schedule_group.command("delete")
+@click.argument("schedule_id", type=int)
+@click.pass_context
+def schedule_delete(ctx: click.Context, schedule_id: int) -> None:
+    _client(ctx).call("POST", f"/count-schedules/{schedule_id}/delete")
+    click.echo(f"schedule {schedule_id} deleted")
+
+
+# -- shrinkage and replenishment ----------------------------------------------------------------
+@ops_cli.command("shrinkage")
+@click.option("--since", default=None, help="Start (ISO 8601 or epoch s); default 30 days ago.")
+@click.option("--until", default=None, help="End (ISO 8601 or epoch s); default now.")
+@click.option("--currency", default=None)
+@click.option("--publish", is_flag=True, help="Also send the report to HQ.")
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def shrinkage(ctx: click.Context, since: str | None, until: str | None, currency: str | None,
+              publish: bool, csv_out: Path | None, as_json: bool) -> None:
+    """Shrinkage for a period: confirmed (exit alerts) and suspected (missed by counts)."""
+    client = _client(ctx)
+    q = {"since": since, "until": until, "currency": currency}
+    if csv_out is not None:
+        _write_text(client.call("GET", "/shrinkage", query={**q, "format": "csv"})["text"],
+                    csv_out)
+        return
+    if publish:
+        doc = client.call("POST", "/shrinkage", {k: v for k, v in q.items() if v is not None})
+    else:
+        doc = client.call("GET", "/shrinkage", query=q)
+    if as_json:
+        _echo_json(doc)
+        return
+    tot = doc["totals"]
+    console = _console()
+    rate = tot["shrinkage_rate"]
+    console.print(f"Shrinkage {_fmt_time(doc['period_start'])} → {_fmt_time(doc['period_end'])}"
+                  f": {tot['items']} item(s), {tot['value']} {doc['currency']} (confirmed "
+                  f"{tot['confirmed']}, suspected {tot['suspected']}); rate "
+                  f"{_pct(rate)} of sales {tot['sales_value']}")
+    for by in ("by_category", "by_zone"):
+        t = Table(title=by.replace("_", " "))
+        for c in (by[3:], "items", "confirmed", "suspected", "value"):
+            t.add_column(c)
+        for k, b in doc[by].items():
+            t.add_row(k, str(b["items"]), str(b["confirmed"]), str(b["suspected"]), b["value"])
+        console.print(t)
+    if publish:
+        console.print("published to HQ (reports/shrinkage)")
+
+
+@ops_cli.command("replenishment")
+@click.option("--floor-min", default=1, show_default=True, type=int)
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def replenishment(ctx: click.Context, floor_min: int, csv_out: Path | None,
+                  as_json: bool) -> None:
+    """What to bring from the stockroom to the sales floor."""
+    client = _client(ctx)
+    q = {"floor_min": floor_min}
+    if csv_out is not None:
+        _write_text(client.call("GET", "/replenishment", query={**q, "format": "csv"})["text"],
+                    csv_out)
+        return
+    res = client.call("GET", "/replenishment", query=q)
+    if as_json:
+        _echo_json(res)
+        return
+    t = Table(title="Replenishment")
+    for c in ("category", "SKU", "name", "size", "colour", "stockroom", "floor", "bring"):
+        t.add_column(c)
+    for ln in res["lines"]:
+        t.add_row(ln["category"] or "", ln["sku"], ln["name"] or "", ln["size"], ln["colour"],
+                  str(ln["stock_qty"]), str(ln["floor_qty"]), str(ln["suggested"]))
+    _console().print(t)
