@@ -1,0 +1,294 @@
+"""`rfidd lifecycle ...` (mutations through the running daemon's local API, so the daemon's
+lock, outbox and HQ link apply) and `rfidd trace EPC` (reads the site database directly)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+DEFAULT_API = "http://127.0.0.1:9750"
+
+
+def _api_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--json", "as_json", is_flag=True, help="Print the daemon's JSON answer.")(f)
+    f = click.option("--api", default=DEFAULT_API, show_default=True, envvar="RFIDD_API",
+                     help="Local HTTP API of the running daemon.")(f)
+    return f
+
+
+def call(api: str, method: str, path: str, body: Any = None, timeout: float = 30.0
+         ) -> tuple[int, Any]:
+    """One request to the daemon; (status, JSON body). ClickException when unreachable."""
+    url = api.rstrip("/") + path
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw)
+        except ValueError:
+            return exc.code, {"error": raw.decode(errors="replace")[:500]}
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise click.ClickException(f"cannot reach the rfidd API at {api}: {reason} "
+                                   "(is the daemon running? see --api)") from None
+
+
+def _show(status: int, body: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(body, indent=2))
+    elif status >= 400 and isinstance(body, dict) and "error" in body:
+        click.echo(f"error: {body['error']}", err=True)
+    elif isinstance(body, dict) and "items" in body:
+        console = Console()
+        t = Table(title=f"{body['command']} {body.get('txn') or ''}: {body['accepted']} accepted, "
+                  f"{body['duplicates']} already done, {body['rejected']} rejected")
+        for col in ("EPC", "result", "reason"):
+            t.add_column(col)
+        for i in body["items"]:
+            style = {"rejected": "red", "duplicate": "yellow"}.get(i["result"], "green")
+            t.add_row(i["epc"], f"[{style}]{i['result']}[/]", i.get("reason") or i.get("note")
+                      or "")
+        console.print(t)
+        if body.get("asn"):
+            console.print(f"ASN {body['asn']['asn_id']} to {body['asn']['destination']}: "
+                          f"{len(body['asn']['epcs'])} items, queued for HQ")
+    else:
+        click.echo(json.dumps(body, indent=2))
+    if status >= 400:
+        sys.exit(1)
+
+
+def _send(api: str, as_json: bool, command: str, body: dict[str, Any]) -> None:
+    body = {k: v for k, v in body.items() if v is not None}
+    status, out = call(api, "POST", f"/api/v1/lifecycle/{command}", body)
+    _show(status, out, as_json)
+
+
+_epcs = click.argument("epcs", nargs=-1, required=True)
+_at = click.option("--at", help="Business time, ISO 8601 with offset (default: now).")
+
+
+@click.group("lifecycle")
+def lifecycle_cli() -> None:
+    """Item lifecycle at this site: sell, return, transfer, loan, repair, commission, ship."""
+
+
+@lifecycle_cli.command()
+@click.option("--txn", required=True, help="POS receipt / transaction id.")
+@_at
+@_epcs
+@_api_options
+def sell(txn: str, at: str | None, epcs: tuple[str, ...], api: str, as_json: bool) -> None:
+    """Sell EPCS (hex or SGTIN URI) under receipt TXN; repeating it is harmless."""
+    _send(api, as_json, "sale", {"txn": txn, "epcs": list(epcs), "at": at})
+
+
+@lifecycle_cli.command("return")
+@click.option("--rma", required=True, help="Return authorisation id.")
+@click.option("--sale-txn", help="The original receipt, when known.")
+@_at
+@_epcs
+@_api_options
+def return_(rma: str, sale_txn: str | None, at: str | None, epcs: tuple[str, ...], api: str,
+            as_json: bool) -> None:
+    """A customer return of EPCS under RMA."""
+    _send(api, as_json, "return", {"txn": rma, "sale_txn": sale_txn, "epcs": list(epcs),
+                                   "at": at})
+
+
+@lifecycle_cli.command()
+@click.option("--asn", "asn_id", required=True, help="Shipment (ASN) id.")
+@click.option("--to", "to_site", help="Destination site id (transfer out).")
+@click.option("--in", "inbound", is_flag=True, help="Receive a transfer from another store.")
+@click.option("--carton", help="SSCC URI of the carton the items are packed into.")
+@_at
+@_epcs
+@_api_options
+def transfer(asn_id: str, to_site: str | None, inbound: bool, carton: str | None,
+             at: str | None, epcs: tuple[str, ...], api: str, as_json: bool) -> None:
+    """Transfer EPCS to another store (--to SITE) or receive them (--in)."""
+    if inbound == bool(to_site):
+        raise click.UsageError("give either --to SITE (out) or --in")
+    if inbound:
+        _send(api, as_json, "transfer_in", {"txn": asn_id, "epcs": list(epcs), "at": at})
+    else:
+        _send(api, as_json, "transfer_out", {"txn": asn_id, "to_site": to_site,
+                                             "carton": carton, "epcs": list(epcs), "at": at})
+
+
+@lifecycle_cli.command()
+@click.option("--id", "loan_id", required=True, help="Loan id.")
+@click.option("--due", help="Due back, ISO 8601 with offset (loan out).")
+@click.option("--back", is_flag=True, help="The items came back.")
+@click.option("--borrower", help="Who has them (press, client).")
+@_at
+@_epcs
+@_api_options
+def loan(loan_id: str, due: str | None, back: bool, borrower: str | None, at: str | None,
+         epcs: tuple[str, ...], api: str, as_json: bool) -> None:
+    """Lend EPCS until --due, or take them back (--back)."""
+    if back == bool(due):
+        raise click.UsageError("give either --due (loan out) or --back")
+    if back:
+        _send(api, as_json, "loan_back", {"txn": loan_id, "epcs": list(epcs), "at": at})
+    else:
+        _send(api, as_json, "loan_out", {"txn": loan_id, "due": due, "borrower": borrower,
+                                         "epcs": list(epcs), "at": at})
+
+
+@lifecycle_cli.command()
+@click.option("--order", required=True, help="Repair order id.")
+@click.option("--in/--out", "inbound", required=True, help="Into repair or back from it.")
+@_at
+@_epcs
+@_api_options
+def repair(order: str, inbound: bool, at: str | None, epcs: tuple[str, ...], api: str,
+           as_json: bool) -> None:
+    """After-sales repair of EPCS: --in when it starts, --out when done."""
+    _send(api, as_json, "repair_in" if inbound else "repair_out",
+          {"txn": order, "epcs": list(epcs), "at": at})
+
+
+@lifecycle_cli.command()
+@click.option("--to", "to_site", required=True, help="Destination site id.")
+@click.option("--asn", "asn_id", required=True, help="ASN id (published to HQ).")
+@click.option("--carton", help="SSCC URI of the carton (AggregationEvent per item).")
+@_at
+@_epcs
+@_api_options
+def ship(to_site: str, asn_id: str, carton: str | None, at: str | None, epcs: tuple[str, ...],
+         api: str, as_json: bool) -> None:
+    """Pack and ship EPCS to another site with an ASN (all or nothing)."""
+    _send(api, as_json, "ship", {"txn": asn_id, "to_site": to_site, "carton": carton,
+                                 "epcs": list(epcs), "at": at})
+
+
+@lifecycle_cli.command()
+@click.option("--gtin", help="Open a session: tags of this GTIN read at a bench...")
+@click.option("--count", type=int, help="...up to this many.")
+@click.option("--zone", help="Only this bench zone.")
+@click.option("--epc", help="Bind one encoded tag instead (commissioned when a bench reads it).")
+@click.option("--tid", help="The tag's TID (hex), with --epc.")
+@click.option("--close", "close_id", help="Close session ID.")
+@_api_options
+def commission(gtin: str | None, count: int | None, zone: str | None, epc: str | None,
+               tid: str | None, close_id: str | None, api: str, as_json: bool) -> None:
+    """Workshop commissioning: open a session (--gtin --count), bind a tag (--epc [--tid]),
+    close one (--close ID); with no option, list open sessions."""
+    base = "/api/v1/lifecycle/commissioning"
+    if close_id:
+        status, out = call(api, "POST", f"{base}/sessions/{close_id}/close")
+    elif epc:
+        status, out = call(api, "POST", f"{base}/binds",
+                           {k: v for k, v in {"epc": epc, "tid": tid}.items() if v})
+    elif gtin or count:
+        if not (gtin and count):
+            raise click.UsageError("--gtin and --count go together")
+        status, out = call(api, "POST", f"{base}/sessions",
+                           {k: v for k, v in {"gtin": gtin, "expected": count,
+                                              "zone": zone}.items() if v})
+    else:
+        status, out = call(api, "GET", f"{base}/sessions")
+    _show(status, out, as_json)
+
+
+def _local(t: float, tz: str) -> str:
+    from zoneinfo import ZoneInfo
+
+    return datetime.fromtimestamp(t, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@click.command("trace")
+@click.argument("epc")
+@click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="RFIDD_CONFIG", help="The site's TOML configuration (for its database).")
+@click.option("--database-url", help="Site database URL (instead of -c).")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+def trace_command(epc: str, config_file: Path | None, database_url: str | None,
+                  as_json: bool) -> None:
+    """Show the history of EPC (hex or SGTIN URI) on this site, from the events journal."""
+    from rfidd.config import ConfigError, load_config
+    from rfidd.lifecycle.commands import normalize_epc
+    from rfidd.lifecycle.models import LifecycleItem
+    from rfidd.lifecycle.trace import epc_uri_of, trace
+    from rfidd.store.db import DatabaseError, open_database
+    from rfidd.store.models import Item
+
+    try:
+        epc_hex = normalize_epc(epc)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="EPC") from None
+    tz = "UTC"
+    if database_url is None:
+        if config_file is None:
+            raise click.UsageError("give -c CONFIG (or RFIDD_CONFIG) or --database-url")
+        try:
+            cfg = load_config(config_file)
+        except ConfigError as exc:
+            raise click.ClickException("; ".join(exc.errors)) from None
+        database_url, tz = cfg.database.url, cfg.site.timezone
+    try:
+        db = open_database(database_url, migrate=False)
+    except DatabaseError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        history = trace(db, epc_hex)
+        with db.session() as s:
+            row = s.get(LifecycleItem, epc_hex)
+            item = s.get(Item, epc_hex)
+            state: dict[str, Any] | None = None
+            if row is not None or item is not None:
+                state = {
+                    "status": row.status if row else None,
+                    "disposition": (row.disposition if row else None)
+                    or (item.disposition if item else None),
+                    "zone": item.zone if item else None,
+                    "last_seen": item.last_seen if item else None,
+                    "sale_txn": row.sale_txn if row else None,
+                    "loan_due": row.loan_due if row else None,
+                    "destination": row.destination if row else None,
+                    "tid": row.tid if row else None,
+                }
+    except Exception as exc:  # a database without the lifecycle tables, unreachable...
+        raise click.ClickException(f"cannot read {database_url}: {exc}") from None
+    finally:
+        db.dispose()
+    uri = epc_uri_of(epc_hex)
+    if as_json:
+        click.echo(json.dumps({"epc": epc_hex, "epc_uri": uri, "state": state,
+                               "history": [h.to_json() for h in history]}, indent=2))
+        return
+    console = Console()
+    if state is None and not history:
+        console.print(f"{uri} ({epc_hex}): no history on this site")
+        sys.exit(1)
+    head = f"{uri}  ({epc_hex})"
+    if state:
+        parts = [f"{k}: {v}" for k, v in state.items()
+                 if v is not None and k not in ("last_seen", "loan_due")]
+        if state.get("loan_due") is not None:
+            parts.append(f"loan due: {_local(float(state['loan_due']), tz)}")
+        head += "\n" + ", ".join(parts)
+    t = Table(title=head, title_justify="left")
+    for col in (f"time ({tz})", "event", "bizStep", "disposition", "where", "transactions"):
+        t.add_column(col)
+    for h in history:
+        t.add_row(_local(h.event_time, tz), f"{h.type.removesuffix('Event')} {h.action or ''}",
+                  h.biz_step or "", h.disposition or "", h.zone or h.read_point or "",
+                  "\n".join(h.biz_transactions) + (f"\nin {h.parent}" if h.parent else ""))
+    console.print(t)
