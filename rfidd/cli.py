@@ -101,6 +101,22 @@ def demo(seconds: float, mqtt_url: str | None, mqtt_protocol: str, scenario: Pat
     sys.exit(result.exit_code)
 
 
+@main.command("bench-ingest")
+@click.option("--readers", default=20, show_default=True)
+@click.option("--rate", default=1100.0, show_default=True, help="Reads/s asked of each reader.")
+@click.option("--seconds", default=10.0, show_default=True)
+@click.option("--items-per-zone", default=100, show_default=True)
+@click.option("--database-url", default=None, help="Default: a temporary SQLite file.")
+@click.option("--mqtt-url", default=None, help="Also publish to this broker.")
+def bench_ingest(readers: int, rate: float, seconds: float, items_per_zone: int,
+                 database_url: str | None, mqtt_url: str | None) -> None:
+    """Measure the reads/s the whole daemon sustains from simulated LLRP readers."""
+    _setup_logging("warning")
+    from rfidd.bench_ingest import print_figures, run
+
+    print_figures(run(readers, rate, seconds, items_per_zone, database_url, mqtt_url))
+
+
 def _register_subcommands() -> None:
     from rfidd.hq import hq_command
 
