@@ -1,0 +1,58 @@
+"""A desk reader on serial (pty) feeds the same pipeline as LLRP readers, with its own zone."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from inventory.epc import decode, sgtin96_hex
+from rfidd.app import Daemon, Timings
+from rfidd.config import Config
+from rfidd.store.models import Event, ZonePresence
+from simulator.serial_sim import SerialReaderSim
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("protocol", ["binary", "ascii"])
+def test_pos_desk_reader_locates_items_at_the_pos(
+    tmp_path: Path, sqlite_url: str, protocol: str
+) -> None:
+    epcs = [sgtin96_hex("03760001000014", 5000 + i, 7) for i in range(5)]
+    garbage_tag = "E2801160600002084F6B1F2C"  # a non-GS1 tag on the desk: counted, not located
+    sim = SerialReaderSim([*epcs, garbage_tag], protocol=protocol,
+                          link_path=str(tmp_path / "ttyPOS"))
+    path = sim.start()
+    cfg = Config.model_validate({
+        "site": {"id": "pos-test", "name": "POS test", "sgln": "urn:epc:id:sgln:3760001.00001.0",
+                 "company_prefixes": ["3760001"]},
+        "database": {"url": sqlite_url, "batch_max_ms": 50},
+        "mqtt": {"enabled": False},
+        "http": {"enabled": False},
+        "zones": {"pos": {"kind": "pos"}},
+        "readers": {"pos-desk": {"kind": "serial", "address": path, "antennas": {"1": "pos"},
+                                 "serial": {"protocol": protocol, "poll_interval_ms": 50}}},
+    })
+    daemon = Daemon(cfg, timings=Timings(supervisor_s=0.1))
+    daemon.start()
+    try:
+        assert daemon.db is not None
+        deadline = time.monotonic() + 20
+        located: dict[str, str] = {}
+        while time.monotonic() < deadline and len(located) < len(epcs):
+            with daemon.db.session() as s:
+                located = {r.epc: r.zone for r in s.query(ZonePresence)}
+            time.sleep(0.1)
+        assert located == dict.fromkeys(epcs, "pos")
+        with daemon.db.session() as s:
+            events = [json.loads(e.payload) for e in s.query(Event)]
+        assert {ev["epcList"][0] for ev in events} == {decode(e).epcis_uri for e in epcs}
+        assert {ev["readPoint"]["id"] for ev in events} == {"urn:epc:id:sgln:3760001.00001.pos"}
+        assert daemon.ingestor is not None
+        assert daemon.ingestor.stats.rejected.get("not_gs1", 0) >= 1
+    finally:
+        daemon.stop()
+        sim.stop()
