@@ -195,6 +195,13 @@ class LlrpOptions(_Strict):
                 raise ValueError(f"EPC filter {prefix!r} is not a hex prefix")
         return [p.upper() for p in v]
 
+    @model_validator(mode="after")
+    def _check_impinj(self) -> LlrpOptions:
+        if self.search_mode is not None and not self.impinj_extensions:
+            raise ValueError("search_mode is an Impinj extension: set impinj_extensions = true "
+                             "(only on Impinj readers) or remove search_mode")
+        return self
+
 
 class SerialOptions(_Strict):
     """Options of a desk or handheld reader on a serial port."""

@@ -78,3 +78,12 @@ def test_check_config_cli(tmp_path: Path) -> None:
     missing = runner.invoke(main, ["check-config", str(tmp_path / "nope.toml")])
     assert missing.exit_code == EX_CONFIG
     assert "cannot read" in missing.output
+
+
+def test_impinj_search_mode_needs_the_extensions() -> None:
+    text = EXAMPLE.read_text().replace("tag_population = 256", "tag_population = 256\nsearch_mode = 2")
+    errors = _errors(text)
+    assert len(errors) == 1 and "readers.floor-1.llrp" in errors[0]
+    assert "impinj_extensions" in errors[0]
+    ok = text.replace("search_mode = 2", "search_mode = 2\nimpinj_extensions = true")
+    assert parse_config(ok).readers["floor-1"].llrp.search_mode == 2
