@@ -81,7 +81,8 @@ def test_check_config_cli(tmp_path: Path) -> None:
 
 
 def test_impinj_search_mode_needs_the_extensions() -> None:
-    text = EXAMPLE.read_text().replace("tag_population = 256", "tag_population = 256\nsearch_mode = 2")
+    text = EXAMPLE.read_text().replace("tag_population = 256",
+                                       "tag_population = 256\nsearch_mode = 2")
     errors = _errors(text)
     assert len(errors) == 1 and "readers.floor-1.llrp" in errors[0]
     assert "impinj_extensions" in errors[0]
