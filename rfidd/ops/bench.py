@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from rich.table import Table
 from sqlalchemy import insert
 
 from inventory import bench
+from inventory.asn import Asn
 from inventory.counting import CountSession
 from inventory.reports import count_csv, to_json
 from rfidd.ops import store
@@ -103,6 +105,53 @@ def run_db_count(db: Database, n: int, *, seed: int = 0, missing_rate: float = 0
         "insert_s": insert_s, "totals": result.totals(), "report_json_bytes": len(doc)})
 
 
+def run_db_reception(db: Database, n: int, *, missing: int = 7,
+                     unexpected: int = 5) -> bench.BenchFigure:
+    """An n-item ASN received through StoreOps itself: the timed part is `close_reception`
+    (reconcile, one `receiving` event per item from the lifecycle rules, report, one commit)."""
+    import threading
+
+    from inventory.presence import ChangeKind, PresenceChange, PresenceTracker
+    from rfidd.config import Config
+    from rfidd.context import ServiceContext
+    from rfidd.metrics import Metrics
+    from rfidd.ops.service import StoreOps
+
+    cfg = Config.model_validate({
+        "site": {"id": "bench", "name": "bench", "sgln": "urn:epc:id:sgln:0614141.00001.0"},
+        "database": {"url": "sqlite://"}, "mqtt": {"enabled": False},
+        "http": {"enabled": False}, "zones": {"reception": {"kind": "reception"}},
+    })
+    tracker = PresenceTracker(departure_s=300, move_margin_db=0, move_margin_decay_s=1)
+    ctx = ServiceContext(cfg, db, Metrics(), tracker, threading.Lock())
+    ops = StoreOps(ctx)
+    ops.start()
+    epcs, _ = bench.generate_epcs(n + unexpected, 100)
+    listed, extra = epcs[:n], epcs[n:]
+    rng = random.Random(1)
+    planted = set(rng.sample(listed, missing))
+    asn = Asn("BENCH-DESADV", "WH", "bench", datetime(2024, 1, 1, tzinfo=UTC),
+              tuple(sorted(listed)), ())
+    phases: dict[str, float] = {}
+    t = time.perf_counter()
+    ops.import_asns([asn], "bench")
+    phases["import"] = time.perf_counter() - t
+    reads = [e for e in listed if e not in planted] + extra
+    t = time.perf_counter()
+    for k in range(0, len(reads), 50):
+        ctx.change_hooks[0]([PresenceChange(ChangeKind.ARRIVED, e, "reception", None, 1.0)
+                             for e in reads[k:k + 50]], {})
+    phases["ingest_reads"] = time.perf_counter() - t
+    t = time.perf_counter()
+    doc = ops.close_reception()
+    phases["close"] = time.perf_counter() - t
+    phases["total"] = phases["close"]
+    ok = ({m["epc"] for m in doc["missing"]} == planted
+          and {u["epc"] for u in doc["unexpected"]} == set(extra))
+    return bench.BenchFigure(f"db_reception_{n}", n, phases, ok, details={
+        "totals": doc["totals"], "receiving_events": len(doc["received"])})
+
+
 def run(sizes: tuple[int, ...], asn_items: int, db_url: str | None,
         with_db: bool = True) -> list[bench.BenchFigure]:
     figures = bench.run(sizes, asn_items)
@@ -122,13 +171,20 @@ def run(sizes: tuple[int, ...], asn_items: int, db_url: str | None,
                         s.query(Item).delete()
             finally:
                 db.dispose()
+    if asn_items and db_url is None:  # writes ops tables: only on a throwaway database
+        with tempfile.TemporaryDirectory(prefix="rfidd-bench-") as tmp:
+            db = open_database(f"sqlite:///{Path(tmp) / 'reception.db'}")
+            try:
+                figures.append(run_db_reception(db, asn_items))
+            finally:
+                db.dispose()
     return figures
 
 
 def figures_table(figures: list[bench.BenchFigure]) -> Table:
     t = Table(title="rfidd bench — store operations")
     for c in ("benchmark", "items", "db insert (setup)", "db load", "book", "reads", "reconcile",
-              "report", "total", "target", "result"):
+              "report", "close (db)", "total", "target", "result"):
         t.add_column(c, justify="left" if c in ("benchmark", "result") else "right")
 
     def s(f: bench.BenchFigure, k: str) -> str:
@@ -144,8 +200,8 @@ def figures_table(figures: list[bench.BenchFigure]) -> Table:
         insert_s = f.details.get("insert_s")
         t.add_row(f.name, f"{f.items:,}", "" if insert_s is None else f"{insert_s:.2f}s",
                   s(f, "db_load"), s(f, "load_book"), s(f, "ingest_reads"), s(f, "reconcile"),
-                  s(f, "report"), f"{total:.3f}s", "" if target is None else f"< {target:g}s",
-                  verdict)
+                  s(f, "report"), s(f, "close"), f"{total:.3f}s",
+                  "" if target is None else f"< {target:g}s", verdict)
     return t
 
 
