@@ -1,0 +1,100 @@
+"""The `rfidd ops` CLI against the real HTTP API (loopback socket) of a StoreOps, without
+readers: routes, validation errors naming the field, exit codes."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from inventory.presence import PresenceTracker
+from rfidd.api import Api
+from rfidd.config import Config
+from rfidd.context import ServiceContext
+from rfidd.metrics import Metrics
+from rfidd.ops import StoreOps, ops_cli, register_routes
+from rfidd.store.db import open_database
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def api_url(sqlite_url: str) -> Iterator[str]:
+    cfg = Config.model_validate({
+        "site": {"id": "api-store", "name": "API", "sgln": "urn:epc:id:sgln:3760001.00001.0"},
+        "database": {"url": sqlite_url}, "mqtt": {"enabled": False},
+        "zones": {"stockroom": {"kind": "stock"}, "floor": {"kind": "floor"}},
+    })
+    db = open_database(sqlite_url)
+    metrics = Metrics()
+    ctx = ServiceContext(cfg, db, metrics, PresenceTracker(300, 0, 1), threading.Lock())
+    ops = StoreOps(ctx)
+    ops.start()
+    api = Api(metrics.registry, "127.0.0.1", 0)
+    register_routes(api, ops)
+    api.start()
+    try:
+        yield f"http://127.0.0.1:{api.port}"
+    finally:
+        api.stop()
+        ops.stop()
+        db.dispose()
+
+
+def cli(url: str, *args: str) -> Any:
+    return CliRunner().invoke(ops_cli, ["--api", url, *args])
+
+
+def http(url: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    req = urllib.request.Request(url + path, method=method,
+                                 data=None if body is None else json.dumps(body).encode())
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_schedules_lists_and_classification_through_the_cli(api_url: str) -> None:
+    res = cli(api_url, "count", "schedule", "add", "30 6 * * 1-5", "stockroom", "floor",
+              "--duration", "900")
+    assert res.exit_code == 0, res.output
+    assert "schedule 1: 30 6 * * 1-5 over stockroom, floor for 900 s" in res.output
+    assert cli(api_url, "count", "schedule", "list").output.startswith("1: 30 6 * * 1-5")
+    assert cli(api_url, "count", "schedule", "delete", "1").exit_code == 0
+    assert cli(api_url, "count", "schedule", "list").output == ""
+    res = cli(api_url, "count", "start", "floor")
+    assert res.exit_code == 0 and "0 items expected" in res.output
+    assert "running" in cli(api_url, "count", "list").output
+    res = cli(api_url, "count", "stop")
+    assert res.exit_code == 0 and "0 of 0 found" in res.output
+    assert cli(api_url, "reception", "list").exit_code == 0
+    res = cli(api_url, "catalog", "classification", "--json")
+    assert json.loads(res.output)["catalog_size"] == 0
+
+
+def test_errors_name_the_field_and_set_the_exit_code(api_url: str) -> None:
+    res = cli(api_url, "count", "start", "attic")
+    assert res.exit_code == 1 and "zones: unknown zone(s) attic" in res.output
+    res = cli(api_url, "count", "schedule", "add", "every day", "floor")
+    assert res.exit_code == 1 and "cron:" in res.output
+    res = cli(api_url, "reception", "close")
+    assert res.exit_code == 1 and "no reception session is open" in res.output
+    res = cli(api_url, "reception", "open", "NOPE")
+    assert res.exit_code == 1 and "unknown ASN(s) NOPE" in res.output
+    assert http(api_url, "POST", "/api/v1/ops/asns", {"format": "xml", "text": ""}) == (
+        400, {"error": "format: 'xml' is not csv or json"})
+    status, body = http(api_url, "POST", "/api/v1/ops/asns",
+                        {"format": "csv", "text": "asn_id,epc\nA,3034\n"})
+    assert status == 422 and any("shipped_at" in e for e in body["errors"])
+    assert http(api_url, "GET", "/api/v1/ops/shrinkage?since=yesterday")[0] == 400
+    assert http(api_url, "GET", "/api/v1/ops/counts/nope")[0] == 404
+    unreachable = cli(f"http://127.0.0.1:{free_port()}", "count", "list")
+    assert unreachable.exit_code == 2 and "cannot reach rfidd" in unreachable.output
