@@ -4,6 +4,7 @@ readers: routes, validation errors naming the field, exit codes."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -20,7 +21,6 @@ from rfidd.context import ServiceContext
 from rfidd.metrics import Metrics
 from rfidd.ops import StoreOps, ops_cli, register_routes
 from rfidd.store.db import open_database
-from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -46,6 +46,12 @@ def api_url(sqlite_url: str) -> Iterator[str]:
         api.stop()
         ops.stop()
         db.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def cli(url: str, *args: str) -> Any:
