@@ -30,6 +30,8 @@ from rfidd.api import Api, ApiError
 from rfidd.config import Config, ZoneKind
 from rfidd.context import Service, ServiceContext
 from rfidd.ingest import Ingestor, IngestQueue
+from rfidd.lifecycle.http import register_routes as register_lifecycle_routes
+from rfidd.lifecycle.service import LifecycleService
 from rfidd.metrics import Metrics
 from rfidd.mqtt import HqLink
 from rfidd.sdnotify import Notifier
@@ -54,6 +56,7 @@ class Timings:
     purge_after_s: float = 7 * 86400.0
     stop_timeout_s: float = 10.0
     reader_down_alert_s: float = 60.0
+    overdue_check_s: float = 900.0
 
 
 @dataclass
@@ -63,7 +66,8 @@ class Daemon:
     timings: Timings = field(default_factory=Timings)
     reader_factory: Callable[[str, Any, IngestQueue], ReaderDriver] | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
-    service_factories: list[Callable[[ServiceContext], Service]] = field(default_factory=list)
+    service_factories: list[Callable[[ServiceContext], Service]] = field(
+        default_factory=lambda: default_services())
 
     def __post_init__(self) -> None:
         self.notifier = Notifier()
@@ -166,6 +170,10 @@ class Daemon:
         self.scheduler.add_job(self.ingestor.request_flush, "interval",
                                seconds=self.timings.flush_s, id="last-seen-flush")
         self.scheduler.add_job(self._purge_outbox, "interval", hours=1, id="outbox-purge")
+        for svc in self.services:
+            if isinstance(svc, LifecycleService):
+                self.scheduler.add_job(svc.check_overdue, "interval",
+                                       seconds=self.timings.overdue_check_s, id="loan-overdue")
         self.scheduler.start()
         self._on_stop("scheduler", lambda: self.scheduler.shutdown(wait=False)
                       if self.scheduler else None)
@@ -348,6 +356,14 @@ class Daemon:
 
         api.route("GET", "/api/v1/status", status)
         api.route("GET", "/api/v1/items/{epc}", item)
+        for svc in self.services:
+            if isinstance(svc, LifecycleService):
+                register_lifecycle_routes(api, svc)
+
+
+def default_services() -> list[Callable[[ServiceContext], Service]]:
+    """The business services every daemon runs (each registers its own hooks and commands)."""
+    return [LifecycleService]
 
 
 def exit_zone_names(cfg: Config) -> set[str]:
