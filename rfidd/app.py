@@ -79,6 +79,7 @@ class Daemon:
         self.api: Api | None = None
         self.readers: dict[str, ReaderDriver] = {}
         self.services: list[Service] = []
+        self.ctx: ServiceContext | None = None
         self._stops: list[tuple[str, Callable[[], None]]] = []
         self.started_at = 0.0
         self._backlog_alerted = False
@@ -122,11 +123,11 @@ class Daemon:
             return event_to_json(ev, tz)
 
         lock = threading.Lock()
-        self.ctx = ServiceContext(cfg, self.db, self.metrics, tracker, lock)
+        ctx = self.ctx = ServiceContext(cfg, self.db, self.metrics, tracker, lock)
 
         def on_changes(changes: list[PresenceChange], decoded: dict[str, Any]) -> list[ItemEvent]:
             events = rules.events_for(changes, decoded)
-            for hook in self.ctx.change_hooks:
+            for hook in ctx.change_hooks:
                 events.extend(hook(changes, decoded))
             return events
 
@@ -155,7 +156,7 @@ class Daemon:
         self.ingestor.start()
         self._on_stop("ingest", self._stop_ingest)
         if cfg.mqtt.enabled:
-            self.ctx.notify_outbox = self.hq.notify
+            ctx.notify_outbox = self.hq.notify
         for factory in self.service_factories:
             service = factory(self.ctx)
             service.start()
@@ -228,6 +229,11 @@ class Daemon:
                 if act.last_report:
                     self.metrics.reader_last_report_age.labels(name).set(now - act.last_report)
         self._check_alerts(now)
+        if self.ctx is not None:
+            with self.ctx.tracker_lock:
+                counts = self.ctx.tracker.zone_counts()
+            for zone in self.config.zones:
+                self.metrics.items_present.labels(zone).set(counts.get(zone, 0))
         if self.ingestor is not None and not self.ingestor.is_alive() \
                 and not self.stop_event.is_set():
             log.critical("ingest thread died; stopping so systemd restarts the daemon")
@@ -237,7 +243,7 @@ class Daemon:
 
     def _check_alerts(self, now: float) -> None:
         """Ops alerts on `alerts`: a reader down too long, an outbox backlog past its bound."""
-        if self.queue is None or self.db is None:
+        if self.queue is None or self.ctx is None:
             return
         alerts: list[repo.Message] = []
         for name, act in self.queue.activity.items():
@@ -299,10 +305,11 @@ class Daemon:
 
     def _on_command(self, name: str, payload: bytes) -> None:
         """Dispatch an HQ command; raising makes the HQ link reply on the errors topic."""
-        handler = self.ctx.command_handlers.get(name)
+        handlers = self.ctx.command_handlers if self.ctx is not None else {}
+        handler = handlers.get(name)
         if handler is None:
             self.metrics.commands.labels("unknown", "rejected").inc()
-            known = ", ".join(sorted(self.ctx.command_handlers)) or "none"
+            known = ", ".join(sorted(handlers)) or "none"
             raise ValueError(f"unknown command {name!r} (known: {known})")
         try:
             data = json.loads(payload)

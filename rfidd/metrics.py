@@ -12,6 +12,12 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 NS = "rfidd"
+# The CBV business steps the daemon produces ("observe": an arrival without a business step).
+BIZ_STEPS = (
+    "observe", "commissioning", "packing", "shipping", "receiving", "stocking", "storing",
+    "cycle_counting", "retail_selling", "repairing", "entering_exiting", "destroying",
+    "decommissioning",
+)
 
 
 class Metrics:
@@ -87,9 +93,9 @@ class Metrics:
         self.alerts = Counter(
             "alerts", "Alerts raised, by kind.", ["kind"], namespace=NS, registry=r,
         )
-        self.config_errors = Counter(
-            "config_errors", "Configuration files rejected.", namespace=NS, registry=r,
-        )
+
+        for step in BIZ_STEPS:
+            self.events.labels(step)
 
     def init_readers(self, readers: Iterable[tuple[str, Iterable[int]]]) -> None:
         for name, antennas in readers:
