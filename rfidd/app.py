@@ -34,6 +34,8 @@ from rfidd.lifecycle.http import register_routes as register_lifecycle_routes
 from rfidd.lifecycle.service import LifecycleService
 from rfidd.metrics import Metrics
 from rfidd.mqtt import HqLink
+from rfidd.ops import StoreOps, add_scheduled_jobs
+from rfidd.ops import register_routes as register_ops_routes
 from rfidd.sdnotify import Notifier
 from rfidd.store import repo
 from rfidd.store.db import Database, open_database
@@ -172,6 +174,8 @@ class Daemon:
                                seconds=self.timings.flush_s, id="last-seen-flush")
         self.scheduler.add_job(self._purge_outbox, "interval", hours=1, id="outbox-purge")
         for svc in self.services:
+            if isinstance(svc, StoreOps):
+                add_scheduled_jobs(self.scheduler, svc)
             if isinstance(svc, LifecycleService):
                 self.scheduler.add_job(svc.check_overdue, "interval",
                                        seconds=self.timings.overdue_check_s, id="loan-overdue")
@@ -364,13 +368,15 @@ class Daemon:
         api.route("GET", "/api/v1/status", status)
         api.route("GET", "/api/v1/items/{epc}", item)
         for svc in self.services:
+            if isinstance(svc, StoreOps):
+                register_ops_routes(api, svc)
             if isinstance(svc, LifecycleService):
                 register_lifecycle_routes(api, svc)
 
 
 def default_services() -> list[Callable[[ServiceContext], Service]]:
     """The business services every daemon runs (each registers its own hooks and commands)."""
-    return [LifecycleService]
+    return [StoreOps, LifecycleService]
 
 
 def exit_zone_names(cfg: Config) -> set[str]:

@@ -85,6 +85,7 @@ def run(readers: int = 20, rate: float = 1100.0, seconds: float = 10.0,
             time.sleep(1.5)  # reports in flight reach the ingest thread
             sent = sum(r.stats.tags_reported for r in site.readers.values())
             ingested = daemon.ingestor.stats.reads
+            assert daemon.ctx is not None
             located = sum(daemon.ctx.tracker.zone_counts().values())
         finally:
             stop.set()

@@ -66,7 +66,8 @@ def test_unreachable_reader_raises_one_alert_and_good_readers_keep_working(
             assert _metric(daemon, "rfidd_reader_up", reader="stockroom-1") == 0.0
             assert _metric(daemon, "rfidd_alerts_total", kind="reader_down") == 2.0
             floor_items = sum(1 for i in scenario.items() if i.zone == "floor")
-            _wait(lambda: daemon.ctx.tracker.zone_counts().get("floor") == floor_items)
+            _wait(lambda: daemon.ctx is not None
+                  and daemon.ctx.tracker.zone_counts().get("floor") == floor_items)
         finally:
             daemon.stop()
             loop.join(5)
