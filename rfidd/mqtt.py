@@ -18,12 +18,13 @@ import logging
 import queue
 import random
 import re
+import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,7 +34,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from rfidd.config import MqttConfig
+from rfidd.config import MqttConfig, TlsConfig
 from rfidd.metrics import Metrics
 from rfidd.store import repo
 from rfidd.store.db import Database
@@ -76,13 +77,102 @@ class LinkStats:
     by_stream: dict[str, int] = field(default_factory=dict)
 
 
-def _read_password(path: Path) -> str:
+def read_password(config: MqttConfig, environ: Mapping[str, str] | None = None) -> str | None:
+    """The broker password from `mqtt.password_file` (None without one).
+
+    Errors name the setting and the file, never its content (a decode error would quote bytes
+    of the secret, so its details are dropped).
+    """
     try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
+        path = config.resolved_password_file(environ)
+    except ValueError as exc:
+        raise HqLinkError(str(exc)) from None
+    if path is None:
+        return None
+    shown = config.password_file if path == config.password_file else (
+        f"{config.password_file} ({path})")
+    try:
+        data = path.read_bytes()
     except OSError as exc:
-        raise HqLinkError(f"mqtt.password_file {path}: cannot read: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise HqLinkError(f"mqtt.password_file {path}: not UTF-8 text") from exc
+        raise HqLinkError(f"mqtt.password_file {shown}: cannot read: {exc.strerror}") from None
+    try:
+        text: str | None = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None  # raised outside the handler: no __context__ holding the secret's bytes
+    if text is None:
+        raise HqLinkError(f"mqtt.password_file {shown}: not UTF-8 text")
+    password = text[:-1] if text.endswith("\n") else text
+    password = password[:-1] if password.endswith("\r") else password
+    if not password:
+        raise HqLinkError(f"mqtt.password_file {shown}: empty")
+    if "\n" in password:
+        # Almost always an editing accident; sending it would fail authentication obscurely.
+        raise HqLinkError(f"mqtt.password_file {shown}: more than one line")
+    return password
+
+
+class _EncryptedKey(Exception):
+    pass
+
+
+def _no_key_passphrase() -> str:
+    # Without this callback OpenSSL would prompt on the terminal (and hang a service).
+    raise _EncryptedKey
+
+
+def tls_context(tls: TlsConfig) -> ssl.SSLContext:
+    """A verifying client context: the broker certificate must chain to `ca_file` (or the system
+    trust store without one) and, unless `insecure`, name the host. Errors name the file."""
+    # Not ssl.create_default_context(): it always loads the system store, and a private HQ CA
+    # must be the only one trusted when given (any public CA could otherwise vouch for HQ).
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, check_hostname
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.ca_file is None:
+        ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    else:
+        try:
+            ctx.load_verify_locations(cafile=str(tls.ca_file))
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise HqLinkError(f"mqtt.tls.ca_file {tls.ca_file}: cannot load CA certificates: "
+                              f"{reason}") from None
+    if tls.cert_file is not None:
+        key = tls.key_file or tls.cert_file
+        try:
+            ctx.load_cert_chain(str(tls.cert_file), str(key), password=_no_key_passphrase)
+        except _EncryptedKey:
+            raise HqLinkError(f"mqtt.tls.key_file {key}: the key is encrypted; rfidd needs an "
+                              "unencrypted key (protect it with file permissions or a "
+                              "systemd credential)") from None
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise HqLinkError(f"mqtt.tls.cert_file {tls.cert_file} / key_file {key}: cannot "
+                              f"load the client certificate and key: {reason}") from None
+    ctx.check_hostname = not tls.insecure
+    return ctx
+
+
+def _trust_source(tls: TlsConfig) -> str:
+    src = f"CA file {tls.ca_file}" if tls.ca_file else "system trust store"
+    if tls.cert_file:
+        src += f", client certificate {tls.cert_file}"
+    if tls.insecure:
+        src += ", host name NOT checked"
+    return src
+
+
+def _explain_connect_error(exc: BaseException | None) -> str:
+    """One line an operator can act on, for the exception paho hit while connecting."""
+    if exc is None:
+        return "unknown error"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"TLS: the broker's certificate was not accepted ({exc.verify_message}); check "
+                "mqtt.tls.ca_file and that the certificate names this host")
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed: {exc.reason or exc}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"{type(exc).__name__}: {exc}"
 
 
 class HqLink:
@@ -155,6 +245,7 @@ class HqLink:
         self._wake = threading.Event()
         self._connected = threading.Event()
         self._closing = False
+        self._refused = False  # the last CONNACK was a refusal (paho's network thread only)
         self._attempt = 0
         self._acks: collections.deque[tuple[int, bool, str]] = collections.deque()
         self._inflight: dict[int, _InFlight] = {}  # publisher thread only
@@ -197,8 +288,11 @@ class HqLink:
             target=self._run_commands, name="mqtt-commands", daemon=True
         )
         self._command_thread.start()
-        log.info("HQ link to %s:%d (MQTT %s%s) as %s", self.host, self.port,
-                 self.config.protocol, ", TLS" if self.tls else "", self.client_id)
+        log.info("HQ link to %s:%d (MQTT %s%s) as %s%s", self.host, self.port,
+                 self.config.protocol,
+                 f", TLS with {_trust_source(self.config.tls)}" if self.tls else "",
+                 self.client_id,
+                 f", user {self.config.username}" if self.config.username is not None else "")
 
     def stop(self, timeout: float = 5.0, drain_s: float = 3.0) -> None:
         """Clean stop: publish what is pending (up to `drain_s`), then retained `offline`.
@@ -270,19 +364,9 @@ class HqLink:
         )
         c.enable_logger(logging.getLogger(f"{__name__}.paho"))
         if self.config.username is not None or self.config.password_file is not None:
-            password = (
-                _read_password(self.config.password_file) if self.config.password_file else None
-            )
-            c.username_pw_set(self.config.username or "", password)
-        if self.tls or self.config.tls.ca_file is not None:
-            t = self.config.tls
-            c.tls_set(
-                ca_certs=str(t.ca_file) if t.ca_file else None,
-                certfile=str(t.cert_file) if t.cert_file else None,
-                keyfile=str(t.key_file) if t.key_file else None,
-            )
-            if t.insecure:
-                c.tls_insecure_set(True)
+            c.username_pw_set(self.config.username or "", read_password(self.config))
+        if self.tls:
+            c.tls_set_context(tls_context(self.config.tls))
         c.will_set(self.status_topic, OFFLINE, qos=1, retain=True)
         c.max_inflight_messages_set(self.max_inflight)
         c.max_queued_messages_set(0)
@@ -310,8 +394,15 @@ class HqLink:
         reason: ReasonCode, _props: Properties | None,
     ) -> None:
         if reason.is_failure:
-            log.error("HQ broker %s:%d refused the connection: %s", self.host, self.port, reason)
+            hint = ""
+            if reason.value in (0x86, 0x87):  # bad user name or password; not authorized
+                hint = (f"; check mqtt.username ({self.config.username!r}) and "
+                        f"mqtt.password_file ({self.config.password_file})")
+            log.error("HQ broker %s:%d refused the connection: %s%s", self.host, self.port,
+                      reason, hint)
+            self._refused = True  # the disconnect that follows needs no second message
             return
+        self._refused = False
         self._attempt = 0
         self._set_backoff(client)
         self.stats.connects += 1
@@ -328,7 +419,10 @@ class HqLink:
         self._wake.set()
 
     def _on_connect_fail(self, client: mqtt.Client, _userdata: Any) -> None:
-        log.warning("cannot reach HQ broker %s:%d; retrying", self.host, self.port)
+        # paho calls this inside its `except OSError:` block: the exception is the reason.
+        reason = _explain_connect_error(sys.exc_info()[1])
+        log.warning("cannot connect to HQ broker %s:%d: %s; retrying", self.host, self.port,
+                    reason)
         self._set_backoff(client)
 
     def _on_disconnect(
@@ -341,8 +435,17 @@ class HqLink:
         if was:
             self.stats.disconnects += 1
         if not self._closing:
-            log.warning("HQ broker connection lost (%s); unacknowledged messages are resent "
-                        "after reconnecting", reason)
+            if was:
+                log.warning("HQ broker connection lost (%s); unacknowledged messages are resent "
+                            "after reconnecting", reason)
+            elif self._refused:
+                self._refused = False
+            else:
+                # E.g. a broker that wants a client certificate closes the TLS session here.
+                log.warning("HQ broker %s:%d closed the connection before accepting it (%s)%s",
+                            self.host, self.port, reason,
+                            "; does it require a client certificate (mqtt.tls.cert_file)?"
+                            if self.tls and self.config.tls.cert_file is None else "")
             self._set_backoff(client)
 
     def _on_publish(
