@@ -91,7 +91,8 @@ def check_config(file: Path) -> None:
     cfg = _load(file)
     share = (f"shared group {cfg.mqtt.share_group}" if cfg.mqtt.protocol == "5"
              else "plain subscriptions (MQTT 3.1.1: run one instance)")
-    click.echo(f"{file}: OK — {cfg.mqtt.url} {cfg.mqtt.topic_prefix}/+/..., {share}")
+    relay = "ASN relay on" if cfg.mqtt.relay_asns else "ASN relay off"
+    click.echo(f"{file}: OK — {cfg.mqtt.url} {cfg.mqtt.topic_prefix}/+/..., {share}, {relay}")
 
 
 @hq_command.command("run")
@@ -108,6 +109,7 @@ def run(config_file: Path, log_level: str) -> None:
     from rfidd.cli import install_signal_handlers
     from rfidd.hq.consumer import HqConsumer, HqConsumerError
     from rfidd.hq.http import build_api
+    from rfidd.hq.relay import AsnRelay, RelayError, RelayMetrics
     from rfidd.hq.store import HqDatabaseError, HqStore
     from rfidd.sdnotify import Notifier
 
@@ -120,6 +122,16 @@ def run(config_file: Path, log_level: str) -> None:
         cfg.mqtt, store, batch_max_messages=cfg.database.batch_max_messages,
         batch_max_s=cfg.database.batch_max_ms / 1000,
     )
+    relay = None
+    if cfg.mqtt.relay_asns:
+        try:
+            # Its metrics go to the consumer's registry: one /metrics for the HQ process.
+            relay = AsnRelay.from_config(cfg.mqtt,
+                                         metrics=RelayMetrics(consumer.metrics.registry))
+        except RelayError as exc:
+            store.dispose()
+            log.error("%s", exc)
+            sys.exit(1)
     api = None
     if cfg.http.enabled:
         api = build_api(store.engine, consumer.metrics.registry, listen=cfg.http.listen,
@@ -128,10 +140,13 @@ def run(config_file: Path, log_level: str) -> None:
     install_signal_handlers(stop)
     try:
         consumer.start()
+        if relay is not None:
+            relay.start()
+            log.info("ASN relay: %s -> {destination}/cmd/{asn,shipment}", relay.topic_filter)
         if api is not None:
             api.start()
             log.info("HQ API on http://%s:%d/api/v1/", api.listen, api.port)
-        Notifier().ready("consuming")
+        Notifier().ready("consuming" + (", relaying ASNs" if relay is not None else ""))
         stop.wait()
     except HqConsumerError as exc:
         log.error("%s", exc)
@@ -142,6 +157,8 @@ def run(config_file: Path, log_level: str) -> None:
     finally:
         if api is not None:
             api.stop()
+        if relay is not None:
+            relay.stop()
         consumer.stop()
         store.dispose()
 

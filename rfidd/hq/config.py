@@ -12,8 +12,16 @@ import socket
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from rfidd.config import ConfigError, DatabaseConfig, MqttConfig, TlsConfig, _locate
 
@@ -105,6 +113,19 @@ class HqMqttConfig(_Strict):
     )
     tls: TlsConfig = Field(default_factory=TlsConfig, description="TLS settings (mqtts://).")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive interval.")
+    relay_asns: bool = Field(
+        True,
+        description="Also relay the ASNs sites publish on {topic_prefix}/{origin}/asn to the "
+        "destination's {topic_prefix}/{destination}/cmd/asn and .../cmd/shipment (sites never "
+        "publish on each other's topics). Same broker, credentials and TLS as the consumer; "
+        "client id {client_id}-asn, same session expiry. Turn off when another HQ process "
+        "relays.",
+    )
+    relay_share_group: str = Field(
+        "rfidd-asn-relay",
+        description="Shared-subscription group of the ASN relays (MQTT 5): each ASN is "
+        "relayed by one HQ instance of the group.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -116,7 +137,7 @@ class HqMqttConfig(_Strict):
     def _check_prefix(cls, v: str) -> str:
         return str(_site_rule(MqttConfig, "topic_prefix", v))
 
-    @field_validator("share_group")
+    @field_validator("share_group", "relay_share_group")
     @classmethod
     def _check_group(cls, v: str) -> str:
         if not _GROUP.match(v):
@@ -129,6 +150,36 @@ class HqMqttConfig(_Strict):
         if not v or len(v.encode()) > 256 or any(c in v for c in "#+/\x00"):
             raise ValueError("client id: 1-256 bytes, without / + # or NUL")
         return v
+
+    @model_validator(mode="after")
+    def _check_as_site_link(self) -> HqMqttConfig:
+        # The relay reads its secret and builds its TLS context through the site link's
+        # helpers (rfidd.mqtt), so the settings they share must pass the site link's rules.
+        self.site_mqtt_config()
+        if self.relay_asns and len(self.relay_client_id().encode()) > 256:
+            raise ValueError("client_id: at most 252 bytes with relay_asns (the relay's client "
+                             "id appends '-asn')")
+        return self
+
+    def site_mqtt_config(self) -> MqttConfig:
+        """These broker settings as the site daemon's MqttConfig (for rfidd.mqtt's helpers:
+        read_password, tls_context); ValueError when the site link's rules refuse them."""
+        try:
+            return MqttConfig.model_validate({
+                "url": self.url, "protocol": self.protocol, "topic_prefix": self.topic_prefix,
+                "username": self.username, "password_file": self.password_file,
+                "tls": self.tls, "keepalive_s": self.keepalive_s,
+            })
+        except ValidationError as exc:
+            raise ValueError("; ".join(
+                str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())) from None
+
+    def host_port(self) -> tuple[str, int]:
+        u = urlsplit(self.url)
+        return u.hostname or "127.0.0.1", u.port or (8883 if u.scheme == "mqtts" else 1883)
+
+    def relay_client_id(self) -> str:
+        return f"{self.client_id}-asn"
 
 
 class HqHttpConfig(_Strict):
@@ -160,7 +211,8 @@ def parse_hq_config(text: str, source: str = "<hq config>") -> HqConfig:
             path = ".".join(str(p) for p in loc) or "(top)"
             line = _locate(text, loc)
             where = f"{source}:{line}: " if line else f"{source}: "
-            msg = "unknown key (misspelled?)" if err["type"] == "extra_forbidden" else err["msg"]
+            msg = ("unknown key (misspelled?)" if err["type"] == "extra_forbidden"
+                   else str(err["msg"]).removeprefix("Value error, "))
             errors.append(f"{where}{path}: {msg}")
         raise ConfigError(source, errors) from exc
 
