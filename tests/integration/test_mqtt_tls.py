@@ -259,15 +259,17 @@ def published(collector: MqttCollector, made: Made, eid: str) -> None:
 # --------------------------------------------------------------------------- the happy paths
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+@pytest.mark.parametrize(("host", "protocol"), [
+    ("127.0.0.1", "5"), ("localhost", "5"), ("127.0.0.1", "3.1.1"),
+])
 def test_publishes_over_tls_with_ca_file_and_password(
     tls_broker: TlsBroker, links: Links, db: Database, logs: pytest.LogCaptureFixture,
-    mqtt_collector: Callable[..., MqttCollector], host: str,
+    mqtt_collector: Callable[..., MqttCollector], host: str, protocol: str,
 ) -> None:
     made = links(links.config(
         tls_broker.password, host, username=USER,
         password_file=str(links.password_file(SECRET)),
-        tls={"ca_file": str(tls_broker.ca.cert_file)},
+        tls={"ca_file": str(tls_broker.ca.cert_file)}, protocol=protocol,
     ))
     collector = mqtt_collector(tls_broker.collector_broker, f"rfidd/v1/{made.site}/#")
     eid = commit_event(db, 1)
@@ -375,14 +377,15 @@ def test_mqtts_without_ca_file_uses_the_system_trust_store(
 # --------------------------------------------------------------------------- refusals
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_wrong_password_is_refused_and_logged_without_the_password(
     tls_broker: TlsBroker, links: Links, db: Database, logs: pytest.LogCaptureFixture,
-    mqtt_collector: Callable[..., MqttCollector],
+    mqtt_collector: Callable[..., MqttCollector], protocol: str,
 ) -> None:
     pw_file = links.password_file(WRONG)
     made = links(links.config(
         tls_broker.password, username=USER, password_file=str(pw_file),
-        tls={"ca_file": str(tls_broker.ca.cert_file)},
+        tls={"ca_file": str(tls_broker.ca.cert_file)}, protocol=protocol,
     ))
     collector = mqtt_collector(tls_broker.collector_broker, f"rfidd/v1/{made.site}/#")
     commit_event(db, 4)
