@@ -11,7 +11,7 @@ from types import FrameType
 
 import click
 
-from rfidd.config import EX_CONFIG, ConfigError, load_config
+from rfidd.config import EX_CONFIG, Config, ConfigError, load_config
 
 
 def _setup_logging(level: str) -> None:
@@ -41,8 +41,15 @@ def main() -> None:
 
 @main.command("check-config")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-def check_config(file: Path) -> None:
-    """Validate FILE; print every error with its key path and line (exit 78 when bad)."""
+@click.option("--syntax-only", is_flag=True,
+              help="Skip the checks of files named by the config (password, TLS), e.g. when "
+              "checking a config on another machine than the one it is for.")
+def check_config(file: Path, syntax_only: bool) -> None:
+    """Validate FILE; print every error with its key path and line (exit 78 when bad).
+
+    Also opens the files the config names (broker password, TLS CA/certificate/key) as the
+    daemon would, unless --syntax-only: as systemd's ExecStartPre it catches them before start.
+    """
     try:
         cfg = load_config(file)
     except ConfigError as exc:
@@ -50,10 +57,35 @@ def check_config(file: Path) -> None:
         for e in exc.errors:
             click.echo(f"  {e}", err=True)
         sys.exit(EX_CONFIG)
+    problems = [] if syntax_only else _check_secrets(cfg)
+    if problems:
+        click.echo(f"{file}: {len(problems)} error(s)", err=True)
+        for e in problems:
+            click.echo(f"  {e}", err=True)
+        sys.exit(EX_CONFIG)
     click.echo(
         f"{file}: OK — site {cfg.site.id} ({cfg.site.kind}), {len(cfg.zones)} zones, "
         f"{len(cfg.readers)} readers"
     )
+
+
+def _check_secrets(cfg: Config) -> list[str]:
+    """What only the machine can tell: the password file and TLS files are there and usable."""
+    if not cfg.mqtt.enabled:
+        return []
+    from rfidd.mqtt import HqLinkError, read_password, tls_context
+
+    problems = []
+    try:
+        read_password(cfg.mqtt)
+    except HqLinkError as exc:
+        problems.append(str(exc))
+    if cfg.mqtt.url.startswith("mqtts://") or cfg.mqtt.tls.configured:
+        try:
+            tls_context(cfg.mqtt.tls)
+        except (HqLinkError, OSError, ValueError) as exc:
+            problems.append(f"mqtt.tls: {exc}")
+    return problems
 
 
 @main.command()
@@ -70,12 +102,19 @@ def run(config_file: Path, log_level: str) -> None:
             logging.getLogger("rfidd").error("config: %s", e)
         sys.exit(EX_CONFIG)
     from rfidd.app import Daemon
+    from rfidd.mqtt import HqLinkError
+    from rfidd.store.db import DatabaseError
 
     daemon = Daemon(cfg)
     install_signal_handlers(daemon.stop_event)
     try:
         daemon.start()
         daemon.run_until_stopped()
+    except (HqLinkError, DatabaseError) as exc:
+        # Unusable settings (unreadable password file, bad TLS key, unreachable database URL
+        # scheme): restarting cannot help, so exit EX_CONFIG and let systemd stop trying.
+        logging.getLogger("rfidd").error("%s", exc)
+        sys.exit(EX_CONFIG)
     finally:
         daemon.stop()
 

@@ -64,9 +64,15 @@ def test_wildcard_site_id_rejected() -> None:
 
 def test_check_config_cli(tmp_path: Path) -> None:
     runner = CliRunner()
-    ok = runner.invoke(main, ["check-config", str(EXAMPLE)])
+    ok = runner.invoke(main, ["check-config", "--syntax-only", str(EXAMPLE)])
     assert ok.exit_code == 0, ok.output
     assert "OK" in ok.output
+    # Without --syntax-only the files it names must exist here: the example's do not.
+    here = runner.invoke(main, ["check-config", str(EXAMPLE)])
+    assert here.exit_code == EX_CONFIG
+    assert "mqtt.password_file /run/credentials/rfidd.service/mqtt-password" in here.output \
+        or "mqtt.password_file credential:mqtt-password" in here.output, here.output
+    assert "hq-ca.pem" in here.output
     bad = tmp_path / "bad.toml"
     bad.write_text(EXAMPLE.read_text().replace("session = 1", "sesion = 1")
                    .replace("departure_s = 300", "departure_s = -1"))
