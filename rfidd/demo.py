@@ -7,10 +7,12 @@ database and metrics, next to the simulator's ground truth so a newcomer can com
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from sqlalchemy import func, select
 
+from inventory.asn import Asn
+from inventory.catalog import parse_catalog_records
 from rfidd.app import Daemon, Timings
 from rfidd.config import Config
-from rfidd.store import repo
+from rfidd.ops import OpsError, StoreOps
 from rfidd.store.models import Event, OutboxMessage, ZonePresence
 
 DEMO_SITE = {
@@ -43,6 +47,8 @@ class DemoResult:
     located: dict[str, int] = field(default_factory=dict)
     queued: int = 0
     sent: int = 0
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    reception: dict[str, Any] | None = None
 
 
 def default_scenario() -> Path:
@@ -98,15 +104,20 @@ def run_demo(*, seconds: float = 12.0, mqtt_url: str | None = None, mqtt_protoco
         try:
             daemon.start()
             assert daemon.db is not None
-            with daemon.db.write() as s:
-                repo.upsert_products(s, scenario.catalog_rows(), time.time())
-            _run_with_progress(console, daemon, site, seconds)
+            ops = _store_ops(daemon)
+            if ops is not None:  # the catalog names the products in reports
+                ops.import_catalog(parse_catalog_records(scenario.catalog_rows(), "catalog"))
+            _run_with_progress(console, daemon, site, seconds, scenario)
             site.hold(True)
+            reception = _close_reception(daemon)
         finally:
             daemon.stop()
         for applied in site.applied:
             presented.update(i.epc_hex for i in applied.items)
         result = _summary(console, cfg, daemon, site, mqtt_url, db_path)
+        if reception is not None:
+            _print_reception(console, reception)
+        result.reception = reception
         result.presented_epcs = presented
         tmp.cleanup()
         return result
@@ -119,15 +130,66 @@ def _zone_counts(daemon: Daemon) -> dict[str, int]:
         return {z: n for z, n in rows}
 
 
-def _run_with_progress(console: Console, daemon: Daemon, site: Any, seconds: float) -> None:
+def _store_ops(daemon: Daemon) -> StoreOps | None:
+    return next((s for s in daemon.services if isinstance(s, StoreOps)), None)
+
+
+def _send_asn(daemon: Daemon, shipment: Any, scenario: Any) -> None:
+    """HQ's shipping notice for the shipment, with two planted discrepancies each way:
+    two shipped items left off the notice (unexpected) and two listed that never came
+    (missing) — what the reception report must find."""
+    ops = _store_ops(daemon)
+    if ops is None:
+        return
+    shipped = sorted(i.epc_hex for i in shipment.items)
+    never_came = [i.epc_hex for i in scenario.new_items("reception", 2)]
+    asn = Asn(asn_id=f"DESADV-{int(time.time())}", origin="maison-aurore-warehouse",
+              destination=daemon.config.site.id, shipped_at=datetime.now(UTC),
+              epcs=tuple(sorted(shipped[2:] + never_came)), quantities=())
+    ops.import_asns([asn], "demo")
+
+
+def _close_reception(daemon: Daemon) -> dict[str, Any] | None:
+    ops = _store_ops(daemon)
+    if ops is None:
+        return None
+    try:
+        return ops.close_reception()
+    except OpsError:  # no reception was opened (no shipment in the scenario's timeline)
+        return None
+
+
+def _print_reception(console: Console, doc: dict[str, Any]) -> None:
+    t = doc["totals"]
+    table = Table(title=f"Reception against {', '.join(doc['asn_ids'])}: {t['received']} "
+                        f"received, {t['missing']} missing, {t['unexpected']} unexpected")
+    for col in ("GTIN", "product", "expected", "received", "over", "short"):
+        table.add_column(col, justify="right" if col in ("expected", "received", "over",
+                                                         "short") else "left")
+    for line in doc["lines"]:
+        table.add_row(line["gtin"], line.get("name") or "?", str(line["expected"]),
+                      str(line["received"]), str(line["over"]), str(line["short"]))
+    console.print(table)
+    for kind in ("missing", "unexpected"):
+        for it in doc[kind]:
+            console.print(f"  {kind}: {it['epc']} (GTIN {it.get('gtin') or '?'})")
+
+
+def _run_with_progress(console: Console, daemon: Daemon, site: Any, seconds: float,
+                       scenario: Any) -> None:
     cols = (TextColumn("[progress.description]{task.description}"), BarColumn(),
             TimeRemainingColumn())
     with Progress(*cols, console=console, transient=False) as progress:
         task = progress.add_task("starting readers", total=seconds)
+        handled: list[Any] = []
         t0 = time.monotonic()
         while (elapsed := time.monotonic() - t0) < seconds:
             time.sleep(0.25)
             daemon.tick()
+            for applied in site.applied[len(handled):]:
+                handled.append(applied)
+                if applied.action.action == "shipment":
+                    _send_asn(daemon, applied, scenario)
             st = daemon.ingestor.stats if daemon.ingestor else None
             counts = _zone_counts(daemon)
             online = sum(1 for a in (daemon.queue.activity.values() if daemon.queue else ())
@@ -149,6 +211,8 @@ def _summary(console: Console, cfg: Config, daemon: Daemon, site: Any, mqtt_url:
                 select(ZonePresence.zone, func.count()).group_by(ZonePresence.zone)).all())
             steps = Counter({(k or "observe"): n for k, n in s.execute(
                 select(Event.biz_step, func.count()).group_by(Event.biz_step)).all()})
+            alerts = [json.loads(p) for p in s.scalars(
+                select(OutboxMessage.payload).where(OutboxMessage.topic == "alerts"))]
             queued = s.scalar(select(func.count()).select_from(OutboxMessage)) or 0
             sent = s.scalar(select(func.count()).select_from(OutboxMessage)
                             .where(OutboxMessage.sent_at.is_not(None))) or 0
@@ -185,6 +249,10 @@ def _summary(console: Console, cfg: Config, daemon: Daemon, site: Any, mqtt_url:
                       f"{len(applied.items)} item(s)"
                       + (f" {act.from_zone}→{act.to}" if act.action == "move" else "")
                       + (f" at {act.zone}" if act.zone else ""))
+    for a in alerts:
+        detail = a.get("epc") or a.get("reader") or ""
+        console.print(f"[bold red]alert[/] {a.get('type')}: {detail} "
+                      f"{('at ' + a['zone']) if a.get('zone') else ''}")
     code = 0
     if queued == 0:
         console.print("[red]no events were produced: check the readers' log lines above[/]")
@@ -193,4 +261,4 @@ def _summary(console: Console, cfg: Config, daemon: Daemon, site: Any, mqtt_url:
         console.print(f"[yellow]{queued - sent} event(s) not acknowledged by {mqtt_url}: "
                       "they stay in the outbox and would be sent on the next start[/]")
         code = 2
-    return DemoResult(code, located=seen, queued=queued, sent=sent)
+    return DemoResult(code, located=seen, queued=queued, sent=sent, alerts=alerts)

@@ -50,7 +50,7 @@ def test_demo_publishes_schema_valid_epcis_for_every_presented_item(
     site_id = f"demo-{uuid.uuid4().hex[:8]}"  # a shared broker may carry other runs' demos
     col = mqtt_collector(mqtt_broker, f"rfidd/v1/{site_id}/#", protocol=protocol)
     out = io.StringIO()
-    result = run_demo(seconds=7, mqtt_url=f"mqtt://{mqtt_broker.host}:{mqtt_broker.port}",
+    result = run_demo(seconds=11, mqtt_url=f"mqtt://{mqtt_broker.host}:{mqtt_broker.port}",
                       mqtt_protocol=protocol, console=Console(file=out, width=120),
                       site_id=site_id)
     assert result.exit_code == 0, out.getvalue()
@@ -65,11 +65,23 @@ def test_demo_publishes_schema_valid_epcis_for_every_presented_item(
     expected = {decode(h).epcis_uri for h in result.presented_epcs}
     assert expected <= _epcs_of(docs)
     ids = [ev["eventID"] for d in docs for ev in d["epcisBody"]["eventList"]]
-    assert len(ids) == len(set(ids)) == result.sent
+    others = [m for m in msgs if "/reports/" in m.topic or m.topic.endswith("/alerts")]
+    assert len(ids) == len(set(ids)) == result.sent - len(others)
     status = [m for m in msgs if m.topic == f"rfidd/v1/{site_id}/status"]
     assert [m.payload for m in status][-1] == b"offline"
     text = out.getvalue()
     assert "What rfidd saw" in text and "queued in the outbox" in text
+    # The demo's ASN leaves two shipped items off and lists two that never came.
+    assert result.reception is not None
+    totals = result.reception["totals"]
+    assert (totals["missing"], totals["unexpected"]) == (2, 2), totals
+    assert totals["received"] == 34
+    reports = [m for m in msgs if m.topic == f"rfidd/v1/{site_id}/reports/reception"]
+    assert len(reports) == 1
+    assert json.loads(reports[0].payload)["totals"] == totals
+    # The unsold item walked through the exit: one alert, on the broker too.
+    assert [a["type"] for a in result.alerts] == ["exit_unsold"]
+    assert len([m for m in msgs if m.topic == f"rfidd/v1/{site_id}/alerts"]) == 1
 
 
 def test_demo_without_broker_exits_zero() -> None:
