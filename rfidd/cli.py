@@ -14,12 +14,20 @@ import click
 from rfidd.config import EX_CONFIG, Config, ConfigError, load_config
 
 
+# Libraries whose INFO lines are per-connection or per-job chatter; their warnings still show.
+QUIET_LOGGERS = ("sllurp", "alembic", "apscheduler")
+
+
 def _setup_logging(level: str) -> None:
+    lvl = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
+        level=lvl,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if lvl > logging.DEBUG:
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(max(lvl, logging.WARNING))
 
 
 def install_signal_handlers(stop: threading.Event) -> None:
