@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -159,6 +159,7 @@ class Daemon:
         self._on_stop("ingest", self._stop_ingest)
         if cfg.mqtt.enabled:
             ctx.notify_outbox = self.hq.notify
+        ctx.catalog_listeners.append(self.ingestor.set_catalog)
         for factory in self.service_factories:
             service = factory(self.ctx)
             service.start()
@@ -354,7 +355,7 @@ class Daemon:
                     n: {"state": a.state.value, "reason": a.reason}
                     for n, a in self.queue.activity.items()
                 },
-                "ingest": vars(self.ingestor.stats) if self.ingestor else None,
+                "ingest": asdict(self.ingestor.stats) if self.ingestor else None,
             }
 
         def item(p: dict[str, str], _q: Any, _b: Any) -> tuple[int, Any]:

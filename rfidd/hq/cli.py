@@ -89,8 +89,9 @@ def hq_command() -> None:
 def check_config(file: Path) -> None:
     """Validate FILE; print every error with its key path and line (exit 78 when bad)."""
     cfg = _load(file)
-    share = (f"shared group {cfg.mqtt.share_group}" if cfg.mqtt.protocol == "5"
-             else "plain subscriptions (MQTT 3.1.1: run one instance)")
+    share = (f"shared group {cfg.mqtt.share_group}"
+             if cfg.mqtt.protocol == "5" and cfg.mqtt.share_group
+             else "plain subscriptions (each instance gets every message)")
     relay = "ASN relay on" if cfg.mqtt.relay_asns else "ASN relay off"
     click.echo(f"{file}: OK — {cfg.mqtt.url} {cfg.mqtt.topic_prefix}/+/..., {share}, {relay}")
 

@@ -82,7 +82,11 @@ class HqMqttConfig(_Strict):
     share_group: str = Field(
         "rfidd-hq",
         description="Shared-subscription group: consumers with the same group split the feed "
-        "between them, each message going to one of them.",
+        "between them, each message going to one of them. \"\": plain subscriptions (every "
+        "consumer gets every message; HQ's eventID dedup keeps that correct). Mosquitto 2.0 "
+        "does not keep shared subscriptions over a broker restart: what sites publish after "
+        "the restart and before the consumers subscribe again is lost, so with Mosquitto use "
+        "\"\" (plain subscriptions are kept in the consumer's session).",
     )
     client_id: str = Field(
         default_factory=lambda: f"rfidd-hq-{socket.gethostname()}"[:64],
@@ -124,7 +128,9 @@ class HqMqttConfig(_Strict):
     relay_share_group: str = Field(
         "rfidd-asn-relay",
         description="Shared-subscription group of the ASN relays (MQTT 5): each ASN is "
-        "relayed by one HQ instance of the group.",
+        "relayed by one HQ instance of the group. \"\": a plain subscription (every instance "
+        "relays every ASN; the destination's commands are idempotent). Same Mosquitto 2.0 "
+        "caveat as share_group.",
     )
 
     @field_validator("url")
@@ -140,8 +146,9 @@ class HqMqttConfig(_Strict):
     @field_validator("share_group", "relay_share_group")
     @classmethod
     def _check_group(cls, v: str) -> str:
-        if not _GROUP.match(v):
-            raise ValueError("share group: 1-64 of A-Z a-z 0-9 _ . - (no / + #)")
+        if v and not _GROUP.match(v):
+            raise ValueError("share group: 1-64 of A-Z a-z 0-9 _ . - (no / + #), or \"\" for "
+                             "plain subscriptions")
         return v
 
     @field_validator("client_id")

@@ -200,7 +200,7 @@ class HqConsumer:
         """Topic filters: shared (MQTT 5) for the feeds, plain for the retained status."""
         feeds = [f"{self.prefix}/+/epcis", f"{self.prefix}/+/alerts",
                  f"{self.prefix}/+/reports/+"]
-        if self.v5:
+        if self.v5 and self.config.share_group:  # "": plain (kept over a broker restart)
             feeds = [f"$share/{self.config.share_group}/{f}" for f in feeds]
         return [*feeds, f"{self.prefix}/+/status"]
 
