@@ -159,6 +159,7 @@ class Daemon:
         self._on_stop("ingest", self._stop_ingest)
         if cfg.mqtt.enabled:
             ctx.notify_outbox = self.hq.notify
+        ctx.catalog_listeners.append(self.ingestor.set_catalog)
         for factory in self.service_factories:
             service = factory(self.ctx)
             service.start()

@@ -50,6 +50,8 @@ class ServiceContext:
     tracker_lock: threading.Lock
     notify_outbox: Callable[[], None] = lambda: None
     change_hooks: list[ChangeHook] = field(default_factory=list)
+    catalog_listeners: list[Callable[[frozenset[str] | None], None]] = field(
+        default_factory=list)
     command_handlers: dict[str, CommandHandler] = field(default_factory=dict)
 
     def event_json(self, ev: ItemEvent) -> dict[str, Any]:
@@ -82,6 +84,11 @@ class ServiceContext:
     def topic(self, *parts: str) -> str:
         """A topic suffix relative to the site prefix (the outbox stores suffixes)."""
         return "/".join(parts)
+
+    def catalog_changed(self, gtins: frozenset[str] | None) -> None:
+        """The product catalog changed (None or empty: no catalog, every GTIN is accepted)."""
+        for listener in self.catalog_listeners:
+            listener(gtins or None)
 
     def register_command(self, name: str, handler: CommandHandler) -> None:
         if name in self.command_handlers:

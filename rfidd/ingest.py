@@ -106,6 +106,7 @@ class IngestStats:
     rejected: dict[str, int] = field(default_factory=dict)
     unmapped: int = 0
     events: int = 0
+    unknown_products: int = 0
 
 
 class Ingestor:
@@ -145,6 +146,7 @@ class Ingestor:
         self._pending_sweep = threading.Event()
         self._pending_flush = threading.Event()
         self._flush_mark = tracker.mark
+        self._unknown_products: set[str] = set()
         self._lock = lock  # guards the tracker between ingest and service threads
 
     def start(self) -> None:
@@ -230,7 +232,11 @@ class Ingestor:
                 if d is None:
                     d = decode(r.epc)
                     cls = self.classifier.classify(d)
-                    if cls is not EpcClass.OURS:
+                    if cls is EpcClass.UNKNOWN_PRODUCT:
+                        # Ours but not in the catalog (not synced yet, or a new product at
+                        # the workshop): located all the same, and counted once per EPC.
+                        self._flag_unknown_product(r.epc)
+                    elif cls is not EpcClass.OURS:
                         self.stats.rejected[str(cls)] = self.stats.rejected.get(str(cls), 0) + 1
                         self.metrics.rejected_epcs.labels(str(cls)).inc()
                         continue
@@ -246,6 +252,18 @@ class Ingestor:
         never_seen = {r for r, _ in self.zone_of} - set(self.source.activity)
         return {zone for (reader, _), zone in self.zone_of.items()
                 if reader in down or reader in never_seen}
+
+    def set_catalog(self, gtins: frozenset[str] | None) -> None:
+        """Called when the catalog changes; one reference swap, read by the ingest thread."""
+        self.classifier = self.classifier.with_catalog(gtins)
+        self._unknown_products.clear()
+
+    def _flag_unknown_product(self, epc: str) -> None:
+        if epc in self._unknown_products or len(self._unknown_products) >= 100_000:
+            return
+        self._unknown_products.add(epc)
+        self.stats.unknown_products += 1
+        self.metrics.unknown_product_epcs.inc()
 
     def sweep(self, now: float) -> None:
         paused = self.paused_zones()

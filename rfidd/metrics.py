@@ -48,6 +48,10 @@ class Metrics:
             "rejected_epcs", "Reads whose EPC is not one of ours, by classification.", ["kind"],
             namespace=NS, registry=r,
         )
+        self.unknown_product_epcs = Counter(
+            "unknown_product_epcs", "Distinct EPCs of our prefix whose GTIN the catalog lacks.",
+            namespace=NS, registry=r,
+        )
         self.ingest_queue_depth = Gauge(
             "ingest_queue_depth", "Read batches waiting for the ingest thread.",
             namespace=NS, registry=r,

@@ -167,6 +167,7 @@ class StoreOps:
             self.catalog = store.load_catalog(s)
             state = store.load_state(s, LOSS_STATE_KEY)
             open_rows = store.open_receptions(s)
+        self.ctx.catalog_changed(frozenset(self.catalog))
         if state is not None:
             try:
                 self.loss.load_state(state)
@@ -263,6 +264,7 @@ class StoreOps:
                 catalog = store.load_catalog(s)
             with self._lock:
                 self.catalog = catalog
+            self.ctx.catalog_changed(frozenset(catalog))
         return {"imported": len(result.products), "catalog_size": len(self.catalog),
                 "errors": [i.to_dict() for i in result.errors],
                 "error_text": [str(i) for i in result.errors]}

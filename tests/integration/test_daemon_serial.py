@@ -56,3 +56,45 @@ def test_pos_desk_reader_locates_items_at_the_pos(
     finally:
         daemon.stop()
         sim.stop()
+
+
+def test_unknown_products_are_located_and_counted_once(tmp_path: Path, sqlite_url: str) -> None:
+    known = [sgtin96_hex("03760001001013", 7000 + i, 7) for i in range(3)]
+    unknown = [sgtin96_hex("03760001001020", 7100 + i, 7) for i in range(2)]
+    sim = SerialReaderSim([*known, *unknown], protocol="binary",
+                          link_path=str(tmp_path / "ttyDesk"))
+    path = sim.start()
+    cfg = Config.model_validate({
+        "site": {"id": "cat-test", "name": "Catalog test",
+                 "sgln": "urn:epc:id:sgln:3760001.00001.0", "company_prefixes": ["3760001"]},
+        "database": {"url": sqlite_url, "batch_max_ms": 50},
+        "mqtt": {"enabled": False}, "http": {"enabled": False},
+        "zones": {"floor": {"kind": "floor"}},
+        "readers": {"desk": {"kind": "serial", "address": path, "antennas": {"1": "floor"},
+                             "serial": {"poll_interval_ms": 50}}},
+    })
+    daemon = Daemon(cfg, timings=Timings(supervisor_s=0.1))
+    daemon.start()
+    try:
+        from inventory.catalog import parse_catalog_records
+        from rfidd.ops import StoreOps
+
+        ops = next(s for s in daemon.services if isinstance(s, StoreOps))
+        res = ops.import_catalog(parse_catalog_records([{
+            "gtin": "03760001001013", "sku": "BAG-1", "name": "Sac", "size": "", "colour": "",
+            "category": "bags", "price": "1200", "currency": "EUR"}], "test"))
+        assert res["imported"] == 1, res
+        assert daemon.db is not None and daemon.ingestor is not None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (
+                daemon.ingestor.stats.unknown_products < 2
+                or daemon.ctx is None or daemon.ctx.tracker.zone_counts().get("floor") != 5):
+            time.sleep(0.1)
+        time.sleep(0.5)  # more rounds of the same tags: still counted once per EPC
+        assert daemon.ingestor.stats.unknown_products == 2
+        assert daemon.metrics.registry.get_sample_value(
+            "rfidd_unknown_product_epcs_total") == 2.0
+        assert daemon.ctx is not None and daemon.ctx.tracker.zone_counts()["floor"] == 5
+    finally:
+        daemon.stop()
+        sim.stop()
