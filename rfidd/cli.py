@@ -13,7 +13,6 @@ import click
 
 from rfidd.config import EX_CONFIG, Config, ConfigError, load_config
 
-
 # Libraries whose INFO lines are per-connection or per-job chatter; their warnings still show.
 QUIET_LOGGERS = ("sllurp", "alembic", "apscheduler")
 
