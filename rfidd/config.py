@@ -375,6 +375,19 @@ class ShrinkageConfig(_Strict):
     )
 
 
+class ReceptionConfig(_Strict):
+    auto_close_complete_s: float | None = Field(
+        60.0, gt=0,
+        description="Close a reception this long after every item on its ASNs was read "
+        "(no more can arrive); unset to close by hand only.",
+    )
+    auto_close_idle_s: float | None = Field(
+        1800.0, gt=0,
+        description="Close a reception when no new item was read for this long (the rest is "
+        "reported missing); unset to close by hand only.",
+    )
+
+
 class HttpConfig(_Strict):
     enabled: bool = Field(True, description="Local HTTP API and /metrics.")
     listen: str = Field("127.0.0.1", description="Address to bind; keep it local.")
@@ -389,6 +402,9 @@ class Config(_Strict):
     presence: PresenceConfig = Field(default_factory=PresenceConfig, description="Location rules.")
     shrinkage: ShrinkageConfig = Field(
         default_factory=ShrinkageConfig, description="Loss detection rules."
+    )
+    reception: ReceptionConfig = Field(
+        default_factory=ReceptionConfig, description="When receptions close by rule."
     )
     zones: dict[Annotated[str, Field(pattern=_ID)], ZoneConfig] = Field(
         description="Zones of the site by name."

@@ -100,6 +100,7 @@ class _Reception:
     opened_by: str
     session: ReceptionSession
     reads: dict[str, tuple[float, str]] = field(default_factory=dict)  # epc -> (first, zone)
+    last_new_read: float = field(default_factory=time.time)  # opened, or the latest new item
 
 
 @dataclass
@@ -458,6 +459,7 @@ class StoreOps:
                 continue
             rec.reads[epc] = (at, zone)
             rec.session.observe((epc,), at=at)
+            rec.last_new_read = time.time()
 
     def _reception_status(self, rec: _Reception) -> dict[str, Any]:
         return {"session_id": rec.id, "status": "open", "opened_by": rec.opened_by,
@@ -717,6 +719,30 @@ class StoreOps:
                 self.stop_count(cid)
             except OpsError as exc:
                 log.warning("ops: timed stop of count %s: %s", cid, exc)
+        self._close_reception_by_rule(now)
+
+    def _close_reception_by_rule(self, now: float) -> None:
+        """The reception rules of the config: complete and quiet, or idle for long."""
+        rules = self.ctx.config.reception
+        with self._lock:
+            rec = self._reception
+            if rec is None:
+                return
+            p = rec.session.progress()
+            quiet = now - rec.last_new_read
+            complete = p["expected"] > 0 and p["received_listed"] >= p["expected"]
+            why = None
+            if complete and rules.auto_close_complete_s is not None \
+                    and quiet >= rules.auto_close_complete_s:
+                why = f"every expected item received, quiet for {quiet:.0f} s"
+            elif rules.auto_close_idle_s is not None and quiet >= rules.auto_close_idle_s:
+                why = f"no new item for {quiet:.0f} s"
+        if why is not None:
+            log.info("ops: closing reception %s by rule: %s", rec.id, why)
+            try:
+                self.close_reception(rec.id)
+            except OpsError as exc:  # closed by staff meanwhile
+                log.info("ops: reception %s: %s", rec.id, exc)
 
     # -- schedules ---------------------------------------------------------------------------
     def attach_scheduler(self, scheduler: Any) -> None:

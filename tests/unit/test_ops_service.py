@@ -310,3 +310,32 @@ def test_gtin_of_uri_and_parse_time() -> None:
     assert parse_time(12.5, "since") == 12.5
     with pytest.raises(ApiError, match="until"):
         parse_time("2024-01-01T00:00:00", "until")
+
+
+def test_reception_closes_by_rule_when_complete_and_quiet(
+    ctx: ServiceContext, ops: StoreOps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listed = [epc(BAG, i) for i in range(200, 203)]
+    sid = ops.import_asn_text(json.dumps(asn("A-RULE", listed)), "json", "a.json")["reception"]
+    hook(ctx, *(arrive(e, "reception") for e in listed[:2]))
+    now = time.time()
+    ops.tick()  # incomplete and recent: stays open
+    assert ops.reception(sid)["status"] == "open"
+    hook(ctx, arrive(listed[2], "reception"))
+    ops._close_reception_by_rule(now + 30)  # complete, but not yet quiet for 60 s
+    assert ops.reception(sid)["status"] == "open"
+    ops._close_reception_by_rule(now + 61)
+    assert ops.reception(sid)["status"] == "closed"
+    assert outbox(ctx, "reports/reception")[0]["totals"]["received"] == 3
+
+
+def test_reception_closes_by_rule_when_idle(ctx: ServiceContext, ops: StoreOps) -> None:
+    listed = [epc(BAG, i) for i in range(300, 304)]
+    sid = ops.import_asn_text(json.dumps(asn("A-IDLE", listed)), "json", "a.json")["reception"]
+    hook(ctx, arrive(listed[0], "reception"))
+    now = time.time()
+    ops._close_reception_by_rule(now + 1000)  # < 1800 s idle: open
+    assert ops.reception(sid)["status"] == "open"
+    ops._close_reception_by_rule(now + 1801)
+    report = outbox(ctx, "reports/reception")[0]
+    assert (report["totals"]["received"], report["totals"]["missing"]) == (1, 3)
