@@ -1,7 +1,10 @@
 """`rfidd-sim`: run simulated readers from a scenario until SIGINT/SIGTERM.
 
     rfidd-sim llrp --port 5084 --scenario simulator/scenarios/demo-store.toml [--reader floor-1]
-    rfidd-sim run --scenario simulator/scenarios/demo-store.toml [--base-port 15084]
+    rfidd-sim run --scenario simulator/scenarios/store-with-desk.toml [--base-port 15084]
+        prints one line per reader once all are up, LLRP first, then serial:
+            stockroom-1 127.0.0.1:40231
+            pos-desk /tmp/rfidd-serial-k2j1/pos-desk binary
 
     rfidd-sim serial --protocol binary --tags 20   (forwarded to simulator.serial_sim)
 """
@@ -41,10 +44,13 @@ def _serve(site: SimulatedSite) -> None:
     try:
         site.start()
     except OSError as exc:
-        raise click.ClickException(f"cannot listen: {exc}") from exc
+        notes = "; ".join(getattr(exc, "__notes__", []))
+        raise click.ClickException(f"cannot start {notes or 'the site'}: {exc}") from exc
     try:
         for name, port in sorted(site.ports.items()):
             click.echo(f"{name} {site.host}:{port}")
+        for name, path in sorted(site.serial_paths.items()):
+            click.echo(f"{name} {path} {site.serial_readers[name].protocol}")
         sys.stdout.flush()
         while not stop.wait(0.5):
             pass
@@ -56,7 +62,7 @@ def _serve(site: SimulatedSite) -> None:
 @click.group()
 @click.option("-v", "--verbose", count=True, help="-v: info, -vv: debug logs.")
 def main(verbose: int) -> None:
-    """Simulated RFID readers for rfidd (LLRP 1.0.1 over TCP)."""
+    """Simulated RFID readers for rfidd (LLRP 1.0.1 over TCP, serial readers on ptys)."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -82,6 +88,8 @@ def llrp(scenario_path: Path, port: int, reader_name: str | None, host: str,
          time_scale: float) -> None:
     """One simulated LLRP reader on PORT."""
     scenario = _load(scenario_path)
+    if not scenario.readers:
+        raise click.ClickException(f"{scenario_path}: the scenario has no LLRP reader")
     name = reader_name or sorted(scenario.readers)[0]
     if name not in scenario.readers:
         raise click.BadParameter(f"no reader {name!r} in the scenario (readers: "
@@ -97,7 +105,10 @@ def llrp(scenario_path: Path, port: int, reader_name: str | None, host: str,
 @_host_opt
 @_scale_opt
 def run(scenario_path: Path, base_port: int, host: str, time_scale: float) -> None:
-    """Every reader of the scenario; prints 'name host:port' per reader."""
+    """Every reader of the scenario and its timeline.
+
+    Prints 'name host:port' per LLRP reader, then 'name device-path protocol' per serial reader.
+    """
     _serve(SimulatedSite(_load(scenario_path), host=host, base_port=base_port,
                          time_scale=time_scale))
 

@@ -22,6 +22,12 @@ File format (every key checked; a typo is an error naming the key)::
     antennas = { 1 = "stockroom", 2 = "stockroom" }
     reads_per_s = 900
 
+    [serial_readers.pos-desk]      # a desk reader on a pseudo-terminal, serving one zone
+    zone = "pos"
+    protocol = "binary"            # binary (0xA0 frames) | ascii (one tag per line)
+    antenna = 1                    # the antenna its reads carry (1-8)
+    # link = "/tmp/ttyPOS"         # default: <per-run temp dir>/<reader name>
+
     [[population]]
     zone = "stockroom"
     count = 200
@@ -32,6 +38,13 @@ File format (every key checked; a typo is an error naming the key)::
     action = "shipment"            # shipment | move | exit | remove | fault
     zone = "reception"
     count = 40
+
+    [[timeline]]
+    t = 5.0
+    action = "fault"
+    reader = "pos-desk"            # LLRP faults: drop silent garbage huge_frame error occupy
+    fault = "unplug"               # reboot; serial: unplug replug garbage bad_checksum silent
+    duration_s = 2.0               # reboot (durations in scenario seconds)
 """
 
 from __future__ import annotations
@@ -53,6 +66,7 @@ from simulator.llrp.reader import FieldTag
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 CATALOG_COLUMNS = ("gtin", "sku", "name", "size", "colour", "category", "price", "currency")
 FAULTS = ("drop", "silent", "garbage", "huge_frame", "error", "occupy", "reboot")
+SERIAL_FAULTS = ("unplug", "replug", "garbage", "bad_checksum", "silent", "reboot")
 
 
 class ScenarioError(Exception):
@@ -103,6 +117,31 @@ class ReaderSpec(_Strict):
         return {int(a): z for a, z in self.antennas.items()}
 
 
+class SerialReaderSpec(_Strict):
+    """A desk or handheld reader on a pseudo-terminal: one zone in front of one antenna."""
+
+    zone: str = Field(description="The zone whose items the reader sees.")
+    protocol: Literal["binary", "ascii"] = Field("binary", description="binary: 0xA0 command "
+                                                 "frames; ascii: one tag per line.")
+    antenna: int = Field(1, ge=1, le=8, description="Antenna number its reads carry.")
+    link: str | None = Field(None, description="Device path to create (a symlink to the pty); "
+                             "default: a per-run temporary directory.")
+    address: int = Field(0xFF, ge=0, le=255, description="Module address (binary).")
+    interval_s: float = Field(0.2, ge=0, le=60, description="ascii: seconds between rounds.")
+    split_frames: bool = Field(False, description="fault: write replies in pieces.")
+    garbage_every: int = Field(0, ge=0, description="fault: noise after every Nth tag frame.")
+    bad_checksum_every: int = Field(0, ge=0, description="fault: every Nth tag frame corrupt "
+                                    "(binary).")
+
+    @model_validator(mode="after")
+    def _check(self) -> SerialReaderSpec:
+        if self.link is not None and not self.link.startswith("/"):
+            raise ValueError(f"link {self.link!r} must be an absolute path")
+        if self.protocol == "ascii" and self.bad_checksum_every:
+            raise ValueError("bad_checksum_every applies to the binary protocol only")
+        return self
+
+
 class PopulationSpec(_Strict):
     zone: str
     count: int = Field(ge=0, le=1_000_000)
@@ -122,17 +161,20 @@ class Action(_Strict):
     epcs: list[str] = Field(default_factory=list, description="Explicit items instead of count.")
     categories: list[str] = Field(default_factory=list, description="shipment: catalog subset.")
     dwell_s: float = Field(2.0, ge=0, description="exit: seconds in the exit field, then gone.")
-    reader: str | None = Field(None, description="fault: which reader.")
-    fault: Literal["drop", "silent", "garbage", "huge_frame", "error", "occupy",
-                   "reboot"] | None = None
-    duration_s: float | None = Field(None, ge=0, description="silent/occupy/reboot duration.")
+    reader: str | None = Field(None, description="fault: which reader (LLRP or serial).")
+    fault: Literal["drop", "silent", "garbage", "huge_frame", "error", "occupy", "reboot",
+                   "unplug", "replug", "bad_checksum"] | None = None
+    duration_s: float | None = Field(None, ge=0, description="silent/occupy/reboot duration; "
+                                     "serial unplug: replug after it (none: stays out).")
     message: str | None = Field(None, description="error: the request answered with an error.")
 
 
 class ScenarioFile(_Strict):
     scenario: ScenarioHeader
     zones: dict[Annotated[str, Field(pattern=_ID)], ZoneSpec]
-    readers: dict[Annotated[str, Field(pattern=_ID)], ReaderSpec]
+    readers: dict[Annotated[str, Field(pattern=_ID)], ReaderSpec] = Field(default_factory=dict)
+    serial_readers: dict[Annotated[str, Field(pattern=_ID)], SerialReaderSpec] = Field(
+        default_factory=dict)
     population: list[PopulationSpec] = Field(default_factory=list)
     timeline: list[Action] = Field(default_factory=list)
 
@@ -148,9 +190,20 @@ class ScenarioFile(_Strict):
                 errors.append(f"{where}: unknown zone {name!r} (zones: "
                               f"{', '.join(sorted(self.zones))})")
 
+        if not self.readers and not self.serial_readers:
+            errors.append("readers: declare at least one reader ([readers.NAME] or "
+                          "[serial_readers.NAME])")
         for rname, reader in self.readers.items():
             for ant, z in reader.antennas.items():
                 zone(f"readers.{rname}.antennas.{ant}", z)
+        for rname, sreader in self.serial_readers.items():
+            zone(f"serial_readers.{rname}.zone", sreader.zone)
+            if rname in self.readers:
+                errors.append(f"serial_readers.{rname}: name already used by an LLRP reader "
+                              "(reader names are one namespace in the daemon's config)")
+        links = [s.link for s in self.serial_readers.values() if s.link is not None]
+        for dup in sorted({lk for lk in links if links.count(lk) > 1}):
+            errors.append(f"serial_readers: link {dup!r} used by more than one reader")
         for i, pop in enumerate(self.population):
             zone(f"population[{i}].zone", pop.zone)
         for i, act in enumerate(self.timeline):
@@ -169,15 +222,29 @@ class ScenarioFile(_Strict):
             elif act.action == "remove":
                 zone(where + ".from", act.from_zone, required=not act.epcs)
             elif act.action == "fault":
-                if act.reader not in self.readers:
-                    errors.append(f"{where}.reader: unknown reader {act.reader!r}")
-                if act.fault is None:
-                    errors.append(f"{where}.fault: one of {', '.join(FAULTS)} is required")
-                if act.fault == "error" and not act.message:
-                    errors.append(f"{where}.message: which request to answer with an error")
+                self._check_fault(where, act, errors)
         if errors:
             raise ValueError("; ".join(errors))
         return self
+
+    def _check_fault(self, where: str, act: Action, errors: list[str]) -> None:
+        serial = self.serial_readers.get(act.reader or "")
+        if act.reader not in self.readers and serial is None:
+            known = sorted([*self.readers, *self.serial_readers])
+            errors.append(f"{where}.reader: unknown reader {act.reader!r} (readers: "
+                          f"{', '.join(known)})")
+            return
+        allowed = SERIAL_FAULTS if serial is not None else FAULTS
+        kind = "serial" if serial is not None else "LLRP"
+        if act.fault is None:
+            errors.append(f"{where}.fault: one of {', '.join(allowed)} is required")
+        elif act.fault not in allowed:
+            errors.append(f"{where}.fault: {act.fault!r} does not apply to {kind} reader "
+                          f"{act.reader!r} ({kind} faults: {', '.join(allowed)})")
+        elif serial is not None and act.fault == "bad_checksum" and serial.protocol != "binary":
+            errors.append(f"{where}.fault: bad_checksum needs a binary-protocol reader")
+        if act.fault == "error" and not act.message:
+            errors.append(f"{where}.message: which request to answer with an error")
 
 
 class ScenarioItem(NamedTuple):
@@ -297,6 +364,11 @@ class Scenario:
     @property
     def readers(self) -> dict[str, ReaderSpec]:
         return dict(self.spec.readers)
+
+    @property
+    def serial_readers(self) -> dict[str, SerialReaderSpec]:
+        """Desk/handheld readers on pseudo-terminals (not in `readers`, which are LLRP only)."""
+        return dict(self.spec.serial_readers)
 
     @property
     def zones(self) -> dict[str, ZoneSpec]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import random
 import select
@@ -25,10 +26,12 @@ import threading
 import time
 import tty
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Literal
+
+log = logging.getLogger(__name__)
 
 HEAD = 0xA0
 CMD_GET_FIRMWARE_VERSION = 0x72
@@ -66,6 +69,7 @@ class SimStats:
     bad_checksums: int = 0
     dropped_bytes: int = 0  # output the pty could not take (nobody reading)
     plugs: int = 0
+    source_errors: int = 0  # the live tag source raised; that round saw no tag
 
 
 def _frame(address: int, cmd: int, data: bytes) -> bytes:
@@ -73,16 +77,25 @@ def _frame(address: int, cmd: int, data: bytes) -> bytes:
     return body + bytes(((0x100 - (sum(body) & 0xFF)) & 0xFF,))
 
 
+TagSource = Callable[[], Sequence[SimTag]]
+"""The tags in front of the reader right now (a scenario's World); called once per round."""
+
+
 class SerialReaderSim:
-    """`SerialReaderSim(tags).start()` -> device path; `.unplug()`, `.replug()`, `.stop()`."""
+    """`SerialReaderSim(tags).start()` -> device path; `.unplug()`, `.replug()`, `.stop()`.
+
+    `tags` is a fixed list (change it with `set_tags`) or a callable returning the current field,
+    so a scenario's timeline shows up on the serial line as it does on LLRP readers.
+    """
 
     def __init__(
         self,
-        tags: Iterable[SimTag | str] = (),
+        tags: Iterable[SimTag | str] | TagSource = (),
         protocol: Literal["binary", "ascii"] = "binary",
         *,
         address: int = 0xFF,
         link_path: str | None = None,
+        link_name: str = "ttyRFID0",
         firmware: tuple[int, int] = (3, 7),
         rssi_jitter_db: float = 0.0,
         seed: int | None = None,
@@ -113,9 +126,21 @@ class SerialReaderSim:
         self.silent = silent  # a hung module: the port stays up, nothing answers
         self.stats = SimStats()
         self._rng = random.Random(seed)
-        self._tags: list[SimTag] = [t if isinstance(t, SimTag) else SimTag(t) for t in tags]
+        self._source: TagSource | None = None
+        self._tags: list[SimTag] = []
+        if callable(tags):
+            self._source = tags
+        else:
+            self._tags = [t if isinstance(t, SimTag) else SimTag(t) for t in tags]
         self._tags_lock = threading.Lock()
+        self._held = False
+        self._closed = False
+        self._timers: dict[str, threading.Timer] = {}
+        self._timers_lock = threading.Lock()
+        if not link_name or "/" in link_name or link_name in (".", ".."):
+            raise ValueError(f"serial simulator: link name {link_name!r} is not a file name")
         self._link_path = link_path
+        self._link_name = link_name
         self._tmpdir: str | None = None
         self._master = -1
         self._slave = -1
@@ -140,6 +165,11 @@ class SerialReaderSim:
         return self._link_path
 
     @property
+    def link_path(self) -> str | None:
+        """The device path, or None before `start()` picks a temporary one."""
+        return self._link_path
+
+    @property
     def slave_path(self) -> str:
         return self._slave_name
 
@@ -150,11 +180,18 @@ class SerialReaderSim:
     def start(self) -> str:
         if self._link_path is None:
             self._tmpdir = tempfile.mkdtemp(prefix="rfidd-serial-")
-            self._link_path = os.path.join(self._tmpdir, "ttyRFID0")
+            self._link_path = os.path.join(self._tmpdir, self._link_name)
+        elif os.path.lexists(self._link_path) and not os.path.islink(self._link_path):
+            # Only ever replace our own kind of node: a symlink, never a real file or device.
+            raise FileExistsError(f"serial simulator: {self._link_path} exists and is not a "
+                                  "symlink; refusing to replace it")
+        self._closed = False
         self.replug()
         return self.path
 
     def stop(self) -> None:
+        self._closed = True
+        self._cancel_timers()
         self.unplug()
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
@@ -167,8 +204,22 @@ class SerialReaderSim:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def unplug(self) -> None:
-        """The cable is pulled: the pty closes under the driver and the device node disappears."""
+    def unplug(self, duration_s: float | None = None) -> None:
+        """The cable is pulled: the pty closes under the driver and the device node disappears.
+
+        With `duration_s`, it is plugged back that many seconds later (a module power-cycling)."""
+        self._cancel_timer("plug")
+        self._unplug()
+        if duration_s is not None:
+            self._schedule("plug", duration_s, self._timed_replug)
+
+    def _timed_replug(self) -> None:
+        try:
+            self._replug(unless_stopped=True)
+        except OSError as exc:  # e.g. the link's directory went away meanwhile
+            log.error("serial simulator %s: cannot plug back in: %s", self._link_path, exc)
+
+    def _unplug(self) -> None:
         with self._plug_lock:
             self._running.clear()
             if self._thread is not None:
@@ -187,20 +238,30 @@ class SerialReaderSim:
 
     def replug(self) -> None:
         """The cable is plugged back: a new pty appears behind the same device path."""
+        self._cancel_timer("plug")
+        self._replug()
+
+    def _replug(self, unless_stopped: bool = False) -> None:
         with self._plug_lock:
-            if self._master >= 0:
+            if self._master >= 0 or (unless_stopped and self._closed):
                 return
             master, slave = os.openpty()
-            tty.setraw(slave)  # no echo or line editing before the driver configures the port
-            os.set_blocking(master, False)
+            try:
+                tty.setraw(slave)  # no echo or line editing before the driver sets the port up
+                os.set_blocking(master, False)
+                slave_name = os.ttyname(slave)
+                link = self.path
+                tmp = f"{link}.{os.getpid()}.tmp"
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                os.symlink(slave_name, tmp)
+                os.replace(tmp, link)
+            except BaseException:
+                os.close(master)
+                os.close(slave)
+                raise
             self._master, self._slave = master, slave
-            self._slave_name = os.ttyname(slave)
-            link = self.path
-            tmp = f"{link}.{os.getpid()}.tmp"
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            os.symlink(self._slave_name, tmp)
-            os.replace(tmp, link)
+            self._slave_name = slave_name
             self._work_antenna = 0
             self.stats.plugs += 1
             self._running.set()
@@ -210,13 +271,62 @@ class SerialReaderSim:
     # --- controls ----------------------------------------------------------------------------
 
     def set_tags(self, tags: Iterable[SimTag | str]) -> None:
+        """A fixed field from now on (replaces a live tag source too)."""
+        fixed = [t if isinstance(t, SimTag) else SimTag(t) for t in tags]
         with self._tags_lock:
-            self._tags = [t if isinstance(t, SimTag) else SimTag(t) for t in tags]
+            self._tags = fixed
+            self._source = None
+
+    def set_source(self, source: TagSource) -> None:
+        """A live field from now on: `source()` is asked for the tags at every round."""
+        with self._tags_lock:
+            self._source = source
 
     @property
     def tags(self) -> list[SimTag]:
         with self._tags_lock:
-            return list(self._tags)
+            source, fixed = self._source, self._tags
+        return list(source()) if source is not None else list(fixed)
+
+    def hold(self, held: bool = True) -> None:
+        """Pause (or resume) reading: rounds still run and answer, with no tag in them."""
+        self._held = held
+
+    def go_silent(self, duration_s: float | None = None) -> None:
+        """Hang: the port stays up and nothing answers or prints, for `duration_s` seconds
+        (None: until `silent` is set back to False)."""
+        self._cancel_timer("silent")
+        self.silent = True
+        if duration_s is not None:
+            self._schedule("silent", duration_s, self._wake_up)
+
+    def _wake_up(self) -> None:
+        self.silent = False
+
+    def _schedule(self, key: str, delay_s: float, fn: Callable[[], None]) -> None:
+        timer = threading.Timer(max(0.0, delay_s), fn)
+        timer.daemon = True
+        timer.name = f"serial-sim-{key}"
+        with self._timers_lock:
+            old = self._timers.pop(key, None)
+            self._timers[key] = timer
+        if old is not None:
+            old.cancel()
+        timer.start()
+
+    def _cancel_timer(self, key: str) -> None:
+        with self._timers_lock:
+            timer = self._timers.pop(key, None)
+        if timer is not None and timer is not threading.current_thread():
+            timer.cancel()
+
+    def _cancel_timers(self) -> None:
+        with self._timers_lock:
+            timers = list(self._timers.values())
+            self._timers.clear()
+        for timer in timers:
+            if timer is not threading.current_thread():
+                timer.cancel()
 
     def inject_garbage(self, data: bytes | None = None) -> None:
         """Noise on the line (default: random bytes, some of them frame headers)."""
@@ -257,8 +367,19 @@ class SerialReaderSim:
             self._outq.append(data)
 
     def _round(self, antenna: int | None) -> list[SimTag]:
+        if self._held:
+            return []
         with self._tags_lock:
-            tags = list(self._tags)
+            source, fixed = self._source, self._tags
+        if source is None:
+            tags: Sequence[SimTag] = fixed
+        else:
+            try:
+                tags = source()
+            except Exception:  # a broken source must not kill the reader's thread
+                self.stats.source_errors += 1
+                log.exception("serial simulator: the tag source failed; empty round")
+                tags = ()
         return [
             t
             for t in tags
@@ -377,7 +498,8 @@ class SerialReaderSim:
                         self._send(reply)
             if self.protocol == "ascii" and self.ascii_auto and time.monotonic() >= next_emit:
                 next_emit = time.monotonic() + self.ascii_interval_s
-                self.emit_round()
+                if not self.silent:  # a hung ASCII reader stops printing
+                    self.emit_round()
             self._flush(master)
 
     def _flush(self, master: int) -> None:

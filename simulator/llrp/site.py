@@ -1,7 +1,10 @@
-"""A whole simulated site in-process: every LLRP reader of a scenario plus its timeline.
+"""A whole simulated site in-process: every reader of a scenario plus its timeline.
 
     with SimulatedSite(Scenario.load(path), host="127.0.0.1") as site:
-        site.ports  # {"stockroom-1": 40231, ...}
+        site.ports         # LLRP readers: {"stockroom-1": 40231, ...}
+        site.serial_paths  # serial readers on ptys: {"pos-desk": "/tmp/rfidd-serial-x/pos-desk"}
+
+Both kinds read the same World, so a timeline move shows up on whichever reader covers the zone.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from simulator.llrp.reader import FieldTag, ReaderQuirks, SimulatedReader
-from simulator.scenario import Action, Scenario, ScenarioItem, World
+from simulator.scenario import FAULTS, SERIAL_FAULTS, Action, Scenario, ScenarioItem, World
+from simulator.serial_sim import SerialReaderSim, SimTag, TagSource
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +33,33 @@ class AppliedAction:
     items: tuple[ScenarioItem, ...]
 
 
+DEFAULT_FAULT_S = 5.0
+"""Scenario seconds a reboot, an occupied reader or a hung serial reader lasts by default."""
+
+
+def zone_tag_source(world: World, zone: str, antenna: int = 1) -> TagSource:
+    """The live tags of `zone` as a serial reader sees them on `antenna`.
+
+    Converts the World's per-zone snapshot only when the World replaced it (snapshots are
+    immutable and rebuilt on change), so a round costs nothing while the zone stays the same.
+    """
+    cache: list[tuple[tuple[FieldTag, ...], tuple[SimTag, ...]]] = []
+
+    def tags() -> Sequence[SimTag]:
+        snap = world.tags_in(zone)
+        if cache and cache[0][0] is snap:
+            return cache[0][1]
+        converted = tuple(SimTag(t.epc.hex(), antenna, t.rssi_mean_dbm, t.read_probability)
+                          for t in snap)
+        cache[:] = [(snap, converted)]
+        return converted
+
+    return tags
+
+
 class SimulatedSite:
-    """Starts one SimulatedReader per scenario reader (port 0: ephemeral, or base_port + i)."""
+    """Starts one SimulatedReader per scenario LLRP reader (port 0: ephemeral, or base_port + i)
+    and one SerialReaderSim per scenario serial reader (on a pty, behind a symlink)."""
 
     def __init__(
         self,
@@ -58,13 +87,17 @@ class SimulatedSite:
         self.applied: list[AppliedAction] = []
         self._applied_lock = threading.Lock()
         self.readers: dict[str, SimulatedReader] = {}
+        self.serial_readers: dict[str, SerialReaderSim] = {}
         chosen = sorted(scenario.readers.items())
+        serial = sorted(scenario.serial_readers.items())
         if only is not None:
-            unknown = sorted(set(only) - set(scenario.readers))
+            known = set(scenario.readers) | set(scenario.serial_readers)
+            unknown = sorted(set(only) - known)
             if unknown:
                 raise ValueError(f"unknown reader(s) {', '.join(unknown)}; the scenario has "
-                                 f"{', '.join(sorted(scenario.readers))}")
+                                 f"{', '.join(sorted(known))}")
             chosen = [(n, s) for n, s in chosen if n in only]
+            serial = [(n, s) for n, s in serial if n in only]
         for i, (name, spec) in enumerate(chosen):
             zones = spec.antenna_zones()
             quirks = ReaderQuirks(**{q: True for q in spec.quirks})
@@ -73,6 +106,16 @@ class SimulatedSite:
                 port=base_port + i if base_port else 0, antennas=sorted(zones),
                 reads_per_s=reads_per_s if reads_per_s is not None else spec.reads_per_s,
                 quirks=quirks, seed=scenario.spec.scenario.seed * 1000 + i,
+            )
+        zone_specs = scenario.zones
+        for i, (name, sspec) in enumerate(serial):
+            self.serial_readers[name] = SerialReaderSim(
+                zone_tag_source(self.world, sspec.zone, sspec.antenna), sspec.protocol,
+                address=sspec.address, link_path=sspec.link, link_name=name,
+                rssi_jitter_db=zone_specs[sspec.zone].rssi_stddev_dbm,
+                seed=scenario.spec.scenario.seed * 1000 + 500 + i,
+                ascii_interval_s=sspec.interval_s, split_frames=sspec.split_frames,
+                garbage_every=sspec.garbage_every, bad_checksum_every=sspec.bad_checksum_every,
             )
 
     def _field_for(self, zones: dict[int, str]) -> Callable[[int], Sequence[FieldTag]]:
@@ -86,14 +129,26 @@ class SimulatedSite:
 
     # ------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
+        """Bind every port and create every pty (an OSError names what failed; nothing stays
+        started), then run the timeline."""
         started: list[SimulatedReader] = []
+        plugged: list[SerialReaderSim] = []
+        what = ""
         try:
-            for reader in self.readers.values():
+            for name, reader in self.readers.items():
+                what = f"LLRP reader {name!r}"
                 reader.start()
                 started.append(reader)
-        except OSError:
+            for name, sim in self.serial_readers.items():
+                what = f"serial reader {name!r}"
+                sim.start()
+                plugged.append(sim)
+        except OSError as exc:
+            for sim in plugged:
+                sim.stop()
             for reader in started:
                 reader.stop()
+            exc.add_note(f"{what} of scenario {self.scenario.name!r}")
             raise
         self._started_at = self._clock()
         if self._run_timeline and self.scenario.timeline:
@@ -107,6 +162,8 @@ class SimulatedSite:
             self._thread.join(timeout)
         for reader in self.readers.values():
             reader.stop(timeout)
+        for sim in self.serial_readers.values():
+            sim.stop()
 
     def __enter__(self) -> SimulatedSite:
         self.start()
@@ -119,6 +176,13 @@ class SimulatedSite:
     def ports(self) -> dict[str, int]:
         return {name: r.port for name, r in self.readers.items()}
 
+    @property
+    def serial_paths(self) -> dict[str, str]:
+        """Serial reader -> device path a driver opens (known once started, unless the scenario
+        gave a `link`)."""
+        return {name: s.link_path for name, s in self.serial_readers.items()
+                if s.link_path is not None}
+
     def elapsed(self) -> float:
         """Scenario seconds since start (scaled by time_scale)."""
         return (self._clock() - self._started_at) * self._time_scale
@@ -127,6 +191,8 @@ class SimulatedSite:
         """Pause or resume read generation on every reader (pending reads still go out)."""
         for reader in self.readers.values():
             reader.hold(held)
+        for sim in self.serial_readers.values():
+            sim.hold(held)
 
     def wait_timeline(self, timeout: float | None = None) -> bool:
         """Block until every timeline step ran; False on timeout."""
@@ -149,12 +215,30 @@ class SimulatedSite:
                  len(items))
         return items
 
+    def _scaled(self, duration_s: float | None, default: float | None) -> float | None:
+        """Scenario seconds -> real seconds (the timeline runs `time_scale` times faster)."""
+        d = default if duration_s is None else duration_s
+        return None if d is None else d / self._time_scale
+
     def _fault(self, act: Action) -> None:
-        assert act.reader is not None
-        reader = self.readers.get(act.reader)
+        name = act.reader
+        is_serial = name in self.scenario.serial_readers
+        if name not in self.scenario.readers and not is_serial:
+            raise ValueError(f"fault at t={act.t:g}: unknown reader {name!r}")
+        allowed = SERIAL_FAULTS if is_serial else FAULTS
+        if act.fault not in allowed:
+            raise ValueError(f"fault at t={act.t:g}: {act.fault!r} does not apply to "
+                             f"{'serial' if is_serial else 'LLRP'} reader {name!r} "
+                             f"(one of {', '.join(allowed)})")
+        assert name is not None
+        sim = self.serial_readers.get(name)
+        if sim is not None:
+            self._serial_fault(sim, act)
+            return
+        reader = self.readers.get(name)
         if reader is None:  # not simulated in this process (rfidd-sim llrp runs one reader)
             return
-        duration = act.duration_s
+        duration = self._scaled(act.duration_s, None)
         if act.fault == "drop":
             reader.drop_connection()
         elif act.fault == "silent":
@@ -167,9 +251,23 @@ class SimulatedSite:
             assert act.message is not None
             reader.answer_with_error(act.message)
         elif act.fault == "occupy":
-            reader.occupy(duration if duration is not None else 5.0)
+            reader.occupy(self._scaled(act.duration_s, DEFAULT_FAULT_S) or 0.0)
         elif act.fault == "reboot":
-            reader.reboot(duration if duration is not None else 5.0)
+            reader.reboot(self._scaled(act.duration_s, DEFAULT_FAULT_S) or 0.0)
+
+    def _serial_fault(self, sim: SerialReaderSim, act: Action) -> None:
+        if act.fault == "unplug":  # no duration: out until a "replug" step
+            sim.unplug(self._scaled(act.duration_s, None))
+        elif act.fault == "replug":
+            sim.replug()
+        elif act.fault == "reboot":
+            sim.unplug(self._scaled(act.duration_s, DEFAULT_FAULT_S))
+        elif act.fault == "garbage":
+            sim.inject_garbage()
+        elif act.fault == "bad_checksum":
+            sim.corrupt_next(max(1, act.count))
+        elif act.fault == "silent":
+            sim.go_silent(self._scaled(act.duration_s, DEFAULT_FAULT_S))
 
     def _timeline(self) -> None:
         seq = itertools.count()
