@@ -122,13 +122,15 @@ def run(config_file: Path, log_level: str) -> None:
     consumer = HqConsumer(
         cfg.mqtt, store, batch_max_messages=cfg.database.batch_max_messages,
         batch_max_s=cfg.database.batch_max_ms / 1000,
+        reconnect_max_s=cfg.mqtt.reconnect_max_s,
     )
     relay = None
     if cfg.mqtt.relay_asns:
         try:
             # Its metrics go to the consumer's registry: one /metrics for the HQ process.
             relay = AsnRelay.from_config(cfg.mqtt,
-                                         metrics=RelayMetrics(consumer.metrics.registry))
+                                         metrics=RelayMetrics(consumer.metrics.registry),
+                                         reconnect_max_s=cfg.mqtt.reconnect_max_s)
         except RelayError as exc:
             store.dispose()
             log.error("%s", exc)

@@ -117,6 +117,12 @@ class HqMqttConfig(_Strict):
     )
     tls: TlsConfig = Field(default_factory=TlsConfig, description="TLS settings (mqtts://).")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive interval.")
+    reconnect_max_s: int = Field(
+        10, ge=1, le=3600,
+        description="Longest wait between reconnection attempts (the wait doubles from 1 s). "
+        "Short, unlike a site's: HQ is one client or a few, and what the sites sent during a "
+        "broker outage waits in HQ's session until HQ is back.",
+    )
     relay_asns: bool = Field(
         True,
         description="Also relay the ASNs sites publish on {topic_prefix}/{origin}/asn to the "
