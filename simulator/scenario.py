@@ -480,8 +480,15 @@ class World:
                 return new
             if act.action in ("move", "exit", "remove"):
                 chosen = self._pick(act)
-                dest: str = (act.to or "") if act.action == "move" else (
-                    act.zone or next(z for z, s in self._zones.items() if s.kind == "exit"))
+                dest = ""
+                if act.action == "move":
+                    dest = act.to or ""
+                elif act.action == "exit":
+                    dest = act.zone or next(
+                        (z for z, s in self._zones.items() if s.kind == "exit"), "")
+                if act.action != "remove" and dest not in self._zones:
+                    raise ValueError(f"{act.action} at t={act.t:g}: no destination zone "
+                                     f"({dest or 'none given'})")
                 touched = {i.zone for i in chosen}
                 out = []
                 for item in chosen:
