@@ -26,7 +26,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,6 +41,7 @@ from sqlalchemy.exc import DataError
 from rfidd.hq.config import HqMqttConfig
 from rfidd.hq.documents import DocumentError, parse_document
 from rfidd.hq.store import Batch, BatchResult, HqStore, SiteMessageRow, StatusRow
+from rfidd.mqtt import HqLinkError, read_password, tls_context
 
 log = logging.getLogger(__name__)
 
@@ -131,15 +131,6 @@ class _Incoming:
     retain: bool
     generation: int
     received_at: datetime
-
-
-def _read_password(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as exc:
-        raise HqConsumerError(f"mqtt.password_file {path}: cannot read: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise HqConsumerError(f"mqtt.password_file {path}: not UTF-8 text") from exc
 
 
 class HqConsumer:
@@ -233,16 +224,17 @@ class HqConsumer:
             clean_session=None if self.v5 else False,
             manual_ack=True,
         )
-        if self.tls:
-            client.tls_set(
-                ca_certs=str(c.tls.ca_file) if c.tls.ca_file else None,
-                certfile=str(c.tls.cert_file) if c.tls.cert_file else None,
-                keyfile=str(c.tls.key_file) if c.tls.key_file else None,
-            )
-            client.tls_insecure_set(c.tls.insecure)
-        if c.username is not None:
-            password = _read_password(c.password_file) if c.password_file else None
-            client.username_pw_set(c.username, password)
+        # The same certificate checks and secret handling as the site link (credential:NAME,
+        # CA file only when given, never the secret in a message).
+        try:
+            site_cfg = c.site_mqtt_config()
+            password = read_password(site_cfg)
+            if self.tls:
+                client.tls_set_context(tls_context(site_cfg.tls))
+        except (HqLinkError, ValueError) as exc:
+            raise HqConsumerError(str(exc)) from None
+        if c.username is not None or password is not None:
+            client.username_pw_set(c.username or "", password)
         client.reconnect_delay_set(self.reconnect_min_s, self.reconnect_max_s)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
