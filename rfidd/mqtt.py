@@ -515,10 +515,16 @@ class HqLink:
             assert handler is not None
             try:
                 handler(name, payload)
-            except Exception as exc:  # the handler's bug or bad input must not kill the link
+            except ValueError as exc:  # rejected input: the message says what and where
                 self.stats.commands_failed += 1
                 self.metrics.commands.labels(self._label(name), "error").inc()
-                log.warning("HQ command %r failed: %s", name[:100], exc, exc_info=True)
+                log.warning("HQ command %r rejected: %s", name[:100], exc)
+                if self._client is not None:
+                    self._reply_error(self._client, name, str(exc))
+            except Exception as exc:  # the handler's bug must not kill the link
+                self.stats.commands_failed += 1
+                self.metrics.commands.labels(self._label(name), "error").inc()
+                log.error("HQ command %r failed: %s", name[:100], exc, exc_info=True)
                 if self._client is not None:
                     self._reply_error(self._client, name, f"{type(exc).__name__}: {exc}")
             else:
