@@ -565,7 +565,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`rfidd-sim serial` (or `python -m simulator.serial_sim`): a reader on a pty until stopped.
 
     Prints "<device path> <n> tags <protocol>" once the device exists, then serves until
-    SIGINT/SIGTERM.
+    SIGINT/SIGTERM. With `--scenario F --reader NAME` it runs that [serial_readers.NAME] of the
+    scenario (its protocol, antenna and faults) on the live zone, with the scenario's timeline.
     """
     ap = argparse.ArgumentParser(
         prog="rfidd-sim serial", description="A desk/handheld UHF reader on a pseudo-terminal."
@@ -573,6 +574,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--protocol", choices=["binary", "ascii"], default="binary")
     ap.add_argument("--scenario", default=None, help="scenario TOML; tags = the items of --zone")
     ap.add_argument("--zone", default=None, help="zone of the scenario in front of the reader")
+    ap.add_argument("--reader", default=None,
+                    help="a [serial_readers.NAME] of --scenario, run with its timeline")
+    ap.add_argument("--time-scale", type=float, default=1.0,
+                    help="--reader: run the timeline this many times faster")
     ap.add_argument("--tags", type=int, default=20, help="without a scenario: synthetic tags")
     ap.add_argument("--antenna", type=int, default=1, help="antenna the tags are seen on (1-8)")
     ap.add_argument("--rssi", type=float, default=-55.0, help="without a scenario: RSSI dBm")
@@ -586,6 +591,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from simulator.scenario import ScenarioError
 
+    if args.reader is not None:
+        if args.scenario is None or args.zone is not None:
+            ap.error("--reader needs --scenario and takes its zone from the scenario, not --zone")
+        link = os.path.abspath(args.link) if args.link else None
+        return _serve_scenario_reader(args.scenario, args.reader, link, args.time_scale)
     jitter = 2.0
     try:
         if args.scenario is not None:
@@ -617,6 +627,42 @@ def main(argv: Sequence[str] | None = None) -> int:
             pass
     finally:
         sim.stop()
+    return 0
+
+
+def _serve_scenario_reader(scenario_path: str, name: str, link: str | None,
+                           time_scale: float) -> int:
+    from simulator.llrp.site import SimulatedSite
+    from simulator.scenario import Scenario, ScenarioError
+
+    try:
+        scenario = Scenario.load(scenario_path)
+        specs = scenario.serial_readers
+        if name not in specs:
+            raise ValueError(f"{scenario_path}: no serial reader {name!r} (serial readers: "
+                             f"{', '.join(sorted(specs)) or 'none'})")
+        site = SimulatedSite(scenario, only=[name], time_scale=time_scale,
+                             serial_links={name: link} if link else None)
+        site.start()
+    except (ScenarioError, ValueError, OSError) as exc:
+        notes = " ".join(getattr(exc, "__notes__", []))
+        print(f"rfidd-sim serial: {exc}{' (' + notes + ')' if notes else ''}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    spec = specs[name]
+    print(f"{site.serial_paths[name]} {site.world.count(spec.zone)} tags {spec.protocol}",
+          flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        site.stop()
     return 0
 
 

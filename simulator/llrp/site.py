@@ -12,9 +12,10 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from simulator.llrp.reader import FieldTag, ReaderQuirks, SimulatedReader
@@ -72,7 +73,9 @@ class SimulatedSite:
         reads_per_s: float | None = None,
         only: Sequence[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        serial_links: Mapping[str, str] | None = None,
     ) -> None:
+        """`serial_links` overrides a serial reader's device path (the scenario's `link`)."""
         if time_scale <= 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale}")
         self.scenario = scenario
@@ -108,10 +111,18 @@ class SimulatedSite:
                 quirks=quirks, seed=scenario.spec.scenario.seed * 1000 + i,
             )
         zone_specs = scenario.zones
+        links = dict(serial_links or {})
+        unknown_links = sorted(set(links) - set(scenario.serial_readers))
+        if unknown_links:
+            raise ValueError(f"serial_links: no serial reader {', '.join(unknown_links)} in "
+                             f"scenario {scenario.name!r}")
         for i, (name, sspec) in enumerate(serial):
+            link = links.get(name, sspec.link)
+            if link is not None and not os.path.isabs(link):
+                raise ValueError(f"serial reader {name!r}: link {link!r} must be absolute")
             self.serial_readers[name] = SerialReaderSim(
                 zone_tag_source(self.world, sspec.zone, sspec.antenna), sspec.protocol,
-                address=sspec.address, link_path=sspec.link, link_name=name,
+                address=sspec.address, link_path=link, link_name=name,
                 rssi_jitter_db=zone_specs[sspec.zone].rssi_stddev_dbm,
                 seed=scenario.spec.scenario.seed * 1000 + 500 + i,
                 ascii_interval_s=sspec.interval_s, split_frames=sspec.split_frames,

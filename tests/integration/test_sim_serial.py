@@ -266,3 +266,40 @@ def test_cli_run_prints_serial_paths_and_the_desk_follows_the_timeline() -> None
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_cli_serial_runs_one_scenario_desk_with_its_timeline(tmp_path: Path) -> None:
+    expected = expected_at_pos(WITH_DESK)
+    link = tmp_path / "ttyPOS"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulator.cli", "serial", "--scenario", str(WITH_DESK),
+         "--reader", "pos-desk", "--link", str(link), "--time-scale", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    sink = RecordingSink()
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().split() == [str(link), "0", "tags", "binary"]
+        desk = SerialReader("pos-desk", str(link), "binary", poll_interval_ms=20, sink=sink,
+                            backoff=Backoff(0.02, 0.2, 0.2))
+        desk.start()
+        try:
+            assert wait_until(lambda: sink.epcs() == expected, WAIT_S), sink.epcs()
+        finally:
+            desk.stop()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert not os.path.lexists(link)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_cli_serial_unknown_reader_is_a_clear_error() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "simulator.cli", "serial", "--scenario", str(WITH_DESK),
+         "--reader", "floor-1"], capture_output=True, text=True, cwd=ROOT, timeout=30,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 2
+    assert "no serial reader 'floor-1' (serial readers: pos-desk)" in out.stderr
