@@ -10,9 +10,9 @@ import enum
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -475,31 +475,56 @@ def _locate(text: str, loc: tuple[Any, ...]) -> int | None:
     return start + 1 if start else None
 
 
-def parse_config(text: str, source: str = "<config>") -> Config:
-    """Parse and validate; raise ConfigError naming every problem at once."""
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_toml(
+    model: type[M], text: str, source: str,
+    cross_checks: Callable[[dict[str, Any]], list[tuple[tuple[str, ...], str]]] | None = None,
+) -> M:
+    """Parse TOML into `model`; raise ConfigError naming every problem with key path and line.
+
+    `cross_checks` runs on the raw data so that reference errors are reported together with
+    field errors (a model validator only runs once every field is valid).
+    """
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [f"{source}: TOML syntax: {exc}"]) from exc
-    refs = _reference_errors(raw)
+    refs = cross_checks(raw) if cross_checks is not None else []
     try:
-        cfg = Config.model_validate(raw)
+        cfg = model.model_validate(raw)
     except ValidationError as exc:
         errors = []
         for err in exc.errors():
             loc = tuple(err["loc"])
+            if err["type"] == "value_error" and not loc and refs:
+                continue  # the model's own cross-reference check: reported from refs, with lines
             path = ".".join(str(p) for p in loc) or "(top)"
             line = _locate(text, loc)
             where = f"{source}:{line}: " if line else f"{source}: "
-            msg = err["msg"]
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key (misspelled?)"
-            if err["type"] == "value_error" and not loc:
-                continue  # cross-reference errors: reported from _reference_errors with lines
+            msg = ("unknown key (misspelled?)" if err["type"] == "extra_forbidden"
+                   else str(err["msg"]).removeprefix("Value error, "))
             errors.append(f"{where}{path}: {msg}")
         errors += _with_lines(text, source, refs)
         raise ConfigError(source, errors) from exc
     return cfg
+
+
+def read_config_text(path: str | Path) -> tuple[str, str]:
+    """(text, source name) of a config file; ConfigError when it cannot be read."""
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8"), str(p)
+    except OSError as exc:
+        raise ConfigError(str(p), [f"cannot read: {exc.strerror}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(p), [f"not UTF-8 text: {exc}"]) from exc
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    """Parse and validate a site config; raise ConfigError naming every problem at once."""
+    return validate_toml(Config, text, source, _reference_errors)
 
 
 def _reference_errors(raw: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
@@ -533,9 +558,4 @@ def _with_lines(
 
 
 def load_config(path: str | Path) -> Config:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(p), [f"cannot read: {exc.strerror}"]) from exc
-    return parse_config(text, str(p))
+    return parse_config(*read_config_text(path))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import socket
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -23,7 +22,14 @@ from pydantic import (
     model_validator,
 )
 
-from rfidd.config import ConfigError, DatabaseConfig, MqttConfig, TlsConfig, _locate
+from rfidd.config import (
+    ConfigError,
+    DatabaseConfig,
+    MqttConfig,
+    TlsConfig,
+    read_config_text,
+    validate_toml,
+)
 
 __all__ = ["ConfigError", "HqConfig", "load_hq_config", "parse_hq_config"]
 
@@ -211,31 +217,8 @@ class HqConfig(_Strict):
 
 def parse_hq_config(text: str, source: str = "<hq config>") -> HqConfig:
     """Parse and validate; raise ConfigError naming every problem (key path and line)."""
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, [f"{source}: TOML syntax: {exc}"]) from exc
-    try:
-        return HqConfig.model_validate(raw)
-    except ValidationError as exc:
-        errors = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            path = ".".join(str(p) for p in loc) or "(top)"
-            line = _locate(text, loc)
-            where = f"{source}:{line}: " if line else f"{source}: "
-            msg = ("unknown key (misspelled?)" if err["type"] == "extra_forbidden"
-                   else str(err["msg"]).removeprefix("Value error, "))
-            errors.append(f"{where}{path}: {msg}")
-        raise ConfigError(source, errors) from exc
+    return validate_toml(HqConfig, text, source)
 
 
 def load_hq_config(path: str | Path) -> HqConfig:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(p), [f"cannot read: {exc.strerror}"]) from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(str(p), [f"not UTF-8 text: {exc}"]) from exc
-    return parse_hq_config(text, str(p))
+    return parse_hq_config(*read_config_text(path))
