@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from inventory.catalog import GtinError, ImportIssue, iter_json_array, normalize_gtin
+from inventory.catalog import (
+    GtinError,
+    ImportIssue,
+    iter_csv_records,
+    iter_json_array,
+    normalize_gtin,
+)
 
 CSV_COLUMNS = ("asn_id", "origin", "destination", "shipped_at", "epc", "gtin", "quantity")
 HEADER_FIELDS = ("asn_id", "origin", "destination", "shipped_at")
@@ -291,23 +297,13 @@ def parse_asn_csv(
     last_line: dict[str, int] = {}
     orphan_errors: list[ImportIssue] = []
     current: str | None = None
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            orphan_errors.append(ImportIssue(source, reader.line_num, None, f"bad CSV: {exc}"))
-            break
-        line = reader.line_num
-        if not any(c.strip() for c in row):
-            continue
-        if len(row) != len(names):
+    for line, raw in iter_csv_records(reader, names, source):
+        if isinstance(raw, ImportIssue):
+            # A broken row belongs to the ASN being read: that ASN is rejected, not the others.
             target = builders.get(current) if current else None
-            issue = ImportIssue(source, line, None, f"{len(row)} cells, header has {len(names)}")
-            (target.errors if target else orphan_errors).append(issue)
+            (target.errors if target else orphan_errors).append(raw)
             continue
-        rec = {n: c.strip() for n, c in zip(names, row, strict=True)}
+        rec = {n: c.strip() for n, c in raw.items()}
         if rec["asn_id"]:
             current = rec["asn_id"]
         if current is None:

@@ -261,23 +261,10 @@ def parse_catalog_csv(text: str, source: str = "<csv>") -> ImportResult:
         if n not in CSV_COLUMNS:
             errors.append(ImportIssue(source, 1, n, "unknown column ignored"))
     good: list[tuple[Product, int | None, int | None]] = []
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            errors.append(ImportIssue(source, reader.line_num, None, f"bad CSV: {exc}"))
-            break
-        line = reader.line_num
-        if not any(cell.strip() for cell in row):
+    for line, rec in iter_csv_records(reader, names, source):
+        if isinstance(rec, ImportIssue):
+            errors.append(rec)
             continue
-        if len(row) != len(names):
-            errors.append(
-                ImportIssue(source, line, None, f"{len(row)} cells, header has {len(names)}")
-            )
-            continue
-        rec = dict(zip(names, row, strict=True))
         product, issues = _product_from_record(rec, source, line, None)
         errors.extend(issues)
         if product is not None:
@@ -285,6 +272,30 @@ def parse_catalog_csv(text: str, source: str = "<csv>") -> ImportResult:
     products, dup_issues = _dedupe(good, source)
     errors.extend(dup_issues)
     return ImportResult(tuple(products), tuple(errors))
+
+
+def iter_csv_records(
+    reader: Any, names: list[str], source: str
+) -> Iterator[tuple[int, dict[str, str] | ImportIssue]]:
+    """(line, record) for each data row of a csv.reader past its header, blank rows skipped;
+    a row of the wrong width is (line, ImportIssue) and the rest goes on; broken CSV quoting
+    ends the file with an issue (nothing after it can be trusted)."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield reader.line_num, ImportIssue(source, reader.line_num, None, f"bad CSV: {exc}")
+            return
+        line = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(names):
+            yield line, ImportIssue(source, line, None,
+                                    f"{len(row)} cells, header has {len(names)}")
+            continue
+        yield line, dict(zip(names, row, strict=True))
 
 
 def iter_json_array(text: str) -> Iterator[tuple[int, Any]]:
