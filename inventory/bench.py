@@ -73,6 +73,31 @@ def _timed(phases: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
     return out
 
 
+def plant_count(
+    booked: list[str], extra: list[str], rng: random.Random, missing_rate: float,
+    misplaced_rate: float,
+) -> tuple[dict[str, str], dict[str, list[str]], set[str], set[str]]:
+    """A count's book over ZONES and what the readers find, with planted discrepancies:
+    (book, reads by zone, planted missing, planted misplaced); `extra` items are unexpected."""
+    book = {e: ZONES[i % len(ZONES)] for i, e in enumerate(booked)}
+    by_zone: dict[str, list[str]] = {z: [] for z in ZONES}
+    missing: set[str] = set()
+    misplaced: set[str] = set()
+    for i, e in enumerate(booked):
+        r = rng.random()
+        if r < missing_rate:
+            missing.add(e)
+            continue
+        z = ZONES[i % len(ZONES)]
+        if r < missing_rate + misplaced_rate:
+            misplaced.add(e)
+            z = ZONES[(i + 1) % len(ZONES)]
+        by_zone[z].append(e)
+    for j, e in enumerate(extra):
+        by_zone[ZONES[j % len(ZONES)]].append(e)
+    return book, by_zone, missing, misplaced
+
+
 def run_count(n: int, *, seed: int = 0, n_skus: int | None = None,
               missing_rate: float = 0.01, misplaced_rate: float = 0.01,
               unexpected: int | None = None) -> BenchFigure:
@@ -82,22 +107,8 @@ def run_count(n: int, *, seed: int = 0, n_skus: int | None = None,
     n_unexpected = unexpected if unexpected is not None else max(1, n // 200)
     epcs, gtin_of = generate_epcs(n + n_unexpected, n_skus)
     booked_epcs, extra = epcs[:n], epcs[n:]
-    book = {e: ZONES[i % len(ZONES)] for i, e in enumerate(booked_epcs)}
-    by_zone: dict[str, list[str]] = {z: [] for z in ZONES}
-    planted_missing: set[str] = set()
-    planted_misplaced: set[str] = set()
-    for i, e in enumerate(booked_epcs):
-        r = rng.random()
-        if r < missing_rate:
-            planted_missing.add(e)
-            continue
-        z = ZONES[i % len(ZONES)]
-        if r < missing_rate + misplaced_rate:
-            planted_misplaced.add(e)
-            z = ZONES[(i + 1) % len(ZONES)]
-        by_zone[z].append(e)
-    for j, e in enumerate(extra):
-        by_zone[ZONES[j % len(ZONES)]].append(e)
+    book, by_zone, planted_missing, planted_misplaced = plant_count(
+        booked_epcs, extra, rng, missing_rate, misplaced_rate)
     for zone_reads in by_zone.values():
         rng.shuffle(zone_reads)
 

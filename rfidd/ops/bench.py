@@ -53,21 +53,8 @@ def run_db_count(db: Database, n: int, *, seed: int = 0, missing_rate: float = 0
     n_unexpected = max(1, n // 200)
     epcs, gtin_of = bench.generate_epcs(n + n_unexpected, max(1, min(20_000, n // 50)))
     booked, extra = epcs[:n], epcs[n:]
-    book = {e: zones[i % len(zones)] for i, e in enumerate(booked)}
-    reads: dict[str, list[str]] = {z: [] for z in zones}
-    missing, misplaced = set(), set()
-    for i, e in enumerate(booked):
-        r = rng.random()
-        if r < missing_rate:
-            missing.add(e)
-            continue
-        z = zones[i % len(zones)]
-        if r < missing_rate + misplaced_rate:
-            misplaced.add(e)
-            z = zones[(i + 1) % len(zones)]
-        reads[z].append(e)
-    for j, e in enumerate(extra):
-        reads[zones[j % len(zones)]].append(e)
+    book, reads, missing, misplaced = bench.plant_count(booked, extra, rng, missing_rate,
+                                                        misplaced_rate)
     insert_s = insert_items(db, book, gtin_of)
 
     phases: dict[str, float] = {}
