@@ -58,8 +58,10 @@ def default_scenario() -> Path:
 
 
 def demo_config(scenario: Any, ports: dict[str, int], db_url: str, mqtt_url: str | None,
-                mqtt_protocol: str = "5", site_id: str | None = None) -> Config:
-    """The daemon config for a simulated site: one LLRP reader per simulated reader."""
+                mqtt_protocol: str = "5", site_id: str | None = None,
+                serial_paths: dict[str, str] | None = None) -> Config:
+    """The daemon config for a simulated site: one reader per simulated LLRP reader, and one
+    per simulated serial desk reader whose device path is given."""
     zones = {name: {"kind": z.kind} for name, z in scenario.zones.items()}
     readers = {
         name: {
@@ -71,6 +73,13 @@ def demo_config(scenario: Any, ports: dict[str, int], db_url: str, mqtt_url: str
         }
         for name, spec in scenario.readers.items()
     }
+    for name, spec in getattr(scenario, "serial_readers", {}).items():
+        if serial_paths and name in serial_paths:
+            readers[name] = {
+                "kind": "serial", "address": serial_paths[name],
+                "antennas": {str(spec.antenna): spec.zone},
+                "serial": {"protocol": spec.protocol, "poll_interval_ms": 50},
+            }
     return Config.model_validate({
         "site": {**DEMO_SITE, "id": site_id or DEMO_SITE["id"]},
         "database": {"url": db_url, "batch_max_ms": 200},
@@ -94,12 +103,15 @@ def run_demo(*, seconds: float = 12.0, mqtt_url: str | None = None, mqtt_protoco
     db_path = keep_db or Path(tmp.name) / "rfidd.db"
     presented = {i.epc_hex for i in scenario.items()}
     console.print(f"[bold]rfidd demo[/] — scenario [cyan]{scenario.name}[/]: "
-                  f"{len(scenario.readers)} simulated LLRP readers, {len(scenario.items())} "
+                  f"{len(scenario.readers)} simulated LLRP readers"
+                  + (f" and {len(scenario.serial_readers)} serial desk reader(s)"
+                     if getattr(scenario, "serial_readers", None) else "")
+                  + f", {len(scenario.items())} "
                   f"tagged items, database {db_path}"
                   + (f", publishing to {mqtt_url}" if mqtt_url else ""))
     with SimulatedSite(scenario) as site:
         cfg = demo_config(scenario, site.ports, f"sqlite:///{db_path}", mqtt_url, mqtt_protocol,
-                          site_id)
+                          site_id, site.serial_paths)
         daemon = Daemon(cfg, timings=Timings(supervisor_s=0.5, sweep_s=1.0, outbox_stats_s=1.0))
         try:
             daemon.start()
