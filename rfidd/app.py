@@ -165,6 +165,8 @@ class Daemon:
             service.start()
             self.services.append(service)
             self._on_stop(type(service).__name__, service.stop)
+            if isinstance(service, LifecycleService):
+                rules.in_stock = service.in_stock
 
         self.scheduler = BackgroundScheduler(timezone=cfg.site.timezone)
         self.scheduler.add_job(self.ingestor.request_sweep, "interval",

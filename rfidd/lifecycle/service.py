@@ -228,6 +228,10 @@ def _write_row(row: LifecycleItem, st: ItemState, now: float) -> None:
     row.updated = now
 
 
+# Statuses whose moves between stockroom and floor are stocking/storing steps.
+STOCK_STATUSES = frozenset({Status.IN_STOCK, Status.ON_FLOOR, Status.RETURNED})
+
+
 class LifecycleService:
     """Wired by app.py: `LifecycleService(ctx)`; HQ commands and the change hook are registered
     here, so constructing it is enough. `clock` is injectable for tests."""
@@ -659,8 +663,10 @@ class LifecycleService:
                     bind.used_at = c.at
             for c in moves:
                 st = new_states.get(c.epc) or states.get(c.epc)
-                if st is None:
-                    continue  # not in the books here: nothing to move
+                if st is None or st.status not in STOCK_STATUSES:
+                    # Not in the books, or not stock (a customer walking through with a
+                    # purchase, an item in transit not yet received): a move, not a step.
+                    continue
                 step = Step.STOCK if self._zone_kinds.get(c.zone or "") is ZoneKind.FLOOR \
                     else Step.STORE
                 tr = self._tr(step, c.epc, c.at, zone=c.zone)
@@ -690,6 +696,14 @@ class LifecycleService:
                 self._binds.pop(epc, None)
 
     # ------------------------------------------------------------------ loans
+
+    def in_stock(self, epc: str) -> bool:
+        """For the site rules: may a move of this item be a stocking/storing step? Items this
+        site has no lifecycle record of count as stock (an inventory taken over as found)."""
+        with self.ctx.db.session() as s:
+            states, _ = self._load(s, [epc])
+        st = states.get(epc)
+        return st is None or st.status in STOCK_STATUSES
 
     def check_overdue(self, now: float | None = None) -> int:
         """One alert per overdue loan (scheduled by app.py); returns how many were new."""

@@ -1,0 +1,90 @@
+"""A customer walking through the store with a purchase: a move, not a stocking step."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from inventory.epc import decode, sgtin96_hex
+from rfidd.app import Daemon, Timings
+from rfidd.config import Config
+from rfidd.lifecycle.service import LifecycleService
+from rfidd.store import repo
+from rfidd.store.models import Event, OutboxMessage
+from simulator.serial_sim import SerialReaderSim, SimTag
+
+pytestmark = pytest.mark.integration
+
+
+def _wait(pred: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.1)
+
+
+def test_sold_item_moving_to_the_floor_is_no_stocking(tmp_path: Path, sqlite_url: str) -> None:
+    sold, unsold = (sgtin96_hex("03760001001013", 8000 + i, 7) for i in range(2))
+    in_stock = {sold, unsold}
+    on_floor: set[str] = set()
+    stock = SerialReaderSim(protocol="binary", link_path=str(tmp_path / "ttyStock"))
+    floor = SerialReaderSim(protocol="binary", link_path=str(tmp_path / "ttyFloor"))
+    stock.set_source(lambda: [SimTag(e) for e in sorted(in_stock)])
+    floor.set_source(lambda: [SimTag(e) for e in sorted(on_floor)])
+    paths = {"stock": stock.start(), "floor": floor.start()}
+    cfg = Config.model_validate({
+        "site": {"id": "walk", "name": "Walk", "sgln": "urn:epc:id:sgln:3760001.00001.0",
+                 "company_prefixes": ["3760001"]},
+        "database": {"url": sqlite_url, "batch_max_ms": 50},
+        "mqtt": {"enabled": False}, "http": {"enabled": False},
+        "presence": {"move_margin_db": 0, "move_margin_decay_s": 0.2},
+        "zones": {"stockroom": {"kind": "stock"}, "floor": {"kind": "floor"}},
+        "readers": {
+            z: {"kind": "serial", "address": paths[z],
+                "antennas": {"1": "stockroom" if z == "stock" else "floor"},
+                "serial": {"poll_interval_ms": 50}}
+            for z in paths
+        },
+    })
+    daemon = Daemon(cfg, timings=Timings(supervisor_s=0.1))
+    daemon.start()
+    try:
+        assert daemon.ctx is not None and daemon.db is not None
+        ctx, db = daemon.ctx, daemon.db
+        _wait(lambda: ctx.tracker.zone_counts().get("stockroom") == 2)
+        # Both items were received into stock (what a closed reception writes).
+        ctx.emit(items=[repo.ItemUpsert(e, biz_step="receiving",
+                                        disposition="sellable_not_accessible")
+                        for e in (sold, unsold)])
+        svc = next(s for s in daemon.services if isinstance(s, LifecycleService))
+        result = svc.handle("sale", {"txn": "RCPT-1", "epcs": [sold]})
+        assert result.rejected == 0, result.to_json()
+        in_stock.clear()
+        on_floor.update({sold, unsold})
+        _wait(lambda: ctx.tracker.zone_counts().get("floor") == 2)
+        time.sleep(0.3)  # the hook's own commit follows the ingest batch
+
+        def steps() -> dict[str, set[str]]:
+            out: dict[str, set[str]] = {}
+            with db.session() as s:
+                for step, payload in s.query(Event.biz_step, Event.payload):
+                    for uri in json.loads(payload).get("epcList", []):
+                        out.setdefault(step or "observe", set()).add(uri)
+            return out
+
+        got = steps()
+        assert decode(unsold).uri in got.get("stocking", set())
+        assert decode(sold).uri not in got.get("stocking", set())
+        assert decode(sold).uri in got["retail_selling"]
+        with db.session() as s:
+            alerts = [json.loads(p) for (p,) in s.query(OutboxMessage.payload)
+                      .filter(OutboxMessage.topic == "alerts")]
+        assert alerts == []  # walking with a purchase is not an exception
+    finally:
+        daemon.stop()
+        stock.stop()
+        floor.stop()
