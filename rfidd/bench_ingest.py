@@ -8,11 +8,15 @@ batch commit latency, and the deepest the ingest queue got.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -38,8 +42,8 @@ class IngestFigures:
     items: int
 
 
-def scenario_text(readers: int, items_per_zone: int, rate: float) -> str:
-    lines = ['[scenario]\nname = "bench"\nseed = 3\ncatalog = "maison-catalog.csv"\n']
+def scenario_text(readers: int, items_per_zone: int, rate: float, catalog: Path) -> str:
+    lines = [f'[scenario]\nname = "bench"\nseed = 3\ncatalog = "{catalog}"\n']
     for i in range(readers):
         lines.append(f'[zones.z{i:02d}]\nkind = "stock"\nread_probability = 0.95\n')
         lines.append(f'[readers.r{i:02d}]\nantennas = {{ 1 = "z{i:02d}", 2 = "z{i:02d}" }}\n'
@@ -48,60 +52,134 @@ def scenario_text(readers: int, items_per_zone: int, rate: float) -> str:
     return "\n".join(lines)
 
 
+class _SimProcess:
+    """The simulators in their own process (`rfidd-sim run`), as real readers would be: the
+    daemon's process then holds only its own threads."""
+
+    def __init__(self, scenario_path: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "simulator.cli", "run", "--scenario", str(scenario_path)],
+            stdout=subprocess.PIPE, text=True)
+        self.ports: dict[str, int] = {}
+
+    def __enter__(self) -> _SimProcess:
+        assert self.proc.stdout is not None
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("rfidd-sim exited before listing its readers")
+            name, addr = line.split()[:2]
+            self.ports[name] = int(addr.rsplit(":", 1)[1])
+            if len(self.ports) == self.expected:
+                return self
+
+    expected = 0
+
+    def hold(self) -> int:
+        """Stop the reads; the number of tag reports the simulators sent."""
+        assert self.proc.stdout is not None
+        self.proc.send_signal(signal.SIGUSR1)
+        line = self.proc.stdout.readline()
+        return int(line.split("reported=")[1])
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+class _SimThreads:
+    """The simulators in this process (tests: no subprocess, deterministic)."""
+
+    def __init__(self, scenario: Any) -> None:
+        from simulator import SimulatedSite
+
+        self.site = SimulatedSite(scenario, run_timeline=False)
+        self.ports: dict[str, int] = {}
+
+    def __enter__(self) -> _SimThreads:
+        self.site.start()
+        self.ports = self.site.ports
+        return self
+
+    def hold(self) -> int:
+        self.site.hold(True)
+        return sum(r.stats.tags_reported for r in self.site.readers.values())
+
+    def __exit__(self, *exc: object) -> None:
+        self.site.stop()
+
+
 def run(readers: int = 20, rate: float = 1100.0, seconds: float = 10.0,
         items_per_zone: int = 100, db_url: str | None = None,
-        mqtt_url: str | None = None) -> IngestFigures:
+        mqtt_url: str | None = None, sim_process: bool = True) -> IngestFigures:
     import simulator
-    from simulator import Scenario, SimulatedSite
+    from simulator import Scenario
 
-    base = Path(simulator.__file__).parent / "scenarios"
-    scenario = Scenario.parse(scenario_text(readers, items_per_zone, rate), "<bench>", base)
-    with tempfile.TemporaryDirectory(prefix="rfidd-bench-") as tmp, \
-            SimulatedSite(scenario, run_timeline=False) as site:
-        cfg = demo_config(scenario, site.ports, db_url or f"sqlite:///{tmp}/bench.db", mqtt_url)
-        daemon = Daemon(cfg, timings=Timings(supervisor_s=0.5))
-        daemon.start()
-        depth = [0]
-        stop = threading.Event()
+    catalog = Path(simulator.__file__).parent / "scenarios" / "maison-catalog.csv"
+    text = scenario_text(readers, items_per_zone, rate, catalog)
+    with tempfile.TemporaryDirectory(prefix="rfidd-bench-") as tmp:
+        scenario_path = Path(tmp) / "bench.toml"
+        scenario = Scenario.parse(text, str(scenario_path), Path(tmp))
+        sim: _SimProcess | _SimThreads
+        if sim_process:
+            scenario_path.write_text(text)
+            sim = _SimProcess(scenario_path)
+            sim.expected = readers
+        else:
+            sim = _SimThreads(scenario)
+        with sim:
+            return _measure(scenario, sim, seconds, readers,
+                            db_url or f"sqlite:///{tmp}/bench.db", mqtt_url, rate)
 
-        def watch_queue() -> None:
-            while not stop.wait(0.05):
-                if daemon.queue is not None:
-                    depth[0] = max(depth[0], daemon.queue.q.qsize())
 
-        watcher = threading.Thread(target=watch_queue, daemon=True)
-        watcher.start()
-        try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and sum(
-                    1 for a in (daemon.queue.activity.values() if daemon.queue else ())
-                    if a.state.value == "online") < readers:
-                time.sleep(0.1)
-            assert daemon.ingestor is not None
-            r0, t0 = daemon.ingestor.stats.reads, time.monotonic()
-            time.sleep(seconds)
-            r1, t1 = daemon.ingestor.stats.reads, time.monotonic()
-            site.hold(True)
-            time.sleep(1.5)  # reports in flight reach the ingest thread
-            sent = sum(r.stats.tags_reported for r in site.readers.values())
-            ingested = daemon.ingestor.stats.reads
-            assert daemon.ctx is not None
-            located = sum(daemon.ctx.tracker.zone_counts().values())
-        finally:
-            stop.set()
-            daemon.stop()
-        samples = daemon.metrics.registry.get_sample_value
-        commits = int(samples("rfidd_batch_commit_duration_seconds_count") or 0)
-        total = samples("rfidd_batch_commit_duration_seconds_sum") or 0.0
-        p50, worst = _histogram_p50_max(daemon)
-        return IngestFigures(
-            readers=readers, rate_per_reader=rate, seconds=t1 - t0, sent=sent,
-            ingested=ingested, reads_per_s=(r1 - r0) / (t1 - t0),
-            max_queue_depth=depth[0], commits=commits,
-            commit_p50_ms=p50 if commits else total, commit_max_ms=worst,
-            dropped_batches=int(samples("rfidd_ingest_dropped_batches_total") or 0),
-            items_located=located, items=len(scenario.items()),
-        )
+def _measure(scenario: Any, site: _SimProcess | _SimThreads, seconds: float, readers: int,
+             db_url: str, mqtt_url: str | None, rate: float) -> IngestFigures:
+    cfg = demo_config(scenario, site.ports, db_url, mqtt_url)
+    daemon = Daemon(cfg, timings=Timings(supervisor_s=0.5))
+    daemon.start()
+    depth = [0]
+    stop = threading.Event()
+
+    def watch_queue() -> None:
+        while not stop.wait(0.05):
+            if daemon.queue is not None:
+                depth[0] = max(depth[0], daemon.queue.q.qsize())
+
+    watcher = threading.Thread(target=watch_queue, daemon=True)
+    watcher.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and sum(
+                1 for a in (daemon.queue.activity.values() if daemon.queue else ())
+                if a.state.value == "online") < readers:
+            time.sleep(0.1)
+        assert daemon.ingestor is not None
+        r0, t0 = daemon.ingestor.stats.reads, time.monotonic()
+        time.sleep(seconds)
+        r1, t1 = daemon.ingestor.stats.reads, time.monotonic()
+        sent = site.hold()
+        deadline = time.monotonic() + 60  # what is queued or in flight reaches ingest
+        while daemon.ingestor.stats.reads < sent and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)
+        ingested = daemon.ingestor.stats.reads
+        assert daemon.ctx is not None
+        located = sum(daemon.ctx.tracker.zone_counts().values())
+    finally:
+        stop.set()
+        daemon.stop()
+    samples = daemon.metrics.registry.get_sample_value
+    commits = int(samples("rfidd_batch_commit_duration_seconds_count") or 0)
+    total = samples("rfidd_batch_commit_duration_seconds_sum") or 0.0
+    p50, worst = _histogram_p50_max(daemon)
+    return IngestFigures(
+        readers=readers, rate_per_reader=rate, seconds=t1 - t0, sent=sent,
+        ingested=ingested, reads_per_s=(r1 - r0) / (t1 - t0),
+        max_queue_depth=depth[0], commits=commits,
+        commit_p50_ms=p50 if commits else total, commit_max_ms=worst,
+        dropped_batches=int(samples("rfidd_ingest_dropped_batches_total") or 0),
+        items_located=located, items=len(scenario.items()),
+    )
 
 
 def _histogram_p50_max(daemon: Daemon) -> tuple[float, float]:

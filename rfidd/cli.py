@@ -154,13 +154,17 @@ def demo(seconds: float, mqtt_url: str | None, mqtt_protocol: str, scenario: Pat
 @click.option("--items-per-zone", default=100, show_default=True)
 @click.option("--database-url", default=None, help="Default: a temporary SQLite file.")
 @click.option("--mqtt-url", default=None, help="Also publish to this broker.")
+@click.option("--sim-process/--sim-in-process", default=True, show_default=True,
+              help="Run the simulated readers in their own process (as real readers are) or "
+              "in the daemon's (they then compete with it for the interpreter).")
 def bench_ingest(readers: int, rate: float, seconds: float, items_per_zone: int,
-                 database_url: str | None, mqtt_url: str | None) -> None:
+                 database_url: str | None, mqtt_url: str | None, sim_process: bool) -> None:
     """Measure the reads/s the whole daemon sustains from simulated LLRP readers."""
     _setup_logging("warning")
     from rfidd.bench_ingest import print_figures, run
 
-    print_figures(run(readers, rate, seconds, items_per_zone, database_url, mqtt_url))
+    print_figures(run(readers, rate, seconds, items_per_zone, database_url, mqtt_url,
+                      sim_process))
 
 
 def _register_subcommands() -> None:

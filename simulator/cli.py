@@ -16,6 +16,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -39,8 +40,21 @@ def _serve(site: SimulatedSite) -> None:
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         stop.set()
 
+    def on_usr1(signum: int, _frame: FrameType | None) -> None:
+        # Benchmarks: stop generating reads and say how many tag reports went out.
+        site.hold(True)
+        reported = -1
+        while True:  # reports already due still go out: wait until the count is stable
+            now = sum(r.stats.tags_reported for r in site.readers.values())
+            if now == reported:
+                break
+            reported = now
+            time.sleep(0.5)
+        print(f"held reported={reported}", flush=True)
+
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGUSR1, on_usr1)
     try:
         site.start()
     except OSError as exc:
