@@ -54,6 +54,9 @@ class IngestQueue:
         self.activity: dict[str, ReaderActivity] = {}
         self._on_state = on_state
         self._warned: set[tuple[str, str]] = set()
+        self._dropped = 0
+        self._dropped_logged = -1e9
+        self._drop_lock = threading.Lock()
 
     def on_reads(self, reader: str, reads: list[TagRead]) -> None:
         act = self.activity.setdefault(reader, ReaderActivity())
@@ -69,7 +72,15 @@ class IngestQueue:
             self.q.put_nowait((reader, reads))
         except queue.Full:
             self.metrics.ingest_dropped.inc()
-            log.warning("ingest queue full: dropped %d reads from %s", len(reads), reader)
+            with self._drop_lock:  # reader threads drop concurrently; one line per 10 s
+                self._dropped += len(reads)
+                now = time.monotonic()
+                if now - self._dropped_logged < 10.0:
+                    return
+                dropped, self._dropped, self._dropped_logged = self._dropped, 0, now
+            log.warning("ingest queue full: dropped %d reads (the ingest thread cannot keep "
+                        "up; rfidd_ingest_dropped_batches_total counts them); next report in "
+                        "10 s", dropped)
         self.metrics.ingest_queue_depth.set(self.q.qsize())
 
     def on_state(self, reader: str, state: ReaderState, reason: str) -> None:
@@ -147,6 +158,7 @@ class Ingestor:
         self._pending_flush = threading.Event()
         self._flush_mark = tracker.mark
         self._unknown_products: set[str] = set()
+        self._last_read_at = 0.0  # latest seen_at processed (the backlog-aware sweep clock)
         self._lock = lock  # guards the tracker between ingest and service threads
 
     def start(self) -> None:
@@ -242,6 +254,8 @@ class Ingestor:
                         continue
                     decoded[r.epc] = d
                 zone_reads.append(ZoneRead(r.epc, zone, r.rssi_dbm, r.seen_at, r.seen_count))
+                if r.seen_at > self._last_read_at:
+                    self._last_read_at = r.seen_at
         with self._lock:
             changes = self.tracker.observe(zone_reads)
         self._persist(changes, decoded)
@@ -266,6 +280,12 @@ class Ingestor:
         self.metrics.unknown_product_epcs.inc()
 
     def sweep(self, now: float) -> None:
+        """Departures. When reads are waiting in the queue, the clock is the time of the last
+        read processed: under a backlog, "unseen for departure_s" is judged on what was
+        processed, not on wall time (else every item departs and arrives again, and the
+        extra events deepen the backlog)."""
+        if not self.source.q.empty() and self._last_read_at:
+            now = min(now, self._last_read_at)
         paused = self.paused_zones()
         with self._lock:
             changes = self.tracker.sweep(now, paused_zones=paused)
