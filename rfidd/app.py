@@ -128,10 +128,7 @@ class Daemon:
         ctx = self.ctx = ServiceContext(cfg, self.db, self.metrics, tracker, lock)
 
         def on_changes(changes: list[PresenceChange], decoded: dict[str, Any]) -> list[ItemEvent]:
-            events = rules.events_for(changes, decoded)
-            for hook in ctx.change_hooks:
-                events.extend(hook(changes, decoded))
-            return events
+            return rules.events_for(changes, decoded)
 
         self.hq = HqLink(
             cfg.mqtt, cfg.site.id, self.db, self.metrics, self.stop_event,
@@ -150,7 +147,8 @@ class Daemon:
         self.ingestor = Ingestor(
             source=self.queue, database=self.db, tracker=tracker, lock=lock,
             classifier=classifier,
-            zone_of=zone_of, rules=on_changes, encode=encode, metrics=self.metrics,
+            zone_of=zone_of, rules=on_changes, encode=encode, hooks=ctx.change_hooks,
+            metrics=self.metrics,
             stop=self.stop_event, batch_max_rows=cfg.database.batch_max_rows,
             batch_max_ms=cfg.database.batch_max_ms,
             on_commit=self.hq.notify if cfg.mqtt.enabled else None,

@@ -25,9 +25,11 @@ from rfidd.metrics import Metrics
 from rfidd.store import repo
 from rfidd.store.db import Database
 
-# Called on the ingest thread for every committed batch of presence changes; returns extra
-# events to commit in the same transaction (e.g. a reception's `receiving` events).
-ChangeHook = Callable[[list[PresenceChange], dict[str, DecodedEpc]], list[ItemEvent]]
+# Called on the ingest thread for every batch of presence changes, inside the batch's write
+# transaction (in a savepoint of its own): a hook stages its state changes, events and messages
+# with `ctx.stage(session, ...)`, so they commit with the presence change that caused them, or
+# not at all. A hook that raises loses only its own part of the batch.
+ChangeHook = Callable[[Session, list[PresenceChange], dict[str, DecodedEpc]], None]
 # An HQ command: (payload already parsed as JSON) -> a short result for the log; raise
 # CommandRejected (rfidd.commands) or ValueError with a message naming the bad field.
 CommandHandler = Callable[[Any], str]

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from sqlalchemy.orm import Session
+
 from inventory.epc import DecodedEpc, EpcClass, EpcClassifier, decode
 from inventory.events import ItemEvent
 from inventory.presence import PresenceChange, PresenceTracker, ZoneRead
@@ -25,6 +27,7 @@ from rfidd.store.db import Database
 log = logging.getLogger("rfidd.ingest")
 
 EventHook = Callable[[list[PresenceChange], dict[str, DecodedEpc]], list[ItemEvent]]
+BatchHook = Callable[[Session, list[PresenceChange], dict[str, DecodedEpc]], None]
 EventEncoder = Callable[[ItemEvent], dict[str, object]]
 
 
@@ -118,6 +121,7 @@ class IngestStats:
     unmapped: int = 0
     events: int = 0
     unknown_products: int = 0
+    hook_errors: int = 0
 
 
 class Ingestor:
@@ -134,6 +138,7 @@ class Ingestor:
         zone_of: dict[tuple[str, int], str],
         rules: EventHook,
         encode: EventEncoder,
+        hooks: Sequence[BatchHook] = (),
         metrics: Metrics,
         stop: threading.Event,
         batch_max_rows: int = 500,
@@ -146,6 +151,7 @@ class Ingestor:
         self.classifier = classifier
         self.zone_of = zone_of
         self.rules = rules
+        self.hooks = hooks
         self.encode = encode
         self.metrics = metrics
         self.stop_event = stop
@@ -317,6 +323,15 @@ class Ingestor:
         t0 = time.perf_counter()
         with self.db.write() as s:
             repo.apply_batch(s, upserts, records, presence=presence, departed=departed)
+            for hook in self.hooks:
+                try:
+                    with s.begin_nested():  # a failing hook rolls back its part only
+                        hook(s, changes, decoded)
+                except Exception:
+                    self.stats.hook_errors += 1
+                    log.exception("change hook %s failed on %d changes; its part of the batch "
+                                  "is rolled back", getattr(hook, "__qualname__", hook),
+                                  len(changes))
         self.metrics.batch_commit.observe(time.perf_counter() - t0)
         self.stats.commits += 1
         self.stats.events += len(records)

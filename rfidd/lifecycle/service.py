@@ -590,12 +590,11 @@ class LifecycleService:
 
     # ------------------------------------------------------------------ presence hook
 
-    def on_changes(self, changes: list[PresenceChange], decoded: dict[str, DecodedEpc]
-                   ) -> list[ItemEvent]:
-        """Ingest-thread hook. Commits its own transaction (state + event + alert together)
-        and returns no events: a hook can only hand back events, and an event committed
-        without its state change (or the reverse) would be lost or repeated after a crash.
-        The rules' stocking/storing events have the same ids as ours, so HQ sees one."""
+    def on_changes(self, s: Session, changes: list[PresenceChange],
+                   decoded: dict[str, DecodedEpc]) -> None:
+        """Ingest-thread hook: state, events and alerts staged in the ingest batch's own
+        transaction, so they commit with the reads that caused them. The rules'
+        stocking/storing events have the same ids as ours, so HQ sees one."""
         bench, moves = [], []
         for c in changes:
             kind = self._zone_kinds.get(c.zone) if c.zone else None
@@ -606,17 +605,18 @@ class LifecycleService:
                 if pair in ((ZoneKind.STOCK, ZoneKind.FLOOR), (ZoneKind.FLOOR, ZoneKind.STOCK)):
                     moves.append(c)
         if not moves and not (bench and (self._sessions or self._binds)):
-            return []
+            return
         try:
-            self._presence(bench if (self._sessions or self._binds) else [], moves, decoded)
-        except Exception:  # never kill the ingest thread
+            self._presence(s, bench if (self._sessions or self._binds) else [], moves,
+                           decoded)
+        except Exception:  # counted; the ingest rolls back this hook's savepoint
             self.hook_errors.inc()
             log.exception("lifecycle hook failed on %d changes", len(changes))
-        return []
+            raise
 
-    def _presence(self, bench: list[PresenceChange], moves: list[PresenceChange],
+    def _presence(self, s: Session, bench: list[PresenceChange], moves: list[PresenceChange],
                   decoded: dict[str, DecodedEpc]) -> None:
-        with self._lock, self.ctx.transaction() as s:
+        with self._lock:
             epcs = list(dict.fromkeys(c.epc for c in [*bench, *moves]))
             states, rows = self._load(s, epcs)
             events: list[ItemEvent] = []

@@ -126,8 +126,9 @@ def run_db_reception(db: Database, n: int, *, missing: int = 7,
     reads = [e for e in listed if e not in planted] + extra
     t = time.perf_counter()
     for k in range(0, len(reads), 50):
-        ctx.change_hooks[0]([PresenceChange(ChangeKind.ARRIVED, e, "reception", None, 1.0)
-                             for e in reads[k:k + 50]], {})
+        with ctx.transaction() as s:
+            ctx.change_hooks[0](s, [PresenceChange(ChangeKind.ARRIVED, e, "reception", None,
+                                                   1.0) for e in reads[k:k + 50]], {})
     phases["ingest_reads"] = time.perf_counter() - t
     t = time.perf_counter()
     doc = ops.close_reception()

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from inventory.asn import (
     Asn,
     AsnOutcome,
@@ -224,10 +226,10 @@ class StoreOps:
         return {"gtin": g, "sku": p.sku if p else None, "name": p.name if p else None}
 
     # -- ingest hook -------------------------------------------------------------------------
-    def _on_changes(self, changes: list[PresenceChange],
-                    decoded: dict[str, DecodedEpc]) -> list[ItemEvent]:
-        """Feed receptions, the loss tracker and the exit monitor. Never raises: an error here
-        would kill the ingest thread."""
+    def _on_changes(self, s: Session, changes: list[PresenceChange],
+                    decoded: dict[str, DecodedEpc]) -> None:
+        """Feed receptions, the loss tracker and the exit monitor; exit alerts are staged in
+        the ingest batch's transaction. Never raises (counted in hook_errors)."""
         try:
             recv: list[tuple[str, float, str]] = []
             exits: list[tuple[str, str, float]] = []
@@ -247,12 +249,12 @@ class StoreOps:
                 if recv and self._reception is not None:
                     self._feed_reception(self._reception, recv)
             if exits:
-                self._on_exit(exits)
+                self._on_exit(s, exits)
         except Exception:
             self.hook_errors += 1
             log.exception("ops: change hook failed (batch of %d changes skipped by ops)",
                           len(changes))
-        return []
+            raise  # the ingest rolls back this hook's savepoint
 
     # -- catalog -----------------------------------------------------------------------------
     def import_catalog(self, result: ImportResult) -> dict[str, Any]:
@@ -806,8 +808,9 @@ class StoreOps:
                 self._scheduler.remove_job(f"ops-count-{sid}")
 
     # -- exits -------------------------------------------------------------------------------
-    def _on_exit(self, reads: list[tuple[str, str, float]]) -> None:
-        """Unsold items in an exit zone: alert + entering_exiting event, in one commit."""
+    def _on_exit(self, s: Session, reads: list[tuple[str, str, float]]) -> None:
+        """Unsold items in an exit zone: alert + entering_exiting event, staged in the
+        transaction of the reads that saw them."""
         with self._exit_lock:
             alerts: list[ExitAlert] = self.exit_monitor.observe_many(reads)
             if not alerts:
@@ -821,10 +824,9 @@ class StoreOps:
             upserts = [repo.ItemUpsert(a.epc, biz_step="entering_exiting",
                                        disposition=events[i].disposition)
                        for i, a in enumerate(alerts)]
-            with self.ctx.transaction() as s:
-                self.ctx.stage(s, events, messages, upserts)
-                for a in alerts:
-                    store.insert_exit_alert(s, a.alert_id, a.epc, a.zone, a.at)
+            self.ctx.stage(s, events, messages, upserts)
+            for a in alerts:
+                store.insert_exit_alert(s, a.alert_id, a.epc, a.zone, a.at)
         for a in alerts:
             self.ctx.metrics.alerts.labels("exit_unsold").inc()
             log.warning("ops: ALERT unsold item %s at exit %s", a.epc, a.zone)

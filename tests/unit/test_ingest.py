@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 
@@ -55,3 +56,26 @@ def test_queue_overflow_is_counted_and_logged_once_per_period(
     assert q.q.qsize() == 2
     assert ing.metrics.registry.get_sample_value("rfidd_ingest_dropped_batches_total") == 8
     assert len([r for r in caplog.records if "queue full" in r.message]) == 1
+
+
+def test_a_failing_hook_loses_its_part_only() -> None:
+    from sqlalchemy.orm import Session
+
+    from rfidd.store import repo
+    from rfidd.store.models import OutboxMessage, ZonePresence
+
+    ing, q = _ingestor()
+
+    def good(s: Session, changes: list[object], decoded: object) -> None:
+        repo.apply_batch(s, messages=[repo.Message("alert", "alerts", {"ok": len(changes)})])
+
+    def bad(s: Session, changes: list[object], decoded: object) -> None:
+        repo.apply_batch(s, messages=[repo.Message("alert", "alerts", {"bad": True})])
+        raise RuntimeError("hook bug")
+
+    ing.hooks = [bad, good]
+    ing.process([("r1", [TagRead(EPC, "r1", 1, -50.0, 1000.0)])])
+    with ing.db.session() as s:
+        assert [r.epc for r in s.query(ZonePresence)] == [EPC]  # the batch itself committed
+        assert [json.loads(r.payload) for r in s.query(OutboxMessage)] == [{"ok": 1}]
+    assert ing.stats.hook_errors == 1

@@ -82,6 +82,12 @@ def rejections(svc: LifecycleService, step: str, reason: str) -> float:
     return v or 0.0
 
 
+def feed(svc: LifecycleService, changes: list[PresenceChange]) -> None:
+    """As the ingest thread calls the hook: inside the batch's write transaction."""
+    with svc.ctx.transaction() as s:
+        svc.on_changes(s, changes, {})
+
+
 def arrive(e: str, zone: str, at: float) -> PresenceChange:
     return PresenceChange(ChangeKind.ARRIVED, e, zone, None, at)
 
@@ -92,7 +98,7 @@ def test_workshop_commissioning_session_and_ship(make: Any, validator: Any) -> N
     a1, a2, a3, b1 = epc(GTIN_A, 1), epc(GTIN_A, 2), epc(GTIN_A, 3), epc(GTIN_B, 1)
     changes = [arrive(a1, "bench", T0), arrive(b1, "bench", T0), arrive(a2, "bench", T0 + 1),
                arrive(a3, "bench", T0 + 2)]
-    assert svc.on_changes(changes, {}) == []
+    feed(svc, changes)
     epcis = outbox(ctx, "epcis")
     assert [(e["bizStep"], e["action"], e["disposition"]) for e in epcis] == \
         [("commissioning", "ADD", "active")] * 2
@@ -106,7 +112,7 @@ def test_workshop_commissioning_session_and_ship(make: Any, validator: Any) -> N
 
     # per-item bind with TID
     svc.bind({"epc": decode(a3).uri, "tid": "e2801160200074cf085909ad"})
-    svc.on_changes([arrive(a3, "bench", T0 + 5)], {})
+    feed(svc, [arrive(a3, "bench", T0 + 5)])
     ev = outbox(ctx, "epcis")[-1]
     assert ev["epcList"] == [decode(a3).uri] and ev["rfidd:tid"] == "E2801160200074CF085909AD"
 
@@ -134,7 +140,7 @@ def test_shipment_is_all_or_nothing(make: Any) -> None:
     svc, ctx = make("ws", "workshop")
     svc.open_session({"gtin": GTIN_A, "expected": 1})
     a1, a2 = epc(GTIN_A, 1), epc(GTIN_A, 2)
-    svc.on_changes([arrive(a1, "bench", T0)], {})
+    feed(svc, [arrive(a1, "bench", T0)])
     res = svc.handle("ship", {"txn": "ASN-2", "to_site": "st", "epcs": [a1, a2]})
     assert res.rejected == 2 and res.asn is None
     assert outbox(ctx, "asn") == []
@@ -229,10 +235,10 @@ def test_state_adopted_from_items_disposition(make: Any) -> None:
 def test_stock_floor_moves_follow_state(make: Any) -> None:
     a1 = epc(GTIN_A, 1)
     svc, ctx = store_with_items(make, [a1])
-    svc.on_changes([PresenceChange(ChangeKind.MOVED, a1, "floor", "stock", T0 + 50)], {})
+    feed(svc, [PresenceChange(ChangeKind.MOVED, a1, "floor", "stock", T0 + 50)])
     assert svc.item_state(a1)["status"] == "on_floor"  # type: ignore[index]
     svc.handle("sale", {"txn": "R-1", "epcs": [a1]})
-    svc.on_changes([PresenceChange(ChangeKind.MOVED, a1, "stock", "floor", T0 + 90)], {})
+    feed(svc, [PresenceChange(ChangeKind.MOVED, a1, "stock", "floor", T0 + 90)])
     assert svc.item_state(a1)["status"] == "sold"  # type: ignore[index]
     # A customer carrying a purchase across the store: a move, not an exception.
     assert outbox(ctx, "alert") == []

@@ -68,11 +68,11 @@ def ops(ctx: ServiceContext) -> StoreOps:
     return o
 
 
-def hook(ctx: ServiceContext, *changes: PresenceChange) -> list[Any]:
-    out: list[Any] = []
-    for h in ctx.change_hooks:
-        out.extend(h(list(changes), {}))
-    return out
+def hook(ctx: ServiceContext, *changes: PresenceChange) -> None:
+    """Call the hooks as the ingest thread does: inside a write transaction."""
+    with ctx.transaction() as s:
+        for h in ctx.change_hooks:
+            h(s, list(changes), {})
 
 
 def arrive(e: str, zone: str, at: float = 1000.0) -> PresenceChange:
@@ -135,8 +135,8 @@ def test_reception_fed_by_hook_and_present_items_reports_discrepancies(
     res = ops.import_asn_text(json.dumps(asn("A-9", listed)), "json", "a.json")
     sid = res["reception"]
     assert ops.reception(sid)["progress"]["read"] == 1
-    assert hook(ctx, *(arrive(e, "reception") for e in listed[1:4]), arrive(extra, "reception"),
-                arrive(listed[4], "floor")) == []
+    hook(ctx, *(arrive(e, "reception") for e in listed[1:4]), arrive(extra, "reception"),
+         arrive(listed[4], "floor"))
     doc = ops.close_reception()
     assert [m["epc"] for m in doc["missing"]] == [listed[4]]
     assert [u["epc"] for u in doc["unexpected"]] == [extra]
@@ -156,7 +156,7 @@ def test_reception_fed_by_hook_and_present_items_reports_discrepancies(
     with pytest.raises(OpsError, match="already received"):
         ops.open_reception(["A-9"])
     # Reads after close feed nothing and break nothing.
-    assert hook(ctx, arrive(epc(BAG, 50), "reception")) == []
+    hook(ctx, arrive(epc(BAG, 50), "reception"))
 
 
 def test_second_asn_joins_the_open_reception(ctx: ServiceContext, ops: StoreOps) -> None:
@@ -196,11 +196,12 @@ def test_exit_alert_once_per_item_sold_items_silent(ctx: ServiceContext, ops: St
 
 def test_hook_errors_never_reach_the_ingest_thread(ctx: ServiceContext, ops: StoreOps,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom(_reads: Any) -> None:
+    def boom(_s: Any, _reads: Any) -> None:
         raise RuntimeError("database on fire")
 
     monkeypatch.setattr(ops, "_on_exit", boom)
-    assert hook(ctx, arrive(epc(BAG, 1), "exit")) == []
+    with pytest.raises(RuntimeError):  # the ingest catches it and rolls back the savepoint
+        hook(ctx, arrive(epc(BAG, 1), "exit"))
     assert ops.hook_errors == 1
 
 
