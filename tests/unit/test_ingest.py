@@ -64,7 +64,7 @@ def test_a_failing_hook_loses_its_part_only() -> None:
     from rfidd.store import repo
     from rfidd.store.models import OutboxMessage, ZonePresence
 
-    ing, q = _ingestor()
+    ing, _ = _ingestor()
 
     def good(s: Session, changes: list[object], decoded: object) -> None:
         repo.apply_batch(s, messages=[repo.Message("alert", "alerts", {"ok": len(changes)})])
