@@ -93,3 +93,37 @@ def test_reader_drop_is_counted_as_a_reconnect_and_reads_resume(sqlite_url: str)
             assert 'rfidd_reader_last_report_age_seconds{reader="floor-1"}' in text
         finally:
             daemon.stop()
+
+
+def test_outbox_backlog_raises_one_alert(sqlite_url: str) -> None:
+    """HQ unreachable for long: the outbox grows past mqtt.outbox_alert_rows -> one alert."""
+    scenario = Scenario.load(SCENARIO)
+    with SimulatedSite(scenario, run_timeline=False, only=["floor-1"]) as site:
+        cfg = demo_config(scenario, {"floor-1": site.ports["floor-1"], "stockroom-1": 1,
+                                     "backdoor-1": 1}, sqlite_url, None)
+        cfg = cfg.model_copy(update={
+            "readers": {"floor-1": cfg.readers["floor-1"]},
+            "mqtt": cfg.mqtt.model_copy(update={"outbox_alert_rows": 50}),
+        })
+        daemon = Daemon(cfg, timings=Timings(supervisor_s=0.1, outbox_stats_s=0.2))
+        daemon.start()
+        loop = threading.Thread(target=daemon.run_until_stopped)
+        loop.start()
+        try:
+            assert daemon.db is not None
+
+            def backlog_alerts() -> list[dict[str, object]]:
+                assert daemon.db is not None
+                with daemon.db.session() as s:
+                    rows = s.query(OutboxMessage).filter(OutboxMessage.topic == "alerts").all()
+                    return [a for a in (json.loads(r.payload) for r in rows)
+                            if a["type"] == "outbox_backlog"]
+
+            _wait(lambda: len(backlog_alerts()) == 1)
+            time.sleep(0.5)
+            alerts = backlog_alerts()
+            assert len(alerts) == 1 and int(str(alerts[0]["rows"])) >= 50
+            assert _metric(daemon, "rfidd_outbox_depth") is not None
+        finally:
+            daemon.stop()
+            loop.join(5)
