@@ -133,6 +133,7 @@ class Daemon:
         self.hq = HqLink(
             cfg.mqtt, cfg.site.id, self.db, self.metrics, self.stop_event,
             document_builder=epcis_document, command_handler=self._on_command,
+            sender=cfg.site.sgln, reconnect_max_s=cfg.mqtt.reconnect_max_s,
         )
         if cfg.mqtt.enabled:
             self.hq.start()

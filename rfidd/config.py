@@ -187,6 +187,12 @@ class MqttConfig(_Strict):
     )
     tls: TlsConfig = Field(default_factory=TlsConfig, description="TLS settings (mqtts://).")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive interval.")
+    reconnect_max_s: float = Field(
+        60.0, ge=1, le=3600,
+        description="Longest wait between reconnection attempts to HQ (doubling from 1 s, with "
+        "jitter): lower drains the outbox sooner after an outage, higher spares the broker "
+        "when hundreds of sites come back at once.",
+    )
     max_events_per_document: int = Field(
         200, ge=1, le=10000, description="EPCIS events batched into one EPCISDocument."
     )
