@@ -59,6 +59,7 @@ class Timings:
     stop_timeout_s: float = 10.0
     reader_down_alert_s: float = 60.0
     overdue_check_s: float = 900.0
+    ingest_stuck_s: float = 300.0
 
 
 @dataclass
@@ -124,7 +125,7 @@ class Daemon:
         def encode(ev: ItemEvent) -> dict[str, Any]:
             return event_to_json(ev, tz)
 
-        lock = threading.Lock()
+        lock = threading.RLock()
         ctx = self.ctx = ServiceContext(cfg, self.db, self.metrics, tracker, lock)
 
         def on_changes(changes: list[PresenceChange], decoded: dict[str, Any]) -> list[ItemEvent]:
@@ -240,11 +241,16 @@ class Daemon:
                 counts = self.ctx.tracker.zone_counts()
             for zone in self.config.zones:
                 self.metrics.items_present.labels(zone).set(counts.get(zone, 0))
-        if self.ingestor is not None and not self.ingestor.is_alive() \
-                and not self.stop_event.is_set():
-            log.critical("ingest thread died; stopping so systemd restarts the daemon")
-            self.stop_event.set()
-            return
+        if self.ingestor is not None and not self.stop_event.is_set():
+            if not self.ingestor.is_alive():
+                log.critical("ingest thread died; stopping so systemd restarts the daemon")
+                self.stop_event.set()
+                return
+            stuck = time.monotonic() - self.ingestor.heartbeat
+            if stuck > self.timings.ingest_stuck_s:
+                # No WATCHDOG=1: systemd restarts a daemon whose ingest thread hangs.
+                log.critical("ingest thread stuck for %.0f s; not feeding the watchdog", stuck)
+                return
         self.notifier.watchdog()
 
     def _check_alerts(self, now: float) -> None:

@@ -49,7 +49,12 @@ class ServiceContext:
     db: Database
     metrics: Metrics
     tracker: PresenceTracker
-    tracker_lock: threading.Lock
+    tracker_lock: threading.RLock
+    """The domain-state lock: the presence tracker and every service's in-memory state.
+    Lock order, everywhere: this lock first, then a write transaction (the ingest thread holds
+    it across a batch's transaction and its hooks; a service takes it before ctx.transaction()).
+    One lock in one order is what keeps SQLite from timing out and PostgreSQL from deadlocking
+    on row locks between the ingest thread and staff or HQ commands."""
     notify_outbox: Callable[[], None] = lambda: None
     change_hooks: list[ChangeHook] = field(default_factory=list)
     catalog_listeners: list[Callable[[frozenset[str] | None], None]] = field(

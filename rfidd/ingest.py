@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from inventory.epc import DecodedEpc, EpcClass, EpcClassifier, decode
@@ -122,6 +123,8 @@ class IngestStats:
     events: int = 0
     unknown_products: int = 0
     hook_errors: int = 0
+    db_errors: int = 0
+    batch_errors: int = 0
 
 
 class Ingestor:
@@ -133,7 +136,7 @@ class Ingestor:
         source: IngestQueue,
         database: Database,
         tracker: PresenceTracker,
-        lock: threading.Lock,
+        lock: threading.RLock,
         classifier: EpcClassifier,
         zone_of: dict[tuple[str, int], str],
         rules: EventHook,
@@ -165,7 +168,8 @@ class Ingestor:
         self._flush_mark = tracker.mark
         self._unknown_products: set[str] = set()
         self._last_read_at = 0.0  # latest seen_at processed (the backlog-aware sweep clock)
-        self._lock = lock  # guards the tracker between ingest and service threads
+        self.heartbeat = time.monotonic()  # last loop turn: the supervisor's liveness check
+        self._lock = lock  # the domain-state lock (ServiceContext.tracker_lock): see there
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
@@ -187,15 +191,20 @@ class Ingestor:
 
     def _run(self) -> None:
         while True:
-            batch = self._collect()
-            if batch:
-                self.process(batch)
-            if self._pending_sweep.is_set():
-                self._pending_sweep.clear()
-                self.sweep(time.time())
-            if self._pending_flush.is_set() or self.stop_event.is_set():
-                self._pending_flush.clear()
-                self.flush_last_seen()
+            try:
+                batch = self._collect()
+                if batch:
+                    self.process(batch)
+                if self._pending_sweep.is_set():
+                    self._pending_sweep.clear()
+                    self.sweep(time.time())
+                if self._pending_flush.is_set() or self.stop_event.is_set():
+                    self._pending_flush.clear()
+                    self.flush_last_seen()
+            except Exception:  # a bug on one batch must not end ingestion for good
+                self.stats.batch_errors += 1
+                log.exception("ingest: batch failed; carrying on with the next one")
+            self.heartbeat = time.monotonic()
             if self.stop_event.is_set() and self.source.q.empty():
                 return
 
@@ -262,9 +271,9 @@ class Ingestor:
                 zone_reads.append(ZoneRead(r.epc, zone, r.rssi_dbm, r.seen_at, r.seen_count))
                 if r.seen_at > self._last_read_at:
                     self._last_read_at = r.seen_at
-        with self._lock:
+        with self._lock:  # tracker and database move together (see tracker_lock)
             changes = self.tracker.observe(zone_reads)
-        self._persist(changes, decoded)
+            self._persist(changes, decoded)
 
     def paused_zones(self) -> set[str]:
         """Zones one of whose readers is not online: silence there is not absence."""
@@ -295,8 +304,8 @@ class Ingestor:
         paused = self.paused_zones()
         with self._lock:
             changes = self.tracker.sweep(now, paused_zones=paused)
-        if changes:
-            self._persist(changes, {})
+            if changes:
+                self._persist(changes, {})
 
     def _persist(self, changes: list[PresenceChange], decoded: dict[str, DecodedEpc]) -> None:
         if not changes:
@@ -321,6 +330,40 @@ class Ingestor:
             presence.append(repo.PresenceRow(epc=c.epc, zone=c.zone, since=c.at, last_seen=c.at))
         records = [repo.event_record(e, self.encode(e)) for e in events]
         t0 = time.perf_counter()
+        self._commit_with_retry(changes, decoded, upserts, records, presence, departed)
+        self.metrics.batch_commit.observe(time.perf_counter() - t0)
+        self.stats.commits += 1
+        self.stats.events += len(records)
+        for e in events:
+            self.metrics.events.labels(e.biz_step or "observe").inc()
+        if self.on_commit is not None:
+            self.on_commit()
+
+    def _commit_with_retry(self, changes: list[PresenceChange], decoded: dict[str, DecodedEpc],
+                           upserts: list[repo.ItemUpsert], records: list[repo.EventRecord],
+                           presence: list[repo.PresenceRow], departed: list[str]) -> None:
+        """The tracker has already moved: the batch must reach the database, so a database
+        error (locked, disk full, PostgreSQL restarting) is retried with backoff until it
+        passes or the daemon stops; meanwhile reads wait in the bounded queue."""
+        delay = 0.5
+        while True:
+            try:
+                self._commit(changes, decoded, upserts, records, presence, departed)
+                return
+            except DBAPIError as exc:
+                self.stats.db_errors += 1
+                if self.stop_event.is_set():
+                    log.error("database error while stopping, batch of %d changes lost: %s",
+                              len(changes), exc)
+                    return
+                log.error("database error, retrying the batch in %.1f s: %s", delay, exc)
+                self.stop_event.wait(delay)
+                self.heartbeat = time.monotonic()  # waiting on the database, not hung
+                delay = min(delay * 2, 30.0)
+
+    def _commit(self, changes: list[PresenceChange], decoded: dict[str, DecodedEpc],
+                upserts: list[repo.ItemUpsert], records: list[repo.EventRecord],
+                presence: list[repo.PresenceRow], departed: list[str]) -> None:
         with self.db.write() as s:
             repo.apply_batch(s, upserts, records, presence=presence, departed=departed)
             for hook in self.hooks:
@@ -332,10 +375,3 @@ class Ingestor:
                     log.exception("change hook %s failed on %d changes; its part of the batch "
                                   "is rolled back", getattr(hook, "__qualname__", hook),
                                   len(changes))
-        self.metrics.batch_commit.observe(time.perf_counter() - t0)
-        self.stats.commits += 1
-        self.stats.events += len(records)
-        for e in events:
-            self.metrics.events.labels(e.biz_step or "observe").inc()
-        if self.on_commit is not None:
-            self.on_commit()

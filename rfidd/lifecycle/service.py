@@ -24,7 +24,6 @@ must not let it command other stores); HQ relays the ASN to the destination's `c
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -243,7 +242,7 @@ class LifecycleService:
         self.sgln = ctx.config.site.sgln
         self.clock = clock
         self.lifecycle = lifecycle or Lifecycle()
-        self._lock = threading.RLock()
+        self._lock = ctx.tracker_lock  # the domain-state lock: taken before any transaction
         self.rejections = Counter(
             "lifecycle_rejections", "Lifecycle transitions rejected, by step and reason.",
             ["step", "reason"], namespace="rfidd", registry=ctx.metrics.registry,

@@ -110,7 +110,7 @@ def run_db_reception(db: Database, n: int, *, missing: int = 7,
         "http": {"enabled": False}, "zones": {"reception": {"kind": "reception"}},
     })
     tracker = PresenceTracker(departure_s=300, move_margin_db=0, move_margin_decay_s=1)
-    ctx = ServiceContext(cfg, db, Metrics(), tracker, threading.Lock())
+    ctx = ServiceContext(cfg, db, Metrics(), tracker, threading.RLock())
     ops = StoreOps(ctx)
     ops.start()
     epcs, _ = bench.generate_epcs(n + unexpected, 100)

@@ -4,10 +4,10 @@ The business rules are in `inventory/`; this service feeds them from the presenc
 the database, and writes their results (reports, events, alerts) through the ServiceContext so
 each result, its EPCIS events and its outbox messages commit together.
 
-Threads: the change hook runs on the ingest thread; API, HQ command and scheduler calls run on
-their own threads. `_lock` guards the in-memory sessions and the loss tracker; it is always
-taken before the tracker lock, never after, and the exit monitor has its own lock because it
-writes the database from the ingest thread.
+Threads: the change hook runs on the ingest thread, inside the batch's transaction; API, HQ
+command and scheduler calls run on their own threads. `_lock` is the daemon's domain-state lock
+(ServiceContext.tracker_lock, re-entrant): it guards the in-memory sessions, the loss tracker
+and the tracker, and is always taken before a write transaction, never inside one.
 
 Counts read the tracker, not the change stream: an item read after the count's start mark
 (`touched_since`) was seen during the count, in the zone presence settled on. Settled zones
@@ -145,7 +145,7 @@ class StoreOps:
         }
         self.reception_zones = self.zones_of_kind[ZoneKind.RECEPTION]
         self.exit_zones = self.zones_of_kind[ZoneKind.EXIT]
-        self._lock = threading.RLock()
+        self._lock = ctx.tracker_lock  # the domain-state lock: taken before any transaction
         self._exit_lock = threading.Lock()
         self.catalog = Catalog()
         self.loss = LossTracker(cfg.shrinkage.counts_before_suspected,
@@ -193,7 +193,7 @@ class StoreOps:
     def stop(self) -> None:
         """Persist the loss tracker; sessions stay open in the database for the next start."""
         try:
-            with self.ctx.transaction() as s, self._lock:
+            with self._lock, self.ctx.transaction() as s:
                 store.save_state(s, LOSS_STATE_KEY, self.loss.to_state())
         except Exception:
             log.exception("ops: saving the loss tracker state failed")

@@ -34,7 +34,7 @@ def api_url(sqlite_url: str) -> Iterator[str]:
     })
     db = open_database(sqlite_url)
     metrics = Metrics()
-    ctx = ServiceContext(cfg, db, metrics, PresenceTracker(300, 0, 1), threading.Lock())
+    ctx = ServiceContext(cfg, db, metrics, PresenceTracker(300, 0, 1), threading.RLock())
     ops = StoreOps(ctx)
     ops.start()
     api = Api(metrics.registry, "127.0.0.1", 0)

@@ -21,7 +21,7 @@ def _ingestor(maxsize: int = 100) -> tuple[Ingestor, IngestQueue]:
     q = IngestQueue(metrics, maxsize=maxsize)
     db = open_database("sqlite://")
     tracker = PresenceTracker(departure_s=10, move_margin_db=0, move_margin_decay_s=1)
-    ing = Ingestor(source=q, database=db, tracker=tracker, lock=threading.Lock(),
+    ing = Ingestor(source=q, database=db, tracker=tracker, lock=threading.RLock(),
                    classifier=EpcClassifier(()), zone_of={("r1", 1): "floor"},
                    rules=lambda changes, decoded: [], encode=lambda ev: {}, metrics=metrics,
                    stop=threading.Event())

@@ -60,7 +60,7 @@ def make(tmp_path: Path) -> Any:
         cfg = config(site, kind)
         db = open_database(f"sqlite:///{tmp_path / (site + '.db')}")
         tracker = PresenceTracker(300.0, 6.0, 30.0)
-        ctx = ServiceContext(cfg, db, Metrics(), tracker, threading.Lock())
+        ctx = ServiceContext(cfg, db, Metrics(), tracker, threading.RLock())
         return LifecycleService(ctx, clock=Clock()), ctx
     return build
 

@@ -52,7 +52,7 @@ def ctx() -> Iterator[ServiceContext]:
     })
     db = open_database(cfg.database.url)
     tracker = PresenceTracker(departure_s=300, move_margin_db=0, move_margin_decay_s=1)
-    c = ServiceContext(cfg, db, Metrics(), tracker, threading.Lock())
+    c = ServiceContext(cfg, db, Metrics(), tracker, threading.RLock())
     try:
         yield c
     finally:

@@ -1,0 +1,67 @@
+"""One lock order between the ingest thread and staff/HQ commands: no 'database is locked'
+(SQLite) and no row-lock deadlock (PostgreSQL) when a sale lands during an ingest batch."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session
+
+import rfidd.store.db as dbmod
+from inventory.epc import EpcClassifier, sgtin96_hex
+from inventory.presence import PresenceTracker
+from readers.base import ReaderState, TagRead
+from rfidd.config import Config
+from rfidd.context import ServiceContext
+from rfidd.ingest import Ingestor, IngestQueue
+from rfidd.lifecycle.service import LifecycleService
+from rfidd.metrics import Metrics
+from rfidd.store import repo
+from rfidd.store.db import open_database
+
+
+def test_sale_during_an_ingest_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dbmod, "SQLITE_BUSY_TIMEOUT_MS", 1000)  # a wrong order fails fast
+    cfg = Config.model_validate({
+        "site": {"id": "s1", "name": "U", "sgln": "urn:epc:id:sgln:3760001.00001.0",
+                 "company_prefixes": ["3760001"]},
+        "database": {"url": f"sqlite:///{tmp_path / 'r.db'}"},
+        "mqtt": {"enabled": False}, "http": {"enabled": False},
+        "zones": {"stockroom": {"kind": "stock"}, "floor": {"kind": "floor"}},
+    })
+    db = open_database(cfg.database.url)
+    metrics = Metrics()
+    tracker = PresenceTracker(300, 0, 1)
+    ctx = ServiceContext(cfg, db, metrics, tracker, threading.RLock())
+    lc = LifecycleService(ctx)
+    moving, sold = (sgtin96_hex("03760001001013", i, 7) for i in (1, 2))
+    ctx.emit(items=[repo.ItemUpsert(e, seen_at=1.0, zone="stockroom",
+                                    disposition="sellable_not_accessible")
+                    for e in (moving, sold)])
+    in_batch = threading.Event()
+
+    def slow_hook(s: Session, changes: list[Any], decoded: Any) -> None:
+        in_batch.set()
+        time.sleep(0.5)  # the batch's transaction is open and the sale arrives now
+
+    q = IngestQueue(metrics)
+    q.on_state("r1", ReaderState.ONLINE, "test")
+    ing = Ingestor(source=q, database=db, tracker=tracker, lock=ctx.tracker_lock,
+                   classifier=EpcClassifier(()), zone_of={("r1", 1): "floor"},
+                   rules=lambda c, d: [], encode=ctx.event_json,
+                   hooks=[slow_hook, *ctx.change_hooks], metrics=metrics,
+                   stop=threading.Event())
+    t = threading.Thread(target=ing.process,
+                         args=([("r1", [TagRead(moving, "r1", 1, -50.0, 2.0)])],))
+    t.start()
+    assert in_batch.wait(5)
+    result = lc.handle("sale", {"txn": "R-1", "epcs": [sold]})
+    t.join(10)
+    assert not t.is_alive()
+    assert result.rejected == 0, result.to_json()
+    assert ing.stats.hook_errors == 0 and ing.stats.db_errors == 0
+    db.dispose()
