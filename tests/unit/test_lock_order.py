@@ -51,12 +51,16 @@ def test_sale_during_an_ingest_batch(tmp_path: Path, monkeypatch: pytest.MonkeyP
     q = IngestQueue(metrics)
     q.on_state("r1", ReaderState.ONLINE, "test")
     ing = Ingestor(source=q, database=db, tracker=tracker, lock=ctx.tracker_lock,
-                   classifier=EpcClassifier(()), zone_of={("r1", 1): "floor"},
-                   rules=lambda c, d: [], encode=ctx.event_json,
-                   hooks=[slow_hook, *ctx.change_hooks], metrics=metrics,
+                   classifier=EpcClassifier(()),
+                   zone_of={("r1", 1): "floor", ("r1", 2): "stockroom"},
+                   rules=lambda c, d: [], encode=ctx.event_json, metrics=metrics,
                    stop=threading.Event())
+    ing.process([("r1", [TagRead(moving, "r1", 2, -50.0, 2.0)])])  # located in the stockroom
+    # The next batch moves it to the floor: the lifecycle hook (stocking) needs the domain
+    # lock inside the batch's transaction, while the sale holds it and wants a transaction.
+    ing.hooks = [slow_hook, *ctx.change_hooks]
     t = threading.Thread(target=ing.process,
-                         args=([("r1", [TagRead(moving, "r1", 1, -50.0, 2.0)])],))
+                         args=([("r1", [TagRead(moving, "r1", 1, -40.0, 10.0)])],))
     t.start()
     assert in_batch.wait(5)
     result = lc.handle("sale", {"txn": "R-1", "epcs": [sold]})
@@ -64,4 +68,6 @@ def test_sale_during_an_ingest_batch(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert not t.is_alive()
     assert result.rejected == 0, result.to_json()
     assert ing.stats.hook_errors == 0 and ing.stats.db_errors == 0
+    assert tracker.zone_of(moving) == "floor"
+    assert lc.item_state(moving)["status"] == "on_floor"  # type: ignore[index]
     db.dispose()
