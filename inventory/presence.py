@@ -268,22 +268,17 @@ class PresenceTracker:
         processed in (reader clock skew) can delay a departure by that skew, never advance it.
 
         `paused_zones`: zones whose readers are offline. Their items are not departed (a reader
-        outage is not 20,000 items leaving); they go to the back of the order and are looked at
-        again once everything read before them has been swept.
+        outage is not 20,000 items leaving) and keep their place in the read order, which
+        `touched_since` relies on: the walk steps over them (O(stale paused items) per sweep).
         """
         cutoff = now - self.departure_s
         items = self._items
         gone: list[str] = []
-        deferred: list[str] = []
         for epc, it in items.items():
             if it.last_seen >= cutoff:
                 break
-            if paused_zones and it.zone in paused_zones:
-                deferred.append(epc)
-            else:
+            if not (paused_zones and it.zone in paused_zones):
                 gone.append(epc)
-        for epc in deferred:
-            items.move_to_end(epc)
         changes: list[PresenceChange] = []
         counts = self._zone_counts
         departed = ChangeKind.DEPARTED

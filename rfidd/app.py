@@ -141,9 +141,9 @@ class Daemon:
             self._on_stop("hq link", self.hq.stop)
 
         self.queue = IngestQueue(self.metrics, on_state=self._on_reader_state)
-        zone_of = {
+        zone_of = {  # enabled readers only: a disabled one would pause its zones for ever
             (name, port): zone
-            for name, r in cfg.readers.items()
+            for name, r in cfg.readers.items() if r.enabled
             for port, zone in r.antenna_zones().items()
         }
         self.ingestor = Ingestor(

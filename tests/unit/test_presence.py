@@ -394,3 +394,15 @@ def test_paused_zones_do_not_depart_during_a_reader_outage() -> None:
     tr.observe([r(C, "floor", -60, T0 + 200)])
     assert tr.sweep(T0 + 200) == [PresenceChange(ChangeKind.DEPARTED, B, None, "floor", T0)]
     assert tr.zone_of(C) == "floor"
+
+
+def test_touched_since_survives_a_sweep_over_a_paused_zone() -> None:
+    """A reader outage in one zone must not hide another zone's reads from counts."""
+    t = PresenceTracker(departure_s=10, move_margin_db=0, move_margin_decay_s=1)
+    t.observe([ZoneRead(f"AA{i:02d}", "stock", -50.0, 0.0) for i in range(3)])  # stale later
+    mark = t.mark
+    t.observe([ZoneRead(f"BB{i:02d}", "floor", -50.0, 100.0) for i in range(5)])
+    assert t.sweep(105.0, paused_zones={"stock"}) == []  # the stock reader is offline
+    assert {r.epc for r in t.touched_since(mark)} == {f"BB{i:02d}" for i in range(5)}
+    assert {r.epc for r in t.sweep(200.0)} == {f"AA{i:02d}" for i in range(3)} | {
+        f"BB{i:02d}" for i in range(5)}
