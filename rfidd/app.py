@@ -165,8 +165,12 @@ class Daemon:
             service.start()
             self.services.append(service)
             self._on_stop(type(service).__name__, service.stop)
-            if isinstance(service, LifecycleService):
-                rules.in_stock = service.in_stock
+        # The item's books decide what a move or an exit means (lifecycle over presence).
+        books = next((x for x in self.services if isinstance(x, LifecycleService)), None)
+        if books is not None:
+            rules.in_stock = books.in_stock
+            for ops in (x for x in self.services if isinstance(x, StoreOps)):
+                ops.may_leave = books.may_leave
 
         self.scheduler = BackgroundScheduler(timezone=cfg.site.timezone)
         self.scheduler.add_job(self.ingestor.request_sweep, "interval",

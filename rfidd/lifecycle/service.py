@@ -229,6 +229,8 @@ def _write_row(row: LifecycleItem, st: ItemState, now: float) -> None:
 
 # Statuses whose moves between stockroom and floor are stocking/storing steps.
 STOCK_STATUSES = frozenset({Status.IN_STOCK, Status.ON_FLOOR, Status.RETURNED})
+# Statuses of items expected to walk out (no exit alert); MISSING was alerted already.
+LEAVE_STATUSES = frozenset({Status.SOLD, Status.ON_LOAN, Status.IN_TRANSIT, Status.MISSING})
 
 
 class LifecycleService:
@@ -695,6 +697,18 @@ class LifecycleService:
                 self._binds.pop(epc, None)
 
     # ------------------------------------------------------------------ loans
+
+    def may_leave(self, epc: str) -> bool:
+        """For the exit rule: an item this site sold, lent, shipped, or repairs for a customer
+        leaves without an alert; stock, and items it has no record of, do not."""
+        with self.ctx.db.session() as s:
+            states, _ = self._load(s, [epc])
+        st = states.get(epc)
+        if st is None:
+            return False
+        if st.status is Status.IN_REPAIR:
+            return st.after_repair is Status.SOLD
+        return st.status in LEAVE_STATUSES
 
     def in_stock(self, epc: str) -> bool:
         """For the site rules: may a move of this item be a stocking/storing step? Items this

@@ -147,6 +147,7 @@ class StoreOps:
         self.exit_zones = self.zones_of_kind[ZoneKind.EXIT]
         self._lock = ctx.tracker_lock  # the domain-state lock: taken before any transaction
         self._exit_lock = threading.Lock()
+        self.may_leave: Callable[[str], bool] | None = None
         self.catalog = Catalog()
         self.loss = LossTracker(cfg.shrinkage.counts_before_suspected,
                                 min_confidence=self.settings.loss_min_confidence)
@@ -217,6 +218,10 @@ class StoreOps:
         return None if len(self.catalog) else gtin
 
     def _is_sold(self, epc: str) -> bool:
+        """May this item leave without an alert? The daemon plugs in the lifecycle's answer
+        (`may_leave`: sold, lent, shipped, a customer's repair); alone, ops knows sales only."""
+        if self.may_leave is not None:
+            return self.may_leave(epc)
         with self.ctx.db.session() as s:
             return store.dispositions(s, [epc]).get(epc) == store.SOLD
 

@@ -88,3 +88,55 @@ def test_sold_item_moving_to_the_floor_is_no_stocking(tmp_path: Path, sqlite_url
         daemon.stop()
         stock.stop()
         floor.stop()
+
+
+def test_lent_item_leaves_without_alert_unsold_one_raises_one(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    lent, stolen = (sgtin96_hex("03760001001013", 8100 + i, 7) for i in range(2))
+    in_stock, at_exit = {lent, stolen}, set[str]()
+    stock = SerialReaderSim(protocol="binary", link_path=str(tmp_path / "ttyStock"))
+    door = SerialReaderSim(protocol="binary", link_path=str(tmp_path / "ttyDoor"))
+    stock.set_source(lambda: [SimTag(e) for e in sorted(in_stock)])
+    door.set_source(lambda: [SimTag(e) for e in sorted(at_exit)])
+    paths = {"stockroom": stock.start(), "exit": door.start()}
+    cfg = Config.model_validate({
+        "site": {"id": "loan", "name": "Loan", "sgln": "urn:epc:id:sgln:3760001.00001.0",
+                 "company_prefixes": ["3760001"]},
+        "database": {"url": sqlite_url, "batch_max_ms": 50},
+        "mqtt": {"enabled": False}, "http": {"enabled": False},
+        "presence": {"move_margin_db": 0, "move_margin_decay_s": 0.2},
+        "zones": {"stockroom": {"kind": "stock"}, "exit": {"kind": "exit"}},
+        "readers": {z: {"kind": "serial", "address": p, "antennas": {"1": z},
+                        "serial": {"poll_interval_ms": 50}} for z, p in paths.items()},
+    })
+    daemon = Daemon(cfg, timings=Timings(supervisor_s=0.1))
+    daemon.start()
+    try:
+        assert daemon.ctx is not None and daemon.db is not None
+        ctx, db = daemon.ctx, daemon.db
+        _wait(lambda: ctx.tracker.zone_counts().get("stockroom") == 2)
+        ctx.emit(items=[repo.ItemUpsert(e, biz_step="receiving",
+                                        disposition="sellable_not_accessible")
+                        for e in (lent, stolen)])
+        svc = next(s for s in daemon.services if isinstance(s, LifecycleService))
+        loan = svc.handle("loan_out", {"txn": "PRESS-7", "epcs": [lent],
+                                       "due": "2030-01-01T00:00:00+00:00"})
+        assert loan.rejected == 0, loan.to_json()
+        in_stock.clear()
+        at_exit.update({lent, stolen})
+        _wait(lambda: ctx.tracker.zone_counts().get("exit") == 2)
+
+        def alerts() -> list[dict[str, object]]:
+            with db.session() as s:
+                return [json.loads(p) for (p,) in s.query(OutboxMessage.payload)
+                        .filter(OutboxMessage.topic == "alerts")]
+
+        _wait(lambda: len(alerts()) >= 1)
+        time.sleep(0.5)
+        assert [(a["type"], a["epc"]) for a in alerts()] == [("exit_unsold", stolen)]
+        assert svc.item_state(lent)["status"] == "on_loan"  # type: ignore[index]
+    finally:
+        daemon.stop()
+        stock.stop()
+        door.stop()
