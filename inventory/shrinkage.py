@@ -281,12 +281,12 @@ class ExitMonitor:
         if self.is_ours is not None and not self.is_ours(epc):
             self.foreign += 1
             return None
-        if self.is_sold(epc):
-            self.sold_passed += 1
-            return None
         last = self._last_alert.get(epc)
         if last is not None and t - last < self.debounce_s:
-            self.suppressed += 1
+            self.suppressed += 1  # checked first: cheap, and a gate reads a tag many times
+            return None
+        if self.is_sold(epc):
+            self.sold_passed += 1
             return None
         self._last_alert[epc] = t
         self.alerts += 1

@@ -150,6 +150,7 @@ class Daemon:
             source=self.queue, database=self.db, tracker=tracker, lock=lock,
             classifier=classifier,
             zone_of=zone_of, rules=on_changes, encode=encode, hooks=ctx.change_hooks,
+            read_hooks=ctx.read_hooks,
             metrics=self.metrics,
             stop=self.stop_event, batch_max_rows=cfg.database.batch_max_rows,
             batch_max_ms=cfg.database.batch_max_ms,

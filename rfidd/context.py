@@ -30,6 +30,9 @@ from rfidd.store.db import Database
 # with `ctx.stage(session, ...)`, so they commit with the presence change that caused them, or
 # not at all. A hook that raises loses only its own part of the batch.
 ChangeHook = Callable[[Session, list[PresenceChange], dict[str, DecodedEpc]], None]
+# Called like a change hook with the raw reads of the zones it watches (e.g. an exit gate, where
+# a tag passes too fast to settle there): (session, [(epc, zone, seen_at)]), one per EPC and zone.
+ReadHook = Callable[[Session, list[tuple[str, str, float]]], None]
 # An HQ command: (payload already parsed as JSON) -> a short result for the log; raise
 # CommandRejected (rfidd.commands) or ValueError with a message naming the bad field.
 CommandHandler = Callable[[Any], str]
@@ -59,6 +62,7 @@ class ServiceContext:
     change_hooks: list[ChangeHook] = field(default_factory=list)
     catalog_listeners: list[Callable[[frozenset[str] | None], None]] = field(
         default_factory=list)
+    read_hooks: list[tuple[frozenset[str], ReadHook]] = field(default_factory=list)
     command_handlers: dict[str, CommandHandler] = field(default_factory=dict)
 
     def event_json(self, ev: ItemEvent) -> dict[str, Any]:
@@ -96,6 +100,11 @@ class ServiceContext:
         """The product catalog changed (None or empty: no catalog, every GTIN is accepted)."""
         for listener in self.catalog_listeners:
             listener(gtins or None)
+
+    def watch_reads(self, zones: frozenset[str], hook: ReadHook) -> None:
+        """Have `hook` see every read in `zones`, not only settled presence changes."""
+        if zones:
+            self.read_hooks.append((zones, hook))
 
     def register_command(self, name: str, handler: CommandHandler) -> None:
         if name in self.command_handlers:

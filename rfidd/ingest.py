@@ -29,6 +29,7 @@ log = logging.getLogger("rfidd.ingest")
 
 EventHook = Callable[[list[PresenceChange], dict[str, DecodedEpc]], list[ItemEvent]]
 BatchHook = Callable[[Session, list[PresenceChange], dict[str, DecodedEpc]], None]
+ReadHook = Callable[[Session, list[tuple[str, str, float]]], None]
 EventEncoder = Callable[[ItemEvent], dict[str, object]]
 
 
@@ -142,6 +143,7 @@ class Ingestor:
         rules: EventHook,
         encode: EventEncoder,
         hooks: Sequence[BatchHook] = (),
+        read_hooks: Sequence[tuple[frozenset[str], ReadHook]] = (),
         metrics: Metrics,
         stop: threading.Event,
         batch_max_rows: int = 500,
@@ -155,6 +157,7 @@ class Ingestor:
         self.zone_of = zone_of
         self.rules = rules
         self.hooks = hooks
+        self.read_hooks = read_hooks
         self.encode = encode
         self.metrics = metrics
         self.stop_event = stop
@@ -273,7 +276,7 @@ class Ingestor:
                     self._last_read_at = r.seen_at
         with self._lock:  # tracker and database move together (see tracker_lock)
             changes = self.tracker.observe(zone_reads)
-            self._persist(changes, decoded)
+            self._persist(changes, decoded, self._watched(zone_reads))
 
     def paused_zones(self) -> set[str]:
         """Zones one of whose readers is not online: silence there is not absence."""
@@ -307,8 +310,22 @@ class Ingestor:
             if changes:
                 self._persist(changes, {})
 
-    def _persist(self, changes: list[PresenceChange], decoded: dict[str, DecodedEpc]) -> None:
-        if not changes:
+    def _watched(self, zone_reads: list[ZoneRead]) -> list[list[tuple[str, str, float]]]:
+        """Per read hook, the first read of each EPC in the zones it watches (few zones: the
+        per-read cost is one set lookup per hook)."""
+        out: list[list[tuple[str, str, float]]] = []
+        for zones, _hook in self.read_hooks:
+            first: dict[tuple[str, str], float] = {}
+            for zr in zone_reads:
+                if zr.zone in zones and (zr.epc, zr.zone) not in first:
+                    first[(zr.epc, zr.zone)] = zr.seen_at
+            out.append([(e, z, t) for (e, z), t in first.items()])
+        return out
+
+    def _persist(self, changes: list[PresenceChange], decoded: dict[str, DecodedEpc],
+                 watched: list[list[tuple[str, str, float]]] | None = None) -> None:
+        watched = watched or []
+        if not changes and not any(watched):
             return
         for c in changes:
             if c.epc not in decoded:
@@ -330,7 +347,7 @@ class Ingestor:
             presence.append(repo.PresenceRow(epc=c.epc, zone=c.zone, since=c.at, last_seen=c.at))
         records = [repo.event_record(e, self.encode(e)) for e in events]
         t0 = time.perf_counter()
-        self._commit_with_retry(changes, decoded, upserts, records, presence, departed)
+        self._commit_with_retry(changes, decoded, upserts, records, presence, departed, watched)
         self.metrics.batch_commit.observe(time.perf_counter() - t0)
         self.stats.commits += 1
         self.stats.events += len(records)
@@ -341,14 +358,15 @@ class Ingestor:
 
     def _commit_with_retry(self, changes: list[PresenceChange], decoded: dict[str, DecodedEpc],
                            upserts: list[repo.ItemUpsert], records: list[repo.EventRecord],
-                           presence: list[repo.PresenceRow], departed: list[str]) -> None:
+                           presence: list[repo.PresenceRow], departed: list[str],
+                           watched: list[list[tuple[str, str, float]]]) -> None:
         """The tracker has already moved: the batch must reach the database, so a database
         error (locked, disk full, PostgreSQL restarting) is retried with backoff until it
         passes or the daemon stops; meanwhile reads wait in the bounded queue."""
         delay = 0.5
         while True:
             try:
-                self._commit(changes, decoded, upserts, records, presence, departed)
+                self._commit(changes, decoded, upserts, records, presence, departed, watched)
                 return
             except DBAPIError as exc:
                 self.stats.db_errors += 1
@@ -363,7 +381,8 @@ class Ingestor:
 
     def _commit(self, changes: list[PresenceChange], decoded: dict[str, DecodedEpc],
                 upserts: list[repo.ItemUpsert], records: list[repo.EventRecord],
-                presence: list[repo.PresenceRow], departed: list[str]) -> None:
+                presence: list[repo.PresenceRow], departed: list[str],
+                watched: list[list[tuple[str, str, float]]]) -> None:
         with self.db.write() as s:
             repo.apply_batch(s, upserts, records, presence=presence, departed=departed)
             for hook in self.hooks:
@@ -375,3 +394,14 @@ class Ingestor:
                     log.exception("change hook %s failed on %d changes; its part of the batch "
                                   "is rolled back", getattr(hook, "__qualname__", hook),
                                   len(changes))
+            for (_zones, read_hook), reads in zip(self.read_hooks, watched, strict=True):
+                if not reads:
+                    continue
+                try:
+                    with s.begin_nested():
+                        read_hook(s, reads)
+                except Exception:
+                    self.stats.hook_errors += 1
+                    log.exception("read hook %s failed on %d reads; its part of the batch is "
+                                  "rolled back", getattr(read_hook, "__qualname__", read_hook),
+                                  len(reads))

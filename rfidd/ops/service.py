@@ -161,6 +161,9 @@ class StoreOps:
         self._scheduler: Any = None
         self.hook_errors = 0
         ctx.change_hooks.append(self._on_changes)
+        # Exit gates: a tag passes too fast, or too close to the floor antennas, to settle in
+        # the exit zone; every read there counts (the monitor debounces per item).
+        ctx.watch_reads(self.exit_zones, self._on_exit)
         ctx.register_command("asn", self.command_asn)
         ctx.register_command("catalog", self.command_catalog)
 

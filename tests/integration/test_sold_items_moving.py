@@ -140,3 +140,46 @@ def test_lent_item_leaves_without_alert_unsold_one_raises_one(
         daemon.stop()
         stock.stop()
         door.stop()
+
+
+def test_exit_alert_when_the_floor_still_sees_the_tag(tmp_path: Path, sqlite_url: str) -> None:
+    """The gate reads the tag at -47 dBm while the floor antennas still see it at -52: with a
+    6 dB move margin presence never settles at the exit, the alert must come all the same."""
+    bag = sgtin96_hex("03760001001013", 8200, 7)
+    at_gate: list[SimTag] = []
+    floor = SerialReaderSim([SimTag(bag, rssi_dbm=-52.0)], protocol="binary",
+                            link_path=str(tmp_path / "ttyFloor"))
+    gate = SerialReaderSim(protocol="binary", link_path=str(tmp_path / "ttyGate"))
+    gate.set_source(lambda: list(at_gate))
+    paths = {"floor": floor.start(), "exit": gate.start()}
+    cfg = Config.model_validate({
+        "site": {"id": "gate", "name": "Gate", "sgln": "urn:epc:id:sgln:3760001.00001.0",
+                 "company_prefixes": ["3760001"]},
+        "database": {"url": sqlite_url, "batch_max_ms": 50},
+        "mqtt": {"enabled": False}, "http": {"enabled": False},
+        "presence": {"move_margin_db": 6.0, "move_margin_decay_s": 30.0},
+        "zones": {"floor": {"kind": "floor"}, "exit": {"kind": "exit"}},
+        "readers": {z: {"kind": "serial", "address": p, "antennas": {"1": z},
+                        "serial": {"poll_interval_ms": 50}} for z, p in paths.items()},
+    })
+    daemon = Daemon(cfg, timings=Timings(supervisor_s=0.1))
+    daemon.start()
+    try:
+        assert daemon.ctx is not None and daemon.db is not None
+        ctx, db = daemon.ctx, daemon.db
+        _wait(lambda: ctx.tracker.zone_counts().get("floor") == 1)
+        at_gate.append(SimTag(bag, rssi_dbm=-47.0))
+
+        def alerts() -> list[dict[str, object]]:
+            with db.session() as s:
+                return [json.loads(p) for (p,) in s.query(OutboxMessage.payload)
+                        .filter(OutboxMessage.topic == "alerts")]
+
+        _wait(lambda: len(alerts()) >= 1, timeout=10)
+        time.sleep(1.0)  # the gate keeps reading it: still one alert
+        assert [(a["type"], a["epc"]) for a in alerts()] == [("exit_unsold", bag)]
+        assert ctx.tracker.zone_of(bag) == "floor"  # presence did not move: the gate did it
+    finally:
+        daemon.stop()
+        floor.stop()
+        gate.stop()
