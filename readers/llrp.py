@@ -33,7 +33,10 @@ log = logging.getLogger(__name__)
 _HEADER = struct.Struct("!HII")
 _NO_RESPONSE = {64: "ENABLE_EVENTS_AND_REPORTS", 72: "KEEPALIVE_ACK"}
 _TOLERATED_FAILURES = ("DELETE_ROSPEC_RESPONSE", "DELETE_ACCESSSPEC_RESPONSE")
-_CLOCK_SKEW_S = 86_400.0  # a reader clock off by more than a day is not set: use ours
+# A reader clock this far from ours is wrong (no NTP on the reader): stamp its reads with our
+# receive time instead, and count it. Presence judges departures on our clock, so a reader 10 min
+# slow would otherwise make every item depart and arrive at each sweep.
+_CLOCK_SKEW_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -438,7 +441,8 @@ class LlrpReader:
         else:
             seen_at = int(micros) / 1e6
             if abs(seen_at - now) > _CLOCK_SKEW_S:
-                self.anomaly("reader_clock", f"reader time {seen_at:.0f} is far from ours")
+                self.anomaly("reader_clock", f"reader clock off by {seen_at - now:+.0f} s: "
+                             "its reads are stamped with our time (set NTP on the reader)")
                 seen_at = now
         count = tag.get("TagSeenCount")
         return TagRead(

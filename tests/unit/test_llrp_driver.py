@@ -233,3 +233,13 @@ def test_shared_stop_event_stops_promptly() -> None:
     stop.set()  # the daemon's one stop Event, not sup.stop(): the hour-long backoff ends now
     assert wait_until(lambda: sup._thread is not None and not sup._thread.is_alive(), 5.0)
     assert sup.state is ReaderState.OFFLINE
+
+
+def test_reader_clock_minutes_off_is_replaced_by_ours() -> None:
+    """A reader 10 minutes slow would make every item depart at each sweep; 2 s is normal."""
+    sink = RecordingSink()
+    reader = make_reader(sink)
+    reader.convert_and_deliver([tag(FirstSeenTimestampUTC=int((NOW - 600) * 1e6))])
+    reader.convert_and_deliver([tag(FirstSeenTimestampUTC=int((NOW - 2) * 1e6))])
+    assert [r.seen_at for r in sink.reads] == [NOW, NOW - 2]
+    assert sink.anomaly_kinds().count("reader_clock") == 1
