@@ -242,4 +242,4 @@ def test_reader_clock_minutes_off_is_replaced_by_ours() -> None:
     reader.convert_and_deliver([tag(FirstSeenTimestampUTC=int((NOW - 600) * 1e6))])
     reader.convert_and_deliver([tag(FirstSeenTimestampUTC=int((NOW - 2) * 1e6))])
     assert [r.seen_at for r in sink.reads] == [NOW, NOW - 2]
-    assert sink.anomaly_kinds().count("reader_clock") == 1
+    assert [k for _, k, _ in sink.anomalies].count("reader_clock") == 1
