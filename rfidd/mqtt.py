@@ -246,6 +246,7 @@ class HqLink:
         self._connected = threading.Event()
         self._closing = False
         self._refused = False  # the last CONNACK was a refusal (paho's network thread only)
+        self._generation = 0  # connections so far: a command is acked on its own connection
         self._attempt = 0
         self._acks: collections.deque[tuple[int, bool, str]] = collections.deque()
         self._inflight: dict[int, _InFlight] = {}  # publisher thread only
@@ -256,7 +257,9 @@ class HqLink:
         self._readers: dict[str, bool] = {}
         self._readers_lock = threading.Lock()
         self._labels: set[str] = set()
-        self._commands: queue.Queue[tuple[str, bytes]] = queue.Queue(command_queue_size)
+        # (name, payload, mid, qos, connection generation)
+        self._commands: queue.Queue[tuple[str, bytes, int, int, int]] = queue.Queue(
+            command_queue_size)
         self._client: mqtt.Client | None = None
         self._publisher: threading.Thread | None = None
         self._command_thread: threading.Thread | None = None
@@ -361,6 +364,9 @@ class HqLink:
             client_id=self.client_id,
             protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311,
             clean_session=None if self.v5 else not self.persistent_session,
+            # A command is acknowledged once handled (or answered with an error), so one that
+            # was queued when the daemon stopped is redelivered by the broker, not lost.
+            manual_ack=True,
         )
         c.enable_logger(logging.getLogger(f"{__name__}.paho"))
         if self.config.username is not None or self.config.password_file is not None:
@@ -403,6 +409,7 @@ class HqLink:
             self._refused = True  # the disconnect that follows needs no second message
             return
         self._refused = False
+        self._generation += 1  # message ids are per connection: acks never cross one
         self._attempt = 0
         self._set_backoff(client)
         self.stats.connects += 1
@@ -462,18 +469,22 @@ class HqLink:
         payload = bytes(msg.payload)
         if not name:
             log.warning("ignoring message on unexpected topic %r", topic)
+            client.ack(msg.mid, msg.qos)
             return
         if len(payload) > self.max_command_bytes:
             self._reject(client, name, f"payload of {len(payload)} bytes exceeds the limit of "
                          f"{self.max_command_bytes} bytes")
+            client.ack(msg.mid, msg.qos)
             return
         if self.command_handler is None:
             self._reject(client, name, "this site accepts no commands")
+            client.ack(msg.mid, msg.qos)
             return
         try:
-            self._commands.put_nowait((name, payload))
+            self._commands.put_nowait((name, payload, msg.mid, msg.qos, self._generation))
         except queue.Full:
             self._reject(client, name, "command queue full; retry later")
+            client.ack(msg.mid, msg.qos)
 
     # ------------------------------------------------------------------ commands
 
@@ -506,7 +517,7 @@ class HqLink:
     def _run_commands(self) -> None:
         while True:
             try:
-                name, payload = self._commands.get(timeout=0.2)
+                name, payload, mid, qos, generation = self._commands.get(timeout=0.2)
             except queue.Empty:
                 if self._closing or self._stop.is_set():
                     return
@@ -530,6 +541,11 @@ class HqLink:
             else:
                 self.stats.commands_ok += 1
                 self.metrics.commands.labels(self._label(name), "ok").inc()
+            client = self._client
+            if client is not None and generation == self._generation:
+                client.ack(mid, qos)  # handled: the broker may forget it
+            # Else the connection that delivered it is gone: the broker redelivers it on the
+            # persistent session, and commands are idempotent.
 
     # ------------------------------------------------------------------ publisher
 

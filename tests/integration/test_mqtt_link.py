@@ -466,3 +466,45 @@ def test_drains_from_postgresql(
         for link in factory.links:
             link.stop(timeout=2)
         pg.dispose()
+
+
+def test_a_command_not_yet_handled_at_stop_is_redelivered(
+    mqtt5_broker: Any, db: Database
+) -> None:
+    """Commands are acknowledged once handled: one still queued when the daemon stops comes
+    back on the persistent session (handlers are idempotent, so a repeat is harmless)."""
+    import paho.mqtt.publish as publish
+
+    site, client_id = f"t{uuid.uuid4().hex[:10]}", f"rfidd-test-{uuid.uuid4().hex[:8]}"
+    cfg = MqttConfig.model_validate({
+        "url": f"mqtt://{mqtt5_broker.host}:{mqtt5_broker.port}", "client_id": client_id,
+        "keepalive_s": 5})
+    entered, release = threading.Event(), threading.Event()
+    got: list[bytes] = []
+
+    def stuck(name: str, payload: bytes) -> None:
+        entered.set()
+        release.wait(10)
+
+    def link(handler: Callable[[str, bytes], None]) -> HqLink:
+        return HqLink(cfg, site, db, Metrics(), threading.Event(), document_builder=builder,
+                      command_handler=handler, poll_interval_s=0.05, stats_interval_s=0.0,
+                      reconnect_min_s=0.05, reconnect_max_s=0.5, session_expiry_s=60)
+
+    first = link(stuck)
+    first.start()
+    assert first.wait_connected(10)
+    deadline = time.monotonic() + 10
+    while not entered.is_set() and time.monotonic() < deadline:  # subscribe is asynchronous
+        publish.single(f"{first.base}/cmd/sale", b'{"txn": "R-1"}', qos=1,
+                       hostname=mqtt5_broker.host, port=mqtt5_broker.port)
+        entered.wait(0.3)
+    assert entered.is_set()
+    first.stop(timeout=1)  # the handler is still busy: its command is not acknowledged
+    release.set()
+    second = link(lambda name, payload: got.append(payload))
+    second.start()
+    try:
+        wait_until(lambda: b'{"txn": "R-1"}' in got, what="the redelivered command")
+    finally:
+        second.stop(timeout=2)
