@@ -514,9 +514,13 @@ class StoreOps:
             message = repo.Message(REPORT_STREAM, self.ctx.topic("reports", "reception"), doc,
                                    event_id=stable_event_id(self.site_id, "reception_report",
                                                             rec.id))
-            with self.ctx.transaction() as s:
-                self.ctx.stage(s, events, [message], upserts)
-                store.close_reception(s, rec.id, now, doc)
+            try:
+                with self.ctx.transaction() as s:
+                    self.ctx.stage(s, events, [message], upserts)
+                    store.close_reception(s, rec.id, now, doc)
+            except Exception:
+                rec.session.closed_at = None  # still open: reads keep feeding it, retry later
+                raise
             self._reception = None
         log.info("ops: reception %s closed: %s", rec.id, report.totals())
         return doc
@@ -660,15 +664,20 @@ class StoreOps:
                                  started_at=c.started_at)
             final.observe_many(seen.items())
             result = final.finish(at=now)
+            loss_before = self.loss.to_state()  # restored if the commit fails: no double count
             update = self.loss.record_count(result, at=now)
             doc = self._count_doc(result, c, update.newly_suspected, update.reinstated)
             events = self._count_events(result, seen)
             message = repo.Message(REPORT_STREAM, self.ctx.topic("reports", "count"), doc,
                                    event_id=stable_event_id(self.site_id, "count_report", c.id))
-            with self.ctx.transaction() as s:
-                self.ctx.stage(s, events, [message])
-                store.finish_count(s, c.id, now, doc, result.accuracy.record)
-                store.save_state(s, LOSS_STATE_KEY, self.loss.to_state(), now)
+            try:
+                with self.ctx.transaction() as s:
+                    self.ctx.stage(s, events, [message])
+                    store.finish_count(s, c.id, now, doc, result.accuracy.record)
+                    store.save_state(s, LOSS_STATE_KEY, self.loss.to_state(), now)
+            except Exception:
+                self.loss.load_state(loss_before)
+                raise
             del self._counts[cid]
         self.ctx.metrics.count_sessions.inc()
         log.info("ops: count %s finished: %s", cid, result.totals())

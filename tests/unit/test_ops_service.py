@@ -340,3 +340,31 @@ def test_reception_closes_by_rule_when_idle(ctx: ServiceContext, ops: StoreOps) 
     ops._close_reception_by_rule(now + 1801)
     report = outbox(ctx, "reports/reception")[0]
     assert (report["totals"]["received"], report["totals"]["missing"]) == (1, 3)
+
+
+def test_a_failed_count_commit_is_retried_without_counting_twice(
+    ctx: ServiceContext, ops: StoreOps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rfidd.ops.service as svc_mod
+
+    stock = [epc(BAG, 400 + i) for i in range(5)]
+    _book(ctx, dict.fromkeys(stock, "stockroom"))
+    ops.start_count(["stockroom"])
+    with ctx.tracker_lock:
+        ctx.tracker.observe([ZoneRead(e, "stockroom", -60.0, 3000.0) for e in stock[1:]])
+    real = svc_mod.store.finish_count
+    calls = {"n": 0}
+
+    def flaky(*a: Any, **k: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("disk full")
+        return real(*a, **k)
+
+    monkeypatch.setattr(svc_mod.store, "finish_count", flaky)
+    with pytest.raises(RuntimeError):
+        ops.stop_count()
+    assert ops.loss.misses(stock[0]) == 0  # the failed attempt left no trace
+    doc = ops.stop_count()  # staff (or the timed stop) retries
+    assert [m["epc"] for m in doc["missing"]] == [stock[0]]
+    assert ops.loss.misses(stock[0]) == 1
