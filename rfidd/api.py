@@ -22,6 +22,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 log = logging.getLogger("rfidd.api")
 
 MAX_BODY = 1 << 20
+REQUEST_TIMEOUT_S = 30.0
 
 
 class ApiError(Exception):
@@ -80,13 +81,22 @@ class Api:
 
         class _H(BaseHTTPRequestHandler):
             server_version = "rfidd"
+            timeout = REQUEST_TIMEOUT_S  # a client that stalls mid-request frees its thread
 
             def _do(self, method: str) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > MAX_BODY:
+                raw = self.headers.get("Content-Length") or "0"
+                try:
+                    length = int(raw)
+                except ValueError:
+                    length = -1
+                if length < 0:
+                    status, ctype, payload = _json(400, {"error": f"bad Content-Length {raw!r}"})
+                elif length > MAX_BODY:
                     status, ctype, payload = _json(413, {"error": "request body too large"})
                 else:
                     body = self.rfile.read(length) if length else b""
+                    if len(body) < length:
+                        return  # the client went away or timed out mid-body
                     status, ctype, payload = api.dispatch(method, self.path, body)
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
