@@ -84,8 +84,8 @@ class IngestQueue:
                     return
                 dropped, self._dropped, self._dropped_logged = self._dropped, 0, now
             log.warning("ingest queue full: dropped %d reads (the ingest thread cannot keep "
-                        "up; rfidd_ingest_dropped_batches_total counts them); next report in "
-                        "10 s", dropped)
+                        "up; rfidd_ingest_dropped_batches_total counts the batches); next "
+                        "report in 10 s", dropped)
         self.metrics.ingest_queue_depth.set(self.q.qsize())
 
     def on_state(self, reader: str, state: ReaderState, reason: str) -> None:

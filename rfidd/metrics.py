@@ -33,7 +33,9 @@ class Metrics:
             namespace=NS, registry=r,
         )
         self.reader_last_report_age = Gauge(
-            "reader_last_report_age_seconds", "Seconds since the reader last sent anything.",
+            "reader_last_report_age_seconds",
+            "Seconds since the reader last reported a tag (or came online): silence from a "
+            "reader whose field is never empty is the alarm; the reader_up gauge is its link.",
             ["reader"], namespace=NS, registry=r,
         )
         self.reader_reconnects = Counter(
