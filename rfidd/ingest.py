@@ -1,8 +1,9 @@
 """The ingest path: reader batches -> zones -> presence -> events -> one transaction per batch.
 
-Reader callbacks only enqueue (`IngestQueue.on_reads` never blocks); one ingest thread owns the
-domain state (presence tracker, rules) so it needs no locks, and batches database writes
-(`batch_max_rows` reads or `batch_max_ms`, whichever first).
+Reader callbacks only enqueue (`IngestQueue.on_reads` never blocks); one ingest thread updates
+the presence tracker and batches database writes (`batch_max_rows` reads or `batch_max_ms`,
+whichever first). It holds the domain-state lock across a batch (tracker, transaction, service
+hooks) so staff and HQ commands see the tracker and the database agree.
 """
 
 from __future__ import annotations

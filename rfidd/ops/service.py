@@ -237,7 +237,8 @@ class StoreOps:
     def _on_changes(self, s: Session, changes: list[PresenceChange],
                     decoded: dict[str, DecodedEpc]) -> None:
         """Feed receptions, the loss tracker and the exit monitor; exit alerts are staged in
-        the ingest batch's transaction. Never raises (counted in hook_errors)."""
+        the ingest batch's transaction. An error is counted in hook_errors and re-raised: the
+        ingest rolls back this hook's savepoint and keeps the rest of the batch."""
         try:
             recv: list[tuple[str, float, str]] = []
             exits: list[tuple[str, str, float]] = []
