@@ -64,10 +64,10 @@ class SiteRules:
             (FLOOR, STOCK): self._storing,
         }
         self._departure: dict[str, Handler] = {ANY: _no_event}
-        self.in_stock: Callable[[str], bool] = lambda _epc: True
-        """Whether an item is in this site's sellable stock; a move of any other item (sold,
-        lent, in repair: a customer walking through with a purchase) is no stocking/storing.
-        The daemon plugs in its books; the default treats every item as stock."""
+        self.decides_moves: Callable[[str], bool] = lambda _epc: True
+        """Whether these rules turn the item's stockroom/floor moves into stocking/storing.
+        The daemon answers no for items its books (the lifecycle) hold: there the books decide,
+        knowing a sold item from stock and an item already shelved. The default: always."""
 
     # -- extension points ----------------------------------------------------------------------
 
@@ -166,12 +166,12 @@ class SiteRules:
         return ANY if kind is None else kind
 
     def _stocking(self, change: PresenceChange, decoded: DecodedEpc | None) -> list[ItemEvent]:
-        if not self.in_stock(change.epc):
+        if not self.decides_moves(change.epc):
             return []
         return [self.event(change, "stocking", "sellable_accessible")]
 
     def _storing(self, change: PresenceChange, decoded: DecodedEpc | None) -> list[ItemEvent]:
-        if not self.in_stock(change.epc):
+        if not self.decides_moves(change.epc):
             return []
         return [self.event(change, "storing", "sellable_not_accessible")]
 

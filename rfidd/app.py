@@ -170,7 +170,7 @@ class Daemon:
         # The item's books decide what a move or an exit means (lifecycle over presence).
         books = next((x for x in self.services if isinstance(x, LifecycleService)), None)
         if books is not None:
-            rules.in_stock = books.in_stock
+            rules.decides_moves = books.has_no_record
             for ops in (x for x in self.services if isinstance(x, StoreOps)):
                 ops.may_leave = books.may_leave
 

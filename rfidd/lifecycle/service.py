@@ -594,17 +594,16 @@ class LifecycleService:
     def on_changes(self, s: Session, changes: list[PresenceChange],
                    decoded: dict[str, DecodedEpc]) -> None:
         """Ingest-thread hook: state, events and alerts staged in the ingest batch's own
-        transaction, so they commit with the reads that caused them. The rules'
-        stocking/storing events have the same ids as ours, so HQ sees one."""
+        transaction, so they commit with the reads that caused them. For items these books
+        hold, this is where stocking/storing is decided (the site rules stand aside)."""
         bench, moves = [], []
         for c in changes:
             kind = self._zone_kinds.get(c.zone) if c.zone else None
             if kind is ZoneKind.BENCH and c.kind in (ChangeKind.ARRIVED, ChangeKind.MOVED):
                 bench.append(c)
-            elif c.kind is ChangeKind.MOVED:
-                pair = (self._zone_kinds.get(c.from_zone or ""), kind)
-                if pair in ((ZoneKind.STOCK, ZoneKind.FLOOR), (ZoneKind.FLOOR, ZoneKind.STOCK)):
-                    moves.append(c)
+            elif c.kind is ChangeKind.MOVED and kind in (ZoneKind.STOCK, ZoneKind.FLOOR) \
+                    and self._zone_kinds.get(c.from_zone or "") is not kind:
+                moves.append(c)  # onto the floor or into the stockroom, from anywhere
         if not moves and not (bench and (self._sessions or self._binds)):
             return
         try:
@@ -670,6 +669,9 @@ class LifecycleService:
                     continue
                 step = Step.STOCK if self._zone_kinds.get(c.zone or "") is ZoneKind.FLOOR \
                     else Step.STORE
+                if (step, st.status) in ((Step.STOCK, Status.ON_FLOOR),
+                                         (Step.STORE, Status.IN_STOCK)):
+                    continue  # already there in the books (e.g. received straight to the floor)
                 tr = self._tr(step, c.epc, c.at, zone=c.zone)
                 out = self.lifecycle.apply(st, tr)
                 if out.accepted and out.state is not None:
@@ -709,6 +711,13 @@ class LifecycleService:
         if st.status is Status.IN_REPAIR:
             return st.after_repair is Status.SOLD
         return st.status in LEAVE_STATUSES
+
+    def has_no_record(self, epc: str) -> bool:
+        """For the site rules: items this site's books do not hold (an inventory taken over as
+        found) have their moves judged by the rules; the others by the books (this hook)."""
+        with self.ctx.db.session() as s:
+            states, _ = self._load(s, [epc])
+        return states.get(epc) is None
 
     def in_stock(self, epc: str) -> bool:
         """For the site rules: may a move of this item be a stocking/storing step? Items this

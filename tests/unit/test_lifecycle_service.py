@@ -40,7 +40,7 @@ def config(site: str, kind: str) -> Config:
                  "sgln": "urn:epc:id:sgln:0614141.00001.0" if kind == "workshop"
                  else "urn:epc:id:sgln:0614141.00002.0", "timezone": "Europe/Paris"},
         "zones": {"bench": {"kind": "bench"}, "stock": {"kind": "stock"},
-                  "floor": {"kind": "floor"}},
+                  "floor": {"kind": "floor"}, "reception": {"kind": "reception"}},
         "mqtt": {"enabled": False}, "http": {"enabled": False},
     })
 
@@ -262,3 +262,19 @@ def test_malformed_commands_are_rejected_naming_the_field(
     with pytest.raises(ValueError, match=fragment):
         svc.handle(name, data)
     assert outbox(ctx) == []
+
+
+def test_received_straight_to_the_floor_then_back(make: Any) -> None:
+    """Reception -> floor is stocking; floor -> stockroom storing; reception -> stockroom is
+    no step at all (the books already say in stock), and none of it is an exception."""
+    a1, a2 = epc(GTIN_A, 1), epc(GTIN_A, 2)
+    svc, ctx = store_with_items(make, [a1, a2])
+    feed(svc, [PresenceChange(ChangeKind.MOVED, a1, "floor", "reception", T0 + 10),
+               PresenceChange(ChangeKind.MOVED, a2, "stock", "reception", T0 + 10)])
+    feed(svc, [PresenceChange(ChangeKind.MOVED, a1, "stock", "floor", T0 + 20)])
+    steps = [(e["bizStep"], e["epcList"][0]) for e in outbox(ctx, "epcis")
+             if e["bizStep"] in ("stocking", "storing")]
+    assert steps == [("stocking", decode(a1).uri), ("storing", decode(a1).uri)]
+    assert outbox(ctx, "alert") == []
+    assert svc.item_state(a2)["status"] == "in_stock"  # type: ignore[index]
+    assert not svc.has_no_record(a1) and svc.has_no_record(epc(GTIN_A, 99))
