@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from inventory.asn import parse_asn_object
 from inventory.epc import DecodedEpc, decode
+from inventory.epcis import biz_transaction_uri
 from inventory.events import ItemEvent, stable_event_id
 from inventory.lifecycle import ItemState, Lifecycle, Outcome, Status, Step, Transition
 from inventory.presence import ChangeKind, PresenceChange
@@ -291,6 +292,11 @@ class LifecycleService:
     def apply(self, name: str, step: Step, cmd: C.ItemsCommand, source: str = "api"
               ) -> ApplyResult:
         """Apply `step` to every item of `cmd` against their stored states, atomically."""
+        if step in _SHIPPING:
+            # The ASN id goes out as this shipper's bizTransaction URI, so the receiving site's
+            # `receiving` events name the very same transaction HQ saw in `shipping`.
+            uri = biz_transaction_uri(cmd.txn, self.ctx.config.site.sgln)
+            cmd = cmd.model_copy(update={"txn": uri})
         at = cmd.at.timestamp() if cmd.at is not None else self.clock()
         to_site = getattr(cmd, "to_site", None)
         carton = getattr(cmd, "carton", None)

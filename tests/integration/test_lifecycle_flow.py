@@ -158,10 +158,12 @@ def test_commissioning_to_sale_across_two_daemons(
     assert status == 200 and res["accepted"] == 3, res
     wait(lambda: all(st.state(e) == "in_transit" for e in epcs), what="shipment at store")
     asn_msgs = col.on(f"{prefix}/st/cmd/asn")
-    assert json.loads(asn_msgs[0].payload)["asn_id"] == "ASN-7"
+    # The ASN id is the shipper's bizTransaction URI: both sites' events name one transaction.
+    asn_id = json.loads(asn_msgs[0].payload)["asn_id"]
+    assert asn_id.startswith("urn:epcglobal:cbv:bt:") and asn_id.endswith(":ASN-7")
 
     # store: receive, then sell over MQTT (twice: the repeat is a no-op)
-    status, res = call(st.api, "POST", "/api/v1/lifecycle/receive", {"txn": "ASN-7",
+    status, res = call(st.api, "POST", "/api/v1/lifecycle/receive", {"txn": asn_id,
                                                                      "epcs": epcs})
     assert status == 200 and res["accepted"] == 3, res
     sale = json.dumps({"txn": "R-1001", "epcs": epcs[:2]})
@@ -212,6 +214,12 @@ def test_commissioning_to_sale_across_two_daemons(
         assert story == [("ObjectEvent", "commissioning"), ("AggregationEvent", "packing"),
                          ("ObjectEvent", "shipping"), ("ObjectEvent", "receiving"),
                          ("ObjectEvent", "retail_selling")], story
+        desadv = {x["bizStep"]: [t["bizTransaction"] for t in x.get("bizTransactionList", [])
+                                 if t["type"] == "desadv"]
+                  for x in events_of(ws_docs) + events_of(st_docs)
+                  if uri in x.get("epcList", []) and x.get("bizStep") in ("shipping",
+                                                                          "receiving")}
+        assert desadv["shipping"] == desadv["receiving"] == [asn_id], desadv
     ids = [x["eventID"] for x in events_of(ws_docs + st_docs)]
     assert len(ids) == len(set(ids))
     assert relay.stats["forwarded"] == 1
