@@ -211,8 +211,13 @@ class Lifecycle:
     """The transition rules. `sale_bt_type` is the bizTransaction type of a POS receipt: CBV 2.0
     has no receipt type, an invoice (`inv`) is the closest standard one."""
 
-    def __init__(self, accept_unknown_customer_items: bool = True, sale_bt_type: str = "inv"):
+    def __init__(self, accept_unknown_customer_items: bool = True, sale_bt_type: str = "inv",
+                 sell_unrecorded_items: bool = True):
         self.accept_unknown_customer_items = accept_unknown_customer_items
+        # The till is the authority on a sale: an item this site has no record of (stock on
+        # the shelves before rfidd came, never received through it) is sold all the same,
+        # with a note, rather than refused at the POS and then flagged at the exit.
+        self.sell_unrecorded_items = sell_unrecorded_items
         self.sale_bt_type = sale_bt_type
 
     def apply(self, state: ItemState | None, tr: Transition) -> Outcome:
@@ -290,6 +295,11 @@ class Lifecycle:
             return _reject(s, tr, f"already sold in transaction {s.sale_txn}")
         if s is not None and s.status is Status.RETURNED:
             return _reject(s, tr, "returned and not yet back in stock (store or stock it first)")
+        if s is None and self.sell_unrecorded_items:
+            return self._accept(
+                s, tr, Status.SOLD, sale_txn=tr.txn, loan_due=None, bt_type=self.sale_bt_type,
+                note="not on record here (stock from before rfidd, or never received): sold",
+            )
         # ON_LOAN: a client-approval loan ends in a sale without the item coming back first.
         if (why := _check(s, tr, {Status.IN_STOCK, Status.ON_FLOOR, Status.ON_LOAN})) is not None:
             return _reject(s, tr, why)

@@ -444,3 +444,14 @@ def test_full_journey_workshop_to_customer_and_back() -> None:
     s = ok(s, tr(Step.REPAIR_OUT, T0 + 40 * DAY, site=OTHER)).state
     s = ok(s, tr(Step.RETURN, T0 + 41 * DAY, site=OTHER, txn="RMA-1")).state
     assert s is not None and (s.status, s.site) == (Status.RETURNED, OTHER)
+
+
+def test_the_till_sells_an_item_not_on_record_and_a_strict_site_refuses() -> None:
+    tr = Transition(Step.SELL, "3034E57E04001940000003E8", 1000.0, "st",
+                    "urn:epc:id:sgln:0614141.00002.0", txn="R-1")
+    out = Lifecycle().apply(None, tr)
+    assert out.accepted and out.state is not None and out.state.status is Status.SOLD
+    assert out.note is not None and "not on record" in out.note
+    assert [e.biz_step for e in out.events] == ["retail_selling"]
+    strict = Lifecycle(sell_unrecorded_items=False).apply(None, tr)
+    assert not strict.accepted and "unknown item" in (strict.reason or "")
