@@ -348,33 +348,35 @@ class Ingestor:
             presence.append(repo.PresenceRow(epc=c.epc, zone=c.zone, since=c.at, last_seen=c.at))
         records = [repo.event_record(e, self.encode(e)) for e in events]
         t0 = time.perf_counter()
-        self._commit_with_retry(changes, decoded, upserts, records, presence, departed, watched)
+        dup = self._commit_with_retry(changes, decoded, upserts, records, presence, departed,
+                                      watched)
         self.metrics.batch_commit.observe(time.perf_counter() - t0)
         self.stats.commits += 1
-        self.stats.events += len(records)
         for e in events:
-            self.metrics.events.labels(e.biz_step or "observe").inc()
+            if e.event_id not in dup:  # a replayed event is not a new one
+                self.stats.events += 1
+                self.metrics.events.labels(e.biz_step or "observe").inc()
         if self.on_commit is not None:
             self.on_commit()
 
     def _commit_with_retry(self, changes: list[PresenceChange], decoded: dict[str, DecodedEpc],
                            upserts: list[repo.ItemUpsert], records: list[repo.EventRecord],
                            presence: list[repo.PresenceRow], departed: list[str],
-                           watched: list[list[tuple[str, str, float]]]) -> None:
+                           watched: list[list[tuple[str, str, float]]]) -> set[str]:
         """The tracker has already moved: the batch must reach the database, so a database
         error (locked, disk full, PostgreSQL restarting) is retried with backoff until it
         passes or the daemon stops; meanwhile reads wait in the bounded queue."""
         delay = 0.5
         while True:
             try:
-                self._commit(changes, decoded, upserts, records, presence, departed, watched)
-                return
+                return self._commit(changes, decoded, upserts, records, presence, departed,
+                                    watched)
             except DBAPIError as exc:
                 self.stats.db_errors += 1
                 if self.stop_event.is_set():
                     log.error("database error while stopping, batch of %d changes lost: %s",
                               len(changes), exc)
-                    return
+                    return set()
                 log.error("database error, retrying the batch in %.1f s: %s", delay, exc)
                 self.stop_event.wait(delay)
                 self.heartbeat = time.monotonic()  # waiting on the database, not hung
@@ -383,9 +385,10 @@ class Ingestor:
     def _commit(self, changes: list[PresenceChange], decoded: dict[str, DecodedEpc],
                 upserts: list[repo.ItemUpsert], records: list[repo.EventRecord],
                 presence: list[repo.PresenceRow], departed: list[str],
-                watched: list[list[tuple[str, str, float]]]) -> None:
+                watched: list[list[tuple[str, str, float]]]) -> set[str]:
+        """One batch in one transaction; the ids of events the journal already had."""
         with self.db.write() as s:
-            repo.apply_batch(s, upserts, records, presence=presence, departed=departed)
+            res = repo.apply_batch(s, upserts, records, presence=presence, departed=departed)
             for hook in self.hooks:
                 try:
                     with s.begin_nested():  # a failing hook rolls back its part only
@@ -406,3 +409,4 @@ class Ingestor:
                     log.exception("read hook %s failed on %d reads; its part of the batch is "
                                   "rolled back", getattr(read_hook, "__qualname__", read_hook),
                                   len(reads))
+        return set(res.duplicate_events)
