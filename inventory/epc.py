@@ -234,3 +234,31 @@ def sgtin96_hex(gtin14: str, serial: int, company_prefix_digits: int, filter_val
         filter_value=SGTINFilterValue(str(filter_value)),
     )
     return str(hex_).upper()
+
+
+_SGTIN_URI = re.compile(r"^urn:epc:id:sgtin:(\d+)\.(\d+)\.(\d{1,12})$")
+
+
+def epc_hex_from_uri(uri: str, filter_value: int = 1) -> str:
+    """The SGTIN-96 EPC bank of a pure-identity SGTIN URI (ASNs and ERPs speak URIs, tags hex).
+
+    The URI does not carry the tag's filter value: 1 (point-of-sale item) is assumed. Callers that
+    know the tags already read at a site should map URIs through them first.
+    """
+    m = _SGTIN_URI.match(uri.strip())
+    if m is None:
+        raise ValueError(f"EPC {uri!r}: only SGTIN URIs with a numeric serial "
+                         "(urn:epc:id:sgtin:CompanyPrefix.ItemRef.Serial) can be given as URIs")
+    prefix, item_ref, serial = m.groups()
+    body = item_ref[0] + prefix + item_ref[1:]
+    digits = body + _gtin_check(body)
+    gtin14 = digits.zfill(14)
+    try:
+        return sgtin96_hex(gtin14, int(serial), len(prefix), filter_value)
+    except Exception as exc:  # epcpy: serial or partition out of range for SGTIN-96
+        raise ValueError(f"EPC {uri!r} does not fit SGTIN-96: {exc}") from None
+
+
+def _gtin_check(body: str) -> str:
+    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(body)))
+    return str((10 - total % 10) % 10)

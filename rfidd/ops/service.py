@@ -35,6 +35,7 @@ from inventory.asn import (
     Asn,
     AsnOutcome,
     classify_import,
+    normalize_epc_hex,
     parse_asn_csv,
     parse_asn_json,
     parse_asn_object,
@@ -48,7 +49,7 @@ from inventory.catalog import (
     parse_catalog_records,
 )
 from inventory.counting import CountResult, CountSession
-from inventory.epc import DecodedEpc, EpcClass, EpcClassifier, decode
+from inventory.epc import DecodedEpc, EpcClass, EpcClassifier, decode, epc_hex_from_uri
 from inventory.events import Action, ItemEvent, stable_event_id
 from inventory.lifecycle import ItemState, Lifecycle, Step, Transition
 from inventory.presence import ChangeKind, PresenceChange
@@ -365,22 +366,40 @@ class StoreOps:
     def import_asn_text(self, text: str, fmt: str, source: str,
                         open_reception: bool | None = None) -> dict[str, Any]:
         if fmt == "csv":
-            res = parse_asn_csv(text, source)
+            res = parse_asn_csv(text, source, self._asn_epc())
         elif fmt == "json":
-            res = parse_asn_json(text, source)
+            res = parse_asn_json(text, source, self._asn_epc())
         else:
             raise OpsError(400, f"format: {fmt!r} is not csv or json")
         out = self.import_asns(res.asns, source, open_reception)
         out["errors"] = [str(i) for i in res.errors]
         return out
 
+    def _asn_epc(self) -> Callable[[str], str]:
+        """ASN EPCs as hex tags: hex as is; SGTIN URIs through the tags this site has read
+        (their real filter value), else encoded as SGTIN-96 (filter 1, a point-of-sale item)."""
+        known: dict[str, str] | None = None
+
+        def normalize(value: str) -> str:
+            nonlocal known
+            if not value.strip().lower().startswith("urn:"):
+                return normalize_epc_hex(value)
+            if known is None:
+                with self.ctx.db.session() as s:
+                    known = store.hex_by_uri(s)
+            return known.get(value.strip()) or epc_hex_from_uri(value)
+
+        return normalize
+
     def command_asn(self, payload: Any) -> str:
         """HQ `asn`: one ASN object or a list of them (the JSON format of inventory.asn)."""
         objs = payload if isinstance(payload, list) else [payload]
         asns: list[Asn] = []
         issues: list[ImportIssue] = []
+        normalize = self._asn_epc()
         for i, obj in enumerate(objs):
-            res = parse_asn_object(obj, source=f"cmd/asn[{i}]" if len(objs) > 1 else "cmd/asn")
+            res = parse_asn_object(obj, f"cmd/asn[{i}]" if len(objs) > 1 else "cmd/asn",
+                                   normalize)
             asns.extend(res.asns)
             issues.extend(res.errors)
         if issues:  # all or nothing: a half-imported ASN makes false "unexpected" items

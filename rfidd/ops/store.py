@@ -309,3 +309,9 @@ def save_state(s: Session, key: str, value: Any, now: float | None = None) -> No
         row.value = dumps(value)
         row.updated = now
     s.flush()
+
+
+def hex_by_uri(s: Session) -> dict[str, str]:
+    """Pure-identity URI -> EPC hex of every item this site has decoded."""
+    return {u: e for e, u in s.execute(select(Item.epc, Item.epc_uri)
+                                       .where(Item.epc_uri.is_not(None))) if u is not None}

@@ -368,3 +368,26 @@ def test_a_failed_count_commit_is_retried_without_counting_twice(
     doc = ops.stop_count()  # staff (or the timed stop) retries
     assert [m["epc"] for m in doc["missing"]] == [stock[0]]
     assert ops.loss.misses(stock[0]) == 1
+
+
+def test_asn_with_epc_uris_matches_the_tags_read(ctx: ServiceContext, ops: StoreOps) -> None:
+    """ERPs send URIs; the tags say hex, with whatever filter value they were encoded with."""
+    from inventory.epc import sgtin96_hex as encode
+
+    read = encode(BAG, 600, 7, filter_value=3)  # a tag encoded with filter 3, already seen here
+    with ctx.db.write() as s:  # as the ingest writes it: with its decoded URI
+        repo.upsert_items(s, [repo.ItemUpsert(read, 500.0, "reception", gtin=BAG,
+                                              epc_uri=decode(read).uri)], 500.0)
+    never_seen = decode(epc(BAG, 601)).uri
+    doc = asn("A-URI", [])
+    doc["epcs"] = [decode(read).uri, never_seen]
+    res = ops.import_asn_text(json.dumps(doc), "json", "a.json")
+    assert res["errors"] == [] and res["new"] == ["A-URI"], res
+    hook(ctx, arrive(read, "reception"))
+    report = ops.close_reception()
+    assert [r["epc"] for r in report["received"]] == [read]
+    assert [m["epc"] for m in report["missing"]] == [epc(BAG, 601)]
+    bad = asn("A-BAD", [])
+    bad["epcs"] = ["urn:epc:id:sscc:0614141.1234567890"]
+    out = ops.import_asn_text(json.dumps(bad), "json", "b.json")
+    assert "only SGTIN URIs" in " ".join(out["errors"])
