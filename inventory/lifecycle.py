@@ -298,7 +298,8 @@ class Lifecycle:
         if s is None and self.sell_unrecorded_items:
             return self._accept(
                 s, tr, Status.SOLD, sale_txn=tr.txn, loan_due=None, bt_type=self.sale_bt_type,
-                note="not on record here (stock from before rfidd, or never received): sold",
+                note="sold; this site's books had no receipt for it (stock from before rfidd, "
+                "or never received through it)",
             )
         # ON_LOAN: a client-approval loan ends in a sale without the item coming back first.
         if (why := _check(s, tr, {Status.IN_STOCK, Status.ON_FLOOR, Status.ON_LOAN})) is not None:

@@ -127,7 +127,9 @@ def run(config_file: Path, log_level: str) -> None:
 
 
 @main.command()
-@click.option("--seconds", default=12.0, show_default=True, help="How long the store runs.")
+@click.option("--seconds", type=float, default=None,
+              help="How long the store runs (default: the scenario's timeline + 3 s, at least "
+              "12 s).")
 @click.option("--mqtt-url", default=None, help="Also publish to this broker (mqtt://host:port).")
 @click.option("--mqtt-protocol", type=click.Choice(["5", "3.1.1"]), default="5",
               show_default=True)
@@ -136,7 +138,7 @@ def run(config_file: Path, log_level: str) -> None:
 @click.option("--keep-db", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Keep the SQLite database at this path instead of a temporary one.")
 @click.option("--log-level", default="warning", show_default=True)
-def demo(seconds: float, mqtt_url: str | None, mqtt_protocol: str, scenario: Path | None,
+def demo(seconds: float | None, mqtt_url: str | None, mqtt_protocol: str, scenario: Path | None,
          keep_db: Path | None, log_level: str) -> None:
     """Run a simulated store end to end: simulated readers, the daemon, SQLite, optional MQTT."""
     _setup_logging(log_level)

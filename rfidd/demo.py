@@ -92,13 +92,15 @@ def demo_config(scenario: Any, ports: dict[str, int], db_url: str, mqtt_url: str
     })
 
 
-def run_demo(*, seconds: float = 12.0, mqtt_url: str | None = None, mqtt_protocol: str = "5",
+def run_demo(*, seconds: float | None = None, mqtt_url: str | None = None, mqtt_protocol: str = "5",
              scenario_path: Path | None = None, keep_db: Path | None = None,
              console: Console | None = None, site_id: str | None = None) -> DemoResult:
     from simulator import Scenario, SimulatedSite
 
     console = console or Console()
     scenario = Scenario.load(scenario_path or default_scenario())
+    if seconds is None:  # long enough for the whole story the scenario tells
+        seconds = max(12.0, max((a.t for a in scenario.timeline), default=0.0) + 3.0)
     tmp = tempfile.TemporaryDirectory(prefix="rfidd-demo-")
     db_path = keep_db or Path(tmp.name) / "rfidd.db"
     presented = {i.epc_hex for i in scenario.items()}
@@ -108,6 +110,7 @@ def run_demo(*, seconds: float = 12.0, mqtt_url: str | None = None, mqtt_protoco
                      if getattr(scenario, "serial_readers", None) else "")
                   + f", {len(scenario.items())} "
                   f"tagged items, database {db_path}"
+                  + ("" if keep_db else " (temporary: --keep-db PATH keeps it)")
                   + (f", publishing to {mqtt_url}" if mqtt_url else ""))
     with SimulatedSite(scenario) as site:
         cfg = demo_config(scenario, site.ports, f"sqlite:///{db_path}", mqtt_url, mqtt_protocol,

@@ -92,8 +92,6 @@ class IngestQueue:
     def on_state(self, reader: str, state: ReaderState, reason: str) -> None:
         act = self.activity.setdefault(reader, ReaderActivity())
         now = time.time()
-        if state is not act.state:
-            log.info("reader %s: %s -> %s (%s)", reader, act.state.value, state.value, reason)
         if (state is ReaderState.ONLINE) != (act.state is ReaderState.ONLINE):
             act.since = now  # up or down since; CONNECTING<->OFFLINE retries are still down
         if state is ReaderState.ONLINE and act.state is not ReaderState.ONLINE:
@@ -398,7 +396,7 @@ class Ingestor:
                     log.exception("change hook %s failed on %d changes; its part of the batch "
                                   "is rolled back", getattr(hook, "__qualname__", hook),
                                   len(changes))
-            for (_zones, read_hook), reads in zip(self.read_hooks, watched, strict=True):
+            for (_zones, read_hook), reads in zip(self.read_hooks, watched, strict=False):
                 if not reads:
                     continue
                 try:

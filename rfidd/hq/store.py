@@ -193,6 +193,9 @@ class HqStore:
             store = cls(create_db_engine(url))
         except HqDatabaseError:
             raise
+        except ModuleNotFoundError as exc:
+            raise HqDatabaseError(f"{shown}: the database driver is not installed ({exc}); "
+                                  "for PostgreSQL: pip install 'rfidd[postgres]'") from exc
         except Exception as exc:
             raise HqDatabaseError(f"{shown}: {exc}") from exc
         if migrate:

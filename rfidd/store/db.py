@@ -146,6 +146,9 @@ def open_database(url: str, *, migrate: bool = True, echo: bool = False) -> Data
         db = Database(create_db_engine(url, echo=echo))
     except DatabaseError:
         raise
+    except ModuleNotFoundError as exc:
+        raise DatabaseError(f"{shown}: the database driver is not installed ({exc}); for "
+                            "PostgreSQL: pip install 'rfidd[postgres]'") from exc
     except Exception as exc:
         raise DatabaseError(f"{shown}: {exc}") from exc
     if migrate:

@@ -79,3 +79,17 @@ def test_a_failing_hook_loses_its_part_only() -> None:
         assert [r.epc for r in s.query(ZonePresence)] == [EPC]  # the batch itself committed
         assert [json.loads(r.payload) for r in s.query(OutboxMessage)] == [{"ok": 1}]
     assert ing.stats.hook_errors == 1
+
+
+def test_departures_are_committed_when_read_hooks_are_registered() -> None:
+    """A sweep has no reads: the read hooks (an exit gate's) must not break its batch."""
+    from rfidd.store.models import ZonePresence
+
+    ing, _ = _ingestor()
+    seen: list[object] = []
+    ing.read_hooks = [(frozenset({"exit"}), lambda s, reads: seen.append(reads))]
+    ing.process([("r1", [TagRead(EPC, "r1", 1, -50.0, 1000.0)])])
+    ing.sweep(now=2000.0)
+    with ing.db.session() as s:
+        assert s.query(ZonePresence).count() == 0  # the departure reached the database
+    assert ing.stats.batch_errors == 0 and seen == []

@@ -451,7 +451,7 @@ def test_the_till_sells_an_item_not_on_record_and_a_strict_site_refuses() -> Non
                     "urn:epc:id:sgln:0614141.00002.0", txn="R-1")
     out = Lifecycle().apply(None, tr)
     assert out.accepted and out.state is not None and out.state.status is Status.SOLD
-    assert out.note is not None and "not on record" in out.note
+    assert out.note is not None and "no receipt" in out.note
     assert [e.biz_step for e in out.events] == ["retail_selling"]
     strict = Lifecycle(sell_unrecorded_items=False).apply(None, tr)
     assert not strict.accepted and "unknown item" in (strict.reason or "")
