@@ -35,6 +35,17 @@ def epcis_validator() -> Any:
     return jsonschema.Draft7Validator(schema)
 
 
+def _clear_retained(broker: Any, site_id: str, readers: list[str], protocol: str) -> None:
+    """Leave the shared broker as found: no retained status of a test site lingers for the
+    next HQ that subscribes to rfidd/v1/+/status."""
+    import paho.mqtt.publish as publish
+
+    topics = [f"rfidd/v1/{site_id}/status",
+              *(f"rfidd/v1/{site_id}/readers/{r}/status" for r in readers)]
+    publish.multiple([{"topic": t, "payload": b"", "qos": 1, "retain": True} for t in topics],
+                     hostname=broker.host, port=broker.port)
+
+
 def _epcs_of(docs: list[dict[str, Any]]) -> set[str]:
     out: set[str] = set()
     for doc in docs:
@@ -82,6 +93,7 @@ def test_demo_publishes_schema_valid_epcis_for_every_presented_item(
     # The unsold item walked through the exit: one alert, on the broker too.
     assert [a["type"] for a in result.alerts] == ["exit_unsold"]
     assert len([m for m in msgs if m.topic == f"rfidd/v1/{site_id}/alerts"]) == 1
+    _clear_retained(mqtt_broker, site_id, list(Scenario.load(SCENARIO).readers), protocol)
 
 
 def test_demo_without_broker_exits_zero() -> None:
@@ -199,6 +211,7 @@ def test_rfidd_run_publishes_then_stops_cleanly_on_sigterm(
     col.wait_for(lambda ms: [m.payload for m in ms
                              if m.topic == f"rfidd/v1/{site_id}/status"][-1:] == [b"offline"])
     assert "rfidd stopped" in err
+    _clear_retained(mqtt_broker, site_id, list(scenario.readers), protocol)
 
 
 def test_rfidd_run_bad_config_exits_78(tmp_path: Path) -> None:
