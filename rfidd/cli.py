@@ -11,7 +11,7 @@ from types import FrameType
 
 import click
 
-from rfidd.config import EX_CONFIG, Config, ConfigError, load_config
+from rfidd.config import EX_CONFIG, Config, ConfigError, MqttConfig, load_config
 
 # Libraries whose INFO lines are per-connection or per-job chatter; their warnings still show.
 QUIET_LOGGERS = ("sllurp", "alembic", "apscheduler")
@@ -78,18 +78,21 @@ def check_config(file: Path, syntax_only: bool) -> None:
 
 def _check_secrets(cfg: Config) -> list[str]:
     """What only the machine can tell: the password file and TLS files are there and usable."""
-    if not cfg.mqtt.enabled:
-        return []
+    return check_link_files(cfg.mqtt) if cfg.mqtt.enabled else []
+
+
+def check_link_files(mqtt: MqttConfig) -> list[str]:
+    """Open the broker password and TLS files as the link would; one message per problem."""
     from rfidd.mqtt import HqLinkError, read_password, tls_context
 
     problems = []
     try:
-        read_password(cfg.mqtt)
+        read_password(mqtt)
     except HqLinkError as exc:
         problems.append(str(exc))
-    if cfg.mqtt.url.startswith("mqtts://") or cfg.mqtt.tls.configured:
+    if mqtt.url.startswith("mqtts://") or mqtt.tls.configured:
         try:
-            tls_context(cfg.mqtt.tls)
+            tls_context(mqtt.tls)
         except (HqLinkError, OSError, ValueError) as exc:
             problems.append(f"mqtt.tls: {exc}")
     return problems

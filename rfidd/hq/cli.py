@@ -86,9 +86,31 @@ def hq_command() -> None:
 
 @hq_command.command("check-config")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-def check_config(file: Path) -> None:
-    """Validate FILE; print every error with its key path and line (exit 78 when bad)."""
+@click.option("--syntax-only", is_flag=True,
+              help="Skip opening the files the config names (password, TLS) and the driver.")
+def check_config(file: Path, syntax_only: bool) -> None:
+    """Validate FILE; print every error with its key path and line (exit 78 when bad).
+
+    Unless --syntax-only, also opens the password and TLS files and loads the database driver,
+    as `rfidd hq run` would.
+    """
     cfg = _load(file)
+    if not syntax_only:
+        from rfidd.cli import check_link_files
+
+        problems = check_link_files(cfg.mqtt.site_mqtt_config())
+        try:
+            from sqlalchemy import make_url
+
+            make_url(cfg.database.url).get_dialect().import_dbapi()
+        except ModuleNotFoundError as exc:
+            problems.append(f"database.url: driver not installed ({exc}); for PostgreSQL: "
+                            "pip install 'rfidd[postgres]'")
+        if problems:
+            click.echo(f"{file}: {len(problems)} error(s)", err=True)
+            for p in problems:
+                click.echo(f"  {p}", err=True)
+            sys.exit(EX_CONFIG)
     share = (f"shared group {cfg.mqtt.share_group}"
              if cfg.mqtt.protocol == "5" and cfg.mqtt.share_group
              else "plain subscriptions (each instance gets every message)")
