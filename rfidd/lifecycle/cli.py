@@ -19,10 +19,18 @@ from rich.table import Table
 DEFAULT_API = "http://127.0.0.1:9750"
 
 
+def _group_api(ctx: click.Context, _param: click.Parameter, value: str | None) -> str:
+    """`--api` after the subcommand wins; else the group's (`rfidd lifecycle --api URL sell`,
+    as `rfidd ops --api URL ...`), else $RFIDD_API, else the default."""
+    if value:
+        return value
+    return ctx.obj if isinstance(ctx.obj, str) else DEFAULT_API
+
+
 def _api_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--json", "as_json", is_flag=True, help="Print the daemon's JSON answer.")(f)
-    f = click.option("--api", default=DEFAULT_API, show_default=True, envvar="RFIDD_API",
-                     help="Local HTTP API of the running daemon.")(f)
+    f = click.option("--api", default=None, callback=_group_api,
+                     help=f"Local HTTP API of the running daemon [default: {DEFAULT_API}].")(f)
     return f
 
 
@@ -84,8 +92,12 @@ _at = click.option("--at", help="Business time, ISO 8601 with offset (default: n
 
 
 @click.group("lifecycle")
-def lifecycle_cli() -> None:
+@click.option("--api", "api_url", default=DEFAULT_API, show_default=True, envvar="RFIDD_API",
+              help="Local HTTP API of the running daemon.")
+@click.pass_context
+def lifecycle_cli(ctx: click.Context, api_url: str) -> None:
     """Item lifecycle at this site: sell, return, transfer, loan, repair, commission, ship."""
+    ctx.obj = api_url
 
 
 @lifecycle_cli.command()
