@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -42,10 +42,6 @@ from rfidd.store import repo
 from rfidd.store.db import Database, open_database
 
 log = logging.getLogger("rfidd")
-
-
-class Component(Protocol):
-    def stop(self) -> None: ...
 
 
 @dataclass

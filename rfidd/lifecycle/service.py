@@ -709,9 +709,7 @@ class LifecycleService:
     def may_leave(self, epc: str) -> bool:
         """For the exit rule: an item this site sold, lent, shipped, or repairs for a customer
         leaves without an alert; stock, and items it has no record of, do not."""
-        with self.ctx.db.session() as s:
-            states, _ = self._load(s, [epc])
-        st = states.get(epc)
+        st = self._state(epc)
         if st is None:
             return False
         if st.status is Status.IN_REPAIR:
@@ -721,17 +719,19 @@ class LifecycleService:
     def has_no_record(self, epc: str) -> bool:
         """For the site rules: items this site's books do not hold (an inventory taken over as
         found) have their moves judged by the rules; the others by the books (this hook)."""
-        with self.ctx.db.session() as s:
-            states, _ = self._load(s, [epc])
-        return states.get(epc) is None
+        return self._state(epc) is None
 
     def in_stock(self, epc: str) -> bool:
         """For the site rules: may a move of this item be a stocking/storing step? Items this
         site has no lifecycle record of count as stock (an inventory taken over as found)."""
+        st = self._state(epc)
+        return st is None or st.status in STOCK_STATUSES
+
+    def _state(self, epc: str) -> ItemState | None:
+        """One item's state in the books (a read-only session of its own)."""
         with self.ctx.db.session() as s:
             states, _ = self._load(s, [epc])
-        st = states.get(epc)
-        return st is None or st.status in STOCK_STATUSES
+        return states.get(epc)
 
     def check_overdue(self, now: float | None = None) -> int:
         """One alert per overdue loan (scheduled by app.py); returns how many were new."""

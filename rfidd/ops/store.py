@@ -230,22 +230,22 @@ def delete_schedule(s: Session, schedule_id: int) -> bool:
 
 
 # -- items, exits, sales ------------------------------------------------------------------------
-def dispositions(s: Session, epcs: Sequence[str]) -> dict[str, str | None]:
+def _item_column(s: Session, column: Any, epcs: Sequence[str]) -> dict[str, str | None]:
+    """epc -> one items column, in chunks that stay under the databases' parameter limits."""
     out: dict[str, str | None] = {}
     for i in range(0, len(epcs), 500):
         part = list(epcs[i:i + 500])
-        out.update({e: d for e, d in s.execute(
-            select(Item.epc, Item.disposition).where(Item.epc.in_(part)))})
+        out.update({e: v for e, v in s.execute(
+            select(Item.epc, column).where(Item.epc.in_(part)))})
     return out
+
+
+def dispositions(s: Session, epcs: Sequence[str]) -> dict[str, str | None]:
+    return _item_column(s, Item.disposition, epcs)
 
 
 def item_zones(s: Session, epcs: Sequence[str]) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for i in range(0, len(epcs), 500):
-        part = list(epcs[i:i + 500])
-        out.update({e: z for e, z in s.execute(
-            select(Item.epc, Item.zone).where(Item.epc.in_(part)))})
-    return out
+    return _item_column(s, Item.zone, epcs)
 
 
 def insert_exit_alert(s: Session, alert_id: str, epc: str, zone: str, at: float) -> None:
