@@ -30,7 +30,8 @@ from readers.serial import SerialReader
 from rfidd.api import Api, ApiError
 from rfidd.config import Config
 from rfidd.context import Service, ServiceContext
-from rfidd.ingest import Ingestor, IngestQueue
+from rfidd.ingest import Ingestor
+from rfidd.intake import IngestQueue
 from rfidd.lifecycle.http import register_routes as register_lifecycle_routes
 from rfidd.lifecycle.service import LifecycleService
 from rfidd.metrics import Metrics

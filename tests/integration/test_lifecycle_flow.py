@@ -21,7 +21,7 @@ from inventory.epc import decode, sgtin96_hex
 from readers.base import ReaderState, TagRead
 from rfidd.app import Daemon, Timings
 from rfidd.config import Config
-from rfidd.ingest import IngestQueue
+from rfidd.intake import IngestQueue
 from rfidd.lifecycle.cli import call, lifecycle_cli, trace_command
 from rfidd.lifecycle.http import register_routes
 from rfidd.lifecycle.relay import AsnRelay

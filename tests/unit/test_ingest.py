@@ -11,7 +11,8 @@ import pytest
 from inventory.epc import EpcClassifier, sgtin96_hex
 from inventory.presence import PresenceTracker
 from readers.base import ReaderState, TagRead
-from rfidd.ingest import Ingestor, IngestQueue
+from rfidd.ingest import Ingestor
+from rfidd.intake import IngestQueue
 from rfidd.metrics import Metrics
 from rfidd.store.db import open_database
 

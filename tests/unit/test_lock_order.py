@@ -17,7 +17,8 @@ from inventory.presence import PresenceTracker
 from readers.base import ReaderState, TagRead
 from rfidd.config import Config
 from rfidd.context import ServiceContext
-from rfidd.ingest import Ingestor, IngestQueue
+from rfidd.ingest import Ingestor
+from rfidd.intake import IngestQueue
 from rfidd.lifecycle.service import LifecycleService
 from rfidd.metrics import Metrics
 from rfidd.store import repo

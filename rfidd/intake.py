@@ -1,0 +1,99 @@
+"""The reader intake: the sink every reader driver writes to.
+
+Reader callbacks run on the drivers' own threads; `IngestQueue.on_reads` counts and enqueues and
+never blocks them. `ReaderActivity` is what the supervisor knows of each reader (state, last
+report), read by the alerting and status code.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from readers.base import ReaderState, TagRead
+from rfidd.metrics import Metrics
+
+log = logging.getLogger("rfidd.ingest")
+
+
+@dataclass(slots=True)
+class ReaderActivity:
+    """What the supervisor loop needs to know about each reader (last report, state)."""
+
+    state: ReaderState = ReaderState.OFFLINE
+    last_report: float = 0.0
+    reason: str = ""
+    since: float = field(default_factory=time.time)  # when it last went up or down
+    connects: int = 0
+    down_alerted: bool = False
+
+
+class IngestQueue:
+    """The ReaderSink of every driver: counts, enqueues, never blocks the reader thread."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        maxsize: int = 10_000,
+        on_state: Callable[[str, ReaderState, str], None] | None = None,
+    ) -> None:
+        self.q: queue.Queue[tuple[str, list[TagRead]]] = queue.Queue(maxsize)
+        self.metrics = metrics
+        self.activity: dict[str, ReaderActivity] = {}
+        self._on_state = on_state
+        self._warned: set[tuple[str, str]] = set()
+        self._dropped = 0
+        self._dropped_logged = -1e9
+        self._drop_lock = threading.Lock()
+
+    def on_reads(self, reader: str, reads: list[TagRead]) -> None:
+        act = self.activity.setdefault(reader, ReaderActivity())
+        act.last_report = time.time()
+        if not reads:
+            return
+        per_antenna: dict[int, int] = {}
+        for r in reads:
+            per_antenna[r.antenna] = per_antenna.get(r.antenna, 0) + 1
+        for antenna, n in per_antenna.items():
+            self.metrics.reads.labels(reader, str(antenna)).inc(n)
+        try:
+            self.q.put_nowait((reader, reads))
+        except queue.Full:
+            self.metrics.ingest_dropped.inc()
+            with self._drop_lock:  # reader threads drop concurrently; one line per 10 s
+                self._dropped += len(reads)
+                now = time.monotonic()
+                if now - self._dropped_logged < 10.0:
+                    return
+                dropped, self._dropped, self._dropped_logged = self._dropped, 0, now
+            log.warning("ingest queue full: dropped %d reads (the ingest thread cannot keep "
+                        "up; rfidd_ingest_dropped_batches_total counts the batches); next "
+                        "report in 10 s", dropped)
+        self.metrics.ingest_queue_depth.set(self.q.qsize())
+
+    def on_state(self, reader: str, state: ReaderState, reason: str) -> None:
+        act = self.activity.setdefault(reader, ReaderActivity())
+        now = time.time()
+        if (state is ReaderState.ONLINE) != (act.state is ReaderState.ONLINE):
+            act.since = now  # up or down since; CONNECTING<->OFFLINE retries are still down
+        if state is ReaderState.ONLINE and act.state is not ReaderState.ONLINE:
+            act.last_report = now
+            act.connects += 1
+            act.down_alerted = False
+            if act.connects > 1:
+                self.metrics.reader_reconnects.labels(reader).inc()
+        act.state, act.reason = state, reason
+        self.metrics.reader_up.labels(reader).set(1 if state is ReaderState.ONLINE else 0)
+        if self._on_state is not None:
+            self._on_state(reader, state, reason)
+
+    def on_anomaly(self, reader: str, kind: str, detail: str) -> None:
+        self.metrics.reader_anomalies.labels(reader, kind).inc()
+        key = (reader, kind)
+        if key not in self._warned:  # log once per kind; the counter tells how often
+            self._warned.add(key)
+            log.warning("reader %s: %s: %s (further ones only counted)", reader, kind, detail)
