@@ -25,13 +25,20 @@ from typing import Any
 from sllurp.llrp import LLRPMessage, LLRPReaderClient, LLRPReaderConfig, LLRPReaderState
 from sllurp.llrp_errors import ReaderConfigurationError
 
+from readers import llrp_wire as wire
 from readers.base import ReaderSink, ReaderState, TagRead
+from readers.llrp_profiles import PROFILES, DeviceInfo, Profile, device_info, profile_for
 from readers.supervise import WATCHDOG_FACTOR, Backoff, Supervisor
 
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("!HII")
 _NO_RESPONSE = {64: "ENABLE_EVENTS_AND_REPORTS", 72: "KEEPALIVE_ACK"}
+# Requests the driver itself sends after the handshake: an ERROR_MESSAGE to one is handled.
+_OWN_REQUESTS = {wire.GET_ROSPECS: "GET_ROSPECS", wire.START_ROSPEC: "START_ROSPEC",
+                 wire.ENABLE_ROSPEC: "ENABLE_ROSPEC", wire.ADD_ROSPEC: "ADD_ROSPEC",
+                 wire.CUSTOM: "IMPINJ_ENABLE_EXTENSIONS"}
+ROSPEC_ID = 1  # the one ROSpec sllurp installs
 _TOLERATED_FAILURES = ("DELETE_ROSPEC_RESPONSE", "DELETE_ACCESSSPEC_RESPONSE")
 # A reader clock this far from ours is wrong (no NTP on the reader): stamp its reads with our
 # receive time instead, and count it. Presence judges departures on our clock, so a reader 10 min
@@ -56,6 +63,10 @@ class LlrpSettings:
     keepalive_s: float = 10.0
     handshake_timeout_s: float = 15.0
     max_frame_bytes: int = 1_048_576
+    vendor: str = "auto"
+    verify_s: float = 30.0
+    not_reading_reconnect_s: float = 60.0
+    antenna_check_s: float = 60.0
 
     @classmethod
     def from_any(cls, options: LlrpSettings | Mapping[str, Any] | Any | None) -> LlrpSettings:
@@ -87,9 +98,11 @@ class _AnomalyLog:
         self._sink = sink
         self._seen: set[str] = set()
         self.count = 0
+        self.by_kind: dict[str, int] = {}
 
     def __call__(self, kind: str, detail: str) -> None:
         self.count += 1
+        self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
         if kind not in self._seen:
             self._seen.add(kind)
             log.warning("reader %s: %s: %s (further ones counted, not logged)", self._reader,
@@ -147,10 +160,11 @@ class _Client(LLRPReaderClient):  # type: ignore[misc]
             frame = bytes(buf[:length])
             del buf[:length]
             self._session.touch()
-            try:
-                lmsg = LLRPMessage(msgbytes=frame)
-            except Exception as exc:
-                self._session.anomaly("undecodable_message", f"{len(frame)} bytes: {exc}")
+            if wire.message_type(frame) == wire.GET_ROSPECS_RESPONSE:  # sllurp cannot decode it
+                self._session.on_get_rospecs_response(frame)
+                continue
+            lmsg = self._decode(frame)
+            if lmsg is None:
                 continue
             if not self._session.admit(lmsg, self._sent):
                 continue
@@ -165,6 +179,36 @@ class _Client(LLRPReaderClient):  # type: ignore[misc]
                 raise ReaderConfigurationError(str(exc)) from exc
 
 
+    def _decode(self, frame: bytes) -> LLRPMessage | None:
+        """sllurp's decoding; on failure, once more without the vendor parameters (a field
+        we do not use must not cost the standard data around it). None: skipped, counted."""
+        try:
+            return LLRPMessage(msgbytes=frame)
+        except Exception as exc:
+            first = exc
+        try:
+            stripped, removed = wire.strip_custom_parameters(frame)
+            if removed:
+                lmsg = LLRPMessage(msgbytes=stripped)
+                self._session.anomaly("undecodable_vendor_parameter",
+                                      f"{removed} vendor parameter(s) sllurp cannot decode "
+                                      f"skipped ({first!s:.120})")
+                return lmsg
+        except Exception:
+            pass
+        self._session.anomaly("undecodable_message", f"{len(frame)} bytes: {first}")
+        return None
+
+    def send_own(self, msg: dict[str, Any]) -> None:
+        """Send a message through sllurp's encoder and id counter (on its thread only)."""
+        self.llrp.sendMessage(msg)
+
+    def send_get_rospecs(self) -> None:
+        llrp = self.llrp
+        llrp.last_msg_id = llrp.last_msg_id + 1 if llrp.last_msg_id < 0x7FFFFFFF else 1
+        self.send_data(wire.get_rospecs(llrp.last_msg_id))
+
+
 class _SllurpSession:
     """One connection: a sllurp client plus what the supervisor watches."""
 
@@ -172,13 +216,26 @@ class _SllurpSession:
         self.reader = reader
         self.settings = reader.settings
         self._failure: str | None = None
-        self._ready = False
+        self._ready = False  # handshake complete (ENABLE_ROSPEC answered)
+        self._reading = False  # the ROSpec is confirmed Active
+        self._why_not = "handshake"
         self._last = reader.clock()
+        self._last_report = self._last
+        self._reading_since = 0.0
+        self._query_at: float | None = None  # a GET_ROSPECS is outstanding since
+        self._last_query = -1e18
+        self._get_rospecs_ok = True
+        self._own: set[str] = set()  # responses to requests the driver sent itself
+        self._caps_done = False
+        self._mode_retried = False
+        self._antenna_named: frozenset[int] = frozenset()
         cfg = LLRPReaderConfig(reader.sllurp_config())
         self.client = _Client(self, reader.host, reader.settings.port, cfg,
                               timeout=reader.socket_timeout_s)
         self.client.add_tag_report_callback(self._on_tags)
         self.client.add_state_callback(LLRPReaderState.STATE_INVENTORYING, self._on_inventorying)
+        self.client.add_state_callback(LLRPReaderState.STATE_SENT_GET_CONFIG,
+                                       self._on_capabilities)
         self.client.add_disconnected_callback(self._on_disconnected)
 
     # called on sllurp's thread -------------------------------------------------------------
@@ -199,10 +256,24 @@ class _SllurpSession:
         """Filter deviations before sllurp's state machine sees them; False drops the message."""
         name = lmsg.getName()
         body = lmsg.msgdict.get(name, {}) if lmsg.msgdict else {}
+        if name == "KEEPALIVE":
+            self._on_keepalive()
+            return True
+        if name == "RO_ACCESS_REPORT":
+            return self._on_report(body)
+        if name in self._own:
+            self._own.discard(name)
+            self._on_own_response(name, lmsg.isSuccess(), body)
+            return False
+        if name == "ADD_ROSPEC_RESPONSE" and not lmsg.isSuccess() and self._retry_mode(body):
+            return False
         if name == "ERROR_MESSAGE":
             status = body.get("LLRPStatus", {})
             answered = sent.get(int(body.get("ID", -1)))
             what = f"{status.get('StatusCode', '?')}: {_text(status.get('ErrorDescription'))}"
+            if (answered in _OWN_REQUESTS and self._ready) or answered == wire.CUSTOM:
+                self._on_own_error(answered or 0, what)
+                return False
             if answered is None or answered in _NO_RESPONSE:
                 req = _NO_RESPONSE.get(answered or -1, "an unknown message")
                 self.anomaly("error_message", f"reader answered {req} with ERROR_MESSAGE ({what})")
@@ -217,7 +288,11 @@ class _SllurpSession:
             body["LLRPStatus"] = {"StatusCode": "Success", "ErrorDescription": b""}
             return True
         if name == "READER_EVENT_NOTIFICATION":
-            event = body.get("ReaderEventNotificationData", {}).get("ConnectionAttemptEvent")
+            data = body.get("ReaderEventNotificationData", {})
+            rospec_event = data.get("ROSpecEvent")
+            if isinstance(rospec_event, dict):
+                self._on_rospec_event(rospec_event)
+            event = data.get("ConnectionAttemptEvent")
             if event is not None and event.get("Status") != "Success":
                 self.fail("connection_refused", f"reader refused the connection: "
                           f"{event.get('Status')}")
@@ -225,8 +300,241 @@ class _SllurpSession:
         return True
 
     def _on_inventorying(self, _client: Any, _state: int) -> None:
+        """ENABLE_ROSPEC was accepted. Enabled is not Active: confirm before calling it online."""
         self._ready = True
+        self._why_not = "ROSpec enabled, not yet confirmed active"
+        self._query()
         self.reader.wake()
+
+    def _on_capabilities(self, client: Any, _state: int) -> None:
+        """Capabilities parsed: who the reader is decides vendor extensions and the mode."""
+        if self._caps_done:
+            return
+        self._caps_done = True
+        llrp = client.llrp
+        info = device_info(llrp.capabilities or {})
+        profile = self.reader.on_device(info)
+        if llrp.reader_mode is not None:
+            self.reader.mode_selected = int(llrp.reader_mode["ModeIdentifier"])
+            if self.reader.mode_by_position and info.modes:
+                position = info.modes.index(self.reader.mode_selected)
+                llrp.reader_mode = dict(llrp.reader_mode, ModeIdentifier=position)
+        search = self.settings.search_mode
+        if search is None:
+            search = profile.search_mode
+        if search is None:
+            return
+        if info.vendor == "impinj" and profile.impinj_extensions and \
+                (self.settings.impinj_extensions or self.settings.vendor == "impinj"):
+            llrp.config.impinj_search_mode = search
+            self._own.add("IMPINJ_ENABLE_EXTENSIONS_RESPONSE")
+            self.client.send_own({"IMPINJ_ENABLE_EXTENSIONS": {}})
+            self.reader.extensions = "impinj"
+        else:
+            self.anomaly("vendor_extension_skipped",
+                         f"Impinj search mode asked but the reader is {info.vendor} "
+                         f"(manufacturer {info.manufacturer}, model {info.model}): not sent")
+
+    def _retry_mode(self, body: Mapping[str, Any]) -> bool:
+        """ADD_ROSPEC refused while a mode was set: the reader may take ModeIndex as a table
+        position (the standard's wording) rather than the mode identifier. Retry once so."""
+        llrp = self.client.llrp
+        if self._mode_retried or llrp.reader_mode is None or self.reader.mode_by_position:
+            return False
+        info = self.reader.device
+        if info is None or self.reader.mode_selected not in info.modes:
+            return False
+        position = info.modes.index(self.reader.mode_selected)
+        if position == self.reader.mode_selected:
+            return False
+        self._mode_retried = True
+        status = body.get("LLRPStatus", {})
+        self.anomaly("mode_index_by_position",
+                     f"ADD_ROSPEC refused with ModeIndex={self.reader.mode_selected} "
+                     f"({_text(status.get('ErrorDescription'))}); retrying with the mode's "
+                     f"table position {position}")
+        self.reader.mode_by_position = True
+        llrp.reader_mode = dict(llrp.reader_mode, ModeIdentifier=position)
+        llrp.rospec = None
+        rospec = llrp.getROSpec(force_new=True)
+        llrp.sendMessage({"ADD_ROSPEC": {"ROSpecID": rospec["ROSpecID"], "ROSpec": rospec}})
+        return True
+
+    # ROSpec confirmation ----------------------------------------------------------------
+    def _query(self) -> None:
+        now = self.reader.clock()
+        self._last_query = now
+        if self._get_rospecs_ok:
+            self._query_at = now
+            self.client.send_get_rospecs()
+        else:
+            self._start()
+
+    def _start(self) -> None:
+        self._own.add("START_ROSPEC_RESPONSE")
+        self.client.send_own({"START_ROSPEC": {"ROSpecID": ROSPEC_ID}})
+
+    def _set_reading(self, reading: bool, why: str) -> None:
+        if reading and not self._reading:
+            self._reading_since = self.reader.clock()
+            self._last_report = self._reading_since
+        self._reading = reading
+        self._why_not = "" if reading else why
+        self.reader.wake()
+
+    def on_get_rospecs_response(self, frame: bytes) -> None:
+        self._query_at = None
+        try:
+            got = wire.parse_get_rospecs_response(frame)
+        except wire.WireError as exc:
+            self.anomaly("bad_get_rospecs_response", str(exc))
+            self._get_rospecs_ok = False
+            self._start()
+            return
+        if got.status_code != 0:
+            self.anomaly("get_rospecs_unsupported",
+                         f"GET_ROSPECS failed ({got.status_code}: {got.description}); "
+                         "sending START_ROSPEC instead of asking")
+            self._get_rospecs_ok = False
+            self._start()
+            return
+        state = got.states.get(ROSPEC_ID)
+        if state == wire.ACTIVE:
+            self._set_reading(True, "")
+        elif state == wire.INACTIVE:
+            self.anomaly("rospec_not_started", "ROSpec enabled but Inactive (the reader waits "
+                         "for START_ROSPEC): starting it")
+            self._set_reading(False, "ROSpec Inactive: START_ROSPEC sent")
+            self._start()
+        elif state == wire.DISABLED:
+            self.anomaly("rospec_disabled", "ROSpec Disabled: enabling it again")
+            self._set_reading(False, "ROSpec Disabled: ENABLE_ROSPEC sent")
+            self._own.add("ENABLE_ROSPEC_RESPONSE")
+            self.client.send_own({"ENABLE_ROSPEC": {"ROSpecID": ROSPEC_ID}})
+        else:
+            self.anomaly("rospec_lost", f"the reader no longer has ROSpec {ROSPEC_ID} (it "
+                         f"reports {sorted(got.states) or 'none'}): reinstalling it")
+            self._set_reading(False, "ROSpec lost by the reader: reinstalling")
+            rospec = self.client.llrp.getROSpec()
+            self._own.add("ADD_ROSPEC_RESPONSE")
+            self.client.send_own({"ADD_ROSPEC": {"ROSpecID": ROSPEC_ID, "ROSpec": rospec}})
+
+    def _on_own_response(self, name: str, ok: bool, body: Mapping[str, Any]) -> None:
+        status = body.get("LLRPStatus", {})
+        what = f"{status.get('StatusCode', '?')}: {_text(status.get('ErrorDescription'))}"
+        if name == "IMPINJ_ENABLE_EXTENSIONS_RESPONSE":
+            if not ok:
+                self._drop_extensions(what)
+            return
+        if name == "START_ROSPEC_RESPONSE":
+            if ok:
+                self._set_reading(False, "START_ROSPEC accepted, confirming")
+                if self._get_rospecs_ok:
+                    self._query()
+                else:
+                    self._set_reading(True, "")
+            elif "activ" in what.lower():
+                self.anomaly("start_rospec_already_active",
+                             f"START_ROSPEC refused as already active ({what}); carrying on")
+                self._set_reading(True, "")
+            else:
+                self.anomaly("start_rospec_refused", f"START_ROSPEC refused ({what})")
+                self._set_reading(False, f"START_ROSPEC refused ({what})")
+            return
+        if name == "ADD_ROSPEC_RESPONSE":
+            if ok:
+                self._own.add("ENABLE_ROSPEC_RESPONSE")
+                self.client.send_own({"ENABLE_ROSPEC": {"ROSpecID": ROSPEC_ID}})
+            else:
+                self.fail("rospec_reinstall_failed", f"reinstalling the ROSpec failed ({what})")
+            return
+        if name == "ENABLE_ROSPEC_RESPONSE":
+            if ok:
+                self._query()
+            else:
+                self.fail("rospec_reinstall_failed", f"enabling the ROSpec failed ({what})")
+
+    def _on_own_error(self, answered: int, what: str) -> None:
+        if answered == wire.GET_ROSPECS:
+            self._query_at = None
+            self._get_rospecs_ok = False
+            self.anomaly("get_rospecs_unsupported", f"reader answered GET_ROSPECS with "
+                         f"ERROR_MESSAGE ({what}); sending START_ROSPEC instead of asking")
+            self._start()
+        elif answered == wire.START_ROSPEC:
+            self._own.discard("START_ROSPEC_RESPONSE")
+            self._on_own_response("START_ROSPEC_RESPONSE", False,
+                                  {"LLRPStatus": {"ErrorDescription": what}})
+        elif answered == wire.CUSTOM:
+            self._own.discard("IMPINJ_ENABLE_EXTENSIONS_RESPONSE")
+            self._drop_extensions(what)
+        else:
+            self.fail("error_message", f"reader answered {_OWN_REQUESTS[answered]} with "
+                      f"ERROR_MESSAGE ({what})")
+
+    def _drop_extensions(self, what: str) -> None:
+        self.anomaly("vendor_extension_refused", f"IMPINJ_ENABLE_EXTENSIONS refused ({what}); "
+                     "going on without extensions")
+        self.client.llrp.config.impinj_search_mode = None
+        self.reader.extensions = None
+
+    def _on_rospec_event(self, event: Mapping[str, Any]) -> None:
+        if int(event.get("ROSpecID", -1)) != ROSPEC_ID or not self._ready:
+            return
+        kind = event.get("EventType")
+        if kind == "Start_of_ROSpec":
+            self._set_reading(True, "")
+        elif kind in ("End_of_ROSpec", "Preemption_of_ROSpec"):
+            self._set_reading(False, f"reader event {kind}")
+            self._query()
+
+    def _on_report(self, body: Mapping[str, Any]) -> bool:
+        tags = body.get("TagReportData") or []
+        if self.client.llrp.state != LLRPReaderState.STATE_INVENTORYING:
+            # sllurp drops a report that precedes the ENABLE_ROSPEC response: deliver it.
+            if tags:
+                self.anomaly("report_before_enable_response",
+                             f"{len(tags)} tag(s) reported before the ENABLE_ROSPEC response: "
+                             "kept")
+                self.reader.convert_and_deliver(tags)
+            return False
+        if tags:
+            self._last_report = self.reader.clock()
+            if not self._reading:
+                self._set_reading(True, "")
+        return True
+
+    def _on_keepalive(self) -> None:
+        """Periodic checks, on sllurp's thread (the only one that writes to the socket)."""
+        if not self._ready:
+            return
+        now = self.reader.clock()
+        s = self.settings
+        if self._query_at is not None:
+            if now - self._query_at < max(s.verify_s, s.keepalive_s * 2):
+                return
+            self.anomaly("get_rospecs_unanswered", "no answer to GET_ROSPECS: sending "
+                         "START_ROSPEC instead of asking")
+            self._query_at = None
+            self._get_rospecs_ok = False
+            self._start()
+            return
+        if not self._reading:
+            self._query()
+        elif now - self._last_report >= s.verify_s and now - self._last_query >= s.verify_s:
+            self._query()  # nothing read for a while: is the ROSpec still there?
+        if self._reading and now - self._reading_since >= s.antenna_check_s:
+            self._check_antennas()
+
+    def _check_antennas(self) -> None:
+        seen = self.reader.antennas_seen
+        if not seen:
+            return  # an empty field: the silence timer's business, not an antenna fault
+        silent = frozenset(a for a in self.reader.antennas if a not in seen)
+        if silent and silent != self._antenna_named:
+            self.anomaly("antenna_silent", f"antenna(s) {sorted(silent)} configured and mapped "
+                         f"but never reported (antennas {sorted(seen)} did)")
+        self._antenna_named = silent
 
     def _on_disconnected(self, _client: Any) -> None:
         self.fail("disconnected", "connection closed")
@@ -240,6 +548,12 @@ class _SllurpSession:
 
     def ready(self) -> bool:
         return self._ready
+
+    def reading(self) -> bool:
+        return self._ready and self._reading
+
+    def not_reading_reason(self) -> str:
+        return self._why_not
 
     def alive(self) -> bool:
         return bool(self.client.is_alive())
@@ -263,6 +577,28 @@ class _SllurpSession:
         except Exception as exc:
             log.debug("reader %s: hard disconnect failed: %s", self.reader.name, exc)
         client.join(self.reader.disconnect_timeout_s)
+
+
+def _tid(tag: Mapping[str, Any]) -> str | None:
+    """The TID of a tag report, where the reader sent one: the result of our TID-bank
+    AccessSpec read (C1G2ReadOpSpecResult ReadData) or Impinj's serialized TID."""
+    serialized = tag.get("ImpinjSerializedTID")
+    if isinstance(serialized, Mapping):
+        words = serialized.get("TID")
+        if isinstance(words, bytes | bytearray):
+            return words.hex().upper() or None
+    for result in _as_list(tag.get("OpSpecResult") or tag.get("C1G2ReadOpSpecResult")):
+        if isinstance(result, Mapping):
+            data = result.get("ReadData")
+            if isinstance(data, bytes | bytearray) and data:
+                return data.hex().upper()
+    return None
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
 
 
 def _text(value: Any) -> str:
@@ -309,12 +645,20 @@ class LlrpReader:
         self._prefixes = tuple(self.settings.epc_filter)
         self.reads_total = 0
         self.reports_total = 0
+        # What the reader told us (kept across reconnects; read by `rfidd readers`).
+        self.device: DeviceInfo | None = None
+        self.profile: Profile = profile_for(self.settings.vendor, None)
+        self.mode_selected: int | None = None
+        self.mode_by_position = False  # learnt: the reader takes ModeIndex as a position
+        self.extensions: str | None = None
+        self.antennas_seen: set[int] = set()
         self._supervisor = Supervisor(
             name, sink, self._open_session,
             watchdog_s=watchdog_s if watchdog_s is not None
             else WATCHDOG_FACTOR * self.settings.keepalive_s,
             handshake_timeout_s=self.settings.handshake_timeout_s,
             backoff=backoff, stop_event=stop_event, clock=clock,
+            not_reading_reconnect_s=self.settings.not_reading_reconnect_s,
         )
 
     # ReaderDriver ---------------------------------------------------------------------------
@@ -335,6 +679,39 @@ class LlrpReader:
     @property
     def supervisor(self) -> Supervisor:
         return self._supervisor
+
+    def info(self) -> dict[str, Any]:
+        """What `rfidd readers` shows: identity, profile, mode, antennas, anomalies."""
+        d = self.device
+        return {
+            "kind": "llrp",
+            "vendor": d.vendor if d else None,
+            "vendor_configured": self.settings.vendor,
+            "profile": self.profile.vendor,
+            "manufacturer": d.manufacturer if d else None,
+            "model": d.model if d else None,
+            "firmware": d.firmware if d else None,
+            "mode": self.mode_selected,
+            "mode_index": "position" if self.mode_by_position else "identifier",
+            "extensions": self.extensions,
+            "antennas": list(self.antennas),
+            "antennas_reporting": sorted(self.antennas_seen),
+            "anomalies": dict(sorted(self._anomaly.by_kind.items())),
+        }
+
+    def on_device(self, info: DeviceInfo) -> Profile:
+        """The capabilities named the reader: choose its profile (detected beats configured)."""
+        configured = self.settings.vendor
+        if configured not in ("auto", info.vendor):
+            self.anomaly("vendor_mismatch", f"configured vendor {configured!r} but the reader "
+                         f"says {info.vendor} (manufacturer {info.manufacturer}, model "
+                         f"{info.model}): using the {info.vendor} profile")
+        if self.device is None or self.device != info:
+            log.info("reader %s: %s model %d firmware %s, %d antennas, modes %s", self.name,
+                     info.vendor, info.model, info.firmware, info.max_antennas, list(info.modes))
+        self.device = info
+        self.profile = PROFILES.get(info.vendor, PROFILES["generic"])
+        return self.profile
 
     # internals ------------------------------------------------------------------------------
     def wake(self) -> None:
@@ -369,13 +746,15 @@ class LlrpReader:
             "start_inventory": True,
             "reconnect": False,
             "tx_power": 0,
+            # A reader that sends ROSpec events tells us when inventory starts and stops.
+            "event_selector": {"ROSpecEvent": True},
         }
         if s.tx_power_dbm is not None:
             cfg["tx_power_dbm"] = float(s.tx_power_dbm)
         if s.mode_identifier is not None:
             cfg["mode_identifier"] = s.mode_identifier
-        if s.impinj_extensions and s.search_mode is not None:
-            cfg["impinj_search_mode"] = s.search_mode
+        # Impinj extensions are decided once the capabilities name the vendor (never here:
+        # sllurp would send them before asking who the reader is).
         return cfg
 
     def _open_session(self) -> _SllurpSession:
@@ -445,8 +824,12 @@ class LlrpReader:
                              "its reads are stamped with our time (set NTP on the reader)")
                 seen_at = now
         count = tag.get("TagSeenCount")
+        antenna = int(antenna)
+        if antenna and antenna not in self.antennas_seen:
+            self.antennas_seen.add(antenna)
         return TagRead(
-            epc=epc, reader=self.name, antenna=int(antenna),
+            epc=epc, reader=self.name, antenna=antenna,
             rssi_dbm=None if rssi is None else float(rssi), seen_at=seen_at,
             seen_count=max(1, int(count)) if count is not None else 1,
+            tid=_tid(tag),
         )

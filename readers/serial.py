@@ -508,6 +508,12 @@ class _Session:
     def ready(self) -> bool:
         return self._ready
 
+    def reading(self) -> bool:
+        return self._ready  # a serial reader that answers is reading (no ROSpec to start)
+
+    def not_reading_reason(self) -> str:
+        return ""
+
     def alive(self) -> bool:
         return self._thread.is_alive()
 

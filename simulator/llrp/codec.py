@@ -51,6 +51,7 @@ class MessageType:
     STOP_ROSPEC_RESPONSE = 33
     ENABLE_ROSPEC_RESPONSE = 34
     DISABLE_ROSPEC_RESPONSE = 35
+    GET_ROSPECS_RESPONSE = 36
     ADD_ACCESSSPEC = 40
     DELETE_ACCESSSPEC = 41
     ENABLE_ACCESSSPEC = 42
@@ -85,6 +86,7 @@ RESPONSE_OF: dict[int, int] = {
     MessageType.STOP_ROSPEC: MessageType.STOP_ROSPEC_RESPONSE,
     MessageType.ENABLE_ROSPEC: MessageType.ENABLE_ROSPEC_RESPONSE,
     MessageType.DISABLE_ROSPEC: MessageType.DISABLE_ROSPEC_RESPONSE,
+    MessageType.GET_ROSPECS: MessageType.GET_ROSPECS_RESPONSE,
     MessageType.ADD_ACCESSSPEC: MessageType.ADD_ACCESSSPEC_RESPONSE,
     MessageType.DELETE_ACCESSSPEC: MessageType.DELETE_ACCESSSPEC_RESPONSE,
     MessageType.ENABLE_ACCESSSPEC: MessageType.ENABLE_ACCESSSPEC_RESPONSE,
@@ -115,6 +117,11 @@ class ParamType:
     AI_SPEC_STOP_TRIGGER = 184
     TAG_OBSERVATION_TRIGGER = 185
     INVENTORY_PARAMETER_SPEC = 186
+    ROSPEC_EVENT = 249
+    ANTENNA_CONFIGURATION = 222
+    C1G2_INVENTORY_COMMAND = 330
+    C1G2_RF_CONTROL = 335
+    CUSTOM = 1023
     IDENTIFICATION = 218
     KEEPALIVE_SPEC = 220
     ANTENNA_PROPERTIES = 221
@@ -235,6 +242,31 @@ def error_message(msg_id: int, code: int, description: str) -> bytes:
     return status_response(MessageType.ERROR_MESSAGE, msg_id, code, description)
 
 
+def get_rospecs_response(msg_id: int, specs: list[tuple[int, int, int]]) -> bytes:
+    """GET_ROSPECS_RESPONSE: (ROSpecID, priority, CurrentState 0/1/2) per ROSpec. Each ROSpec
+    carries only its leading fields here (what a client reads to learn the state)."""
+    body = b"".join(tlv(ParamType.RO_SPEC, struct.pack("!IBB", sid, prio, state))
+                    for sid, prio, state in specs)
+    return message(MessageType.GET_ROSPECS_RESPONSE, msg_id, llrp_status() + body)
+
+
+def custom_parameter(vendor: int, subtype: int, data: bytes) -> bytes:
+    """A vendor (type 1023) parameter: vendor PEN, subtype, opaque data."""
+    return tlv(ParamType.CUSTOM, struct.pack("!II", vendor, subtype), data)
+
+
+def custom_message(msg_id: int, vendor: int, subtype: int, body: bytes) -> bytes:
+    """A CUSTOM_MESSAGE (type 1023): vendor PEN, u8 subtype, then the vendor's body."""
+    return message(MessageType.CUSTOM_MESSAGE, msg_id, struct.pack("!IB", vendor, subtype) + body)
+
+
+def rospec_event(msg_id: int, microseconds: int, event_type: int, rospec_id: int) -> bytes:
+    """READER_EVENT_NOTIFICATION with a ROSpecEvent (0 start, 1 end of ROSpec)."""
+    data = tlv(ParamType.READER_EVENT_NOTIFICATION_DATA, utc_timestamp(microseconds),
+               tlv(ParamType.ROSPEC_EVENT, struct.pack("!BII", event_type, rospec_id, 0)))
+    return message(MessageType.READER_EVENT_NOTIFICATION, msg_id, data)
+
+
 def keepalive(msg_id: int) -> bytes:
     return message(MessageType.KEEPALIVE, msg_id)
 
@@ -263,7 +295,7 @@ RF_MODES: tuple[tuple[int, int, int, int, int, int, int, int, int, int], ...] = 
 )
 
 
-def capabilities_response(msg_id: int, ident: ReaderIdentity) -> bytes:
+def capabilities_response(msg_id: int, ident: ReaderIdentity, extra: bytes = b"") -> bytes:
     """GET_READER_CAPABILITIES_RESPONSE with everything sllurp parses (and pyllrp validates)."""
     gdc = tlv(
         ParamType.GENERAL_DEVICE_CAPABILITIES,
@@ -295,7 +327,7 @@ def capabilities_response(msg_id: int, ident: ReaderIdentity) -> bytes:
                tlv(ParamType.UHF_BAND_CAPABILITIES, power, freq, modes))
     c1g2 = tlv(ParamType.C1G2_LLRP_CAPABILITIES, struct.pack("!BH", 0x00, 2))
     return message(MessageType.GET_READER_CAPABILITIES_RESPONSE, msg_id,
-                   llrp_status() + gdc + llrpc + regc + c1g2)
+                   llrp_status() + gdc + llrpc + regc + c1g2 + extra)
 
 
 def config_response(msg_id: int, ident: ReaderIdentity, antennas: list[int],
@@ -386,9 +418,9 @@ def tag_report_data(obs: TagObservation, sel: ContentSelector, rospec_id: int,
 
 
 def ro_access_report(msg_id: int, tags: list[TagObservation], sel: ContentSelector,
-                     rospec_id: int) -> bytes:
+                     rospec_id: int, extra: bytes = b"") -> bytes:
     return message(MessageType.RO_ACCESS_REPORT, msg_id,
-                   b"".join(tag_report_data(t, sel, rospec_id) for t in tags))
+                   b"".join(tag_report_data(t, sel, rospec_id) for t in tags) + extra)
 
 
 # --------------------------------------------------------------------------------------------
@@ -469,6 +501,9 @@ class RoSpec:
     report_timeout_ms: int = 0
     report_trigger: int = 2  # 0 None, 1 Upon N tags or end of AISpec, 2 ...or end of ROSpec
     selector: ContentSelector = field(default_factory=ContentSelector)
+    configured_antennas: list[int] = field(default_factory=list)  # AntennaConfiguration ids
+    mode_index: int | None = None  # C1G2RFControl ModeIndex of the first antenna configuration
+    custom_parameters: int = 0  # vendor parameters seen anywhere in the InventoryParameterSpec
 
     @property
     def report_every(self) -> int:
@@ -522,6 +557,9 @@ def _parse_aispec(value: bytes, spec: RoSpec) -> None:
     _need(value, 2 + 2 * count, "AISpec antenna list")
     spec.antennas = list(struct.unpack_from(f"!{count}H", value, 2))
     for ptype, sub in iter_params(value[2 + 2 * count:], "AISpec"):
+        if ptype == ParamType.INVENTORY_PARAMETER_SPEC:
+            _parse_inventory_parameter_spec(sub, spec)
+            continue
         if ptype != ParamType.AI_SPEC_STOP_TRIGGER:
             continue
         _need(sub, 5, "AISpecStopTrigger")
@@ -533,6 +571,27 @@ def _parse_aispec(value: bytes, spec: RoSpec) -> None:
                 if trig in (0, 3):  # Upon N tags / N unique tags, or timeout
                     spec.n_tags = n_tags
                     spec.report_timeout_ms = timeout
+
+
+def _parse_inventory_parameter_spec(value: bytes, spec: RoSpec) -> None:
+    _need(value, 3, "InventoryParameterSpec")
+    for ptype, sub in iter_params(value[3:], "InventoryParameterSpec"):
+        if ptype == ParamType.CUSTOM:
+            spec.custom_parameters += 1
+        if ptype != ParamType.ANTENNA_CONFIGURATION:
+            continue
+        _need(sub, 2, "AntennaConfiguration")
+        spec.configured_antennas.append(struct.unpack_from("!H", sub)[0])
+        for ctype, csub in iter_params(sub[2:], "AntennaConfiguration"):
+            if ctype != ParamType.C1G2_INVENTORY_COMMAND:
+                continue
+            _need(csub, 1, "C1G2InventoryCommand")
+            for itype, isub in iter_params(csub[1:], "C1G2InventoryCommand"):
+                if itype == ParamType.C1G2_RF_CONTROL and spec.mode_index is None:
+                    _need(isub, 4, "C1G2RFControl")
+                    spec.mode_index = struct.unpack_from("!H", isub)[0]
+                elif itype == ParamType.CUSTOM:
+                    spec.custom_parameters += 1
 
 
 def parse_keepalive_ms(body: bytes) -> int | None:

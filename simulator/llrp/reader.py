@@ -64,11 +64,70 @@ class StaticField:
 
 @dataclass
 class ReaderQuirks:
-    """Standing deviations from the standard that real readers show (not one-off faults)."""
+    """Standing deviations from the standard that real readers show (not one-off faults).
+
+    Each has a `--quirks` name (QUIRKS below) for `rfidd-sim` and the scenario files."""
 
     error_on_enable_events: bool = False  # answer ENABLE_EVENTS_AND_REPORTS with ERROR_MESSAGE
     reject_spec_id_zero: bool = False  # DELETE_ROSPEC(0) / DELETE_ACCESSSPEC(0) fail
     omit_optional_fields: bool = False  # reports carry only the EPC, whatever was asked
+    # An Immediate-trigger ROSpec stays Inactive after ENABLE_ROSPEC until START_ROSPEC.
+    needs_start_rospec: bool = False
+    # START_ROSPEC of an already active ROSpec is refused ("already active").
+    start_active_refused: bool = False
+    # GET_ROSPECS answered with ERROR_MESSAGE (not supported).
+    no_get_rospecs: bool = False
+    # Only antenna 1 reports unless each antenna has its AntennaConfiguration in the ROSpec.
+    antenna1_unless_configured: bool = False
+    # C1G2RFControl.ModeIndex is taken as a position in the mode table, not an identifier.
+    mode_index_is_position: bool = False
+    # Capabilities and reports carry a vendor parameter sllurp cannot decode (Zebra FX).
+    undecodable_vendor_params: bool = False
+    # Buffered reads are reported on ENABLE_ROSPEC, before its response.
+    reports_before_enable_response: bool = False
+    # The inventory engine restarts after this many seconds of inventory: the ROSpec is lost,
+    # the LLRP connection and its keepalives go on (0: never).
+    loses_rospec_after_s: float = 0.0
+
+    @classmethod
+    def from_names(cls, names: Sequence[str]) -> ReaderQuirks:
+        """From `--quirks` names; an unknown name is an error listing the known ones."""
+        values: dict[str, Any] = {}
+        for name in names:
+            key, _, arg = name.strip().partition("=")
+            field_name = QUIRKS.get(key)
+            if field_name is None:
+                raise ValueError(f"unknown quirk {key!r}; known: {', '.join(sorted(QUIRKS))}")
+            values[field_name] = float(arg or 2.0) if field_name == "loses_rospec_after_s" \
+                else True
+        return cls(**values)
+
+
+# `--quirks` name -> ReaderQuirks field (loses-rospec takes "=SECONDS", default 2).
+QUIRKS: dict[str, str] = {
+    "error-on-enable-events": "error_on_enable_events",
+    "reject-spec-id-zero": "reject_spec_id_zero",
+    "omit-optional-fields": "omit_optional_fields",
+    "needs-start-rospec": "needs_start_rospec",
+    "start-active-refused": "start_active_refused",
+    "no-get-rospecs": "no_get_rospecs",
+    "antenna1-unless-configured": "antenna1_unless_configured",
+    "mode-index-is-position": "mode_index_is_position",
+    "undecodable-vendor-params": "undecodable_vendor_params",
+    "reports-before-enable-response": "reports_before_enable_response",
+    "loses-rospec": "loses_rospec_after_s",
+}
+
+IMPINJ_PEN = 25882
+MOTOROLA_PEN = 161
+# What the simulated reader can claim to be (`identity` presets): manufacturer, model, firmware.
+IDENTITIES: dict[str, codec.ReaderIdentity] = {
+    "generic": codec.ReaderIdentity(),
+    "impinj": codec.ReaderIdentity(manufacturer=IMPINJ_PEN, model=2001002,
+                                   firmware="8.0.0.240 (simulated Speedway R420)"),
+    "zebra": codec.ReaderIdentity(manufacturer=MOTOROLA_PEN, model=7500,
+                                  firmware="3.10.30 (simulated FX7500)"),
+}
 
 
 @dataclass
@@ -84,6 +143,11 @@ class ReaderStats:
     keepalive_acks: int = 0
     requests: dict[str, int] = field(default_factory=dict)
     bad_frames: int = 0
+    rospecs_lost: int = 0
+    impinj_extensions: bool = False  # IMPINJ_ENABLE_EXTENSIONS accepted on this connection
+    vendor_rospec_parameters: int = 0  # custom parameters in the last ROSpec added
+    antennas_configured: list[int] = field(default_factory=list)  # in the last ROSpec added
+    mode_selected: int | None = None  # ModeIdentifier the last ROSpec selected
 
 
 @dataclass
@@ -110,6 +174,7 @@ class SimulatedReader:
         reads_per_s: float = 1000.0,
         identity: codec.ReaderIdentity | None = None,
         quirks: ReaderQuirks | None = None,
+        buffered: Sequence[FieldTag] = (),
         seed: int = 0,
         max_frame_bytes: int = DEFAULT_MAX_FRAME,
         clock: Callable[[], float] = time.monotonic,
@@ -126,6 +191,8 @@ class SimulatedReader:
         self.reads_per_s = reads_per_s
         self.identity = identity or codec.ReaderIdentity(max_antennas=max(4, *self.antennas))
         self.quirks = quirks or ReaderQuirks()
+        # Reads the reader took while no client was connected (reported on the next enable).
+        self.buffered = list(buffered)
         self.stats = ReaderStats()
         self._field = tag_field
         self._rng = random.Random(seed)
@@ -146,6 +213,7 @@ class SimulatedReader:
         self._pending: dict[tuple[bytes, int], codec.TagObservation] = {}
         self._pending_since = 0.0
         self._ai_started = 0.0
+        self._activated_at = 0.0
         self._budget = 0.0
         self._cursor: dict[int, int] = {}
         self._ant_turn = 0
@@ -323,6 +391,8 @@ class SimulatedReader:
                 self._reboot_until = now + max(float(arg), 1e-3)
             elif cmd == "hold":
                 self._held = bool(arg)
+            elif cmd == "lose_rospec":
+                self._forget_rospecs()
 
     def _next_id(self) -> int:
         self._msg_id = (self._msg_id + 1) & 0xFFFFFFFF
@@ -438,6 +508,9 @@ class SimulatedReader:
         if t == MessageType.KEEPALIVE_ACK:
             self.stats.keepalive_acks += 1
             return
+        if t == MessageType.CUSTOM_MESSAGE:
+            self._custom(hdr, body)
+            return
         if t == MessageType.ENABLE_EVENTS_AND_REPORTS:
             if self.quirks.error_on_enable_events:
                 self._send(codec.error_message(hdr.msg_id, Status.UNSUPPORTED_MESSAGE,
@@ -454,7 +527,19 @@ class SimulatedReader:
         t, mid = hdr.msg_type, hdr.msg_id
         resp = codec.RESPONSE_OF.get(t)
         if t == MessageType.GET_READER_CAPABILITIES:
-            self._send(codec.capabilities_response(mid, self.identity))
+            extra = b""
+            if self.quirks.undecodable_vendor_params:  # MotoGeneralCapabilities, truncated
+                extra = codec.custom_parameter(MOTOROLA_PEN, 1, b"\x01")
+            self._send(codec.capabilities_response(mid, self.identity, extra))
+        elif t == MessageType.GET_ROSPECS:
+            if self.quirks.no_get_rospecs:
+                self._send(codec.error_message(mid, Status.UNSUPPORTED_MESSAGE,
+                                               "GET_ROSPECS not supported"))
+                return
+            self._send(codec.get_rospecs_response(mid, [
+                (sid, spec.priority, 2 if sid == self._active else
+                 1 if sid in self._enabled else 0)
+                for sid, spec in sorted(self._rospecs.items())]))
         elif t == MessageType.GET_READER_CONFIG:
             ka = self._conn.keepalive_ms if self._conn else 0
             self._send(codec.config_response(mid, self.identity, self.antennas, ka))
@@ -475,8 +560,12 @@ class SimulatedReader:
             elif spec.rospec_id in self._rospecs:
                 self._send(codec.status_response(resp or 0, mid, Status.A_INVALID,
                                                  f"ROSpec {spec.rospec_id} already exists"))
+            elif (problem := self._mode_problem(spec)) is not None:
+                self._send(codec.status_response(resp or 0, mid, Status.FIELD_ERROR, problem))
             else:
                 self._rospecs[spec.rospec_id] = spec
+                self.stats.vendor_rospec_parameters = spec.custom_parameters
+                self.stats.antennas_configured = list(spec.configured_antennas)
                 self._send(codec.status_response(resp or 0, mid))
         elif t in (MessageType.DELETE_ROSPEC, MessageType.ENABLE_ROSPEC,
                    MessageType.DISABLE_ROSPEC, MessageType.START_ROSPEC, MessageType.STOP_ROSPEC):
@@ -511,11 +600,18 @@ class SimulatedReader:
             self._send(codec.status_response(resp, mid, Status.A_INVALID,
                                              f"no ROSpec {spec_id}"))
             return
+        if t == MessageType.START_ROSPEC and self._active == spec_id and \
+                self.quirks.start_active_refused:
+            self._send(codec.status_response(resp, mid, Status.A_INVALID,
+                                             f"ROSpec {spec_id} is already active"))
+            return
         if spec_id == 0 and t in (MessageType.START_ROSPEC, MessageType.STOP_ROSPEC):
             self._send(codec.status_response(resp, mid, Status.FIELD_ERROR,
                                              "ROSpecID 0 is reserved"))
             return
         now = self._clock()
+        if t == MessageType.ENABLE_ROSPEC and self.quirks.reports_before_enable_response:
+            self._report_buffered(spec_id)  # before the answer: what this quirk is about
         # Answer first: a client drops reports that arrive before the ENABLE response.
         if t == MessageType.START_ROSPEC and spec_id not in self._enabled:
             self._send(codec.status_response(resp, mid, Status.A_INVALID,
@@ -534,13 +630,59 @@ class SimulatedReader:
                 self._deactivate(sid, now)
             elif t == MessageType.ENABLE_ROSPEC:
                 self._enabled.add(sid)
-                if self._rospecs[sid].start_trigger in (1, 2) and self._active is None:
+                if self._rospecs[sid].start_trigger in (1, 2) and self._active is None \
+                        and not self.quirks.needs_start_rospec:
                     self._activate(sid, now)
             elif t == MessageType.START_ROSPEC and self._active is None:
                 self._activate(sid, now)
 
+    def _mode_problem(self, spec: codec.RoSpec) -> str | None:
+        """Why the ROSpec's ModeIndex is refused, or None (and the mode it selects is noted)."""
+        if spec.mode_index is None:
+            self.stats.mode_selected = None
+            return None
+        ids = [m[0] for m in codec.RF_MODES]
+        if self.quirks.mode_index_is_position:
+            if spec.mode_index >= len(ids):
+                return (f"C1G2RFControl ModeIndex {spec.mode_index} out of range "
+                        f"(0-{len(ids) - 1})")
+            self.stats.mode_selected = ids[spec.mode_index]
+        elif spec.mode_index not in ids:
+            return f"C1G2RFControl ModeIndex {spec.mode_index}: no such mode identifier"
+        else:
+            self.stats.mode_selected = spec.mode_index
+        return None
+
+    def _custom(self, hdr: codec.Header, body: bytes) -> None:
+        """Vendor messages: only IMPINJ_ENABLE_EXTENSIONS, and only if we claim to be Impinj."""
+        vendor, subtype = struct.unpack_from("!IB", body) if len(body) >= 5 else (0, 0)
+        if vendor == IMPINJ_PEN and subtype == 21 and self.identity.manufacturer == IMPINJ_PEN:
+            self.stats.impinj_extensions = True
+            self._send(codec.custom_message(hdr.msg_id, IMPINJ_PEN, 22, codec.llrp_status()))
+            return
+        self._send(codec.error_message(hdr.msg_id, Status.UNSUPPORTED_MESSAGE,
+                                       f"custom message of vendor {vendor} not supported"))
+
+    def _report_buffered(self, sid: int) -> None:
+        if not self.buffered or sid not in self._rospecs:
+            return
+        micros = self._micros()
+        tags = [codec.TagObservation(t.epc, self.antennas[0], int(t.rssi_mean_dbm), micros,
+                                     micros) for t in self.buffered]
+        self.buffered = []
+        if self._send(codec.ro_access_report(self._next_id(), tags, self._rospecs[sid].selector,
+                                             sid)):
+            self.stats.reports_sent += 1
+            self.stats.tags_reported += len(tags)
+            self.stats.reads_reported += len(tags)
+
+    def lose_rospec(self) -> None:
+        """The inventory engine restarts: every ROSpec is forgotten, the connection stays."""
+        self._commands.put(("lose_rospec", None))
+
     def _activate(self, sid: int, now: float) -> None:
         self._active = sid
+        self._activated_at = now
         self._pending.clear()
         self._ai_started = now
         self._last_tick = now
@@ -552,10 +694,22 @@ class SimulatedReader:
             self._active = None
 
     # ---------------------------------------------------------------- inventory
+    def _forget_rospecs(self) -> None:
+        self.stats.rospecs_lost += 1
+        self._rospecs.clear()
+        self._enabled.clear()
+        self._active = None
+        self._pending.clear()
+
     def _inventory(self, now: float) -> None:
         dt = now - self._last_tick
         self._last_tick = now
         if self._active is None or self._is_silent():
+            return
+        lose_after = self.quirks.loses_rospec_after_s
+        if lose_after and now - self._activated_at >= lose_after and not self.stats.rospecs_lost:
+            log.info("simulated reader %s: inventory engine restarts, ROSpecs lost", self.name)
+            self._forget_rospecs()
             return
         spec = self._rospecs[self._active]
         if not self._held:
@@ -574,6 +728,8 @@ class SimulatedReader:
     def _generate(self, spec: codec.RoSpec, dt: float, now: float) -> None:
         ants = [a for a in spec.antennas if a in self.antennas] if spec.antennas and \
             spec.antennas != [0] else self.antennas
+        if self.quirks.antenna1_unless_configured:
+            ants = [a for a in ants if a == 1 or a in spec.configured_antennas]
         fields = [(a, self._field(a)) for a in ants]
         fields = [(a, f) for a, f in fields if f]
         if not fields:
@@ -626,7 +782,10 @@ class SimulatedReader:
                                         tag_seen_count=False)
         tags = list(self._pending.values())
         self._pending.clear()
-        data = codec.ro_access_report(self._next_id(), tags, sel, self._active or 0)
+        extra = b""
+        if self.quirks.undecodable_vendor_params:
+            extra = codec.custom_parameter(MOTOROLA_PEN, 1, b"\x02")
+        data = codec.ro_access_report(self._next_id(), tags, sel, self._active or 0, extra)
         if self._send(data):
             self.stats.reports_sent += 1
             self.stats.tags_reported += len(tags)

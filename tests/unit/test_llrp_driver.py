@@ -121,6 +121,7 @@ class FakeSession:
     def __init__(self, clock: list[float]) -> None:
         self.clock = clock
         self.is_ready = False
+        self.is_reading: bool | None = None  # None: reading as soon as ready
         self.is_alive = True
         self.why: str | None = None
         self.last = clock[0]
@@ -128,6 +129,12 @@ class FakeSession:
 
     def ready(self) -> bool:
         return self.is_ready
+
+    def reading(self) -> bool:
+        return self.is_ready if self.is_reading is None else self.is_reading
+
+    def not_reading_reason(self) -> str:
+        return "ROSpec Inactive"
 
     def alive(self) -> bool:
         return self.is_alive
