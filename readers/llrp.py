@@ -676,6 +676,9 @@ class LlrpReader:
     def anomalies(self) -> int:
         return self._anomaly.count
 
+    def anomaly_counts(self) -> dict[str, int]:
+        return dict(self._anomaly.by_kind)
+
     @property
     def supervisor(self) -> Supervisor:
         return self._supervisor

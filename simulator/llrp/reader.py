@@ -193,6 +193,8 @@ class SimulatedReader:
         self.quirks = quirks or ReaderQuirks()
         # Reads the reader took while no client was connected (reported on the next enable).
         self.buffered = list(buffered)
+        # A dead radio: START_ROSPEC is accepted but the ROSpec never becomes active.
+        self.refuse_start = False
         self.stats = ReaderStats()
         self._field = tag_field
         self._rng = random.Random(seed)
@@ -633,7 +635,8 @@ class SimulatedReader:
                 if self._rospecs[sid].start_trigger in (1, 2) and self._active is None \
                         and not self.quirks.needs_start_rospec:
                     self._activate(sid, now)
-            elif t == MessageType.START_ROSPEC and self._active is None:
+            elif t == MessageType.START_ROSPEC and self._active is None \
+                    and not self.refuse_start:
                 self._activate(sid, now)
 
     def _mode_problem(self, spec: codec.RoSpec) -> str | None:
