@@ -24,7 +24,7 @@ from inventory.epcis import epcis_document, event_to_json
 from inventory.events import ItemEvent, stable_event_id
 from inventory.presence import PresenceChange, PresenceTracker
 from inventory.rules import SiteRules
-from readers.base import ReaderDriver, ReaderState
+from readers.base import ReaderDriver
 from readers.llrp import LlrpReader
 from readers.serial import SerialReader
 from rfidd.api import Api, ApiError
@@ -38,6 +38,7 @@ from rfidd.metrics import Metrics
 from rfidd.mqtt import HqLink
 from rfidd.ops import StoreOps, add_scheduled_jobs
 from rfidd.ops import register_routes as register_ops_routes
+from rfidd.reader_monitor import ReaderMonitor
 from rfidd.sdnotify import Notifier
 from rfidd.store import repo
 from rfidd.store.db import Database, open_database
@@ -75,6 +76,7 @@ class Daemon:
         self.db: Database | None = None
         self.hq: HqLink | None = None
         self.queue: IngestQueue | None = None
+        self.monitor: ReaderMonitor | None = None
         self.ingestor: Ingestor | None = None
         self.scheduler: BackgroundScheduler | None = None
         self.api: Api | None = None
@@ -139,7 +141,14 @@ class Daemon:
             self.hq.start()
             self._on_stop("hq link", self.hq.stop)
 
-        self.queue = IngestQueue(self.metrics, on_state=self._on_reader_state)
+        self.monitor = ReaderMonitor(
+            self.metrics,
+            publish_status=self.hq.set_reader_status if cfg.mqtt.enabled else None,
+            make_alert=self._alert, emit_alerts=lambda alerts: ctx.emit(messages=alerts),
+            down_alert_s=self.timings.reader_down_alert_s, drivers=self.readers,
+            silent_after_s={n: r.silent_after_s for n, r in cfg.readers.items() if r.enabled})
+        self.queue = IngestQueue(self.metrics, on_state=self.monitor.on_state,
+                                 activity=self.monitor.activity)
         zone_of = {  # enabled readers only: a disabled one would pause its zones for ever
             (name, port): zone
             for name, r in cfg.readers.items() if r.enabled
@@ -235,10 +244,8 @@ class Daemon:
 
     def tick(self) -> None:
         now = time.time()
-        if self.queue is not None:
-            for name, act in self.queue.activity.items():
-                if act.last_report:
-                    self.metrics.reader_last_report_age.labels(name).set(now - act.last_report)
+        if self.monitor is not None:
+            self.monitor.check(now, stopping=self.stop_event.is_set())
         self._check_alerts(now)
         if self.ctx is not None:
             with self.ctx.tracker_lock:
@@ -258,18 +265,10 @@ class Daemon:
         self.notifier.watchdog()
 
     def _check_alerts(self, now: float) -> None:
-        """Ops alerts on `alerts`: a reader down too long, an outbox backlog past its bound."""
+        """Ops alerts on `alerts`: an outbox backlog past its bound (reader alerts: monitor)."""
         if self.queue is None or self.ctx is None:
             return
         alerts: list[repo.Message] = []
-        for name, act in self.queue.activity.items():
-            if (act.state is not ReaderState.ONLINE and not act.down_alerted
-                    and now - act.since >= self.timings.reader_down_alert_s
-                    and not self.stop_event.is_set()):
-                act.down_alerted = True
-                alerts.append(self._alert("reader_down", {
-                    "reader": name, "state": act.state.value, "reason": act.reason,
-                    "since": _iso(act.since)}, f"reader_down:{name}:{act.since}"))
         depth = self._outbox_depth
         limit = self.config.mqtt.outbox_alert_rows
         if depth >= limit and not self._backlog_alerted:
@@ -319,10 +318,6 @@ class Daemon:
                           "dropped", self.timings.stop_timeout_s)
 
     # -- callbacks -------------------------------------------------------------------------
-    def _on_reader_state(self, reader: str, state: ReaderState, reason: str) -> None:
-        if self.hq is not None and self.config.mqtt.enabled:
-            self.hq.set_reader_status(reader, state is ReaderState.ONLINE)
-
     def _on_command(self, name: str, payload: bytes) -> None:
         """Dispatch an HQ command; a ValueError makes the HQ link reply on the errors topic
         (the link counts results in rfidd_commands_total)."""
@@ -374,7 +369,12 @@ class Daemon:
                     raise ApiError(404, f"unknown item {p['epc']}")
                 return 200, {c.name: getattr(it, c.name) for c in it.__table__.columns}
 
+        def readers(_p: dict[str, str], _q: Any, _b: Any) -> tuple[int, Any]:
+            assert self.monitor is not None
+            return 200, {"site": self.config.site.id, "readers": self.monitor.snapshot()}
+
         api.route("GET", "/api/v1/status", status)
+        api.route("GET", "/api/v1/readers", readers)
         api.route("GET", "/api/v1/items/{epc}", item)
         for svc in self.services:
             if isinstance(svc, StoreOps):

@@ -180,12 +180,14 @@ def _register_subcommands() -> None:
     from rfidd.hq import hq_command
     from rfidd.lifecycle.cli import lifecycle_cli, trace_command
     from rfidd.ops import bench_command, ops_cli
+    from rfidd.readers_cli import readers_command
 
     main.add_command(hq_command, "hq")
     main.add_command(lifecycle_cli)
     main.add_command(trace_command)
     main.add_command(ops_cli)
     main.add_command(bench_command)
+    main.add_command(readers_command)
 
 
 _register_subcommands()

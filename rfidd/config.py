@@ -277,6 +277,22 @@ class LlrpOptions(_Strict):
     max_frame_bytes: int = Field(
         1_048_576, ge=1024, description="A frame claiming to be larger desynchronised the stream."
     )
+    vendor: Literal["auto", "impinj", "zebra", "generic"] = Field(
+        "auto", description="Reader family (profile of safe defaults); auto: detected from the "
+        "reader's capabilities (manufacturer, model), which also win over a configured value "
+        "that disagrees (counted as a vendor_mismatch anomaly)."
+    )
+    verify_s: float = Field(
+        30.0, gt=0, description="With no tag reported this long, ask the reader (GET_ROSPECS) "
+        "whether its ROSpec is still active; a lost one is reinstalled, an inactive one started."
+    )
+    not_reading_reconnect_s: float = Field(
+        60.0, gt=0, description="Connected but not inventorying this long: reconnect afresh."
+    )
+    antenna_check_s: float = Field(
+        60.0, gt=0, description="After this long inventorying, name mapped antennas that never "
+        "reported (anomaly antenna_silent)."
+    )
 
     @field_validator("epc_filter")
     @classmethod
@@ -288,7 +304,8 @@ class LlrpOptions(_Strict):
 
     @model_validator(mode="after")
     def _check_impinj(self) -> LlrpOptions:
-        if self.search_mode is not None and not self.impinj_extensions:
+        if self.search_mode is not None and not self.impinj_extensions \
+                and self.vendor != "impinj":
             raise ValueError("search_mode is an Impinj extension: set impinj_extensions = true "
                              "(only on Impinj readers) or remove search_mode")
         return self
@@ -331,6 +348,10 @@ class ReaderConfig(_Strict):
         description="Antenna number -> zone name, e.g. {1 = 'stockroom', 2 = 'floor'}."
     )
     enabled: bool = Field(True, description="Set false to keep the entry but not connect.")
+    silent_after_s: float = Field(
+        1800.0, gt=0, description="Inventorying but no tag reported this long: a `silent` "
+        "anomaly and a reader_silent alert (an empty field is legitimate, so no reconnect)."
+    )
     llrp: LlrpOptions = Field(default_factory=LlrpOptions, description="LLRP reader options.")
     serial: SerialOptions = Field(
         default_factory=SerialOptions, description="Serial reader options."

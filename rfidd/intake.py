@@ -40,10 +40,13 @@ class IngestQueue:
         metrics: Metrics,
         maxsize: int = 10_000,
         on_state: Callable[[str, ReaderState, str], None] | None = None,
+        activity: dict[str, ReaderActivity] | None = None,
     ) -> None:
+        """`activity` is the reader monitor's (rfidd.reader_monitor), which owns reader states
+        and is `on_state`: this sink records each change there, then tells it."""
         self.q: queue.Queue[tuple[str, list[TagRead]]] = queue.Queue(maxsize)
         self.metrics = metrics
-        self.activity: dict[str, ReaderActivity] = {}
+        self.activity: dict[str, ReaderActivity] = {} if activity is None else activity
         self._on_state = on_state
         self._warned: set[tuple[str, str]] = set()
         self._dropped = 0
@@ -87,7 +90,6 @@ class IngestQueue:
             if act.connects > 1:
                 self.metrics.reader_reconnects.labels(reader).inc()
         act.state, act.reason = state, reason
-        self.metrics.reader_up.labels(reader).set(1 if state is ReaderState.ONLINE else 0)
         if self._on_state is not None:
             self._on_state(reader, state, reason)
 

@@ -32,6 +32,11 @@ class Metrics:
             "reader_up", "1 when the reader is connected and inventorying.", ["reader"],
             namespace=NS, registry=r,
         )
+        self.reader_state = Gauge(
+            "reader_state", "1 for the reader's current state (online = inventorying; "
+            "connected_not_reading = connected, ROSpec not active; connecting; offline).",
+            ["reader", "state"], namespace=NS, registry=r,
+        )
         self.reader_last_report_age = Gauge(
             "reader_last_report_age_seconds",
             "Seconds since the reader last reported a tag (or came online): silence from a "
@@ -106,6 +111,9 @@ class Metrics:
     def init_readers(self, readers: Iterable[tuple[str, Iterable[int]]]) -> None:
         for name, antennas in readers:
             self.reader_up.labels(name).set(0)
+            for state in ("online", "connected_not_reading", "connecting", "offline"):
+                self.reader_state.labels(name, state).set(1 if state == "offline" else 0)
+            self.reader_anomalies.labels(name, "silent")
             self.reader_last_report_age.labels(name)
             self.reader_reconnects.labels(name)
             for a in antennas:

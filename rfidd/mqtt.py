@@ -254,7 +254,7 @@ class HqLink:
         self._cursor = 0  # highest outbox id handed to paho (publisher thread only)
         self._retry_at = 0.0
         self._next_stats = 0.0
-        self._readers: dict[str, bool] = {}
+        self._readers: dict[str, bool | str] = {}
         self._readers_lock = threading.Lock()
         self._labels: set[str] = set()
         # (name, payload, mid, qos, connection generation)
@@ -348,8 +348,9 @@ class HqLink:
     def inflight_rows(self) -> int:
         return sum(len(f.ids) for f in list(self._inflight.values()))
 
-    def set_reader_status(self, reader: str, online: bool) -> None:
-        """Retained reader status; remembered and republished after every reconnect."""
+    def set_reader_status(self, reader: str, online: bool | str) -> None:
+        """Retained reader status (`online`, `offline`, `connected_not_reading`; a bool means
+        online/offline); remembered and republished after every reconnect."""
         with self._readers_lock:
             self._readers[reader] = online
         client = self._client
@@ -549,9 +550,9 @@ class HqLink:
 
     # ------------------------------------------------------------------ publisher
 
-    def _publish_reader(self, client: mqtt.Client, reader: str, online: bool) -> None:
-        client.publish(f"{self.base}/readers/{reader}/status", ONLINE if online else OFFLINE,
-                       qos=1, retain=True)
+    def _publish_reader(self, client: mqtt.Client, reader: str, online: bool | str) -> None:
+        payload = online if isinstance(online, str) else ONLINE if online else OFFLINE
+        client.publish(f"{self.base}/readers/{reader}/status", payload, qos=1, retain=True)
 
     def _run_publisher(self) -> None:
         while True:

@@ -101,11 +101,17 @@ class ReaderSpec(_Strict):
     antennas: dict[str, str] = Field(description="Antenna number -> zone name.")
     reads_per_s: float = Field(1000.0, gt=0, le=1300, description="Reader throughput (Gen2 "
                                "air interface: ~1,100-1,300 reads/s at most).")
-    quirks: list[Literal["error_on_enable_events", "reject_spec_id_zero",
-                         "omit_optional_fields"]] = Field(default_factory=list)
+    quirks: list[str] = Field(
+        default_factory=list, description="Field quirks the reader shows (`rfidd-sim --quirks` "
+        "names, e.g. 'needs-start-rospec', 'loses-rospec=30'; see simulator.llrp.QUIRKS).")
+    identity: Literal["generic", "impinj", "zebra"] = Field(
+        "generic", description="What the reader claims to be in its capabilities.")
 
     @model_validator(mode="after")
     def _check(self) -> ReaderSpec:
+        from simulator.llrp.reader import ReaderQuirks
+
+        ReaderQuirks.from_names([q.replace("_", "-") for q in self.quirks])
         if not self.antennas:
             raise ValueError("map at least one antenna to a zone")
         for ant in self.antennas:
