@@ -225,7 +225,7 @@ class _SllurpSession:
         self._query_at: float | None = None  # a GET_ROSPECS is outstanding since
         self._last_query = -1e18
         self._get_rospecs_ok = True
-        self._own: set[str] = set()  # responses to requests the driver sent itself
+        self._own: dict[str, int] = {}  # responses owed to requests the driver sent itself
         self._caps_done = False
         self._mode_retried = False
         self._antenna_named: frozenset[int] = frozenset()
@@ -261,8 +261,8 @@ class _SllurpSession:
             return True
         if name == "RO_ACCESS_REPORT":
             return self._on_report(body)
-        if name in self._own:
-            self._own.discard(name)
+        if self._own.get(name):
+            self._owe(name, -1)
             self._on_own_response(name, lmsg.isSuccess(), body)
             return False
         if name == "ADD_ROSPEC_RESPONSE" and not lmsg.isSuccess() and self._retry_mode(body):
@@ -327,7 +327,7 @@ class _SllurpSession:
         if info.vendor == "impinj" and profile.impinj_extensions and \
                 (self.settings.impinj_extensions or self.settings.vendor == "impinj"):
             llrp.config.impinj_search_mode = search
-            self._own.add("IMPINJ_ENABLE_EXTENSIONS_RESPONSE")
+            self._owe("IMPINJ_ENABLE_EXTENSIONS_RESPONSE")
             self.client.send_own({"IMPINJ_ENABLE_EXTENSIONS": {}})
             self.reader.extensions = "impinj"
         else:
@@ -361,6 +361,9 @@ class _SllurpSession:
         return True
 
     # ROSpec confirmation ----------------------------------------------------------------
+    def _owe(self, response: str, n: int = 1) -> None:
+        self._own[response] = max(0, self._own.get(response, 0) + n)
+
     def _query(self) -> None:
         now = self.reader.clock()
         self._last_query = now
@@ -371,7 +374,7 @@ class _SllurpSession:
             self._start()
 
     def _start(self) -> None:
-        self._own.add("START_ROSPEC_RESPONSE")
+        self._owe("START_ROSPEC_RESPONSE")
         self.client.send_own({"START_ROSPEC": {"ROSpecID": ROSPEC_ID}})
 
     def _set_reading(self, reading: bool, why: str) -> None:
@@ -409,14 +412,14 @@ class _SllurpSession:
         elif state == wire.DISABLED:
             self.anomaly("rospec_disabled", "ROSpec Disabled: enabling it again")
             self._set_reading(False, "ROSpec Disabled: ENABLE_ROSPEC sent")
-            self._own.add("ENABLE_ROSPEC_RESPONSE")
+            self._owe("ENABLE_ROSPEC_RESPONSE")
             self.client.send_own({"ENABLE_ROSPEC": {"ROSpecID": ROSPEC_ID}})
         else:
             self.anomaly("rospec_lost", f"the reader no longer has ROSpec {ROSPEC_ID} (it "
                          f"reports {sorted(got.states) or 'none'}): reinstalling it")
             self._set_reading(False, "ROSpec lost by the reader: reinstalling")
             rospec = self.client.llrp.getROSpec()
-            self._own.add("ADD_ROSPEC_RESPONSE")
+            self._owe("ADD_ROSPEC_RESPONSE")
             self.client.send_own({"ADD_ROSPEC": {"ROSpecID": ROSPEC_ID, "ROSpec": rospec}})
 
     def _on_own_response(self, name: str, ok: bool, body: Mapping[str, Any]) -> None:
@@ -443,7 +446,7 @@ class _SllurpSession:
             return
         if name == "ADD_ROSPEC_RESPONSE":
             if ok:
-                self._own.add("ENABLE_ROSPEC_RESPONSE")
+                self._owe("ENABLE_ROSPEC_RESPONSE")
                 self.client.send_own({"ENABLE_ROSPEC": {"ROSpecID": ROSPEC_ID}})
             else:
                 self.fail("rospec_reinstall_failed", f"reinstalling the ROSpec failed ({what})")
@@ -462,11 +465,11 @@ class _SllurpSession:
                          f"ERROR_MESSAGE ({what}); sending START_ROSPEC instead of asking")
             self._start()
         elif answered == wire.START_ROSPEC:
-            self._own.discard("START_ROSPEC_RESPONSE")
+            self._owe("START_ROSPEC_RESPONSE", -1)
             self._on_own_response("START_ROSPEC_RESPONSE", False,
                                   {"LLRPStatus": {"ErrorDescription": what}})
         elif answered == wire.CUSTOM:
-            self._own.discard("IMPINJ_ENABLE_EXTENSIONS_RESPONSE")
+            self._owe("IMPINJ_ENABLE_EXTENSIONS_RESPONSE", -1)
             self._drop_extensions(what)
         else:
             self.fail("error_message", f"reader answered {_OWN_REQUESTS[answered]} with "
@@ -491,11 +494,13 @@ class _SllurpSession:
     def _on_report(self, body: Mapping[str, Any]) -> bool:
         tags = body.get("TagReportData") or []
         if self.client.llrp.state != LLRPReaderState.STATE_INVENTORYING:
-            # sllurp drops a report that precedes the ENABLE_ROSPEC response: deliver it.
+            # sllurp drops a report unless it is inventorying: one that precedes the
+            # ENABLE_ROSPEC response (a deviation), or the last one while stopping. Keep both.
             if tags:
-                self.anomaly("report_before_enable_response",
-                             f"{len(tags)} tag(s) reported before the ENABLE_ROSPEC response: "
-                             "kept")
+                if not self._ready:
+                    self.anomaly("report_before_enable_response",
+                                 f"{len(tags)} tag(s) reported before the ENABLE_ROSPEC "
+                                 "response: kept")
                 self.reader.convert_and_deliver(tags)
             return False
         if tags:
