@@ -7,7 +7,10 @@ that precede the ENABLE_ROSPEC response, or believes a ROSpec it installed is st
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -190,3 +193,30 @@ def test_reader_that_never_starts_is_connected_not_reading(make_rig: Any) -> Non
     wait_until(lambda: rig.sim.stats.requests.get("START_ROSPEC", 0) >= 3, "retries")
     assert ReaderState.ONLINE not in [st for _, st, _, _ in rig.sink.states]
     assert rig.sink.count() == 0
+
+
+def test_rfidd_sim_quirks_option_as_a_new_user_would() -> None:
+    """`rfidd-sim llrp --quirks needs-start-rospec`: the driver reads within seconds."""
+    scenario = Path(__file__).resolve().parents[2] / "simulator" / "scenarios" / "demo-store.toml"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulator.cli", "llrp", "--scenario", str(scenario), "--port",
+         "0", "--reader", "floor-1", "--quirks", "needs-start-rospec,no-get-rospecs"],
+        stdout=subprocess.PIPE, text=True)
+    sink = RecordingSink()
+    driver: LlrpReader | None = None
+    try:
+        assert proc.stdout is not None
+        name, address = proc.stdout.readline().split()
+        port = int(address.rsplit(":", 1)[1])
+        driver = LlrpReader("floor-1", "127.0.0.1", {"port": port, "keepalive_s": 0.5,
+                                                     "report_timeout_ms": 100},
+                            [1, 2, 3, 4], sink, disconnect_timeout_s=0.5)
+        driver.start()
+        wait_until(lambda: len(sink.epcs()) >= 20, "reads from the quirky reader", timeout=8)
+        assert driver.state is ReaderState.ONLINE
+        assert {"get_rospecs_unsupported"} <= sink.anomaly_kinds()
+    finally:
+        if driver is not None:
+            driver.stop(timeout=5)
+        proc.terminate()
+        proc.wait(10)

@@ -96,6 +96,25 @@ def test_misspelled_key_and_rate_limit(tmp_path: Path) -> None:
         Scenario.load(write(tmp_path, body))
 
 
+def test_reader_quirks_and_identity_by_name(tmp_path: Path) -> None:
+    from simulator.llrp.site import SimulatedSite
+
+    body = MINIMAL.replace("[readers.r1]", "[readers.r1]\nquirks = ['needs-start-rospec', "
+                           "'loses-rospec=4', 'reject_spec_id_zero']\nidentity = 'zebra'\n")
+    site = SimulatedSite(Scenario.load(write(tmp_path, body)), run_timeline=False)
+    q = site.readers["r1"].quirks
+    assert q.needs_start_rospec and q.reject_spec_id_zero and q.loses_rospec_after_s == 4.0
+    assert site.readers["r1"].identity.manufacturer == 161
+    site = SimulatedSite(Scenario.load(write(tmp_path, body)), run_timeline=False,
+                         quirks=["no-get-rospecs"], identity="impinj")  # rfidd-sim --quirks
+    q = site.readers["r1"].quirks
+    assert q.no_get_rospecs and not q.needs_start_rospec
+    assert site.readers["r1"].identity.manufacturer == 25882
+    body = MINIMAL.replace("[readers.r1]", "[readers.r1]\nquirks = ['needs-start']\n")
+    with pytest.raises(ScenarioError, match="unknown quirk 'needs-start'; known: antenna1"):
+        Scenario.load(write(tmp_path, body))
+
+
 def test_bad_catalog_rows_are_reported_by_line(tmp_path: Path) -> None:
     cat = tmp_path / "c.csv"
     cat.write_text("gtin,sku,name,size,colour,category,price,currency\n"
