@@ -207,6 +207,7 @@ def test_rfidd_sim_quirks_option_as_a_new_user_would() -> None:
     try:
         assert proc.stdout is not None
         name, address = proc.stdout.readline().split()
+        assert name == "floor-1"
         port = int(address.rsplit(":", 1)[1])
         driver = LlrpReader("floor-1", "127.0.0.1", {"port": port, "keepalive_s": 0.5,
                                                      "report_timeout_ms": 100},
