@@ -36,9 +36,11 @@ _HEADER = struct.Struct("!HII")
 _NO_RESPONSE = {64: "ENABLE_EVENTS_AND_REPORTS", 72: "KEEPALIVE_ACK"}
 # Requests the driver itself sends after the handshake: an ERROR_MESSAGE to one is handled.
 _OWN_REQUESTS = {wire.GET_ROSPECS: "GET_ROSPECS", wire.START_ROSPEC: "START_ROSPEC",
+                 40: "ADD_ACCESSSPEC", 42: "ENABLE_ACCESSSPEC",
                  wire.ENABLE_ROSPEC: "ENABLE_ROSPEC", wire.ADD_ROSPEC: "ADD_ROSPEC",
                  wire.CUSTOM: "IMPINJ_ENABLE_EXTENSIONS"}
 ROSPEC_ID = 1  # the one ROSpec sllurp installs
+TID_ACCESS_SPEC_ID = 7
 _TOLERATED_FAILURES = ("DELETE_ROSPEC_RESPONSE", "DELETE_ACCESSSPEC_RESPONSE")
 # A reader clock this far from ours is wrong (no NTP on the reader): stamp its reads with our
 # receive time instead, and count it. Presence judges departures on our clock, so a reader 10 min
@@ -67,6 +69,8 @@ class LlrpSettings:
     verify_s: float = 30.0
     not_reading_reconnect_s: float = 60.0
     antenna_check_s: float = 60.0
+    read_tid: bool = False
+    tid_words: int = 6
 
     @classmethod
     def from_any(cls, options: LlrpSettings | Mapping[str, Any] | Any | None) -> LlrpSettings:
@@ -229,6 +233,7 @@ class _SllurpSession:
         self._caps_done = False
         self._mode_retried = False
         self._antenna_named: frozenset[int] = frozenset()
+        self._tid_asked = False
         cfg = LLRPReaderConfig(reader.sllurp_config())
         self.client = _Client(self, reader.host, reader.settings.port, cfg,
                               timeout=reader.socket_timeout_s)
@@ -381,9 +386,31 @@ class _SllurpSession:
         if reading and not self._reading:
             self._reading_since = self.reader.clock()
             self._last_report = self._reading_since
+            if self.settings.read_tid and not self._tid_asked:
+                self._tid_asked = True
+                self._ask_tid()
         self._reading = reading
         self._why_not = "" if reading else why
         self.reader.wake()
+
+    def _ask_tid(self) -> None:
+        """An AccessSpec reading the TID bank of every tag inventoried, reported with each
+        tag (C1G2ReadOpSpecResult): the chip's serial, which a cloned EPC does not copy."""
+        spec = {
+            "AccessSpecID": TID_ACCESS_SPEC_ID, "AntennaID": 0, "ProtocolID": 1,
+            "CurrentState": False, "ROSpecID": 0,
+            "AccessSpecStopTrigger": {"AccessSpecStopTriggerType": 0, "OperationCountValue": 0},
+            "AccessCommand": {
+                "TagSpecParameter": {"C1G2TagSpec": {"C1G2TargetTag": [
+                    {"MB": 0, "M": 1, "Pointer": 0, "TagMask": "", "TagData": ""}]}},
+                "OpSpecParameter": [{"C1G2Read": {
+                    "OpSpecID": 1, "AccessPassword": 0, "MB": 2, "WordPtr": 0,
+                    "WordCount": self.settings.tid_words}}],
+            },
+            "AccessReportSpec": {"AccessReportTrigger": 0},  # with every tag report
+        }
+        self._owe("ADD_ACCESSSPEC_RESPONSE")
+        self.client.send_own({"ADD_ACCESSSPEC": {"AccessSpec": spec}})
 
     def on_get_rospecs_response(self, frame: bytes) -> None:
         self._query_at = None
@@ -444,6 +471,20 @@ class _SllurpSession:
                 self.anomaly("start_rospec_refused", f"START_ROSPEC refused ({what})")
                 self._set_reading(False, f"START_ROSPEC refused ({what})")
             return
+        if name == "ADD_ACCESSSPEC_RESPONSE":
+            if ok:
+                self._owe("ENABLE_ACCESSSPEC_RESPONSE")
+                self.client.send_own({"ENABLE_ACCESSSPEC": {"AccessSpecID": TID_ACCESS_SPEC_ID}})
+            else:
+                self.anomaly("tid_read_refused", f"the reader refused the TID AccessSpec "
+                             f"({what}): reads carry no TID")
+            return
+        if name == "ENABLE_ACCESSSPEC_RESPONSE":
+            if ok:
+                self.reader.tid_reading = True
+            else:
+                self.anomaly("tid_read_refused", f"ENABLE_ACCESSSPEC refused ({what})")
+            return
         if name == "ADD_ROSPEC_RESPONSE":
             if ok:
                 self._owe("ENABLE_ROSPEC_RESPONSE")
@@ -471,6 +512,11 @@ class _SllurpSession:
         elif answered == wire.CUSTOM:
             self._owe("IMPINJ_ENABLE_EXTENSIONS_RESPONSE", -1)
             self._drop_extensions(what)
+        elif answered in (40, 42):  # ADD / ENABLE_ACCESSSPEC: TIDs are a bonus, not a need
+            self._owe("ADD_ACCESSSPEC_RESPONSE" if answered == 40
+                      else "ENABLE_ACCESSSPEC_RESPONSE", -1)
+            self.anomaly("tid_read_refused", f"reader answered {_OWN_REQUESTS[answered]} with "
+                         f"ERROR_MESSAGE ({what}): reads carry no TID")
         else:
             self.fail("error_message", f"reader answered {_OWN_REQUESTS[answered]} with "
                       f"ERROR_MESSAGE ({what})")
@@ -593,7 +639,7 @@ def _tid(tag: Mapping[str, Any]) -> str | None:
         if isinstance(words, bytes | bytearray):
             return words.hex().upper() or None
     for result in _as_list(tag.get("OpSpecResult") or tag.get("C1G2ReadOpSpecResult")):
-        if isinstance(result, Mapping):
+        if isinstance(result, Mapping) and int(result.get("Result", 0)) == 0:
             data = result.get("ReadData")
             if isinstance(data, bytes | bytearray) and data:
                 return data.hex().upper()
@@ -657,6 +703,7 @@ class LlrpReader:
         self.mode_by_position = False  # learnt: the reader takes ModeIndex as a position
         self.extensions: str | None = None
         self.antennas_seen: set[int] = set()
+        self.tid_reading = False
         self._supervisor = Supervisor(
             name, sink, self._open_session,
             watchdog_s=watchdog_s if watchdog_s is not None
@@ -702,6 +749,7 @@ class LlrpReader:
             "mode": self.mode_selected,
             "mode_index": "position" if self.mode_by_position else "identifier",
             "extensions": self.extensions,
+            "tid": self.tid_reading,
             "antennas": list(self.antennas),
             "antennas_reporting": sorted(self.antennas_seen),
             "anomalies": dict(sorted(self._anomaly.by_kind.items())),

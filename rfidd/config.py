@@ -293,6 +293,12 @@ class LlrpOptions(_Strict):
         60.0, gt=0, description="After this long inventorying, name mapped antennas that never "
         "reported (anomaly antenna_silent)."
     )
+    read_tid: bool = Field(
+        False, description="Read each tag's TID bank (an AccessSpec) so reads carry the chip "
+        "serial that tells a cloned EPC apart; costs read rate, so for benches, reception "
+        "and returns readers."
+    )
+    tid_words: int = Field(6, ge=2, le=32, description="TID words to read (6 = 96-bit TID).")
 
     @field_validator("epc_filter")
     @classmethod

@@ -137,6 +137,10 @@ class ParamType:
     UHF_C1G2_RF_MODE_TABLE = 328
     UHF_C1G2_RF_MODE_TABLE_ENTRY = 329
     C1G2_EPC_MEMORY_SELECTOR = 348
+    ACCESS_SPEC = 207
+    ACCESS_COMMAND = 209
+    C1G2_READ = 341
+    C1G2_READ_OP_SPEC_RESULT = 349
 
 
 class TvType:
@@ -386,6 +390,8 @@ class TagObservation:
     first_seen_us: int
     last_seen_us: int
     seen_count: int = 1
+    read_data: bytes | None = None  # words read by an AccessSpec (C1G2ReadOpSpecResult)
+    op_spec_id: int = 1
 
 
 def tag_report_data(obs: TagObservation, sel: ContentSelector, rospec_id: int,
@@ -414,6 +420,10 @@ def tag_report_data(obs: TagObservation, sel: ContentSelector, rospec_id: int,
         parts.append(_TV_U64.pack(0x80 | TvType.LAST_SEEN_UTC, obs.last_seen_us))
     if sel.tag_seen_count:
         parts.append(_TV_U16.pack(0x80 | TvType.TAG_SEEN_COUNT, min(obs.seen_count, 0xFFFF)))
+    if obs.read_data is not None:
+        parts.append(tlv(ParamType.C1G2_READ_OP_SPEC_RESULT,
+                         struct.pack("!BHH", 0, obs.op_spec_id, len(obs.read_data) // 2),
+                         obs.read_data))
     return tlv(ParamType.TAG_REPORT_DATA, *parts)
 
 
@@ -592,6 +602,35 @@ def _parse_inventory_parameter_spec(value: bytes, spec: RoSpec) -> None:
                     spec.mode_index = struct.unpack_from("!H", isub)[0]
                 elif itype == ParamType.CUSTOM:
                     spec.custom_parameters += 1
+
+
+@dataclass(frozen=True)
+class AccessRead:
+    """The C1G2Read of an ADD_ACCESSSPEC: which bank and words to read from every tag."""
+
+    access_spec_id: int
+    op_spec_id: int
+    bank: int  # 0 reserved, 1 EPC, 2 TID, 3 user
+    word_ptr: int
+    word_count: int
+
+
+def parse_add_accessspec(body: bytes) -> AccessRead | None:
+    """The read operation of an ADD_ACCESSSPEC body, or None when it has no C1G2Read."""
+    for ptype, value in iter_params(body, "ADD_ACCESSSPEC"):
+        if ptype != ParamType.ACCESS_SPEC:
+            continue
+        _need(value, 12, "AccessSpec")
+        spec_id = struct.unpack_from("!I", value)[0]
+        for atype, aval in iter_params(value[12:], "AccessSpec"):
+            if atype != ParamType.ACCESS_COMMAND:
+                continue
+            for ctype, cval in iter_params(aval, "AccessCommand"):
+                if ctype == ParamType.C1G2_READ:
+                    _need(cval, 11, "C1G2Read")
+                    op_id, _pw, mb, ptr, count = struct.unpack_from("!HIBHH", cval)
+                    return AccessRead(spec_id, op_id, mb >> 6, ptr, count)
+    return None
 
 
 def parse_keepalive_ms(body: bytes) -> int | None:

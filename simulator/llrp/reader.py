@@ -8,6 +8,7 @@ reader's own thread, so the socket state is only ever touched from one place.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import queue
 import random
@@ -37,6 +38,14 @@ class FieldTag:
     read_probability: float = 1.0
     rssi_mean_dbm: float = -55.0
     rssi_stddev_dbm: float = 3.0
+    tid: bytes | None = None  # TID bank (chip serial); None: tid_for(epc)
+
+
+def tid_for(epc: bytes, clone: int = 0) -> bytes:
+    """A deterministic 96-bit TID for a tag: class E2, a Monza-like MDID/model, an XTID header,
+    and a 48-bit chip serial derived from the EPC (`clone` > 0: another chip, same EPC)."""
+    serial = hashlib.sha256(epc + clone.to_bytes(2, "big")).digest()[:6]
+    return bytes.fromhex("E2801160") + b"\x20\x00" + serial
 
 
 TagField = Callable[[int], Sequence[FieldTag]]
@@ -51,12 +60,17 @@ class StaticField:
 
     @classmethod
     def of_hex(cls, epcs_by_antenna: Mapping[int, Sequence[str]], read_probability: float = 1.0,
-               rssi_mean_dbm: float = -55.0, rssi_stddev_dbm: float = 3.0) -> StaticField:
-        return cls({
-            ant: [FieldTag(bytes.fromhex(e), read_probability, rssi_mean_dbm, rssi_stddev_dbm)
-                  for e in epcs]
-            for ant, epcs in epcs_by_antenna.items()
-        })
+               rssi_mean_dbm: float = -55.0, rssi_stddev_dbm: float = 3.0,
+               clones: Sequence[str] = ()) -> StaticField:
+        """`clones`: EPCs that a second chip carries too, beside the original (other TID)."""
+        out: dict[int, list[FieldTag]] = {}
+        for ant, epcs in epcs_by_antenna.items():
+            out[ant] = [FieldTag(bytes.fromhex(e), read_probability, rssi_mean_dbm,
+                                 rssi_stddev_dbm) for e in epcs]
+            out[ant] += [FieldTag(bytes.fromhex(e), read_probability, rssi_mean_dbm,
+                                  rssi_stddev_dbm, tid=tid_for(bytes.fromhex(e), clone=1))
+                         for e in epcs if e in clones]
+        return cls(out)
 
     def __call__(self, antenna: int) -> Sequence[FieldTag]:
         return self._tags.get(antenna, ())
@@ -212,7 +226,8 @@ class SimulatedReader:
         self._rospecs: dict[int, codec.RoSpec] = {}
         self._enabled: set[int] = set()
         self._active: int | None = None
-        self._pending: dict[tuple[bytes, int], codec.TagObservation] = {}
+        self._pending: dict[tuple[bytes, int, bytes | None], codec.TagObservation] = {}
+        self._access: dict[int, tuple[codec.AccessRead, bool]] = {}  # id -> (read, enabled)
         self._pending_since = 0.0
         self._ai_started = 0.0
         self._activated_at = 0.0
@@ -437,6 +452,7 @@ class SimulatedReader:
         """A new connection starts from a clean reader: no specs, no pending reads."""
         self._rospecs.clear()
         self._enabled.clear()
+        self._access.clear()
         self._active = None
         self._pending.clear()
         self._budget = 0.0
@@ -572,12 +588,34 @@ class SimulatedReader:
         elif t in (MessageType.DELETE_ROSPEC, MessageType.ENABLE_ROSPEC,
                    MessageType.DISABLE_ROSPEC, MessageType.START_ROSPEC, MessageType.STOP_ROSPEC):
             self._rospec_op(t, codec.u32_field(body, hdr.name), mid)
+        elif t == MessageType.ADD_ACCESSSPEC:
+            read = codec.parse_add_accessspec(body)
+            if read is None or read.access_spec_id == 0 or read.access_spec_id in self._access:
+                self._send(codec.status_response(resp or 0, mid, Status.A_INVALID,
+                                                 "only one C1G2Read AccessSpec (id > 0, new) "
+                                                 "is supported"))
+            else:
+                self._access[read.access_spec_id] = (read, False)
+                self._send(codec.status_response(resp or 0, mid))
+        elif t in (MessageType.ENABLE_ACCESSSPEC, MessageType.DISABLE_ACCESSSPEC):
+            spec_id = codec.u32_field(body, hdr.name)
+            if spec_id not in self._access:
+                self._send(codec.status_response(resp or 0, mid, Status.A_INVALID,
+                                                 f"no AccessSpec {spec_id}"))
+            else:
+                self._access[spec_id] = (self._access[spec_id][0],
+                                         t == MessageType.ENABLE_ACCESSSPEC)
+                self._send(codec.status_response(resp or 0, mid))
         elif t == MessageType.DELETE_ACCESSSPEC:
             spec_id = codec.u32_field(body, hdr.name)
             if spec_id == 0 and self.quirks.reject_spec_id_zero:
                 self._send(codec.status_response(MessageType.DELETE_ACCESSSPEC_RESPONSE, mid,
                                                  Status.A_INVALID, "AccessSpecID 0 not supported"))
-            elif spec_id == 0:
+            elif spec_id == 0 or spec_id in self._access:
+                if spec_id == 0:
+                    self._access.clear()
+                else:
+                    del self._access[spec_id]
                 self._send(codec.status_response(MessageType.DELETE_ACCESSSPEC_RESPONSE, mid))
             else:
                 self._send(codec.status_response(MessageType.DELETE_ACCESSSPEC_RESPONSE, mid,
@@ -747,6 +785,8 @@ class SimulatedReader:
         rng = self._rng
         micros = self._micros()
         n_tags = spec.n_tags
+        reads = [r for r, on in self._access.values() if on]
+        access = reads[0] if reads else None
         attempts = wanted * 4 + 8
         got = 0
         while got < wanted and attempts > 0:
@@ -760,12 +800,15 @@ class SimulatedReader:
                 continue
             got += 1
             rssi = round(rng.gauss(tag.rssi_mean_dbm, tag.rssi_stddev_dbm))
-            key = (tag.epc, ant)
+            data = None if access is None else self._read_bank(tag, access)
+            key = (tag.epc, ant, data)
             obs = self._pending.get(key)
             if obs is None:
                 if not self._pending:
                     self._pending_since = now
-                self._pending[key] = codec.TagObservation(tag.epc, ant, rssi, micros, micros)
+                self._pending[key] = codec.TagObservation(
+                    tag.epc, ant, rssi, micros, micros, read_data=data,
+                    op_spec_id=access.op_spec_id if access is not None else 1)
                 if n_tags and len(self._pending) >= n_tags:
                     self._flush(now)
                     if self._conn is None:
@@ -774,6 +817,15 @@ class SimulatedReader:
                 obs.seen_count += 1
                 obs.last_seen_us = micros
                 obs.peak_rssi = max(obs.peak_rssi, rssi)
+
+    @staticmethod
+    def _read_bank(tag: FieldTag, read: codec.AccessRead) -> bytes:
+        """What a C1G2Read returns: words of the TID bank (or EPC bank), zero-padded."""
+        bank = (tag.tid or tid_for(tag.epc)) if read.bank == 2 else \
+            b"\x00\x00\x00\x00" + tag.epc if read.bank == 1 else b""
+        count = read.word_count or max(len(bank) // 2 - read.word_ptr, 0)
+        words = bank[read.word_ptr * 2:(read.word_ptr + count) * 2]
+        return words.ljust(count * 2, b"\x00")
 
     def _flush(self, now: float) -> None:
         if not self._pending or self._conn is None:

@@ -40,9 +40,10 @@ def fast_supervision(monkeypatch: pytest.MonkeyPatch) -> None:
 class Rig:
     def __init__(self, quirks: ReaderQuirks | None = None, identity: str = "generic",
                  antennas: tuple[int, ...] = (1, 2), field: dict[int, list[str]] | None = None,
-                 buffered: tuple[str, ...] = (), **options: Any) -> None:
+                 buffered: tuple[str, ...] = (), clones: tuple[str, ...] = (),
+                 **options: Any) -> None:
         self.sim = SimulatedReader(
-            "dock", StaticField.of_hex(EPCS if field is None else field),
+            "dock", StaticField.of_hex(EPCS if field is None else field, clones=clones),
             antennas=[1, 2, 3, 4], reads_per_s=600, quirks=quirks,
             identity=IDENTITIES[identity], seed=5,
             buffered=[FieldTag(bytes.fromhex(e)) for e in buffered])
@@ -221,3 +222,27 @@ def test_rfidd_sim_quirks_option_as_a_new_user_would() -> None:
             driver.stop(timeout=5)
         proc.terminate()
         proc.wait(10)
+
+
+def test_tid_read_tells_a_cloned_tag_apart(make_rig: Any) -> None:
+    """An AccessSpec reads each chip's TID; a second chip carrying the same EPC shows."""
+    cloned = EPCS[1][3]
+    rig = make_rig(field={1: EPCS[1][:10]}, clones=(cloned,), read_tid=True)
+
+    def tids() -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for r in list(rig.sink.reads):
+            if r.tid is not None:
+                out.setdefault(r.epc, set()).add(r.tid)
+        return out
+
+    wait_until(lambda: sum(len(t) for t in tids().values()) == 11,
+               "10 tags and the clone, each with its TID")
+    got = tids()
+    assert len(got) == 10 and len(got[cloned]) == 2
+    assert all(len(t) == 1 for e, t in got.items() if e != cloned)
+    assert all(len(tid) == 24 and tid.startswith("E2801160") for t in got.values() for tid in t)
+    assert rig.driver.info()["tid"] is True
+    mark = len(rig.sink.reads)
+    wait_until(lambda: len(rig.sink.reads) > mark + 50, "more reads")
+    assert all(r.tid is not None for r in rig.sink.reads[mark:])  # every read, once asked

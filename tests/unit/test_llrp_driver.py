@@ -309,7 +309,8 @@ def test_tid_from_an_access_spec_read_or_impinj_serialized_tid() -> None:
     sink = RecordingSink()
     r = make_reader(sink)
     r.convert_and_deliver([
-        tag(OpSpecResult=[{"OpSpecID": 1, "ReadData": bytes.fromhex("E2801160200074CF")}]),
+        tag(C1G2ReadOpSpecResult={"Result": 0, "OpSpecID": 1,
+                                   "ReadData": bytes.fromhex("E2801160200074CF")}),
         tag(ImpinjSerializedTID={"TID": bytes.fromhex("E2801105200078AA")}),
         tag(),
     ])

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from epcpy.epc_schemes.sgtin import SGTIN
 
+from simulator.llrp.reader import tid_for
 from simulator.scenario import Scenario, ScenarioError, World, action, load_catalog
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "simulator" / "scenarios"
@@ -113,6 +114,18 @@ def test_reader_quirks_and_identity_by_name(tmp_path: Path) -> None:
     body = MINIMAL.replace("[readers.r1]", "[readers.r1]\nquirks = ['needs-start']\n")
     with pytest.raises(ScenarioError, match="unknown quirk 'needs-start'; known: antenna1"):
         Scenario.load(write(tmp_path, body))
+
+
+def test_zone_clones_put_a_second_chip_with_the_same_epc(tmp_path: Path) -> None:
+    scenario = Scenario.load(write(tmp_path, MINIMAL.replace("[zones.a]", "[zones.a]\nclones = 2")))
+    world = World(scenario)
+    tags = world.tags_in("a")
+    epcs = [t.epc for t in tags]
+    doubled = {e for e in epcs if epcs.count(e) == 2}
+    assert len(doubled) == 2 and len(tags) == world.count("a") + 2 == 12
+    for e in doubled:
+        a, b = (t for t in tags if t.epc == e)
+        assert a.tid is None and b.tid is not None and b.tid != tid_for(e)
 
 
 def test_bad_catalog_rows_are_reported_by_line(tmp_path: Path) -> None:
