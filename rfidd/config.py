@@ -320,9 +320,10 @@ class LlrpOptions(_Strict):
 class SerialOptions(_Strict):
     """Options of a desk or handheld reader on a serial port."""
 
-    protocol: Literal["binary", "ascii"] = Field(
+    protocol: Literal["binary", "ascii", "tsl"] = Field(
         "binary", description="binary: framed command protocol of common UHF modules; "
-        "ascii: one tag per line."
+        "ascii: one tag per line; tsl: TSL/Zebra handhelds (ASCII 2.0 commands, Bluetooth "
+        "SPP or USB serial), with 'find this item'."
     )
     baudrate: int = Field(115200, description="Serial speed.")
     address: int = Field(0xFF, ge=0, le=255, description="Module address (binary protocol).")
