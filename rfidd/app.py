@@ -373,8 +373,21 @@ class Daemon:
             assert self.monitor is not None
             return 200, {"site": self.config.site.id, "readers": self.monitor.snapshot()}
 
+        def find(p: dict[str, str], _q: Any, b: Any) -> tuple[int, Any]:
+            assert self.monitor is not None
+            try:
+                if b is None:
+                    return 200, self.monitor.find_status(p["reader"])
+                return 200, self.monitor.find(p["reader"], (b or {}).get("epc"))
+            except LookupError as exc:
+                raise ApiError(404, str(exc)) from None
+            except ValueError as exc:
+                raise ApiError(400, str(exc)) from None
+
         api.route("GET", "/api/v1/status", status)
         api.route("GET", "/api/v1/readers", readers)
+        api.route("GET", "/api/v1/readers/{reader}/find", find)
+        api.route("POST", "/api/v1/readers/{reader}/find", find)
         api.route("GET", "/api/v1/items/{epc}", item)
         for svc in self.services:
             if isinstance(svc, StoreOps):

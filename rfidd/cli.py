@@ -180,7 +180,7 @@ def _register_subcommands() -> None:
     from rfidd.hq import hq_command
     from rfidd.lifecycle.cli import lifecycle_cli, trace_command
     from rfidd.ops import bench_command, ops_cli
-    from rfidd.readers_cli import readers_command
+    from rfidd.readers_cli import find_command, readers_command
 
     main.add_command(hq_command, "hq")
     main.add_command(lifecycle_cli)
@@ -188,6 +188,7 @@ def _register_subcommands() -> None:
     main.add_command(ops_cli)
     main.add_command(bench_command)
     main.add_command(readers_command)
+    main.add_command(find_command)
 
 
 _register_subcommands()

@@ -147,5 +147,33 @@ class ReaderMonitor:
         return out
 
 
+    def find(self, reader: str, epc: str | None) -> dict[str, Any]:
+        """Start (or stop, epc None) "find this item" on a handheld; ValueError names why not."""
+        driver = self._drivers.get(reader)
+        if driver is None:
+            raise LookupError(f"no reader {reader!r} (readers: {', '.join(sorted(self._drivers))})")
+        find = getattr(driver, "find", None)
+        if not callable(find):
+            raise ValueError(f"reader {reader} cannot find an item (a TSL handheld can)")
+        if epc is not None:
+            epc = epc.strip().upper()
+            if not epc or len(epc) % 4 or any(c not in "0123456789ABCDEF" for c in epc):
+                raise ValueError(f"EPC {epc[:40]!r} is not whole 16-bit words of hex")
+        find(epc)
+        return self.find_status(reader)
+
+    def find_status(self, reader: str) -> dict[str, Any]:
+        """The item looked for and the RSSI samples so far (louder = closer)."""
+        driver = self._drivers.get(reader)
+        finder = getattr(driver, "finder", None)
+        if finder is None:
+            raise LookupError(f"reader {reader!r} has no find mode")
+        samples = list(finder.samples)
+        return {"reader": reader, "epc": finder.epc,
+                "samples": [{"at": _iso(t), "rssi_dbm": r} for t, r in samples[-50:]],
+                "last_rssi_dbm": samples[-1][1] if samples else None,
+                "best_rssi_dbm": max((r for _, r in samples if r is not None), default=None)}
+
+
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any
 
 import click
@@ -57,3 +58,35 @@ def readers_command(api: str, as_json: bool) -> None:
             ", ".join(f"{k} {v}" for k, v in sorted(anomalies.items())),
         )
     Console().print(table)
+
+
+@click.command("find")
+@click.argument("epc")
+@click.option("--reader", "reader_name", required=True, help="The handheld (a TSL reader).")
+@click.option("--seconds", default=60.0, show_default=True, help="How long to look.")
+@click.option("--api", default=DEFAULT_API, show_default=True, envvar="RFIDD_API",
+              help="Local HTTP API of the running daemon.")
+def find_command(epc: str, reader_name: str, seconds: float, api: str) -> None:
+    """Find one item with a handheld: its RSSI as you walk, louder when closer."""
+    path = f"/api/v1/readers/{reader_name}/find"
+    status, body = call(api, "POST", path, {"epc": epc})
+    if status >= 400:
+        raise click.ClickException(str(body.get("error", body)))
+    click.echo(f"looking for {body['epc']} with {reader_name} (Ctrl-C to stop)")
+    deadline = time.monotonic() + seconds
+    last = ""
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            _s, body = call(api, "GET", path)
+            for sample in body.get("samples", []):
+                if sample["at"] <= last:
+                    continue
+                last = sample["at"]
+                rssi = sample["rssi_dbm"]
+                bar = "#" * max(0, int((rssi or -90) + 90) // 2)
+                click.echo(f"{sample['at']}  {rssi if rssi is not None else '?':>5} dBm  {bar}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        call(api, "POST", path, {"epc": None})
