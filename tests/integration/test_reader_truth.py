@@ -100,6 +100,19 @@ def test_rfidd_reads_every_tag_within_seconds_of_connecting(store: Any) -> None:
     assert row["antennas_reporting"] == row["antennas"] == [1, 2, 3, 4]
     assert row["anomalies"]["rospec_not_started"] == 1
     assert not s.alerts("reader_down")
+    from click.testing import CliRunner
+
+    from rfidd.readers_cli import readers_command
+
+    assert s.daemon.api is not None
+    api = f"http://127.0.0.1:{s.daemon.api.port}"
+    out = CliRunner().invoke(readers_command, ["--api", api], terminal_width=200)
+    assert out.exit_code == 0, out.output
+    assert "floor-1" in out.output and "online" in out.output
+    assert "rospec_not_started 1" in out.output and "generic" in out.output
+    out = CliRunner().invoke(readers_command, ["--api", api, "--json"])
+    assert out.exit_code == 0
+    assert json.loads(out.output)["readers"]["floor-1"]["state"] == "online"
 
 
 def test_connected_but_not_reading_is_down_and_alerted(store: Any) -> None:
