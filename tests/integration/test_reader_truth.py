@@ -106,7 +106,7 @@ def test_rfidd_reads_every_tag_within_seconds_of_connecting(store: Any) -> None:
 
     assert s.daemon.api is not None
     api = f"http://127.0.0.1:{s.daemon.api.port}"
-    out = CliRunner().invoke(readers_command, ["--api", api], terminal_width=200)
+    out = CliRunner(env={"COLUMNS": "200"}).invoke(readers_command, ["--api", api])
     assert out.exit_code == 0, out.output
     assert "floor-1" in out.output and "online" in out.output
     assert "rospec_not_started 1" in out.output and "generic" in out.output
