@@ -106,7 +106,10 @@ class _AnomalyLog:
 
     def __call__(self, kind: str, detail: str) -> None:
         self.count += 1
-        self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+        if kind in self.by_kind:
+            self.by_kind[kind] += 1
+        else:  # copy on write: `rfidd readers` iterates it from another thread
+            self.by_kind = {**self.by_kind, kind: 1}
         if kind not in self._seen:
             self._seen.add(kind)
             log.warning("reader %s: %s: %s (further ones counted, not logged)", self._reader,
@@ -752,7 +755,7 @@ class LlrpReader:
             "tid": self.tid_reading,
             "antennas": list(self.antennas),
             "antennas_reporting": sorted(self.antennas_seen),
-            "anomalies": dict(sorted(self._anomaly.by_kind.items())),
+            "anomalies": dict(sorted(dict(self._anomaly.by_kind).items())),
         }
 
     def on_device(self, info: DeviceInfo) -> Profile:
@@ -882,7 +885,7 @@ class LlrpReader:
         count = tag.get("TagSeenCount")
         antenna = int(antenna)
         if antenna and antenna not in self.antennas_seen:
-            self.antennas_seen.add(antenna)
+            self.antennas_seen = self.antennas_seen | {antenna}  # copy on write (see info)
         return TagRead(
             epc=epc, reader=self.name, antenna=antenna,
             rssi_dbm=None if rssi is None else float(rssi), seen_at=seen_at,

@@ -243,7 +243,7 @@ class SerialReader:
         return {"kind": "serial", "vendor": "tsl" if self.protocol == "tsl" else None,
                 "protocol": self.protocol, "antennas": list(self.antennas),
                 "finding": self.finder.epc,
-                "anomalies": dict(sorted(self.stats.anomalies.items()))}
+                "anomalies": dict(sorted(dict(self.stats.anomalies).items()))}
 
     def is_alive(self) -> bool:
         """The supervisor thread runs (it has no public accessor for it yet)."""
