@@ -118,6 +118,8 @@ class ParamType:
     TAG_OBSERVATION_TRIGGER = 185
     INVENTORY_PARAMETER_SPEC = 186
     ROSPEC_EVENT = 249
+    READER_EVENT_NOTIFICATION_SPEC = 244
+    EVENT_NOTIFICATION_STATE = 245
     ANTENNA_CONFIGURATION = 222
     C1G2_INVENTORY_COMMAND = 330
     C1G2_RF_CONTROL = 335
@@ -630,6 +632,22 @@ def parse_add_accessspec(body: bytes) -> AccessRead | None:
                     _need(cval, 11, "C1G2Read")
                     op_id, _pw, mb, ptr, count = struct.unpack_from("!HIBHH", cval)
                     return AccessRead(spec_id, op_id, mb >> 6, ptr, count)
+    return None
+
+
+def parse_rospec_events(body: bytes) -> bool | None:
+    """Whether a SET_READER_CONFIG asks for ROSpecEvent notifications (None: not said)."""
+    if not body:
+        raise LlrpDecodeError("SET_READER_CONFIG: empty body")
+    for ptype, value in iter_params(body[1:], "SET_READER_CONFIG"):
+        if ptype != ParamType.READER_EVENT_NOTIFICATION_SPEC:
+            continue
+        for etype, evalue in iter_params(value, "ReaderEventNotificationSpec"):
+            if etype == ParamType.EVENT_NOTIFICATION_STATE:
+                _need(evalue, 3, "EventNotificationState")
+                event, flag = struct.unpack_from("!HB", evalue)
+                if event == 2:  # ROSpecEvent
+                    return bool(flag & 0x80)
     return None
 
 

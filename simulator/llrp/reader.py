@@ -158,6 +158,7 @@ class ReaderStats:
     requests: dict[str, int] = field(default_factory=dict)
     bad_frames: int = 0
     rospecs_lost: int = 0
+    rospec_events: int = 0  # ROSpecEvent notifications sent
     impinj_extensions: bool = False  # IMPINJ_ENABLE_EXTENSIONS accepted on this connection
     vendor_rospec_parameters: int = 0  # custom parameters in the last ROSpec added
     antennas_configured: list[int] = field(default_factory=list)  # in the last ROSpec added
@@ -172,6 +173,7 @@ class _Conn:
     silent: bool = False
     keepalive_ms: int = 0
     next_keepalive: float = 0.0
+    rospec_events: bool = False  # the client asked for ROSpecEvent notifications
 
 
 class SimulatedReader:
@@ -410,6 +412,8 @@ class SimulatedReader:
                 self._held = bool(arg)
             elif cmd == "lose_rospec":
                 self._forget_rospecs()
+            elif cmd == "stop_rospec" and self._active is not None:
+                self._deactivate(self._active, now)
 
     def _next_id(self) -> int:
         self._msg_id = (self._msg_id + 1) & 0xFFFFFFFF
@@ -563,6 +567,9 @@ class SimulatedReader:
             self._send(codec.config_response(mid, self.identity, self.antennas, ka))
         elif t == MessageType.SET_READER_CONFIG:
             ka_ms = codec.parse_keepalive_ms(body)
+            events = codec.parse_rospec_events(body)
+            if events is not None and self._conn is not None:
+                self._conn.rospec_events = events
             if ka_ms is not None and self._conn is not None:
                 self._conn.keepalive_ms = ka_ms
                 self._conn.next_keepalive = self._clock() + ka_ms / 1000.0
@@ -721,7 +728,17 @@ class SimulatedReader:
         """The inventory engine restarts: every ROSpec is forgotten, the connection stays."""
         self._commands.put(("lose_rospec", None))
 
+    def stop_rospec(self) -> None:
+        """The reader stops its ROSpec on its own (another client's STOP, a radio fault)."""
+        self._commands.put(("stop_rospec", None))
+
+    def _rospec_event(self, event_type: int, sid: int) -> None:
+        if self._conn is not None and self._conn.rospec_events:
+            self.stats.rospec_events += 1
+            self._send(codec.rospec_event(self._next_id(), self._micros(), event_type, sid))
+
     def _activate(self, sid: int, now: float) -> None:
+        self._rospec_event(0, sid)
         self._active = sid
         self._activated_at = now
         self._pending.clear()
@@ -733,6 +750,7 @@ class SimulatedReader:
         if self._active == sid:
             self._flush(now)  # end of ROSpec: report what is pending
             self._active = None
+            self._rospec_event(1, sid)
 
     # ---------------------------------------------------------------- inventory
     def _forget_rospecs(self) -> None:

@@ -185,6 +185,22 @@ def test_rospec_lost_by_the_reader_is_reinstalled(make_rig: Any) -> None:
     assert rig.sim.stats.connections == 1  # reinstalled in place, no reconnect
 
 
+def test_rospec_stopped_by_the_reader_is_seen_at_its_end_event_and_restarted(
+        make_rig: Any) -> None:
+    rig = make_rig(verify_s=600.0)  # only the ROSpec event can tell, within this test
+    wait_until(lambda: rig.online() and rig.sink.count() > 50, "reading")
+    assert rig.sim.stats.rospec_events >= 1  # the start event, asked for in SET_READER_CONFIG
+    starts = rig.sim.stats.requests.get("START_ROSPEC", 0)
+    mark = len(rig.sink.anomalies)
+    rig.sim.stop_rospec()
+    wait_until(lambda: rig.sim.stats.requests.get("START_ROSPEC", 0) > starts, "a restart")
+    wait_until(lambda: rig.online() and rig.sim.inventorying, "reading again")
+    before = rig.sink.count()
+    wait_until(lambda: rig.sink.count() > before + 50, "reads resuming")
+    assert "rospec_not_started" in {k for _, k, _ in rig.sink.anomalies[mark:]}
+    assert rig.sim.stats.connections == 1
+
+
 def test_reader_that_never_starts_is_connected_not_reading(make_rig: Any) -> None:
     """START_ROSPEC accepted but the ROSpec never becomes Active: never called online."""
     rig = make_rig(quirks=ReaderQuirks(needs_start_rospec=True), not_reading_reconnect_s=30.0)
