@@ -11,6 +11,7 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -32,6 +33,35 @@ class ReaderActivity:
     down_alerted: bool = False
 
 
+class TidMemory:
+    """The TIDs recently read with each EPC (bounded, least recently read EPC forgotten first).
+
+    What an authenticity check needs at a return or repair desk: the chip(s) that carried the
+    EPC just now (inventory.authenticity.check_binding against the commissioning TID)."""
+
+    def __init__(self, max_epcs: int = 50_000, per_epc: int = 4) -> None:
+        self._tids: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        self._max = max_epcs
+        self._per_epc = per_epc
+        self._lock = threading.Lock()  # reader threads record concurrently
+
+    def record(self, reads: list[TagRead]) -> None:
+        with self._lock:
+            for r in reads:
+                if r.tid is None:
+                    continue
+                seen = self._tids.pop(r.epc, ())
+                if r.tid not in seen:
+                    seen = (*seen, r.tid)[-self._per_epc:]
+                self._tids[r.epc] = seen
+            while len(self._tids) > self._max:
+                self._tids.popitem(last=False)
+
+    def of(self, epc: str) -> tuple[str, ...]:
+        with self._lock:
+            return self._tids.get(epc.upper(), ())
+
+
 class IngestQueue:
     """The ReaderSink of every driver: counts, enqueues, never blocks the reader thread."""
 
@@ -47,6 +77,7 @@ class IngestQueue:
         self.q: queue.Queue[tuple[str, list[TagRead]]] = queue.Queue(maxsize)
         self.metrics = metrics
         self.activity: dict[str, ReaderActivity] = {} if activity is None else activity
+        self.tids = TidMemory()
         self._on_state = on_state
         self._warned: set[tuple[str, str]] = set()
         self._dropped = 0
@@ -59,8 +90,12 @@ class IngestQueue:
         if not reads:
             return
         per_antenna: dict[int, int] = {}
+        with_tid = False
         for r in reads:
             per_antenna[r.antenna] = per_antenna.get(r.antenna, 0) + 1
+            with_tid = with_tid or r.tid is not None
+        if with_tid:
+            self.tids.record(reads)
         for antenna, n in per_antenna.items():
             self.metrics.reads.labels(reader, str(antenna)).inc(n)
         try:

@@ -74,3 +74,21 @@ def test_silent_is_an_anomaly_and_one_alert_per_silence() -> None:
     rig.monitor.check(start + 1700)  # quiet once more: a new episode
     assert [a["type"] for a in rig.alerts] == ["reader_silent"] * 2
     assert rig.monitor.snapshot()["dock"]["silent"] is True
+
+
+def test_intake_remembers_recent_tids_per_epc_bounded() -> None:
+    from readers.base import TagRead
+    from rfidd.intake import TidMemory
+
+    rig = Rig()
+    epc = "3034E57E0400194000000003"
+    rig.intake.on_reads("dock", [TagRead(epc, "dock", 1, -50.0, 1.0, tid="E2801160AAAA"),
+                                 TagRead(epc, "dock", 1, -51.0, 1.0, tid="E2801160BBBB"),
+                                 TagRead(epc, "dock", 1, -52.0, 1.0, tid="E2801160AAAA"),
+                                 TagRead("30340000", "dock", 1, -50.0, 1.0)])
+    assert rig.intake.tids.of(epc.lower()) == ("E2801160AAAA", "E2801160BBBB")
+    assert rig.intake.tids.of("30340000") == ()
+    memory = TidMemory(max_epcs=2)
+    for i in range(3):
+        memory.record([TagRead(f"{i:04X}", "r", 1, None, 0.0, tid=f"T{i}")])
+    assert memory.of("0000") == () and memory.of("0002") == ("T2",)
