@@ -299,6 +299,8 @@ class Daemon:
             counts = self.ingestor.zone_counts  # published by the ingest after each batch
             for zone in self.config.zones:
                 self.metrics.items_present.labels(zone).set(counts.get(zone, 0))
+        if not self._readers_healthy():
+            return
         if self.ingestor is not None and not self.stop_event.is_set():
             if not self.ingestor.is_alive():
                 log.critical("ingest thread died; stopping so systemd restarts the daemon")
@@ -314,6 +316,25 @@ class Daemon:
             self.notifier.status(f"database unavailable for {now - since:.0f} s, retrying: "
                                  f"{reason}")
         self.notifier.watchdog()
+
+    def _readers_healthy(self) -> bool:
+        """Restart a reader whose supervisor thread died; False (no watchdog) when one hangs:
+        a thread stuck in a driver call cannot be stopped from Python, systemd restarts us."""
+        if self.stop_event.is_set():
+            return True
+        healthy = True
+        for name, reader in self.readers.items():
+            if not reader.running():
+                log.error("reader %s: its supervisor thread died; starting it again", name)
+                self.metrics.reader_thread_restarts.labels(name).inc()
+                reader.start()
+                continue
+            late = reader.hung_for()
+            if late > 0:
+                log.critical("reader %s: supervisor hung for %.0f s; not feeding the watchdog",
+                             name, late)
+                healthy = False
+        return healthy
 
     def _check_alerts(self, now: float) -> None:
         """Ops alerts on `alerts`: a reader down too long, an outbox backlog past its bound."""
@@ -341,10 +362,11 @@ class Daemon:
                 self.ctx.emit(messages=alerts)
             except ServiceUnavailable as exc:  # the outbox is in that database: next turn
                 for a in alerts:
-                    reader = a.payload.get("reader")
+                    body = a.payload if isinstance(a.payload, Mapping) else {}
+                    reader = body.get("reader")
                     if reader in self.queue.activity:
                         self.queue.activity[reader].down_alerted = False
-                    elif a.payload["type"] == "outbox_backlog":
+                    elif body.get("type") == "outbox_backlog":
                         self._backlog_alerted = False
                 log.warning("alerts not queued yet: %s", exc)
 
