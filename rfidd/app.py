@@ -36,7 +36,15 @@ from rfidd.lifecycle.http import register_routes as register_lifecycle_routes
 from rfidd.lifecycle.service import LifecycleService
 from rfidd.metrics import Metrics
 from rfidd.mqtt import HqLink
-from rfidd.ops import StoreOps, add_scheduled_jobs
+from rfidd.ops import (
+    CatalogService,
+    CountingService,
+    ExitService,
+    OpsSettings,
+    ReceptionService,
+    ReplenishmentService,
+    Schedules,
+)
 from rfidd.ops import register_routes as register_ops_routes
 from rfidd.sdnotify import Notifier
 from rfidd.store import repo
@@ -69,6 +77,8 @@ class Daemon:
     stop_event: threading.Event = field(default_factory=threading.Event)
     service_factories: list[Callable[[ServiceContext], Service]] = field(
         default_factory=lambda: default_services())
+    ops_settings: OpsSettings | None = field(default_factory=OpsSettings)
+    """Store operations (rfidd/ops/) with these settings; None runs the daemon without them."""
 
     def __post_init__(self) -> None:
         self.notifier = Notifier()
@@ -80,6 +90,7 @@ class Daemon:
         self.api: Api | None = None
         self.readers: dict[str, ReaderDriver] = {}
         self.services: list[Service] = []
+        self.ops: OpsServices | None = None
         self.ctx: ServiceContext | None = None
         self._stops: list[tuple[str, Callable[[], None]]] = []
         self.started_at = 0.0
@@ -160,6 +171,10 @@ class Daemon:
         if cfg.mqtt.enabled:
             ctx.notify_outbox = self.hq.notify
         ctx.catalog_listeners.append(self.ingestor.set_catalog)
+        if self.ops_settings is not None:
+            self.ops = build_ops(ctx, self.ops_settings)
+            self.ops.start()
+            self._on_stop("store operations", self.ops.stop)
         for factory in self.service_factories:
             service = factory(self.ctx)
             service.start()
@@ -169,8 +184,8 @@ class Daemon:
         books = next((x for x in self.services if isinstance(x, LifecycleService)), None)
         if books is not None:
             rules.decides_moves = books.has_no_record
-            for ops in (x for x in self.services if isinstance(x, StoreOps)):
-                ops.may_leave = books.may_leave
+            if self.ops is not None:
+                self.ops.exits.may_leave = books.may_leave
 
         self.scheduler = BackgroundScheduler(timezone=cfg.site.timezone)
         self.scheduler.add_job(self.ingestor.request_sweep, "interval",
@@ -180,9 +195,9 @@ class Daemon:
         self.scheduler.add_job(self.ingestor.request_flush, "interval",
                                seconds=self.timings.flush_s, id="last-seen-flush")
         self.scheduler.add_job(self._purge_outbox, "interval", hours=1, id="outbox-purge")
+        if self.ops is not None:
+            self.ops.schedules.attach_scheduler(self.scheduler)
         for svc in self.services:
-            if isinstance(svc, StoreOps):
-                add_scheduled_jobs(self.scheduler, svc)
             if isinstance(svc, LifecycleService):
                 self.scheduler.add_job(svc.check_overdue, "interval",
                                        seconds=self.timings.overdue_check_s, id="loan-overdue")
@@ -376,9 +391,9 @@ class Daemon:
 
         api.route("GET", "/api/v1/status", status)
         api.route("GET", "/api/v1/items/{epc}", item)
+        if self.ops is not None:
+            self.ops.register_routes(api)
         for svc in self.services:
-            if isinstance(svc, StoreOps):
-                register_ops_routes(api, svc)
             if isinstance(svc, LifecycleService):
                 register_lifecycle_routes(api, svc)
 
@@ -393,8 +408,57 @@ def tune_gc() -> None:
 
 
 def default_services() -> list[Callable[[ServiceContext], Service]]:
-    """The business services every daemon runs (each registers its own hooks and commands)."""
-    return [StoreOps, LifecycleService]
+    """The business services every daemon runs besides store operations (each registers its
+    own hooks and commands)."""
+    return [LifecycleService]
+
+
+@dataclass(frozen=True)
+class OpsServices:
+    """The store-operations services of a daemon, one job each (see rfidd/ops/)."""
+
+    catalog: CatalogService
+    reception: ReceptionService
+    exits: ExitService
+    counting: CountingService
+    replenishment: ReplenishmentService
+    schedules: Schedules
+
+    def start(self) -> None:
+        """The catalog first: receptions resumed and counts need its products."""
+        self.catalog.start()
+        self.exits.start()
+        self.counting.start()
+        self.reception.start()
+
+    def stop(self) -> None:
+        """Only the loss tracker has state to save; sessions stay open in the database."""
+        self.exits.stop()
+
+    def register_routes(self, api: Api) -> None:
+        """The /api/v1/ops routes, each on the service that owns it."""
+        register_ops_routes(api, catalog=self.catalog, reception=self.reception,
+                            counting=self.counting, schedules=self.schedules,
+                            exits=self.exits, replenishment=self.replenishment)
+
+
+def build_ops(ctx: ServiceContext, settings: OpsSettings | None = None) -> OpsServices:
+    """Build the store-operations services on `ctx` (each registers its own ingest hooks and
+    HQ commands); start them with `.start()`, add their jobs with `schedules.attach_scheduler`."""
+    settings = settings or OpsSettings()
+    catalog = CatalogService(ctx)
+    reception = ReceptionService(ctx, catalog, settings)
+    exits = ExitService(ctx, catalog, settings)
+    counting = CountingService(ctx, catalog, exits, settings)
+
+    def ops_tick() -> None:
+        """The periodic ops job: live counts and their timed stops, then the reception rules."""
+        counting.tick()
+        reception.tick()
+
+    return OpsServices(catalog, reception, exits, counting,
+                       ReplenishmentService(ctx, catalog),
+                       Schedules(ctx, counting.start_count, ops_tick, settings))
 
 
 def _iso(t: float) -> str:

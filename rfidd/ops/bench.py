@@ -94,15 +94,16 @@ def run_db_count(db: Database, n: int, *, seed: int = 0, missing_rate: float = 0
 
 def run_db_reception(db: Database, n: int, *, missing: int = 7,
                      unexpected: int = 5) -> bench.BenchFigure:
-    """An n-item ASN received through StoreOps itself: the timed part is `close_reception`
-    (reconcile, one `receiving` event per item from the lifecycle rules, report, one commit)."""
+    """An n-item ASN received through the daemon's own store operations: the timed part is
+    `close_reception` (reconcile, one `receiving` event per item from the lifecycle rules,
+    report, one commit)."""
     import threading
 
     from inventory.presence import ChangeKind, PresenceChange, PresenceTracker
+    from rfidd.app import build_ops
     from rfidd.config import Config
     from rfidd.context import ServiceContext
     from rfidd.metrics import Metrics
-    from rfidd.ops.service import StoreOps
 
     cfg = Config.model_validate({
         "site": {"id": "bench", "name": "bench", "sgln": "urn:epc:id:sgln:0614141.00001.0"},
@@ -111,8 +112,9 @@ def run_db_reception(db: Database, n: int, *, missing: int = 7,
     })
     tracker = PresenceTracker(departure_s=300, move_margin_db=0, move_margin_decay_s=1)
     ctx = ServiceContext(cfg, db, Metrics(), tracker, threading.RLock())
-    ops = StoreOps(ctx)
+    ops = build_ops(ctx)
     ops.start()
+    reception = ops.reception
     epcs, _ = bench.generate_epcs(n + unexpected, 100)
     listed, extra = epcs[:n], epcs[n:]
     rng = random.Random(1)
@@ -121,17 +123,19 @@ def run_db_reception(db: Database, n: int, *, missing: int = 7,
               tuple(sorted(listed)), ())
     phases: dict[str, float] = {}
     t = time.perf_counter()
-    ops.import_asns([asn], "bench")
+    reception.import_asns([asn], "bench")
     phases["import"] = time.perf_counter() - t
     reads = [e for e in listed if e not in planted] + extra
     t = time.perf_counter()
     for k in range(0, len(reads), 50):
+        changes = [PresenceChange(ChangeKind.ARRIVED, e, "reception", None, 1.0)
+                   for e in reads[k:k + 50]]
         with ctx.transaction() as s:
-            ctx.change_hooks[0](s, [PresenceChange(ChangeKind.ARRIVED, e, "reception", None,
-                                                   1.0) for e in reads[k:k + 50]], {})
+            for hook in ctx.change_hooks:  # as the ingest calls them
+                hook(s, changes, {})
     phases["ingest_reads"] = time.perf_counter() - t
     t = time.perf_counter()
-    doc = ops.close_reception()
+    doc = reception.close_reception()
     phases["close"] = time.perf_counter() - t
     phases["total"] = phases["close"]
     ok = ({m["epc"] for m in doc["missing"]} == planted
