@@ -71,7 +71,8 @@ def make_ingestor(db: Database, zone_of: dict[tuple[str, int], str], zones: dict
     q = IngestQueue(metrics, maxsize=maxsize)
     if tracker is None:
         tracker = PresenceTracker(departure_s=10, move_margin_db=0, move_margin_decay_s=1)
-    ing = Ingestor(source=q, database=db, tracker=tracker, lock=DomainLock() if lock is None else lock,
+    lock = DomainLock() if lock is None else lock
+    ing = Ingestor(source=q, database=db, tracker=tracker, lock=lock,
                    classifier=EpcClassifier(()), zone_of=zone_of, rules=site_rules(zones),
                    encode=lambda ev: event_to_json(ev, "UTC"), books=books, metrics=metrics,
                    stop=threading.Event())

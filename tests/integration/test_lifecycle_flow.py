@@ -71,7 +71,7 @@ class Site:
             return self.readers[name]
 
         self.daemon = Daemon(cfg, timings=Timings(sweep_s=0.2), reader_factory=factory,
-                             service_factories=[LifecycleService])
+                             service_factories=[LifecycleService], ops_settings=None)
         self.daemon.start()
         self.service = self.daemon.services[0]
         assert isinstance(self.service, LifecycleService)
