@@ -246,6 +246,16 @@ class Ingestor:
         if changes:
             self._handle(changes, {}, [])
 
+    def handle_changes(self, changes: list[PresenceChange],
+                       reads: list[tuple[str, str, float]] | None = None) -> None:
+        """Presence changes made elsewhere (a handheld pass, a test): through the same view,
+        plans, commit and apply as a batch of reads. Without `reads`, the changes into watched
+        zones stand for their first reads there."""
+        if reads is None:
+            reads = [(c.epc, c.zone, c.at) for c in changes
+                     if c.zone is not None and c.zone in self._watched]
+        self._handle(changes, {}, reads)
+
     def _first_reads(self, zone_reads: list[ZoneRead]) -> list[tuple[str, str, float]]:
         """The first read of each EPC in each watched zone (few zones: one set lookup per
         read)."""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from inventory.epc import EpcClassifier
 from inventory.epcis import event_to_json
+from inventory.events import ItemEvent
 from inventory.presence import PresenceTracker
 from inventory.rules import SiteRules
 from readers.base import ReaderState, TagRead
@@ -62,18 +63,31 @@ def site_rules(zones: dict[str, str], site: str = "s1",
                      zone_read_points={z: f"{sgln}.{z}" for z in zones}, zone_kinds=zones)
 
 
+class QuietRules(SiteRules):
+    """Site rules that turn no change into an event."""
+
+    def __init__(self, zones: dict[str, str]) -> None:
+        r = site_rules(zones)
+        super().__init__(r.site_sgln, r.zone_read_points, r.zone_kinds, r.site_id)
+
+    def events_for(self, *_a: object, **_k: object) -> list[ItemEvent]:
+        return []
+
+
 def make_ingestor(db: Database, zone_of: dict[tuple[str, int], str], zones: dict[str, str],
                   *, lock: DomainLock | None = None, metrics: Metrics | None = None,
                   tracker: PresenceTracker | None = None, books: BooksLoader | None = None,
-                  maxsize: int = 100) -> tuple[Ingestor, IngestQueue]:
-    """An Ingestor over `db` with one online reader per reader name in `zone_of`."""
+                  maxsize: int = 100, quiet_rules: bool = False) -> tuple[Ingestor, IngestQueue]:
+    """An Ingestor over `db` with one online reader per reader name in `zone_of`;
+    `quiet_rules`: the site rules make no event (a test of one component's events)."""
     metrics = Metrics() if metrics is None else metrics
     q = IngestQueue(metrics, maxsize=maxsize)
     if tracker is None:
         tracker = PresenceTracker(departure_s=10, move_margin_db=0, move_margin_decay_s=1)
     lock = DomainLock() if lock is None else lock
+    rules = QuietRules(zones) if quiet_rules else site_rules(zones)
     ing = Ingestor(source=q, database=db, tracker=tracker, lock=lock,
-                   classifier=EpcClassifier(()), zone_of=zone_of, rules=site_rules(zones),
+                   classifier=EpcClassifier(()), zone_of=zone_of, rules=rules,
                    encode=lambda ev: event_to_json(ev, "UTC"), books=books, metrics=metrics,
                    stop=threading.Event())
     ing.retry_initial_s = 0.01

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from rfidd.api import Api
 from rfidd.app import build_ops
 from rfidd.config import Config
 from rfidd.context import ServiceContext
+from rfidd.health import DomainLock
 from rfidd.metrics import Metrics
 from rfidd.ops import ops_cli
 from rfidd.store.db import open_database
@@ -35,7 +35,7 @@ def api_url(sqlite_url: str) -> Iterator[str]:
     })
     db = open_database(sqlite_url)
     metrics = Metrics()
-    ctx = ServiceContext(cfg, db, metrics, PresenceTracker(300, 0, 1), threading.RLock())
+    ctx = ServiceContext(cfg, db, metrics, PresenceTracker(300, 0, 1), DomainLock())
     ops = build_ops(ctx)
     ops.start()
     api = Api(metrics.registry, "127.0.0.1", 0)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import pytest
-from opskit import CATALOG_CSV, SITE
+from opskit import CATALOG_CSV, SITE, feed, ingestor
 
 from inventory.presence import PresenceTracker
 from rfidd.config import Config
 from rfidd.context import ServiceContext
+from rfidd.health import DomainLock
 from rfidd.metrics import Metrics
 from rfidd.ops import CatalogService, ExitService, OpsSettings
 from rfidd.store.db import open_database
@@ -30,7 +30,8 @@ def ctx() -> Iterator[ServiceContext]:
     })
     db = open_database(cfg.database.url)
     tracker = PresenceTracker(departure_s=300, move_margin_db=0, move_margin_decay_s=1)
-    c = ServiceContext(cfg, db, Metrics(), tracker, threading.RLock())
+    c = ServiceContext(cfg, db, Metrics(), tracker, DomainLock())
+    ingestor(c)
     try:
         yield c
     finally:
@@ -55,4 +56,5 @@ def catalog(ctx: ServiceContext) -> CatalogService:
 def exits(ctx: ServiceContext, catalog: CatalogService, settings: OpsSettings) -> ExitService:
     e = ExitService(ctx, catalog, settings)
     e.start()
+    feed(ctx, e)
     return e

@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from fakes import make_ingestor
 from sqlalchemy import select
 
 from inventory.epc import decode, sgtin96_hex
 from inventory.presence import ChangeKind, PresenceChange, ZoneRead
 from rfidd.context import ServiceContext
+from rfidd.ingest import Ingestor
+from rfidd.lifecycle import books
+from rfidd.pipeline import BatchComponent
 from rfidd.store import repo
 from rfidd.store.models import OutboxMessage
 
@@ -27,11 +31,27 @@ def epc(gtin: str, serial: int) -> str:
     return sgtin96_hex(gtin, serial, 7)
 
 
+INGESTORS: dict[int, Ingestor] = {}
+"""The ingest of each test context (conftest's `ingest` fixture), by id(ctx)."""
+
+
+def ingestor(ctx: ServiceContext) -> Ingestor:
+    ing, _ = make_ingestor(ctx.db, {}, {z: str(zc.kind) for z, zc in ctx.config.zones.items()},
+                           lock=ctx.tracker_lock, metrics=ctx.metrics, tracker=ctx.tracker,
+                           books=lambda s, epcs: books.load_states(s, epcs, ctx.config.site.id))
+    INGESTORS[id(ctx)] = ing
+    return ing
+
+
+def feed(ctx: ServiceContext, *components: BatchComponent) -> None:
+    """Have the test ingest of `ctx` plan with `components` (as app.py wires them)."""
+    for c in components:
+        INGESTORS[id(ctx)].add_component(c)
+
+
 def hook(ctx: ServiceContext, *changes: PresenceChange) -> None:
-    """Call the hooks as the ingest thread does: inside a write transaction."""
-    with ctx.transaction() as s:
-        for h in ctx.change_hooks:
-            h(s, list(changes), {})
+    """Presence changes through the ingest's view, plans, commit and apply."""
+    INGESTORS[id(ctx)].handle_changes(list(changes))
 
 
 def arrive(e: str, zone: str, at: float = 1000.0) -> PresenceChange:

@@ -7,7 +7,7 @@ import json
 import time
 
 import pytest
-from opskit import BAG, arrive, asn, epc, hook
+from opskit import BAG, arrive, asn, epc, feed, hook
 
 from inventory.epc import decode
 from rfidd.api import ApiError
@@ -18,17 +18,18 @@ from rfidd.ops.api import parse_time
 from rfidd.ops.store import gtin_of_uri
 
 
-def test_registers_hooks_and_commands(ctx: ServiceContext) -> None:
+def test_registers_components_and_commands(ctx: ServiceContext) -> None:
     ops = build_ops(ctx, OpsSettings())
     assert set(ctx.command_handlers) == {"asn", "catalog"}
-    assert ctx.change_hooks == [ops.reception._on_changes, ops.exits._on_changes]
-    assert [zones for zones, _ in ctx.read_hooks] == [frozenset({"exit"})]
+    assert ops.components() == (ops.reception, ops.exits)
+    assert [c.watched_zones for c in ops.components()] == [frozenset(), frozenset({"exit"})]
 
 
 def test_the_ops_tick_stops_timed_counts_and_applies_reception_rules(
     ctx: ServiceContext
 ) -> None:
     ops = build_ops(ctx, OpsSettings())
+    feed(ctx, *ops.components())
     ops.start()
     listed = [epc(BAG, 1)]
     sid = ops.reception.import_asn_text(json.dumps(asn("T-1", listed)), "json",

@@ -18,10 +18,8 @@ from rfidd.store import repo
 from rfidd.store.models import Event, Item
 
 
-def test_registers_a_change_hook_and_an_exit_read_hook(ctx: ServiceContext,
-                                                       exits: ExitService) -> None:
-    assert ctx.change_hooks == [exits._on_changes]
-    assert [zones for zones, _ in ctx.read_hooks] == [frozenset({"exit"})]
+def test_watches_every_read_of_the_exit_zones(exits: ExitService) -> None:
+    assert exits.name == "exits" and exits.watched_zones == frozenset({"exit"})
 
 
 def test_exit_alert_once_per_item_sold_items_silent(ctx: ServiceContext,
@@ -41,31 +39,44 @@ def test_exit_alert_once_per_item_sold_items_silent(ctx: ServiceContext,
         assert ev.disposition == "stolen" and json.loads(ev.payload)["epcList"] == [
             decode(thief).uri]
         assert s.get(Item, thief).disposition == "stolen"  # type: ignore[union-attr]
-    hook(ctx, arrive(thief, "exit", 1100.0))  # outside the 60 s window: a new alert
-    assert len(outbox(ctx, "alerts")) == 2
+    # Outside the 60 s window: the books now say missing (stolen, alerted), and the alert stays
+    # the one open for it.
+    hook(ctx, arrive(thief, "exit", 1100.0))
+    assert len(outbox(ctx, "alerts")) == 1
     report = exits.shrinkage(0, 2000)
     assert report.totals()["confirmed"] == 1 and str(report.lost_value) == "3400.00"
     with pytest.raises(OpsError, match="until"):
         exits.shrinkage(10, 10)
 
 
-def test_may_leave_from_the_books_silences_the_exit(ctx: ServiceContext,
-                                                    exits: ExitService) -> None:
+def test_the_books_in_the_batch_view_silence_the_exit(ctx: ServiceContext,
+                                                       exits: ExitService) -> None:
     lent, other = epc(BAG, 20), epc(BAG, 21)
-    exits.may_leave = lambda e: e == lent  # what app.py plugs in from the lifecycle
+    with ctx.db.write() as s:  # on loan in the books: it may leave
+        repo.upsert_items(s, [repo.ItemUpsert(lent, 900.0, "floor", disposition="in_transit")],
+                          900.0)
     hook(ctx, arrive(lent, "exit"), arrive(other, "exit"))
     assert [a["epc"] for a in outbox(ctx, "alerts")] == [other]
 
 
-def test_hook_errors_never_reach_the_ingest_thread(ctx: ServiceContext, exits: ExitService,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom(_s: Any, _reads: Any) -> None:
-        raise RuntimeError("database on fire")
+def test_an_exit_read_is_handled_once(ctx: ServiceContext, exits: ExitService) -> None:
+    """The arrival at the gate and its read are one fact: one decision, one alert."""
+    thief = epc(BAG, 30)
+    hook(ctx, arrive(thief, "exit", 1000.0))
+    assert len(outbox(ctx, "alerts")) == 1
+    assert exits.exit_monitor.alerts == 1 and exits.exit_monitor.suppressed == 0
 
-    monkeypatch.setattr(exits, "_on_exit", boom)
-    with pytest.raises(RuntimeError):  # the ingest catches it and rolls back the savepoint
-        hook(ctx, arrive(epc(BAG, 1), "exit"))
-    assert exits.hook_errors == 1
+
+def test_a_failing_exit_plan_never_reaches_the_ingest_thread(
+        ctx: ServiceContext, exits: ExitService, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*_a: Any, **_k: Any) -> Any:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(exits.exit_monitor, "decide", boom)
+    hook(ctx, arrive(epc(BAG, 1), "exit"))  # the ingest counts it and commits the rest
+    assert outbox(ctx, "alerts") == []
+    assert ctx.metrics.registry.get_sample_value(
+        "rfidd_ingest_component_errors_total", {"component": "exits"}) == 1
 
 
 def test_restart_keeps_the_loss_state(ctx: ServiceContext, catalog: CatalogService,
