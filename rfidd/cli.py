@@ -83,17 +83,17 @@ def _check_secrets(cfg: Config) -> list[str]:
 
 def check_link_files(mqtt: MqttConfig) -> list[str]:
     """Open the broker password and TLS files as the link would; one message per problem."""
-    from rfidd.mqtt import HqLinkError, read_password, tls_context
+    from rfidd.mqtt_client import MqttSetupError, read_password, tls_context
 
     problems = []
     try:
         read_password(mqtt)
-    except HqLinkError as exc:
+    except MqttSetupError as exc:
         problems.append(str(exc))
     if mqtt.url.startswith("mqtts://") or mqtt.tls.configured:
         try:
             tls_context(mqtt.tls)
-        except (HqLinkError, OSError, ValueError) as exc:
+        except (MqttSetupError, OSError, ValueError) as exc:
             problems.append(f"mqtt.tls: {exc}")
     return problems
 

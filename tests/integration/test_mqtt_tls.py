@@ -47,7 +47,8 @@ from tlsutil import (
 from inventory.events import stable_event_id
 from rfidd.config import MqttConfig
 from rfidd.metrics import Metrics
-from rfidd.mqtt import HqLink, HqLinkError, read_password, tls_context
+from rfidd.mqtt import HqLink, HqLinkError
+from rfidd.mqtt_client import read_password, tls_context
 from rfidd.store import Database, EventRecord, apply_batch, open_database, outbox_stats
 
 pytestmark = pytest.mark.integration
