@@ -40,7 +40,10 @@ def install_signal_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-@click.group()
+@click.group(epilog="\b\nExit codes of the commands that talk to a running daemon (ops, "
+             "lifecycle):\n  0  done\n  1  the daemon refused the request (its message is "
+             "printed)\n  2  cannot reach the daemon (or the command line is wrong)\n"
+             "check-config and run exit 78 for a bad configuration.")
 @click.version_option(package_name="rfidd")
 def main() -> None:
     """rfidd: RFID store operations and traceability daemon."""
