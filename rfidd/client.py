@@ -133,12 +133,13 @@ class ApiClient:
         """One request; the response whatever its status. Raises Unreachable without one."""
         url = self.url(path, query)
         data = json.dumps(body).encode() if body is not None else None
+        if urllib.parse.urlsplit(self.base).scheme not in ("http", "https"):
+            raise Unreachable(f"{self.base} is not an http:// or https:// URL (see --api)")
         try:
             req = urllib.request.Request(url, data=data, method=method,
                                          headers=self.request_headers(data is not None))
-        except ValueError:
-            raise Unreachable(f"{self.base} is not an http:// or https:// URL (see --api)"
-                              ) from None
+        except ValueError as exc:  # e.g. no host
+            raise Unreachable(f"{self.base}: {exc} (see --api)") from None
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 status, raw = resp.status, resp.read()
