@@ -4,10 +4,10 @@ the HTTP routes share."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from opskit import BAG, arrive, asn, epc, feed, hook
+from waits import wait_until
 
 from inventory.epc import decode
 from rfidd.api import ApiError
@@ -36,11 +36,14 @@ def test_the_ops_tick_stops_timed_counts_and_applies_reception_rules(
                                         "t")["reception"]
     hook(ctx, arrive(listed[0], "reception"))
     cid = ops.counting.start_count(["floor"], duration_s=0.01)["session_id"]
-    time.sleep(0.02)  # the count's own end time, not a wait for a result
     # Complete and quiet for auto_close_complete_s: back-date the last new read.
     ops.reception._reception.last_new_read -= 3600  # type: ignore[union-attr]
-    ops.schedules.tick()
-    assert ops.counting.count(cid)["status"] == "finished"
+
+    def ticked() -> bool:
+        ops.schedules.tick()
+        return ops.counting.count(cid)["status"] == "finished"
+
+    wait_until(ticked, "the timed stop of the count by the ops tick")
     assert ops.reception.reception(sid)["status"] == "closed"
     ops.stop()
 

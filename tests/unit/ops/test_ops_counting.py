@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from opskit import BAG, SCARF, arrive, book, epc, hook, outbox, read
+from waits import wait_until
 
 from rfidd.context import ServiceContext
 from rfidd.ops import CatalogService, CountingService, ExitService, OpsError, OpsSettings
@@ -67,10 +68,12 @@ def test_count_validation_overlap_and_timed_stop(counting: CountingService) -> N
         counting.start_count(["floor", "stockroom"])
     assert exc.value.status == 409
     assert started["ends_at"] is not None
-    counting.tick()
-    while counting.running_counts():  # the tick stops it once its time is up
-        time.sleep(0.005)
+
+    def stopped_by_the_tick() -> bool:
         counting.tick()
+        return not counting.running_counts()
+
+    wait_until(stopped_by_the_tick, "the timed stop of the count")
     assert counting.count(started["session_id"])["status"] == "finished"
     with pytest.raises(OpsError) as exc:
         counting.stop_count()
