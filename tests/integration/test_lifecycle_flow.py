@@ -23,7 +23,6 @@ from rfidd.app import Daemon, Timings
 from rfidd.config import Config
 from rfidd.intake import IngestQueue
 from rfidd.lifecycle.cli import call, lifecycle_cli, trace_command
-from rfidd.lifecycle.http import register_routes
 from rfidd.lifecycle.relay import AsnRelay
 from rfidd.lifecycle.service import LifecycleService
 
@@ -71,12 +70,11 @@ class Site:
             return self.readers[name]
 
         self.daemon = Daemon(cfg, timings=Timings(sweep_s=0.2), reader_factory=factory,
-                             service_factories=[LifecycleService], ops_settings=None)
+                             ops_settings=None)
         self.daemon.start()
-        self.service = self.daemon.services[0]
-        assert isinstance(self.service, LifecycleService)
+        assert self.daemon.lifecycle is not None
+        self.service: LifecycleService = self.daemon.lifecycle
         assert self.daemon.api is not None and self.daemon.hq is not None
-        register_routes(self.daemon.api, self.service)
         self.api = f"http://127.0.0.1:{self.daemon.api.port}"
         assert self.daemon.hq.wait_connected(10)
 

@@ -147,7 +147,7 @@ def running_store(tmp_path: Path, db_url: str, broker: Any = None,
         })
         daemon = Daemon(cfg, timings=Timings(supervisor_s=0.2, sweep_s=0.5, outbox_stats_s=0.5),
                         ops_settings=settings or OpsSettings(tick_s=0.2),
-                        service_factories=[])
+                        with_lifecycle=False)
         daemon.start()
         try:
             assert daemon.api is not None and daemon.scheduler is not None
