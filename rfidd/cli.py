@@ -11,7 +11,7 @@ from types import FrameType
 
 import click
 
-from rfidd.config import EX_CONFIG, Config, ConfigError, MqttConfig, load_config
+from rfidd.config import EX_CONFIG, EX_TEMPFAIL, Config, ConfigError, MqttConfig, load_config
 
 # Libraries whose INFO lines are per-connection or per-job chatter; their warnings still show.
 QUIET_LOGGERS = ("sllurp", "alembic", "apscheduler")
@@ -40,7 +40,10 @@ def install_signal_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-@click.group()
+@click.group(epilog="\b\nExit codes of the commands that talk to a running daemon (ops, "
+             "lifecycle):\n  0  done\n  1  the daemon refused the request (its message is "
+             "printed)\n  2  cannot reach the daemon (or the command line is wrong)\n"
+             "check-config and run exit 78 for a bad configuration.")
 @click.version_option(package_name="rfidd")
 def main() -> None:
     """rfidd: RFID store operations and traceability daemon."""
@@ -83,17 +86,17 @@ def _check_secrets(cfg: Config) -> list[str]:
 
 def check_link_files(mqtt: MqttConfig) -> list[str]:
     """Open the broker password and TLS files as the link would; one message per problem."""
-    from rfidd.mqtt import HqLinkError, read_password, tls_context
+    from rfidd.mqtt_client import MqttSetupError, read_password, tls_context
 
     problems = []
     try:
         read_password(mqtt)
-    except HqLinkError as exc:
+    except MqttSetupError as exc:
         problems.append(str(exc))
     if mqtt.url.startswith("mqtts://") or mqtt.tls.configured:
         try:
             tls_context(mqtt.tls)
-        except (HqLinkError, OSError, ValueError) as exc:
+        except (MqttSetupError, OSError, ValueError) as exc:
             problems.append(f"mqtt.tls: {exc}")
     return problems
 
@@ -113,7 +116,7 @@ def run(config_file: Path, log_level: str) -> None:
         sys.exit(EX_CONFIG)
     from rfidd.app import Daemon, tune_gc
     from rfidd.mqtt import HqLinkError
-    from rfidd.store.db import DatabaseError
+    from rfidd.store.db import DatabaseConfigError, DatabaseError
 
     daemon = Daemon(cfg)
     install_signal_handlers(daemon.stop_event)
@@ -121,11 +124,16 @@ def run(config_file: Path, log_level: str) -> None:
         daemon.start()
         tune_gc()
         daemon.run_until_stopped()
-    except (HqLinkError, DatabaseError) as exc:
-        # Unusable settings (unreadable password file, bad TLS key, unreachable database URL
-        # scheme): restarting cannot help, so exit EX_CONFIG and let systemd stop trying.
+    except (HqLinkError, DatabaseConfigError) as exc:
+        # Unusable settings (unreadable password file, bad TLS key, unsupported database URL
+        # or missing driver): restarting cannot help, so exit EX_CONFIG and systemd stops.
         logging.getLogger("rfidd").error("%s", exc)
         sys.exit(EX_CONFIG)
+    except DatabaseError as exc:
+        # A database that cannot be opened or written now (down, full disk, permissions being
+        # fixed) is temporary: EX_TEMPFAIL, which systemd's Restart= retries.
+        logging.getLogger("rfidd").error("%s (temporary failure: exit 75, to be retried)", exc)
+        sys.exit(EX_TEMPFAIL)
     finally:
         daemon.stop()
 

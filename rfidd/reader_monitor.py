@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from readers.base import ReaderDriver, ReaderState
+from rfidd.health import ServiceUnavailable
 from rfidd.intake import ReaderActivity
 from rfidd.metrics import Metrics
 
@@ -92,6 +93,7 @@ class ReaderMonitor:
         """Ages, and the down / silent alerts (each once per episode)."""
         now = self._clock() if now is None else now
         alerts: list[Any] = []
+        raised: list[tuple[str, str, float]] = []  # (reader, kind, silent mark) to re-arm
         for name, act in list(self.activity.items()):
             if act.last_report:
                 self._metrics.reader_last_report_age.labels(name).set(now - act.last_report)
@@ -100,6 +102,7 @@ class ReaderMonitor:
             if (act.state is not ReaderState.ONLINE and not act.down_alerted
                     and now - act.since >= self._down_alert_s):
                 act.down_alerted = True
+                raised.append((name, "down", 0.0))
                 alerts.append(self._make_alert("reader_down", {
                     "reader": name, "state": act.state.value, "reason": act.reason,
                     "since": _iso(act.since)}, f"reader_down:{name}:{act.since}"))
@@ -107,16 +110,29 @@ class ReaderMonitor:
             if act.state is ReaderState.ONLINE and silent_s is not None and act.last_report \
                     and now - act.last_report >= silent_s \
                     and self._silent.get(name) != act.last_report:
+                raised.append((name, "silent", self._silent.get(name, 0.0)))
                 self._silent[name] = act.last_report
-                self._metrics.reader_anomalies.labels(name, "silent").inc()
                 log.warning("reader %s: inventorying but no tag reported for %.0f s (silent)",
                             name, now - act.last_report)
                 alerts.append(self._make_alert("reader_silent", {
                     "reader": name, "silent_s": round(now - act.last_report, 1),
                     "threshold_s": silent_s, "last_report": _iso(act.last_report)},
                     f"reader_silent:{name}:{act.last_report}"))
-        if alerts:
+        if not alerts:
+            return
+        try:
             self._emit(alerts)
+        except ServiceUnavailable as exc:  # the outbox is in that database: next turn
+            for name, kind, mark in raised:
+                if kind == "down":
+                    self.activity[name].down_alerted = False
+                else:
+                    self._silent[name] = mark
+            log.warning("reader alerts not queued yet: %s", exc)
+            return
+        for name, kind, _mark in raised:
+            if kind == "silent":
+                self._metrics.reader_anomalies.labels(name, "silent").inc()
 
     def is_silent(self, reader: str) -> bool:
         act = self.activity.get(reader)

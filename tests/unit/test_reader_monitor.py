@@ -92,3 +92,24 @@ def test_intake_remembers_recent_tids_per_epc_bounded() -> None:
     for i in range(3):
         memory.record([TagRead(f"{i:04X}", "r", 1, None, 0.0, tid=f"T{i}")])
     assert memory.of("0000") == () and memory.of("0002") == ("T2",)
+
+
+def test_alerts_not_queued_while_the_database_is_down_are_raised_next_turn() -> None:
+    from rfidd.health import ServiceUnavailable
+
+    rig = Rig()
+    down = [True]
+
+    def emit(alerts: list[Any]) -> None:
+        if down[0]:
+            raise ServiceUnavailable("database down")
+        rig.alerts.extend(alerts)
+
+    rig.monitor._emit = emit
+    rig.intake.on_state("dock", ReaderState.OFFLINE, "connection refused")
+    since = rig.monitor.activity["dock"].since
+    rig.monitor.check(since + 61)
+    assert not rig.alerts and not rig.monitor.activity["dock"].down_alerted
+    down[0] = False
+    rig.monitor.check(since + 62)
+    assert [a["type"] for a in rig.alerts] == ["reader_down"]
