@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,14 +43,14 @@ from inventory.presence import ChangeKind, PresenceChange
 from rfidd.config import ZoneKind
 from rfidd.context import ServiceContext
 from rfidd.lifecycle import commands as C
+from rfidd.lifecycle.books import Books
 from rfidd.lifecycle.models import (
     CommissioningBind,
     CommissioningSession,
-    LifecycleApplied,
     LifecycleItem,
 )
+from rfidd.lifecycle.results import ApplyResult, ItemResult, reason_code
 from rfidd.store import repo
-from rfidd.store.models import Item
 
 log = logging.getLogger("rfidd.lifecycle")
 
@@ -58,22 +58,6 @@ ALERT_STREAM = "alert"
 ALERT_TOPIC = "alerts"
 ASN_STREAM = "asn"
 ASN_TOPIC = "asn"
-
-REASONS = (
-    "unknown_item",
-    "not_shipped_here",
-    "already_done",
-    "wrong_site",
-    "bad_request",
-    "sold",
-    "in_transit",
-    "on_loan",
-    "wrong_status",
-    "wrong_product",
-    "shipment_conflict",
-    "shipment_incomplete",
-)
-"""The bounded label values of rfidd_lifecycle_rejections_total{reason}."""
 
 # command name -> (step, model). The same names on MQTT (cmd/<name>) and HTTP.
 STEP_COMMANDS: dict[str, tuple[Step, type[C.ItemsCommand]]] = {
@@ -94,75 +78,6 @@ MQTT_COMMANDS = ("sale", "return", "ship", "transfer_out", "transfer_in", "loan_
 
 _SHIPPING = (Step.SHIP, Step.TRANSFER_OUT)
 
-# items.disposition written by another service -> the lifecycle status it stands for.
-_ADOPT: dict[str, Status] = {
-    "active": Status.COMMISSIONED,
-    "in_progress": Status.PACKED,
-    "in_transit": Status.IN_TRANSIT,
-    "sellable_not_accessible": Status.IN_STOCK,
-    "sellable_accessible": Status.ON_FLOOR,
-    "retail_sold": Status.SOLD,
-    "returned": Status.RETURNED,
-    "needs_replacement": Status.IN_REPAIR,
-    "available": Status.IN_STOCK,
-    "stolen": Status.MISSING,
-    "destroyed": Status.DESTROYED,
-    "inactive": Status.DECOMMISSIONED,
-}
-
-
-@dataclass(slots=True)
-class ItemResult:
-    epc: str
-    result: str  # accepted | duplicate | rejected
-    reason: str | None = None
-    reason_code: str | None = None
-    event_ids: list[str] = field(default_factory=list)
-    note: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"epc": self.epc, "result": self.result}
-        for k in ("reason", "reason_code", "note"):
-            if getattr(self, k) is not None:
-                d[k] = getattr(self, k)
-        if self.event_ids:
-            d["event_ids"] = self.event_ids
-        return d
-
-
-@dataclass(slots=True)
-class ApplyResult:
-    command: str
-    txn: str | None
-    items: list[ItemResult] = field(default_factory=list)
-    asn: dict[str, Any] | None = None
-
-    def count(self, result: str) -> int:
-        return sum(1 for i in self.items if i.result == result)
-
-    @property
-    def rejected(self) -> int:
-        return self.count("rejected")
-
-    def summary(self) -> str:
-        s = (f"{self.command} {self.txn or ''}: {self.count('accepted')} accepted, "
-             f"{self.count('duplicate')} duplicate, {self.rejected} rejected")
-        first = next((i for i in self.items if i.result == "rejected"), None)
-        return s + (f" (first: {first.reason})" if first else "")
-
-    def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "command": self.command,
-            "txn": self.txn,
-            "accepted": self.count("accepted"),
-            "duplicates": self.count("duplicate"),
-            "rejected": self.rejected,
-            "items": [i.to_json() for i in self.items],
-        }
-        if self.asn is not None:
-            d["asn"] = self.asn
-        return d
-
 
 @dataclass(slots=True)
 class _Session:
@@ -176,56 +91,6 @@ class _Session:
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z")
-
-
-def reason_code(state: ItemState | None, tr: Transition, text: str) -> str:
-    """A rejection's bounded label (the text goes to the alert, never to the metric)."""
-    why = text.split(": ", 1)[1] if ": " in text else text
-    if why.startswith(("no sale transaction", "no due date", "due date", "no destination",
-                       "destination is this site")):
-        return "bad_request"
-    if tr.step in (Step.RECEIVE, Step.TRANSFER_IN) and (
-        state is None or (state.status is Status.IN_TRANSIT and state.destination != tr.site)
-    ):
-        return "not_shipped_here"
-    if state is None:
-        return "unknown_item"
-    if why.startswith("already"):
-        return "already_done"
-    if state.status is Status.SOLD:
-        return "sold"
-    if state.status is Status.IN_TRANSIT:
-        return "in_transit"
-    if state.status is Status.ON_LOAN:
-        return "on_loan"
-    if state.site is not None and state.site != tr.site:
-        return "wrong_site"
-    return "wrong_status"
-
-
-def state_of(row: LifecycleItem) -> ItemState:
-    return ItemState(
-        epc=row.epc, status=Status(row.status), disposition=row.disposition, site=row.site,
-        since=row.since, biz_step=row.biz_step, destination=row.destination,
-        shipment=row.shipment, sale_txn=row.sale_txn, loan_due=row.loan_due,
-        after_repair=Status(row.after_repair) if row.after_repair else None,
-        counted_at=row.counted_at,
-    )
-
-
-def _write_row(row: LifecycleItem, st: ItemState, now: float) -> None:
-    row.status = st.status.value
-    row.disposition = st.disposition
-    row.site = st.site
-    row.since = st.since
-    row.biz_step = st.biz_step
-    row.destination = st.destination
-    row.shipment = st.shipment
-    row.sale_txn = st.sale_txn
-    row.loan_due = st.loan_due
-    row.after_repair = st.after_repair.value if st.after_repair else None
-    row.counted_at = st.counted_at
-    row.updated = now
 
 
 # Statuses whose moves between stockroom and floor are stocking/storing steps.
@@ -245,6 +110,7 @@ class LifecycleService:
         self.sgln = ctx.config.site.sgln
         self.clock = clock
         self.lifecycle = lifecycle or Lifecycle()
+        self.books = Books(ctx)
         self._lock = ctx.tracker_lock  # the domain-state lock: taken before any transaction
         self.rejections = Counter(
             "lifecycle_rejections", "Lifecycle transitions rejected, by step and reason.",
@@ -304,8 +170,8 @@ class LifecycleService:
         due = due_dt.timestamp() if due_dt is not None else None
         result = ApplyResult(name, cmd.txn)
         with self._lock, self.ctx.transaction() as s:
-            states, rows = self._load(s, cmd.epcs)
-            done = self._applied(s, step, cmd.txn)
+            states, rows = self.books.load(s, cmd.epcs)
+            done = self.books.applied(s, step, cmd.txn)
             events: list[ItemEvent] = []
             messages: list[repo.Message] = []
             new_states: dict[str, ItemState] = {}
@@ -351,7 +217,7 @@ class LifecycleService:
                                              event_id=stable_event_id(self.site, "asn", cmd.txn)))
             applied = [(r.epc, step, cmd.txn, r.event_ids[-1]) for r in result.items
                        if r.result == "accepted"]
-            self._commit(s, rows, new_states, events, messages, applied)
+            self.books.commit(s, rows, new_states, events, messages, applied)
         if result.rejected:
             log.warning("lifecycle %s", result.summary())
         return result
@@ -408,78 +274,6 @@ class LifecycleService:
                             event_id=stable_event_id(self.site, "lifecycle-rejection",
                                                      tr.step.value, tr.epc, key))
 
-    # ------------------------------------------------------------------ state I/O
-
-    def _load(self, s: Session, epcs: Sequence[str]
-              ) -> tuple[dict[str, ItemState | None], dict[str, LifecycleItem]]:
-        rows: dict[str, LifecycleItem] = {}
-        items: dict[str, tuple[str | None, str | None, float]] = {}
-        for i in range(0, len(epcs), 500):
-            part = list(epcs[i:i + 500])
-            rows.update((r.epc, r) for r in s.scalars(
-                select(LifecycleItem).where(LifecycleItem.epc.in_(part))))
-            items.update((e, (d, b, u)) for e, d, b, u in s.execute(
-                select(Item.epc, Item.disposition, Item.biz_step, Item.updated)
-                .where(Item.epc.in_(part))))
-        states: dict[str, ItemState | None] = {}
-        for epc in epcs:
-            row = rows.get(epc)
-            it = items.get(epc)
-            if row is not None and not (it and it[0] and it[0] != row.disposition
-                                        and it[2] > row.updated):
-                states[epc] = state_of(row)
-            elif it is not None and it[0] in _ADOPT:
-                states[epc] = self._adopt(epc, it[0], it[1], it[2], row)
-            else:
-                states[epc] = state_of(row) if row is not None else None
-        return states, rows
-
-    def _adopt(self, epc: str, disposition: str, biz_step: str | None, since: float,
-               row: LifecycleItem | None) -> ItemState:
-        """The state `items.disposition`, written by another service, stands for."""
-        status = _ADOPT[disposition]
-        if row is not None and status is Status.IN_TRANSIT and row.destination:
-            return state_of(row)
-        return ItemState(
-            epc=epc, status=status, disposition=disposition,
-            site=None if status is Status.IN_TRANSIT else self.site, since=since,
-            biz_step=biz_step,
-            destination=self.site if status is Status.IN_TRANSIT else None,
-            after_repair=Status.IN_STOCK if status is Status.IN_REPAIR else None,
-        )
-
-    def _applied(self, s: Session, step: Step, txn: str) -> dict[str, str]:
-        q = select(LifecycleApplied.epc, LifecycleApplied.event_id).where(
-            LifecycleApplied.step == step.value, LifecycleApplied.txn == txn)
-        return {e: ev for e, ev in s.execute(q)}
-
-    def _commit(self, s: Session, rows: dict[str, LifecycleItem],
-                new_states: dict[str, ItemState], events: Sequence[ItemEvent],
-                messages: Sequence[repo.Message],
-                applied: Iterable[tuple[str, Step, str, str]],
-                tids: dict[str, str | None] | None = None) -> None:
-        upserts = []
-        for epc, st in new_states.items():
-            d = decode(epc)
-            upserts.append(repo.ItemUpsert(
-                epc=epc, biz_step=st.biz_step, disposition=st.disposition, epc_uri=d.uri,
-                gtin=d.gtin14, serial=d.serial_text))
-        self.ctx.stage(s, events, messages, upserts)
-        now = time.time()  # after stage: our row is never older than the items row we wrote
-        for epc, st in new_states.items():
-            row = rows.get(epc)
-            if row is None:
-                row = LifecycleItem(epc=epc)
-                s.add(row)
-                rows[epc] = row
-            _write_row(row, st, now)
-            if tids and tids.get(epc):
-                row.tid = tids[epc]
-        for epc, step, txn, event_id in applied:
-            s.add(LifecycleApplied(epc=epc, step=step.value, txn=txn, event_id=event_id,
-                                   applied_at=now))
-
-    # ------------------------------------------------------------------ inbound shipments
 
     def announce_shipment(self, data: Any, source: str = "mqtt") -> ApplyResult:
         """An ASN addressed to this site (HQ relays it to cmd/shipment): its items are booked
@@ -497,7 +291,7 @@ class LifecycleService:
         result = ApplyResult("shipment", asn.asn_id)
         at = asn.shipped_at.timestamp()
         with self._lock, self.ctx.transaction() as s:
-            states, rows = self._load(s, asn.epcs)
+            states, rows = self.books.load(s, asn.epcs)
             booked: dict[str, ItemState] = {}
             for epc in asn.epcs:
                 st = states.get(epc)
@@ -514,7 +308,7 @@ class LifecycleService:
                     ItemState.shipped_to(epc, self.site, at, asn.asn_id),
                     site=st.site if st is not None else asn.origin)
                 result.items.append(ItemResult(epc, "accepted"))
-            self._commit(s, rows, booked, (), (), ())
+            self.books.commit(s, rows, booked, (), (), ())
         return result
 
     # ------------------------------------------------------------------ workshop: commissioning
@@ -559,7 +353,7 @@ class LifecycleService:
         cmd = C.parse(C.BindCommand, data, "bind")
         sid = cmd.session or "bind"
         with self._lock, self.ctx.transaction() as s:
-            states, _ = self._load(s, [cmd.epc])
+            states, _ = self.books.load(s, [cmd.epc])
             if states[cmd.epc] is not None:
                 raise ValueError(f"command bind: epc: {cmd.epc} is already known here "
                                  f"({states[cmd.epc].status.value})")  # type: ignore[union-attr]
@@ -624,7 +418,7 @@ class LifecycleService:
                   decoded: dict[str, DecodedEpc]) -> None:
         with self._lock:
             epcs = list(dict.fromkeys(c.epc for c in [*bench, *moves]))
-            states, rows = self._load(s, epcs)
+            states, rows = self.books.load(s, epcs)
             events: list[ItemEvent] = []
             messages: list[repo.Message] = []
             new_states: dict[str, ItemState] = {}
@@ -687,7 +481,7 @@ class LifecycleService:
                     messages.append(self._rejection(
                         st, tr, out.reason or "rejected",
                         reason_code(st, tr, out.reason or ""), "reader"))
-            self._commit(s, rows, new_states, events, messages, (), tids)
+            self.books.commit(s, rows, new_states, events, messages, (), tids)
             for sid, n in counted.items():
                 row = s.get(CommissioningSession, sid)
                 if row is None:
@@ -730,7 +524,7 @@ class LifecycleService:
     def _state(self, epc: str) -> ItemState | None:
         """One item's state in the books (a read-only session of its own)."""
         with self.ctx.db.session() as s:
-            states, _ = self._load(s, [epc])
+            states, _ = self.books.load(s, [epc])
         return states.get(epc)
 
     def check_overdue(self, now: float | None = None) -> int:
@@ -758,7 +552,7 @@ class LifecycleService:
 
     def item_state(self, epc: str) -> dict[str, Any] | None:
         with self.ctx.db.session() as s:
-            states, rows = self._load(s, [epc])
+            states, rows = self.books.load(s, [epc])
             st = states[epc]
             if st is None:
                 return None

@@ -55,6 +55,7 @@ def load_catalog(s: Session) -> Catalog:
             colour=r.colour or "", category=r.category or "",
             price=r.price if r.price is not None else Decimal(0),
             currency=r.currency if r.price is not None and r.currency else "",
+            cost=r.cost,
         ))
     return Catalog(products)
 
