@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -93,6 +93,35 @@ class ItemsCommand(_Strict):
     @classmethod
     def _at(cls, v: datetime | None) -> datetime | None:
         return _aware(v, "at")
+
+
+class SaleCommand(ItemsCommand):
+    """A sale under receipt `txn`; `collect_later`: the client collects it later (alteration,
+    gift wrap): sold, out of stock, and not free to leave until collected."""
+
+    collect_later: bool = False
+
+
+class RestockCommand(ItemsCommand):
+    """Returned items inspected: back to sellable stock (`stock` or `floor`), to `repair`, or
+    to `destroy`; `txn` is the inspection (or the RMA)."""
+
+    to: Literal["stock", "floor", "repair", "destroy"]
+
+
+class HoldCommand(ItemsCommand):
+    """Reserve items for a client (a reference, not a name) until `until`; `for_site` when
+    another store of the chain asked (HQ command): the item then travels by transfer."""
+
+    client: str = Field(pattern=r"^[^\x00-\x1f]{1,128}$")
+    staff: str | None = Field(None, max_length=128)
+    until: datetime | None = None
+    for_site: str | None = Field(None, pattern=SITE_PATTERN)
+
+    @field_validator("until")
+    @classmethod
+    def _until(cls, v: datetime | None) -> datetime | None:
+        return _aware(v, "until")
 
 
 class ReturnCommand(ItemsCommand):

@@ -31,28 +31,28 @@ def register_routes(api: Api, service: LifecycleService) -> None:
 
     def open_session(_p: dict[str, str], _q: Any, body: Any) -> tuple[int, Any]:
         try:
-            return 201, service.open_session(body)
+            return 201, service.commissioning.open_session(body)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
 
     def list_sessions(_p: dict[str, str], q: dict[str, list[str]], _b: Any) -> tuple[int, Any]:
-        return 200, {"sessions": service.sessions(include_closed="all" in q)}
+        return 200, {"sessions": service.commissioning.sessions(include_closed="all" in q)}
 
     def get_session(p: dict[str, str], _q: Any, _b: Any) -> tuple[int, Any]:
         try:
-            return 200, service.session_json(p["sid"])
+            return 200, service.commissioning.session_json(p["sid"])
         except KeyError:
             raise ApiError(404, f"no commissioning session {p['sid']!r}") from None
 
     def close_session(p: dict[str, str], _q: Any, _b: Any) -> tuple[int, Any]:
         try:
-            return 200, service.close_session(p["sid"])
+            return 200, service.commissioning.close_session(p["sid"])
         except KeyError:
             raise ApiError(404, f"no commissioning session {p['sid']!r}") from None
 
     def bind(_p: dict[str, str], _q: Any, body: Any) -> tuple[int, Any]:
         try:
-            return 201, service.bind(body)
+            return 201, service.commissioning.bind(body)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
 

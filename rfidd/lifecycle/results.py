@@ -36,10 +36,11 @@ class ItemResult:
     reason_code: str | None = None
     event_ids: list[str] = field(default_factory=list)
     note: str | None = None
+    note_code: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"epc": self.epc, "result": self.result}
-        for k in ("reason", "reason_code", "note"):
+        for k in ("reason", "reason_code", "note", "note_code"):
             if getattr(self, k) is not None:
                 d[k] = getattr(self, k)
         if self.event_ids:

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,12 +38,22 @@ from inventory.asn import parse_asn_object
 from inventory.epc import DecodedEpc, decode
 from inventory.epcis import biz_transaction_uri
 from inventory.events import ItemEvent, stable_event_id
-from inventory.lifecycle import ItemState, Lifecycle, Outcome, Status, Step, Transition
+from inventory.lifecycle import (
+    NOTE_CODES,
+    Hold,
+    ItemState,
+    Lifecycle,
+    Outcome,
+    Status,
+    Step,
+    Transition,
+)
 from inventory.presence import ChangeKind, PresenceChange
 from rfidd.config import ZoneKind
 from rfidd.context import ServiceContext
 from rfidd.lifecycle import commands as C
 from rfidd.lifecycle.books import Books
+from rfidd.lifecycle.commissioning import Commissioning
 from rfidd.lifecycle.models import (
     CommissioningBind,
     CommissioningSession,
@@ -61,7 +71,11 @@ ASN_TOPIC = "asn"
 
 # command name -> (step, model). The same names on MQTT (cmd/<name>) and HTTP.
 STEP_COMMANDS: dict[str, tuple[Step, type[C.ItemsCommand]]] = {
-    "sale": (Step.SELL, C.ItemsCommand),
+    "sale": (Step.SELL, C.SaleCommand),
+    "restock": (Step.RESTOCK, C.RestockCommand),
+    "hold": (Step.HOLD, C.HoldCommand),
+    "release": (Step.RELEASE, C.ItemsCommand),
+    "collect": (Step.COLLECT, C.ItemsCommand),
     "return": (Step.RETURN, C.ReturnCommand),
     "ship": (Step.SHIP, C.ShipCommand),
     "transfer_out": (Step.TRANSFER_OUT, C.ShipCommand),
@@ -73,19 +87,16 @@ STEP_COMMANDS: dict[str, tuple[Step, type[C.ItemsCommand]]] = {
     "repair_out": (Step.REPAIR_OUT, C.ItemsCommand),
 }
 MQTT_COMMANDS = ("sale", "return", "ship", "transfer_out", "transfer_in", "loan_out",
-                 "loan_back", "repair_in", "repair_out", "shipment")
+                 "loan_back", "repair_in", "repair_out", "shipment", "restock", "hold",
+                 "release", "collect")
 """`receive` is HTTP only: HQ's reception of ASNs is the store-operations `asn` command."""
 
 _SHIPPING = (Step.SHIP, Step.TRANSFER_OUT)
-
-
-@dataclass(slots=True)
-class _Session:
-    id: str
-    gtin: str | None
-    expected: int
-    commissioned: int
-    zone: str | None
+# The (step, note) children of rfidd_lifecycle_noted_total created at start.
+_NOTED = ((Step.SELL, "no_record"), (Step.SELL, "resold_unrestocked"),
+          (Step.RETURN, "unverified_return"), (Step.TAKEOVER, "taken_over"),
+          (Step.COUNT, "recovered"), (Step.REINSTATE, "recovered"), (Step.LOAN_BACK, "late"))
+assert all(n in NOTE_CODES for _, n in _NOTED)
 
 
 def _iso(t: float) -> str:
@@ -116,14 +127,21 @@ class LifecycleService:
             "lifecycle_rejections", "Lifecycle transitions rejected, by step and reason.",
             ["step", "reason"], namespace="rfidd", registry=ctx.metrics.registry,
         )
+        self.notes = Counter(
+            "lifecycle_noted", "Lifecycle steps accepted with a note worth counting (a resale "
+            "before restock, an unverified return, a take-over...), by step and note.",
+            ["step", "note"], namespace="rfidd", registry=ctx.metrics.registry,
+        )
+        for step, note in _NOTED:
+            self.notes.labels(step.value, note)
         self.hook_errors = Counter(
             "lifecycle_hook_errors", "Presence batches the lifecycle hook failed to handle.",
             namespace="rfidd", registry=ctx.metrics.registry,
         )
         self._zone_kinds = {z: zc.kind for z, zc in ctx.config.zones.items()}
-        self._sessions: dict[str, _Session] = {}
-        self._binds: dict[str, tuple[str, str | None]] = {}
-        self._load_sessions()
+        self.commissioning = Commissioning(ctx, self.books, clock, self._zone_kinds)
+        self._sessions = self.commissioning.open  # shared with the bench part of the hook
+        self._binds = self.commissioning.binds
         for name in MQTT_COMMANDS:
             ctx.register_command(name, self._mqtt_handler(name))
         ctx.change_hooks.append(self.on_changes)
@@ -168,6 +186,8 @@ class LifecycleService:
         carton = getattr(cmd, "carton", None)
         due_dt = getattr(cmd, "due", None)
         due = due_dt.timestamp() if due_dt is not None else None
+        extra = self._extra(cmd)
+        seen = self._seen(cmd.epcs) if step is Step.RETURN else {}
         result = ApplyResult(name, cmd.txn)
         with self._lock, self.ctx.transaction() as s:
             states, rows = self.books.load(s, cmd.epcs)
@@ -183,7 +203,8 @@ class LifecycleService:
                 trs = []
                 if step in _SHIPPING and carton:
                     trs.append(self._tr(Step.PACK, epc, at, txn=cmd.txn, parent_id=carton))
-                trs.append(self._tr(step, epc, at, txn=cmd.txn, to_site=to_site, due=due))
+                trs.append(self._tr(step, epc, at, txn=cmd.txn, to_site=to_site, due=due,
+                                    **extra, **seen.get(epc, {})))
                 st: ItemState | None = states.get(epc)
                 evs: list[ItemEvent] = []
                 out: Outcome | None = None
@@ -203,7 +224,11 @@ class LifecycleService:
                 new_states[epc] = st
                 events.extend(evs)
                 result.items.append(ItemResult(epc, "accepted", event_ids=[e.event_id for e in evs],
-                                               note=out.note))
+                                               note=out.note, note_code=out.note_code))
+                if out.note_code is not None:
+                    self.notes.labels(tr.step.value, out.note_code).inc()
+                    if out.note_code == "unverified_return":
+                        messages.append(self._flag(tr, out.note or "", source))
             if step in _SHIPPING:
                 self._shipment_all_or_nothing(result, done, new_states, events)
             for st, tr, text, code in rejects:
@@ -245,11 +270,48 @@ class LifecycleService:
 
     def _tr(self, step: Step, epc: str, at: float, *, txn: str | None = None,
             to_site: str | None = None, due: float | None = None,
-            parent_id: str | None = None, zone: str | None = None) -> Transition:
+            parent_id: str | None = None, zone: str | None = None,
+            **extra: Any) -> Transition:
         rp = self.ctx.config.zone_read_point(zone) if zone in self._zone_kinds else None
+        kind = self._zone_kinds.get(zone) if zone else None
+        extra.setdefault("zone_kind", kind.value if kind is not None else None)
         return Transition(step=step, epc=epc, at=at, site=self.site, site_sgln=self.sgln,
                           read_point=rp, zone=zone, to_site=to_site, txn=txn, due=due,
-                          parent_id=parent_id)
+                          parent_id=parent_id, **extra)
+
+    @staticmethod
+    def _extra(cmd: C.ItemsCommand) -> dict[str, Any]:
+        """The Transition fields a command's own model adds (sale, restock, hold)."""
+        if isinstance(cmd, C.SaleCommand):
+            return {"collect_later": cmd.collect_later}
+        if isinstance(cmd, C.RestockCommand):
+            return {"target": cmd.to}
+        if isinstance(cmd, C.HoldCommand):
+            until = cmd.until.timestamp() if cmd.until is not None else None
+            return {"hold": Hold(cmd.client, cmd.staff, until, cmd.for_site)}
+        return {}
+
+    def _seen(self, epcs: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """What the readers say of each item now (zone kind and since when): a return of a
+        piece the stockroom antennas see was never sold."""
+        with self.ctx.tracker_lock:
+            rows = {e: self.ctx.tracker.get(e) for e in epcs}
+        out: dict[str, dict[str, Any]] = {}
+        for e, r in rows.items():
+            kind = self._zone_kinds.get(r.zone) if r is not None else None
+            if r is not None and kind in (ZoneKind.STOCK, ZoneKind.FLOOR, ZoneKind.FITTING):
+                out[e] = {"seen_kind": kind.value, "seen_since": r.since}
+        return out
+
+    def _flag(self, tr: Transition, note: str, source: str) -> repo.Message:
+        """A return this site cannot verify, for HQ to check against the chain's sales."""
+        self.ctx.metrics.alerts.labels("return_unverified").inc()
+        payload = {"type": "return_unverified", "site": self.site, "epc": tr.epc,
+                   "epc_uri": decode(tr.epc).epcis_uri, "txn": tr.txn, "message": note,
+                   "source": source, "time": _iso(tr.at)}
+        return repo.Message(ALERT_STREAM, ALERT_TOPIC, payload,
+                            event_id=stable_event_id(self.site, "return-unverified", tr.epc,
+                                                     tr.txn or tr.at))
 
     def _rejection(self, st: ItemState | None, tr: Transition, text: str, code: str,
                    source: str) -> repo.Message:
@@ -310,84 +372,6 @@ class LifecycleService:
                 result.items.append(ItemResult(epc, "accepted"))
             self.books.commit(s, rows, booked, (), (), ())
         return result
-
-    # ------------------------------------------------------------------ workshop: commissioning
-
-    def _load_sessions(self) -> None:
-        with self.ctx.db.session() as s:
-            for r in s.scalars(select(CommissioningSession).where(
-                    CommissioningSession.closed_at.is_(None))):
-                self._sessions[r.id] = _Session(r.id, r.gtin, r.expected, r.commissioned, r.zone)
-            for b in s.scalars(select(CommissioningBind).where(
-                    CommissioningBind.used_at.is_(None))):
-                self._binds[b.epc] = (b.session_id, b.tid)
-
-    def open_session(self, data: Any) -> dict[str, Any]:
-        cmd = C.parse(C.OpenSessionCommand, data, "commissioning")
-        if cmd.zone is not None and self._zone_kinds.get(cmd.zone) is not ZoneKind.BENCH:
-            raise ValueError(f"command commissioning: zone: {cmd.zone!r} is not a bench zone "
-                             f"(bench zones: {', '.join(self.bench_zones()) or 'none'})")
-        if not self.bench_zones():
-            raise ValueError("command commissioning: this site has no zone of kind 'bench'")
-        now = self.clock()
-        sid = cmd.id or f"C{int(now * 1000):x}"
-        with self._lock, self.ctx.transaction() as s:
-            if s.get(CommissioningSession, sid) is not None:
-                raise ValueError(f"command commissioning: id: session {sid!r} exists")
-            s.add(CommissioningSession(id=sid, gtin=cmd.gtin, expected=cmd.expected,
-                                       commissioned=0, zone=cmd.zone, opened_at=now))
-            self._sessions[sid] = _Session(sid, cmd.gtin, cmd.expected, 0, cmd.zone)
-        return self.session_json(sid)
-
-    def close_session(self, sid: str) -> dict[str, Any]:
-        with self._lock, self.ctx.transaction() as s:
-            row = s.get(CommissioningSession, sid)
-            if row is None:
-                raise KeyError(sid)
-            if row.closed_at is None:
-                row.closed_at = self.clock()
-            self._sessions.pop(sid, None)
-        return self.session_json(sid)
-
-    def bind(self, data: Any) -> dict[str, Any]:
-        cmd = C.parse(C.BindCommand, data, "bind")
-        sid = cmd.session or "bind"
-        with self._lock, self.ctx.transaction() as s:
-            states, _ = self.books.load(s, [cmd.epc])
-            if states[cmd.epc] is not None:
-                raise ValueError(f"command bind: epc: {cmd.epc} is already known here "
-                                 f"({states[cmd.epc].status.value})")  # type: ignore[union-attr]
-            row = s.get(CommissioningBind, cmd.epc)
-            if row is None:
-                s.add(CommissioningBind(epc=cmd.epc, session_id=sid, tid=cmd.tid,
-                                        created_at=self.clock()))
-            else:
-                row.session_id, row.tid = sid, cmd.tid
-            self._binds[cmd.epc] = (sid, cmd.tid)
-        return {"epc": cmd.epc, "session": sid, "tid": cmd.tid}
-
-    def sessions(self, include_closed: bool = False) -> list[dict[str, Any]]:
-        with self.ctx.db.session() as s:
-            q = select(CommissioningSession).order_by(CommissioningSession.opened_at)
-            if not include_closed:
-                q = q.where(CommissioningSession.closed_at.is_(None))
-            return [self._session_dict(r) for r in s.scalars(q)]
-
-    def session_json(self, sid: str) -> dict[str, Any]:
-        with self.ctx.db.session() as s:
-            row = s.get(CommissioningSession, sid)
-            if row is None:
-                raise KeyError(sid)
-            return self._session_dict(row)
-
-    @staticmethod
-    def _session_dict(r: CommissioningSession) -> dict[str, Any]:
-        return {"id": r.id, "gtin": r.gtin, "expected": r.expected,
-                "commissioned": r.commissioned, "zone": r.zone, "opened_at": _iso(r.opened_at),
-                "closed_at": _iso(r.closed_at) if r.closed_at else None}
-
-    def bench_zones(self) -> list[str]:
-        return sorted(z for z, k in self._zone_kinds.items() if k is ZoneKind.BENCH)
 
     # ------------------------------------------------------------------ presence hook
 
