@@ -52,8 +52,10 @@ from inventory.presence import ChangeKind, PresenceChange
 from rfidd.config import ZoneKind
 from rfidd.context import ServiceContext
 from rfidd.lifecycle import commands as C
+from rfidd.lifecycle.alerts import AlertWorkflow
 from rfidd.lifecycle.books import Books
 from rfidd.lifecycle.commissioning import Commissioning
+from rfidd.lifecycle.counts import CountBooks
 from rfidd.lifecycle.models import (
     CommissioningBind,
     CommissioningSession,
@@ -140,6 +142,9 @@ class LifecycleService:
         )
         self._zone_kinds = {z: zc.kind for z, zc in ctx.config.zones.items()}
         self.commissioning = Commissioning(ctx, self.books, clock, self._zone_kinds)
+        self.counts = CountBooks(self.books, self.lifecycle, self._tr, self._zone_kinds,
+                                 self.notes)
+        self.alerts = AlertWorkflow(ctx, self.counts, self._zone_now, clock=clock)
         self._sessions = self.commissioning.open  # shared with the bench part of the hook
         self._binds = self.commissioning.binds
         for name in MQTT_COMMANDS:
@@ -232,7 +237,13 @@ class LifecycleService:
             if step in _SHIPPING:
                 self._shipment_all_or_nothing(result, done, new_states, events)
             for st, tr, text, code in rejects:
-                messages.append(self._rejection(st, tr, text, code, source))
+                msg = self._rejection(st, tr, text, code, source)
+                messages.append(msg)
+                if tr.step is Step.RETURN and msg.event_id and code != "already_done":
+                    self.alerts.raise_alert(s, msg.event_id, "return_refused", tr.epc,
+                                            self._zone_now(tr.epc), tr.at,
+                                            detail={"reason": code, "message": text,
+                                                    "txn": tr.txn})
             if step in _SHIPPING and new_states and to_site:
                 result.asn = {
                     "asn_id": cmd.txn, "origin": self.site, "destination": to_site,
@@ -381,13 +392,22 @@ class LifecycleService:
         transaction, so they commit with the reads that caused them. For items these books
         hold, this is where stocking/storing is decided (the site rules stand aside)."""
         bench, moves = [], []
+        homes: dict[str, str] = {}
         for c in changes:
             kind = self._zone_kinds.get(c.zone) if c.zone else None
+            if c.zone is not None and kind in (ZoneKind.STOCK, ZoneKind.FLOOR, ZoneKind.FITTING):
+                homes[c.epc] = c.zone  # where a loss is from: the last shelf before the exit
             if kind is ZoneKind.BENCH and c.kind in (ChangeKind.ARRIVED, ChangeKind.MOVED):
                 bench.append(c)
             elif c.kind is ChangeKind.MOVED and kind in (ZoneKind.STOCK, ZoneKind.FLOOR) \
                     and self._zone_kinds.get(c.from_zone or "") is not kind:
                 moves.append(c)  # onto the floor or into the stockroom, from anywhere
+        if homes:
+            try:
+                self.books.set_home_zones(s, homes)
+            except Exception:
+                self.hook_errors.inc()
+                raise
         if not moves and not (bench and (self._sessions or self._binds)):
             return
         try:
@@ -504,6 +524,10 @@ class LifecycleService:
         site has no lifecycle record of count as stock (an inventory taken over as found)."""
         st = self._state(epc)
         return st is None or st.status in STOCK_STATUSES
+
+    def _zone_now(self, epc: str) -> str | None:
+        with self.ctx.tracker_lock:
+            return self.ctx.tracker.zone_of(epc)
 
     def _state(self, epc: str) -> ItemState | None:
         """One item's state in the books (a read-only session of its own)."""
