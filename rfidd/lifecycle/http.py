@@ -110,8 +110,9 @@ def register_alert_routes(api: Api, service: LifecycleService) -> None:
 
     def list_(_p: dict[str, str], q: dict[str, list[str]], _b: Any) -> tuple[int, Any]:
         try:
-            return 200, {"alerts": alerts.list((q.get("state") or [None])[-1],
-                                               (q.get("type") or [None])[-1])}
+            state, kind = q.get("state"), q.get("type")
+            return 200, {"alerts": alerts.list(state[-1] if state else None,
+                                               kind[-1] if kind else None)}
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
 
