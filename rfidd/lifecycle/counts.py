@@ -18,7 +18,7 @@ from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from inventory.events import ItemEvent
+from inventory.events import Action, ItemEvent, stable_event_id
 from inventory.lifecycle import ItemState, Lifecycle, Status, Step, Transition
 from rfidd.config import ZoneKind
 from rfidd.lifecycle.books import Books
@@ -64,6 +64,15 @@ class BookedCount:
                 "not_stock": sorted(self.not_stock)}
 
 
+def _observation(tr: Transition) -> ItemEvent:
+    """A count's event for an item the books do not change: seen here, nothing more."""
+    return ItemEvent(
+        event_id=stable_event_id(tr.site, tr.epc, "cycle_counting", f"count:{tr.txn}"),
+        event_time=tr.at, action=Action.OBSERVE, epcs=(tr.epc,), biz_step="cycle_counting",
+        disposition=None, read_point=tr.read_point or tr.site_sgln, biz_location=tr.site_sgln,
+        zone=tr.zone)
+
+
 class CountBooks:
     """Given the books, the rules and how the service builds a Transition (`make_tr`)."""
 
@@ -86,14 +95,16 @@ class CountBooks:
         events: list[ItemEvent] = []
         for epc in epcs:
             st = states.get(epc)
+            step = Step.TAKEOVER if st is None else Step.COUNT
+            tr = self.make_tr(step, epc, at, txn=count_id, zone=seen[epc])
             if st is None and not adopt:
                 out.not_on_books.append(epc)
+                events.append(_observation(tr))
                 continue
-            step = Step.TAKEOVER if st is None else Step.COUNT
-            o = self.lifecycle.apply(st, self.make_tr(step, epc, at, txn=count_id,
-                                                      zone=seen[epc]))
+            o = self.lifecycle.apply(st, tr)
             if not o.accepted or o.state is None:
                 out.not_stock.append(epc)
+                events.append(_observation(tr))
                 continue
             new_states[epc] = o.state
             events.extend(o.events)
