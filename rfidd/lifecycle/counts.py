@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import Counter
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from inventory.events import Action, ItemEvent, stable_event_id
@@ -142,7 +142,8 @@ class CountBooks:
     def set_aside(s: Session) -> dict[str, tuple[str, str | None]]:
         """epc -> (section, booked zone) of every item the books hold that is not sellable
         stock: what a count reports in its own sections, never as unexpected or missing."""
-        q = (select(LifecycleItem.epc, LifecycleItem.status, Item.zone)
+        q = (select(LifecycleItem.epc, LifecycleItem.status,
+                    func.coalesce(Item.zone, LifecycleItem.home_zone))
              .join(Item, Item.epc == LifecycleItem.epc, isouter=True)
              .where(LifecycleItem.status.in_([x.value for x in SECTIONS])))
         out: dict[str, tuple[str, str | None]] = {}
