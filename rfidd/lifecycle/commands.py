@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from inventory.epc import decode, sgtin96_hex
+from inventory.lifecycle import Hold
 
 TXN_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/#-]{0,127}$"
 SITE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -194,6 +195,18 @@ class BindCommand(_Strict):
         if not _TID.match(t):
             raise ValueError(f"TID {v!r} is not 8-64 hex digits")
         return t
+
+
+def transition_fields(cmd: ItemsCommand) -> dict[str, Any]:
+    """The Transition fields a command's own model adds (sale, restock, hold)."""
+    if isinstance(cmd, SaleCommand):
+        return {"collect_later": cmd.collect_later}
+    if isinstance(cmd, RestockCommand):
+        return {"target": cmd.to}
+    if isinstance(cmd, HoldCommand):
+        until = cmd.until.timestamp() if cmd.until is not None else None
+        return {"hold": Hold(cmd.client, cmd.staff, until, cmd.for_site)}
+    return {}
 
 
 def describe_errors(exc: ValidationError, command: str) -> str:

@@ -138,6 +138,23 @@ class CountBooks:
             self.notes.labels(Step.REINSTATE.value, o.note_code).inc()
         return True, None
 
+    def exit_state(self, s: Session, epc: str, zone: str, at: float) -> tuple[str | None, bool]:
+        """An unsold item read at the exit: (its home zone, whether it is now suspected stolen).
+
+        The books decide: stock and held items become suspected stolen; a sold item awaiting
+        collection stays the client's (the alert still says it was not collected); an item the
+        books have no record of is suspected stolen as today (items.disposition)."""
+        states, rows = self.books.load(s, [epc])
+        st = states.get(epc)
+        home = self.books.home_zones(s, [epc]).get(epc)
+        if home is None:
+            last = s.scalar(select(Item.zone).where(Item.epc == epc))
+            home = last if self.zone_kinds.get(last or "") in _SHELF_KINDS else None
+        o = self.lifecycle.apply(st, self.make_tr(Step.EXIT_UNSOLD, epc, at, zone=zone))
+        if o.accepted and o.state is not None:
+            self.books.commit(s, rows, {epc: o.state}, (), (), ())
+        return home, (o.accepted or st is None)
+
     @staticmethod
     def set_aside(s: Session) -> dict[str, tuple[str, str | None]]:
         """epc -> (section, booked zone) of every item the books hold that is not sellable

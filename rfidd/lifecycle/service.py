@@ -34,13 +34,11 @@ from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from inventory.asn import parse_asn_object
 from inventory.epc import DecodedEpc, decode
 from inventory.epcis import biz_transaction_uri
 from inventory.events import ItemEvent, stable_event_id
 from inventory.lifecycle import (
     NOTE_CODES,
-    Hold,
     ItemState,
     Lifecycle,
     Outcome,
@@ -52,6 +50,7 @@ from inventory.presence import ChangeKind, PresenceChange
 from rfidd.config import ZoneKind
 from rfidd.context import ServiceContext
 from rfidd.lifecycle import commands as C
+from rfidd.lifecycle import messages as M
 from rfidd.lifecycle.alerts import AlertWorkflow
 from rfidd.lifecycle.books import Books
 from rfidd.lifecycle.commissioning import Commissioning
@@ -62,6 +61,7 @@ from rfidd.lifecycle.models import (
     LifecycleItem,
 )
 from rfidd.lifecycle.results import ApplyResult, ItemResult, reason_code
+from rfidd.lifecycle.shipments import announce_shipment
 from rfidd.store import repo
 
 log = logging.getLogger("rfidd.lifecycle")
@@ -191,7 +191,7 @@ class LifecycleService:
         carton = getattr(cmd, "carton", None)
         due_dt = getattr(cmd, "due", None)
         due = due_dt.timestamp() if due_dt is not None else None
-        extra = self._extra(cmd)
+        extra = C.transition_fields(cmd)
         seen = self._seen(cmd.epcs) if step is Step.RETURN else {}
         result = ApplyResult(name, cmd.txn)
         with self._lock, self.ctx.transaction() as s:
@@ -290,18 +290,6 @@ class LifecycleService:
                           read_point=rp, zone=zone, to_site=to_site, txn=txn, due=due,
                           parent_id=parent_id, **extra)
 
-    @staticmethod
-    def _extra(cmd: C.ItemsCommand) -> dict[str, Any]:
-        """The Transition fields a command's own model adds (sale, restock, hold)."""
-        if isinstance(cmd, C.SaleCommand):
-            return {"collect_later": cmd.collect_later}
-        if isinstance(cmd, C.RestockCommand):
-            return {"target": cmd.to}
-        if isinstance(cmd, C.HoldCommand):
-            until = cmd.until.timestamp() if cmd.until is not None else None
-            return {"hold": Hold(cmd.client, cmd.staff, until, cmd.for_site)}
-        return {}
-
     def _seen(self, epcs: Sequence[str]) -> dict[str, dict[str, Any]]:
         """What the readers say of each item now (zone kind and since when): a return of a
         piece the stockroom antennas see was never sold."""
@@ -317,72 +305,19 @@ class LifecycleService:
     def _flag(self, tr: Transition, note: str, source: str) -> repo.Message:
         """A return this site cannot verify, for HQ to check against the chain's sales."""
         self.ctx.metrics.alerts.labels("return_unverified").inc()
-        payload = {"type": "return_unverified", "site": self.site, "epc": tr.epc,
-                   "epc_uri": decode(tr.epc).epcis_uri, "txn": tr.txn, "message": note,
-                   "source": source, "time": _iso(tr.at)}
-        return repo.Message(ALERT_STREAM, ALERT_TOPIC, payload,
-                            event_id=stable_event_id(self.site, "return-unverified", tr.epc,
-                                                     tr.txn or tr.at))
+        return M.unverified_return(self.site, tr, note, source)
 
     def _rejection(self, st: ItemState | None, tr: Transition, text: str, code: str,
                    source: str) -> repo.Message:
         """The exception HQ gets; its id makes a repeated bad command one alert."""
         self.rejections.labels(tr.step.value, code).inc()
         self.ctx.metrics.alerts.labels("lifecycle_rejected").inc()
-        payload = {
-            "type": "lifecycle_rejected",
-            "site": self.site,
-            "step": tr.step.value,
-            "epc": tr.epc,
-            "epc_uri": decode(tr.epc).epcis_uri,
-            "txn": tr.txn,
-            "reason": code,
-            "message": text,
-            "state": st.status.value if st else None,
-            "source": source,
-            "time": _iso(tr.at),
-        }
-        key = tr.txn if tr.txn else tr.at
-        return repo.Message(ALERT_STREAM, ALERT_TOPIC, payload,
-                            event_id=stable_event_id(self.site, "lifecycle-rejection",
-                                                     tr.step.value, tr.epc, key))
-
+        return M.rejection(self.site, st, tr, text, code, source)
 
     def announce_shipment(self, data: Any, source: str = "mqtt") -> ApplyResult:
-        """An ASN addressed to this site (HQ relays it to cmd/shipment): its items are booked
-        as in transit here, so receiving them is allowed and receiving others is not."""
-        if not isinstance(data, dict):
-            raise ValueError("command shipment: payload must be an ASN JSON object")
-        parsed = parse_asn_object(data, source=f"shipment ({source})")
-        if not parsed.ok:
-            raise ValueError("command shipment: " + "; ".join(
-                f"{e.field or 'ASN'}: {e.message}" for e in parsed.errors[:20]))
-        asn = parsed.asns[0]
-        if asn.destination != self.site:
-            raise ValueError(f"command shipment: destination: ASN {asn.asn_id} is for "
-                             f"{asn.destination!r}, this site is {self.site!r}")
-        result = ApplyResult("shipment", asn.asn_id)
-        at = asn.shipped_at.timestamp()
-        with self._lock, self.ctx.transaction() as s:
-            states, rows = self.books.load(s, asn.epcs)
-            booked: dict[str, ItemState] = {}
-            for epc in asn.epcs:
-                st = states.get(epc)
-                if st is not None and st.status is Status.IN_TRANSIT and \
-                        st.destination == self.site and st.shipment == asn.asn_id:
-                    result.items.append(ItemResult(epc, "duplicate"))
-                    continue
-                if st is not None and st.site == self.site and st.status not in (
-                        Status.SOLD, Status.MISSING, Status.IN_TRANSIT):
-                    result.items.append(ItemResult(
-                        epc, "accepted", note=f"already here ({st.status.value}): not booked"))
-                    continue
-                booked[epc] = replace(
-                    ItemState.shipped_to(epc, self.site, at, asn.asn_id),
-                    site=st.site if st is not None else asn.origin)
-                result.items.append(ItemResult(epc, "accepted"))
-            self.books.commit(s, rows, booked, (), (), ())
-        return result
+        """An ASN addressed to this site (HQ relays it to cmd/shipment): see shipments.py."""
+        with self._lock:
+            return announce_shipment(self.ctx, self.books, data, source)
 
     # ------------------------------------------------------------------ presence hook
 
@@ -502,6 +437,19 @@ class LifecycleService:
             for epc in new_states:
                 self._binds.pop(epc, None)
 
+    # ------------------------------------------------------------------ exits and counts
+
+    def record_exit(self, s: Session, alert_id: str, epc: str, zone: str, at: float,
+                    detail: dict[str, Any] | None = None) -> tuple[str | None, bool]:
+        """For the exit module, in its transaction: the books' state after an unsold item
+        went through the exit, and the alert in the workflow with the item's home zone.
+        Returns (home zone, suspected stolen)."""
+        with self._lock:
+            home, stolen = self.counts.exit_state(s, epc, zone, at)
+            self.alerts.raise_alert(s, alert_id, "exit_unsold", epc, zone, at, home_zone=home,
+                                    detail=detail)
+        return home, stolen
+
     # ------------------------------------------------------------------ loans
 
     def may_leave(self, epc: str) -> bool:
@@ -541,15 +489,7 @@ class LifecycleService:
         with self._lock, self.ctx.transaction() as s:
             rows = list(s.scalars(select(LifecycleItem).where(
                 LifecycleItem.status == Status.ON_LOAN.value, LifecycleItem.loan_due < now)))
-            msgs = []
-            for r in rows:
-                assert r.loan_due is not None
-                msgs.append(repo.Message(ALERT_STREAM, ALERT_TOPIC, {
-                    "type": "loan_overdue", "site": self.site, "epc": r.epc,
-                    "epc_uri": decode(r.epc).epcis_uri, "due": _iso(r.loan_due),
-                    "overdue_days": round((now - r.loan_due) / 86400, 2),
-                    "since": _iso(r.since), "time": _iso(now),
-                }, event_id=stable_event_id(self.site, "loan-overdue", r.epc, r.loan_due)))
+            msgs = [M.loan_overdue(self.site, r, now) for r in rows]
             res = self.ctx.stage(s, messages=msgs)
         if res.messages:
             self.ctx.metrics.alerts.labels("loan_overdue").inc(res.messages)
