@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import rfidd.ops.count_cli  # noqa: F401  (registers takeover, count pass, count recount)
 from rfidd.ops.api import register_routes
 from rfidd.ops.bench import bench_command
 from rfidd.ops.cli import ops_cli

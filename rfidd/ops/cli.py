@@ -291,10 +291,13 @@ def count_group() -> None:
 @click.argument("zones", nargs=-1, required=True)
 @click.option("--duration", "duration_s", type=float, default=None,
               help="Stop by itself after this many seconds.")
+@click.option("--adopt", is_flag=True, help="Take over what it finds (as `rfidd ops takeover`).")
 @click.pass_context
-def count_start(ctx: click.Context, zones: tuple[str, ...], duration_s: float | None) -> None:
+def count_start(ctx: click.Context, zones: tuple[str, ...], duration_s: float | None,
+                adopt: bool) -> None:
     """Start a count over ZONES."""
-    res = _client(ctx).call("POST", "/counts", {"zones": list(zones), "duration_s": duration_s})
+    res = _client(ctx).call("POST", "/counts", {"zones": list(zones), "duration_s": duration_s,
+                                                "adopt": adopt or None})
     click.echo(f"count {res['session_id']} started over {', '.join(res['zones'])}: "
                f"{res['progress']['expected']} items expected")
 
@@ -380,6 +383,9 @@ def count_stop(ctx: click.Context, count_id: str | None, as_json: bool) -> None:
         _echo_json(doc)
         return
     print_count(doc, _console())
+    from rfidd.ops.count_cli import print_books
+
+    print_books(doc)
 
 
 @count_group.command("list")
