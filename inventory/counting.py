@@ -376,6 +376,15 @@ class CountSession:
             by_zone[zone].append(epc)
         return sum(self.observe_zone(z, es) for z, es in by_zone.items())
 
+    def counted(self) -> dict[str, str]:
+        """epc -> the counted zone each item was seen in (the first, in name order): what a
+        closed count books."""
+        out: dict[str, str] = {}
+        for z in self.zones:
+            for e in self._seen.get(z, ()):
+                out.setdefault(e, z)
+        return out
+
     def progress(self) -> dict[str, Any]:
         """Live figures, cheap enough to publish every second: "4,812 of 5,000 found"."""
         expected = len(self._in_scope)
