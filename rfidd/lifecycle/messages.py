@@ -42,6 +42,15 @@ def unverified_return(site: str, tr: Transition, note: str, source: str) -> repo
                                                  tr.txn or tr.at))
 
 
+def hold_expired(site: str, r: LifecycleItem, now: float) -> repo.Message:
+    assert r.hold_until is not None
+    return repo.Message(ALERT_STREAM, ALERT_TOPIC, {
+        "type": "hold_expired", "site": site, "epc": r.epc,
+        "epc_uri": decode(r.epc).epcis_uri, "client": r.hold_client, "staff": r.hold_staff,
+        "until": _iso(r.hold_until), "for_site": r.hold_for_site, "time": _iso(now),
+    }, event_id=stable_event_id(site, "hold-expired", r.epc, r.hold_until))
+
+
 def loan_overdue(site: str, r: LifecycleItem, now: float) -> repo.Message:
     assert r.loan_due is not None
     return repo.Message(ALERT_STREAM, ALERT_TOPIC, {

@@ -37,10 +37,11 @@ class ItemResult:
     event_ids: list[str] = field(default_factory=list)
     note: str | None = None
     note_code: str | None = None
+    state: str | None = None  # a rejected item's status (None: not on the books)
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"epc": self.epc, "result": self.result}
-        for k in ("reason", "reason_code", "note", "note_code"):
+        for k in ("reason", "reason_code", "note", "note_code", "state"):
             if getattr(self, k) is not None:
                 d[k] = getattr(self, k)
         if self.event_ids:

@@ -223,7 +223,8 @@ class LifecycleService:
                 if not out.accepted:
                     code = reason_code(st, tr, out.reason or "")
                     rejects.append((st, tr, out.reason or "rejected", code))
-                    result.items.append(ItemResult(epc, "rejected", out.reason, code))
+                    result.items.append(ItemResult(epc, "rejected", out.reason, code,
+                                                   state=st.status.value if st else None))
                     continue
                 assert st is not None
                 new_states[epc] = st
@@ -484,17 +485,21 @@ class LifecycleService:
         return states.get(epc)
 
     def check_overdue(self, now: float | None = None) -> int:
-        """One alert per overdue loan (scheduled by app.py); returns how many were new."""
+        """One alert per overdue loan and per expired hold (scheduled by app.py); returns how
+        many were new."""
         now = self.clock() if now is None else now
         with self._lock, self.ctx.transaction() as s:
-            rows = list(s.scalars(select(LifecycleItem).where(
+            loans = list(s.scalars(select(LifecycleItem).where(
                 LifecycleItem.status == Status.ON_LOAN.value, LifecycleItem.loan_due < now)))
-            msgs = [M.loan_overdue(self.site, r, now) for r in rows]
-            res = self.ctx.stage(s, messages=msgs)
-        if res.messages:
-            self.ctx.metrics.alerts.labels("loan_overdue").inc(res.messages)
-            log.warning("%d loan(s) overdue", res.messages)
-        return res.messages
+            res = self.ctx.stage(s, messages=[M.loan_overdue(self.site, r, now) for r in loans])
+            holds = list(s.scalars(select(LifecycleItem).where(
+                LifecycleItem.status == Status.HELD.value, LifecycleItem.hold_until < now)))
+            held = self.ctx.stage(s, messages=[M.hold_expired(self.site, r, now) for r in holds])
+        for kind, n in (("loan_overdue", res.messages), ("hold_expired", held.messages)):
+            if n:
+                self.ctx.metrics.alerts.labels(kind).inc(n)
+                log.warning("%d new %s alert(s)", n, kind)
+        return res.messages + held.messages
 
     # ------------------------------------------------------------------ reads
 

@@ -212,3 +212,29 @@ def test_count_sections_and_sellable(svc: LifecycleService) -> None:
     assert aside == {E(1): ("held", "floor"), E(2): ("awaiting_collection", "floor"),
                      E(3): ("on_loan", None)}
     assert not_sellable == {E(1), E(2), E(3)}
+
+
+def test_expired_holds_are_alerted_once_and_rejections_name_the_state(
+        svc: LifecycleService) -> None:
+    take_over(svc, {E(1): "floor", E(2): "floor"})
+    svc.handle("hold", {"txn": "H-1", "epcs": [E(1)], "client": "C-1",
+                        "until": "2024-06-01T00:00:00Z"})
+    assert svc.check_overdue(now=T0 + 3 * 86400) == 1
+    assert svc.check_overdue(now=T0 + 4 * 86400) == 0  # same hold, same alert
+    (msg,) = [a for a in outbox(svc, "alert") if a["type"] == "hold_expired"]
+    assert (msg["epc"], msg["client"]) == (E(1), "C-1")
+    res = svc.handle("collect", {"txn": "P-1", "epcs": [E(1), E(2)]}).to_json()
+    assert [(i["result"], i.get("state"), i["reason_code"]) for i in res["items"]] == [
+        ("rejected", "held", "held"), ("rejected", "on_floor", "wrong_status")]
+
+
+def test_a_hold_asked_by_another_store_travels_by_transfer(svc: LifecycleService) -> None:
+    take_over(svc, {E(1): "stock"})
+    # HQ relays another store's request: cmd/hold with for_site.
+    out = svc.ctx.command_handlers["hold"]({"txn": "HQ-H-9", "epcs": [E(1)], "client": "C-9",
+                                            "for_site": "lyon"})
+    assert "1 accepted" in out
+    nope = svc.handle("transfer_out", {"txn": "T-1", "to_site": "nice", "epcs": [E(1)]})
+    assert nope.items[0].reason_code == "held"
+    ok = svc.handle("transfer_out", {"txn": "T-2", "to_site": "lyon", "epcs": [E(1)]})
+    assert ok.rejected == 0 and status(svc, E(1)) == "in_transit"
