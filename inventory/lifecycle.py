@@ -248,6 +248,7 @@ class Outcome:
     reason: str | None = None
     note: str | None = None
     note_code: str | None = None  # bounded label of a note worth counting (an exception)
+    reason_code: str | None = None  # bounded label of a rejection, where the rule names one
 
 
 NOTE_CODES = ("no_record", "resold_unrestocked", "unverified_return", "recovered",
@@ -378,7 +379,8 @@ class Lifecycle:
             present = self._seen_unsold(tr)
             if present is not None:  # refund fraud: the "returned" piece never left
                 what = _describe(s) if s is not None else "no sale on record here"
-                return _reject(s, tr, f"{what}, and {present}: not sold, cannot be returned")
+                return _reject(s, tr, f"{what}, and {present}: not sold, cannot be returned",
+                               code="present_unsold")
         if s is None:
             if not self.accept_unknown_customer_items:
                 return _reject(s, tr, "no sale of this item on record at this site")
@@ -636,6 +638,9 @@ class Lifecycle:
             "site": tr.site,
             "destination": None,
         }
+        if status is not Status.HELD:  # a hold ends with whatever ends the reservation
+            fields["hold"] = None
+            fields["held_from"] = None
         fields.update(changes)
         if s is None:
             base = ItemState(
@@ -714,8 +719,9 @@ def _describe(s: ItemState) -> str:
             return s.status.value.replace("_", " ")
 
 
-def _reject(s: ItemState | None, tr: Transition, why: str) -> Outcome:
-    return Outcome(accepted=False, state=s, reason=f"{tr.step.value} rejected for {tr.epc}: {why}")
+def _reject(s: ItemState | None, tr: Transition, why: str, code: str | None = None) -> Outcome:
+    return Outcome(accepted=False, state=s, reason=f"{tr.step.value} rejected for {tr.epc}: {why}",
+                   reason_code=code)
 
 
 def _iso(t: float | None) -> str:

@@ -93,8 +93,6 @@ def reason_code(state: ItemState | None, tr: Transition, text: str) -> str:
         state is None or (state.status is Status.IN_TRANSIT and state.destination != tr.site)
     ):
         return "not_shipped_here"
-    if "readers see it" in why or "readers have seen it" in why:
-        return "present_unsold"
     if state is None:
         return "unknown_item"
     if why.startswith("already"):

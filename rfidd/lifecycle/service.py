@@ -221,7 +221,7 @@ class LifecycleService:
                     evs.extend(out.events)
                 assert out is not None
                 if not out.accepted:
-                    code = reason_code(st, tr, out.reason or "")
+                    code = out.reason_code or reason_code(st, tr, out.reason or "")
                     rejects.append((st, tr, out.reason or "rejected", code))
                     result.items.append(ItemResult(epc, "rejected", out.reason, code,
                                                    state=st.status.value if st else None))
