@@ -162,7 +162,8 @@ class Books:
         for zone, epcs in by_zone.items():
             for i in range(0, len(epcs), 500):
                 s.execute(update(LifecycleItem).where(LifecycleItem.epc.in_(epcs[i:i + 500]))
-                          .values(home_zone=zone))
+                          .values(home_zone=zone)
+                          .execution_options(synchronize_session=False))
 
     def home_zones(self, s: Session, epcs: Sequence[str]) -> dict[str, str | None]:
         out: dict[str, str | None] = {}

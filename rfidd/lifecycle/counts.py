@@ -119,8 +119,9 @@ class CountBooks:
             else:
                 out.observed += 1
         self.books.commit(s, rows, new_states, events, (), ())
-        self.books.set_home_zones(s, {e: seen[e] for e in new_states
-                                      if self.zone_kinds.get(seen[e]) in _SHELF_KINDS})
+        for e in new_states:  # commit() made the rows of new items
+            if self.zone_kinds.get(seen[e]) in _SHELF_KINDS:
+                rows[e].home_zone = seen[e]
         out.events = len(events)
         return out
 
