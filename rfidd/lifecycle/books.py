@@ -165,6 +165,13 @@ class Books:
                           .values(home_zone=zone)
                           .execution_options(synchronize_session=False))
 
+    @staticmethod
+    def mark_counted(s: Session, epcs: Sequence[str], at: float) -> None:
+        """Items a count observed where the books have them: only the time changes."""
+        for i in range(0, len(epcs), 500):
+            s.execute(update(LifecycleItem).where(LifecycleItem.epc.in_(epcs[i:i + 500]))
+                      .values(counted_at=at).execution_options(synchronize_session=False))
+
     def home_zones(self, s: Session, epcs: Sequence[str]) -> dict[str, str | None]:
         out: dict[str, str | None] = {}
         for i in range(0, len(epcs), 500):

@@ -92,6 +92,7 @@ class CountBooks:
         epcs = sorted(seen)
         states, rows = self.books.load(s, epcs)
         new_states: dict[str, ItemState] = {}
+        observed: list[str] = []  # unchanged: their event, and counted_at, nothing else
         events: list[ItemEvent] = []
         for epc in epcs:
             st = states.get(epc)
@@ -106,22 +107,27 @@ class CountBooks:
                 out.not_stock.append(epc)
                 events.append(_observation(tr))
                 continue
-            new_states[epc] = o.state
             events.extend(o.events)
+            if st is not None and o.state.status is st.status and o.note_code is None:
+                out.observed += 1
+                observed.append(epc)
+                continue
+            new_states[epc] = o.state
             if o.note_code is not None:
                 self.notes.labels(step.value, o.note_code).inc()
             if o.note_code == "taken_over":
                 out.taken_over.append(epc)
             elif o.note_code == "recovered":
                 out.recovered.append(epc)
-            elif st is not None and o.state.status is not st.status:
-                out.moved.append(epc)
             else:
-                out.observed += 1
+                out.moved.append(epc)
         self.books.commit(s, rows, new_states, events, (), ())
         for e in new_states:  # commit() made the rows of new items
             if self.zone_kinds.get(seen[e]) in _SHELF_KINDS:
                 rows[e].home_zone = seen[e]
+        self.books.mark_counted(s, [e for e in observed if e in rows], at)
+        self.books.set_home_zones(s, {e: seen[e] for e in observed if e in rows
+                                      and self.zone_kinds.get(seen[e]) in _SHELF_KINDS})
         out.events = len(events)
         return out
 
