@@ -1,9 +1,10 @@
-"""The lifecycle books: each item's `ItemState` in the site database, read and written in the
-caller's transaction.
+"""The books: the lifecycle record of items at this site, loaded in bulk.
 
-`items.biz_step/disposition` stay the coarse, shared truth every service reads; an item whose
-disposition was changed by another writer since the books last wrote it (a reception, an exit
-alert) takes its state from `items.disposition` ("adoption").
+One query per table (lifecycle_items, items) per 500 EPCs: the ingest loads the records of a
+whole batch at once, and every command loads the items it names the same way. Another writer of
+`items.disposition` (the store-operations reception) is honoured: an item without lifecycle
+state, or whose disposition was changed by someone else since the lifecycle last wrote it, takes
+its state from `items.disposition` ("adoption").
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ _ADOPT: dict[str, Status] = {
 }
 
 
-
 def state_of(row: LifecycleItem) -> ItemState:
     return ItemState(
         epc=row.epc, status=Status(row.status), disposition=row.disposition, site=row.site,
@@ -75,10 +75,92 @@ def write_row(row: LifecycleItem, st: ItemState, now: float) -> None:
     row.updated = now
 
 
+def load(s: Session, epcs: Sequence[str], site: str
+         ) -> tuple[dict[str, ItemState | None], dict[str, LifecycleItem]]:
+    """The state of each of `epcs` (None: not on the books) and the lifecycle rows found."""
+    rows: dict[str, LifecycleItem] = {}
+    items: dict[str, tuple[str | None, str | None, float]] = {}
+    for i in range(0, len(epcs), 500):
+        part = list(epcs[i:i + 500])
+        rows.update((r.epc, r) for r in s.scalars(
+            select(LifecycleItem).where(LifecycleItem.epc.in_(part))))
+        items.update((e, (d, b, u)) for e, d, b, u in s.execute(
+            select(Item.epc, Item.disposition, Item.biz_step, Item.updated)
+            .where(Item.epc.in_(part))))
+    states: dict[str, ItemState | None] = {}
+    for epc in epcs:
+        row = rows.get(epc)
+        it = items.get(epc)
+        if row is not None and not (it and it[0] and it[0] != row.disposition
+                                    and it[2] > row.updated):
+            states[epc] = state_of(row)
+        elif it is not None and it[0] in _ADOPT:
+            states[epc] = adopt(epc, it[0], it[1], it[2], row, site)
+        else:
+            states[epc] = state_of(row) if row is not None else None
+    return states, rows
+
+
+def load_states(s: Session, epcs: Sequence[str], site: str) -> dict[str, ItemState | None]:
+    """`load` without the rows: the ingest's view of a batch."""
+    return load(s, epcs, site)[0]
+
+
+def adopt(epc: str, disposition: str, biz_step: str | None, since: float,
+          row: LifecycleItem | None, site: str) -> ItemState:
+    """The state `items.disposition`, written by another service, stands for."""
+    status = _ADOPT[disposition]
+    if row is not None and status is Status.IN_TRANSIT and row.destination:
+        return state_of(row)
+    return ItemState(
+        epc=epc, status=status, disposition=disposition,
+        site=None if status is Status.IN_TRANSIT else site, since=since,
+        biz_step=biz_step,
+        destination=site if status is Status.IN_TRANSIT else None,
+        after_repair=Status.IN_STOCK if status is Status.IN_REPAIR else None,
+    )
+
+
+def item_upserts(new_states: dict[str, ItemState]) -> list[repo.ItemUpsert]:
+    """The coarse items.biz_step/disposition every service reads."""
+    upserts = []
+    for epc, st in new_states.items():
+        d = decode(epc)
+        upserts.append(repo.ItemUpsert(
+            epc=epc, biz_step=st.biz_step, disposition=st.disposition, epc_uri=d.uri,
+            gtin=d.gtin14, serial=d.serial_text))
+    return upserts
+
+
+def write_rows(s: Session, rows: dict[str, LifecycleItem], new_states: dict[str, ItemState],
+               tids: dict[str, str | None] | None = None) -> None:
+    """The lifecycle rows, written after the items rows: never older than them."""
+    now = time.time()
+    for epc, st in new_states.items():
+        row = rows.get(epc)
+        if row is None:
+            row = LifecycleItem(epc=epc)
+            s.add(row)
+            rows[epc] = row
+        write_row(row, st, now)
+        if tids and tids.get(epc):
+            row.tid = tids[epc]
+
+
+def set_home_zones(s: Session, zone_of: dict[str, str]) -> None:
+    """The last stock or floor zone of each item the books hold (where a loss is from)."""
+    by_zone: dict[str, list[str]] = {}
+    for epc, zone in zone_of.items():
+        by_zone.setdefault(zone, []).append(epc)
+    for zone, epcs in by_zone.items():
+        for i in range(0, len(epcs), 500):
+            s.execute(update(LifecycleItem).where(LifecycleItem.epc.in_(epcs[i:i + 500]))
+                      .values(home_zone=zone).execution_options(synchronize_session=False))
 
 
 class Books:
-    """State I/O of the lifecycle service (no lock of its own: callers hold the domain lock)."""
+    """The books in a service's transaction (no lock of its own: callers hold the domain
+    lock): load, write with the events and messages of the step, what counts need."""
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
@@ -86,84 +168,27 @@ class Books:
 
     def load(self, s: Session, epcs: Sequence[str]
              ) -> tuple[dict[str, ItemState | None], dict[str, LifecycleItem]]:
-        rows: dict[str, LifecycleItem] = {}
-        items: dict[str, tuple[str | None, str | None, float]] = {}
-        for i in range(0, len(epcs), 500):
-            part = list(epcs[i:i + 500])
-            rows.update((r.epc, r) for r in s.scalars(
-                select(LifecycleItem).where(LifecycleItem.epc.in_(part))))
-            items.update((e, (d, b, u)) for e, d, b, u in s.execute(
-                select(Item.epc, Item.disposition, Item.biz_step, Item.updated)
-                .where(Item.epc.in_(part))))
-        states: dict[str, ItemState | None] = {}
-        for epc in epcs:
-            row = rows.get(epc)
-            it = items.get(epc)
-            if row is not None and not (it and it[0] and it[0] != row.disposition
-                                        and it[2] > row.updated):
-                states[epc] = state_of(row)
-            elif it is not None and it[0] in _ADOPT:
-                states[epc] = self._adopt(epc, it[0], it[1], it[2], row)
-            else:
-                states[epc] = state_of(row) if row is not None else None
-        return states, rows
+        return load(s, epcs, self.site)
 
-    def _adopt(self, epc: str, disposition: str, biz_step: str | None, since: float,
-               row: LifecycleItem | None) -> ItemState:
-        """The state `items.disposition`, written by another service, stands for."""
-        status = _ADOPT[disposition]
-        if row is not None and status is Status.IN_TRANSIT and row.destination:
-            return state_of(row)
-        return ItemState(
-            epc=epc, status=status, disposition=disposition,
-            site=None if status is Status.IN_TRANSIT else self.site, since=since,
-            biz_step=biz_step,
-            destination=self.site if status is Status.IN_TRANSIT else None,
-            after_repair=Status.IN_STOCK if status is Status.IN_REPAIR else None,
-        )
-
-    def applied(self, s: Session, step: Step, txn: str) -> dict[str, str]:
+    @staticmethod
+    def applied(s: Session, step: Step, txn: str) -> dict[str, str]:
         q = select(LifecycleApplied.epc, LifecycleApplied.event_id).where(
             LifecycleApplied.step == step.value, LifecycleApplied.txn == txn)
         return {e: ev for e, ev in s.execute(q)}
 
     def commit(self, s: Session, rows: dict[str, LifecycleItem],
-                new_states: dict[str, ItemState], events: Sequence[ItemEvent],
-                messages: Sequence[repo.Message],
-                applied: Iterable[tuple[str, Step, str, str]],
-                tids: dict[str, str | None] | None = None) -> None:
-        upserts = []
-        for epc, st in new_states.items():
-            d = decode(epc)
-            upserts.append(repo.ItemUpsert(
-                epc=epc, biz_step=st.biz_step, disposition=st.disposition, epc_uri=d.uri,
-                gtin=d.gtin14, serial=d.serial_text))
-        self.ctx.stage(s, events, messages, upserts)
-        now = time.time()  # after stage: our row is never older than the items row we wrote
-        for epc, st in new_states.items():
-            row = rows.get(epc)
-            if row is None:
-                row = LifecycleItem(epc=epc)
-                s.add(row)
-                rows[epc] = row
-            write_row(row, st, now)
-            if tids and tids.get(epc):
-                row.tid = tids[epc]
+               new_states: dict[str, ItemState], events: Sequence[ItemEvent],
+               messages: Sequence[repo.Message],
+               applied: Iterable[tuple[str, Step, str, str]],
+               tids: dict[str, str | None] | None = None) -> None:
+        self.ctx.stage(s, events, messages, item_upserts(new_states))
+        write_rows(s, rows, new_states, tids)
+        now = time.time()
         for epc, step, txn, event_id in applied:
             s.add(LifecycleApplied(epc=epc, step=step.value, txn=txn, event_id=event_id,
                                    applied_at=now))
 
-
-    def set_home_zones(self, s: Session, zone_of: dict[str, str]) -> None:
-        """The last stock or floor zone of each item the books hold (where a loss is from)."""
-        by_zone: dict[str, list[str]] = {}
-        for epc, zone in zone_of.items():
-            by_zone.setdefault(zone, []).append(epc)
-        for zone, epcs in by_zone.items():
-            for i in range(0, len(epcs), 500):
-                s.execute(update(LifecycleItem).where(LifecycleItem.epc.in_(epcs[i:i + 500]))
-                          .values(home_zone=zone)
-                          .execution_options(synchronize_session=False))
+    set_home_zones = staticmethod(set_home_zones)
 
     @staticmethod
     def mark_counted(s: Session, epcs: Sequence[str], at: float) -> None:
@@ -172,16 +197,11 @@ class Books:
             s.execute(update(LifecycleItem).where(LifecycleItem.epc.in_(epcs[i:i + 500]))
                       .values(counted_at=at).execution_options(synchronize_session=False))
 
-    def home_zones(self, s: Session, epcs: Sequence[str]) -> dict[str, str | None]:
+    @staticmethod
+    def home_zones(s: Session, epcs: Sequence[str]) -> dict[str, str | None]:
         out: dict[str, str | None] = {}
         for i in range(0, len(epcs), 500):
             out.update((e, z) for e, z in s.execute(
                 select(LifecycleItem.epc, LifecycleItem.home_zone)
                 .where(LifecycleItem.epc.in_(list(epcs[i:i + 500])))))
         return out
-
-    def statuses(self, s: Session, statuses: Iterable[Status]) -> dict[str, Status]:
-        """epc -> status of every item in one of `statuses` (the books' rows only)."""
-        q = select(LifecycleItem.epc, LifecycleItem.status).where(
-            LifecycleItem.status.in_([x.value for x in statuses]))
-        return {e: Status(st) for e, st in s.execute(q)}

@@ -21,6 +21,7 @@ must not let it command other stores); HQ relays the ASN to the destination's `c
 (reception) and `cmd/shipment` (lifecycle books the items as in transit here): see relay.py.
 """
 
+
 from __future__ import annotations
 
 import logging
@@ -34,11 +35,12 @@ from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from inventory.epc import DecodedEpc, decode
+from inventory.epc import decode
 from inventory.epcis import biz_transaction_uri
 from inventory.events import ItemEvent, stable_event_id
 from inventory.lifecycle import (
     NOTE_CODES,
+    STOCK_STATUSES,
     ItemState,
     Lifecycle,
     Outcome,
@@ -46,22 +48,20 @@ from inventory.lifecycle import (
     Step,
     Transition,
 )
+from inventory.lifecycle import may_leave as _may_leave
 from inventory.presence import ChangeKind, PresenceChange
 from rfidd.config import ZoneKind
 from rfidd.context import ServiceContext
 from rfidd.lifecycle import commands as C
 from rfidd.lifecycle import messages as M
 from rfidd.lifecycle.alerts import AlertWorkflow
-from rfidd.lifecycle.books import Books
+from rfidd.lifecycle.books import Books, item_upserts, set_home_zones, write_rows
 from rfidd.lifecycle.commissioning import Commissioning
 from rfidd.lifecycle.counts import CountBooks
-from rfidd.lifecycle.models import (
-    CommissioningBind,
-    CommissioningSession,
-    LifecycleItem,
-)
-from rfidd.lifecycle.results import ApplyResult, ItemResult, reason_code
+from rfidd.lifecycle.models import CommissioningBind, CommissioningSession, LifecycleItem
+from rfidd.lifecycle.results import REASONS, ApplyResult, ItemResult, reason_code
 from rfidd.lifecycle.shipments import announce_shipment
+from rfidd.pipeline import BatchPlan, BatchView
 from rfidd.store import repo
 
 log = logging.getLogger("rfidd.lifecycle")
@@ -94,6 +94,7 @@ MQTT_COMMANDS = ("sale", "return", "ship", "transfer_out", "transfer_in", "loan_
 """`receive` is HTTP only: HQ's reception of ASNs is the store-operations `asn` command."""
 
 _SHIPPING = (Step.SHIP, Step.TRANSFER_OUT)
+_SHELF_KINDS = (ZoneKind.STOCK, ZoneKind.FLOOR, ZoneKind.FITTING)
 # The (step, note) children of rfidd_lifecycle_noted_total created at start.
 _NOTED = ((Step.SELL, "no_record"), (Step.SELL, "resold_unrestocked"),
           (Step.RETURN, "unverified_return"), (Step.TAKEOVER, "taken_over"),
@@ -105,11 +106,6 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z")
 
-
-# Statuses whose moves between stockroom and floor are stocking/storing steps.
-STOCK_STATUSES = frozenset({Status.IN_STOCK, Status.ON_FLOOR, Status.RETURNED})
-# Statuses of items expected to walk out (no exit alert); MISSING was alerted already.
-LEAVE_STATUSES = frozenset({Status.SOLD, Status.ON_LOAN, Status.IN_TRANSIT, Status.MISSING})
 
 
 class LifecycleService:
@@ -149,7 +145,6 @@ class LifecycleService:
         self._binds = self.commissioning.binds
         for name in MQTT_COMMANDS:
             ctx.register_command(name, self._mqtt_handler(name))
-        ctx.change_hooks.append(self.on_changes)
 
     def start(self) -> None:
         log.info("lifecycle: %d open commissioning sessions, %d pending binds",
@@ -309,10 +304,12 @@ class LifecycleService:
         return M.unverified_return(self.site, tr, note, source)
 
     def _rejection(self, st: ItemState | None, tr: Transition, text: str, code: str,
-                   source: str) -> repo.Message:
-        """The exception HQ gets; its id makes a repeated bad command one alert."""
-        self.rejections.labels(tr.step.value, code).inc()
-        self.ctx.metrics.alerts.labels("lifecycle_rejected").inc()
+                   source: str, count: bool = True) -> repo.Message:
+        """The exception HQ gets; its id makes a repeated bad command one alert. `count`
+        False: the caller counts it once committed (an ingest plan)."""
+        if count:
+            self.rejections.labels(tr.step.value, code).inc()
+            self.ctx.metrics.alerts.labels("lifecycle_rejected").inc()
         return M.rejection(self.site, st, tr, text, code, source)
 
     def announce_shipment(self, data: Any, source: str = "mqtt") -> ApplyResult:
@@ -320,123 +317,142 @@ class LifecycleService:
         with self._lock:
             return announce_shipment(self.ctx, self.books, data, source)
 
-    # ------------------------------------------------------------------ presence hook
+    # ------------------------------------------------------------------ ingest component
 
-    def on_changes(self, s: Session, changes: list[PresenceChange],
-                   decoded: dict[str, DecodedEpc]) -> None:
-        """Ingest-thread hook: state, events and alerts staged in the ingest batch's own
-        transaction, so they commit with the reads that caused them. For items these books
-        hold, this is where stocking/storing is decided (the site rules stand aside)."""
+    name = "lifecycle"
+    watched_zones: frozenset[str] = frozenset()
+
+    def plan(self, view: BatchView) -> BatchPlan | None:
+        """The books' part of a batch (rfidd.pipeline): bench commissioning, and stocking /
+        storing of the items these books hold (the site rules stand aside for those). Planned
+        from the view's records; the commissioning counters move only once committed."""
         bench, moves = [], []
         homes: dict[str, str] = {}
-        for c in changes:
+        for c in view.changes:
             kind = self._zone_kinds.get(c.zone) if c.zone else None
-            if c.zone is not None and kind in (ZoneKind.STOCK, ZoneKind.FLOOR, ZoneKind.FITTING):
+            if c.zone is not None and kind in _SHELF_KINDS and view.on_books(c.epc):
                 homes[c.epc] = c.zone  # where a loss is from: the last shelf before the exit
             if kind is ZoneKind.BENCH and c.kind in (ChangeKind.ARRIVED, ChangeKind.MOVED):
                 bench.append(c)
             elif c.kind is ChangeKind.MOVED and kind in (ZoneKind.STOCK, ZoneKind.FLOOR) \
                     and self._zone_kinds.get(c.from_zone or "") is not kind:
                 moves.append(c)  # onto the floor or into the stockroom, from anywhere
-        if homes:
-            try:
-                self.books.set_home_zones(s, homes)
-            except Exception:
-                self.hook_errors.inc()
-                raise
-        if not moves and not (bench and (self._sessions or self._binds)):
-            return
-        try:
-            self._presence(s, bench if (self._sessions or self._binds) else [], moves,
-                           decoded)
-        except Exception:  # counted; the ingest rolls back this hook's savepoint
-            self.hook_errors.inc()
-            log.exception("lifecycle hook failed on %d changes", len(changes))
-            raise
-
-    def _presence(self, s: Session, bench: list[PresenceChange], moves: list[PresenceChange],
-                  decoded: dict[str, DecodedEpc]) -> None:
         with self._lock:
-            epcs = list(dict.fromkeys(c.epc for c in [*bench, *moves]))
-            states, rows = self.books.load(s, epcs)
-            events: list[ItemEvent] = []
-            messages: list[repo.Message] = []
-            new_states: dict[str, ItemState] = {}
-            tids: dict[str, str | None] = {}
-            counted: dict[str, int] = {}
-            for c in bench:
-                if states.get(c.epc) is not None or c.epc in new_states:
-                    continue  # only unknown tags are commissioned
-                d = decoded.get(c.epc) or decode(c.epc)
-                sid, tid = self._binds.get(c.epc, (None, None))
-                session = None
-                if sid is None:
-                    candidates = [x for x in self._sessions.values()
-                                  if x.zone in (None, c.zone)
-                                  and x.commissioned + counted.get(x.id, 0) < x.expected]
-                    session = next((x for x in candidates if x.gtin == d.gtin14), None)
-                    if session is None:
-                        if candidates:
-                            tr = self._tr(Step.COMMISSION, c.epc, c.at, zone=c.zone,
-                                          txn=candidates[0].id)
-                            gtins = ", ".join(sorted({x.gtin or "?" for x in candidates}))
-                            text = (f"commission rejected for {c.epc}: GTIN {d.gtin14} is not "
-                                    f"the product of the open session(s) ({gtins})")
-                            messages.append(self._rejection(None, tr, text, "wrong_product",
-                                                            "reader"))
-                        continue
-                    sid = session.id
-                tr = self._tr(Step.COMMISSION, c.epc, c.at, zone=c.zone)
-                out = self.lifecycle.apply(None, tr)
-                if not out.accepted or out.state is None:  # pragma: no cover - unknown item
+            commissioning = bool(self._sessions or self._binds)
+            if not moves and not (bench and commissioning):
+                if not homes:
+                    return None
+                return BatchPlan(write=lambda s: set_home_zones(s, homes))
+            return self._plan(view, bench if commissioning else [], moves, homes)
+
+    def _plan(self, view: BatchView, bench: list[PresenceChange],
+              moves: list[PresenceChange], homes: dict[str, str]) -> BatchPlan:
+        events: list[ItemEvent] = []
+        messages: list[repo.Message] = []
+        rejected: list[tuple[str, str]] = []
+        new_states: dict[str, ItemState] = {}
+        tids: dict[str, str | None] = {}
+        counted: dict[str, int] = {}
+        used_binds: list[tuple[str, float]] = []
+
+        def reject(st: ItemState | None, tr: Transition, text: str, code: str) -> None:
+            messages.append(self._rejection(st, tr, text, code, "reader", count=False))
+            rejected.append((tr.step.value, code))
+
+        for c in bench:
+            if view.record(c.epc) is not None or c.epc in new_states:
+                continue  # only unknown tags are commissioned
+            d = view.decoded.get(c.epc) or decode(c.epc)
+            sid, tid = self._binds.get(c.epc, (None, None))
+            session = None
+            if sid is None:
+                candidates = [x for x in self._sessions.values()
+                              if x.zone in (None, c.zone)
+                              and x.commissioned + counted.get(x.id, 0) < x.expected]
+                session = next((x for x in candidates if x.gtin == d.gtin14), None)
+                if session is None:
+                    if candidates:
+                        tr = self._tr(Step.COMMISSION, c.epc, c.at, zone=c.zone,
+                                      txn=candidates[0].id)
+                        gtins = ", ".join(sorted({x.gtin or "?" for x in candidates}))
+                        reject(None, tr, f"commission rejected for {c.epc}: GTIN {d.gtin14} "
+                               f"is not the product of the open session(s) ({gtins})",
+                               "wrong_product")
                     continue
-                evs = list(out.events)
-                if tid:
-                    evs = [replace(e, extensions={**e.extensions, "tid": tid}) for e in evs]
-                    tids[c.epc] = tid
-                events.extend(evs)
+                sid = session.id
+            else:
+                used_binds.append((c.epc, c.at))
+            tr = self._tr(Step.COMMISSION, c.epc, c.at, zone=c.zone)
+            out = self.lifecycle.apply(None, tr)
+            if not out.accepted or out.state is None:  # pragma: no cover - unknown item
+                continue
+            evs = list(out.events)
+            if tid:
+                evs = [replace(e, extensions={**e.extensions, "tid": tid}) for e in evs]
+                tids[c.epc] = tid
+            events.extend(evs)
+            new_states[c.epc] = out.state
+            if session is not None:
+                counted[session.id] = counted.get(session.id, 0) + 1
+        for c in moves:
+            st = new_states.get(c.epc) or view.record(c.epc)
+            if st is None or st.status not in STOCK_STATUSES:
+                # Not in the books, or not stock (a customer walking through with a
+                # purchase, an item in transit not yet received): a move, not a step.
+                continue
+            step = Step.STOCK if self._zone_kinds.get(c.zone or "") is ZoneKind.FLOOR \
+                else Step.STORE
+            if (step, st.status) in ((Step.STOCK, Status.ON_FLOOR),
+                                     (Step.STORE, Status.IN_STOCK)):
+                continue  # already there in the books (e.g. received straight to the floor)
+            tr = self._tr(step, c.epc, c.at, zone=c.zone)
+            out = self.lifecycle.apply(st, tr)
+            if out.accepted and out.state is not None:
                 new_states[c.epc] = out.state
-                if session is not None:
-                    counted[session.id] = counted.get(session.id, 0) + 1
-                bind = s.get(CommissioningBind, c.epc)
+                events.extend(out.events)
+            else:
+                reject(st, tr, out.reason or "rejected", reason_code(st, tr, out.reason or ""))
+        if not (events or messages):
+            return BatchPlan(write=(lambda s: set_home_zones(s, homes)) if homes else None)
+        closed: dict[str, int] = {}  # session -> its committed count, once complete
+
+        def write(s: Session) -> None:
+            rows = {r.epc: r for r in s.scalars(select(LifecycleItem).where(
+                LifecycleItem.epc.in_(list(new_states))))} if new_states else {}
+            write_rows(s, rows, new_states, tids)
+            if homes:
+                set_home_zones(s, homes)
+            for epc, at in used_binds:
+                bind = s.get(CommissioningBind, epc)
                 if bind is not None:
-                    bind.used_at = c.at
-            for c in moves:
-                st = new_states.get(c.epc) or states.get(c.epc)
-                if st is None or st.status not in STOCK_STATUSES:
-                    # Not in the books, or not stock (a customer walking through with a
-                    # purchase, an item in transit not yet received): a move, not a step.
-                    continue
-                step = Step.STOCK if self._zone_kinds.get(c.zone or "") is ZoneKind.FLOOR \
-                    else Step.STORE
-                if (step, st.status) in ((Step.STOCK, Status.ON_FLOOR),
-                                         (Step.STORE, Status.IN_STOCK)):
-                    continue  # already there in the books (e.g. received straight to the floor)
-                tr = self._tr(step, c.epc, c.at, zone=c.zone)
-                out = self.lifecycle.apply(st, tr)
-                if out.accepted and out.state is not None:
-                    new_states[c.epc] = out.state
-                    events.extend(out.events)
-                else:
-                    messages.append(self._rejection(
-                        st, tr, out.reason or "rejected",
-                        reason_code(st, tr, out.reason or ""), "reader"))
-            self.books.commit(s, rows, new_states, events, messages, (), tids)
+                    bind.used_at = at
+            closed.clear()
             for sid, n in counted.items():
                 row = s.get(CommissioningSession, sid)
                 if row is None:
                     continue
                 row.commissioned += n
-                live = self._sessions.get(sid)
-                if live is not None:
-                    live.commissioned = row.commissioned
                 if row.commissioned >= row.expected:
                     row.closed_at = self.clock()
+                    closed[sid] = row.commissioned
+
+        def apply() -> None:
+            with self._lock:
+                for sid, n in counted.items():
+                    live = self._sessions.get(sid)
+                    if live is not None:
+                        live.commissioned += n
+                for sid, n in closed.items():
                     self._sessions.pop(sid, None)
-                    log.info("commissioning session %s complete: %d items", sid,
-                             row.commissioned)
-            for epc in new_states:
-                self._binds.pop(epc, None)
+                    log.info("commissioning session %s complete: %d items", sid, n)
+                for epc in new_states:
+                    self._binds.pop(epc, None)
+            for step, code in rejected:
+                self.rejections.labels(step, code).inc()
+                self.ctx.metrics.alerts.labels("lifecycle_rejected").inc()
+
+        return BatchPlan(events=events, messages=messages,
+                         upserts=item_upserts(new_states), write=write, apply=apply)
 
     # ------------------------------------------------------------------ exits and counts
 
@@ -454,35 +470,26 @@ class LifecycleService:
     # ------------------------------------------------------------------ loans
 
     def may_leave(self, epc: str) -> bool:
-        """For the exit rule: an item this site sold, lent, shipped, or repairs for a customer
-        leaves without an alert; stock, and items it has no record of, do not."""
-        st = self._state(epc)
-        if st is None:
-            return False
-        if st.status is Status.IN_REPAIR:
-            return st.after_repair is Status.SOLD
-        return st.status in LEAVE_STATUSES
+        """The exit rule (inventory.lifecycle.may_leave) on this item's books."""
+        return _may_leave(self._state(epc))
 
     def has_no_record(self, epc: str) -> bool:
-        """For the site rules: items this site's books do not hold (an inventory taken over as
-        found) have their moves judged by the rules; the others by the books (this hook)."""
         return self._state(epc) is None
 
     def in_stock(self, epc: str) -> bool:
-        """For the site rules: may a move of this item be a stocking/storing step? Items this
-        site has no lifecycle record of count as stock (an inventory taken over as found)."""
+        """Items this site has no lifecycle record of count as stock (taken over as found)."""
         st = self._state(epc)
         return st is None or st.status in STOCK_STATUSES
-
-    def _zone_now(self, epc: str) -> str | None:
-        with self.ctx.tracker_lock:
-            return self.ctx.tracker.zone_of(epc)
 
     def _state(self, epc: str) -> ItemState | None:
         """One item's state in the books (a read-only session of its own)."""
         with self.ctx.db.session() as s:
             states, _ = self.books.load(s, [epc])
         return states.get(epc)
+
+    def _zone_now(self, epc: str) -> str | None:
+        with self.ctx.tracker_lock:
+            return self.ctx.tracker.zone_of(epc)
 
     def check_overdue(self, now: float | None = None) -> int:
         """One alert per overdue loan and per expired hold (scheduled by app.py); returns how
@@ -518,3 +525,5 @@ class LifecycleService:
                 "tid": row.tid if row is not None else None,
             }
 
+
+__all__ = ["REASONS", "LifecycleService"]

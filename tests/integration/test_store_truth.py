@@ -39,8 +39,7 @@ from rfidd.app import Daemon, Timings
 from rfidd.demo import demo_config
 from rfidd.lifecycle.alerts_cli import alerts_cli
 from rfidd.lifecycle.cli import lifecycle_cli
-from rfidd.lifecycle.service import LifecycleService
-from rfidd.ops import OpsSettings, StoreOps, ops_cli
+from rfidd.ops import OpsSettings, ops_cli
 from rfidd.store.models import Event, OutboxMessage, ZonePresence
 from simulator import Scenario, SimulatedSite
 from simulator.scenario import action
@@ -99,10 +98,11 @@ class Store:
         """A count over `zones` that stops once every present item was read during it."""
         res = self.run(ops_cli, "count", "start", *zones, *(["--adopt"] if adopt else []))
         cid = res.output.split()[1]
-        ops = next(s for s in self.daemon.services if isinstance(s, StoreOps))
+        assert self.daemon.ops is not None and self.daemon.ctx is not None
+        mark = self.daemon.ops.counting.start_mark(cid)
         tracker = self.daemon.ctx.tracker
-        wait_until(lambda: present <= {r.epc for r in tracker.touched_since(
-            ops.count_start_mark(cid))}, "every present item read during the count", timeout=40)
+        wait_until(lambda: present <= {r.epc for r in tracker.touched_since(mark)},
+                   "every present item read during the count", timeout=40)
         doc: dict[str, Any] = self.ops("count", "stop", cid)
         return doc
 
@@ -122,8 +122,7 @@ def boutique(tmp_path: Path, db_url: str) -> Iterator[Store]:
             "presence": base.presence.model_copy(update={"departure_s": 30.0}),
         })
         daemon = Daemon(cfg, timings=Timings(supervisor_s=0.2, sweep_s=0.5, outbox_stats_s=0.5),
-                        service_factories=[lambda ctx: StoreOps(ctx, OpsSettings(tick_s=0.2)),
-                                           LifecycleService])
+                        ops_settings=OpsSettings(tick_s=0.2), with_lifecycle=True)
         daemon.start()
         try:
             assert daemon.api is not None
@@ -219,6 +218,7 @@ def test_a_store_day_after_go_live_names_exactly_the_planted_exceptions(
         # -- the count: books, sections, exceptions --------------------------------------------
         present = (set(stock) - {b_s[0], d_s[0]}) | {a_f[1], b_f[1], c_f, d_f[1], e[1], e[2],
                                                       found.epc_hex}
+        assert st.daemon.ctx is not None
         tracker = st.daemon.ctx.tracker
 
         def gone(x: str, peer: str) -> bool:  # the readers go on reading its neighbour

@@ -4,7 +4,6 @@ against a real SQLite database (no broker, no threads)."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +18,7 @@ from inventory.epcis import epcis_document
 from inventory.presence import PresenceRow, PresenceTracker
 from rfidd.config import Config
 from rfidd.context import ServiceContext
+from rfidd.health import DomainLock
 from rfidd.lifecycle.alerts import AlertNotFound, AlertRejected
 from rfidd.lifecycle.service import LifecycleService
 from rfidd.metrics import Metrics
@@ -53,8 +53,7 @@ def svc(tmp_path: Path) -> LifecycleService:
         "mqtt": {"enabled": False}, "http": {"enabled": False},
     })
     db = open_database(f"sqlite:///{tmp_path / 'st.db'}")
-    ctx = ServiceContext(cfg, db, Metrics(), PresenceTracker(300.0, 6.0, 30.0),
-                         threading.RLock())
+    ctx = ServiceContext(cfg, db, Metrics(), PresenceTracker(300.0, 6.0, 30.0), DomainLock())
     return LifecycleService(ctx, clock=Clock())
 
 
