@@ -96,7 +96,8 @@ def test_handheld_passes_merge_and_a_recount_checks_the_exceptions(store: Any) -
     cid = ops.counting.start_count(["stockroom"])["session_id"]
     p1 = ops.counting.add_pass(cid, "stockroom", items[:3], device="HH-1", operator="anna")
     stray = "urn:epc:id:sgtin:3760001.000102.5000"  # an SGTIN URI, as handhelds export
-    p2 = ops.counting.add_pass(cid, "stockroom", [stray, *items[2:4]], device="HH-2", operator="bob")
+    p2 = ops.counting.add_pass(cid, "stockroom", [stray, *items[2:4]], device="HH-2",
+                               operator="bob")
     assert (p1["pass"]["new"], p2["pass"]["read"]) == (3, 3)
     with pytest.raises(OpsError, match=r"epcs\[0\]"):
         ops.counting.add_pass(cid, "stockroom", ["not-an-epc"])
