@@ -261,8 +261,10 @@ def count_group() -> None:
 def count_start(ctx: click.Context, zones: tuple[str, ...], duration_s: float | None,
                 adopt: bool) -> None:
     """Start a count over ZONES."""
-    res = _client(ctx).call("POST", "/counts", {"zones": list(zones), "duration_s": duration_s,
-                                                "adopt": adopt or None})
+    body: dict[str, Any] = {"zones": list(zones), "duration_s": duration_s}
+    if adopt:
+        body["adopt"] = True
+    res = _client(ctx).call("POST", "/counts", body)
     click.echo(f"count {res['session_id']} started over {', '.join(res['zones'])}: "
                f"{res['progress']['expected']} items expected")
 
