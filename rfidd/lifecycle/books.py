@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -119,6 +120,25 @@ def adopt(epc: str, disposition: str, biz_step: str | None, since: float,
         destination=site if status is Status.IN_TRANSIT else None,
         after_repair=Status.IN_STOCK if status is Status.IN_REPAIR else None,
     )
+
+
+def describe(st: ItemState, row: LifecycleItem | None) -> dict[str, object]:
+    """One item's state as the API shows it."""
+    def iso(t: float | None) -> str | None:
+        return None if t is None else datetime.fromtimestamp(t, UTC).isoformat(
+            timespec="milliseconds").replace("+00:00", "Z")
+
+    h = st.hold
+    return {
+        "epc": st.epc, "status": st.status.value, "disposition": st.disposition,
+        "site": st.site, "since": iso(st.since), "biz_step": st.biz_step,
+        "destination": st.destination, "shipment": st.shipment, "sale_txn": st.sale_txn,
+        "loan_due": iso(st.loan_due),
+        "hold": None if h is None else {"client": h.client, "staff": h.staff,
+                                        "until": iso(h.until), "for_site": h.for_site},
+        "home_zone": row.home_zone if row is not None else None,
+        "tid": row.tid if row is not None else None,
+    }
 
 
 def item_upserts(new_states: dict[str, ItemState]) -> list[repo.ItemUpsert]:

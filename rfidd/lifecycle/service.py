@@ -55,12 +55,12 @@ from rfidd.context import ServiceContext
 from rfidd.lifecycle import commands as C
 from rfidd.lifecycle import messages as M
 from rfidd.lifecycle.alerts import AlertWorkflow
-from rfidd.lifecycle.books import Books, item_upserts, set_home_zones, write_rows
+from rfidd.lifecycle.books import Books, describe, item_upserts, set_home_zones, write_rows
 from rfidd.lifecycle.commissioning import Commissioning
 from rfidd.lifecycle.counts import CountBooks
 from rfidd.lifecycle.models import CommissioningBind, CommissioningSession, LifecycleItem
 from rfidd.lifecycle.results import REASONS, ApplyResult, ItemResult, reason_code
-from rfidd.lifecycle.shipments import announce_shipment
+from rfidd.lifecycle.shipments import all_or_nothing, announce_shipment
 from rfidd.pipeline import BatchPlan, BatchView
 from rfidd.store import repo
 
@@ -230,8 +230,8 @@ class LifecycleService:
                     self.notes.labels(tr.step.value, out.note_code).inc()
                     if out.note_code == "unverified_return":
                         messages.append(self._flag(tr, out.note or "", source))
-            if step in _SHIPPING:
-                self._shipment_all_or_nothing(result, done, new_states, events)
+            if step in _SHIPPING and all_or_nothing(result, done, new_states, events):
+                self.rejections.labels("ship", "shipment_conflict").inc()
             for st, tr, text, code in rejects:
                 msg = self._rejection(st, tr, text, code, source)
                 messages.append(msg)
@@ -254,26 +254,6 @@ class LifecycleService:
             log.warning("lifecycle %s", result.summary())
         return result
 
-    def _shipment_all_or_nothing(self, result: ApplyResult, done: dict[str, str],
-                                 new_states: dict[str, ItemState],
-                                 events: list[ItemEvent]) -> None:
-        """An ASN lists exactly what left: a shipment with a rejected item, or one reusing a
-        shipped ASN id for other items, ships nothing."""
-        rejected = result.rejected
-        conflict = bool(done) and bool(new_states)
-        if not new_states or (not rejected and not conflict):
-            return
-        why = (f"ASN {result.txn} was already shipped with other items; use a new ASN id"
-               if conflict else
-               f"shipment {result.txn} not sent: {rejected} item(s) rejected")
-        code = "shipment_conflict" if conflict else "shipment_incomplete"
-        for r in result.items:
-            if r.result == "accepted":
-                r.result, r.reason, r.reason_code, r.event_ids = "rejected", why, code, []
-        new_states.clear()
-        events.clear()
-        if conflict:  # the items' own states were fine: one exception for the shipment
-            self.rejections.labels("ship", code).inc()
 
     def _tr(self, step: Step, epc: str, at: float, *, txn: str | None = None,
             to_site: str | None = None, due: float | None = None,
@@ -516,14 +496,7 @@ class LifecycleService:
             st = states[epc]
             if st is None:
                 return None
-            row = rows.get(epc)
-            return {
-                "epc": epc, "status": st.status.value, "disposition": st.disposition,
-                "site": st.site, "since": _iso(st.since), "biz_step": st.biz_step,
-                "destination": st.destination, "shipment": st.shipment,
-                "sale_txn": st.sale_txn, "loan_due": _iso(st.loan_due) if st.loan_due else None,
-                "tid": row.tid if row is not None else None,
-            }
+            return describe(st, rows.get(epc))
 
 
 __all__ = ["REASONS", "LifecycleService"]

@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from inventory.asn import parse_asn_object
+from inventory.events import ItemEvent
 from inventory.lifecycle import ItemState, Status
 from rfidd.context import ServiceContext
 from rfidd.lifecycle.books import Books
@@ -50,3 +51,24 @@ def announce_shipment(ctx: ServiceContext, books: Books, data: Any, source: str 
             result.items.append(ItemResult(epc, "accepted"))
         books.commit(s, rows, booked, (), (), ())
     return result
+
+
+def all_or_nothing(result: ApplyResult, done: dict[str, str],
+                   new_states: dict[str, ItemState], events: list[ItemEvent]) -> bool:
+    """An ASN lists exactly what left: a shipment with a rejected item, or one reusing a
+    shipped ASN id for other items, ships nothing. True for a reused ASN id (the items' own
+    states were fine: the caller counts one exception for the shipment)."""
+    rejected = result.rejected
+    conflict = bool(done) and bool(new_states)
+    if not new_states or (not rejected and not conflict):
+        return False
+    why = (f"ASN {result.txn} was already shipped with other items; use a new ASN id"
+           if conflict else
+           f"shipment {result.txn} not sent: {rejected} item(s) rejected")
+    code = "shipment_conflict" if conflict else "shipment_incomplete"
+    for r in result.items:
+        if r.result == "accepted":
+            r.result, r.reason, r.reason_code, r.event_ids = "rejected", why, code, []
+    new_states.clear()
+    events.clear()
+    return conflict
