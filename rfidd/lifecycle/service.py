@@ -132,6 +132,8 @@ class LifecycleService:
         )
         for step, note in _NOTED:
             self.notes.labels(step.value, note)
+        for kind in ("lifecycle_rejected", "return_unverified", "loan_overdue", "hold_expired"):
+            ctx.metrics.alerts.labels(kind)
         self.hook_errors = Counter(
             "lifecycle_hook_errors", "Presence batches the lifecycle hook failed to handle.",
             namespace="rfidd", registry=ctx.metrics.registry,
