@@ -36,8 +36,9 @@ from rfidd.lifecycle.http import register_routes as register_lifecycle_routes
 from rfidd.lifecycle.service import LifecycleService
 from rfidd.metrics import Metrics
 from rfidd.mqtt import HqLink
-from rfidd.ops import StoreOps, add_scheduled_jobs
+from rfidd.ops import Schedules, ScheduleSettings, StoreOps, add_scheduled_jobs
 from rfidd.ops import register_routes as register_ops_routes
+from rfidd.ops.schedules import register_routes as register_schedule_routes
 from rfidd.sdnotify import Notifier
 from rfidd.store import repo
 from rfidd.store.db import Database, open_database
@@ -53,7 +54,6 @@ class Timings:
     sweep_s: float = 5.0
     flush_s: float = 60.0
     outbox_stats_s: float = 5.0
-    purge_after_s: float = 7 * 86400.0
     stop_timeout_s: float = 10.0
     reader_down_alert_s: float = 60.0
     overdue_check_s: float = 900.0
@@ -77,6 +77,7 @@ class Daemon:
         self.queue: IngestQueue | None = None
         self.ingestor: Ingestor | None = None
         self.scheduler: BackgroundScheduler | None = None
+        self.schedules: Schedules | None = None
         self.api: Api | None = None
         self.readers: dict[str, ReaderDriver] = {}
         self.services: list[Service] = []
@@ -179,10 +180,14 @@ class Daemon:
                                seconds=self.timings.outbox_stats_s, id="outbox-stats")
         self.scheduler.add_job(self.ingestor.request_flush, "interval",
                                seconds=self.timings.flush_s, id="last-seen-flush")
-        self.scheduler.add_job(self._purge_outbox, "interval", hours=1, id="outbox-purge")
         for svc in self.services:
             if isinstance(svc, StoreOps):
                 add_scheduled_jobs(self.scheduler, svc)
+                self.schedules = Schedules(
+                    self.db, self.scheduler, svc.scheduled_count,
+                    ScheduleSettings.from_config(cfg, svc.settings.default_count_duration_s),
+                    cfg.zones, publish_shrinkage=svc.publish_shrinkage)
+                self.schedules.start()
             if isinstance(svc, LifecycleService):
                 self.scheduler.add_job(svc.check_overdue, "interval",
                                        seconds=self.timings.overdue_check_s, id="loan-overdue")
@@ -346,12 +351,6 @@ class Daemon:
         self.metrics.outbox_depth.set(depth)
         self.metrics.outbox_oldest_age.set(oldest)
 
-    def _purge_outbox(self) -> None:
-        if self.db is None:
-            return
-        with self.db.write() as s:
-            repo.purge_sent(s, self.timings.purge_after_s)
-
     # -- HTTP API --------------------------------------------------------------------------
     def _register_routes(self, api: Api) -> None:
         def status(_p: dict[str, str], _q: Any, _b: Any) -> tuple[int, Any]:
@@ -379,6 +378,8 @@ class Daemon:
         for svc in self.services:
             if isinstance(svc, StoreOps):
                 register_ops_routes(api, svc)
+        if self.schedules is not None:
+            register_schedule_routes(api, self.schedules)
             if isinstance(svc, LifecycleService):
                 register_lifecycle_routes(api, svc)
 

@@ -152,26 +152,7 @@ def register_routes(api: Api, ops: StoreOps) -> None:
     route("GET", "/counts/{cid}", count_get)
     route("POST", "/counts/{cid}/stop", lambda p, q, b: (200, ops.stop_count(p["cid"])))
 
-    def schedule_add(_p: Params, _q: Query, b: Any) -> tuple[int, Any]:
-        body = _body(b)
-        cron, zones, duration = body.get("cron"), body.get("zones"), body.get("duration_s")
-        if not isinstance(cron, str):
-            raise ApiError(400, "cron: a crontab expression is required, e.g. '0 7 * * 1'")
-        if not isinstance(zones, list) or not all(isinstance(z, str) for z in zones):
-            raise ApiError(400, "zones: a list of zone names is required")
-        if duration is not None and not isinstance(duration, (int, float)):
-            raise ApiError(400, "duration_s: must be a number of seconds")
-        return 201, ops.add_schedule(cron, zones, duration)
-
-    def schedule_delete(p: Params, _q: Query, _b: Any) -> tuple[int, Any]:
-        if not p["sid"].isdigit():
-            raise ApiError(400, f"schedule id {p['sid']!r} is not a number")
-        ops.delete_schedule(int(p["sid"]))
-        return 200, {"deleted": int(p["sid"])}
-
-    route("POST", "/count-schedules", schedule_add)
-    route("GET", "/count-schedules", lambda p, q, b: (200, ops.schedules()))
-    route("POST", "/count-schedules/{sid}/delete", schedule_delete)
+    # /count-schedules: rfidd/ops/schedules.py (the Schedules service registers them).
 
     # shrinkage and replenishment
     def period(values: dict[str, Any]) -> tuple[float, float]:

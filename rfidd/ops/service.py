@@ -17,7 +17,6 @@ by the RSSI margin, so a count fed read by read would call it found where it no 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import threading
@@ -91,7 +90,7 @@ class OpsSettings:
     auto_open_reception: bool = True  # an ASN for this site opens (or joins) a reception
     exit_debounce_s: float | None = None  # None: config.shrinkage.exit_alert_debounce_s
     count_event_chunk: int = 1000  # EPCs per cycle_counting event
-    default_count_duration_s: float = 600.0  # scheduled counts
+    default_count_duration_s: float = 600.0  # scheduled counts (rfidd/ops/schedules.py)
     tick_s: float = 2.0  # live count progress refresh and timed stops
     loss_min_confidence: float = 0.95
 
@@ -159,7 +158,6 @@ class StoreOps:
         self.lifecycle = Lifecycle()
         self._reception: _Reception | None = None
         self._counts: dict[str, _Count] = {}
-        self._scheduler: Any = None
         self.hook_errors = 0
         ctx.change_hooks.append(self._on_changes)
         # Exit gates: a tag passes too fast, or too close to the floor antennas, to settle in
@@ -783,66 +781,16 @@ class StoreOps:
             except OpsError as exc:  # closed by staff meanwhile
                 log.info("ops: reception %s: %s", rec.id, exc)
 
-    # -- schedules ---------------------------------------------------------------------------
-    def attach_scheduler(self, scheduler: Any) -> None:
-        """Add the tick job and every stored count schedule to the daemon's scheduler."""
-        self._scheduler = scheduler
-        scheduler.add_job(self.tick, "interval", seconds=self.settings.tick_s, id="ops-tick",
-                          replace_existing=True)
-        with self.ctx.db.session() as s:
-            rows = store.schedules(s)
-        for r in rows:
-            try:
-                self._schedule_job(r["id"], r["cron"], r["zones"], r["duration_s"])
-            except ValueError as exc:
-                log.error("ops: count schedule %s (%r) ignored: %s", r["id"], r["cron"], exc)
-
-    def _schedule_job(self, sid: int, cron: str, zones: list[str], duration_s: float) -> None:
-        from apscheduler.triggers.cron import CronTrigger
-
-        trigger = CronTrigger.from_crontab(cron, timezone=self.ctx.config.site.timezone)
-        if self._scheduler is not None:
-            self._scheduler.add_job(self.scheduled_count, trigger, args=[zones, duration_s],
-                                    id=f"ops-count-{sid}", replace_existing=True)
-
     def scheduled_count(self, zones: list[str], duration_s: float) -> None:
+        """A count started by a schedule (rfidd/ops/schedules.py); one already running wins."""
         try:
             self.start_count(zones, trigger="schedule", duration_s=duration_s)
         except OpsError as exc:
             log.warning("ops: scheduled count over %s not started: %s", zones, exc)
 
-    def add_schedule(self, cron: str, zones: Sequence[str],
-                     duration_s: float | None = None) -> dict[str, Any]:
-        from apscheduler.triggers.cron import CronTrigger
-
-        unknown = [z for z in zones if z not in self.ctx.config.zones]
-        if not zones or unknown:
-            raise OpsError(400, f"zones: unknown or none: {unknown or zones}")
-        try:
-            CronTrigger.from_crontab(cron, timezone=self.ctx.config.site.timezone)
-        except ValueError as exc:
-            raise OpsError(400, f"cron: {cron!r} is not a crontab expression "
-                           f"(minute hour day month weekday): {exc}") from None
-        d = self.settings.default_count_duration_s if duration_s is None else duration_s
-        if d <= 0:
-            raise OpsError(400, "duration_s: must be > 0")
-        with self.ctx.transaction() as s:
-            sid = store.add_schedule(s, cron, list(zones), d, time.time())
-        self._schedule_job(sid, cron, list(zones), d)
-        return {"id": sid, "cron": cron, "zones": list(zones), "duration_s": d,
-                "active": self._scheduler is not None}
-
-    def schedules(self) -> list[dict[str, Any]]:
-        with self.ctx.db.session() as s:
-            return store.schedules(s)
-
-    def delete_schedule(self, sid: int) -> None:
-        with self.ctx.transaction() as s:
-            if not store.delete_schedule(s, sid):
-                raise OpsError(404, f"unknown count schedule {sid}")
-        if self._scheduler is not None:
-            with contextlib.suppress(Exception):  # JobLookupError: never got scheduled
-                self._scheduler.remove_job(f"ops-count-{sid}")
+    def publish_shrinkage(self, start: float, end: float) -> None:
+        """The nightly report to HQ (reports/shrinkage)."""
+        self.shrinkage(start, end, publish=True)
 
     # -- exits -------------------------------------------------------------------------------
     def _on_exit(self, s: Session, reads: list[tuple[str, str, float]]) -> None:

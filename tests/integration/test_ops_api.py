@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
 from click.testing import CliRunner
 
 from inventory.presence import PresenceTracker
@@ -19,7 +20,8 @@ from rfidd.api import Api
 from rfidd.config import Config
 from rfidd.context import ServiceContext
 from rfidd.metrics import Metrics
-from rfidd.ops import StoreOps, ops_cli, register_routes
+from rfidd.ops import Schedules, ScheduleSettings, StoreOps, ops_cli, register_routes
+from rfidd.ops.schedules import register_routes as register_schedule_routes
 from rfidd.store.db import open_database
 
 pytestmark = pytest.mark.integration
@@ -37,13 +39,20 @@ def api_url(sqlite_url: str) -> Iterator[str]:
     ctx = ServiceContext(cfg, db, metrics, PresenceTracker(300, 0, 1), threading.RLock())
     ops = StoreOps(ctx)
     ops.start()
+    scheduler = BackgroundScheduler(timezone="UTC")
+    scheduler.start()
+    schedules = Schedules(db, scheduler, ops.scheduled_count, ScheduleSettings(), cfg.zones,
+                          publish_shrinkage=ops.publish_shrinkage)
+    schedules.start()
     api = Api(metrics.registry, "127.0.0.1", 0)
     register_routes(api, ops)
+    register_schedule_routes(api, schedules)
     api.start()
     try:
         yield f"http://127.0.0.1:{api.port}"
     finally:
         api.stop()
+        scheduler.shutdown()
         ops.stop()
         db.dispose()
 
@@ -72,8 +81,10 @@ def test_schedules_lists_and_classification_through_the_cli(api_url: str) -> Non
     res = cli(api_url, "count", "schedule", "add", "30 6 * * 1-5", "stockroom", "floor",
               "--duration", "900")
     assert res.exit_code == 0, res.output
-    assert "schedule 1: 30 6 * * 1-5 over stockroom, floor for 900 s" in res.output
-    assert cli(api_url, "count", "schedule", "list").output.startswith("1: 30 6 * * 1-5")
+    assert "schedule 1: 30 6 * * 1-5 over stockroom, floor for 900 s, next run 20" in res.output
+    listed = cli(api_url, "count", "schedule", "list", "--all").output
+    assert listed.startswith("1: 30 6 * * 1-5 over stockroom, floor for 900 s, next run 20")
+    assert "last run -" in listed and "retention: 30 3 * * * (retention), next run 20" in listed
     assert cli(api_url, "count", "schedule", "delete", "1").exit_code == 0
     assert cli(api_url, "count", "schedule", "list").output == ""
     res = cli(api_url, "count", "start", "floor")

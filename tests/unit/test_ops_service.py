@@ -262,12 +262,6 @@ def test_count_validation_and_overlap(ctx: ServiceContext, ops: StoreOps) -> Non
     time.sleep(0.02)
     ops.tick()  # timed stop
     assert ops.running_counts() == []
-    with pytest.raises(OpsError, match="cron"):
-        ops.add_schedule("every monday", ["floor"])
-    sched = ops.add_schedule("0 7 * * 1", ["floor"], 60)
-    assert ops.schedules()[0]["id"] == sched["id"]
-    ops.delete_schedule(sched["id"])
-    assert ops.schedules() == []
 
 
 def test_replenishment_from_presence(ctx: ServiceContext, ops: StoreOps) -> None:
