@@ -176,7 +176,18 @@ def bench_ingest(readers: int, rate: float, seconds: float, items_per_zone: int,
                       sim_process))
 
 
+@main.command("install-service", context_settings={"ignore_unknown_options": True,
+                                                   "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def install_service(args: tuple[str, ...]) -> None:
+    """Install rfidd in a venv under /opt/rfidd with its systemd units (--help for options)."""
+    from rfidd.install import main as install_main
+
+    sys.exit(install_main(list(args)))
+
+
 def _register_subcommands() -> None:
+    from rfidd.backup import backup_command, restore_command
     from rfidd.hq import hq_command
     from rfidd.lifecycle.cli import lifecycle_cli, trace_command
     from rfidd.ops import bench_command, ops_cli
@@ -186,6 +197,8 @@ def _register_subcommands() -> None:
     main.add_command(trace_command)
     main.add_command(ops_cli)
     main.add_command(bench_command)
+    main.add_command(backup_command)
+    main.add_command(restore_command)
 
 
 _register_subcommands()

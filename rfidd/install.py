@@ -141,7 +141,9 @@ def install(plan: Plan) -> None:
 
 
 def parse(argv: Sequence[str] | None = None) -> Plan:
-    p = argparse.ArgumentParser(prog="rfidd install-service", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="rfidd install-service",
+        description="Install rfidd as a service: a venv under /opt/rfidd and the systemd units.")
     p.add_argument("--source", type=Path, default=None,
                    help="rfidd source checkout to install (default: the one this runs from)")
     p.add_argument("--prefix", type=Path, default=DEFAULT_PREFIX,
