@@ -13,20 +13,12 @@ import click
 
 from rfidd.config import EX_CONFIG, Config, ConfigError, MqttConfig, load_config
 
-# Libraries whose INFO lines are per-connection or per-job chatter; their warnings still show.
-QUIET_LOGGERS = ("sllurp", "alembic", "apscheduler")
 
+def _setup_logging(level: str, fmt: str | None = None) -> None:
+    """Structured logs (rfidd/logs.py): key=value by default, --log-format or RFIDD_LOG_FORMAT."""
+    from rfidd.logs import configure
 
-def _setup_logging(level: str) -> None:
-    lvl = getattr(logging, level.upper(), logging.INFO)
-    logging.basicConfig(
-        level=lvl,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if lvl > logging.DEBUG:
-        for name in QUIET_LOGGERS:
-            logging.getLogger(name).setLevel(max(lvl, logging.WARNING))
+    configure(level, fmt)
 
 
 def install_signal_handlers(stop: threading.Event) -> None:
@@ -102,9 +94,11 @@ def check_link_files(mqtt: MqttConfig) -> list[str]:
 @click.option("-c", "--config", "config_file", required=True,
               type=click.Path(dir_okay=False, path_type=Path), help="TOML configuration file.")
 @click.option("--log-level", default="info", show_default=True)
-def run(config_file: Path, log_level: str) -> None:
+@click.option("--log-format", type=click.Choice(["kv", "json", "text"]), default=None,
+              help="key=value (default), JSON or plain text lines; env RFIDD_LOG_FORMAT.")
+def run(config_file: Path, log_level: str, log_format: str | None) -> None:
     """Run the daemon until SIGTERM or SIGINT."""
-    _setup_logging(log_level)
+    _setup_logging(log_level, log_format)
     try:
         cfg = load_config(config_file)
     except ConfigError as exc:
