@@ -52,6 +52,17 @@ DocumentBuilder = Callable[[list[dict[str, Any]], datetime, str], Mapping[str, A
 CommandHandler = Callable[[str, bytes], None]
 
 
+class _ClosingFilter(logging.Filter):
+    def __init__(self, link: HqLink) -> None:
+        super().__init__()
+        self.link = link
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.link._closing and record.levelno >= logging.ERROR:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 class HqLinkError(Exception):
     """The link cannot be set up (unreadable password file...); the message says what and where."""
 
@@ -358,6 +369,15 @@ class HqLink:
 
     # ------------------------------------------------------------------ paho setup
 
+    def _paho_logger(self) -> logging.Logger:
+        """paho's log, where an error paho reports while we close the link ("Client is not
+        connected", its loop racing our own disconnect) is an INFO line, not an ERROR."""
+        logger = logging.getLogger(f"{__name__}.paho.{self.client_id}")
+        for f in [f for f in logger.filters if isinstance(f, _ClosingFilter)]:
+            logger.removeFilter(f)  # an earlier link of this client id
+        logger.addFilter(_ClosingFilter(self))
+        return logger
+
     def _make_client(self) -> mqtt.Client:
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -368,7 +388,7 @@ class HqLink:
             # was queued when the daemon stopped is redelivered by the broker, not lost.
             manual_ack=True,
         )
-        c.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        c.enable_logger(self._paho_logger())
         if self.config.username is not None or self.config.password_file is not None:
             c.username_pw_set(self.config.username or "", read_password(self.config))
         if self.tls:
