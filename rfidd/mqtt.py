@@ -58,8 +58,11 @@ class _ClosingFilter(logging.Filter):
         self.link = link
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.link._closing and record.levelno >= logging.ERROR:
-            record.levelno, record.levelname = logging.INFO, "INFO"
+        down = self.link._closing or not self.link._connected.is_set()
+        if down and record.levelno >= logging.ERROR:
+            # The link logs its own state changes; paho repeats "not connected" per loop.
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
         return True
 
 
@@ -370,8 +373,8 @@ class HqLink:
     # ------------------------------------------------------------------ paho setup
 
     def _paho_logger(self) -> logging.Logger:
-        """paho's log, where an error paho reports while we close the link ("Client is not
-        connected", its loop racing our own disconnect) is an INFO line, not an ERROR."""
+        """paho's log, where the errors paho reports while the link is down or closing ("Client
+        is not connected", once per loop, or its loop racing our own disconnect) are DEBUG."""
         logger = logging.getLogger(f"{__name__}.paho.{self.client_id}")
         for f in [f for f in logger.filters if isinstance(f, _ClosingFilter)]:
             logger.removeFilter(f)  # an earlier link of this client id
