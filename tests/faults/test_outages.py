@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import FaultStore, outage_s
+from harness import FaultStore, Row, outage_s
 from waits import wait_until
 
 from simulator.scenario import Action
@@ -40,10 +40,10 @@ def store(tmp_path: Path, private_mosquitto: object) -> Iterator[FaultStore]:
         s.close()
 
 
-def _assert_nothing_lost(store: FaultStore, row: object) -> None:
+def _assert_nothing_lost(store: FaultStore, row: Row) -> None:
     assert store.hq.bad() == []
-    assert getattr(row, "expected") > 0
-    assert getattr(row, "lost") == 0, row
+    assert row.expected > 0
+    assert row.lost == 0, row
 
 
 def test_broker_down_mid_stream(store: FaultStore, outage: float) -> None:
