@@ -212,12 +212,13 @@ class FaultStore:
     workdir: Path
     broker: Any  # conftest.MosquittoProcess
     site_id: str = field(default_factory=lambda: f"fault-{uuid.uuid4().hex[:8]}")
+    db_dir: Path | None = None  # e.g. a small filesystem of the test's own
 
     def __post_init__(self) -> None:
         self.scenario = Scenario.load(SCENARIO)
         self.sim = SimulatedSite(self.scenario, run_timeline=False)
         self.sim.start()
-        self.db_file = self.workdir / "site.db"
+        self.db_file = (self.db_dir or self.workdir) / "site.db"
         cfg = demo_config(self.scenario, self.sim.ports, f"sqlite:///{self.db_file}",
                           f"mqtt://{self.broker.host}:{self.broker.port}", "5",
                           site_id=self.site_id)
