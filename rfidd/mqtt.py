@@ -259,6 +259,7 @@ class HqLink:
         self._wake = threading.Event()
         self._connected = threading.Event()
         self._closing = False
+        self._connect_fail_reason: str | None = None  # the last one logged
         self._refused = False  # the last CONNACK was a refusal (paho's network thread only)
         self._generation = 0  # connections so far: a command is acked on its own connection
         self._attempt = 0
@@ -444,6 +445,7 @@ class HqLink:
         client.publish(self.status_topic, ONLINE, qos=1, retain=True)
         self._connected.set()
         self.metrics.mqtt_connected.set(1)
+        self._connect_fail_reason = None
         log.info("connected to HQ broker %s:%d (session present: %s)", self.host, self.port,
                  flags.session_present)
         self._wake.set()
@@ -451,8 +453,11 @@ class HqLink:
     def _on_connect_fail(self, client: mqtt.Client, _userdata: Any) -> None:
         # paho calls this inside its `except OSError:` block: the exception is the reason.
         reason = _explain_connect_error(sys.exc_info()[1])
-        log.warning("cannot connect to HQ broker %s:%d: %s; retrying", self.host, self.port,
-                    reason)
+        # Logged once per reason while the broker stays unreachable (state changes only).
+        level = logging.DEBUG if reason == self._connect_fail_reason else logging.WARNING
+        self._connect_fail_reason = reason
+        log.log(level, "cannot connect to HQ broker %s:%d: %s; retrying", self.host, self.port,
+                reason)
         self._set_backoff(client)
 
     def _on_disconnect(
