@@ -36,7 +36,7 @@ SCENARIO = ROOT / "simulator" / "scenarios" / "demo-store.toml"
 
 # Seconds an outage lasts: tens of seconds in CI (RFIDD_FAULTS_SCALE=ci, the default),
 # minutes with `pytest --long`.
-OUTAGE_S = {"ci": 8.0, "long": 150.0}
+OUTAGE_S = {"ci": 5.0, "long": 150.0}
 RESULTS: list[Row] = []
 
 

@@ -35,7 +35,7 @@ from rfidd.store.db import open_database
 
 pytestmark = pytest.mark.faults
 
-FUZZ = settings(max_examples=150, deadline=2000, suppress_health_check=[
+FUZZ = settings(max_examples=60, deadline=2000, suppress_health_check=[
     HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
