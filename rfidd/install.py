@@ -55,11 +55,12 @@ class Plan:
 
 
 def find_source(start: Path | None = None) -> Path | None:
-    """The checkout (or unpacked sdist) this module runs from: it holds pyproject and systemd/."""
-    here = (start or Path(__file__)).resolve()
-    for d in (here, *here.parents):
-        if (d / "pyproject.toml").is_file() and (d / "systemd" / UNITS["site"]).is_file():
-            return d
+    """The checkout (or unpacked sdist) holding pyproject and systemd/: the one this module runs
+    from, else the current directory (an installed rfidd runs from site-packages)."""
+    for base in ((start or Path(__file__)).resolve(), Path.cwd().resolve()):
+        for d in (base, *base.parents):
+            if (d / "pyproject.toml").is_file() and (d / "systemd" / UNITS["site"]).is_file():
+                return d
     return None
 
 
