@@ -172,10 +172,10 @@ def parse(argv: Sequence[str] | None = None) -> Plan:
                 extras=extras, pip_args=tuple(a.pip_arg), systemctl=not a.no_systemctl)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, euid: int | None = None) -> int:
     plan = parse(argv)
     system = plan.prefix == DEFAULT_PREFIX or plan.unit_dir == DEFAULT_UNIT_DIR
-    if system and os.geteuid() != 0:
+    if system and (os.geteuid() if euid is None else euid) != 0:
         print(f"installing into {plan.prefix} and {plan.unit_dir} needs root (sudo), or choose "
               "--prefix, --unit-dir and --config-dir", file=sys.stderr)
         return EX_USAGE
