@@ -1,4 +1,5 @@
-"""Scheduled work that survives restarts: count schedules, retention, the nightly shrinkage report.
+"""Scheduled work that survives restarts: count schedules, retention, the nightly shrinkage
+report, and the periodic ops tick (live counts, timed stops, reception rules).
 
 APScheduler (in memory) fires the jobs; the site database remembers, per job, the scheduled time
 of its last run (`ops_state`, key `schedule:<job>`). That is the persistent half of a job store,
@@ -20,7 +21,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,11 +30,11 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import delete
 
-from rfidd.api import Api, ApiError
+from rfidd.context import ServiceContext
 from rfidd.ops import store
+from rfidd.ops.common import OpsError, OpsSettings
 from rfidd.ops.models import OpsCountSession, OpsState
 from rfidd.store import repo
-from rfidd.store.db import Database
 from rfidd.store.models import Event
 
 log = logging.getLogger("rfidd.schedules")
@@ -43,7 +44,7 @@ RETENTION_JOB = "retention"
 SHRINKAGE_JOB = "shrinkage-report"
 DAY_S = 86400.0
 
-StartCount = Callable[[list[str], float], Any]
+StartCount = Callable[..., dict[str, Any]]  # (zones, trigger=..., duration_s=...) -> progress
 PublishShrinkage = Callable[[float, float], Any]
 
 
@@ -124,26 +125,37 @@ def _cron(expr: str, tz: str) -> CronTrigger:
 
 
 class Schedules:
-    """Count schedules plus the site's housekeeping jobs (see the module docstring)."""
+    """Count schedules plus the site's housekeeping jobs (see the module docstring).
 
-    def __init__(self, db: Database, scheduler: Any, start_count: StartCount,
-                 settings: ScheduleSettings, zones: Collection[str],
+    `start_count` starts a count, `tick` is the periodic ops job; both run once
+    `attach_scheduler` gave the service the daemon's scheduler."""
+
+    def __init__(self, ctx: ServiceContext, start_count: StartCount, tick: Callable[[], None],
+                 settings: OpsSettings | None = None, *,
                  publish_shrinkage: PublishShrinkage | None = None,
+                 schedule_settings: ScheduleSettings | None = None,
                  clock: Callable[[], float] = time.time) -> None:
-        self.db = db
-        self.scheduler = scheduler
+        self.db = ctx.db
         self.start_count = start_count
-        self.settings = settings
-        self.zones = frozenset(zones)
+        self.tick = tick
+        self.ops_settings = settings or OpsSettings()
+        self.settings = schedule_settings or ScheduleSettings.from_config(
+            ctx.config, self.ops_settings.default_count_duration_s)
+        self.zones = frozenset(ctx.config.zones)
         self.publish_shrinkage = publish_shrinkage
         self.clock = clock
+        self.scheduler: Any = None
         self._jobs: dict[str, _Job] = {}
         self._run_lock = threading.Lock()  # serialises the check-and-record of a due time
         self.runs: list[tuple[str, float, bool]] = []  # (job, due, catch-up): for tests and logs
 
     # -- start ------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Add every job; run at once those missed while down and still within their grace."""
+    def attach_scheduler(self, scheduler: Any) -> None:
+        """Add the tick and every job; run at once those missed while the daemon was down
+        and still within their grace."""
+        self.scheduler = scheduler
+        scheduler.add_job(self.tick, "interval", seconds=self.ops_settings.tick_s, id="ops-tick",
+                          replace_existing=True)
         s = self.settings
         self._add(_Job(RETENTION_JOB, s.retention_cron, _cron(s.retention_cron, s.timezone),
                        s.misfire_grace_s, self.retention, "retention"))
@@ -163,13 +175,22 @@ class Schedules:
     def _count_job(self, sid: int, cron: str, zones: list[str], duration_s: float,
                    grace_s: float) -> _Job:
         def run(_due: float) -> None:
-            self.start_count(list(zones), duration_s)
+            self.scheduled_count(list(zones), duration_s)
 
         return _Job(f"count-{sid}", cron, _cron(cron, self.settings.timezone), grace_s, run,
                     f"count over {', '.join(zones)}")
 
+    def scheduled_count(self, zones: list[str], duration_s: float) -> None:
+        """A count started by a schedule; one already running wins (logged, not raised)."""
+        try:
+            self.start_count(zones, trigger="schedule", duration_s=duration_s)
+        except OpsError as exc:
+            log.warning("ops: scheduled count over %s not started: %s", zones, exc)
+
     def _add(self, job: _Job) -> None:
         self._jobs[job.id] = job
+        if self.scheduler is None:  # stored; scheduled by attach_scheduler
+            return
         now = self.clock()
         state = self._state(job.id)
         missed = None
@@ -248,32 +269,34 @@ class Schedules:
         self.publish_shrinkage(start, day.timestamp())
 
     # -- count schedules (the API) -----------------------------------------------------------
-    def add(self, cron: str, zones: Sequence[str], duration_s: float | None = None,
-            misfire_grace_s: float | None = None) -> dict[str, Any]:
+    def add_schedule(self, cron: str, zones: Sequence[str], duration_s: float | None = None,
+                     misfire_grace_s: float | None = None) -> dict[str, Any]:
         unknown = [z for z in zones if z not in self.zones]
         if not zones or unknown:
-            raise ValueError(f"zones: unknown or none: {unknown or list(zones)}")
+            raise OpsError(400, f"zones: unknown or none: {unknown or list(zones)}")
         try:
             _cron(cron, self.settings.timezone)
         except ValueError as exc:
-            raise ValueError(f"cron: {cron!r} is not a crontab expression "
-                             f"(minute hour day month weekday): {exc}") from None
+            raise OpsError(400, f"cron: {cron!r} is not a crontab expression "
+                           f"(minute hour day month weekday): {exc}") from None
         d = self.settings.default_count_duration_s if duration_s is None else duration_s
         if d <= 0:
-            raise ValueError("duration_s: must be > 0")
+            raise OpsError(400, "duration_s: must be > 0")
         grace = self.settings.misfire_grace_s if misfire_grace_s is None else misfire_grace_s
         if grace < 0:
-            raise ValueError("misfire_grace_s: must be >= 0")
+            raise OpsError(400, "misfire_grace_s: must be >= 0")
         now = self.clock()
         with self.db.write() as ses:
             sid = store.add_schedule(ses, cron, list(zones), d, now)
             store.save_state(ses, STATE_PREFIX + f"count-{sid}",
                              {"since": now, "grace_s": grace}, now)
         self._add(self._count_job(sid, cron, list(zones), d, grace))
-        return self._describe({"id": sid, "cron": cron, "zones": list(zones),
-                               "duration_s": d, "created_at": now})
+        return {**self._describe({"id": sid, "cron": cron, "zones": list(zones),
+                                  "duration_s": d, "created_at": now}),
+                "active": self.scheduler is not None}
 
-    def counts(self) -> list[dict[str, Any]]:
+    def schedules(self) -> list[dict[str, Any]]:
+        """Count schedules with their next and last run."""
         with self.db.session() as ses:
             rows = store.schedules(ses)
         return [self._describe(r) for r in rows]
@@ -283,15 +306,16 @@ class Schedules:
         return [{"job": j.id, "what": j.what, "cron": j.cron, "misfire_grace_s": j.grace_s,
                  **self._times(j.id)} for j in self._jobs.values()]
 
-    def delete(self, sid: int) -> None:
+    def delete_schedule(self, sid: int) -> None:
         with self.db.write() as ses:
             if not store.delete_schedule(ses, sid):
-                raise LookupError(f"unknown count schedule {sid}")
+                raise OpsError(404, f"unknown count schedule {sid}")
             ses.execute(delete(OpsState).where(
                 OpsState.key == STATE_PREFIX + f"count-{sid}"))
         self._jobs.pop(f"count-{sid}", None)
-        with contextlib.suppress(Exception):  # JobLookupError: never got scheduled
-            self.scheduler.remove_job(f"ops-count-{sid}")
+        if self.scheduler is not None:
+            with contextlib.suppress(Exception):  # JobLookupError: never got scheduled
+                self.scheduler.remove_job(f"ops-count-{sid}")
 
     def _describe(self, row: dict[str, Any]) -> dict[str, Any]:
         jid = f"count-{row['id']}"
@@ -301,7 +325,7 @@ class Schedules:
 
     def _times(self, jid: str) -> dict[str, Any]:
         tz = self.settings.timezone
-        job = self.scheduler.get_job(f"ops-{jid}")
+        job = self.scheduler.get_job(f"ops-{jid}") if self.scheduler is not None else None
         nxt = getattr(job, "next_run_time", None) if job is not None else None
         last = self._state(jid).get("last_due")
         return {"next_run": nxt.isoformat() if nxt is not None else None,
@@ -329,38 +353,4 @@ def _iso(t: float, tz: str) -> str:
     return datetime.fromtimestamp(t, ZoneInfo(tz)).isoformat(timespec="seconds")
 
 
-def register_routes(api: Api, schedules: Schedules, prefix: str = "/api/v1/ops") -> None:
-    """/count-schedules (add, list with next and last run, delete) and /schedules (every job)."""
-
-    def add(_p: dict[str, str], _q: Any, b: Any) -> tuple[int, Any]:
-        body = b if isinstance(b, dict) else {}
-        cron, zones = body.get("cron"), body.get("zones")
-        duration, grace = body.get("duration_s"), body.get("misfire_grace_s")
-        if not isinstance(cron, str):
-            raise ApiError(400, "cron: a crontab expression is required, e.g. '0 7 * * 1'")
-        if not isinstance(zones, list) or not all(isinstance(z, str) for z in zones):
-            raise ApiError(400, "zones: a list of zone names is required")
-        for name, v in (("duration_s", duration), ("misfire_grace_s", grace)):
-            if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool)):
-                raise ApiError(400, f"{name}: must be a number of seconds")
-        try:
-            return 201, schedules.add(cron, zones, duration, grace)
-        except ValueError as exc:
-            raise ApiError(400, str(exc)) from None
-
-    def remove(p: dict[str, str], _q: Any, _b: Any) -> tuple[int, Any]:
-        if not p["sid"].isdigit():
-            raise ApiError(400, f"schedule id {p['sid']!r} is not a number")
-        try:
-            schedules.delete(int(p["sid"]))
-        except LookupError as exc:
-            raise ApiError(404, str(exc)) from None
-        return 200, {"deleted": int(p["sid"])}
-
-    api.route("POST", f"{prefix}/count-schedules", add)
-    api.route("GET", f"{prefix}/count-schedules", lambda p, q, b: (200, schedules.counts()))
-    api.route("POST", f"{prefix}/count-schedules/{{sid}}/delete", remove)
-    api.route("GET", f"{prefix}/schedules", lambda p, q, b: (200, schedules.jobs()))
-
-
-__all__ = ["ScheduleSettings", "Schedules", "last_due", "register_routes"]
+__all__ = ["ScheduleSettings", "Schedules", "last_due"]

@@ -25,12 +25,11 @@ from inventory.catalog import parse_catalog_csv, parse_catalog_json
 from inventory.presence import PresenceTracker
 from readers.serial_protocols import FrameDecoder, LineParser, RecordError, parse_reply
 from rfidd.api import Api
-from rfidd.app import Daemon
+from rfidd.app import Daemon, build_ops
 from rfidd.config import Config, ConfigError, parse_config
 from rfidd.context import ServiceContext
 from rfidd.lifecycle.service import LifecycleService
 from rfidd.metrics import Metrics
-from rfidd.ops import StoreOps, register_routes
 from rfidd.store.db import open_database
 
 pytestmark = pytest.mark.faults
@@ -121,13 +120,13 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon,
     })
     db = open_database(url)
     ctx = ServiceContext(cfg, db, Metrics(), PresenceTracker(300, 0, 1), threading.RLock())
-    ops, books = StoreOps(ctx), LifecycleService(ctx)
+    ops, books = build_ops(ctx), LifecycleService(ctx)
     ops.start()
     books.start()
     daemon = Daemon(cfg)
     daemon.ctx = ctx
     api = Api(ctx.metrics.registry, "127.0.0.1", 0)
-    register_routes(api, ops)
+    ops.register_routes(api)
     from rfidd.lifecycle.http import register_routes as lifecycle_routes
 
     lifecycle_routes(api, books)

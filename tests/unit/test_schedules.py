@@ -7,6 +7,7 @@ instance on the same database whose clock is later than the previous one's.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from waits import wait_until
 
-from rfidd.ops import store
+from inventory.presence import PresenceTracker
+from rfidd.config import Config
+from rfidd.context import ServiceContext
+from rfidd.metrics import Metrics
+from rfidd.ops import OpsError, OpsSettings, store
 from rfidd.ops.models import OpsCountSession
 from rfidd.ops.schedules import STATE_PREFIX, Schedules, ScheduleSettings, last_due
 from rfidd.store import repo
@@ -37,6 +42,12 @@ def db(tmp_path: Path) -> Iterator[Database]:
     d.dispose()
 
 
+CONFIG = Config.model_validate({
+    "site": {"id": "sched", "name": "Schedules", "sgln": "urn:epc:id:sgln:3760001.00001.0"},
+    "mqtt": {"enabled": False}, "zones": {z: {"kind": "stock"} for z in ZONES},
+})
+
+
 class Site:
     """One daemon's worth: a started scheduler and the Schedules service over `db`."""
 
@@ -45,11 +56,20 @@ class Site:
         self.reports: list[tuple[float, float]] = []
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.scheduler.start()
-        self.s = Schedules(db, self.scheduler, lambda z, d: self.counts.append((z, d)),
-                           ScheduleSettings(**kw), ZONES,
+        ctx = ServiceContext(CONFIG, db, Metrics(), PresenceTracker(300, 0, 1),
+                             threading.RLock())
+
+        def start_count(zones: list[str], trigger: str = "staff",
+                        duration_s: float | None = None) -> dict[str, Any]:
+            assert trigger == "schedule" and duration_s is not None
+            self.counts.append((zones, duration_s))
+            return {}
+
+        self.s = Schedules(ctx, start_count, lambda: None, OpsSettings(),
                            publish_shrinkage=lambda a, b: self.reports.append((a, b)),
+                           schedule_settings=ScheduleSettings(**kw),
                            clock=(lambda: clock) if clock is not None else time.time)
-        self.s.start()
+        self.s.attach_scheduler(self.scheduler)
 
     def stop(self) -> None:
         self.scheduler.shutdown(wait=True)
@@ -65,7 +85,7 @@ def test_a_count_missed_while_down_runs_once_at_start_and_says_so(
     due = datetime.fromtimestamp(now, UTC).replace(second=0, microsecond=0) - timedelta(
         minutes=20)
     first = Site(db, clock=now - 7200)  # added two hours ago, then the daemon went down
-    sid = first.s.add(_cron_at(due), ["floor"], 60)["id"]
+    sid = first.s.add_schedule(_cron_at(due), ["floor"], 60)["id"]
     first.stop()
     assert first.counts == []
 
@@ -79,7 +99,7 @@ def test_a_count_missed_while_down_runs_once_at_start_and_says_so(
 
     third = Site(db)  # restarted again: the same due time never runs twice
     third.s._fire(f"count-{sid}")  # even if APScheduler fired it
-    [row] = third.s.counts()
+    [row] = third.s.schedules()
     third.stop()
     assert third.counts == []
     assert row["last_run"] == due.isoformat(timespec="seconds")
@@ -92,39 +112,39 @@ def test_a_miss_older_than_its_grace_is_skipped_and_logged(
     due = datetime.fromtimestamp(now, UTC).replace(second=0, microsecond=0) - timedelta(
         minutes=90)
     first = Site(db, clock=now - 3 * 3600)
-    first.s.add(_cron_at(due), ["stockroom"], 60, misfire_grace_s=600)  # its own grace
+    first.s.add_schedule(_cron_at(due), ["stockroom"], 60, misfire_grace_s=600)  # its own grace
     first.stop()
     caplog.set_level(logging.INFO, "rfidd.schedules")
     second = Site(db)
     second.stop()
     assert second.counts == []
     assert "missed by more than its 600 s grace: skipped" in caplog.text
-    assert second.s.counts()[0]["misfire_grace_s"] == 600
+    assert second.s.schedules()[0]["misfire_grace_s"] == 600
 
 
 def test_schedule_list_shows_the_next_run_and_delete_removes_the_job(db: Database) -> None:
     site = Site(db)
     try:
-        res = site.s.add("0 7 * * 1", ["floor", "stockroom"])
+        res = site.s.add_schedule("0 7 * * 1", ["floor", "stockroom"])
         assert res["duration_s"] == 600 and res["misfire_grace_s"] == 3600
         nxt = datetime.fromisoformat(res["next_run"])
         assert nxt.weekday() == 0 and nxt.hour == 7 and nxt.timestamp() > time.time()
         jobs = {j["job"]: j for j in site.s.jobs()}
         assert set(jobs) == {"retention", "shrinkage-report", f"count-{res['id']}"}
         assert all(j["next_run"] for j in jobs.values())
-        with pytest.raises(ValueError, match="cron"):
-            site.s.add("every monday", ["floor"])
-        with pytest.raises(ValueError, match="zones"):
-            site.s.add("0 7 * * 1", ["attic"])
-        with pytest.raises(ValueError, match="duration_s"):
-            site.s.add("0 7 * * 1", ["floor"], 0)
-        site.s.delete(res["id"])
-        assert site.s.counts() == []
+        with pytest.raises(OpsError, match="cron"):
+            site.s.add_schedule("every monday", ["floor"])
+        with pytest.raises(OpsError, match="zones"):
+            site.s.add_schedule("0 7 * * 1", ["attic"])
+        with pytest.raises(OpsError, match="duration_s"):
+            site.s.add_schedule("0 7 * * 1", ["floor"], 0)
+        site.s.delete_schedule(res["id"])
+        assert site.s.schedules() == []
         assert site.scheduler.get_job(f"ops-count-{res['id']}") is None
         with db.session() as s:
             assert store.load_state(s, STATE_PREFIX + f"count-{res['id']}") is None
-        with pytest.raises(LookupError):
-            site.s.delete(res["id"])
+        with pytest.raises(OpsError, match="unknown count schedule"):
+            site.s.delete_schedule(res["id"])
     finally:
         site.stop()
 
