@@ -70,7 +70,6 @@ class Timings:
     sweep_s: float = 5.0
     flush_s: float = 60.0
     outbox_stats_s: float = 5.0
-    purge_after_s: float = 7 * 86400.0
     stop_timeout_s: float = 10.0
     reader_down_alert_s: float = 60.0
     overdue_check_s: float = 900.0
@@ -249,7 +248,6 @@ class Daemon:
                                seconds=self.timings.outbox_stats_s, id="outbox-stats")
         self.scheduler.add_job(self.ingestor.request_flush, "interval",
                                seconds=self.timings.flush_s, id="last-seen-flush")
-        self.scheduler.add_job(self._purge_outbox, "interval", hours=1, id="outbox-purge")
         if self.ops is not None:
             self.ops.schedules.attach_scheduler(self.scheduler)
         if self.lifecycle is not None:
@@ -462,12 +460,6 @@ class Daemon:
         self.metrics.outbox_depth.set(depth)
         self.metrics.outbox_oldest_age.set(oldest)
 
-    def _purge_outbox(self) -> None:
-        if self.ctx is None:
-            return
-        with self.ctx.transaction() as s:
-            repo.purge_sent(s, self.timings.purge_after_s)
-
     # -- HTTP API --------------------------------------------------------------------------
     def _register_routes(self, api: Api) -> None:
         def status(_p: dict[str, str], _q: Any, _b: Any) -> tuple[int, Any]:
@@ -580,7 +572,9 @@ def build_ops(ctx: ServiceContext, settings: OpsSettings | None = None,
 
     return OpsServices(catalog, reception, exits, counting,
                        ReplenishmentService(ctx, catalog, books=books),
-                       Schedules(ctx, counting.start_count, ops_tick, settings))
+                       Schedules(ctx, counting.start_count, ops_tick, settings,
+                                 publish_shrinkage=lambda a, b: exits.shrinkage(a, b,
+                                                                                publish=True)))
 
 
 def _iso(t: float) -> str:

@@ -13,20 +13,12 @@ import click
 
 from rfidd.config import EX_CONFIG, EX_TEMPFAIL, Config, ConfigError, MqttConfig, load_config
 
-# Libraries whose INFO lines are per-connection or per-job chatter; their warnings still show.
-QUIET_LOGGERS = ("sllurp", "alembic", "apscheduler")
 
+def _setup_logging(level: str, fmt: str | None = None) -> None:
+    """Structured logs (rfidd/logs.py): key=value by default, --log-format or RFIDD_LOG_FORMAT."""
+    from rfidd.logs import configure
 
-def _setup_logging(level: str) -> None:
-    lvl = getattr(logging, level.upper(), logging.INFO)
-    logging.basicConfig(
-        level=lvl,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if lvl > logging.DEBUG:
-        for name in QUIET_LOGGERS:
-            logging.getLogger(name).setLevel(max(lvl, logging.WARNING))
+    configure(level, fmt)
 
 
 def install_signal_handlers(stop: threading.Event) -> None:
@@ -105,9 +97,11 @@ def check_link_files(mqtt: MqttConfig) -> list[str]:
 @click.option("-c", "--config", "config_file", required=True,
               type=click.Path(dir_okay=False, path_type=Path), help="TOML configuration file.")
 @click.option("--log-level", default="info", show_default=True)
-def run(config_file: Path, log_level: str) -> None:
+@click.option("--log-format", type=click.Choice(["kv", "json", "text"]), default=None,
+              help="key=value (default), JSON or plain text lines; env RFIDD_LOG_FORMAT.")
+def run(config_file: Path, log_level: str, log_format: str | None) -> None:
     """Run the daemon until SIGTERM or SIGINT."""
-    _setup_logging(log_level)
+    _setup_logging(log_level, log_format)
     try:
         cfg = load_config(config_file)
     except ConfigError as exc:
@@ -184,7 +178,18 @@ def bench_ingest(readers: int, rate: float, seconds: float, items_per_zone: int,
                       sim_process))
 
 
+@main.command("install-service", context_settings={"ignore_unknown_options": True,
+                                                   "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def install_service(args: tuple[str, ...]) -> None:
+    """Install rfidd in a venv under /opt/rfidd with its systemd units (--help for options)."""
+    from rfidd.install import main as install_main
+
+    sys.exit(install_main(list(args)))
+
+
 def _register_subcommands() -> None:
+    from rfidd.backup import backup_command, restore_command
     from rfidd.hq import hq_command
     from rfidd.lifecycle.alerts_cli import alerts_cli
     from rfidd.lifecycle.cli import lifecycle_cli, trace_command
@@ -199,6 +204,8 @@ def _register_subcommands() -> None:
     main.add_command(bench_command)
     main.add_command(readers_command)
     main.add_command(find_command)
+    main.add_command(backup_command)
+    main.add_command(restore_command)
 
 
 _register_subcommands()

@@ -431,6 +431,48 @@ class ReceptionConfig(_Strict):
     )
 
 
+class SchedulesConfig(_Strict):
+    misfire_grace_s: float = Field(
+        3600.0, ge=0,
+        description="A scheduled job missed (daemon down, or busy) runs late if still within "
+        "this many seconds of its time, once; older misses are logged and skipped. A count "
+        "schedule may set its own.",
+    )
+    retention_cron: str = Field(
+        "30 3 * * *", description="When the retention job runs (crontab, site time zone)."
+    )
+    outbox_sent_days: float = Field(
+        7.0, gt=0, description="Delete outbox rows HQ acknowledged more than this long ago."
+    )
+    journal_days: float = Field(
+        730.0, gt=0,
+        description="Delete event journal rows (item history on this site) older than this.",
+    )
+    count_days: float = Field(
+        400.0, gt=0,
+        description="Delete finished or aborted count sessions (their sightings and report) "
+        "older than this.",
+    )
+    shrinkage_report_cron: str | None = Field(
+        "15 2 * * *",
+        description="When the nightly shrinkage report of the previous day is published to HQ "
+        "(crontab, site time zone); unset: none.",
+    )
+
+    @field_validator("retention_cron", "shrinkage_report_cron")
+    @classmethod
+    def _check_cron(cls, v: str | None) -> str | None:
+        if v is not None:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(v)
+            except ValueError as exc:
+                raise ValueError(f"not a crontab expression (minute hour day month weekday): "
+                                 f"{exc}") from None
+        return v
+
+
 class HttpConfig(_Strict):
     enabled: bool = Field(True, description="Local HTTP API and /metrics.")
     listen: str = Field("127.0.0.1", description="Address to bind; keep it local.")
@@ -448,6 +490,10 @@ class Config(_Strict):
     )
     reception: ReceptionConfig = Field(
         default_factory=ReceptionConfig, description="When receptions close by rule."
+    )
+    schedules: SchedulesConfig = Field(
+        default_factory=SchedulesConfig,
+        description="Scheduled work: missed-run policy, retention horizons, nightly report.",
     )
     counts: CountsConfig = Field(
         default_factory=CountsConfig, description="Cycle counts and the go-live take-over."

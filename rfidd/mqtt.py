@@ -59,6 +59,20 @@ DocumentBuilder = Callable[[list[dict[str, Any]], datetime, str], Mapping[str, A
 CommandHandler = Callable[[str, bytes], None]
 
 
+class _ClosingFilter(logging.Filter):
+    def __init__(self, link: HqLink) -> None:
+        super().__init__()
+        self.link = link
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        down = self.link._closing or not self.link._connected.is_set()
+        if down and record.levelno >= logging.ERROR:
+            # The link logs its own state changes; paho repeats "not connected" per loop.
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
 # The link cannot be set up (unreadable password file...): the factory's error, by its old name.
 HqLinkError = MqttSetupError
 
@@ -163,6 +177,7 @@ class HqLink:
         self._wake = threading.Event()
         self._connected = threading.Event()
         self._closing = False
+        self._connect_fail_reason: str | None = None  # the last one logged
         self._refused = False  # the last CONNACK was a refusal (paho's network thread only)
         self._generation = 0  # connections so far: a command is acked on its own connection
         self._attempt = 0
@@ -275,8 +290,18 @@ class HqLink:
 
     # ------------------------------------------------------------------ paho setup
 
+    def _paho_logger(self) -> logging.Logger:
+        """paho's log, where the errors paho reports while the link is down or closing ("Client
+        is not connected", once per loop, or its loop racing our own disconnect) are DEBUG."""
+        logger = logging.getLogger(f"{__name__}.paho.{self.client_id}")
+        for f in [f for f in logger.filters if isinstance(f, _ClosingFilter)]:
+            logger.removeFilter(f)  # an earlier link of this client id
+        logger.addFilter(_ClosingFilter(self))
+        return logger
+
     def _make_client(self) -> mqtt.Client:
         c = build_client(self.settings)
+        c.enable_logger(self._paho_logger())
         self._set_backoff(c)
         c.on_connect = self._on_connect
         c.on_connect_fail = self._on_connect_fail
@@ -322,6 +347,7 @@ class HqLink:
         client.publish(self.status_topic, ONLINE, qos=1, retain=True)
         self._connected.set()
         self.metrics.mqtt_connected.set(1)
+        self._connect_fail_reason = None
         log.info("connected to HQ broker %s:%d (session present: %s)", self.host, self.port,
                  flags.session_present)
         self._wake.set()
@@ -329,8 +355,11 @@ class HqLink:
     def _on_connect_fail(self, client: mqtt.Client, _userdata: Any) -> None:
         # paho calls this inside its `except OSError:` block: the exception is the reason.
         reason = explain_connect_error(sys.exc_info()[1])
-        log.warning("cannot connect to HQ broker %s:%d: %s; retrying", self.host, self.port,
-                    reason)
+        # Logged once per reason while the broker stays unreachable (state changes only).
+        level = logging.DEBUG if reason == self._connect_fail_reason else logging.WARNING
+        self._connect_fail_reason = reason
+        log.log(level, "cannot connect to HQ broker %s:%d: %s; retrying", self.host, self.port,
+                reason)
         self._set_backoff(client)
 
     def _on_disconnect(

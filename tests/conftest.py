@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -28,6 +29,11 @@ from typing import Any, NamedTuple
 import pytest
 
 REQUIRE_SERVICES = os.environ.get("RFIDD_REQUIRE_SERVICES") == "1"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true", default=False,
+                     help="fault suite (tests/faults): outages of minutes instead of seconds")
 
 
 def missing_service(what: str) -> None:
@@ -447,3 +453,12 @@ def db_url(request: pytest.FixtureRequest) -> str:
     """Both databases in turn: the same code must run on each."""
     name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
     return str(request.getfixturevalue(name))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fault suite's table (tests/faults/harness.py), when fault tests ran."""
+    harness = sys.modules.get("harness")
+    rows = getattr(harness, "RESULTS", None)
+    if rows:
+        terminalreporter.write_sep("=", "fault suite")
+        terminalreporter.write_line(harness.table(rows))  # type: ignore[union-attr]

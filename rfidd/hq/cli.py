@@ -124,10 +124,9 @@ def check_config(file: Path, syntax_only: bool) -> None:
 @click.option("--log-level", default="info", show_default=True)
 def run(config_file: Path, log_level: str) -> None:
     """Consume every site's feed until SIGTERM or SIGINT."""
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr,
-    )
+    from rfidd.logs import configure
+
+    configure(log_level)  # structured lines (RFIDD_LOG_FORMAT=kv|json|text)
     cfg = _load(config_file)
     from rfidd.cli import install_signal_handlers
     from rfidd.hq.consumer import HqConsumer, HqConsumerError

@@ -5,7 +5,8 @@
   counting.py       CountingService       cycle counts, live progress, count reports
   exits.py          ExitService           exit alerts, the loss tracker, the shrinkage report
   replenishment.py  ReplenishmentService  stockroom -> floor list
-  schedules.py      Schedules             stored count schedules and the periodic ops tick
+  schedules.py      Schedules             count schedules, retention, nightly shrinkage report,
+                                          the periodic ops tick (persistent, misfire policy)
   common.py         OpsError, OpsSettings and what the services share
   api.py            register_routes       HTTP routes under /api/v1/ops
   cli.py            ops_cli               the `rfidd ops ...` click group (talks to the HTTP API)
@@ -28,7 +29,7 @@ from rfidd.ops.counting import CountingService
 from rfidd.ops.exits import ExitService
 from rfidd.ops.reception import ReceptionService
 from rfidd.ops.replenishment import ReplenishmentService
-from rfidd.ops.schedules import Schedules
+from rfidd.ops.schedules import Schedules, ScheduleSettings
 
 __all__ = [
     "CatalogService",
@@ -38,6 +39,7 @@ __all__ = [
     "OpsSettings",
     "ReceptionService",
     "ReplenishmentService",
+    "ScheduleSettings",
     "Schedules",
     "bench_command",
     "ops_cli",

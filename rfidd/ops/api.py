@@ -180,14 +180,16 @@ def register_routes(api: Api, *, catalog: CatalogService, reception: ReceptionSe
 
     def schedule_add(_p: Params, _q: Query, b: Any) -> tuple[int, Any]:
         body = _body(b)
-        cron, zones, duration = body.get("cron"), body.get("zones"), body.get("duration_s")
+        cron, zones = body.get("cron"), body.get("zones")
+        duration, grace = body.get("duration_s"), body.get("misfire_grace_s")
         if not isinstance(cron, str):
             raise ApiError(400, "cron: a crontab expression is required, e.g. '0 7 * * 1'")
         if not isinstance(zones, list) or not all(isinstance(z, str) for z in zones):
             raise ApiError(400, "zones: a list of zone names is required")
-        if duration is not None and not isinstance(duration, (int, float)):
-            raise ApiError(400, "duration_s: must be a number of seconds")
-        return 201, schedules.add_schedule(cron, zones, duration)
+        for name, v in (("duration_s", duration), ("misfire_grace_s", grace)):
+            if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool)):
+                raise ApiError(400, f"{name}: must be a number of seconds")
+        return 201, schedules.add_schedule(cron, zones, duration, grace)
 
     def schedule_delete(p: Params, _q: Query, _b: Any) -> tuple[int, Any]:
         if not p["sid"].isdigit():
@@ -198,6 +200,7 @@ def register_routes(api: Api, *, catalog: CatalogService, reception: ReceptionSe
     route("POST", "/count-schedules", schedule_add)
     route("GET", "/count-schedules", lambda p, q, b: (200, schedules.schedules()))
     route("POST", "/count-schedules/{sid}/delete", schedule_delete)
+    route("GET", "/schedules", lambda p, q, b: (200, schedules.jobs()))  # with housekeeping
 
     # shrinkage and replenishment
     def period(values: dict[str, Any]) -> tuple[float, float]:

@@ -412,22 +412,35 @@ def schedule_group() -> None:
 @click.argument("cron")
 @click.argument("zones", nargs=-1, required=True)
 @click.option("--duration", "duration_s", type=float, default=None)
+@click.option("--grace", "misfire_grace_s", type=float, default=None,
+              help="Seconds after its time a missed count still runs (daemon down); default "
+              "[schedules] misfire_grace_s, one hour.")
 @click.pass_context
 def schedule_add(ctx: click.Context, cron: str, zones: tuple[str, ...],
-                 duration_s: float | None) -> None:
+                 duration_s: float | None, misfire_grace_s: float | None) -> None:
     """e.g. rfidd ops count schedule add '0 7 * * 1' stockroom floor --duration 900"""
     res = _client(ctx).call("POST", "/count-schedules",
-                            {"cron": cron, "zones": list(zones), "duration_s": duration_s})
+                            {"cron": cron, "zones": list(zones), "duration_s": duration_s,
+                             "misfire_grace_s": misfire_grace_s})
     click.echo(f"schedule {res['id']}: {res['cron']} over {', '.join(res['zones'])} for "
-               f"{res['duration_s']:g} s")
+               f"{res['duration_s']:g} s, next run {res.get('next_run') or '-'}")
 
 
 @schedule_group.command("list")
+@click.option("--all", "show_all", is_flag=True,
+              help="Also the housekeeping jobs (retention, nightly shrinkage report).")
 @click.pass_context
-def schedule_list(ctx: click.Context) -> None:
+def schedule_list(ctx: click.Context, show_all: bool) -> None:
+    """Count schedules with their next and last run (site time zone)."""
     for r in _client(ctx).call("GET", "/count-schedules"):
         click.echo(f"{r['id']}: {r['cron']} over {', '.join(r['zones'])} for "
-                   f"{r['duration_s']:g} s")
+                   f"{r['duration_s']:g} s, next run {r.get('next_run') or '-'}, "
+                   f"last run {r.get('last_run') or '-'}")
+    if show_all:
+        for j in _client(ctx).call("GET", "/schedules"):
+            if not j["job"].startswith("count-"):
+                click.echo(f"{j['job']}: {j['cron']} ({j['what']}), next run "
+                           f"{j.get('next_run') or '-'}, last run {j.get('last_run') or '-'}")
 
 
 @schedule_group.command("delete")
