@@ -38,6 +38,7 @@ from rfidd.metrics import Metrics
 from rfidd.mqtt import HqLink
 from rfidd.ops import StoreOps, add_scheduled_jobs
 from rfidd.ops import register_routes as register_ops_routes
+from rfidd.replay import ReplayService
 from rfidd.sdnotify import Notifier
 from rfidd.store import repo
 from rfidd.store.db import Database, open_database
@@ -126,6 +127,7 @@ class Daemon:
 
         lock = threading.RLock()
         ctx = self.ctx = ServiceContext(cfg, self.db, self.metrics, tracker, lock)
+        ReplayService(ctx)  # cmd/replay: HQ's gap repair and backfill
 
         def on_changes(changes: list[PresenceChange], decoded: dict[str, Any]) -> list[ItemEvent]:
             return rules.events_for(changes, decoded)
