@@ -207,12 +207,34 @@ class HqHttpConfig(_Strict):
     port: int = Field(9760, ge=0, le=65535, description="Port of the API and /metrics (0: any).")
 
 
+class HqSitesConfig(_Strict):
+    accept_unknown: bool = Field(
+        False,
+        description="Store what any site publishes. false: only sites registered with "
+        "`rfidd hq site add` (the others are counted, per site in `rfidd hq sites`, and in "
+        "rfidd_hq_unknown_site_messages_total).",
+    )
+    gap_check_interval_s: float = Field(
+        5.0, gt=0, description="How often each site's sequence is checked for gaps.")
+    gap_grace_s: float = Field(
+        10.0, ge=0,
+        description="A gap younger than this is events in flight, not a loss: no replay yet.")
+    replay_retry_s: float = Field(
+        30.0, gt=0, description="Ask a site again for a replay after this long while the "
+        "gap stays open.")
+    gap_alert_s: float = Field(
+        300.0, gt=0, description="A gap open longer than this raises an alert (log, the "
+        "site's alerts, rfidd_hq_sequence_gap_alerts_total).")
+
+
 class HqConfig(_Strict):
     database: HqDatabaseConfig = Field(
         default_factory=HqDatabaseConfig, description="Where events are stored."
     )
     mqtt: HqMqttConfig = Field(default_factory=HqMqttConfig, description="The sites' feed.")
     http: HqHttpConfig = Field(default_factory=HqHttpConfig, description="Query API, metrics.")
+    sites: HqSitesConfig = Field(
+        default_factory=HqSitesConfig, description="Site registry and sequence gap repair.")
 
 
 def parse_hq_config(text: str, source: str = "<hq config>") -> HqConfig:

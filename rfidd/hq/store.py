@@ -34,8 +34,10 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    exists,
     func,
     literal,
+    select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
@@ -71,8 +73,10 @@ hq_events = Table(
     Column("biz_transactions", Json),
     Column("raw", Json, nullable=False),
     Column("received_at", Time, nullable=False),
+    Column("seq", BigInteger),  # the site's gap-free number (None: captured from elsewhere)
     UniqueConstraint("event_id", name="uq_hq_events_event_id"),
     Index("ix_hq_events_site_time", "site", "event_time"),
+    Index("ix_hq_events_site_seq", "site", "seq"),
 )
 
 # event_time is repeated here so "where is it now" is one index range scan on (epc, event_time).
@@ -97,6 +101,12 @@ hq_sites = Table(
     Column("status", String(16)),
     Column("status_at", Time),
     Column("last_seen", Time),
+    Column("name", String(256)),
+    Column("registered_at", Time),  # None: heard of, never registered (`rfidd hq site add`)
+    Column("published_through", BigInteger),  # the site's announced head
+    Column("contiguous_seq", BigInteger, nullable=False, server_default="0"),  # all 1..N held
+    Column("gap_since", Time),  # first seen missing events; None while complete
+    Column("rejected", BigInteger, nullable=False, server_default="0"),  # unregistered: dropped
 )
 
 # Alerts and reports: kept verbatim; a redelivered copy (same bytes) is stored once.
@@ -145,6 +155,7 @@ class Batch:
     statuses: list[StatusRow] = field(default_factory=list)
     site_messages: list[SiteMessageRow] = field(default_factory=list)
     seen: dict[str, datetime] = field(default_factory=dict)  # site -> latest live message
+    heads: dict[str, int] = field(default_factory=dict)  # site -> announced published_through
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def saw(self, site: str, at: datetime) -> None:
@@ -153,7 +164,8 @@ class Batch:
             self.seen[site] = at
 
     def __bool__(self) -> bool:
-        return bool(self.events or self.statuses or self.site_messages or self.seen)
+        return bool(self.events or self.statuses or self.site_messages or self.seen
+                    or self.heads)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +174,7 @@ class BatchResult:
     duplicates: int
     messages_stored: int
     message_duplicates: int
+    rejected: int = 0  # events and messages of unregistered sites, not stored
 
 
 def alembic_config() -> AlembicConfig:
@@ -180,17 +193,19 @@ def utc(t: datetime | None) -> datetime | None:
 class HqStore:
     """The HQ database: schema upgrade and the one-transaction-per-batch writer."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, known_sites_only: bool = False) -> None:
         self.engine = engine
+        # Store only what registered sites send (`rfidd hq site add`); count the rest.
+        self.known_sites_only = known_sites_only
         self.dialect = engine.dialect.name
         if self.dialect not in ("postgresql", "sqlite"):
             raise HqDatabaseError(f"unsupported database dialect {self.dialect}")
 
     @classmethod
-    def open(cls, url: str, *, migrate: bool = True) -> HqStore:
+    def open(cls, url: str, *, migrate: bool = True, known_sites_only: bool = False) -> HqStore:
         shown = make_url(url).render_as_string(hide_password=True)
         try:
-            store = cls(create_db_engine(url))
+            store = cls(create_db_engine(url), known_sites_only=known_sites_only)
         except HqDatabaseError:
             raise
         except ModuleNotFoundError as exc:
@@ -231,12 +246,15 @@ class HqStore:
         Rows are written in key order so two consumers writing overlapping batches take their
         row locks in the same order and cannot deadlock.
         """
-        unique: dict[str, EventRow] = {}
-        for ev in batch.events:
-            unique.setdefault(ev.event_id, ev)
-        rows = [unique[k] for k in sorted(unique)]
-        stored = messages_stored = 0
+        stored = messages_stored = rejected = 0
         with self.engine.begin() as conn:
+            events, site_messages = batch.events, batch.site_messages
+            if self.known_sites_only:
+                events, site_messages, rejected = self._registered_only(conn, batch)
+            unique: dict[str, EventRow] = {}
+            for ev in events:
+                unique.setdefault(ev.event_id, ev)
+            rows = [unique[k] for k in sorted(unique)]
             if rows:
                 inserted = self._insert_events(conn, rows, batch.received_at)
                 stored = len(inserted)
@@ -249,13 +267,62 @@ class HqStore:
                         self._insert(hq_event_epcs).on_conflict_do_nothing(), epc_rows
                     )
             self._update_sites(conn, batch)
-            messages_stored = self._insert_site_messages(conn, batch.site_messages)
+            messages_stored = self._insert_site_messages(conn, site_messages)
+            for site in sorted({ev.site for ev in rows if ev.seq is not None} | set(batch.heads)):
+                self._advance(conn, site)
         return BatchResult(
             stored=stored,
-            duplicates=len(batch.events) - stored,
+            duplicates=len(events) - stored,
             messages_stored=messages_stored,
-            message_duplicates=len(batch.site_messages) - messages_stored,
+            message_duplicates=len(site_messages) - messages_stored,
+            rejected=rejected,
         )
+
+    def _registered_only(
+        self, conn: Connection, batch: Batch
+    ) -> tuple[list[EventRow], list[SiteMessageRow], int]:
+        """The batch's events and messages from registered sites; the others are counted on
+        their site's row (`rfidd hq sites` shows them)."""
+        named = {ev.site for ev in batch.events} | {m.site for m in batch.site_messages}
+        if not named:
+            return batch.events, batch.site_messages, 0
+        known = set(conn.execute(
+            select(hq_sites.c.site).where(hq_sites.c.site.in_(sorted(named)),
+                                          hq_sites.c.registered_at.is_not(None))
+        ).scalars())
+        events = [ev for ev in batch.events if ev.site in known]
+        msgs = [m for m in batch.site_messages if m.site in known]
+        dropped: dict[str, int] = {}
+        for site in [ev.site for ev in batch.events] + [m.site for m in batch.site_messages]:
+            if site not in known:
+                dropped[site] = dropped.get(site, 0) + 1
+        if dropped:
+            conn.execute(self._insert(hq_sites).on_conflict_do_nothing(),
+                         [{"site": s} for s in sorted(dropped)])
+            for site in sorted(dropped):
+                conn.execute(hq_sites.update().where(hq_sites.c.site == site)
+                             .values(rejected=hq_sites.c.rejected + dropped[site]))
+        return events, msgs, sum(dropped.values())
+
+    def _advance(self, conn: Connection, site: str) -> None:
+        """Move the site's contiguous mark past every run of numbers now held."""
+        c = int(conn.execute(select(hq_sites.c.contiguous_seq)
+                             .where(hq_sites.c.site == site)).scalar() or 0)
+        e, f = hq_events.alias("e"), hq_events.alias("f")
+        nxt = conn.execute(select(e.c.seq).where(e.c.site == site, e.c.seq == c + 1)
+                           .limit(1)).first()
+        if nxt is None:
+            return
+        end = conn.execute(
+            select(func.min(e.c.seq)).where(
+                e.c.site == site, e.c.seq > c,
+                ~exists().where(f.c.site == site, f.c.seq == e.c.seq + 1),
+            )
+        ).scalar()
+        if end is not None:
+            greatest = func.greatest if self.dialect == "postgresql" else func.max
+            conn.execute(hq_sites.update().where(hq_sites.c.site == site)  # never backwards
+                         .values(contiguous_seq=greatest(hq_sites.c.contiguous_seq, end)))
 
     def _insert_events(
         self, conn: Connection, rows: Sequence[EventRow], received_at: datetime
@@ -274,6 +341,7 @@ class HqStore:
                 "biz_transactions": ev.biz_transactions,
                 "raw": ev.raw,
                 "received_at": received_at,
+                "seq": ev.seq,
             }
             for ev in rows
         ]
@@ -286,7 +354,7 @@ class HqStore:
         return {r[0] for r in result}
 
     def _update_sites(self, conn: Connection, batch: Batch) -> None:
-        touched = sorted({s.site for s in batch.statuses} | set(batch.seen))
+        touched = sorted({s.site for s in batch.statuses} | set(batch.seen) | set(batch.heads))
         if not touched:
             return
         # Make every site row exist first (in key order), then update in the same order.
@@ -301,6 +369,14 @@ class HqStore:
                 .values(status=st.status, status_at=st.at)
             )
         greatest = func.greatest if self.dialect == "postgresql" else func.max
+        for site in sorted(batch.heads):
+            head = literal(batch.heads[site], BigInteger)
+            conn.execute(
+                hq_sites.update()
+                .where(hq_sites.c.site == site)
+                .values(published_through=greatest(
+                    func.coalesce(hq_sites.c.published_through, head), head))
+            )
         for site in sorted(batch.seen):
             at = literal(batch.seen[site], Time)
             conn.execute(
@@ -326,3 +402,30 @@ class HqStore:
             .returning(hq_site_messages.c.id)
         )
         return len(conn.execute(stmt, params).all())
+
+
+# ---------------------------------------------------------------------- site registry
+
+
+def register_site(engine: Engine, site: str, name: str | None, now: datetime) -> bool:
+    """Register (or rename) a site; True when it was not registered before."""
+    dialect = engine.dialect.name
+    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(hq_sites)
+    with engine.begin() as conn:
+        before = conn.execute(select(hq_sites.c.registered_at)
+                              .where(hq_sites.c.site == site)).first()
+        conn.execute(ins.values(site=site).on_conflict_do_nothing())
+        values: dict[str, Any] = {"registered_at": func.coalesce(hq_sites.c.registered_at, now)}
+        if name is not None:
+            values["name"] = name
+        conn.execute(hq_sites.update().where(hq_sites.c.site == site).values(**values))
+    return before is None or before[0] is None
+
+
+def registered_sites(engine: Engine) -> dict[str, str | None]:
+    """site -> name of every registered site."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(hq_sites.c.site, hq_sites.c.name)
+                            .where(hq_sites.c.registered_at.is_not(None))
+                            .order_by(hq_sites.c.site)).all()
+    return {r[0]: r[1] for r in rows}

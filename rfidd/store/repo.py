@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import case, delete, func, literal, select, update
+from sqlalchemy import Table, case, delete, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -475,7 +475,7 @@ def upsert_products(session: Session, products: Sequence[Mapping[str, Any]], now
 def _take_seq(session: Session, n: int) -> int:
     """Reserve `n` consecutive sequence numbers; returns the first. Holds the counter's row
     lock until the caller's transaction ends (SQLite: the write lock already serialises)."""
-    t = EventSequence.__table__
+    t: Table = EventSequence.__table__  # type: ignore[assignment]
     row = session.execute(
         select(t.c.last_seq).where(t.c.id == 1).with_for_update()
     ).scalar_one_or_none()
@@ -524,7 +524,8 @@ def queue_replay(session: Session, first: int, last: int, now: float | None = No
     now = time.time() if now is None else now
     if last < first:
         return 0
-    o, e = OutboxMessage.__table__, Event.__table__
+    o: Table = OutboxMessage.__table__  # type: ignore[assignment]
+    e: Table = Event.__table__  # type: ignore[assignment]
     pending = select(o.c.seq).where(
         o.c.seq.is_not(None), o.c.seq >= first, o.c.seq <= last,
         o.c.sent_at.is_(None), o.c.failed_at.is_(None),

@@ -11,8 +11,7 @@ from sqlalchemy import select
 
 from inventory.events import Action, ItemEvent, stable_event_id
 from rfidd.replay import parse_request
-from rfidd.store import Database, apply_batch, event_record, mark_sent, open_database
-from rfidd.store import repo
+from rfidd.store import Database, apply_batch, event_record, mark_sent, open_database, repo
 from rfidd.store.models import Event
 
 pytestmark = pytest.mark.integration
@@ -63,7 +62,7 @@ def test_concurrent_writers_share_one_sequence(db: Database) -> None:
             for b in range(10):
                 base = k * 1000 + b * 10
                 _journal(db, range(base, base + 10))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
@@ -132,6 +131,6 @@ def test_replay_request_errors_name_the_field(payload: object, error: str) -> No
 def test_replay_request_forms() -> None:
     assert parse_request({"ranges": [[1, 3], [7, 7]], "request_id": "r1"}) == (
         "r1", [(1, 3), (7, 7)], None)
-    rid, ranges, since = parse_request({"since": "2026-12-01T00:00:00Z"})
+    _rid, ranges, since = parse_request({"since": "2026-12-01T00:00:00Z"})
     assert ranges is None and since == 1796083200.0
     assert json.dumps(parse_request({"from_seq": 4})[1]) == json.dumps([[4, 2**62]])
