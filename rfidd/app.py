@@ -59,6 +59,7 @@ class Timings:
     reader_down_alert_s: float = 60.0
     overdue_check_s: float = 900.0
     ingest_stuck_s: float = 300.0
+    seq_head_s: float = 30.0  # how often, at most, the retained sequence head is republished
 
 
 @dataclass
@@ -136,6 +137,7 @@ class Daemon:
             cfg.mqtt, cfg.site.id, self.db, self.metrics, self.stop_event,
             document_builder=epcis_document, command_handler=self._on_command,
             sender=cfg.site.sgln, reconnect_max_s=cfg.mqtt.reconnect_max_s,
+            head_interval_s=self.timings.seq_head_s,
         )
         if cfg.mqtt.enabled:
             self.hq.start()

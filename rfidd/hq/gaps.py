@@ -194,7 +194,7 @@ class GapRepairer:
                     conn.execute(hq_sites.update().where(hq_sites.c.site == site)
                                  .values(gap_since=stamp))
                     since_t = stamp
-                age = now - since_t.timestamp()
+                age = max(0.0, now - since_t.timestamp())  # microsecond rounding
                 oldest = max(oldest, age)
                 due = now - self._asked.get(site, -1e18) >= self.retry_s
                 if age >= self.grace_s and due and self._ask(site, gaps, now):
