@@ -158,6 +158,17 @@ def run(config_file: Path, log_level: str) -> None:
             store.dispose()
             log.error("%s", exc)
             sys.exit(1)
+    epcis = None
+    if cfg.epcis.enabled:
+        from rfidd.hq.epcis_api import EpcisServer, build_app
+
+        e = cfg.epcis
+        epcis = EpcisServer(
+            build_app(store, consumer.metrics.registry, capture_limit=e.capture_limit,
+                      capture_size_limit=e.capture_size_limit_bytes),
+            e.listen, e.port,
+            ssl_certfile=str(e.tls_cert_file) if e.tls_cert_file else None,
+            ssl_keyfile=str(e.tls_key_file) if e.tls_key_file else None)
     api = None
     if cfg.http.enabled:
         api = build_api(store.engine, consumer.metrics.registry, listen=cfg.http.listen,
@@ -179,6 +190,10 @@ def run(config_file: Path, log_level: str) -> None:
         if api is not None:
             api.start()
             log.info("HQ API on http://%s:%d/api/v1/", api.listen, api.port)
+        if epcis is not None:
+            epcis.start()
+            log.info("EPCIS 2.0 interface on http%s://%s:%d/events",
+                     "s" if cfg.epcis.tls_cert_file else "", epcis.listen, epcis.port)
         Notifier().ready("consuming" + (", relaying ASNs" if relay is not None else ""))
         stop.wait()
     except HqConsumerError as exc:
@@ -189,6 +204,8 @@ def run(config_file: Path, log_level: str) -> None:
         sys.exit(1)
     finally:
         gaps.stop()
+        if epcis is not None:
+            epcis.stop()
         if api is not None:
             api.stop()
         if relay is not None:
@@ -422,3 +439,59 @@ def backfill_cmd(config_file: Path, since: str | None, from_seq: int | None,
             time.sleep(1.0)
     finally:
         store.dispose()
+
+
+@hq_command.group("token")
+def token_group() -> None:
+    """Integrator tokens of the EPCIS interface (scope read or capture; stored hashed)."""
+
+
+@token_group.command("add")
+@click.argument("name")
+@click.option("--scope", type=click.Choice(["read", "capture"]), required=True)
+@click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="HQ TOML configuration file (for the database URL).")
+@click.option("--database-url", help="SQLAlchemy URL of the HQ database (overrides -c).")
+def token_add(name: str, scope: str, config_file: Path | None,
+              database_url: str | None) -> None:
+    """Create NAME's token and print it once (only its hash is kept)."""
+    from datetime import UTC, datetime
+
+    from rfidd.hq import tokens
+    from rfidd.hq.store import HqDatabaseError, HqStore
+
+    try:
+        store = HqStore.open(_database_url(config_file, database_url))
+    except HqDatabaseError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        token = tokens.create(store.engine, name, scope, datetime.now(UTC))
+    except tokens.TokenError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.dispose()
+    click.echo(f"token of {name} (scope {scope}); shown once, keep it in a secret store:",
+               err=True)
+    click.echo(token)
+
+
+@token_group.command("revoke")
+@click.argument("name")
+@click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="HQ TOML configuration file (for the database URL).")
+@click.option("--database-url", help="SQLAlchemy URL of the HQ database (overrides -c).")
+def token_revoke(name: str, config_file: Path | None, database_url: str | None) -> None:
+    """Revoke NAME's token."""
+    from rfidd.hq import tokens
+    from rfidd.hq.store import HqDatabaseError, HqStore
+
+    try:
+        store = HqStore.open(_database_url(config_file, database_url))
+    except HqDatabaseError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        if not tokens.revoke(store.engine, name):
+            raise click.ClickException(f"no token named {name!r}")
+    finally:
+        store.dispose()
+    click.echo(f"{name}: revoked")

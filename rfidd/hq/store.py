@@ -124,6 +124,38 @@ hq_site_messages = Table(
 )
 
 
+# Integrators of the EPCIS REST interface: only a SHA-256 of each token is kept (the tokens are
+# 256-bit random values, so a fast hash is enough; nobody can brute-force them back).
+hq_tokens = Table(
+    "hq_tokens",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("scope", String(16), nullable=False),  # read | capture
+    Column("digest", String(64), nullable=False),
+    Column("created_at", Time, nullable=False),
+    UniqueConstraint("digest", name="uq_hq_tokens_digest"),
+)
+
+hq_queries = Table(
+    "hq_queries",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("query", Json, nullable=False),
+    Column("owner", String(64), nullable=False),
+    Column("created_at", Time, nullable=False),
+)
+
+hq_captures = Table(
+    "hq_captures",
+    metadata,
+    Column("capture_id", String(64), primary_key=True),
+    Column("owner", String(64), nullable=False),
+    Column("created_at", Time, nullable=False),
+    Column("events", Integer, nullable=False),
+    Column("stored", Integer, nullable=False),
+)
+
+
 class HqDatabaseError(Exception):
     """The HQ database cannot be opened or migrated; the message names the URL (no password)."""
 
@@ -156,6 +188,7 @@ class Batch:
     site_messages: list[SiteMessageRow] = field(default_factory=list)
     seen: dict[str, datetime] = field(default_factory=dict)  # site -> latest live message
     heads: dict[str, int] = field(default_factory=dict)  # site -> announced published_through
+    trusted: bool = False  # an authenticated capture: not subject to the site registry
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def saw(self, site: str, at: datetime) -> None:
@@ -249,7 +282,7 @@ class HqStore:
         stored = messages_stored = rejected = 0
         with self.engine.begin() as conn:
             events, site_messages = batch.events, batch.site_messages
-            if self.known_sites_only:
+            if self.known_sites_only and not batch.trusted:
                 events, site_messages, rejected = self._registered_only(conn, batch)
             unique: dict[str, EventRow] = {}
             for ev in events:

@@ -1,0 +1,52 @@
+"""The EPCIS 2.0 REST interface: integrator tokens (hashed), named queries, capture jobs.
+
+Revision ID: hq0003
+Revises: hq0002
+Create Date: 2026-12-01
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects.postgresql import JSONB
+
+revision: str = "hq0003"
+down_revision: str | None = "hq0002"
+branch_labels: str | None = None
+depends_on: str | None = None
+
+Json = sa.JSON().with_variant(JSONB(), "postgresql")
+Time = sa.DateTime(timezone=True)
+
+
+def upgrade() -> None:
+    op.create_table(
+        "hq_tokens",
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("scope", sa.String(16), nullable=False),
+        sa.Column("digest", sa.String(64), nullable=False),
+        sa.Column("created_at", Time, nullable=False),
+        sa.UniqueConstraint("digest", name="uq_hq_tokens_digest"),
+    )
+    op.create_table(
+        "hq_queries",
+        sa.Column("name", sa.String(128), primary_key=True),
+        sa.Column("query", Json, nullable=False),
+        sa.Column("owner", sa.String(64), nullable=False),
+        sa.Column("created_at", Time, nullable=False),
+    )
+    op.create_table(
+        "hq_captures",
+        sa.Column("capture_id", sa.String(64), primary_key=True),
+        sa.Column("owner", sa.String(64), nullable=False),
+        sa.Column("created_at", Time, nullable=False),
+        sa.Column("events", sa.Integer(), nullable=False),
+        sa.Column("stored", sa.Integer(), nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("hq_captures")
+    op.drop_table("hq_queries")
+    op.drop_table("hq_tokens")
