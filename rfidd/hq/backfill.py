@@ -86,6 +86,14 @@ def publish_requests(config: HqMqttConfig, sites: Sequence[str], body: bytes,
 
     A site that is offline gets it when it reconnects (its persistent session holds it).
     """
+    publish_commands(config, [(f"{config.topic_prefix}/{s}/cmd/replay", body) for s in sites],
+                     timeout)
+
+
+def publish_commands(config: HqMqttConfig, messages: Sequence[tuple[str, bytes]],
+                     timeout: float = 10.0) -> None:
+    """Publish (topic, payload) commands at QoS 1 from a short-lived client; waits for the
+    broker's PUBACKs. BackfillError says what failed."""
     host, port = config.host_port()
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=f"{config.client_id}-backfill"[:200],
@@ -118,15 +126,14 @@ def publish_requests(config: HqMqttConfig, sites: Sequence[str], body: bytes,
         if not connected.wait(timeout) or refused:
             raise BackfillError(f"broker {host}:{port} refused or did not answer: "
                                 f"{refused[0] if refused else 'timeout'}")
-        infos = [client.publish(f"{config.topic_prefix}/{s}/cmd/replay", body, qos=1)
-                 for s in sites]
-        for s, info in zip(sites, infos, strict=True):
+        infos = [client.publish(topic, body, qos=1) for topic, body in messages]
+        for (topic, _), info in zip(messages, infos, strict=True):
             try:
                 info.wait_for_publish(timeout)
             except (RuntimeError, ValueError) as exc:
-                raise BackfillError(f"cmd/replay to {s}: not acknowledged: {exc}") from None
+                raise BackfillError(f"{topic}: not acknowledged: {exc}") from None
             if not info.is_published():
-                raise BackfillError(f"cmd/replay to {s}: not acknowledged within {timeout}s")
+                raise BackfillError(f"{topic}: not acknowledged within {timeout}s")
     finally:
         client.disconnect()
         client.loop_stop()

@@ -165,7 +165,8 @@ def run(config_file: Path, log_level: str) -> None:
         e = cfg.epcis
         epcis = EpcisServer(
             build_app(store, consumer.metrics.registry, capture_limit=e.capture_limit,
-                      capture_size_limit=e.capture_size_limit_bytes),
+                      capture_size_limit=e.capture_size_limit_bytes,
+                      topic_prefix=cfg.mqtt.topic_prefix, publish=consumer.publish),
             e.listen, e.port,
             ssl_certfile=str(e.tls_cert_file) if e.tls_cert_file else None,
             ssl_keyfile=str(e.tls_key_file) if e.tls_key_file else None)

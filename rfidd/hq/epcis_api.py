@@ -114,6 +114,8 @@ def build_app(
     *,
     capture_limit: int = 10_000,
     capture_size_limit: int = 8 * 1024 * 1024,
+    topic_prefix: str = "rfidd/v1",
+    publish: Callable[[str, bytes], bool] | None = None,
 ) -> FastAPI:
     """The FastAPI application of the EPCIS interface (served by EpcisServer)."""
     engine: Engine = store.engine
@@ -150,6 +152,10 @@ def build_app(
     def who(request: Request, scope: str) -> tokens.Integrator:
         auth = request.headers.get("authorization", "")
         kind, _, token = auth.partition(" ")
+        if not auth and request.method == "GET":  # the HQ page's sign-in cookie (read only)
+            from rfidd.hq.chain_web import COOKIE
+
+            kind, token = "bearer", request.cookies.get(COOKIE, "")
         if kind.lower() != "bearer" or not token.strip():
             raise Problem(401, "SecurityException", "an integrator token is required: "
                           "Authorization: Bearer TOKEN (rfidd hq token add)",
@@ -355,6 +361,9 @@ def build_app(
             "errors": [], "rfidd:events": r.events, "rfidd:stored": r.stored,
         })
 
+    from rfidd.hq import chain_web
+
+    chain_web.register(app, engine, who, topic_prefix=topic_prefix, publish=publish)
     return app
 
 

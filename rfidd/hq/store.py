@@ -31,6 +31,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Numeric,
     String,
     Table,
     UniqueConstraint,
@@ -153,6 +154,23 @@ hq_captures = Table(
     Column("created_at", Time, nullable=False),
     Column("events", Integer, nullable=False),
     Column("stored", Integer, nullable=False),
+)
+
+
+# The chain's catalog, as HQ last published it to the stores (names, sizes, colours).
+hq_products = Table(
+    "hq_products",
+    metadata,
+    Column("gtin", String(14), primary_key=True),
+    Column("sku", String(64)),
+    Column("name", String(256)),
+    Column("size", String(32)),
+    Column("colour", String(64)),
+    Column("category", String(64)),
+    Column("price", Numeric(12, 2)),
+    Column("currency", String(3)),
+    Column("updated", Time, nullable=False),
+    Index("ix_hq_products_sku", "sku"),
 )
 
 

@@ -1,4 +1,5 @@
-"""The EPCIS 2.0 REST interface: integrator tokens (hashed), named queries, capture jobs.
+"""The EPCIS 2.0 REST interface: integrator tokens (hashed), named queries, capture jobs;
+the chain's product catalog (master data HQ publishes to the stores).
 
 Revision ID: hq0003
 Revises: hq0002
@@ -46,7 +47,23 @@ def upgrade() -> None:
     )
 
 
+    op.create_table(
+        "hq_products",
+        sa.Column("gtin", sa.String(14), primary_key=True),
+        sa.Column("sku", sa.String(64)),
+        sa.Column("name", sa.String(256)),
+        sa.Column("size", sa.String(32)),
+        sa.Column("colour", sa.String(64)),
+        sa.Column("category", sa.String(64)),
+        sa.Column("price", sa.Numeric(12, 2)),
+        sa.Column("currency", sa.String(3)),
+        sa.Column("updated", Time, nullable=False),
+    )
+    op.create_index("ix_hq_products_sku", "hq_products", ["sku"])
+
+
 def downgrade() -> None:
+    op.drop_table("hq_products")
     op.drop_table("hq_captures")
     op.drop_table("hq_queries")
     op.drop_table("hq_tokens")
