@@ -261,3 +261,63 @@ def test_fresh_hq_catches_up_two_sites_by_backfill_exactly_once(
     finally:
         a.stop()
         b.stop()
+
+
+def test_two_hq_run_in_one_shared_group_one_killed_every_event_once(
+        private_mosquitto: Any, postgres_url: str, tmp_path: Path) -> None:
+    """Two `rfidd hq run` share the feed (MQTT 5 shared group); one is SIGKILLed mid-stream
+    and never comes back: what the broker had queued for it is asked again by the survivor's
+    gap repair, so HQ still ends with every event, once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    broker = private_mosquitto.broker
+    tag = uuid.uuid4().hex[:8]
+    prefix = f"grp-{tag}/rfidd/v1"
+    root = Path(__file__).resolve().parents[2]
+    procs = []
+    logs = []
+    for name in ("a", "b"):
+        conf = tmp_path / f"hq-{name}.toml"
+        conf.write_text(
+            hq_config(prefix, broker, postgres_url, f"{tag}-{name}")
+            .replace('share_group = ""', f'share_group = "g{tag}"')
+            + "[sites]\ngap_check_interval_s = 0.2\ngap_grace_s = 1\nreplay_retry_s = 1\n")
+        if name == "a":
+            r = CliRunner().invoke(hq_command, ["site", "add", "st", "-c", str(conf)])
+            assert r.exit_code == 0, r.output
+        log = tmp_path / f"hq-{name}.log"
+        logs.append(log)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "rfidd.cli", "hq", "run", "-c", str(conf)], cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root)}, stderr=log.open("wb")))
+    store = HqStore.open(postgres_url)
+    site = site_daemon("st", 2, prefix, broker, tmp_path, seq_head_s=0.2)
+    try:
+        wait_until(lambda: all(b"consuming" in log.read_bytes() or b"connected to"
+                               in log.read_bytes() for log in logs), "both HQ running", 20)
+        assert site.hq is not None and site.hq.wait_connected(10)
+        journal(site, "st", 1000, per_batch=20)
+        wait_until(lambda: held(store, "st")[0] >= 200, "the feed flowing", 30)
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait(10)
+        journal(site, "st", 1000, start=1000, per_batch=20)
+        wait_until(lambda: held(store, "st")[0] >= 2000, "every event at HQ", 120)
+        wait_until(lambda: not site_sequences(store.engine, ["st"])[0].gaps, "no gap", 30)
+        assert held(store, "st") == (2000, 2000, 2000)
+    finally:
+        site.stop()
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        store.dispose()
+    assert procs[1].returncode == 0, logs[1].read_text()[-3000:]
+    # Mosquitto keeps queueing the dead member's share in its session: the survivor's gap
+    # repair is what brought those events back.
+    assert "asked st to replay" in logs[1].read_text()
