@@ -122,3 +122,30 @@ def catalog_publish(file: Path, config_file: Path, sites: tuple[str, ...]) -> No
         store.dispose()
     click.echo(f"published {len(result.products)} products to {', '.join(targets)} "
                f"({len(msgs)} message(s))")
+
+
+@hq_command.command("bench")
+@click.option("--database-url", required=True,
+              help="SQLAlchemy URL of a SCRATCH HQ database (bench sites and events are added).")
+@click.option("--events", type=click.IntRange(1000), default=200_000, show_default=True)
+@click.option("--sites", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--queries", type=click.IntRange(10), default=200, show_default=True,
+              help="Runs of each standard query (for p50/p99).")
+@click.option("--replay-events", type=click.IntRange(1000), default=20_000, show_default=True)
+def bench_cmd(database_url: str, events: int, sites: int, queries: int,
+              replay_events: int) -> None:
+    """Events/s stored, p50/p99 of the standard EPCIS queries, backfill rate."""
+    from rfidd.hq import bench
+    from rfidd.hq.store import HqDatabaseError, HqStore
+
+    try:
+        store = HqStore.open(database_url)
+    except HqDatabaseError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        result = bench.run(store, events, sites, queries=queries, replay_events=replay_events,
+                           progress=lambda s: click.echo(s, err=True))
+    finally:
+        store.dispose()
+    for line in result.lines():
+        click.echo(line)

@@ -60,9 +60,14 @@ def upgrade() -> None:
         sa.Column("updated", Time, nullable=False),
     )
     op.create_index("ix_hq_products_sku", "hq_products", ["sku"])
+    # The standard queries: by bizStep in an eventTime window, by recordTime.
+    op.create_index("ix_hq_events_step_time", "hq_events", ["biz_step", "event_time"])
+    op.create_index("ix_hq_events_received_at", "hq_events", ["received_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_hq_events_received_at", "hq_events")
+    op.drop_index("ix_hq_events_step_time", "hq_events")
     op.drop_table("hq_products")
     op.drop_table("hq_captures")
     op.drop_table("hq_queries")
