@@ -17,14 +17,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy import Engine, func, select
 
 from rfidd.hq.config import HqMqttConfig
 from rfidd.hq.store import hq_events, hq_site_messages, registered_sites
-from rfidd.mqtt import HqLinkError, read_password, tls_context
+from rfidd.mqtt_client import ClientSettings, MqttSetupError, build_client, connect
 
 
 class BackfillError(Exception):
@@ -94,20 +92,14 @@ def publish_commands(config: HqMqttConfig, messages: Sequence[tuple[str, bytes]]
                      timeout: float = 10.0) -> None:
     """Publish (topic, payload) commands at QoS 1 from a short-lived client; waits for the
     broker's PUBACKs. BackfillError says what failed."""
-    host, port = config.host_port()
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"{config.client_id}-backfill"[:200],
-        protocol=mqtt.MQTTv5 if config.protocol == "5" else mqtt.MQTTv311,
-    )
     try:
-        site_cfg = config.site_mqtt_config()
-        password = read_password(site_cfg)
-        if config.url.startswith("mqtts://"):
-            client.tls_set_context(tls_context(site_cfg.tls))
-    except (HqLinkError, ValueError) as exc:
+        settings = ClientSettings.from_config(
+            config.site_mqtt_config(), client_id=f"{config.client_id}-cmd"[:200],
+            persistent_session=False)
+        client = build_client(settings)
+    except (MqttSetupError, ValueError) as exc:
         raise BackfillError(str(exc)) from None
-    if config.username is not None or password is not None:
-        client.username_pw_set(config.username or "", password)
+    host, port = settings.host, settings.port
     connected = threading.Event()
     refused: list[str] = []
 
@@ -117,10 +109,7 @@ def publish_commands(config: HqMqttConfig, messages: Sequence[tuple[str, bytes]]
         connected.set()
 
     client.on_connect = on_connect
-    try:
-        client.connect(host, port, keepalive=30)
-    except OSError as exc:
-        raise BackfillError(f"broker {host}:{port}: {exc.strerror or exc}") from None
+    connect(client, settings)
     client.loop_start()
     try:
         if not connected.wait(timeout) or refused:
