@@ -192,7 +192,11 @@ def run(config_file: Path, log_level: str) -> None:
             api.start()
             log.info("HQ API on http://%s:%d/api/v1/", api.listen, api.port)
         if epcis is not None:
-            epcis.start()
+            try:
+                epcis.start()
+            except OSError as exc:
+                log.error("EPCIS interface %s:%d: %s", cfg.epcis.listen, cfg.epcis.port, exc)
+                sys.exit(1)
             log.info("EPCIS 2.0 interface on http%s://%s:%d/events",
                      "s" if cfg.epcis.tls_cert_file else "", epcis.listen, epcis.port)
         Notifier().ready("consuming" + (", relaying ASNs" if relay is not None else ""))

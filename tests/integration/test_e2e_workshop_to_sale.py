@@ -259,6 +259,9 @@ relay_share_group = ""
 [http]
 port = {self.hq_port}
 
+[epcis]
+port = 0
+
 [sites]
 accept_unknown = true
 """)

@@ -552,7 +552,7 @@ def test_run_command_serves_http_and_stops_on_sigterm(
         f'[database]\nurl = "{postgres_url}"\nbatch_max_ms = 10\n'
         f'[mqtt]\nurl = "mqtt://{b.host}:{b.port}"\ntopic_prefix = "{feed["prefix"]}"\n'
         f'share_group = "{feed["group"]}"\nclient_id = "hq-{feed["tag"]}-run"\n'
-        f"session_expiry_s = 60\n[http]\nport = {port}\n"
+        f"session_expiry_s = 60\n[http]\nport = {port}\n[epcis]\nport = 0\n"
     )
     # HQ stores only registered sites: the operator registers the store first.
     added = CliRunner().invoke(hq_command, ["site", "add", "st-01", "--name", "Paris Opera",

@@ -99,7 +99,7 @@ def hq_config(prefix: str, broker: Any, db_url: str, tag: str) -> str:
     return (f'[database]\nurl = "{db_url}"\nbatch_max_ms = 20\n'
             f'[mqtt]\nurl = "mqtt://{broker.host}:{broker.port}"\ntopic_prefix = "{prefix}"\n'
             f'client_id = "hq-{tag}"\nsession_expiry_s = 300\nrelay_asns = false\n'
-            'share_group = ""\n[http]\nenabled = false\n')
+            'share_group = ""\n[http]\nenabled = false\n[epcis]\nport = 0\n')
 
 
 def held(store: HqStore, site: str) -> tuple[int, int, int]:
@@ -266,8 +266,8 @@ def test_fresh_hq_catches_up_two_sites_by_backfill_exactly_once(
 def test_two_hq_run_in_one_shared_group_one_killed_every_event_once(
         private_mosquitto: Any, postgres_url: str, tmp_path: Path) -> None:
     """Two `rfidd hq run` share the feed (MQTT 5 shared group); one is SIGKILLed mid-stream
-    and never comes back: what the broker had queued for it is asked again by the survivor's
-    gap repair, so HQ still ends with every event, once."""
+    and never comes back: what the broker had queued for it (until its session expires) is
+    asked again by the survivor's gap repair, so HQ still ends with every event, once."""
     import os
     import signal
     import subprocess
@@ -284,6 +284,9 @@ def test_two_hq_run_in_one_shared_group_one_killed_every_event_once(
         conf.write_text(
             hq_config(prefix, broker, postgres_url, f"{tag}-{name}")
             .replace('share_group = ""', f'share_group = "g{tag}"')
+            # The member that dies: its session (and its queued share) expires soon after.
+            .replace("session_expiry_s = 300", "session_expiry_s = 300" if name == "b"
+                     else "session_expiry_s = 2")
             + "[sites]\ngap_check_interval_s = 0.2\ngap_grace_s = 1\nreplay_retry_s = 1\n")
         if name == "a":
             r = CliRunner().invoke(hq_command, ["site", "add", "st", "-c", str(conf)])
@@ -304,7 +307,12 @@ def test_two_hq_run_in_one_shared_group_one_killed_every_event_once(
         procs[0].send_signal(signal.SIGKILL)
         procs[0].wait(10)
         journal(site, "st", 1000, start=1000, per_batch=20)
-        wait_until(lambda: held(store, "st")[0] >= 2000, "every event at HQ", 120)
+        try:
+            wait_until(lambda: held(store, "st")[0] >= 2000, "every event at HQ", 120)
+        except AssertionError as exc:
+            seq = site_sequences(store.engine, ["st"])[0]
+            raise AssertionError(f"{exc}: held {held(store, 'st')}, {seq}; survivor's log: "
+                                 f"{logs[1].read_text()[-1500:]}") from None
         wait_until(lambda: not site_sequences(store.engine, ["st"])[0].gaps, "no gap", 30)
         assert held(store, "st") == (2000, 2000, 2000)
     finally:
