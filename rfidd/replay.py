@@ -124,12 +124,12 @@ class ReplayService:
         }
         queued = 0
         # The announcement first: the outbox keeps order, so HQ learns what is coming before it.
-        with ctx.tracker_lock, ctx.transaction() as s:
+        with ctx.tracker_lock.waiting(), ctx.transaction() as s:
             repo.enqueue(s, [repo.Message(repo.REPLAY_STREAM, "replay", announce)])
         for a, b in clipped:
             for lo in range(a, b + 1, CHUNK):
                 hi = min(b, lo + CHUNK - 1)
-                with ctx.tracker_lock, ctx.transaction() as s:
+                with ctx.tracker_lock.waiting(), ctx.transaction() as s:
                     queued += repo.queue_replay(s, lo, hi, time.time())
         return (f"replay {rid or ''} of {announce['events']} events in {len(clipped)} ranges: "
                 f"{queued} queued (the rest still pending)").replace("  ", " ")

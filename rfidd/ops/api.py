@@ -13,7 +13,13 @@ from typing import Any
 
 from inventory.reports import replenishment_csv
 from rfidd.api import Api, ApiError
-from rfidd.ops.service import OpsError, StoreOps
+from rfidd.ops.catalog import CatalogService
+from rfidd.ops.common import OpsError
+from rfidd.ops.counting import CountingService
+from rfidd.ops.exits import ExitService
+from rfidd.ops.reception import ReceptionService
+from rfidd.ops.replenishment import ReplenishmentService
+from rfidd.ops.schedules import Schedules
 
 P = "/api/v1/ops"
 Params = dict[str, str]
@@ -73,8 +79,10 @@ def _wrap(fn: Route) -> Route:
     return handler
 
 
-def register_routes(api: Api, ops: StoreOps) -> None:
-    """Add the store-operations routes to the daemon's HTTP API."""
+def register_routes(api: Api, *, catalog: CatalogService, reception: ReceptionService,
+                    counting: CountingService, schedules: Schedules, exits: ExitService,
+                    replenishment: ReplenishmentService) -> None:
+    """Add the store-operations routes to the daemon's HTTP API, each to its service."""
 
     def route(method: str, path: str, fn: Route) -> None:
         api.route(method, P + path, _wrap(fn))
@@ -85,13 +93,13 @@ def register_routes(api: Api, ops: StoreOps) -> None:
         if isinstance(body.get("products"), list):
             from inventory.catalog import parse_catalog_records
 
-            res = ops.import_catalog(parse_catalog_records(body["products"], "<api>"))
+            res = catalog.import_catalog(parse_catalog_records(body["products"], "<api>"))
         else:
-            res = ops.import_catalog_text(*_text_file(body))
+            res = catalog.import_catalog_text(*_text_file(body))
         return (200 if not res["errors"] else 422 if not res["imported"] else 200), res
 
     route("POST", "/catalog", catalog_import)
-    route("GET", "/catalog/classification", lambda p, q, b: (200, ops.classification()))
+    route("GET", "/catalog/classification", lambda p, q, b: (200, catalog.classification()))
 
     # ASNs and receptions
     def asn_import(_p: Params, _q: Query, b: Any) -> tuple[int, Any]:
@@ -99,36 +107,31 @@ def register_routes(api: Api, ops: StoreOps) -> None:
         open_reception = body.get("open_reception")
         if open_reception is not None and not isinstance(open_reception, bool):
             raise ApiError(400, "open_reception: must be true or false")
-        res = ops.import_asn_text(*_text_file(body), open_reception=open_reception)
+        res = reception.import_asn_text(*_text_file(body), open_reception=open_reception)
         bad = res["errors"] or res["conflicts"]
         return (422 if bad else 200), res
 
     def asn_get(p: Params, _q: Query, _b: Any) -> tuple[int, Any]:
-        from rfidd.ops import store
-
-        with ops.ctx.db.session() as s:
-            row = store.asn_summary(s, p["asn_id"])
-        if row is None:
-            raise ApiError(404, f"unknown ASN {p['asn_id']}")
-        return 200, row
+        return 200, reception.asn(p["asn_id"])
 
     def reception_open(_p: Params, _q: Query, b: Any) -> tuple[int, Any]:
         ids = _body(b).get("asn_ids")
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise ApiError(400, "asn_ids: a list of ASN ids is required")
-        return 201, ops.open_reception(ids, opened_by="staff")
+        return 201, reception.open_reception(ids, opened_by="staff")
 
     def reception_report(p: Params, q: Query, _b: Any) -> tuple[int, Any]:
         if _q(q, "format") == "csv":
-            return 200, {"content_type": "text/csv", "text": ops.reception_csv(p["sid"])}
-        return 200, ops.reception(p["sid"])
+            return 200, {"content_type": "text/csv", "text": reception.reception_csv(p["sid"])}
+        return 200, reception.reception(p["sid"])
 
     route("POST", "/asns", asn_import)
     route("GET", "/asns/{asn_id}", asn_get)
     route("POST", "/receptions", reception_open)
-    route("GET", "/receptions", lambda p, q, b: (200, ops.receptions()))
+    route("GET", "/receptions", lambda p, q, b: (200, reception.receptions()))
     route("GET", "/receptions/{sid}", reception_report)
-    route("POST", "/receptions/{sid}/close", lambda p, q, b: (200, ops.close_reception(p["sid"])))
+    route("POST", "/receptions/{sid}/close",
+          lambda p, q, b: (200, reception.close_reception(p["sid"])))
 
     # counts
     def count_start(_p: Params, _q: Query, b: Any) -> tuple[int, Any]:
@@ -140,17 +143,17 @@ def register_routes(api: Api, ops: StoreOps) -> None:
         if duration is not None and (not isinstance(duration, (int, float))
                                      or isinstance(duration, bool)):
             raise ApiError(400, "duration_s: must be a number of seconds")
-        return 201, ops.start_count(zones, duration_s=duration)
+        return 201, counting.start_count(zones, duration_s=duration)
 
     def count_get(p: Params, q: Query, _b: Any) -> tuple[int, Any]:
         if _q(q, "format") == "csv":
-            return 200, {"content_type": "text/csv", "text": ops.count_csv(p["cid"])}
-        return 200, ops.count(p["cid"])
+            return 200, {"content_type": "text/csv", "text": counting.count_csv(p["cid"])}
+        return 200, counting.count(p["cid"])
 
     route("POST", "/counts", count_start)
-    route("GET", "/counts", lambda p, q, b: (200, ops.counts()))
+    route("GET", "/counts", lambda p, q, b: (200, counting.counts()))
     route("GET", "/counts/{cid}", count_get)
-    route("POST", "/counts/{cid}/stop", lambda p, q, b: (200, ops.stop_count(p["cid"])))
+    route("POST", "/counts/{cid}/stop", lambda p, q, b: (200, counting.stop_count(p["cid"])))
 
     def schedule_add(_p: Params, _q: Query, b: Any) -> tuple[int, Any]:
         body = _body(b)
@@ -161,16 +164,16 @@ def register_routes(api: Api, ops: StoreOps) -> None:
             raise ApiError(400, "zones: a list of zone names is required")
         if duration is not None and not isinstance(duration, (int, float)):
             raise ApiError(400, "duration_s: must be a number of seconds")
-        return 201, ops.add_schedule(cron, zones, duration)
+        return 201, schedules.add_schedule(cron, zones, duration)
 
     def schedule_delete(p: Params, _q: Query, _b: Any) -> tuple[int, Any]:
         if not p["sid"].isdigit():
             raise ApiError(400, f"schedule id {p['sid']!r} is not a number")
-        ops.delete_schedule(int(p["sid"]))
+        schedules.delete_schedule(int(p["sid"]))
         return 200, {"deleted": int(p["sid"])}
 
     route("POST", "/count-schedules", schedule_add)
-    route("GET", "/count-schedules", lambda p, q, b: (200, ops.schedules()))
+    route("GET", "/count-schedules", lambda p, q, b: (200, schedules.schedules()))
     route("POST", "/count-schedules/{sid}/delete", schedule_delete)
 
     # shrinkage and replenishment
@@ -187,8 +190,8 @@ def register_routes(api: Api, ops: StoreOps) -> None:
         since, until = period({"since": _q(q, "since"), "until": _q(q, "until")})
         if _q(q, "format") == "csv":
             return 200, {"content_type": "text/csv",
-                         "text": ops.shrinkage_csv(since, until, _q(q, "currency"))}
-        return 200, ops.shrinkage(since, until, _q(q, "currency")).to_dict()
+                         "text": exits.shrinkage_csv(since, until, _q(q, "currency"))}
+        return 200, exits.shrinkage(since, until, _q(q, "currency")).to_dict()
 
     def shrinkage_publish(_p: Params, _q: Query, b: Any) -> tuple[int, Any]:
         body = _body(b)
@@ -196,18 +199,18 @@ def register_routes(api: Api, ops: StoreOps) -> None:
         currency = body.get("currency")
         if currency is not None and not isinstance(currency, str):
             raise ApiError(400, "currency: must be an ISO 4217 code")
-        return 200, ops.shrinkage(since, until, currency, publish=True).to_dict()
+        return 200, exits.shrinkage(since, until, currency, publish=True).to_dict()
 
-    def replenishment(_p: Params, q: Query, _b: Any) -> tuple[int, Any]:
+    def replenishment_get(_p: Params, q: Query, _b: Any) -> tuple[int, Any]:
         raw = _q(q, "floor_min") or "1"
         if not raw.isdigit():
             raise ApiError(400, f"floor_min: {raw!r} is not a whole number")
-        lines = ops.replenishment(int(raw))
+        lines = replenishment.replenishment(int(raw))
         if _q(q, "format") == "csv":
             return 200, {"content_type": "text/csv", "text": replenishment_csv(lines)}
         return 200, {"lines": [ln.to_dict() for ln in lines]}
 
     route("GET", "/shrinkage", shrinkage_get)
     route("POST", "/shrinkage", shrinkage_publish)
-    route("GET", "/shrinkage/suspected", lambda p, q, b: (200, ops.suspected()))
-    route("GET", "/replenishment", replenishment)
+    route("GET", "/shrinkage/suspected", lambda p, q, b: (200, exits.suspected()))
+    route("GET", "/replenishment", replenishment_get)

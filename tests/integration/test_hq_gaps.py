@@ -70,7 +70,7 @@ def site_daemon(site: str, n_store: int, prefix: str, broker: Any, tmp: Path,
     })
     d = Daemon(cfg, timings=Timings(sweep_s=0.5, seq_head_s=seq_head_s),
                reader_factory=lambda name, _rc, q: IdleReader(name, q),  # type: ignore[arg-type,return-value]
-               service_factories=[])
+               ops_settings=None, with_lifecycle=False)
     d.start()
     return d
 

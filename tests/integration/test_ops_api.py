@@ -1,11 +1,10 @@
-"""The `rfidd ops` CLI against the real HTTP API (loopback socket) of a StoreOps, without
-readers: routes, validation errors naming the field, exit codes."""
+"""The `rfidd ops` CLI against the real HTTP API (loopback socket) of the store-operations
+services, without readers: routes, validation errors naming the field, exit codes."""
 
 from __future__ import annotations
 
 import json
 import socket
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,10 +15,12 @@ from click.testing import CliRunner
 
 from inventory.presence import PresenceTracker
 from rfidd.api import Api
+from rfidd.app import build_ops
 from rfidd.config import Config
 from rfidd.context import ServiceContext
+from rfidd.health import DomainLock
 from rfidd.metrics import Metrics
-from rfidd.ops import StoreOps, ops_cli, register_routes
+from rfidd.ops import ops_cli
 from rfidd.store.db import open_database
 
 pytestmark = pytest.mark.integration
@@ -34,11 +35,11 @@ def api_url(sqlite_url: str) -> Iterator[str]:
     })
     db = open_database(sqlite_url)
     metrics = Metrics()
-    ctx = ServiceContext(cfg, db, metrics, PresenceTracker(300, 0, 1), threading.RLock())
-    ops = StoreOps(ctx)
+    ctx = ServiceContext(cfg, db, metrics, PresenceTracker(300, 0, 1), DomainLock())
+    ops = build_ops(ctx)
     ops.start()
     api = Api(metrics.registry, "127.0.0.1", 0)
-    register_routes(api, ops)
+    ops.register_routes(api)
     api.start()
     try:
         yield f"http://127.0.0.1:{api.port}"
