@@ -21,7 +21,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy import Engine, func, select
 
 from rfidd.hq.config import HqMqttConfig
-from rfidd.hq.store import hq_events, hq_site_messages, registered_sites
+from rfidd.hq.registry import registered_sites
+from rfidd.hq.store import hq_events, hq_site_messages
 from rfidd.mqtt_client import ClientSettings, MqttSetupError, build_client, connect
 
 

@@ -345,7 +345,8 @@ def site_add(site: str, name: str | None, config_file: Path | None,
     import re
     from datetime import UTC, datetime
 
-    from rfidd.hq.store import HqDatabaseError, HqStore, register_site
+    from rfidd.hq.registry import register_site
+    from rfidd.hq.store import HqDatabaseError, HqStore
 
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", site):
         raise click.BadParameter("a site id is 1-64 of A-Z a-z 0-9 _ - (as in its topics)",

@@ -15,17 +15,24 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, case, delete, func, literal, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from inventory.events import ItemEvent
 
-from .models import Event, EventSequence, Item, OutboxMessage, Product, ZonePresence
+from .models import Event, Item, OutboxMessage, Product, ZonePresence
 
-EPCIS_STREAM = "epcis"
-EPCIS_TOPIC = "epcis"
-REPLAY_STREAM = "replay"
+# The sequence and replay functions live in .sequence; callers reach them through repo too.
+from .sequence import EPCIS_STREAM as EPCIS_STREAM
+from .sequence import EPCIS_TOPIC as EPCIS_TOPIC
+from .sequence import REPLAY_STREAM as REPLAY_STREAM
+from .sequence import last_seq as last_seq
+from .sequence import published_through as published_through
+from .sequence import queue_replay as queue_replay
+from .sequence import seq_since as seq_since
+from .sequence import take_seq
+
 # Bound on bound parameters per statement chunk (SQLite's limit is 32766 since 3.32).
 _IN_CHUNK = 500
 
@@ -332,7 +339,7 @@ def apply_batch(
         # lost to an ON CONFLICT skip (gap-free is what HQ's loss detection relies on).
         late = _existing_event_ids(session, [r["event_id"] for r in ev_rows]) \
             if session.get_bind().dialect.name != "sqlite" else set()
-        first = _take_seq(session, len(ev_rows) - len(late))
+        first = take_seq(session, len(ev_rows) - len(late))
         if late:
             res.duplicate_events.extend(sorted(late))
             ev_rows = [r for r in ev_rows if r["event_id"] not in late]
@@ -467,75 +474,3 @@ def upsert_products(session: Session, products: Sequence[Mapping[str, Any]], now
     )
     session.execute(stmt, rows)
     return len(rows)
-
-
-# ---------------------------------------------------------------------- sequence and replay
-
-
-def _take_seq(session: Session, n: int) -> int:
-    """Reserve `n` consecutive sequence numbers; returns the first. Holds the counter's row
-    lock until the caller's transaction ends (SQLite: the write lock already serialises)."""
-    t: Table = EventSequence.__table__  # type: ignore[assignment]
-    row = session.execute(
-        select(t.c.last_seq).where(t.c.id == 1).with_for_update()
-    ).scalar_one_or_none()
-    if row is None:  # a database built by create_all rather than the migrations
-        row = int(session.scalar(select(func.coalesce(func.max(Event.seq), 0))) or 0)
-        session.execute(t.insert().values(id=1, last_seq=row + n))
-    elif n:
-        session.execute(t.update().where(t.c.id == 1).values(last_seq=row + n))
-    return int(row) + 1
-
-
-def last_seq(session: Session) -> int:
-    """The highest sequence number journaled so far (0 before the first event)."""
-    t = EventSequence.__table__
-    v = session.execute(select(t.c.last_seq).where(t.c.id == 1)).scalar_one_or_none()
-    return int(v) if v is not None else 0
-
-
-def published_through(session: Session) -> int:
-    """The highest N such that every event 1..N was acknowledged by the broker (or failed):
-    what the site tells HQ it has sent, so HQ never mistakes the queue for a loss."""
-    o = OutboxMessage
-    first_pending = session.scalar(
-        select(func.min(o.seq)).where(
-            o.sent_at.is_(None), o.failed_at.is_(None), o.event_id.is_not(None),
-            o.seq.is_not(None),
-        )
-    )
-    last = last_seq(session)
-    return last if first_pending is None else min(last, int(first_pending) - 1)
-
-
-def seq_since(session: Session, since: float) -> int | None:
-    """The first sequence number journaled at or after `since` (None: nothing since)."""
-    v = session.scalar(select(func.min(Event.seq)).where(Event.created_at >= since))
-    return int(v) if v is not None else None
-
-
-def queue_replay(session: Session, first: int, last: int, now: float | None = None) -> int:
-    """Queue journal events `first`..`last` (inclusive) again for HQ, in sequence order.
-
-    A replayed copy has no outbox event_id (the original's row may still exist) and keeps its
-    seq; an event still pending in the outbox is not queued twice, so HQ asking again while
-    the link is down does not grow the queue. Returns how many rows were queued.
-    """
-    now = time.time() if now is None else now
-    if last < first:
-        return 0
-    o: Table = OutboxMessage.__table__  # type: ignore[assignment]
-    e: Table = Event.__table__  # type: ignore[assignment]
-    pending = select(o.c.seq).where(
-        o.c.seq.is_not(None), o.c.seq >= first, o.c.seq <= last,
-        o.c.sent_at.is_(None), o.c.failed_at.is_(None),
-    )
-    src = (
-        select(
-            literal(EPCIS_STREAM), literal(EPCIS_TOPIC), e.c.payload, literal(now), e.c.seq,
-        )
-        .where(e.c.seq >= first, e.c.seq <= last, e.c.seq.not_in(pending))
-        .order_by(e.c.seq)
-    )
-    ins = o.insert().from_select(["stream", "topic", "payload", "created_at", "seq"], src)
-    return len(session.execute(ins.returning(o.c.id)).all())

@@ -21,7 +21,8 @@ from inventory.catalog import parse_catalog_csv, parse_catalog_records
 from rfidd.hq import chain, hq_command, tokens
 from rfidd.hq.documents import parse_document
 from rfidd.hq.epcis_api import EpcisServer, build_app
-from rfidd.hq.store import Batch, HqStore, SiteMessageRow, register_site
+from rfidd.hq.registry import register_site
+from rfidd.hq.store import Batch, HqStore, SiteMessageRow
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)

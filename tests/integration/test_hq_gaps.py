@@ -29,7 +29,8 @@ from rfidd.hq import hq_command
 from rfidd.hq.config import parse_hq_config
 from rfidd.hq.consumer import HqConsumer
 from rfidd.hq.gaps import GapRepairer, site_sequences
-from rfidd.hq.store import HqStore, hq_events, register_site
+from rfidd.hq.registry import register_site
+from rfidd.hq.store import HqStore, hq_events
 from rfidd.intake import IngestQueue
 from rfidd.store import repo
 

@@ -14,14 +14,13 @@ from sqlalchemy import select
 
 from rfidd.hq.documents import EventRow
 from rfidd.hq.gaps import GapRepairer, site_sequences
+from rfidd.hq.registry import register_site, registered_sites
 from rfidd.hq.store import (
     Batch,
     HqStore,
     SiteMessageRow,
     hq_site_messages,
     hq_sites,
-    register_site,
-    registered_sites,
 )
 
 pytestmark = pytest.mark.integration
