@@ -300,8 +300,12 @@ def test_two_hq_run_in_one_shared_group_one_killed_every_event_once(
     store = HqStore.open(postgres_url)
     site = site_daemon("st", 2, prefix, broker, tmp_path, seq_head_s=0.2)
     try:
-        wait_until(lambda: all(b"consuming" in log.read_bytes() or b"connected to"
-                               in log.read_bytes() for log in logs), "both HQ running", 20)
+        try:
+            wait_until(lambda: all(b"connected to" in log.read_bytes() for log in logs),
+                       "both HQ connected", 60)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: exit codes {[p.poll() for p in procs]}; logs: "
+                                 + " | ".join(log.read_text()[-800:] for log in logs)) from None
         assert site.hq is not None and site.hq.wait_connected(10)
         journal(site, "st", 1000, per_batch=20)
         wait_until(lambda: held(store, "st")[0] >= 200, "the feed flowing", 30)
