@@ -55,6 +55,7 @@ from rfidd.ops import (
 from rfidd.ops import register_routes as register_ops_routes
 from rfidd.pipeline import BatchComponent
 from rfidd.reader_monitor import ReaderMonitor
+from rfidd.replay import ReplayService
 from rfidd.sdnotify import Notifier
 from rfidd.store import repo
 from rfidd.store.db import Database, DatabaseError, open_database
@@ -74,6 +75,7 @@ class Timings:
     reader_down_alert_s: float = 60.0
     overdue_check_s: float = 900.0
     ingest_stuck_s: float = 300.0
+    seq_head_s: float = 30.0  # how often, at most, the retained sequence head is republished
 
 
 @dataclass
@@ -159,6 +161,7 @@ class Daemon:
     def _init_domain(self, tracker: PresenceTracker) -> None:
         assert self.db is not None
         self.ctx = ServiceContext(self.config, self.db, self.metrics, tracker, DomainLock())
+        ReplayService(self.ctx)  # cmd/replay: HQ's gap repair and backfill
 
     def _start_hq_link(self) -> None:
         cfg = self.config
@@ -167,6 +170,7 @@ class Daemon:
             cfg.mqtt, cfg.site.id, self.db, self.metrics, self.stop_event,
             document_builder=epcis_document, command_handler=self._on_command,
             sender=cfg.site.sgln, reconnect_max_s=cfg.mqtt.reconnect_max_s,
+            head_interval_s=self.timings.seq_head_s,
         )
         if cfg.mqtt.enabled:
             self.hq.start()

@@ -49,6 +49,7 @@ from rfidd.store.db import Database
 log = logging.getLogger(__name__)
 
 ONLINE = b"online"
+SEQ_FIELD = "rfidd:seq"  # the site's gap-free sequence number, in every EPCIS event published
 OFFLINE = b"offline"
 MAX_COMMAND_BYTES = 256 * 1024
 _LABEL_OK = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -127,6 +128,7 @@ class HqLink:
         persistent_session: bool = True,
         max_command_bytes: int = MAX_COMMAND_BYTES,
         command_queue_size: int = 100,
+        head_interval_s: float = 30.0,
     ) -> None:
         if max_inflight < 1:
             raise ValueError("max_inflight must be at least 1")
@@ -149,11 +151,14 @@ class HqLink:
         # The broker keeps our command subscription (and queues HQ commands) while we are away.
         self.persistent_session = persistent_session
         self.max_command_bytes = max_command_bytes
+        self.head_interval_s = head_interval_s
 
         self.base = f"{config.topic_prefix}/{site_id}"
         self.status_topic = f"{self.base}/status"
         self.epcis_topic = f"{self.base}/epcis"
         self.errors_topic = f"{self.base}/errors"
+        # Retained {"published_through": N}: how HQ sees a loss at the tail of the feed.
+        self.head_topic = f"{self.base}/seq"
         self.command_filter = f"{self.base}/cmd/+"
         self._command_prefix = f"{self.base}/cmd/"
 
@@ -187,6 +192,8 @@ class HqLink:
         self._cursor = 0  # highest outbox id handed to paho (publisher thread only)
         self._retry_at = 0.0
         self._next_stats = 0.0
+        self._head: tuple[int, int] | None = None  # (connection generation, seq) last sent
+        self._next_head = 0.0
         self._readers: dict[str, bool | str] = {}
         self._readers_lock = threading.Lock()
         self._labels: set[str] = set()
@@ -493,6 +500,7 @@ class HqLink:
                     return
                 if self._connected.is_set() and time.monotonic() >= self._retry_at:
                     self._fill_window()
+                self._publish_head()
                 self._update_stats()
             except Exception:  # a database hiccup must not end publishing for good
                 log.exception("outbox publisher error; retrying")
@@ -601,6 +609,8 @@ class HqLink:
                 if len(rows) == 1:
                     self._fail([r], f"outbox row {r.id} ({r.event_id}): bad event JSON: {exc}")
                 return None  # a group is retried one row at a time to isolate this one
+            if r.seq is not None:
+                ev[SEQ_FIELD] = r.seq
             events.append(ev)
         try:
             doc = self.document_builder(events, datetime.now(UTC), self.sender)
@@ -617,6 +627,27 @@ class HqLink:
                 log.warning("EPCIS document of rows %d..%d cannot be built (%s); isolating",
                             rows[0].id, rows[-1].id, exc)
             return None
+
+    def _publish_head(self) -> None:
+        """Retained sequence head, after each reconnect and at most every head_interval_s when
+        it moved: the broker may lose what it acknowledged, HQ then asks for a replay."""
+        client = self._client
+        now = time.monotonic()
+        if client is None or not self._connected.is_set():
+            return
+        generation = self._generation
+        if self._head is not None and self._head[0] == generation and now < self._next_head:
+            return
+        with self.db.session() as s:
+            seq = repo.published_through(s)
+        self._next_head = now + self.head_interval_s
+        if self._head == (generation, seq):
+            return
+        body = {"site": self.site_id, "published_through": seq,
+                "time": datetime.now(UTC).isoformat(timespec="milliseconds")
+                .replace("+00:00", "Z")}
+        client.publish(self.head_topic, json.dumps(body).encode(), qos=1, retain=True)
+        self._head = (generation, seq)
 
     def _fail(self, rows: list[repo.OutboxRow], error: str) -> None:
         log.error("%s; row kept in the outbox as failed", error)

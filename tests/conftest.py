@@ -144,6 +144,16 @@ class MosquittoProcess:
         self.stop()
         self.start()
 
+    def kill(self) -> None:
+        """SIGKILL: what the broker acknowledged but had not saved yet is gone."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(5)
+        self.proc = None
+        deadline = time.monotonic() + 5
+        while port_open(self.host, self.port, 0.1) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
     def pause(self) -> None:
         """Freeze the broker (SIGSTOP): connections stay open, nothing is answered."""
         assert self.proc is not None

@@ -116,6 +116,20 @@ class Event(Base):
     epc_count: Mapped[int] = mapped_column(Integer)
     payload: Mapped[str] = mapped_column(Text)  # JSON
     created_at: Mapped[float] = mapped_column(Time)
+    # The site's gap-free sequence number (1, 2, 3...): how HQ tells a lost event from none.
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_events_seq", "seq", unique=True),)
+
+
+class EventSequence(Base):
+    """The one counter row behind `Event.seq`: taken under the write transaction's row lock,
+    so numbers are handed out in commit order, and a rolled-back batch gives its back."""
+
+    __tablename__ = "event_sequence"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
 class OutboxMessage(Base):
@@ -134,5 +148,10 @@ class OutboxMessage(Base):
     # kept for inspection.
     failed_at: Mapped[float | None] = mapped_column(Time)
     error: Mapped[str | None] = mapped_column(Text)
+    # The journal's sequence number of an EPCIS row (an original or a replayed copy).
+    seq: Mapped[int | None] = mapped_column(BigInteger)
 
-    __table_args__ = (Index("ix_outbox_sent_at_id", "sent_at", "id"),)
+    __table_args__ = (
+        Index("ix_outbox_sent_at_id", "sent_at", "id"),
+        Index("ix_outbox_seq", "seq"),
+    )

@@ -210,11 +210,13 @@ def test_subscriptions_shared_under_v5_plain_under_v311() -> None:
         "$share/g1/acme/rfidd/v1/+/epcis",
         "$share/g1/acme/rfidd/v1/+/alerts",
         "$share/g1/acme/rfidd/v1/+/reports/+",
+        "$share/g1/acme/rfidd/v1/+/replay",
         "acme/rfidd/v1/+/status",  # retained messages never reach a shared subscription
+        "acme/rfidd/v1/+/seq",
     ]
     assert _consumer("3.1.1").subscriptions() == [
         "acme/rfidd/v1/+/epcis", "acme/rfidd/v1/+/alerts", "acme/rfidd/v1/+/reports/+",
-        "acme/rfidd/v1/+/status",
+        "acme/rfidd/v1/+/replay", "acme/rfidd/v1/+/status", "acme/rfidd/v1/+/seq",
     ]
 
 
@@ -223,6 +225,8 @@ def test_route() -> None:
     assert c._route("acme/rfidd/v1/paris-01/epcis") == ("paris-01", "epcis")
     assert c._route("acme/rfidd/v1/paris-01/status") == ("paris-01", "status")
     assert c._route("acme/rfidd/v1/paris-01/alerts") == ("paris-01", "alert")
+    assert c._route("acme/rfidd/v1/paris-01/seq") == ("paris-01", "seq")
+    assert c._route("acme/rfidd/v1/paris-01/replay") == ("paris-01", "replay")
     assert c._route("acme/rfidd/v1/w1/reports/count") == ("w1", "report/count")
     for bad in ("other/v1/s/epcis", "acme/rfidd/v1/s/epcis/x", "acme/rfidd/v1/$bad/epcis",
                 "acme/rfidd/v1/s/reports", "acme/rfidd/v1/s/readers/r1/status"):
