@@ -27,7 +27,6 @@ from inventory.rules import SiteRules
 from readers.base import ReaderDriver, ReaderState
 from readers.llrp import LlrpReader
 from readers.serial import SerialReader
-from rfidd.api import Api, ApiError
 from rfidd.config import Config
 from rfidd.context import Service, ServiceContext
 from rfidd.ingest import Ingestor
@@ -41,6 +40,7 @@ from rfidd.ops import register_routes as register_ops_routes
 from rfidd.sdnotify import Notifier
 from rfidd.store import repo
 from rfidd.store.db import Database, open_database
+from rfidd.web import AuditLog, WebServer, site_router
 
 log = logging.getLogger("rfidd")
 
@@ -77,7 +77,7 @@ class Daemon:
         self.queue: IngestQueue | None = None
         self.ingestor: Ingestor | None = None
         self.scheduler: BackgroundScheduler | None = None
-        self.api: Api | None = None
+        self.api: WebServer | None = None
         self.readers: dict[str, ReaderDriver] = {}
         self.services: list[Service] = []
         self.ctx: ServiceContext | None = None
@@ -191,7 +191,7 @@ class Daemon:
                       if self.scheduler else None)
 
         if cfg.http.enabled:
-            self.api = Api(self.metrics.registry, cfg.http.listen, cfg.http.port)
+            self.api = WebServer(cfg.http, self.metrics, audit=AuditLog(self.db))
             self._register_routes(self.api)
             self.api.start()
             self._on_stop("http api", self.api.stop)
@@ -353,10 +353,10 @@ class Daemon:
             repo.purge_sent(s, self.timings.purge_after_s)
 
     # -- HTTP API --------------------------------------------------------------------------
-    def _register_routes(self, api: Api) -> None:
-        def status(_p: dict[str, str], _q: Any, _b: Any) -> tuple[int, Any]:
+    def _register_routes(self, api: WebServer) -> None:
+        def status() -> dict[str, Any]:
             assert self.queue is not None
-            return 200, {
+            return {
                 "site": self.config.site.id,
                 "uptime_s": round(time.time() - self.started_at, 1),
                 "readers": {
@@ -366,16 +366,15 @@ class Daemon:
                 "ingest": asdict(self.ingestor.stats) if self.ingestor else None,
             }
 
-        def item(p: dict[str, str], _q: Any, _b: Any) -> tuple[int, Any]:
+        def item(epc: str) -> dict[str, Any] | None:
             assert self.db is not None
             with self.db.session() as s:
-                it = repo.get_item(s, p["epc"].upper())
+                it = repo.get_item(s, epc.upper())
                 if it is None:
-                    raise ApiError(404, f"unknown item {p['epc']}")
-                return 200, {c.name: getattr(it, c.name) for c in it.__table__.columns}
+                    return None
+                return {c.name: getattr(it, c.name) for c in it.__table__.columns}
 
-        api.route("GET", "/api/v1/status", status)
-        api.route("GET", "/api/v1/items/{epc}", item)
+        api.include_router(site_router(status, item))
         for svc in self.services:
             if isinstance(svc, StoreOps):
                 register_ops_routes(api, svc)

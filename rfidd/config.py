@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rfidd.config_http import HttpConfig
+
 EX_CONFIG = 78  # sysexits.h EX_CONFIG: systemd's RestartPreventExitStatus= can name it
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -392,12 +394,6 @@ class ReceptionConfig(_Strict):
         description="Close a reception when no new item was read for this long (the rest is "
         "reported missing); unset to close by hand only.",
     )
-
-
-class HttpConfig(_Strict):
-    enabled: bool = Field(True, description="Local HTTP API and /metrics.")
-    listen: str = Field("127.0.0.1", description="Address to bind; keep it local.")
-    port: int = Field(9750, ge=0, le=65535, description="Port of the API and /metrics (0: any).")
 
 
 class Config(_Strict):

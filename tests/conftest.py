@@ -447,3 +447,14 @@ def db_url(request: pytest.FixtureRequest) -> str:
     """Both databases in turn: the same code must run on each."""
     name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
     return str(request.getfixturevalue(name))
+
+
+@pytest.fixture(autouse=True)
+def _cli_token_file(tmp_path_factory: pytest.TempPathFactory,
+                    monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's daemons write, and its CLI calls read, a token file of their own (the
+    daemon's default, /run/rfidd/cli-token, is the machine's)."""
+    path = tmp_path_factory.mktemp("cli-token") / "cli-token"
+    monkeypatch.setenv("RFIDD_TOKEN_FILE", str(path))
+    monkeypatch.delenv("RFIDD_TOKEN", raising=False)
+    return path

@@ -16,6 +16,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from rfidd.credentials import auth_headers
+
 DEFAULT_API = "http://127.0.0.1:9750"
 
 
@@ -40,7 +42,7 @@ def call(api: str, method: str, path: str, body: Any = None, timeout: float = 30
     url = api.rstrip("/") + path
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", **auth_headers()})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, json.loads(r.read() or b"null")

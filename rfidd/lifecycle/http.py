@@ -1,80 +1,110 @@
-"""HTTP routes of the lifecycle service on the daemon's local API (staff tools, the CLI)."""
+"""HTTP routes of the lifecycle service on the daemon's API (POS, staff page, the CLI).
+
+The command bodies are validated by the service's own pydantic models (rfidd.lifecycle.commands),
+which name the field in a 400; the routes only pick the role and call the service.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from rfidd.api import Api, ApiError
+from fastapi import APIRouter, Body, Depends, Request
+from fastapi.responses import JSONResponse
+
+from rfidd.config_http import Role
 from rfidd.lifecycle.commands import normalize_epc
 from rfidd.lifecycle.service import STEP_COMMANDS, LifecycleService
 from rfidd.lifecycle.trace import trace
+from rfidd.web.deps import require
+from rfidd.web.errors import ApiError
 
 PREFIX = "/api/v1/lifecycle"
+# The till's duties; everything else is stockroom work.
+POS_COMMANDS = frozenset({"sale", "return"})
+_POS = require(Role.POS, Role.MANAGER)
+_STAFF = require(Role.STAFF)
+_READ = require(Role.STAFF, Role.POS)
 
 
-def register_routes(api: Api, service: LifecycleService) -> None:
+def _source(request: Request) -> str:
+    p = getattr(request.state, "principal", None)
+    return f"api:{p.name}" if p is not None else "api"
+
+
+def router(service: LifecycleService) -> APIRouter:
     """POST {PREFIX}/{command} with the command's JSON (sale, return, ship, transfer_out,
     transfer_in, receive, loan_out, loan_back, repair_in, repair_out, shipment): 200 when
     every item was applied or was a duplicate, 409 when any was rejected (body lists each
     item's result), 400 for a malformed command."""
+    r = APIRouter(prefix=PREFIX, tags=["lifecycle"])
 
-    def command(p: dict[str, str], _q: Any, body: Any) -> tuple[int, Any]:
-        name = p["command"]
-        if name not in STEP_COMMANDS and name != "shipment":
-            raise ApiError(404, f"unknown lifecycle command {name!r} (known: "
+    @r.get("/commissioning/sessions", dependencies=[Depends(_STAFF)])
+    def list_sessions(request: Request) -> Any:
+        return {"sessions": service.sessions(include_closed="all" in request.query_params)}
+
+    @r.post("/commissioning/sessions", status_code=201, dependencies=[Depends(_STAFF)])
+    def open_session(body: dict[str, Any] = Body(...)) -> Any:  # noqa: B008
+        try:
+            return service.open_session(body)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+
+    @r.get("/commissioning/sessions/{sid}", dependencies=[Depends(_STAFF)])
+    def get_session(sid: str) -> Any:
+        try:
+            return service.session_json(sid)
+        except KeyError:
+            raise ApiError(404, f"no commissioning session {sid!r}") from None
+
+    @r.post("/commissioning/sessions/{sid}/close", dependencies=[Depends(_STAFF)])
+    def close_session(sid: str) -> Any:
+        try:
+            return service.close_session(sid)
+        except KeyError:
+            raise ApiError(404, f"no commissioning session {sid!r}") from None
+
+    @r.post("/commissioning/binds", status_code=201, dependencies=[Depends(_STAFF)])
+    def bind(body: dict[str, Any] = Body(...)) -> Any:  # noqa: B008
+        try:
+            return service.bind(body)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+
+    @r.get("/items/{epc}", dependencies=[Depends(_READ)])
+    def item(epc: str) -> Any:
+        try:
+            norm = normalize_epc(epc)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        state = service.item_state(norm)
+        history = [h.to_json() for h in trace(service.ctx.db, norm)]
+        if state is None and not history:
+            raise ApiError(404, f"item {epc} has no history on this site")
+        return {"state": state, "history": history}
+
+    @r.post("/loans/check-overdue", dependencies=[Depends(_STAFF)])
+    def overdue() -> Any:
+        return {"new_alerts": service.check_overdue()}
+
+    async def role_for_command(request: Request) -> None:
+        name = request.path_params.get("command", "")
+        await (_POS if name in POS_COMMANDS else _STAFF)(request)
+
+    @r.post("/{command}", dependencies=[Depends(role_for_command)])
+    def command(command: str, request: Request,
+                body: Any = Body(None)) -> JSONResponse:  # noqa: B008
+        if command not in STEP_COMMANDS and command != "shipment":
+            raise ApiError(404, f"unknown lifecycle command {command!r} (known: "
                            f"{', '.join(sorted([*STEP_COMMANDS, 'shipment']))})")
         try:
-            result = service.handle(name, body, source="api")
+            result = service.handle(command, body, source=_source(request))
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
-        return (409 if result.rejected else 200), result.to_json()
+        return JSONResponse(result.to_json(), 409 if result.rejected else 200)
 
-    def open_session(_p: dict[str, str], _q: Any, body: Any) -> tuple[int, Any]:
-        try:
-            return 201, service.open_session(body)
-        except ValueError as exc:
-            raise ApiError(400, str(exc)) from None
+    return r
 
-    def list_sessions(_p: dict[str, str], q: dict[str, list[str]], _b: Any) -> tuple[int, Any]:
-        return 200, {"sessions": service.sessions(include_closed="all" in q)}
 
-    def get_session(p: dict[str, str], _q: Any, _b: Any) -> tuple[int, Any]:
-        try:
-            return 200, service.session_json(p["sid"])
-        except KeyError:
-            raise ApiError(404, f"no commissioning session {p['sid']!r}") from None
-
-    def close_session(p: dict[str, str], _q: Any, _b: Any) -> tuple[int, Any]:
-        try:
-            return 200, service.close_session(p["sid"])
-        except KeyError:
-            raise ApiError(404, f"no commissioning session {p['sid']!r}") from None
-
-    def bind(_p: dict[str, str], _q: Any, body: Any) -> tuple[int, Any]:
-        try:
-            return 201, service.bind(body)
-        except ValueError as exc:
-            raise ApiError(400, str(exc)) from None
-
-    def item(p: dict[str, str], _q: Any, _b: Any) -> tuple[int, Any]:
-        try:
-            epc = normalize_epc(p["epc"])
-        except ValueError as exc:
-            raise ApiError(400, str(exc)) from None
-        state = service.item_state(epc)
-        history = [h.to_json() for h in trace(service.ctx.db, epc)]
-        if state is None and not history:
-            raise ApiError(404, f"item {p['epc']} has no history on this site")
-        return 200, {"state": state, "history": history}
-
-    def overdue(_p: dict[str, str], _q: Any, _b: Any) -> tuple[int, Any]:
-        return 200, {"new_alerts": service.check_overdue()}
-
-    api.route("GET", f"{PREFIX}/commissioning/sessions", list_sessions)
-    api.route("POST", f"{PREFIX}/commissioning/sessions", open_session)
-    api.route("GET", f"{PREFIX}/commissioning/sessions/{{sid}}", get_session)
-    api.route("POST", f"{PREFIX}/commissioning/sessions/{{sid}}/close", close_session)
-    api.route("POST", f"{PREFIX}/commissioning/binds", bind)
-    api.route("GET", f"{PREFIX}/items/{{epc}}", item)
-    api.route("POST", f"{PREFIX}/loans/check-overdue", overdue)
-    api.route("POST", f"{PREFIX}/{{command}}", command)
+def register_routes(api: Any, service: LifecycleService) -> None:
+    """Add the lifecycle routes to the daemon's web server (rfidd.web.WebServer)."""
+    api.include_router(router(service))

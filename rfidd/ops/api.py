@@ -1,24 +1,30 @@
-"""HTTP routes of store operations under /api/v1/ops (what the `rfidd ops` CLI calls).
+"""HTTP routes of store operations under /api/v1/ops (what the `rfidd ops` CLI and the staff
+page call): a FastAPI router with pydantic request bodies; every handler is one call of the
+service.
 
-Files travel as text in JSON ({"format": "csv", "text": "...", "source": "name.csv"}): the API
-is loopback-only and takes bodies up to 1 MiB; CSV and other text downloads come back as
-{"content_type": "text/csv", "text": "..."} because the router answers JSON.
+Files travel as text in JSON ({"format": "csv", "text": "...", "source": "name.csv"}); CSV and
+other text downloads come back as {"content_type": "text/csv", "text": "..."}.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field
 
 from inventory.reports import replenishment_csv
-from rfidd.api import Api, ApiError
+from rfidd.config_http import Role
 from rfidd.ops.service import OpsError, StoreOps
+from rfidd.web.deps import require
+from rfidd.web.errors import ApiError
 
 P = "/api/v1/ops"
-Params = dict[str, str]
-Query = dict[str, list[str]]
-Route = Callable[[Params, Query, Any], tuple[int, Any]]
 
 
 def parse_time(value: Any, field: str) -> float:
@@ -40,174 +46,191 @@ def parse_time(value: Any, field: str) -> float:
     raise ApiError(400, f"{field}: {value!r} is not epoch seconds or ISO 8601")
 
 
-def _q(query: Query, name: str) -> str | None:
-    v = query.get(name)
-    return v[-1] if v else None
+class TextFile(BaseModel):
+    text: str = Field(description="The file's content.")
+    format: Literal["csv", "json"] = Field("csv", description="csv or json.")
+    source: str = Field("<api>", max_length=256, description="File name, for error messages.")
 
 
-def _body(body: Any) -> dict[str, Any]:
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        raise ApiError(400, "request body must be a JSON object")
-    return body
+class CatalogImport(BaseModel):
+    text: str | None = Field(None, description="A catalog file's content (with format).")
+    format: Literal["csv", "json"] = Field("csv", description="csv or json.")
+    source: str = Field("<api>", max_length=256, description="File name, for error messages.")
+    products: list[dict[str, Any]] | None = Field(None, description="Product records as JSON.")
 
 
-def _text_file(body: dict[str, Any]) -> tuple[str, str, str]:
-    text = body.get("text")
-    if not isinstance(text, str):
-        raise ApiError(400, "text: the file content (a string) is required")
-    fmt = body.get("format", "csv")
-    if fmt not in ("csv", "json"):
-        raise ApiError(400, f"format: {fmt!r} is not csv or json")
-    source = body.get("source", "<api>")
-    return text, str(fmt), str(source)[:256]
+class AsnImport(TextFile):
+    open_reception: bool | None = Field(
+        None, description="Open (or join) a reception for the imported ASNs.")
 
 
-def _wrap(fn: Route) -> Route:
-    def handler(p: Params, q: Query, b: Any) -> tuple[int, Any]:
-        try:
-            return fn(p, q, b)
-        except OpsError as exc:
-            raise ApiError(exc.status, str(exc)) from None
-    return handler
+class ReceptionOpen(BaseModel):
+    asn_ids: list[str] = Field(description="ASN ids to receive against.")
 
 
-def register_routes(api: Api, ops: StoreOps) -> None:
-    """Add the store-operations routes to the daemon's HTTP API."""
+class ReceptionClose(BaseModel):
+    note: str = Field("", max_length=2000, description="Staff note kept in the audit log.")
 
-    def route(method: str, path: str, fn: Route) -> None:
-        api.route(method, P + path, _wrap(fn))
 
-    # catalog
-    def catalog_import(_p: Params, _q: Query, b: Any) -> tuple[int, Any]:
-        body = _body(b)
-        if isinstance(body.get("products"), list):
+class CountStart(BaseModel):
+    zones: list[str] = Field(description="Zones to count.")
+    duration_s: float | None = Field(None, gt=0, description="Stop by itself after this long.")
+
+
+class ScheduleAdd(BaseModel):
+    cron: str = Field(description="Crontab expression, e.g. '0 7 * * 1'.")
+    zones: list[str] = Field(description="Zones to count.")
+    duration_s: float | None = Field(None, gt=0, description="Length of each count.")
+
+
+class ShrinkagePublish(BaseModel):
+    since: float | str | None = Field(None, description="Start (epoch s or ISO 8601).")
+    until: float | str | None = Field(None, description="End (epoch s or ISO 8601).")
+    currency: str | None = Field(None, pattern=r"^[A-Z]{3}$", description="ISO 4217 code.")
+
+
+def _period(since: Any, until: Any) -> tuple[float, float]:
+    end = parse_time(until, "until") if until is not None else time.time()
+    start = parse_time(since, "since") if since is not None else end - 30 * 86400.0
+    return start, end
+
+
+def _csv(text: str) -> dict[str, str]:
+    return {"content_type": "text/csv", "text": text}
+
+
+def router(ops: StoreOps) -> APIRouter:
+    r = APIRouter(prefix=P, tags=["ops"], dependencies=[Depends(require(Role.STAFF))],
+                  route_class=_OpsRoute)
+
+    @r.post("/catalog")
+    def catalog_import(body: CatalogImport) -> JSONResponse:
+        if body.products is not None:
             from inventory.catalog import parse_catalog_records
 
-            res = ops.import_catalog(parse_catalog_records(body["products"], "<api>"))
+            res = ops.import_catalog(parse_catalog_records(body.products, "<api>"))
+        elif body.text is not None:
+            res = ops.import_catalog_text(body.text, body.format, body.source)
         else:
-            res = ops.import_catalog_text(*_text_file(body))
-        return (200 if not res["errors"] else 422 if not res["imported"] else 200), res
+            raise ApiError(422, "text: the file content (or products) is required")
+        return JSONResponse(res, 422 if res["errors"] and not res["imported"] else 200)
 
-    route("POST", "/catalog", catalog_import)
-    route("GET", "/catalog/classification", lambda p, q, b: (200, ops.classification()))
+    @r.get("/catalog/classification")
+    def classification() -> Any:
+        return ops.classification()
 
-    # ASNs and receptions
-    def asn_import(_p: Params, _q: Query, b: Any) -> tuple[int, Any]:
-        body = _body(b)
-        open_reception = body.get("open_reception")
-        if open_reception is not None and not isinstance(open_reception, bool):
-            raise ApiError(400, "open_reception: must be true or false")
-        res = ops.import_asn_text(*_text_file(body), open_reception=open_reception)
-        bad = res["errors"] or res["conflicts"]
-        return (422 if bad else 200), res
+    @r.post("/asns")
+    def asn_import(body: AsnImport) -> JSONResponse:
+        res = ops.import_asn_text(body.text, body.format, body.source,
+                                  open_reception=body.open_reception)
+        return JSONResponse(res, 422 if res["errors"] or res["conflicts"] else 200)
 
-    def asn_get(p: Params, _q: Query, _b: Any) -> tuple[int, Any]:
+    @r.get("/asns/{asn_id}")
+    def asn_get(asn_id: str) -> Any:
         from rfidd.ops import store
 
         with ops.ctx.db.session() as s:
-            row = store.asn_summary(s, p["asn_id"])
+            row = store.asn_summary(s, asn_id)
         if row is None:
-            raise ApiError(404, f"unknown ASN {p['asn_id']}")
-        return 200, row
+            raise ApiError(404, f"unknown ASN {asn_id}")
+        return row
 
-    def reception_open(_p: Params, _q: Query, b: Any) -> tuple[int, Any]:
-        ids = _body(b).get("asn_ids")
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise ApiError(400, "asn_ids: a list of ASN ids is required")
-        return 201, ops.open_reception(ids, opened_by="staff")
+    @r.post("/receptions", status_code=201)
+    def reception_open(body: ReceptionOpen, request: Request) -> Any:
+        return ops.open_reception(body.asn_ids, opened_by=_who(request))
 
-    def reception_report(p: Params, q: Query, _b: Any) -> tuple[int, Any]:
-        if _q(q, "format") == "csv":
-            return 200, {"content_type": "text/csv", "text": ops.reception_csv(p["sid"])}
-        return 200, ops.reception(p["sid"])
+    @r.get("/receptions")
+    def receptions() -> Any:
+        return ops.receptions()
 
-    route("POST", "/asns", asn_import)
-    route("GET", "/asns/{asn_id}", asn_get)
-    route("POST", "/receptions", reception_open)
-    route("GET", "/receptions", lambda p, q, b: (200, ops.receptions()))
-    route("GET", "/receptions/{sid}", reception_report)
-    route("POST", "/receptions/{sid}/close", lambda p, q, b: (200, ops.close_reception(p["sid"])))
+    @r.get("/receptions/{sid}")
+    def reception(sid: str, format: str | None = None) -> Any:
+        return _csv(ops.reception_csv(sid)) if format == "csv" else ops.reception(sid)
 
-    # counts
-    def count_start(_p: Params, _q: Query, b: Any) -> tuple[int, Any]:
-        body = _body(b)
-        zones = body.get("zones")
-        if not isinstance(zones, list) or not all(isinstance(z, str) for z in zones):
-            raise ApiError(400, "zones: a list of zone names is required")
-        duration = body.get("duration_s")
-        if duration is not None and (not isinstance(duration, (int, float))
-                                     or isinstance(duration, bool)):
-            raise ApiError(400, "duration_s: must be a number of seconds")
-        return 201, ops.start_count(zones, duration_s=duration)
+    @r.post("/receptions/{sid}/close")
+    def reception_close(sid: str, body: ReceptionClose | None = None) -> Any:
+        return ops.close_reception(sid)
 
-    def count_get(p: Params, q: Query, _b: Any) -> tuple[int, Any]:
-        if _q(q, "format") == "csv":
-            return 200, {"content_type": "text/csv", "text": ops.count_csv(p["cid"])}
-        return 200, ops.count(p["cid"])
+    @r.post("/counts", status_code=201)
+    def count_start(body: CountStart) -> Any:
+        return ops.start_count(body.zones, duration_s=body.duration_s)
 
-    route("POST", "/counts", count_start)
-    route("GET", "/counts", lambda p, q, b: (200, ops.counts()))
-    route("GET", "/counts/{cid}", count_get)
-    route("POST", "/counts/{cid}/stop", lambda p, q, b: (200, ops.stop_count(p["cid"])))
+    @r.get("/counts")
+    def counts() -> Any:
+        return ops.counts()
 
-    def schedule_add(_p: Params, _q: Query, b: Any) -> tuple[int, Any]:
-        body = _body(b)
-        cron, zones, duration = body.get("cron"), body.get("zones"), body.get("duration_s")
-        if not isinstance(cron, str):
-            raise ApiError(400, "cron: a crontab expression is required, e.g. '0 7 * * 1'")
-        if not isinstance(zones, list) or not all(isinstance(z, str) for z in zones):
-            raise ApiError(400, "zones: a list of zone names is required")
-        if duration is not None and not isinstance(duration, (int, float)):
-            raise ApiError(400, "duration_s: must be a number of seconds")
-        return 201, ops.add_schedule(cron, zones, duration)
+    @r.get("/counts/{cid}")
+    def count(cid: str, format: str | None = None) -> Any:
+        return _csv(ops.count_csv(cid)) if format == "csv" else ops.count(cid)
 
-    def schedule_delete(p: Params, _q: Query, _b: Any) -> tuple[int, Any]:
-        if not p["sid"].isdigit():
-            raise ApiError(400, f"schedule id {p['sid']!r} is not a number")
-        ops.delete_schedule(int(p["sid"]))
-        return 200, {"deleted": int(p["sid"])}
+    @r.post("/counts/{cid}/stop")
+    def count_stop(cid: str) -> Any:
+        return ops.stop_count(cid)
 
-    route("POST", "/count-schedules", schedule_add)
-    route("GET", "/count-schedules", lambda p, q, b: (200, ops.schedules()))
-    route("POST", "/count-schedules/{sid}/delete", schedule_delete)
+    @r.post("/count-schedules", status_code=201)
+    def schedule_add(body: ScheduleAdd) -> Any:
+        return ops.add_schedule(body.cron, body.zones, body.duration_s)
 
-    # shrinkage and replenishment
-    def period(values: dict[str, Any]) -> tuple[float, float]:
-        import time
+    @r.get("/count-schedules")
+    def schedules() -> Any:
+        return ops.schedules()
 
-        until = parse_time(values["until"], "until") if values.get("until") is not None \
-            else time.time()
-        since = parse_time(values["since"], "since") if values.get("since") is not None \
-            else until - 30 * 86400.0
-        return since, until
+    @r.post("/count-schedules/{sid}/delete")
+    def schedule_delete(sid: str) -> Any:
+        if not sid.isdigit():
+            raise ApiError(400, f"schedule id {sid!r} is not a number")
+        ops.delete_schedule(int(sid))
+        return {"deleted": int(sid)}
 
-    def shrinkage_get(_p: Params, q: Query, _b: Any) -> tuple[int, Any]:
-        since, until = period({"since": _q(q, "since"), "until": _q(q, "until")})
-        if _q(q, "format") == "csv":
-            return 200, {"content_type": "text/csv",
-                         "text": ops.shrinkage_csv(since, until, _q(q, "currency"))}
-        return 200, ops.shrinkage(since, until, _q(q, "currency")).to_dict()
+    @r.get("/shrinkage")
+    def shrinkage(since: str | None = None, until: str | None = None,
+                  currency: str | None = None, format: str | None = None) -> Any:
+        start, end = _period(since, until)
+        if format == "csv":
+            return _csv(ops.shrinkage_csv(start, end, currency))
+        return ops.shrinkage(start, end, currency).to_dict()
 
-    def shrinkage_publish(_p: Params, _q: Query, b: Any) -> tuple[int, Any]:
-        body = _body(b)
-        since, until = period(body)
-        currency = body.get("currency")
-        if currency is not None and not isinstance(currency, str):
-            raise ApiError(400, "currency: must be an ISO 4217 code")
-        return 200, ops.shrinkage(since, until, currency, publish=True).to_dict()
+    @r.post("/shrinkage")
+    def shrinkage_publish(body: ShrinkagePublish) -> Any:
+        start, end = _period(body.since, body.until)
+        return ops.shrinkage(start, end, body.currency, publish=True).to_dict()
 
-    def replenishment(_p: Params, q: Query, _b: Any) -> tuple[int, Any]:
-        raw = _q(q, "floor_min") or "1"
-        if not raw.isdigit():
-            raise ApiError(400, f"floor_min: {raw!r} is not a whole number")
-        lines = ops.replenishment(int(raw))
-        if _q(q, "format") == "csv":
-            return 200, {"content_type": "text/csv", "text": replenishment_csv(lines)}
-        return 200, {"lines": [ln.to_dict() for ln in lines]}
+    @r.get("/shrinkage/suspected")
+    def suspected() -> Any:
+        return ops.suspected()
 
-    route("GET", "/shrinkage", shrinkage_get)
-    route("POST", "/shrinkage", shrinkage_publish)
-    route("GET", "/shrinkage/suspected", lambda p, q, b: (200, ops.suspected()))
-    route("GET", "/replenishment", replenishment)
+    @r.get("/replenishment")
+    def replenishment(floor_min: str = "1", format: str | None = None) -> Any:
+        if not floor_min.isdigit():
+            raise ApiError(400, f"floor_min: {floor_min!r} is not a whole number")
+        lines = ops.replenishment(int(floor_min))
+        if format == "csv":
+            return _csv(replenishment_csv(lines))
+        return {"lines": [ln.to_dict() for ln in lines]}
+
+    return r
+
+
+def _who(request: Request) -> str:
+    p = getattr(request.state, "principal", None)
+    return p.name if p is not None else "staff"
+
+
+class _OpsRoute(APIRoute):
+    """An OpsError is the answer it names (status and message)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def run(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except OpsError as exc:
+                return JSONResponse({"error": str(exc)}, exc.status)
+
+        return run
+
+
+def register_routes(api: Any, ops: StoreOps) -> None:
+    """Add the store-operations routes to the daemon's web server (rfidd.web.WebServer)."""
+    api.include_router(router(ops))

@@ -20,6 +20,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from rfidd.credentials import AUTH_HINT, auth_headers
+
 DEFAULT_API = "http://127.0.0.1:9750"
 EXIT_API_ERROR = 1
 EXIT_UNREACHABLE = 2
@@ -40,7 +42,8 @@ class Client:
             url += "?" + urllib.parse.urlencode(q)
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json",
+                                              **auth_headers()})
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 return json.loads(resp.read() or b"null")
@@ -52,6 +55,8 @@ class Client:
             if exc.code == 422 and isinstance(payload, dict) and "error" not in payload:
                 return payload  # partial imports: the caller shows what was rejected
             msg = payload.get("error", payload) if isinstance(payload, dict) else payload
+            if exc.code == 401:
+                msg = AUTH_HINT
             click.echo(f"error: {msg} (HTTP {exc.code})", err=True)
             sys.exit(EXIT_API_ERROR)
         except (urllib.error.URLError, OSError) as exc:

@@ -15,12 +15,14 @@ import pytest
 from click.testing import CliRunner
 
 from inventory.presence import PresenceTracker
-from rfidd.api import Api
 from rfidd.config import Config
+from rfidd.config_http import HttpConfig
 from rfidd.context import ServiceContext
+from rfidd.credentials import auth_headers
 from rfidd.metrics import Metrics
 from rfidd.ops import StoreOps, ops_cli, register_routes
 from rfidd.store.db import open_database
+from rfidd.web import WebServer
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +39,7 @@ def api_url(sqlite_url: str) -> Iterator[str]:
     ctx = ServiceContext(cfg, db, metrics, PresenceTracker(300, 0, 1), threading.RLock())
     ops = StoreOps(ctx)
     ops.start()
-    api = Api(metrics.registry, "127.0.0.1", 0)
+    api = WebServer(HttpConfig(port=0), metrics)
     register_routes(api, ops)
     api.start()
     try:
@@ -60,6 +62,7 @@ def cli(url: str, *args: str) -> Any:
 
 def http(url: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     req = urllib.request.Request(url + path, method=method,
+                                 headers={"Content-Type": "application/json", **auth_headers()},
                                  data=None if body is None else json.dumps(body).encode())
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
@@ -96,7 +99,7 @@ def test_errors_name_the_field_and_set_the_exit_code(api_url: str) -> None:
     res = cli(api_url, "reception", "open", "NOPE")
     assert res.exit_code == 1 and "unknown ASN(s) NOPE" in res.output
     assert http(api_url, "POST", "/api/v1/ops/asns", {"format": "xml", "text": ""}) == (
-        400, {"error": "format: 'xml' is not csv or json"})
+        422, {"error": "format: Input should be 'csv' or 'json'"})
     status, body = http(api_url, "POST", "/api/v1/ops/asns",
                         {"format": "csv", "text": "asn_id,epc\nA,3034\n"})
     assert status == 422 and any("shipped_at" in e for e in body["errors"])

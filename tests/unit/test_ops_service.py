@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from inventory.epc import decode, sgtin96_hex
 from inventory.presence import ChangeKind, PresenceChange, PresenceTracker, ZoneRead
-from rfidd.api import ApiError
+from rfidd.web.errors import ApiError
 from rfidd.config import Config
 from rfidd.context import ServiceContext
 from rfidd.metrics import Metrics
