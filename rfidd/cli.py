@@ -78,7 +78,36 @@ def check_config(file: Path, syntax_only: bool) -> None:
 
 def _check_secrets(cfg: Config) -> list[str]:
     """What only the machine can tell: the password file and TLS files are there and usable."""
-    return check_link_files(cfg.mqtt) if cfg.mqtt.enabled else []
+    problems = check_link_files(cfg.mqtt) if cfg.mqtt.enabled else []
+    return problems + (check_http_files(cfg) if cfg.http.enabled else [])
+
+
+def check_http_files(cfg: Config) -> list[str]:
+    """The API's token files, users file and TLS certificate load as the daemon loads them."""
+    import ssl
+
+    from rfidd.web.auth import AuthSetupError, load_users, read_token_file
+
+    problems = []
+    auth = cfg.http.auth
+    for t in auth.tokens:
+        try:
+            read_token_file(t.file, f"http.auth.tokens[{t.name}].file")
+        except AuthSetupError as exc:
+            problems.append(str(exc))
+    if auth.users_file is not None:
+        try:
+            load_users(auth.users_file)
+        except AuthSetupError as exc:
+            problems.append(str(exc))
+    tls = cfg.http.tls
+    if tls.cert_file is not None and tls.key_file is not None:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                tls.cert_file, tls.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            problems.append(f"http.tls: {exc}")
+    return problems
 
 
 def check_link_files(mqtt: MqttConfig) -> list[str]:

@@ -102,19 +102,24 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = [500]
+        started = False
+
+        def count(code: int) -> None:
+            route = scope.get("route")
+            self.counter.child(getattr(route, "path", None) or "other", str(code)).inc()
 
         async def counted_send(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
-                status[0] = message["status"]
+                started = True
+                count(message["status"])  # before the client can see the answer
             await send(message)
 
         try:
             await self._guarded(scope, receive, counted_send)
         finally:
-            route = scope.get("route")
-            label = getattr(route, "path", None) or "other"
-            self.counter.child(label, str(status[0])).inc()
+            if not started:
+                count(500)
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
@@ -151,22 +156,17 @@ class Guard:
                     return {"type": "http.request", "body": body, "more_body": False}
                 return await receive()
 
-            status = [0]
 
-            async def watched(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    status[0] = message["status"]
+            async def audited(message: Message) -> None:
+                if message["type"] == "http.response.start":  # recorded before it is answered
+                    await self._record(scope, body, message["status"])
                 await send(message)
 
-            try:
-                await self.app(scope, replay, watched)
-            finally:
-                await self._record(scope, headers, body, status[0])
+            await self.app(scope, replay, audited)
             return
         await self.app(scope, receive, send)
 
-    async def _record(self, scope: Scope, headers: dict[str, str], body: bytes,
-                      status: int) -> None:
+    async def _record(self, scope: Scope, body: bytes, status: int) -> None:
         """Audit an authenticated write: who, when, from where, what, and its answer."""
         principal = scope.get("state", {}).get("principal")
         if self.audit is None or principal is None:
