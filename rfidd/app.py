@@ -41,6 +41,7 @@ from rfidd.sdnotify import Notifier
 from rfidd.store import repo
 from rfidd.store.db import Database, open_database
 from rfidd.web import AuditLog, WebServer, site_router
+from rfidd.web.page import page_router
 
 log = logging.getLogger("rfidd")
 
@@ -375,9 +376,11 @@ class Daemon:
                 return {c.name: getattr(it, c.name) for c in it.__table__.columns}
 
         api.include_router(site_router(status, item))
+        books = next((x for x in self.services if isinstance(x, LifecycleService)), None)
         for svc in self.services:
             if isinstance(svc, StoreOps):
                 register_ops_routes(api, svc)
+                api.include_router(page_router(self.config, svc, books))
             if isinstance(svc, LifecycleService):
                 register_lifecycle_routes(api, svc)
 

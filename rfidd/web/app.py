@@ -21,6 +21,7 @@ from rfidd.web.audit import AuditLog
 from rfidd.web.auth import SESSION_COOKIE, Authenticator, Principal, describe
 from rfidd.web.deps import authenticate, require
 from rfidd.web.errors import ApiError
+from rfidd.web.page import mount_static
 from rfidd.web.security import Guard, RequestCounter
 
 log = logging.getLogger("rfidd.web")
@@ -112,6 +113,7 @@ def create_app(config: HttpConfig, metrics: Metrics, auth: Authenticator, *,
             raise HTTPException(404, "no audit log on this server")
         return {"entries": audit.since(since, max(1, min(limit, 10_000)))}
 
+    mount_static(app)
     wrapped = Guard(app, config, RequestCounter(metrics.http_requests, (
         "/healthz", "/metrics", "/api/v1/session", "other")),
         audit=audit.record if audit is not None else None)
