@@ -170,15 +170,17 @@ def run(config_file: Path, log_level: str) -> None:
               help="Scenario file (default: the packaged demo boutique).")
 @click.option("--keep-db", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Keep the SQLite database at this path instead of a temporary one.")
+@click.option("--http-port", type=int, default=9750, show_default=True,
+              help="Port of the staff page and API on 127.0.0.1 (0: any free port).")
 @click.option("--log-level", default="warning", show_default=True)
 def demo(seconds: float | None, mqtt_url: str | None, mqtt_protocol: str, scenario: Path | None,
-         keep_db: Path | None, log_level: str) -> None:
+         keep_db: Path | None, http_port: int, log_level: str) -> None:
     """Run a simulated store end to end: simulated readers, the daemon, SQLite, optional MQTT."""
     _setup_logging(log_level)
     from rfidd.demo import run_demo
 
     result = run_demo(seconds=seconds, mqtt_url=mqtt_url, mqtt_protocol=mqtt_protocol,
-                      scenario_path=scenario, keep_db=keep_db)
+                      scenario_path=scenario, keep_db=keep_db, http_port=http_port)
     sys.exit(result.exit_code)
 
 
