@@ -5,6 +5,7 @@ sign-in, audit, OpenAPI) and the staff page. Service routers are added by the co
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -46,6 +47,7 @@ def create_app(config: HttpConfig, metrics: Metrics, auth: Authenticator, *,
     app = FastAPI(title="rfidd site API", version="1", openapi_url=None, docs_url=None,
                   redoc_url=None)
     app.state.auth = auth
+    app.state.stopping = threading.Event()  # live streams end when the server stops
     app.state.audit = audit
     for k, v in (state or {}).items():
         setattr(app.state, k, v)

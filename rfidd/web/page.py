@@ -254,7 +254,8 @@ def _stream(request: Request, snapshot: Callable[[], dict[str, Any]],
     async def events() -> AsyncIterator[bytes]:
         last = None
         quiet = 0.0
-        while not await request.is_disconnected():
+        stopping = request.app.state.stopping
+        while not stopping.is_set() and not await request.is_disconnected():
             try:
                 data = await run_in_threadpool(snapshot)
             except Exception as exc:  # the session ended or vanished: say so, then stop

@@ -127,6 +127,7 @@ class WebServer:
         await self._server.serve(sockets=[self._sock])
 
     def stop(self) -> None:
+        self.app.state.stopping.set()
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:

@@ -215,7 +215,7 @@ document.addEventListener("DOMContentLoaded", () => {
     try {
       const r = await api("POST", "/api/v1/session", { login: $("login").value, secret: $("pin").value });
       S.csrf = r.csrf; $("pin").value = ""; signedIn(true); await loadContext(); show("count");
-    } catch (e) { $("sign-in-error").hidden = false; }
+    } catch (e) { $("pin").value = ""; $("sign-in-error").hidden = false; }
   });
   $("sign-out").onclick = async () => { stopLive(); await api("POST", "/api/v1/session/close").catch(() => {}); S.csrf = null; signedIn(false); };
   document.querySelectorAll(".langs button").forEach((btn) => btn.onclick = async () => {
