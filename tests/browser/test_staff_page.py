@@ -97,6 +97,12 @@ def _all(driver: Any, css: str) -> list[Any]:
     return list(driver.find_elements(By.CSS_SELECTOR, css))
 
 
+def _texts(driver: Any, css: str) -> list[str]:
+    """Texts of the matching elements read in one go (live lists are re-rendered under us)."""
+    return list(driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map((e) => e.innerText)", css))
+
+
 def _click(driver: Any, css: str) -> None:
     """Centre it first: a button at the viewport's bottom edge sits under the tab bar."""
     e = _by(driver, css)
@@ -139,8 +145,8 @@ def test_count_with_live_progress_and_missing_list(browser: Any, store: Store) -
     wait_until(lambda: " found" in _by(browser, "#count-headline").text, "live progress",
                timeout=20)
     # Items the book holds but no reader has seen: listed with the catalog's product names.
-    wait_until(lambda: _all(browser, "#missing-list li"), "the missing list", timeout=20)
-    first = _all(browser, "#missing-list li")[0].text
+    wait_until(lambda: _texts(browser, "#missing-list li"), "the missing list", timeout=20)
+    first = _texts(browser, "#missing-list li")[0]
     assert "?" not in first.splitlines()[0]
     names = {store.ops.catalog[g].name for g in store.ops.catalog}
     assert any(n in first for n in names), first
@@ -161,9 +167,9 @@ def test_close_a_reception_with_a_note(browser: Any, store: Store) -> None:
     _send_asn(store.daemon, shipment, store.scenario)
     _sign_in(browser, store, "en")
     _click(browser, 'nav button[data-tab="reception"]')
-    wait_until(lambda: _all(browser, "#reception-lines tr"), "the ASN lines", timeout=20)
-    wait_until(lambda: any(int(r.text.split()[-1] or 0) > 0 for r in
-                           _all(browser, "#reception-lines tr")), "items received", timeout=20)
+    wait_until(lambda: _texts(browser, "#reception-lines tr"), "the ASN lines", timeout=20)
+    wait_until(lambda: any(int(t.split()[-1]) > 0 for t in
+                           _texts(browser, "#reception-lines tr")), "items received", timeout=20)
     _by(browser, "#reception-note").send_keys("two cartons, one dented")
     _shot(browser, "reception-en")
     _click(browser, "#close-reception")
@@ -179,8 +185,8 @@ def test_find_an_item(browser: Any, store: Store) -> None:
     product = next(iter(store.scenario.catalog_rows()))
     _by(browser, "#find-q").send_keys(str(product["name"]))
     _click(browser, "#find-go")
-    wait_until(lambda: _all(browser, "#find-results .result"), "results", timeout=10)
-    card = _all(browser, "#find-results .result")[0].text
+    wait_until(lambda: _texts(browser, "#find-results .result"), "results", timeout=10)
+    card = _texts(browser, "#find-results .result")[0]
     assert str(product["name"]) in card and "Where:" in card
     _shot(browser, "find-en")
 
@@ -203,8 +209,9 @@ def test_switch_to_french(browser: Any, store: Store) -> None:
     assert "," in _by(browser, "#report-accuracy").text  # French decimals: 98,9 %
     _shot(browser, "count-report-fr")
     _click(browser, 'nav button[data-tab="charts"]')
-    wait_until(lambda: browser.execute_script(
-        "return document.getElementById('chart-accuracy').naturalWidth") > 0, "the chart")
+    for chart in ("chart-accuracy", "chart-shrinkage-zone", "chart-shrinkage-category"):
+        wait_until(lambda c=chart: browser.execute_script(  # type: ignore[misc]
+            f"return document.getElementById('{c}').naturalWidth") > 0, chart, timeout=20)
     _shot(browser, "charts-fr")
     _click(browser, "#lang-en")
     wait_until(lambda: _by(browser, 'nav button[data-tab="count"]').text == "Count", "English")
