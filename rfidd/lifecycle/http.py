@@ -43,7 +43,7 @@ def router(service: LifecycleService) -> APIRouter:
         return {"sessions": service.sessions(include_closed="all" in request.query_params)}
 
     @r.post("/commissioning/sessions", status_code=201, dependencies=[Depends(_STAFF)])
-    def open_session(body: dict[str, Any] = Body(...)) -> Any:  # noqa: B008
+    def open_session(body: dict[str, Any] = Body(...)) -> Any:
         try:
             return service.open_session(body)
         except ValueError as exc:
@@ -64,7 +64,7 @@ def router(service: LifecycleService) -> APIRouter:
             raise ApiError(404, f"no commissioning session {sid!r}") from None
 
     @r.post("/commissioning/binds", status_code=201, dependencies=[Depends(_STAFF)])
-    def bind(body: dict[str, Any] = Body(...)) -> Any:  # noqa: B008
+    def bind(body: dict[str, Any] = Body(...)) -> Any:
         try:
             return service.bind(body)
         except ValueError as exc:
@@ -92,7 +92,7 @@ def router(service: LifecycleService) -> APIRouter:
 
     @r.post("/{command}", dependencies=[Depends(role_for_command)])
     def command(command: str, request: Request,
-                body: Any = Body(None)) -> JSONResponse:  # noqa: B008
+                body: Any = Body(None)) -> JSONResponse:
         if command not in STEP_COMMANDS and command != "shipment":
             raise ApiError(404, f"unknown lifecycle command {command!r} (known: "
                            f"{', '.join(sorted([*STEP_COMMANDS, 'shipment']))})")

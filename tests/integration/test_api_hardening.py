@@ -81,7 +81,7 @@ def _server(tmp_path: Path, **http: Any) -> Server:
     r = APIRouter()
 
     @r.post("/api/v1/test/echo", dependencies=[Depends(require(Role.STAFF))])
-    def echo(body: Any = Body(None)) -> Any:  # noqa: B008
+    def echo(body: Any = Body(None)) -> Any:
         return {"echo": body}
 
     @r.post("/api/v1/test/sell", dependencies=[Depends(require(Role.POS))])
@@ -121,7 +121,7 @@ def test_every_route_but_healthz_needs_a_credential(server: Server) -> None:
     assert server.request("GET", "/healthz")[0] == 200
     for method, path in (("GET", "/metrics"), ("GET", "/api/v1/status"),
                          ("POST", "/api/v1/test/echo"), ("GET", "/api/v1/openapi.json")):
-        status, body, resp = server.request(method, path, {} if method == "POST" else None)
+        status, body, _ = server.request(method, path, {} if method == "POST" else None)
         assert status in (401, 404) and status != 200, (method, path)
         if status == 401:
             assert body == {"error": "authentication required"}  # no detail of what was wrong
@@ -169,7 +169,8 @@ def test_cross_site_and_rebinding_requests_are_refused(server: Server) -> None:
 def test_roles_are_enforced(tmp_path: Path) -> None:
     token = tmp_path / "pos.token"
     token.write_text("pos-token-0123456789abcdef\n")
-    s = _server(tmp_path, auth={"tokens": [{"name": "till-1", "roles": ["pos"], "file": str(token)}]})
+    s = _server(tmp_path, auth={"tokens": [
+        {"name": "till-1", "roles": ["pos"], "file": str(token)}]})
     try:
         pos = {"Authorization": "Bearer pos-token-0123456789abcdef"}
         assert s.request("POST", "/api/v1/test/sell", {}, pos)[0] == 200

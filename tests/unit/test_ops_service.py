@@ -14,7 +14,6 @@ from sqlalchemy import select
 
 from inventory.epc import decode, sgtin96_hex
 from inventory.presence import ChangeKind, PresenceChange, PresenceTracker, ZoneRead
-from rfidd.web.errors import ApiError
 from rfidd.config import Config
 from rfidd.context import ServiceContext
 from rfidd.metrics import Metrics
@@ -24,6 +23,7 @@ from rfidd.ops.store import gtin_of_uri
 from rfidd.store import repo
 from rfidd.store.db import open_database
 from rfidd.store.models import Event, Item, OutboxMessage
+from rfidd.web.errors import ApiError
 
 BAG, SCARF = "03760001001013", "03760001001020"
 CATALOG_CSV = (
