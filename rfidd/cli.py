@@ -207,6 +207,30 @@ def bench_ingest(readers: int, rate: float, seconds: float, items_per_zone: int,
                       sim_process))
 
 
+@main.group("users")
+def users() -> None:
+    """Staff accounts of the page (the file named by http.auth.users_file)."""
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--file", "users_file", required=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="The users file.")
+@click.option("--role", "roles", multiple=True, default=("staff",), show_default=True,
+              type=click.Choice(["pos", "staff", "manager", "ops"]))
+@click.password_option("--pin", prompt="PIN or password", help="Asked when not given.")
+def users_add(name: str, users_file: Path, roles: tuple[str, ...], pin: str) -> None:
+    """Add NAME (or give NAME a new PIN); the daemon reads the file at start."""
+    from rfidd.config_http import Role
+    from rfidd.web.auth import add_user
+
+    if len(pin) < 4:
+        raise click.BadParameter("at least 4 characters", param_hint="--pin")
+    user = add_user(users_file, name, [Role(r) for r in roles], pin)
+    click.echo(f"{user.name}: id {user.id}, roles {', '.join(sorted(user.roles))} "
+               f"(restart rfidd to apply)")
+
+
 def _register_subcommands() -> None:
     from rfidd.hq import hq_command
     from rfidd.lifecycle.cli import lifecycle_cli, trace_command
