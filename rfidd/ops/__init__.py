@@ -12,10 +12,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from rfidd.ops.api import register_routes
 from rfidd.ops.bench import bench_command
 from rfidd.ops.cli import ops_cli
 from rfidd.ops.service import OpsError, OpsSettings, StoreOps
+
+
+def register_routes(api: Any, ops: StoreOps) -> None:
+    """The HTTP routes (imported here, not at import of the package: the CLI needs no web
+    framework)."""
+    from rfidd.ops.api import register_routes as register
+
+    register(api, ops)
 
 
 def add_scheduled_jobs(scheduler: Any, ops: StoreOps) -> None:

@@ -7,6 +7,7 @@ the daemon never keeps the secret itself); PINs and passwords, guessable by natu
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -32,8 +33,13 @@ ALL_ROLES = frozenset(Role)
 SESSION_COOKIE = "rfidd_session"
 CSRF_HEADER = "x-csrf-token"
 _HASHER = PasswordHasher()
-# Verified when the user is unknown, so a wrong name costs as long as a wrong PIN.
-_DUMMY_HASH = _HASHER.hash("not a pin")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified when the user is unknown, so a wrong name costs as long as a wrong PIN
+    (made on first use: an argon2 hash costs a second of a loaded store PC at import)."""
+    return _HASHER.hash("not a pin")
 
 
 class AuthSetupError(Exception):
@@ -234,7 +240,7 @@ class Authenticator:
         user = self.users.get(login) or next(
             (u for u in self.users.values() if u.name.casefold() == login.casefold()), None)
         try:
-            _HASHER.verify(user.hash if user else _DUMMY_HASH, secret)
+            _HASHER.verify(user.hash if user else _dummy_hash(), secret)
         except (VerificationError, InvalidHashError):
             return None
         if user is None:
