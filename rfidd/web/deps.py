@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import HTTPException, Request
 
+from rfidd.actor import current_actor
 from rfidd.config_http import Role
 from rfidd.web.auth import CSRF_HEADER, SESSION_COOKIE, Authenticator, Principal
 from rfidd.web.security import WRITE_METHODS
@@ -59,6 +60,7 @@ async def authenticate(request: Request) -> Principal:
         raise Unauthenticated()
     auth.throttle.succeeded(addr)
     request.state.principal = principal
+    current_actor.set(principal.name)  # copied into the thread that runs the handler
     return principal
 
 

@@ -5,6 +5,7 @@ item; switch FR/EN. Screenshots of both languages go to docs/screenshots/ (shown
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -13,12 +14,14 @@ from typing import Any
 
 import pytest
 from conftest import missing_service
+from sqlalchemy import select
 from waits import wait_until
 
 from inventory.catalog import parse_catalog_records
 from rfidd.app import Daemon, Timings
 from rfidd.config_http import Role
 from rfidd.demo import _send_asn, _store_ops, default_scenario, demo_config
+from rfidd.store.models import Event
 from rfidd.web import page
 from rfidd.web.auth import add_user
 from simulator import Scenario, SimulatedSite
@@ -158,6 +161,13 @@ def test_count_with_live_progress_and_missing_list(browser: Any, store: Store) -
     assert "%" in _by(browser, "#report-accuracy").text
     assert " found" in _by(browser, "#report-headline").text
     _shot(browser, "count-report-en")
+    # HQ learns who counted by the opaque staff id, never the name.
+    staff_id = next(iter(store.daemon.api.auth.users))  # type: ignore[union-attr]
+    with store.daemon.db.session() as s:  # type: ignore[union-attr]
+        payloads = [json.loads(p) for p in s.scalars(
+            select(Event.payload).where(Event.biz_step == "cycle_counting"))]
+    assert payloads and all(p["rfidd:actor"] == staff_id for p in payloads)
+    assert not any("Camille" in json.dumps(p) for p in payloads)
 
 
 def test_close_a_reception_with_a_note(browser: Any, store: Store) -> None:
