@@ -124,7 +124,7 @@ def run_demo(*, seconds: float | None = None, mqtt_url: str | None = None, mqtt_
 
         users = Path(tmp.name) / "users.json"
         add_user(users, DEMO_LOGIN, [Role.STAFF, Role.MANAGER], DEMO_PIN)
-        http = {"port": http_port, "auth": {"users_file": str(users)}}
+        http = {"port": _free_or_any(http_port), "auth": {"users_file": str(users)}}
     with SimulatedSite(scenario) as site:
         cfg = demo_config(scenario, site.ports, f"sqlite:///{db_path}", mqtt_url, mqtt_protocol,
                           site_id, site.serial_paths, http)
@@ -152,6 +152,18 @@ def run_demo(*, seconds: float | None = None, mqtt_url: str | None = None, mqtt_
         result.presented_epcs = presented
         tmp.cleanup()
         return result
+
+
+def _free_or_any(port: int) -> int:
+    """`port` if nothing listens there (another rfidd may), else 0: any free port."""
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return 0
+    return port
 
 
 def _zone_counts(daemon: Daemon) -> dict[str, int]:
