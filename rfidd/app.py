@@ -27,6 +27,7 @@ from inventory.rules import SiteRules
 from readers.base import ReaderDriver, ReaderState
 from readers.llrp import LlrpReader
 from readers.serial import SerialReader
+from rfidd.command_auth import CommandGuard
 from rfidd.config import Config
 from rfidd.context import Service, ServiceContext
 from rfidd.ingest import Ingestor
@@ -131,6 +132,8 @@ class Daemon:
         def on_changes(changes: list[PresenceChange], decoded: dict[str, Any]) -> list[ItemEvent]:
             return rules.events_for(changes, decoded)
 
+        self.command_guard = CommandGuard(cfg.site.id, cfg.mqtt.require_signed_commands,
+                                          cfg.mqtt.command_public_key_file)
         self.hq = HqLink(
             cfg.mqtt, cfg.site.id, self.db, self.metrics, self.stop_event,
             document_builder=epcis_document, command_handler=self._on_command,
@@ -332,10 +335,7 @@ class Daemon:
         if handler is None:
             known = ", ".join(sorted(handlers)) or "none"
             raise ValueError(f"unknown command {name!r} (known: {known})")
-        try:
-            data = json.loads(payload)
-        except ValueError as exc:
-            raise ValueError(f"command {name}: payload is not JSON: {exc}") from None
+        data = json.loads(self.command_guard.check(name, payload))  # for us, signed if need be
         log.info("HQ command %s: %s", name, handler(data))
 
     def _refresh_outbox_metrics(self) -> None:

@@ -201,6 +201,12 @@ class MqttConfig(_Strict):
     outbox_alert_rows: int = Field(
         100_000, ge=1, description="Raise an alert when the outbox backlog passes this many rows."
     )
+    require_signed_commands: bool = Field(
+        False, description="Refuse state-changing HQ commands (sale, return, shipment, hold, "
+        "transfer...) that are not a JWS (Ed25519) signed by HQ's key.")
+    command_public_key_file: Path | None = Field(
+        None, description="HQ's Ed25519 public key (PEM) that signs commands; needed by "
+        "require_signed_commands.")
 
     @field_validator("url")
     @classmethod
@@ -220,6 +226,12 @@ class MqttConfig(_Strict):
     @classmethod
     def _check_password_file(cls, v: Any) -> Any:
         return _check_secret_file(v)
+
+    @model_validator(mode="after")
+    def _check_signing(self) -> MqttConfig:
+        if self.require_signed_commands and self.command_public_key_file is None:
+            raise ValueError("mqtt.require_signed_commands needs mqtt.command_public_key_file")
+        return self
 
     @model_validator(mode="after")
     def _check_tls(self) -> MqttConfig:
