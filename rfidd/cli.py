@@ -40,7 +40,10 @@ def install_signal_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-@click.group()
+@click.group(epilog="\b\nExit codes of the commands that talk to a running daemon (ops, "
+             "lifecycle):\n  0  done\n  1  the daemon refused the request (its message is "
+             "printed)\n  2  cannot reach the daemon (or the command line is wrong)\n"
+             "check-config and run exit 78 for a bad configuration.")
 @click.version_option(package_name="rfidd")
 def main() -> None:
     """rfidd: RFID store operations and traceability daemon."""
@@ -112,17 +115,17 @@ def check_http_files(cfg: Config) -> list[str]:
 
 def check_link_files(mqtt: MqttConfig) -> list[str]:
     """Open the broker password and TLS files as the link would; one message per problem."""
-    from rfidd.mqtt import HqLinkError, read_password, tls_context
+    from rfidd.mqtt_client import MqttSetupError, read_password, tls_context
 
     problems = []
     try:
         read_password(mqtt)
-    except HqLinkError as exc:
+    except MqttSetupError as exc:
         problems.append(str(exc))
     if mqtt.url.startswith("mqtts://") or mqtt.tls.configured:
         try:
             tls_context(mqtt.tls)
-        except (HqLinkError, OSError, ValueError) as exc:
+        except (MqttSetupError, OSError, ValueError) as exc:
             problems.append(f"mqtt.tls: {exc}")
     return problems
 

@@ -18,7 +18,6 @@ import logging
 import queue
 import random
 import re
-import ssl
 import sys
 import threading
 import time
@@ -26,16 +25,24 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from rfidd.config import MqttConfig, TlsConfig
+from rfidd.config import MqttConfig
 from rfidd.metrics import Metrics
+from rfidd.mqtt_client import (
+    ClientSettings,
+    MqttSetupError,
+    Will,
+    build_client,
+    connect,
+    explain_connect_error,
+    is_auth_refusal,
+    trust_source,
+)
 from rfidd.store import repo
 from rfidd.store.db import Database
 
@@ -52,8 +59,8 @@ DocumentBuilder = Callable[[list[dict[str, Any]], datetime, str], Mapping[str, A
 CommandHandler = Callable[[str, bytes], None]
 
 
-class HqLinkError(Exception):
-    """The link cannot be set up (unreadable password file...); the message says what and where."""
+# The link cannot be set up (unreadable password file...): the factory's error, by its old name.
+HqLinkError = MqttSetupError
 
 
 @dataclass(slots=True)
@@ -75,104 +82,6 @@ class LinkStats:
     connects: int = 0
     disconnects: int = 0
     by_stream: dict[str, int] = field(default_factory=dict)
-
-
-def read_password(config: MqttConfig, environ: Mapping[str, str] | None = None) -> str | None:
-    """The broker password from `mqtt.password_file` (None without one).
-
-    Errors name the setting and the file, never its content (a decode error would quote bytes
-    of the secret, so its details are dropped).
-    """
-    try:
-        path = config.resolved_password_file(environ)
-    except ValueError as exc:
-        raise HqLinkError(str(exc)) from None
-    if path is None:
-        return None
-    shown = config.password_file if path == config.password_file else (
-        f"{config.password_file} ({path})")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise HqLinkError(f"mqtt.password_file {shown}: cannot read: {exc.strerror}") from None
-    try:
-        text: str | None = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None  # raised outside the handler: no __context__ holding the secret's bytes
-    if text is None:
-        raise HqLinkError(f"mqtt.password_file {shown}: not UTF-8 text")
-    password = text[:-1] if text.endswith("\n") else text
-    password = password[:-1] if password.endswith("\r") else password
-    if not password:
-        raise HqLinkError(f"mqtt.password_file {shown}: empty")
-    if "\n" in password:
-        # Almost always an editing accident; sending it would fail authentication obscurely.
-        raise HqLinkError(f"mqtt.password_file {shown}: more than one line")
-    return password
-
-
-class _EncryptedKey(Exception):
-    pass
-
-
-def _no_key_passphrase() -> str:
-    # Without this callback OpenSSL would prompt on the terminal (and hang a service).
-    raise _EncryptedKey
-
-
-def tls_context(tls: TlsConfig) -> ssl.SSLContext:
-    """A verifying client context: the broker certificate must chain to `ca_file` (or the system
-    trust store without one) and, unless `insecure`, name the host. Errors name the file."""
-    # Not ssl.create_default_context(): it always loads the system store, and a private HQ CA
-    # must be the only one trusted when given (any public CA could otherwise vouch for HQ).
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, check_hostname
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if tls.ca_file is None:
-        ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
-    else:
-        try:
-            ctx.load_verify_locations(cafile=str(tls.ca_file))
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise HqLinkError(f"mqtt.tls.ca_file {tls.ca_file}: cannot load CA certificates: "
-                              f"{reason}") from None
-    if tls.cert_file is not None:
-        key = tls.key_file or tls.cert_file
-        try:
-            ctx.load_cert_chain(str(tls.cert_file), str(key), password=_no_key_passphrase)
-        except _EncryptedKey:
-            raise HqLinkError(f"mqtt.tls.key_file {key}: the key is encrypted; rfidd needs an "
-                              "unencrypted key (protect it with file permissions or a "
-                              "systemd credential)") from None
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise HqLinkError(f"mqtt.tls.cert_file {tls.cert_file} / key_file {key}: cannot "
-                              f"load the client certificate and key: {reason}") from None
-    ctx.check_hostname = not tls.insecure
-    return ctx
-
-
-def _trust_source(tls: TlsConfig) -> str:
-    src = f"CA file {tls.ca_file}" if tls.ca_file else "system trust store"
-    if tls.cert_file:
-        src += f", client certificate {tls.cert_file}"
-    if tls.insecure:
-        src += ", host name NOT checked"
-    return src
-
-
-def _explain_connect_error(exc: BaseException | None) -> str:
-    """One line an operator can act on, for the exception paho hit while connecting."""
-    if exc is None:
-        return "unknown error"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return (f"TLS: the broker's certificate was not accepted ({exc.verify_message}); check "
-                "mqtt.tls.ca_file and that the certificate names this host")
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS handshake failed: {exc.reason or exc}"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return f"{type(exc).__name__}: {exc}"
 
 
 class HqLink:
@@ -234,12 +143,21 @@ class HqLink:
         self.command_filter = f"{self.base}/cmd/+"
         self._command_prefix = f"{self.base}/cmd/"
 
-        u = urlsplit(config.url)
-        self.tls = u.scheme == "mqtts"
-        self.host = u.hostname or "127.0.0.1"
-        self.port = u.port or (8883 if self.tls else 1883)
-        self.v5 = config.protocol == "5"
         self.client_id = config.client_id or f"rfidd-{site_id}"
+        self.settings = ClientSettings.from_config(
+            config, client_id=self.client_id,
+            persistent_session=persistent_session, session_expiry_s=session_expiry_s,
+            reconnect_min_s=reconnect_min_s, reconnect_max_s=reconnect_max_s,
+            # Retained `offline` when we vanish; published last on connect, so it is current.
+            will=Will(self.status_topic, OFFLINE, qos=1, retain=True),
+            # A command is acknowledged once handled (or answered with an error), so one that
+            # was queued when the daemon stopped is redelivered by the broker, not lost.
+            manual_ack=True, max_inflight=max_inflight, logger=f"{__name__}.paho",
+        )
+        self.tls = self.settings.tls is not None
+        self.host = self.settings.host
+        self.port = self.settings.port
+        self.v5 = self.settings.v5
 
         self.stats = LinkStats()
         self._wake = threading.Event()
@@ -270,18 +188,7 @@ class HqLink:
         """Connect in the background and start the threads; returns at once."""
         self._client = self._make_client()
         self.metrics.mqtt_connected.set(0)
-        props = None
-        if self.v5:
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = self.session_expiry_s if self.persistent_session else 0
-        self._client.connect_async(
-            self.host,
-            self.port,
-            keepalive=self.config.keepalive_s,
-            clean_start=(not self.persistent_session) if self.v5
-            else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-            properties=props,
-        )
+        connect(self._client, self.settings)
         self._client.loop_start()
         self._publisher = threading.Thread(
             target=self._run_publisher, name="mqtt-publisher", daemon=True
@@ -293,7 +200,7 @@ class HqLink:
         self._command_thread.start()
         log.info("HQ link to %s:%d (MQTT %s%s) as %s%s", self.host, self.port,
                  self.config.protocol,
-                 f", TLS with {_trust_source(self.config.tls)}" if self.tls else "",
+                 f", TLS with {trust_source(self.config.tls)}" if self.tls else "",
                  self.client_id,
                  f", user {self.config.username}" if self.config.username is not None else "")
 
@@ -359,23 +266,7 @@ class HqLink:
     # ------------------------------------------------------------------ paho setup
 
     def _make_client(self) -> mqtt.Client:
-        c = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311,
-            clean_session=None if self.v5 else not self.persistent_session,
-            # A command is acknowledged once handled (or answered with an error), so one that
-            # was queued when the daemon stopped is redelivered by the broker, not lost.
-            manual_ack=True,
-        )
-        c.enable_logger(logging.getLogger(f"{__name__}.paho"))
-        if self.config.username is not None or self.config.password_file is not None:
-            c.username_pw_set(self.config.username or "", read_password(self.config))
-        if self.tls:
-            c.tls_set_context(tls_context(self.config.tls))
-        c.will_set(self.status_topic, OFFLINE, qos=1, retain=True)
-        c.max_inflight_messages_set(self.max_inflight)
-        c.max_queued_messages_set(0)
+        c = build_client(self.settings)
         self._set_backoff(c)
         c.on_connect = self._on_connect
         c.on_connect_fail = self._on_connect_fail
@@ -401,7 +292,7 @@ class HqLink:
     ) -> None:
         if reason.is_failure:
             hint = ""
-            if reason.value in (0x86, 0x87):  # bad user name or password; not authorized
+            if is_auth_refusal(reason):
                 hint = (f"; check mqtt.username ({self.config.username!r}) and "
                         f"mqtt.password_file ({self.config.password_file})")
             log.error("HQ broker %s:%d refused the connection: %s%s", self.host, self.port,
@@ -427,7 +318,7 @@ class HqLink:
 
     def _on_connect_fail(self, client: mqtt.Client, _userdata: Any) -> None:
         # paho calls this inside its `except OSError:` block: the exception is the reason.
-        reason = _explain_connect_error(sys.exc_info()[1])
+        reason = explain_connect_error(sys.exc_info()[1])
         log.warning("cannot connect to HQ broker %s:%d: %s; retrying", self.host, self.port,
                     reason)
         self._set_backoff(client)

@@ -172,8 +172,8 @@ class HqMqttConfig(_Strict):
 
     @model_validator(mode="after")
     def _check_as_site_link(self) -> HqMqttConfig:
-        # The relay reads its secret and builds its TLS context through the site link's
-        # helpers (rfidd.mqtt), so the settings they share must pass the site link's rules.
+        # The consumer and the relay build their client with the site link's factory
+        # (rfidd.mqtt_client), so the settings they share must pass the site link's rules.
         self.site_mqtt_config()
         if self.relay_asns and len(self.relay_client_id().encode()) > 256:
             raise ValueError("client_id: at most 252 bytes with relay_asns (the relay's client "
@@ -181,8 +181,8 @@ class HqMqttConfig(_Strict):
         return self
 
     def site_mqtt_config(self) -> MqttConfig:
-        """These broker settings as the site daemon's MqttConfig (for rfidd.mqtt's helpers:
-        read_password, tls_context); ValueError when the site link's rules refuse them."""
+        """These broker settings as the site daemon's MqttConfig (for rfidd.mqtt_client and
+        `rfidd hq check-config`); ValueError when the site link's rules refuse them."""
         try:
             return MqttConfig.model_validate({
                 "url": self.url, "protocol": self.protocol, "topic_prefix": self.topic_prefix,

@@ -27,12 +27,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -41,7 +37,7 @@ from sqlalchemy.exc import DataError
 from rfidd.hq.config import HqMqttConfig
 from rfidd.hq.documents import DocumentError, parse_document
 from rfidd.hq.store import Batch, BatchResult, HqStore, SiteMessageRow, StatusRow
-from rfidd.mqtt import HqLinkError, read_password, tls_context
+from rfidd.mqtt_client import ClientSettings, MqttSetupError, build_client, connect
 
 log = logging.getLogger(__name__)
 
@@ -165,11 +161,18 @@ class HqConsumer:
         self.reconnect_max_s = reconnect_max_s
 
         self.prefix = config.topic_prefix
-        self.v5 = config.protocol == "5"
-        u = urlsplit(config.url)
-        self.tls = u.scheme == "mqtts"
-        self.host = u.hostname or "127.0.0.1"
-        self.port = u.port or (8883 if self.tls else 1883)
+        # The same certificate checks and secret handling as the site link (credential:NAME,
+        # CA file only when given, never the secret in a message). Always a persistent
+        # session: what the sites publish while HQ is away waits in it.
+        self.settings = ClientSettings.from_config(
+            config.site_mqtt_config(), client_id=config.client_id, persistent_session=True,
+            session_expiry_s=config.session_expiry_s, reconnect_min_s=reconnect_min_s,
+            reconnect_max_s=reconnect_max_s, manual_ack=True,
+            receive_maximum=config.receive_maximum, max_packet_bytes=config.max_message_bytes,
+        )
+        self.v5 = self.settings.v5
+        self.tls = self.settings.tls is not None
+        self.host, self.port = self.settings.host, self.settings.port
 
         self.stats = ConsumerStats()
         self._stats_lock = threading.Lock()
@@ -216,26 +219,10 @@ class HqConsumer:
     # ------------------------------------------------------------------ lifecycle
 
     def _make_client(self) -> mqtt.Client:
-        c = self.config
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=c.client_id,
-            protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311,
-            clean_session=None if self.v5 else False,
-            manual_ack=True,
-        )
-        # The same certificate checks and secret handling as the site link (credential:NAME,
-        # CA file only when given, never the secret in a message).
         try:
-            site_cfg = c.site_mqtt_config()
-            password = read_password(site_cfg)
-            if self.tls:
-                client.tls_set_context(tls_context(site_cfg.tls))
-        except (HqLinkError, ValueError) as exc:
+            client = build_client(self.settings)
+        except MqttSetupError as exc:
             raise HqConsumerError(str(exc)) from None
-        if c.username is not None or password is not None:
-            client.username_pw_set(c.username or "", password)
-        client.reconnect_delay_set(self.reconnect_min_s, self.reconnect_max_s)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
@@ -250,17 +237,7 @@ class HqConsumer:
                 "receives every message; run a single instance", self.config.protocol,
             )
         self._client = self._make_client()
-        props = None
-        if self.v5:
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = self.config.session_expiry_s
-            props.ReceiveMaximum = self.config.receive_maximum
-            props.MaximumPacketSize = self.config.max_message_bytes
-        self._client.connect_async(
-            self.host, self.port, keepalive=self.config.keepalive_s,
-            clean_start=False if self.v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-            properties=props,
-        )
+        connect(self._client, self.settings)
         self._writer = threading.Thread(target=self._run_writer, name="hq-writer", daemon=True)
         self._writer.start()
         self._client.loop_start()

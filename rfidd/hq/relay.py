@@ -21,19 +21,18 @@ from __future__ import annotations
 import itertools
 import logging
 import re
-import ssl
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from inventory.asn import parse_asn_json
+from rfidd.config import TlsConfig
+from rfidd.mqtt_client import ClientSettings, MqttSetupError, build_client, connect
 
 if TYPE_CHECKING:
     from rfidd.hq.config import HqMqttConfig
@@ -88,8 +87,8 @@ class AsnRelay:
 
     def __init__(self, host: str, port: int, *, topic_prefix: str = "rfidd/v1",
                  share_group: str | None = "rfidd-asn-relay", client_id: str | None = None,
-                 username: str | None = None, password: str | None = None,
-                 tls: ssl.SSLContext | None = None, protocol: str = "5",
+                 username: str | None = None, password_file: Path | None = None,
+                 tls: TlsConfig | None = None, protocol: str = "5",
                  keepalive_s: int = 30, session_expiry_s: int | None = None,
                  reconnect_min_s: int = 1, reconnect_max_s: int = 60,
                  metrics: RelayMetrics | None = None) -> None:
@@ -98,11 +97,17 @@ class AsnRelay:
         self.prefix = topic_prefix
         self.host, self.port = host, port
         self.v5 = protocol == "5"
-        self.keepalive_s = keepalive_s
         self.persistent = client_id is not None
         if session_expiry_s is None:
             session_expiry_s = 7 * 86_400 if self.persistent else 0
-        self.session_expiry_s = session_expiry_s
+        self.settings = ClientSettings(
+            host=host, port=port, client_id=client_id or "",
+            protocol="5" if self.v5 else "3.1.1", keepalive_s=keepalive_s,
+            persistent_session=self.persistent, session_expiry_s=session_expiry_s,
+            username=username, password_file=password_file, tls=tls,
+            reconnect_min_s=reconnect_min_s, reconnect_max_s=reconnect_max_s,
+            manual_ack=True, logger="rfidd.hq.relay.paho",
+        )
         filt = f"{topic_prefix}/+/asn"
         # Shared subscriptions are MQTT 5; a 3.1.1 relay must run alone.
         self.topic_filter = f"$share/{share_group}/{filt}" if share_group and self.v5 else filt
@@ -115,18 +120,11 @@ class AsnRelay:
         self._lock = threading.RLock()
         self.subscribed = threading.Event()
         self.connected = threading.Event()
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id or "",
-            protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311,
-            clean_session=None if self.v5 else not self.persistent, manual_ack=True)
-        self._client.enable_logger(logging.getLogger("rfidd.hq.relay.paho"))
-        if username is not None or password is not None:
-            self._client.username_pw_set(username or "", password)
-        if tls is not None:
-            self._client.tls_set_context(tls)
-        self._client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)
-        # Forwarded copies must never be dropped by paho's own queue limit.
-        self._client.max_queued_messages_set(0)
+        try:
+            # Forwarded copies are never dropped by paho's own queue (the factory's default).
+            self._client = build_client(self.settings)
+        except MqttSetupError as exc:
+            raise RelayError(f"ASN relay: {exc}") from None
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = lambda *_a: self.subscribed.set()
@@ -137,36 +135,22 @@ class AsnRelay:
     def from_config(cls, config: HqMqttConfig, *, metrics: RelayMetrics | None = None,
                     reconnect_min_s: int = 1, reconnect_max_s: int = 60) -> AsnRelay:
         """The relay of `rfidd hq run`: the consumer's broker, credentials and TLS (through
-        rfidd.mqtt's helpers, so both links check certificates alike), its own client id.
+        the one client factory, so both links check certificates alike), its own client id.
 
         Raises RelayError naming the setting when a secret or certificate cannot be loaded.
         """
-        from rfidd.mqtt import HqLinkError, read_password, tls_context
-
-        site_cfg = config.site_mqtt_config()
-        try:
-            password = read_password(site_cfg)
-            tls = tls_context(site_cfg.tls) if config.url.startswith("mqtts://") else None
-        except HqLinkError as exc:
-            raise RelayError(f"ASN relay: {exc}") from None
         host, port = config.host_port()
         return cls(host, port, topic_prefix=config.topic_prefix,
                    share_group=config.relay_share_group, client_id=config.relay_client_id(),
-                   username=config.username, password=password, tls=tls,
+                   username=config.username, password_file=config.password_file,
+                   tls=config.tls if config.url.startswith("mqtts://") else None,
                    protocol=config.protocol, keepalive_s=config.keepalive_s,
                    session_expiry_s=config.session_expiry_s, reconnect_min_s=reconnect_min_s,
                    reconnect_max_s=reconnect_max_s, metrics=metrics)
 
     def start(self) -> None:
         """Connect in the background (the broker may be down); returns at once."""
-        props = None
-        if self.v5:
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = self.session_expiry_s
-        self._client.connect_async(
-            self.host, self.port, keepalive=self.keepalive_s,
-            clean_start=(not self.persistent) if self.v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-            properties=props)
+        connect(self._client, self.settings)
         self._client.loop_start()
 
     def stop(self) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from rfidd.credentials import auth_headers
+from rfidd.client import EXIT_CODES_HELP, EXIT_REFUSED, ApiClient
 
 DEFAULT_API = "http://127.0.0.1:9750"
 
@@ -38,31 +36,19 @@ def _api_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def call(api: str, method: str, path: str, body: Any = None, timeout: float = 30.0
          ) -> tuple[int, Any]:
-    """One request to the daemon; (status, JSON body). ClickException when unreachable."""
-    url = api.rstrip("/") + path
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json", **auth_headers()})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            return exc.code, json.loads(raw)
-        except ValueError:
-            return exc.code, {"error": raw.decode(errors="replace")[:500]}
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise click.ClickException(f"cannot reach the rfidd API at {api}: {reason} "
-                                   "(is the daemon running? see --api)") from None
+    """One request to the daemon at `api`; (status, JSON body) whatever the status.
+
+    Raises rfidd.client.Unreachable (exit 2) when there is no answer.
+    """
+    r = ApiClient(api, timeout=timeout).send(method, path, body)
+    return r.status, r.body
 
 
 def _show(status: int, body: Any, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(body, indent=2))
     elif status >= 400 and isinstance(body, dict) and "error" in body:
-        click.echo(f"error: {body['error']}", err=True)
+        click.echo(f"error: {body['error']} (HTTP {status})", err=True)
     elif isinstance(body, dict) and "items" in body:
         console = Console()
         t = Table(title=f"{body['command']} {body.get('txn') or ''}: {body['accepted']} accepted, "
@@ -80,7 +66,7 @@ def _show(status: int, body: Any, as_json: bool) -> None:
     else:
         click.echo(json.dumps(body, indent=2))
     if status >= 400:
-        sys.exit(1)
+        sys.exit(EXIT_REFUSED)
 
 
 def _send(api: str, as_json: bool, command: str, body: dict[str, Any]) -> None:
@@ -93,7 +79,7 @@ _epcs = click.argument("epcs", nargs=-1, required=True)
 _at = click.option("--at", help="Business time, ISO 8601 with offset (default: now).")
 
 
-@click.group("lifecycle")
+@click.group("lifecycle", epilog=EXIT_CODES_HELP)
 @click.option("--api", "api_url", default=DEFAULT_API, show_default=True, envvar="RFIDD_API",
               help="Local HTTP API of the running daemon.")
 @click.pass_context

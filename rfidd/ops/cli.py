@@ -10,9 +10,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -20,54 +17,17 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from rfidd.credentials import AUTH_HINT, auth_headers
+from rfidd.client import EXIT_CODES_HELP, EXIT_REFUSED, ApiClient
 
 DEFAULT_API = "http://127.0.0.1:9750"
-EXIT_API_ERROR = 1
-EXIT_UNREACHABLE = 2
+PREFIX = "/api/v1/ops"
+TIMEOUT_S = 120.0  # a count stop or a big import takes a while on a store PC
+# 422 with a result (no `error`): a partial import; the command shows what was rejected.
+PARTIAL = (422,)
 
 
-class Client:
-    """A tiny JSON client of /api/v1/ops; exits with a readable message on any failure."""
-
-    def __init__(self, base: str, timeout: float = 120.0) -> None:
-        self.base = base.rstrip("/")
-        self.timeout = timeout
-
-    def call(self, method: str, path: str, body: Any = None,
-             query: dict[str, Any] | None = None) -> Any:
-        url = f"{self.base}/api/v1/ops{path}"
-        q = {k: v for k, v in (query or {}).items() if v is not None}
-        if q:
-            url += "?" + urllib.parse.urlencode(q)
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json",
-                                              **auth_headers()})
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            try:
-                payload = json.loads(exc.read())
-            except ValueError:
-                payload = {"error": exc.reason}
-            if exc.code == 422 and isinstance(payload, dict) and "error" not in payload:
-                return payload  # partial imports: the caller shows what was rejected
-            msg = payload.get("error", payload) if isinstance(payload, dict) else payload
-            if exc.code == 401:
-                msg = AUTH_HINT
-            click.echo(f"error: {msg} (HTTP {exc.code})", err=True)
-            sys.exit(EXIT_API_ERROR)
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            click.echo(f"error: cannot reach rfidd at {self.base}: {reason} "
-                       "(is the daemon running, with [http] enabled?)", err=True)
-            sys.exit(EXIT_UNREACHABLE)
-
-
-def _client(ctx: click.Context) -> Client:
-    client = ctx.find_object(Client)
+def _client(ctx: click.Context) -> ApiClient:
+    client = ctx.find_object(ApiClient)
     assert client is not None, "ops_cli sets the client"
     return client
 
@@ -100,17 +60,17 @@ def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-@click.group("ops")
+@click.group("ops", epilog=EXIT_CODES_HELP)
 @click.option("--api", "api_url", default=DEFAULT_API, show_default=True, envvar="RFIDD_API",
               help="Base URL of the daemon's local HTTP API.")
 @click.pass_context
 def ops_cli(ctx: click.Context, api_url: str) -> None:
     """Store operations: catalog, ASNs and receptions, cycle counts, shrinkage."""
-    ctx.obj = Client(api_url)
+    ctx.obj = ApiClient(api_url, prefix=PREFIX, timeout=TIMEOUT_S)
 
 
 # -- catalog ------------------------------------------------------------------------------------
-@ops_cli.group("catalog")
+@ops_cli.group("catalog", epilog=EXIT_CODES_HELP)
 def catalog_group() -> None:
     """Product catalog."""
 
@@ -125,12 +85,12 @@ def catalog_import(ctx: click.Context, file: Path, fmt: str | None) -> None:
     or a JSON array of the same objects)."""
     text, fmt = _read_file(file, fmt)
     res = _client(ctx).call("POST", "/catalog", {"format": fmt, "text": text,
-                                                 "source": file.name})
+                                                 "source": file.name}, accept=PARTIAL)
     click.echo(f"{res['imported']} product(s) imported; catalog now {res['catalog_size']}")
     for e in res.get("error_text", []):
         click.echo(f"  rejected: {e}", err=True)
     if res.get("errors") and not res["imported"]:
-        sys.exit(EXIT_API_ERROR)
+        sys.exit(EXIT_REFUSED)
 
 
 @catalog_group.command("classification")
@@ -152,7 +112,7 @@ def catalog_classification(ctx: click.Context, as_json: bool) -> None:
 
 
 # -- ASN and reception --------------------------------------------------------------------------
-@ops_cli.group("asn")
+@ops_cli.group("asn", epilog=EXIT_CODES_HELP)
 def asn_group() -> None:
     """Advance shipping notices."""
 
@@ -168,7 +128,7 @@ def asn_import(ctx: click.Context, file: Path, fmt: str | None,
     """Import ASN(s) from FILE; importing the same ASN again changes nothing."""
     text, fmt = _read_file(file, fmt)
     res = _client(ctx).call("POST", "/asns", {"format": fmt, "text": text, "source": file.name,
-                                              "open_reception": open_reception})
+                                              "open_reception": open_reception}, accept=PARTIAL)
     click.echo(f"new: {', '.join(res['new']) or '-'}; already imported (identical): "
                f"{', '.join(res['identical']) or '-'}")
     if res.get("reception"):
@@ -178,10 +138,10 @@ def asn_import(ctx: click.Context, file: Path, fmt: str | None,
     for e in res.get("conflicts", []) + res.get("errors", []):
         click.echo(f"  rejected: {e}", err=True)
     if res.get("conflicts") or res.get("errors"):
-        sys.exit(EXIT_API_ERROR)
+        sys.exit(EXIT_REFUSED)
 
 
-@ops_cli.group("reception")
+@ops_cli.group("reception", epilog=EXIT_CODES_HELP)
 def reception_group() -> None:
     """Reception sessions against ASNs."""
 
@@ -219,11 +179,11 @@ def reception_list(ctx: click.Context, as_json: bool) -> None:
     _console().print(t)
 
 
-def _open_reception_id(client: Client) -> str:
+def _open_reception_id(client: ApiClient) -> str:
     open_ = [r for r in client.call("GET", "/receptions") if r["status"] == "open"]
     if not open_:
         click.echo("error: no reception session is open", err=True)
-        sys.exit(EXIT_API_ERROR)
+        sys.exit(EXIT_REFUSED)
     return str(open_[0]["session_id"])
 
 
@@ -292,7 +252,7 @@ def reception_close(ctx: click.Context, session_id: str | None, as_json: bool) -
 
 
 # -- counts -------------------------------------------------------------------------------------
-@ops_cli.group("count")
+@ops_cli.group("count", epilog=EXIT_CODES_HELP)
 def count_group() -> None:
     """Cycle counts."""
 
@@ -309,12 +269,12 @@ def count_start(ctx: click.Context, zones: tuple[str, ...], duration_s: float | 
                f"{res['progress']['expected']} items expected")
 
 
-def _running_count(client: Client) -> str:
+def _running_count(client: ApiClient) -> str:
     running = [r for r in client.call("GET", "/counts") if r["status"] == "running"]
     if len(running) != 1:
         click.echo("error: give the count id (running: "
                    f"{', '.join(r['session_id'] for r in running) or 'none'})", err=True)
-        sys.exit(EXIT_API_ERROR)
+        sys.exit(EXIT_REFUSED)
     return str(running[0]["session_id"])
 
 
@@ -444,7 +404,7 @@ def count_report(ctx: click.Context, count_id: str, csv_out: Path | None, as_jso
     print_count(res["report"], _console())
 
 
-@count_group.group("schedule")
+@count_group.group("schedule", epilog=EXIT_CODES_HELP)
 def schedule_group() -> None:
     """Scheduled counts (crontab expressions in the site's time zone)."""
 

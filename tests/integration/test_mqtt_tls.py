@@ -47,7 +47,8 @@ from tlsutil import (
 from inventory.events import stable_event_id
 from rfidd.config import MqttConfig
 from rfidd.metrics import Metrics
-from rfidd.mqtt import HqLink, HqLinkError, read_password, tls_context
+from rfidd.mqtt import HqLink, HqLinkError
+from rfidd.mqtt_client import read_password, tls_context
 from rfidd.store import Database, EventRecord, apply_batch, open_database, outbox_stats
 
 pytestmark = pytest.mark.integration
@@ -671,3 +672,52 @@ def test_own_password_hash_matches_mosquitto_passwd(tmp_path: Path) -> None:
     assert user == "u"
     assert mosquitto_hash(SECRET, salt) == hashed
     assert mosquitto_hash(WRONG, salt) != hashed
+
+
+# --------------------------------------------------------------------------- the client factory
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+@pytest.mark.parametrize(("password", "accepted"), [(SECRET, True), (WRONG, False)])
+def test_factory_client_over_tls_with_a_password_file_never_logs_it(
+    tls_broker: TlsBroker, tmp_path: Path, logs: pytest.LogCaptureFixture, protocol: str,
+    password: str, accepted: bool,
+) -> None:
+    """What the site link, the HQ consumer and the relay all build: a refusal is told apart by
+    paho's reason code, and at DEBUG (paho's packet log included) no record holds the secret."""
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from rfidd.config import TlsConfig
+    from rfidd.mqtt_client import ClientSettings, build_client, connect, is_auth_refusal
+
+    pw = tmp_path / "pw"
+    pw.write_text(password + "\n")
+    settings = ClientSettings(
+        "127.0.0.1", tls_broker.password, client_id=f"factory-{uuid.uuid4().hex[:6]}",
+        protocol=protocol,  # type: ignore[arg-type]
+        username=USER, password_file=pw, tls=TlsConfig(ca_file=tls_broker.ca.cert_file),
+        persistent_session=False, logger="rfidd.test.factory.paho",
+    )
+    client = build_client(settings)
+    answered = threading.Event()
+    reasons: list[ReasonCode] = []
+
+    def on_connect(_c: Any, _u: Any, _f: Any, reason: ReasonCode, _p: Any) -> None:
+        reasons.append(reason)
+        answered.set()
+
+    client.on_connect = on_connect
+    connect(client, settings)
+    client.loop_start()
+    try:
+        assert answered.wait(10), logs.text[-3000:]
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    assert reasons[0].is_failure is not accepted
+    assert is_auth_refusal(reasons[0]) is not accepted
+    assert any(r.name == "rfidd.test.factory.paho" for r in logs.records)  # paho did log
+    texts = [logs.text, *(r.getMessage() for r in logs.records),
+             *(repr(r.args) for r in logs.records), repr(settings)]
+    for t in texts:
+        assert password not in t
