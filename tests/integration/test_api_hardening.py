@@ -297,3 +297,21 @@ def test_failed_credentials_slow_the_address_down() -> None:
     assert t.delay("10.0.0.9", now + 3600) == 0  # forgotten
     t.succeeded("10.0.0.9")
     assert t.delay("10.0.0.9", now) == 0
+
+
+def test_a_client_that_goes_away_early_is_no_traceback(server: Server,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    auth = auth_headers()["Authorization"].encode()
+    head = (b"POST /api/v1/test/echo HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
+            b"application/json\r\nAuthorization: " + auth + b"\r\n")
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as c:
+            c.sendall(head + b"Content-Length: 100\r\n\r\n{\"a\":")  # then hangs up
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as c:
+            c.sendall(b"GET /api/v1/session HTTP/1.1\r\nHost: localhost\r\nAuthorization: "
+                      + auth + b"\r\n\r\n")  # and leaves before reading the answer
+    # The server is past those connections once it answers the next request on a new one.
+    assert server.request("GET", "/healthz")[0] == 200
+    wait_until(lambda: server.counted("/api/v1/session", 200) >= 5, "the abandoned answers")
+    assert not [r for r in caplog.records if r.levelno >= 40 or r.exc_info], [
+        r.getMessage() for r in caplog.records]
