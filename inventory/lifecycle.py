@@ -540,3 +540,19 @@ def _iso(t: float | None) -> str:
     if t is None:
         return "?"
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# Statuses whose moves between stockroom and floor are stocking/storing steps.
+STOCK_STATUSES = frozenset({Status.IN_STOCK, Status.ON_FLOOR, Status.RETURNED})
+# Statuses of items expected to walk out (no exit alert); MISSING was alerted already.
+LEAVE_STATUSES = frozenset({Status.SOLD, Status.ON_LOAN, Status.IN_TRANSIT, Status.MISSING})
+
+
+def may_leave(state: ItemState | None) -> bool:
+    """The exit rule: an item this site sold, lent, shipped, or repairs for a customer leaves
+    without an alert; stock, and items the books do not hold, do not."""
+    if state is None:
+        return False
+    if state.status is Status.IN_REPAIR:
+        return state.after_repair is Status.SOLD
+    return state.status in LEAVE_STATUSES

@@ -22,7 +22,7 @@ whichever path records it, HQ sees one event.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 
 from inventory.epc import DecodedEpc
 from inventory.events import Action, ItemEvent, stable_event_id
@@ -64,10 +64,6 @@ class SiteRules:
             (FLOOR, STOCK): self._storing,
         }
         self._departure: dict[str, Handler] = {ANY: _no_event}
-        self.decides_moves: Callable[[str], bool] = lambda _epc: True
-        """Whether these rules turn the item's stockroom/floor moves into stocking/storing.
-        The daemon answers no for items its books (the lifecycle) hold: there the books decide,
-        knowing a sold item from stock and an item already shelved. The default: always."""
 
     # -- extension points ----------------------------------------------------------------------
 
@@ -92,15 +88,23 @@ class SiteRules:
         self,
         changes: Iterable[PresenceChange],
         decoded: Mapping[str, DecodedEpc] | None = None,
+        held: Container[str] = (),
     ) -> list[ItemEvent]:
-        """The events of a batch of changes, in change order."""
+        """The events of a batch of changes, in change order.
+
+        `held` are the items the site's books hold: their stockroom/floor moves are the books'
+        to decide (they know a sold item from stock, and an item already shelved), so these
+        rules make stocking/storing only for the others (e.g. stock from before rfidd)."""
         out: list[ItemEvent] = []
         for change in changes:
             d = decoded.get(change.epc) if decoded is not None else None
             if d is not None and d.epcis_uri is None:
                 self.skipped += 1
                 continue
-            out.extend(self.handler_for(change)(change, d))
+            handler = self.handler_for(change)
+            if change.epc in held and handler in (self._stocking, self._storing):
+                continue
+            out.extend(handler(change, d))
         return out
 
     def handler_for(self, change: PresenceChange) -> Handler:
@@ -166,13 +170,9 @@ class SiteRules:
         return ANY if kind is None else kind
 
     def _stocking(self, change: PresenceChange, decoded: DecodedEpc | None) -> list[ItemEvent]:
-        if not self.decides_moves(change.epc):
-            return []
         return [self.event(change, "stocking", "sellable_accessible")]
 
     def _storing(self, change: PresenceChange, decoded: DecodedEpc | None) -> list[ItemEvent]:
-        if not self.decides_moves(change.epc):
-            return []
         return [self.event(change, "storing", "sellable_not_accessible")]
 
 

@@ -300,6 +300,38 @@ class ExitMonitor:
                 out.append(a)
         return out
 
+    def decide(self, reads: Iterable[tuple[str, str, float]],
+               may_leave: Callable[[str], bool]) -> list[ExitAlert]:
+        """The alerts these reads call for, without recording them: the caller commits them,
+        then calls `record` (a failed commit retried with the same alerts loses none, and a
+        batch that never committed debounces nothing). `may_leave` answers from the books."""
+        out: list[ExitAlert] = []
+        fresh: dict[str, float] = {}
+        for epc, zone, t in reads:
+            if zone not in self.exit_zones:
+                continue
+            if self.is_ours is not None and not self.is_ours(epc):
+                continue
+            last = fresh.get(epc, self._last_alert.get(epc))
+            if last is not None and t - last < self.debounce_s:
+                continue
+            if may_leave(epc):
+                continue
+            fresh[epc] = t
+            out.append(ExitAlert(stable_event_id("exit_alert", epc, zone, t), epc, zone, t))
+        return out
+
+    def record(self, alerts: Iterable[ExitAlert]) -> None:
+        """Alerts committed: they open the debounce window of their items."""
+        for a in alerts:
+            self._calls += 1
+            if self._calls % self._prune_every == 0:
+                self.prune(a.at)
+            prev = self._last_alert.get(a.epc)
+            if prev is None or a.at > prev:
+                self._last_alert[a.epc] = a.at
+            self.alerts += 1
+
     def prune(self, now: float) -> None:
         """Forget alerts older than the window (keeps memory bounded on a busy exit)."""
         horizon = now - self.debounce_s

@@ -55,3 +55,11 @@ class ReaderDriver(Protocol):
 
     @property
     def state(self) -> ReaderState: ...
+
+    def running(self) -> bool:
+        """Its supervisor thread runs (the daemon restarts a reader whose thread died)."""
+        ...
+
+    def hung_for(self) -> float:
+        """Seconds its supervisor is late past its next turn (0 when on time)."""
+        ...

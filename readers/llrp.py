@@ -328,6 +328,12 @@ class LlrpReader:
     def state(self) -> ReaderState:
         return self._supervisor.state
 
+    def running(self) -> bool:
+        return self._supervisor.is_alive()
+
+    def hung_for(self) -> float:
+        return self._supervisor.hung_for()
+
     @property
     def anomalies(self) -> int:
         return self._anomaly.count

@@ -231,9 +231,14 @@ class SerialReader:
             self._supervisor.stop(timeout)
 
     def is_alive(self) -> bool:
-        """The supervisor thread runs (it has no public accessor for it yet)."""
-        thread = getattr(self._supervisor, "_thread", None)
-        return isinstance(thread, threading.Thread) and thread.is_alive()
+        """The supervisor thread runs."""
+        return self._supervisor is not None and self._supervisor.is_alive()
+
+    def running(self) -> bool:
+        return self.is_alive()
+
+    def hung_for(self) -> float:
+        return 0.0 if self._supervisor is None else self._supervisor.hung_for()
 
     # --- sessions ----------------------------------------------------------------------------
 

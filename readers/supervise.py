@@ -25,6 +25,8 @@ BACKOFF_INITIAL_S = 1.0
 BACKOFF_MAX_S = 60.0
 BACKOFF_JITTER = 0.2  # +0..20 % of the delay: readers restarted together do not reconnect together
 POLL_S = 0.05
+HANG_MARGIN_S = 30.0
+"""How late past its next expected turn the supervisor loop may be before it counts as hung."""
 WATCHDOG_FACTOR = 3.0  # silence for 3 keepalive periods forces a reconnect
 
 
@@ -95,6 +97,21 @@ class Supervisor:
         self._thread: threading.Thread | None = None
         self.reconnects = 0  # sessions that ended for a reason other than stop()
         self.last_reason = ""
+        self._due = clock() + handshake_timeout_s + HANG_MARGIN_S  # next turn expected by
+
+    def is_alive(self) -> bool:
+        """The supervisor thread runs (False before start, after stop, or if it died)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def hung_for(self) -> float:
+        """Seconds the loop is late past the turn it announced (0: on time). A driver call
+        that never returns shows here; the daemon stops feeding the systemd watchdog then."""
+        if not self.is_alive():
+            return 0.0
+        return max(0.0, self._clock() - self._due)
+
+    def _expect(self, within_s: float) -> None:
+        self._due = self._clock() + within_s + HANG_MARGIN_S
 
     @property
     def state(self) -> ReaderState:
@@ -137,6 +154,7 @@ class Supervisor:
         reason = "starting"
         while not self._stop.is_set():
             self._set_state(ReaderState.CONNECTING, reason)
+            self._expect(self._handshake_s)
             session: Session | None = None
             try:
                 session = self._connect()
@@ -146,6 +164,7 @@ class Supervisor:
                 reason, was_online = self._watch(session)
                 if was_online:
                     attempt = 0
+                self._expect(self._handshake_s)
                 try:
                     session.close(polite=self._stop.is_set())
                 except Exception:
@@ -158,6 +177,7 @@ class Supervisor:
             delay = self._backoff.delay(attempt, self._rng)
             attempt += 1
             log.info("reader %s: reconnecting in %.2fs", self.name, delay)
+            self._expect(delay)
             self._stop.wait(delay)
         self._set_state(ReaderState.OFFLINE, "stopped")
 
@@ -166,6 +186,7 @@ class Supervisor:
         started = self._clock()
         online = False
         while not self._stop.is_set():
+            self._expect(self._poll())
             self._wake.wait(self._poll())
             self._wake.clear()
             if self._stop.is_set():

@@ -16,6 +16,8 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from rfidd.health import ServiceUnavailable
+
 log = logging.getLogger("rfidd.api")
 
 MAX_BODY = 1 << 20
@@ -65,6 +67,8 @@ class Api:
                 status, out = handler(match.groupdict(), parse_qs(url.query), data)
             except ApiError as exc:
                 return _json(exc.status, {"error": str(exc)})
+            except ServiceUnavailable as exc:  # database down or state busy: say so, now
+                return _json(503, {"error": str(exc)})
             except Exception as exc:  # a handler bug must not take the API down
                 log.exception("API %s %s failed", method, url.path)
                 return _json(500, {"error": f"internal error: {type(exc).__name__}"})

@@ -1,8 +1,10 @@
 """Composition root: the only place that builds components and wires them together.
 
-Start order: database -> domain state -> HQ link -> ingest -> scheduler -> HTTP API -> readers,
-then READY=1. Stop runs in reverse, so reads still in flight are committed and published before
-the HQ link says `offline`.
+`Daemon.start` is a sequence of small named steps: database -> domain state -> HQ link ->
+ingest -> services (lifecycle, store operations) -> scheduler -> HTTP API -> readers, then
+READY=1. Each step registers its stop; `stop` runs them last-in-first-out, so reads still in
+flight are ingested, committed and published before the HQ link says `offline`. The demo, the
+benchmarks and the tests build their daemon here too (`Daemon(config, ...)`), never by hand.
 """
 
 from __future__ import annotations
@@ -12,35 +14,49 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from inventory.epc import EpcClassifier
 from inventory.epcis import epcis_document, event_to_json
 from inventory.events import ItemEvent, stable_event_id
-from inventory.presence import PresenceChange, PresenceTracker
+from inventory.lifecycle import ItemState
+from inventory.presence import PresenceTracker
 from inventory.rules import SiteRules
 from readers.base import ReaderDriver, ReaderState
 from readers.llrp import LlrpReader
 from readers.serial import SerialReader
 from rfidd.command_auth import CommandGuard
 from rfidd.config import Config
-from rfidd.context import Service, ServiceContext
+from rfidd.context import ServiceContext
+from rfidd.health import DomainLock, ServiceUnavailable
 from rfidd.ingest import Ingestor
 from rfidd.intake import IngestQueue
+from rfidd.lifecycle import books as lifecycle_books
 from rfidd.lifecycle.http import register_routes as register_lifecycle_routes
 from rfidd.lifecycle.service import LifecycleService
 from rfidd.metrics import Metrics
 from rfidd.mqtt import HqLink
-from rfidd.ops import StoreOps, add_scheduled_jobs
+from rfidd.ops import (
+    CatalogService,
+    CountingService,
+    ExitService,
+    OpsSettings,
+    ReceptionService,
+    ReplenishmentService,
+    Schedules,
+)
 from rfidd.ops import register_routes as register_ops_routes
+from rfidd.pipeline import BatchComponent
 from rfidd.sdnotify import Notifier
 from rfidd.store import repo
-from rfidd.store.db import Database, open_database
+from rfidd.store.db import Database, DatabaseError, open_database
 from rfidd.web import AuditLog, WebServer, site_router
 from rfidd.web.page import page_router
 
@@ -69,8 +85,10 @@ class Daemon:
     timings: Timings = field(default_factory=Timings)
     reader_factory: Callable[[str, Any, IngestQueue], ReaderDriver] | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
-    service_factories: list[Callable[[ServiceContext], Service]] = field(
-        default_factory=lambda: default_services())
+    ops_settings: OpsSettings | None = field(default_factory=OpsSettings)
+    """Store operations (rfidd/ops/) with these settings; None runs the daemon without them."""
+    with_lifecycle: bool = True
+    """Run the item lifecycle service (the books)."""
 
     def __post_init__(self) -> None:
         self.notifier = Notifier()
@@ -81,57 +99,71 @@ class Daemon:
         self.scheduler: BackgroundScheduler | None = None
         self.api: WebServer | None = None
         self.readers: dict[str, ReaderDriver] = {}
-        self.services: list[Service] = []
         self.ctx: ServiceContext | None = None
+        self.lifecycle: LifecycleService | None = None
+        self.ops: OpsServices | None = None
+        self.stopped: list[str] = []
+        """Names of the components stopped, in order (the shutdown-order test reads it)."""
         self._stops: list[tuple[str, Callable[[], None]]] = []
         self.started_at = 0.0
         self._backlog_alerted = False
         self._outbox_depth = 0
+        self._db_alert: tuple[float, str] | None = None  # (since, reason) while it is down
         self._ingest_stop = threading.Event()  # set after the readers stopped, not before
 
     # -- start -----------------------------------------------------------------------------
     def start(self) -> None:
-        cfg = self.config
         self.started_at = time.time()
+        self._init_metrics()
+        tracker = self._init_database()
+        self._init_domain(tracker)
+        self._start_hq_link()
+        self._init_ingest()
+        self._start_services()
+        self._start_ingest()
+        self._start_scheduler()
+        self._start_http()
+        self._start_readers()
+        self.notifier.ready(f"{len(self.readers)} readers, database up")
+        log.info("rfidd %s up: %d readers, %d zones", self.config.site.id, len(self.readers),
+                 len(self.config.zones))
+
+    def _init_metrics(self) -> None:
+        cfg = self.config
         self.metrics.init_readers(
             (n, r.antenna_zones().keys()) for n, r in cfg.readers.items() if r.enabled
         )
         self.metrics.init_zones(cfg.zones)
 
+    def _init_database(self) -> PresenceTracker:
+        """Open (and migrate) the database; restore presence from it."""
+        cfg = self.config
         self.db = open_database(cfg.database.url)
         self._on_stop("database", self.db.dispose)
-
         tracker = PresenceTracker(
             departure_s=cfg.presence.departure_s,
             move_margin_db=cfg.presence.move_margin_db,
             move_margin_decay_s=cfg.presence.move_margin_decay_s,
         )
-        with self.db.session() as s:
-            rows = repo.load_presence(s)
+        try:
+            with self.db.session() as s:
+                rows = repo.load_presence(s)
+        except DBAPIError as exc:  # opened but unreadable: temporary (EX_TEMPFAIL)
+            raise DatabaseError(f"database: cannot read presence: {exc.orig}") from exc
         # A restart is not an absence: restored items count as seen now, so they depart only
         # if no reader sees them within departure_s (instead of at the first sweep).
         restarted = time.time()
         tracker.restore((r.epc, r.zone, max(r.last_seen, restarted)) for r in rows)
         log.info("restored presence of %d items", len(rows))
+        return tracker
 
-        rules = SiteRules(
-            site_id=cfg.site.id,
-            site_sgln=cfg.site.sgln,
-            zone_read_points={z: cfg.zone_read_point(z) for z in cfg.zones},
-            zone_kinds={z: str(zc.kind) for z, zc in cfg.zones.items()},
-        )
-        classifier = EpcClassifier(set(cfg.site.company_prefixes))
-        tz = cfg.site.timezone
+    def _init_domain(self, tracker: PresenceTracker) -> None:
+        assert self.db is not None
+        self.ctx = ServiceContext(self.config, self.db, self.metrics, tracker, DomainLock())
 
-        def encode(ev: ItemEvent) -> dict[str, Any]:
-            return event_to_json(ev, tz)
-
-        lock = threading.RLock()
-        ctx = self.ctx = ServiceContext(cfg, self.db, self.metrics, tracker, lock)
-
-        def on_changes(changes: list[PresenceChange], decoded: dict[str, Any]) -> list[ItemEvent]:
-            return rules.events_for(changes, decoded)
-
+    def _start_hq_link(self) -> None:
+        cfg = self.config
+        assert self.db is not None
         self.command_guard = CommandGuard(cfg.site.id, cfg.mqtt.require_signed_commands,
                                           cfg.mqtt.command_public_key_file)
         self.hq = HqLink(
@@ -142,6 +174,27 @@ class Daemon:
         if cfg.mqtt.enabled:
             self.hq.start()
             self._on_stop("hq link", self.hq.stop)
+            assert self.ctx is not None
+            self.ctx.notify_outbox = self.hq.notify
+
+    def _init_ingest(self) -> None:
+        cfg = self.config
+        ctx = self.ctx
+        assert ctx is not None and self.db is not None and self.hq is not None
+        rules = SiteRules(
+            site_id=cfg.site.id,
+            site_sgln=cfg.site.sgln,
+            zone_read_points={z: cfg.zone_read_point(z) for z in cfg.zones},
+            zone_kinds={z: str(zc.kind) for z, zc in cfg.zones.items()},
+        )
+        tz = cfg.site.timezone
+        site = cfg.site.id
+
+        def encode(ev: ItemEvent) -> dict[str, Any]:
+            return event_to_json(ev, tz)
+
+        def books(s: Session, epcs: Sequence[str]) -> Mapping[str, ItemState | None]:
+            return lifecycle_books.load_states(s, epcs, site)
 
         self.queue = IngestQueue(self.metrics, on_state=self._on_reader_state)
         zone_of = {  # enabled readers only: a disabled one would pause its zones for ever
@@ -150,33 +203,41 @@ class Daemon:
             for port, zone in r.antenna_zones().items()
         }
         self.ingestor = Ingestor(
-            source=self.queue, database=self.db, tracker=tracker, lock=lock,
-            classifier=classifier,
-            zone_of=zone_of, rules=on_changes, encode=encode, hooks=ctx.change_hooks,
-            read_hooks=ctx.read_hooks,
-            metrics=self.metrics,
-            stop=self._ingest_stop, batch_max_rows=cfg.database.batch_max_rows,
+            source=self.queue, database=self.db, tracker=ctx.tracker, lock=ctx.tracker_lock,
+            classifier=EpcClassifier(set(cfg.site.company_prefixes)),
+            zone_of=zone_of, rules=rules, encode=encode, books=books, health=ctx.health,
+            metrics=self.metrics, stop=self._ingest_stop,
+            batch_max_rows=cfg.database.batch_max_rows,
             batch_max_ms=cfg.database.batch_max_ms,
             on_commit=self.hq.notify if cfg.mqtt.enabled else None,
+            on_database=self._on_database,
         )
+        ctx.catalog_listeners.append(self.ingestor.set_catalog)
+
+    def _start_services(self) -> None:
+        """The business services; each batch component is added to the ingest by name."""
+        ctx, ingestor = self.ctx, self.ingestor
+        assert ctx is not None and ingestor is not None
+        if self.with_lifecycle:
+            self.lifecycle = LifecycleService(ctx)
+            ingestor.add_component(self.lifecycle)
+            self.lifecycle.start()
+            self._on_stop("lifecycle", self.lifecycle.stop)
+        if self.ops_settings is not None:
+            self.ops = build_ops(ctx, self.ops_settings)
+            for component in self.ops.components():
+                ingestor.add_component(component)
+            self.ops.start()
+            self._on_stop("store operations", self.ops.stop)
+
+    def _start_ingest(self) -> None:
+        assert self.ingestor is not None
         self.ingestor.start()
         self._on_stop("ingest", self._stop_ingest)
-        if cfg.mqtt.enabled:
-            ctx.notify_outbox = self.hq.notify
-        ctx.catalog_listeners.append(self.ingestor.set_catalog)
-        for factory in self.service_factories:
-            service = factory(self.ctx)
-            service.start()
-            self.services.append(service)
-            self._on_stop(type(service).__name__, service.stop)
-        # The item's books decide what a move or an exit means (lifecycle over presence).
-        books = next((x for x in self.services if isinstance(x, LifecycleService)), None)
-        if books is not None:
-            rules.decides_moves = books.has_no_record
-            for ops in (x for x in self.services if isinstance(x, StoreOps)):
-                ops.may_leave = books.may_leave
 
-        self.scheduler = BackgroundScheduler(timezone=cfg.site.timezone)
+    def _start_scheduler(self) -> None:
+        assert self.ingestor is not None
+        self.scheduler = BackgroundScheduler(timezone=self.config.site.timezone)
         self.scheduler.add_job(self.ingestor.request_sweep, "interval",
                                seconds=self.timings.sweep_s, id="presence-sweep")
         self.scheduler.add_job(self._refresh_outbox_metrics, "interval",
@@ -184,34 +245,34 @@ class Daemon:
         self.scheduler.add_job(self.ingestor.request_flush, "interval",
                                seconds=self.timings.flush_s, id="last-seen-flush")
         self.scheduler.add_job(self._purge_outbox, "interval", hours=1, id="outbox-purge")
-        for svc in self.services:
-            if isinstance(svc, StoreOps):
-                add_scheduled_jobs(self.scheduler, svc)
-            if isinstance(svc, LifecycleService):
-                self.scheduler.add_job(svc.check_overdue, "interval",
-                                       seconds=self.timings.overdue_check_s, id="loan-overdue")
+        if self.ops is not None:
+            self.ops.schedules.attach_scheduler(self.scheduler)
+        if self.lifecycle is not None:
+            self.scheduler.add_job(self.lifecycle.check_overdue, "interval",
+                                   seconds=self.timings.overdue_check_s, id="loan-overdue")
         self.scheduler.start()
         self._on_stop("scheduler", lambda: self.scheduler.shutdown(wait=False)
                       if self.scheduler else None)
 
-        if cfg.http.enabled:
-            self.api = WebServer(cfg.http, self.metrics, audit=AuditLog(self.db))
-            self._register_routes(self.api)
-            self.api.start()
-            self._on_stop("http api", self.api.stop)
-            log.info("HTTP API and /metrics on http://%s:%d", cfg.http.listen, self.api.port)
+    def _start_http(self) -> None:
+        cfg = self.config
+        if not cfg.http.enabled:
+            return
+        assert self.db is not None
+        self.api = WebServer(cfg.http, self.metrics, audit=AuditLog(self.db))
+        self._register_routes(self.api)
+        self.api.start()
+        self._on_stop("http api", self.api.stop)
+        log.info("HTTP API and /metrics on http://%s:%d", cfg.http.listen, self.api.port)
 
-        for name, rc in cfg.readers.items():
+    def _start_readers(self) -> None:
+        for name, rc in self.config.readers.items():
             if not rc.enabled:
                 continue
             reader = self._make_reader(name, rc)
             self.readers[name] = reader
             reader.start()
         self._on_stop("readers", self._stop_readers)
-
-        self.notifier.ready(f"{len(self.readers)} readers, database up")
-        log.info("rfidd %s up: %d readers, %d zones", cfg.site.id, len(self.readers),
-                 len(cfg.zones))
 
     def _make_reader(self, name: str, rc: Any) -> ReaderDriver:
         assert self.queue is not None
@@ -238,17 +299,21 @@ class Daemon:
             self.tick()
 
     def tick(self) -> None:
+        """One supervisor turn. It takes no domain lock and touches no database, so a batch
+        waiting on a failing database never starves the watchdog; only a thread that truly
+        hangs (no heartbeat) or died does."""
         now = time.time()
         if self.queue is not None:
             for name, act in self.queue.activity.items():
                 if act.last_report:
                     self.metrics.reader_last_report_age.labels(name).set(now - act.last_report)
         self._check_alerts(now)
-        if self.ctx is not None:
-            with self.ctx.tracker_lock:
-                counts = self.ctx.tracker.zone_counts()
+        if self.ingestor is not None:
+            counts = self.ingestor.zone_counts  # published by the ingest after each batch
             for zone in self.config.zones:
                 self.metrics.items_present.labels(zone).set(counts.get(zone, 0))
+        if not self._readers_healthy():
+            return
         if self.ingestor is not None and not self.stop_event.is_set():
             if not self.ingestor.is_alive():
                 log.critical("ingest thread died; stopping so systemd restarts the daemon")
@@ -259,7 +324,30 @@ class Daemon:
                 # No WATCHDOG=1: systemd restarts a daemon whose ingest thread hangs.
                 log.critical("ingest thread stuck for %.0f s; not feeding the watchdog", stuck)
                 return
+        if self._db_alert is not None:
+            since, reason = self._db_alert
+            self.notifier.status(f"database unavailable for {now - since:.0f} s, retrying: "
+                                 f"{reason}")
         self.notifier.watchdog()
+
+    def _readers_healthy(self) -> bool:
+        """Restart a reader whose supervisor thread died; False (no watchdog) when one hangs:
+        a thread stuck in a driver call cannot be stopped from Python, systemd restarts us."""
+        if self.stop_event.is_set():
+            return True
+        healthy = True
+        for name, reader in self.readers.items():
+            if not reader.running():
+                log.error("reader %s: its supervisor thread died; starting it again", name)
+                self.metrics.reader_thread_restarts.labels(name).inc()
+                reader.start()
+                continue
+            late = reader.hung_for()
+            if late > 0:
+                log.critical("reader %s: supervisor hung for %.0f s; not feeding the watchdog",
+                             name, late)
+                healthy = False
+        return healthy
 
     def _check_alerts(self, now: float) -> None:
         """Ops alerts on `alerts`: a reader down too long, an outbox backlog past its bound."""
@@ -283,7 +371,17 @@ class Daemon:
         elif depth < limit * 0.9:
             self._backlog_alerted = False
         if alerts:
-            self.ctx.emit(messages=alerts)
+            try:
+                self.ctx.emit(messages=alerts)
+            except ServiceUnavailable as exc:  # the outbox is in that database: next turn
+                for a in alerts:
+                    body = a.payload if isinstance(a.payload, Mapping) else {}
+                    reader = body.get("reader")
+                    if reader in self.queue.activity:
+                        self.queue.activity[reader].down_alerted = False
+                    elif body.get("type") == "outbox_backlog":
+                        self._backlog_alerted = False
+                log.warning("alerts not queued yet: %s", exc)
 
     def _alert(self, kind: str, body: dict[str, Any], key: str) -> repo.Message:
         self.metrics.alerts.labels(kind).inc()
@@ -291,6 +389,35 @@ class Daemon:
         payload = {"type": kind, "site": self.config.site.id, "at": _iso(time.time()), **body}
         return repo.Message("alert", "alerts", payload,
                             event_id=stable_event_id(self.config.site.id, key))
+
+    def _on_database(self, up: bool, reason: str) -> None:
+        """From the ingest thread: the database failed, or answers again. While it is down
+        the alert goes straight to the broker (the outbox lives in that database); once back,
+        a durable alert with the outage's span goes through the outbox."""
+        now = time.time()
+        if not up:
+            self._db_alert = (now, reason)
+            self.notifier.status(f"database unavailable, retrying: {reason}")
+            payload = {"type": "database_unavailable", "site": self.config.site.id,
+                       "at": _iso(now), "reason": reason}
+            self.metrics.alerts.labels("database_unavailable").inc()
+            if self.hq is not None and self.config.mqtt.enabled:
+                self.hq.publish_now("alerts", payload)
+            return
+        if self._db_alert is None:
+            return
+        since, why = self._db_alert
+        self._db_alert = None
+        self.notifier.status(f"database back after {now - since:.0f} s")
+        msg = repo.Message("alert", "alerts", {
+            "type": "database_unavailable", "site": self.config.site.id, "at": _iso(since),
+            "until": _iso(now), "down_s": round(now - since, 1), "reason": why,
+        }, event_id=stable_event_id(self.config.site.id, "database_unavailable", since))
+        try:  # on the ingest thread, between batches: it holds no lock here
+            assert self.ctx is not None
+            self.ctx.emit(messages=[msg])
+        except Exception as exc:
+            log.warning("database alert not queued: %s", exc)
 
     def request_stop(self) -> None:
         self.stop_event.set()
@@ -304,6 +431,7 @@ class Daemon:
                 fn()
             except Exception:
                 log.exception("stopping %s failed", name)
+            self.stopped.append(name)
         log.info("rfidd stopped")
 
     def _on_stop(self, name: str, fn: Callable[[], None]) -> None:
@@ -339,7 +467,7 @@ class Daemon:
         log.info("HQ command %s: %s", name, handler(data))
 
     def _refresh_outbox_metrics(self) -> None:
-        if self.db is None:
+        if self.db is None or (self.ctx is not None and not self.ctx.health.up):
             return
         with self.db.session() as s:
             depth, oldest = repo.outbox_stats(s)
@@ -348,18 +476,21 @@ class Daemon:
         self.metrics.outbox_oldest_age.set(oldest)
 
     def _purge_outbox(self) -> None:
-        if self.db is None:
+        if self.ctx is None:
             return
-        with self.db.write() as s:
+        with self.ctx.transaction() as s:
             repo.purge_sent(s, self.timings.purge_after_s)
 
     # -- HTTP API --------------------------------------------------------------------------
     def _register_routes(self, api: WebServer) -> None:
         def status() -> dict[str, Any]:
             assert self.queue is not None
+            health = self.ctx.health.state if self.ctx is not None else None
             return {
                 "site": self.config.site.id,
                 "uptime_s": round(time.time() - self.started_at, 1),
+                "database": {"up": health.up, "reason": health.reason,
+                             "since": _iso(health.since)} if health else None,
                 "readers": {
                     n: {"state": a.state.value, "reason": a.reason}
                     for n, a in self.queue.activity.items()
@@ -376,13 +507,11 @@ class Daemon:
                 return {c.name: getattr(it, c.name) for c in it.__table__.columns}
 
         api.include_router(site_router(status, item))
-        books = next((x for x in self.services if isinstance(x, LifecycleService)), None)
-        for svc in self.services:
-            if isinstance(svc, StoreOps):
-                register_ops_routes(api, svc)
-                api.include_router(page_router(self.config, svc, books))
-            if isinstance(svc, LifecycleService):
-                register_lifecycle_routes(api, svc)
+        if self.ops is not None:
+            self.ops.register_routes(api)
+            api.include_router(page_router(self.config, self.ops, self.lifecycle))
+        if self.lifecycle is not None:
+            register_lifecycle_routes(api, self.lifecycle)
 
 
 def tune_gc() -> None:
@@ -394,9 +523,56 @@ def tune_gc() -> None:
     gc.freeze()  # what start-up loaded (config, models, restored presence) is never garbage
 
 
-def default_services() -> list[Callable[[ServiceContext], Service]]:
-    """The business services every daemon runs (each registers its own hooks and commands)."""
-    return [StoreOps, LifecycleService]
+@dataclass(frozen=True)
+class OpsServices:
+    """The store-operations services of a daemon, one job each (see rfidd/ops/)."""
+
+    catalog: CatalogService
+    reception: ReceptionService
+    exits: ExitService
+    counting: CountingService
+    replenishment: ReplenishmentService
+    schedules: Schedules
+
+    def start(self) -> None:
+        """The catalog first: receptions resumed and counts need its products."""
+        self.catalog.start()
+        self.exits.start()
+        self.counting.start()
+        self.reception.start()
+
+    def stop(self) -> None:
+        """Only the loss tracker has state to save; sessions stay open in the database."""
+        self.exits.stop()
+
+    def components(self) -> tuple[BatchComponent, ...]:
+        """The services the ingest feeds with every batch."""
+        return (self.reception, self.exits)
+
+    def register_routes(self, api: WebServer) -> None:
+        """The /api/v1/ops routes, each on the service that owns it."""
+        register_ops_routes(api, catalog=self.catalog, reception=self.reception,
+                            counting=self.counting, schedules=self.schedules,
+                            exits=self.exits, replenishment=self.replenishment)
+
+
+def build_ops(ctx: ServiceContext, settings: OpsSettings | None = None) -> OpsServices:
+    """Build the store-operations services on `ctx` (each registers its own ingest hooks and
+    HQ commands); start them with `.start()`, add their jobs with `schedules.attach_scheduler`."""
+    settings = settings or OpsSettings()
+    catalog = CatalogService(ctx)
+    reception = ReceptionService(ctx, catalog, settings)
+    exits = ExitService(ctx, catalog, settings)
+    counting = CountingService(ctx, catalog, exits, settings)
+
+    def ops_tick() -> None:
+        """The periodic ops job: live counts and their timed stops, then the reception rules."""
+        counting.tick()
+        reception.tick()
+
+    return OpsServices(catalog, reception, exits, counting,
+                       ReplenishmentService(ctx, catalog),
+                       Schedules(ctx, counting.start_count, ops_tick, settings))
 
 
 def _iso(t: float) -> str:

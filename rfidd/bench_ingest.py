@@ -157,14 +157,13 @@ def _measure(scenario: Any, site: _SimProcess | _SimThreads, seconds: float, rea
         r0, t0 = daemon.ingestor.stats.reads, time.monotonic()
         time.sleep(seconds)
         r1, t1 = daemon.ingestor.stats.reads, time.monotonic()
-        assert daemon.ctx is not None
-        located = sum(daemon.ctx.tracker.zone_counts().values())  # while the readers read
         sent = site.hold()
         deadline = time.monotonic() + 60  # what is queued or in flight reaches ingest
         while daemon.ingestor.stats.reads < sent and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(0.5)
         ingested = daemon.ingestor.stats.reads
+        located = sum(daemon.ingestor.zone_counts.values())  # once every read is ingested
     finally:
         stop.set()
         daemon.stop()

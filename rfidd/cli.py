@@ -11,7 +11,7 @@ from types import FrameType
 
 import click
 
-from rfidd.config import EX_CONFIG, Config, ConfigError, MqttConfig, load_config
+from rfidd.config import EX_CONFIG, EX_TEMPFAIL, Config, ConfigError, MqttConfig, load_config
 
 # Libraries whose INFO lines are per-connection or per-job chatter; their warnings still show.
 QUIET_LOGGERS = ("sllurp", "alembic", "apscheduler")
@@ -145,7 +145,7 @@ def run(config_file: Path, log_level: str) -> None:
         sys.exit(EX_CONFIG)
     from rfidd.app import Daemon, tune_gc
     from rfidd.mqtt import HqLinkError
-    from rfidd.store.db import DatabaseError
+    from rfidd.store.db import DatabaseConfigError, DatabaseError
 
     daemon = Daemon(cfg)
     install_signal_handlers(daemon.stop_event)
@@ -153,11 +153,16 @@ def run(config_file: Path, log_level: str) -> None:
         daemon.start()
         tune_gc()
         daemon.run_until_stopped()
-    except (HqLinkError, DatabaseError) as exc:
-        # Unusable settings (unreadable password file, bad TLS key, unreachable database URL
-        # scheme): restarting cannot help, so exit EX_CONFIG and let systemd stop trying.
+    except (HqLinkError, DatabaseConfigError) as exc:
+        # Unusable settings (unreadable password file, bad TLS key, unsupported database URL
+        # or missing driver): restarting cannot help, so exit EX_CONFIG and systemd stops.
         logging.getLogger("rfidd").error("%s", exc)
         sys.exit(EX_CONFIG)
+    except DatabaseError as exc:
+        # A database that cannot be opened or written now (down, full disk, permissions being
+        # fixed) is temporary: EX_TEMPFAIL, which systemd's Restart= retries.
+        logging.getLogger("rfidd").error("%s (temporary failure: exit 75, to be retried)", exc)
+        sys.exit(EX_TEMPFAIL)
     finally:
         daemon.stop()
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from rfidd.config_http import HttpConfig
 
 EX_CONFIG = 78  # sysexits.h EX_CONFIG: systemd's RestartPreventExitStatus= can name it
+EX_TEMPFAIL = 75  # sysexits.h EX_TEMPFAIL: a temporary failure, worth a restart
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 _SGLN = re.compile(r"^urn:epc:id:sgln:(\d{6,12})\.(\d{0,6})\.([!%-?A-Z_a-z\x22]{1,20})$")

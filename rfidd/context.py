@@ -1,39 +1,32 @@
 """What app.py hands to each business service (store operations, lifecycle, commands).
 
-Services never build components themselves: they receive this context, register their HTTP
-routes, HQ command handlers, scheduled jobs and ingest hooks, and write through `emit`, which
-puts state changes and the events they cause in one transaction (the outbox contract).
+Services never build components themselves: they receive this context and write through
+`emit`/`transaction`, which put state changes and the events they cause in one transaction
+(the outbox contract). What a service feeds on is wired by app.py through typed calls: a
+`BatchComponent` is added to the ingest, a command handler registered here.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from inventory.epc import DecodedEpc
 from inventory.epcis import to_epcis
 from inventory.events import ItemEvent
-from inventory.presence import PresenceChange, PresenceTracker
+from inventory.presence import PresenceTracker
 from rfidd.actor import current_actor
 from rfidd.config import Config
+from rfidd.health import DatabaseHealth, DomainLock, ServiceUnavailable
 from rfidd.metrics import Metrics
 from rfidd.store import repo
 from rfidd.store.db import Database
 
-# Called on the ingest thread for every batch of presence changes, inside the batch's write
-# transaction (in a savepoint of its own): a hook stages its state changes, events and messages
-# with `ctx.stage(session, ...)`, so they commit with the presence change that caused them, or
-# not at all. A hook that raises loses only its own part of the batch.
-ChangeHook = Callable[[Session, list[PresenceChange], dict[str, DecodedEpc]], None]
-# Called like a change hook with the raw reads of the zones it watches (e.g. an exit gate, where
-# a tag passes too fast to settle there): (session, [(epc, zone, seen_at)]), one per EPC and zone.
-ReadHook = Callable[[Session, list[tuple[str, str, float]]], None]
 # An HQ command: (payload already parsed as JSON) -> a short result for the log; raise
 # CommandRejected (rfidd.commands) or ValueError with a message naming the bad field.
 CommandHandler = Callable[[Any], str]
@@ -53,17 +46,17 @@ class ServiceContext:
     db: Database
     metrics: Metrics
     tracker: PresenceTracker
-    tracker_lock: threading.RLock
+    tracker_lock: DomainLock
     """The domain-state lock: the presence tracker and every service's in-memory state.
     Lock order, everywhere: this lock first, then a write transaction (the ingest thread holds
-    it across a batch's transaction and its hooks; a service takes it before ctx.transaction()).
-    One lock in one order is what keeps SQLite from timing out and PostgreSQL from deadlocking
-    on row locks between the ingest thread and staff or HQ commands."""
+    it across one commit attempt of a batch, never across a retry wait; a service takes it
+    before ctx.transaction()). One lock in one order is what keeps SQLite from timing out and
+    PostgreSQL from deadlocking on row locks between the ingest thread and staff or HQ
+    commands. Staff calls give up after a second with ServiceUnavailable (HTTP 503)."""
+    health: DatabaseHealth = field(default_factory=DatabaseHealth)
     notify_outbox: Callable[[], None] = lambda: None
-    change_hooks: list[ChangeHook] = field(default_factory=list)
     catalog_listeners: list[Callable[[frozenset[str] | None], None]] = field(
         default_factory=list)
-    read_hooks: list[tuple[frozenset[str], ReadHook]] = field(default_factory=list)
     command_handlers: dict[str, CommandHandler] = field(default_factory=dict)
 
     def event_json(self, ev: ItemEvent) -> dict[str, Any]:
@@ -71,9 +64,16 @@ class ServiceContext:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """A write transaction; call `stage` inside it to add events/messages atomically."""
-        with self.db.write() as s:
-            yield s
+        """A write transaction; call `stage` inside it to add events/messages atomically.
+        While the database is down (the ingest is retrying) it refuses at once, and a database
+        failure inside it is ServiceUnavailable: staff get a 503 with the reason, not a hang."""
+        self.health.check()
+        try:
+            with self.db.write() as s:
+                yield s
+        except (OperationalError, InterfaceError) as exc:
+            reason = str(exc.orig if exc.orig is not None else exc).splitlines()[0][:200]
+            raise ServiceUnavailable(f"database unavailable: {reason}") from exc
         self.notify_outbox()
 
     def stage(self, s: Session, events: Sequence[ItemEvent] = (),
@@ -104,11 +104,6 @@ class ServiceContext:
         """The product catalog changed (None or empty: no catalog, every GTIN is accepted)."""
         for listener in self.catalog_listeners:
             listener(gtins or None)
-
-    def watch_reads(self, zones: frozenset[str], hook: ReadHook) -> None:
-        """Have `hook` see every read in `zones`, not only settled presence changes."""
-        if zones:
-            self.read_hooks.append((zones, hook))
 
     def register_command(self, name: str, handler: CommandHandler) -> None:
         if name in self.command_handlers:

@@ -25,7 +25,7 @@ from inventory.asn import Asn
 from inventory.catalog import parse_catalog_records
 from rfidd.app import Daemon, Timings
 from rfidd.config import Config
-from rfidd.ops import OpsError, StoreOps
+from rfidd.ops import OpsError
 from rfidd.store.models import Event, OutboxMessage, ZonePresence
 
 DEMO_SITE = {
@@ -132,9 +132,9 @@ def run_demo(*, seconds: float | None = None, mqtt_url: str | None = None, mqtt_
         try:
             daemon.start()
             assert daemon.db is not None
-            ops = _store_ops(daemon)
-            if ops is not None:  # the catalog names the products in reports
-                ops.import_catalog(parse_catalog_records(scenario.catalog_rows(), "catalog"))
+            if daemon.ops is not None:  # the catalog names the products in reports
+                daemon.ops.catalog.import_catalog(
+                    parse_catalog_records(scenario.catalog_rows(), "catalog"))
             if daemon.api is not None:
                 console.print(f"Staff page: [bold]http://127.0.0.1:{daemon.api.port}/[/] — sign "
                               f"in as [bold]{DEMO_LOGIN}[/], PIN [bold]{DEMO_PIN}[/]")
@@ -173,31 +173,25 @@ def _zone_counts(daemon: Daemon) -> dict[str, int]:
         return {z: n for z, n in rows}
 
 
-def _store_ops(daemon: Daemon) -> StoreOps | None:
-    return next((s for s in daemon.services if isinstance(s, StoreOps)), None)
-
-
 def _send_asn(daemon: Daemon, shipment: Any, scenario: Any) -> None:
     """HQ's shipping notice for the shipment, with two planted discrepancies each way:
     two shipped items left off the notice (unexpected) and two listed that never came
     (missing) — what the reception report must find."""
-    ops = _store_ops(daemon)
-    if ops is None:
+    if daemon.ops is None:
         return
     shipped = sorted(i.epc_hex for i in shipment.items)
     never_came = [i.epc_hex for i in scenario.new_items("reception", 2)]
     asn = Asn(asn_id=f"DESADV-{int(time.time())}", origin="maison-aurore-warehouse",
               destination=daemon.config.site.id, shipped_at=datetime.now(UTC),
               epcs=tuple(sorted(shipped[2:] + never_came)), quantities=())
-    ops.import_asns([asn], "demo")
+    daemon.ops.reception.import_asns([asn], "demo")
 
 
 def _close_reception(daemon: Daemon) -> dict[str, Any] | None:
-    ops = _store_ops(daemon)
-    if ops is None:
+    if daemon.ops is None:
         return None
     try:
-        return ops.close_reception()
+        return daemon.ops.reception.close_reception()
     except OpsError:  # no reception was opened (no shipment in the scenario's timeline)
         return None
 

@@ -1,9 +1,15 @@
-"""The ingest path: reader batches -> zones -> presence -> events -> one transaction per batch.
+"""The ingest path: reader batches -> presence -> a view -> plans -> one commit -> apply.
 
-Reader callbacks only enqueue (`IngestQueue.on_reads` never blocks); one ingest thread updates
-the presence tracker and batches database writes (`batch_max_rows` reads or `batch_max_ms`,
-whichever first). It holds the domain-state lock across a batch (tracker, transaction, service
-hooks) so staff and HQ commands see the tracker and the database agree.
+Reader callbacks only enqueue (rfidd.intake); one ingest thread owns the presence tracker and
+is the database's batch writer (`batch_max_rows` reads or `batch_max_ms`, whichever first). Per
+batch it builds one read-only `BatchView` (changes, decoded EPCs, the first reads in watched
+zones, the books' records of the items involved: one query per table), asks the site rules and
+every `BatchComponent` for a plan, commits all plans in one transaction and only then lets each
+component apply its plan to memory (rfidd.pipeline).
+
+A database error is retried with backoff and the same plans, never holding the domain-state lock
+across the wait: staff calls get a prompt 503 (rfidd.health), the supervisor keeps feeding the
+systemd watchdog, and reads wait in the bounded queue.
 """
 
 from __future__ import annotations
@@ -14,25 +20,26 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from inventory.epc import DecodedEpc, EpcClass, EpcClassifier, decode
 from inventory.events import ItemEvent
-from inventory.presence import PresenceChange, PresenceTracker, ZoneRead
+from inventory.presence import ChangeKind, PresenceChange, PresenceTracker, ZoneRead
+from inventory.rules import SiteRules
 from readers.base import ReaderState, TagRead
+from rfidd.health import DatabaseHealth, DomainLock
 from rfidd.intake import IngestQueue
 from rfidd.metrics import Metrics
+from rfidd.pipeline import BatchComponent, BatchPlan, BatchView, BooksLoader
 from rfidd.store import repo
 from rfidd.store.db import Database
 
 log = logging.getLogger("rfidd.ingest")
 
-EventHook = Callable[[list[PresenceChange], dict[str, DecodedEpc]], list[ItemEvent]]
-BatchHook = Callable[[Session, list[PresenceChange], dict[str, DecodedEpc]], None]
-ReadHook = Callable[[Session, list[tuple[str, str, float]]], None]
 EventEncoder = Callable[[ItemEvent], dict[str, object]]
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -47,10 +54,35 @@ class IngestStats:
     hook_errors: int = 0
     db_errors: int = 0
     batch_errors: int = 0
+    lost_batches: int = 0
+
+
+@dataclass(slots=True)
+class _Staged:
+    """A plan with its events encoded once (a retried commit reuses them)."""
+
+    name: str
+    plan: BatchPlan
+    records: list[repo.EventRecord]
+    skipped: bool = False
+
+
+@dataclass(slots=True)
+class _Base:
+    """The ingest's own part of a batch: presence rows and the site rules' events."""
+
+    upserts: list[repo.ItemUpsert] = field(default_factory=list)
+    presence: list[repo.PresenceRow] = field(default_factory=list)
+    departed: list[str] = field(default_factory=list)
+    events: list[ItemEvent] = field(default_factory=list)
+    records: list[repo.EventRecord] = field(default_factory=list)
 
 
 class Ingestor:
     """The single thread that owns presence state and writes the database."""
+
+    retry_initial_s = 0.5
+    retry_max_s = 30.0
 
     def __init__(
         self,
@@ -58,18 +90,19 @@ class Ingestor:
         source: IngestQueue,
         database: Database,
         tracker: PresenceTracker,
-        lock: threading.RLock,
+        lock: DomainLock,
         classifier: EpcClassifier,
         zone_of: dict[tuple[str, int], str],
-        rules: EventHook,
+        rules: SiteRules,
         encode: EventEncoder,
-        hooks: Sequence[BatchHook] = (),
-        read_hooks: Sequence[tuple[frozenset[str], ReadHook]] = (),
+        books: BooksLoader | None = None,
+        health: DatabaseHealth | None = None,
         metrics: Metrics,
         stop: threading.Event,
         batch_max_rows: int = 500,
         batch_max_ms: int = 250,
         on_commit: Callable[[], None] | None = None,
+        on_database: Callable[[bool, str], None] | None = None,
     ) -> None:
         self.source = source
         self.db = database
@@ -77,15 +110,21 @@ class Ingestor:
         self.classifier = classifier
         self.zone_of = zone_of
         self.rules = rules
-        self.hooks = hooks
-        self.read_hooks = read_hooks
+        self.books = books
+        self.health = health or DatabaseHealth()
         self.encode = encode
         self.metrics = metrics
         self.stop_event = stop
         self.batch_max_rows = batch_max_rows
         self.batch_max_s = batch_max_ms / 1000.0
         self.on_commit = on_commit
+        self.on_database = on_database
+        """Called (up, reason) when the database goes down or comes back (alerts, STATUS=)."""
+        self.components: list[BatchComponent] = []
+        self._watched: frozenset[str] = frozenset()
         self.stats = IngestStats()
+        self.zone_counts: dict[str, int] = tracker.zone_counts()
+        """Items present per zone after the last batch: read without the lock (metrics)."""
         self._thread: threading.Thread | None = None
         self._pending_sweep = threading.Event()
         self._pending_flush = threading.Event()
@@ -93,7 +132,13 @@ class Ingestor:
         self._unknown_products: set[str] = set()
         self._last_read_at = 0.0  # latest seen_at processed (the backlog-aware sweep clock)
         self.heartbeat = time.monotonic()  # last loop turn: the supervisor's liveness check
-        self._lock = lock  # the domain-state lock (ServiceContext.tracker_lock): see there
+        self._lock = lock
+
+    def add_component(self, component: BatchComponent) -> None:
+        """Have `component` plan every batch (before start: the ingest thread reads the list)."""
+        self.components.append(component)
+        self._watched = self._watched | component.watched_zones
+        self.metrics.component_errors.labels(component.name)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
@@ -132,20 +177,6 @@ class Ingestor:
             if self.stop_event.is_set() and self.source.q.empty():
                 return
 
-    def flush_last_seen(self) -> int:
-        """Write last-seen times of items read since the previous flush; returns how many."""
-        with self._lock:
-            rows = self.tracker.touched_since(self._flush_mark)
-            self._flush_mark = self.tracker.mark
-        if not rows:
-            return 0
-        presence = [repo.PresenceRow(epc=r.epc, zone=r.zone, since=r.since,
-                                     last_seen=r.last_seen, rssi_dbm=r.rssi_dbm) for r in rows]
-        items = [repo.ItemUpsert(epc=r.epc, seen_at=r.last_seen) for r in rows]
-        with self.db.write() as s:
-            repo.apply_batch(s, items, presence=presence)
-        return len(rows)
-
     def _collect(self) -> list[tuple[str, list[TagRead]]]:
         batch: list[tuple[str, list[TagRead]]] = []
         rows = 0
@@ -165,6 +196,7 @@ class Ingestor:
         self.metrics.ingest_queue_depth.set(self.source.q.qsize())
         return batch
 
+    # -- one batch ---------------------------------------------------------------------------
     def process(self, batch: Sequence[tuple[str, list[TagRead]]]) -> None:
         """Decode, locate and persist one batch: the unit of one database transaction."""
         zone_reads: list[ZoneRead] = []
@@ -195,9 +227,223 @@ class Ingestor:
                 zone_reads.append(ZoneRead(r.epc, zone, r.rssi_dbm, r.seen_at, r.seen_count))
                 if r.seen_at > self._last_read_at:
                     self._last_read_at = r.seen_at
-        with self._lock:  # tracker and database move together (see tracker_lock)
+        with self._lock.waiting():
             changes = self.tracker.observe(zone_reads)
-            self._persist(changes, decoded, self._watched(zone_reads))
+            self.zone_counts = self.tracker.zone_counts()
+        self._handle(changes, decoded, self._first_reads(zone_reads))
+
+    def sweep(self, now: float) -> None:
+        """Departures. When reads are waiting in the queue, the clock is the time of the last
+        read processed: under a backlog, "unseen for departure_s" is judged on what was
+        processed, not on wall time (else every item departs and arrives again, and the
+        extra events deepen the backlog)."""
+        if not self.source.q.empty() and self._last_read_at:
+            now = min(now, self._last_read_at)
+        paused = self.paused_zones()
+        with self._lock.waiting():
+            changes = self.tracker.sweep(now, paused_zones=paused)
+            self.zone_counts = self.tracker.zone_counts()
+        if changes:
+            self._handle(changes, {}, [])
+
+    def handle_changes(self, changes: list[PresenceChange],
+                       reads: list[tuple[str, str, float]] | None = None) -> None:
+        """Presence changes made elsewhere (a handheld pass, a test): through the same view,
+        plans, commit and apply as a batch of reads. Without `reads`, the changes into watched
+        zones stand for their first reads there."""
+        if reads is None:
+            reads = [(c.epc, c.zone, c.at) for c in changes
+                     if c.zone is not None and c.zone in self._watched]
+        self._handle(changes, {}, reads)
+
+    def _first_reads(self, zone_reads: list[ZoneRead]) -> list[tuple[str, str, float]]:
+        """The first read of each EPC in each watched zone (few zones: one set lookup per
+        read)."""
+        watched = self._watched
+        if not watched:
+            return []
+        first: dict[tuple[str, str], float] = {}
+        for zr in zone_reads:
+            if zr.zone in watched and (zr.epc, zr.zone) not in first:
+                first[(zr.epc, zr.zone)] = zr.seen_at
+        return [(e, z, t) for (e, z), t in first.items()]
+
+    def _handle(self, changes: list[PresenceChange], decoded: dict[str, DecodedEpc],
+                reads: list[tuple[str, str, float]]) -> None:
+        """View -> plans -> commit -> apply, the commit retried with the same plans."""
+        if not changes and not reads:
+            return
+        for c in changes:
+            if c.epc not in decoded:
+                decoded[c.epc] = decode(c.epc)
+        staged: list[_Staged] | None = None
+        base = _Base()
+
+        def attempt() -> set[str]:
+            nonlocal staged
+            with self._lock.waiting():
+                if staged is None:
+                    view = self._view(changes, decoded, reads)
+                    self._base(base, view)
+                    staged = self._plans(view)
+                t0 = time.perf_counter()
+                dup = self._commit(base, staged)
+                self.metrics.batch_commit.observe(time.perf_counter() - t0)
+                self._apply(staged)
+                return dup
+
+        dup = self._retry(attempt, f"a batch of {len(changes)} changes")
+        if dup is None:
+            self.stats.lost_batches += 1
+            return
+        self.stats.commits += 1
+        assert staged is not None
+        events = [*base.events, *(e for x in staged if not x.skipped for e in x.plan.events)]
+        for e in events:
+            if e.event_id not in dup:  # a replayed event is not a new one
+                self.stats.events += 1
+                self.metrics.events.labels(e.biz_step or "observe").inc()
+        if self.on_commit is not None:
+            self.on_commit()
+
+    def _view(self, changes: list[PresenceChange], decoded: dict[str, DecodedEpc],
+              reads: list[tuple[str, str, float]]) -> BatchView:
+        """The read-only view of the batch: the books are loaded once, for every item that
+        arrived or moved and every item read in a watched zone."""
+        books = {}
+        if self.books is not None:
+            epcs = list(dict.fromkeys([*(c.epc for c in changes
+                                         if c.kind is not ChangeKind.DEPARTED),
+                                       *(r[0] for r in reads)]))
+            if epcs:
+                with self.db.session() as s:
+                    books = dict(self.books(s, epcs))
+        return BatchView(changes=changes, decoded=decoded, reads=reads, books=books)
+
+    def _base(self, base: _Base, view: BatchView) -> None:
+        held = {e for e, st in view.books.items() if st is not None}
+        base.events = self.rules.events_for(view.changes, view.decoded, held)
+        base.records = [repo.event_record(e, self.encode(e)) for e in base.events]
+        for c in view.changes:
+            d = view.decoded[c.epc]
+            if c.kind is ChangeKind.DEPARTED or c.zone is None:
+                base.departed.append(c.epc)
+                base.upserts.append(repo.ItemUpsert(epc=c.epc, seen_at=None, zone=None))
+                continue
+            base.upserts.append(repo.ItemUpsert(
+                epc=c.epc, seen_at=c.at, zone=c.zone, epc_uri=d.uri, gtin=d.gtin14,
+                serial=d.serial_text,
+            ))
+            base.presence.append(repo.PresenceRow(epc=c.epc, zone=c.zone, since=c.at,
+                                                  last_seen=c.at))
+
+    def _plans(self, view: BatchView) -> list[_Staged]:
+        """Each component's plan; one that fails to plan loses only its own part."""
+        out: list[_Staged] = []
+        for comp in self.components:
+            try:
+                plan = comp.plan(view)
+                if plan:
+                    out.append(_Staged(comp.name, plan,
+                                       [repo.event_record(e, self.encode(e))
+                                        for e in plan.events]))
+            except Exception:
+                self._component_failed(comp.name, "plan", len(view.changes))
+        return out
+
+    def _commit(self, base: _Base, staged: list[_Staged]) -> set[str]:
+        """Every plan in one transaction (each in a savepoint: a component's bug rolls back its
+        part only; a database failure rolls back everything, for a retry). Returns the ids of
+        events the journal already had."""
+        for x in staged:
+            x.skipped = False
+        with self.db.write() as s:
+            res = repo.apply_batch(s, base.upserts, base.records, presence=base.presence,
+                                   departed=base.departed)
+            dup = set(res.duplicate_events)
+            for x in staged:
+                try:
+                    with s.begin_nested():
+                        r = repo.apply_batch(s, x.plan.upserts, x.records, x.plan.messages,
+                                             now=time.time())
+                        if x.plan.write is not None:
+                            x.plan.write(s)
+                    dup.update(r.duplicate_events)
+                except (OperationalError, InterfaceError):
+                    raise  # the database itself: retry the whole batch
+                except Exception:
+                    x.skipped = True
+                    self._component_failed(x.name, "write", len(x.plan.events))
+        return dup
+
+    def _apply(self, staged: list[_Staged]) -> None:
+        for x in staged:
+            if x.skipped or x.plan.apply is None:
+                continue
+            try:
+                x.plan.apply()
+            except Exception:
+                self._component_failed(x.name, "apply", len(x.plan.events))
+
+    def _component_failed(self, name: str, phase: str, n: int) -> None:
+        self.stats.hook_errors += 1
+        self.metrics.component_errors.labels(name).inc()
+        log.exception("ingest: component %s failed to %s its part of a batch (%d events); "
+                      "the rest of the batch goes on", name, phase, n)
+
+    def _retry(self, fn: Callable[[], T], what: str) -> T | None:
+        """Run `fn` until the database takes it or the daemon stops (None: given up). No lock
+        is held while waiting; the heartbeat shows the supervisor we wait, not hang."""
+        delay = self.retry_initial_s
+        while True:
+            try:
+                out = fn()
+            except DBAPIError as exc:
+                reason = str(exc.orig if exc.orig is not None else exc).splitlines()[0][:200]
+                self.stats.db_errors += 1
+                self.metrics.database_errors.inc()
+                self.metrics.database_up.set(0)
+                if self.health.failed(reason):
+                    log.error("database unavailable (%s); retrying %s with backoff", reason,
+                              what)
+                    if self.on_database is not None:
+                        self.on_database(False, reason)
+                if self.stop_event.is_set():
+                    log.error("database error while stopping: %s lost: %s", what, reason)
+                    return None
+                self.stop_event.wait(delay)
+                self.heartbeat = time.monotonic()  # waiting on the database, not hung
+                delay = min(delay * 2, self.retry_max_s)
+                continue
+            down_s = self.health.recovered()
+            if down_s is not None:
+                self.metrics.database_up.set(1)
+                log.warning("database back after %.1f s; writing what waited", down_s)
+                if self.on_database is not None:
+                    self.on_database(True, f"back after {down_s:.1f} s")
+            return out
+
+    # -- periodic ----------------------------------------------------------------------------
+    def flush_last_seen(self) -> int:
+        """Write last-seen times of items read since the previous flush; returns how many."""
+        with self._lock.waiting():
+            rows = self.tracker.touched_since(self._flush_mark)
+            mark = self.tracker.mark
+        if not rows:
+            self._flush_mark = mark
+            return 0
+        presence = [repo.PresenceRow(epc=r.epc, zone=r.zone, since=r.since,
+                                     last_seen=r.last_seen, rssi_dbm=r.rssi_dbm) for r in rows]
+        items = [repo.ItemUpsert(epc=r.epc, seen_at=r.last_seen) for r in rows]
+
+        def write() -> None:
+            with self.db.write() as s:
+                repo.apply_batch(s, items, presence=presence)
+
+        if self._retry(write, f"the last-seen flush of {len(rows)} items") is None:
+            return 0
+        self._flush_mark = mark
+        return len(rows)
 
     def paused_zones(self) -> set[str]:
         """Zones one of whose readers is not online: silence there is not absence."""
@@ -217,116 +463,3 @@ class Ingestor:
         self._unknown_products.add(epc)
         self.stats.unknown_products += 1
         self.metrics.unknown_product_epcs.inc()
-
-    def sweep(self, now: float) -> None:
-        """Departures. When reads are waiting in the queue, the clock is the time of the last
-        read processed: under a backlog, "unseen for departure_s" is judged on what was
-        processed, not on wall time (else every item departs and arrives again, and the
-        extra events deepen the backlog)."""
-        if not self.source.q.empty() and self._last_read_at:
-            now = min(now, self._last_read_at)
-        paused = self.paused_zones()
-        with self._lock:
-            changes = self.tracker.sweep(now, paused_zones=paused)
-            if changes:
-                self._persist(changes, {})
-
-    def _watched(self, zone_reads: list[ZoneRead]) -> list[list[tuple[str, str, float]]]:
-        """Per read hook, the first read of each EPC in the zones it watches (few zones: the
-        per-read cost is one set lookup per hook)."""
-        out: list[list[tuple[str, str, float]]] = []
-        for zones, _hook in self.read_hooks:
-            first: dict[tuple[str, str], float] = {}
-            for zr in zone_reads:
-                if zr.zone in zones and (zr.epc, zr.zone) not in first:
-                    first[(zr.epc, zr.zone)] = zr.seen_at
-            out.append([(e, z, t) for (e, z), t in first.items()])
-        return out
-
-    def _persist(self, changes: list[PresenceChange], decoded: dict[str, DecodedEpc],
-                 watched: list[list[tuple[str, str, float]]] | None = None) -> None:
-        watched = watched or []
-        if not changes and not any(watched):
-            return
-        for c in changes:
-            if c.epc not in decoded:
-                decoded[c.epc] = decode(c.epc)
-        events = self.rules(changes, decoded)
-        upserts: list[repo.ItemUpsert] = []
-        presence: list[repo.PresenceRow] = []
-        departed: list[str] = []
-        for c in changes:
-            d = decoded[c.epc]
-            if c.kind == "departed" or c.zone is None:
-                departed.append(c.epc)
-                upserts.append(repo.ItemUpsert(epc=c.epc, seen_at=None, zone=None))
-                continue
-            upserts.append(repo.ItemUpsert(
-                epc=c.epc, seen_at=c.at, zone=c.zone, epc_uri=d.uri, gtin=d.gtin14,
-                serial=d.serial_text,
-            ))
-            presence.append(repo.PresenceRow(epc=c.epc, zone=c.zone, since=c.at, last_seen=c.at))
-        records = [repo.event_record(e, self.encode(e)) for e in events]
-        t0 = time.perf_counter()
-        dup = self._commit_with_retry(changes, decoded, upserts, records, presence, departed,
-                                      watched)
-        self.metrics.batch_commit.observe(time.perf_counter() - t0)
-        self.stats.commits += 1
-        for e in events:
-            if e.event_id not in dup:  # a replayed event is not a new one
-                self.stats.events += 1
-                self.metrics.events.labels(e.biz_step or "observe").inc()
-        if self.on_commit is not None:
-            self.on_commit()
-
-    def _commit_with_retry(self, changes: list[PresenceChange], decoded: dict[str, DecodedEpc],
-                           upserts: list[repo.ItemUpsert], records: list[repo.EventRecord],
-                           presence: list[repo.PresenceRow], departed: list[str],
-                           watched: list[list[tuple[str, str, float]]]) -> set[str]:
-        """The tracker has already moved: the batch must reach the database, so a database
-        error (locked, disk full, PostgreSQL restarting) is retried with backoff until it
-        passes or the daemon stops; meanwhile reads wait in the bounded queue."""
-        delay = 0.5
-        while True:
-            try:
-                return self._commit(changes, decoded, upserts, records, presence, departed,
-                                    watched)
-            except DBAPIError as exc:
-                self.stats.db_errors += 1
-                if self.stop_event.is_set():
-                    log.error("database error while stopping, batch of %d changes lost: %s",
-                              len(changes), exc)
-                    return set()
-                log.error("database error, retrying the batch in %.1f s: %s", delay, exc)
-                self.stop_event.wait(delay)
-                self.heartbeat = time.monotonic()  # waiting on the database, not hung
-                delay = min(delay * 2, 30.0)
-
-    def _commit(self, changes: list[PresenceChange], decoded: dict[str, DecodedEpc],
-                upserts: list[repo.ItemUpsert], records: list[repo.EventRecord],
-                presence: list[repo.PresenceRow], departed: list[str],
-                watched: list[list[tuple[str, str, float]]]) -> set[str]:
-        """One batch in one transaction; the ids of events the journal already had."""
-        with self.db.write() as s:
-            res = repo.apply_batch(s, upserts, records, presence=presence, departed=departed)
-            for hook in self.hooks:
-                try:
-                    with s.begin_nested():  # a failing hook rolls back its part only
-                        hook(s, changes, decoded)
-                except Exception:
-                    self.stats.hook_errors += 1
-                    log.exception("change hook %s failed on %d changes; its part of the batch "
-                                  "is rolled back", getattr(hook, "__qualname__", hook),
-                                  len(changes))
-            for (_zones, read_hook), reads in zip(self.read_hooks, watched, strict=False):
-                if not reads:
-                    continue
-                try:
-                    with s.begin_nested():
-                        read_hook(s, reads)
-                except Exception:
-                    self.stats.hook_errors += 1
-                    log.exception("read hook %s failed on %d reads; its part of the batch is "
-                                  "rolled back", getattr(read_hook, "__qualname__", read_hook),
-                                  len(reads))
-        return set(res.duplicate_events)

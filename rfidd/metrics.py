@@ -93,6 +93,26 @@ class Metrics:
             "commands", "Inbound HQ commands, by command and result.", ["command", "result"],
             namespace=NS, registry=r,
         )
+        self.reader_thread_restarts = Counter(
+            "reader_thread_restarts", "Reader supervisor threads found dead and started again "
+            "(a bug in a driver: the log has its traceback).", ["reader"],
+            namespace=NS, registry=r,
+        )
+        self.database_errors = Counter(
+            "database_errors", "Database errors met by the daemon's writers (each retried "
+            "batch attempt counts once); staff writes answer 503 while the database is down.",
+            namespace=NS, registry=r,
+        )
+        self.database_up = Gauge(
+            "database_up", "0 while the daemon's database fails (writes are being retried).",
+            namespace=NS, registry=r,
+        )
+        self.database_up.set(1)
+        self.component_errors = Counter(
+            "ingest_component_errors", "Batches a domain component failed to plan, write or "
+            "apply (its part of the batch is skipped; the rest commits).", ["component"],
+            namespace=NS, registry=r,
+        )
         self.count_sessions = Counter(
             "count_sessions", "Cycle count sessions completed.", namespace=NS, registry=r,
         )
@@ -113,6 +133,7 @@ class Metrics:
             self.reader_up.labels(name).set(0)
             self.reader_last_report_age.labels(name)
             self.reader_reconnects.labels(name)
+            self.reader_thread_restarts.labels(name)
             for a in antennas:
                 self.reads.labels(name, str(a))
 

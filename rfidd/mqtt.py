@@ -255,6 +255,15 @@ class HqLink:
     def inflight_rows(self) -> int:
         return sum(len(f.ids) for f in list(self._inflight.values()))
 
+    def publish_now(self, suffix: str, payload: dict[str, Any]) -> bool:
+        """Best effort, outside the outbox: for what must reach HQ while the database itself
+        is down (the outbox lives there). True when handed to paho while connected."""
+        client = self._client
+        if client is None or not self._connected.is_set():
+            return False
+        info = client.publish(f"{self.base}/{suffix}", json.dumps(payload), qos=1)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
     def set_reader_status(self, reader: str, online: bool) -> None:
         """Retained reader status; remembered and republished after every reconnect."""
         with self._readers_lock:

@@ -35,22 +35,33 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from inventory.asn import parse_asn_object
-from inventory.epc import DecodedEpc, decode
+from inventory.epc import decode
 from inventory.epcis import biz_transaction_uri
 from inventory.events import ItemEvent, stable_event_id
-from inventory.lifecycle import ItemState, Lifecycle, Outcome, Status, Step, Transition
+from inventory.lifecycle import (
+    STOCK_STATUSES,
+    ItemState,
+    Lifecycle,
+    Outcome,
+    Status,
+    Step,
+    Transition,
+)
+from inventory.lifecycle import may_leave as _may_leave
 from inventory.presence import ChangeKind, PresenceChange
 from rfidd.config import ZoneKind
 from rfidd.context import ServiceContext
+from rfidd.lifecycle import books
 from rfidd.lifecycle import commands as C
+from rfidd.lifecycle.books import write_row
 from rfidd.lifecycle.models import (
     CommissioningBind,
     CommissioningSession,
     LifecycleApplied,
     LifecycleItem,
 )
+from rfidd.pipeline import BatchPlan, BatchView
 from rfidd.store import repo
-from rfidd.store.models import Item
 
 log = logging.getLogger("rfidd.lifecycle")
 
@@ -93,23 +104,6 @@ MQTT_COMMANDS = ("sale", "return", "ship", "transfer_out", "transfer_in", "loan_
 """`receive` is HTTP only: HQ's reception of ASNs is the store-operations `asn` command."""
 
 _SHIPPING = (Step.SHIP, Step.TRANSFER_OUT)
-
-# items.disposition written by another service -> the lifecycle status it stands for.
-_ADOPT: dict[str, Status] = {
-    "active": Status.COMMISSIONED,
-    "in_progress": Status.PACKED,
-    "in_transit": Status.IN_TRANSIT,
-    "sellable_not_accessible": Status.IN_STOCK,
-    "sellable_accessible": Status.ON_FLOOR,
-    "retail_sold": Status.SOLD,
-    "returned": Status.RETURNED,
-    "needs_replacement": Status.IN_REPAIR,
-    "available": Status.IN_STOCK,
-    "stolen": Status.MISSING,
-    "destroyed": Status.DESTROYED,
-    "inactive": Status.DECOMMISSIONED,
-}
-
 
 @dataclass(slots=True)
 class ItemResult:
@@ -203,37 +197,6 @@ def reason_code(state: ItemState | None, tr: Transition, text: str) -> str:
     return "wrong_status"
 
 
-def state_of(row: LifecycleItem) -> ItemState:
-    return ItemState(
-        epc=row.epc, status=Status(row.status), disposition=row.disposition, site=row.site,
-        since=row.since, biz_step=row.biz_step, destination=row.destination,
-        shipment=row.shipment, sale_txn=row.sale_txn, loan_due=row.loan_due,
-        after_repair=Status(row.after_repair) if row.after_repair else None,
-        counted_at=row.counted_at,
-    )
-
-
-def _write_row(row: LifecycleItem, st: ItemState, now: float) -> None:
-    row.status = st.status.value
-    row.disposition = st.disposition
-    row.site = st.site
-    row.since = st.since
-    row.biz_step = st.biz_step
-    row.destination = st.destination
-    row.shipment = st.shipment
-    row.sale_txn = st.sale_txn
-    row.loan_due = st.loan_due
-    row.after_repair = st.after_repair.value if st.after_repair else None
-    row.counted_at = st.counted_at
-    row.updated = now
-
-
-# Statuses whose moves between stockroom and floor are stocking/storing steps.
-STOCK_STATUSES = frozenset({Status.IN_STOCK, Status.ON_FLOOR, Status.RETURNED})
-# Statuses of items expected to walk out (no exit alert); MISSING was alerted already.
-LEAVE_STATUSES = frozenset({Status.SOLD, Status.ON_LOAN, Status.IN_TRANSIT, Status.MISSING})
-
-
 class LifecycleService:
     """Wired by app.py: `LifecycleService(ctx)`; HQ commands and the change hook are registered
     here, so constructing it is enough. `clock` is injectable for tests."""
@@ -260,7 +223,6 @@ class LifecycleService:
         self._load_sessions()
         for name in MQTT_COMMANDS:
             ctx.register_command(name, self._mqtt_handler(name))
-        ctx.change_hooks.append(self.on_changes)
 
     def start(self) -> None:
         log.info("lifecycle: %d open commissioning sessions, %d pending binds",
@@ -386,10 +348,12 @@ class LifecycleService:
                           parent_id=parent_id)
 
     def _rejection(self, st: ItemState | None, tr: Transition, text: str, code: str,
-                   source: str) -> repo.Message:
-        """The exception HQ gets; its id makes a repeated bad command one alert."""
-        self.rejections.labels(tr.step.value, code).inc()
-        self.ctx.metrics.alerts.labels("lifecycle_rejected").inc()
+                   source: str, count: bool = True) -> repo.Message:
+        """The exception HQ gets; its id makes a repeated bad command one alert. `count`
+        False: the caller counts it once committed (an ingest plan)."""
+        if count:
+            self.rejections.labels(tr.step.value, code).inc()
+            self.ctx.metrics.alerts.labels("lifecycle_rejected").inc()
         payload = {
             "type": "lifecycle_rejected",
             "site": self.site,
@@ -412,41 +376,7 @@ class LifecycleService:
 
     def _load(self, s: Session, epcs: Sequence[str]
               ) -> tuple[dict[str, ItemState | None], dict[str, LifecycleItem]]:
-        rows: dict[str, LifecycleItem] = {}
-        items: dict[str, tuple[str | None, str | None, float]] = {}
-        for i in range(0, len(epcs), 500):
-            part = list(epcs[i:i + 500])
-            rows.update((r.epc, r) for r in s.scalars(
-                select(LifecycleItem).where(LifecycleItem.epc.in_(part))))
-            items.update((e, (d, b, u)) for e, d, b, u in s.execute(
-                select(Item.epc, Item.disposition, Item.biz_step, Item.updated)
-                .where(Item.epc.in_(part))))
-        states: dict[str, ItemState | None] = {}
-        for epc in epcs:
-            row = rows.get(epc)
-            it = items.get(epc)
-            if row is not None and not (it and it[0] and it[0] != row.disposition
-                                        and it[2] > row.updated):
-                states[epc] = state_of(row)
-            elif it is not None and it[0] in _ADOPT:
-                states[epc] = self._adopt(epc, it[0], it[1], it[2], row)
-            else:
-                states[epc] = state_of(row) if row is not None else None
-        return states, rows
-
-    def _adopt(self, epc: str, disposition: str, biz_step: str | None, since: float,
-               row: LifecycleItem | None) -> ItemState:
-        """The state `items.disposition`, written by another service, stands for."""
-        status = _ADOPT[disposition]
-        if row is not None and status is Status.IN_TRANSIT and row.destination:
-            return state_of(row)
-        return ItemState(
-            epc=epc, status=status, disposition=disposition,
-            site=None if status is Status.IN_TRANSIT else self.site, since=since,
-            biz_step=biz_step,
-            destination=self.site if status is Status.IN_TRANSIT else None,
-            after_repair=Status.IN_STOCK if status is Status.IN_REPAIR else None,
-        )
+        return books.load(s, epcs, self.site)
 
     def _applied(self, s: Session, step: Step, txn: str) -> dict[str, str]:
         q = select(LifecycleApplied.epc, LifecycleApplied.event_id).where(
@@ -458,26 +388,39 @@ class LifecycleService:
                 messages: Sequence[repo.Message],
                 applied: Iterable[tuple[str, Step, str, str]],
                 tids: dict[str, str | None] | None = None) -> None:
+        self.ctx.stage(s, events, messages, self._item_upserts(new_states))
+        self._write_rows(s, rows, new_states, tids)
+        now = time.time()
+        for epc, step, txn, event_id in applied:
+            s.add(LifecycleApplied(epc=epc, step=step.value, txn=txn, event_id=event_id,
+                                   applied_at=now))
+
+    @staticmethod
+    def _item_upserts(new_states: dict[str, ItemState]) -> list[repo.ItemUpsert]:
+        """The coarse items.biz_step/disposition every service reads."""
         upserts = []
         for epc, st in new_states.items():
             d = decode(epc)
             upserts.append(repo.ItemUpsert(
                 epc=epc, biz_step=st.biz_step, disposition=st.disposition, epc_uri=d.uri,
                 gtin=d.gtin14, serial=d.serial_text))
-        self.ctx.stage(s, events, messages, upserts)
-        now = time.time()  # after stage: our row is never older than the items row we wrote
+        return upserts
+
+    @staticmethod
+    def _write_rows(s: Session, rows: dict[str, LifecycleItem],
+                    new_states: dict[str, ItemState], tids: dict[str, str | None] | None
+                    ) -> None:
+        """The lifecycle rows, written after the items rows: never older than them."""
+        now = time.time()
         for epc, st in new_states.items():
             row = rows.get(epc)
             if row is None:
                 row = LifecycleItem(epc=epc)
                 s.add(row)
                 rows[epc] = row
-            _write_row(row, st, now)
+            write_row(row, st, now)
             if tids and tids.get(epc):
                 row.tid = tids[epc]
-        for epc, step, txn, event_id in applied:
-            s.add(LifecycleApplied(epc=epc, step=step.value, txn=txn, event_id=event_id,
-                                   applied_at=now))
 
     # ------------------------------------------------------------------ inbound shipments
 
@@ -595,135 +538,147 @@ class LifecycleService:
     def bench_zones(self) -> list[str]:
         return sorted(z for z, k in self._zone_kinds.items() if k is ZoneKind.BENCH)
 
-    # ------------------------------------------------------------------ presence hook
+    # ------------------------------------------------------------------ ingest component
 
-    def on_changes(self, s: Session, changes: list[PresenceChange],
-                   decoded: dict[str, DecodedEpc]) -> None:
-        """Ingest-thread hook: state, events and alerts staged in the ingest batch's own
-        transaction, so they commit with the reads that caused them. For items these books
-        hold, this is where stocking/storing is decided (the site rules stand aside)."""
+    name = "lifecycle"
+    watched_zones: frozenset[str] = frozenset()
+
+    def plan(self, view: BatchView) -> BatchPlan | None:
+        """The books' part of a batch (rfidd.pipeline): bench commissioning, and stocking /
+        storing of the items these books hold (the site rules stand aside for those). Planned
+        from the view's records; the commissioning counters move only once committed."""
         bench, moves = [], []
-        for c in changes:
+        for c in view.changes:
             kind = self._zone_kinds.get(c.zone) if c.zone else None
             if kind is ZoneKind.BENCH and c.kind in (ChangeKind.ARRIVED, ChangeKind.MOVED):
                 bench.append(c)
             elif c.kind is ChangeKind.MOVED and kind in (ZoneKind.STOCK, ZoneKind.FLOOR) \
                     and self._zone_kinds.get(c.from_zone or "") is not kind:
                 moves.append(c)  # onto the floor or into the stockroom, from anywhere
-        if not moves and not (bench and (self._sessions or self._binds)):
-            return
-        try:
-            self._presence(s, bench if (self._sessions or self._binds) else [], moves,
-                           decoded)
-        except Exception:  # counted; the ingest rolls back this hook's savepoint
-            self.hook_errors.inc()
-            log.exception("lifecycle hook failed on %d changes", len(changes))
-            raise
-
-    def _presence(self, s: Session, bench: list[PresenceChange], moves: list[PresenceChange],
-                  decoded: dict[str, DecodedEpc]) -> None:
         with self._lock:
-            epcs = list(dict.fromkeys(c.epc for c in [*bench, *moves]))
-            states, rows = self._load(s, epcs)
-            events: list[ItemEvent] = []
-            messages: list[repo.Message] = []
-            new_states: dict[str, ItemState] = {}
-            tids: dict[str, str | None] = {}
-            counted: dict[str, int] = {}
-            for c in bench:
-                if states.get(c.epc) is not None or c.epc in new_states:
-                    continue  # only unknown tags are commissioned
-                d = decoded.get(c.epc) or decode(c.epc)
-                sid, tid = self._binds.get(c.epc, (None, None))
-                session = None
-                if sid is None:
-                    candidates = [x for x in self._sessions.values()
-                                  if x.zone in (None, c.zone)
-                                  and x.commissioned + counted.get(x.id, 0) < x.expected]
-                    session = next((x for x in candidates if x.gtin == d.gtin14), None)
-                    if session is None:
-                        if candidates:
-                            tr = self._tr(Step.COMMISSION, c.epc, c.at, zone=c.zone,
-                                          txn=candidates[0].id)
-                            gtins = ", ".join(sorted({x.gtin or "?" for x in candidates}))
-                            text = (f"commission rejected for {c.epc}: GTIN {d.gtin14} is not "
-                                    f"the product of the open session(s) ({gtins})")
-                            messages.append(self._rejection(None, tr, text, "wrong_product",
-                                                            "reader"))
-                        continue
-                    sid = session.id
-                tr = self._tr(Step.COMMISSION, c.epc, c.at, zone=c.zone)
-                out = self.lifecycle.apply(None, tr)
-                if not out.accepted or out.state is None:  # pragma: no cover - unknown item
+            commissioning = bool(self._sessions or self._binds)
+            if not moves and not (bench and commissioning):
+                return None
+            return self._plan(view, bench if commissioning else [], moves)
+
+    def _plan(self, view: BatchView, bench: list[PresenceChange],
+              moves: list[PresenceChange]) -> BatchPlan:
+        events: list[ItemEvent] = []
+        messages: list[repo.Message] = []
+        rejected: list[tuple[str, str]] = []
+        new_states: dict[str, ItemState] = {}
+        tids: dict[str, str | None] = {}
+        counted: dict[str, int] = {}
+        used_binds: list[tuple[str, float]] = []
+
+        def reject(st: ItemState | None, tr: Transition, text: str, code: str) -> None:
+            messages.append(self._rejection(st, tr, text, code, "reader", count=False))
+            rejected.append((tr.step.value, code))
+
+        for c in bench:
+            if view.record(c.epc) is not None or c.epc in new_states:
+                continue  # only unknown tags are commissioned
+            d = view.decoded.get(c.epc) or decode(c.epc)
+            sid, tid = self._binds.get(c.epc, (None, None))
+            session = None
+            if sid is None:
+                candidates = [x for x in self._sessions.values()
+                              if x.zone in (None, c.zone)
+                              and x.commissioned + counted.get(x.id, 0) < x.expected]
+                session = next((x for x in candidates if x.gtin == d.gtin14), None)
+                if session is None:
+                    if candidates:
+                        tr = self._tr(Step.COMMISSION, c.epc, c.at, zone=c.zone,
+                                      txn=candidates[0].id)
+                        gtins = ", ".join(sorted({x.gtin or "?" for x in candidates}))
+                        reject(None, tr, f"commission rejected for {c.epc}: GTIN {d.gtin14} "
+                               f"is not the product of the open session(s) ({gtins})",
+                               "wrong_product")
                     continue
-                evs = list(out.events)
-                if tid:
-                    evs = [replace(e, extensions={**e.extensions, "tid": tid}) for e in evs]
-                    tids[c.epc] = tid
-                events.extend(evs)
+                sid = session.id
+            else:
+                used_binds.append((c.epc, c.at))
+            tr = self._tr(Step.COMMISSION, c.epc, c.at, zone=c.zone)
+            out = self.lifecycle.apply(None, tr)
+            if not out.accepted or out.state is None:  # pragma: no cover - unknown item
+                continue
+            evs = list(out.events)
+            if tid:
+                evs = [replace(e, extensions={**e.extensions, "tid": tid}) for e in evs]
+                tids[c.epc] = tid
+            events.extend(evs)
+            new_states[c.epc] = out.state
+            if session is not None:
+                counted[session.id] = counted.get(session.id, 0) + 1
+        for c in moves:
+            st = new_states.get(c.epc) or view.record(c.epc)
+            if st is None or st.status not in STOCK_STATUSES:
+                # Not in the books, or not stock (a customer walking through with a
+                # purchase, an item in transit not yet received): a move, not a step.
+                continue
+            step = Step.STOCK if self._zone_kinds.get(c.zone or "") is ZoneKind.FLOOR \
+                else Step.STORE
+            if (step, st.status) in ((Step.STOCK, Status.ON_FLOOR),
+                                     (Step.STORE, Status.IN_STOCK)):
+                continue  # already there in the books (e.g. received straight to the floor)
+            tr = self._tr(step, c.epc, c.at, zone=c.zone)
+            out = self.lifecycle.apply(st, tr)
+            if out.accepted and out.state is not None:
                 new_states[c.epc] = out.state
-                if session is not None:
-                    counted[session.id] = counted.get(session.id, 0) + 1
-                bind = s.get(CommissioningBind, c.epc)
+                events.extend(out.events)
+            else:
+                reject(st, tr, out.reason or "rejected", reason_code(st, tr, out.reason or ""))
+        if not (events or messages):
+            return BatchPlan()
+        closed: dict[str, int] = {}  # session -> its committed count, once complete
+
+        def write(s: Session) -> None:
+            rows = {r.epc: r for r in s.scalars(select(LifecycleItem).where(
+                LifecycleItem.epc.in_(list(new_states))))} if new_states else {}
+            self._write_rows(s, rows, new_states, tids)
+            for epc, at in used_binds:
+                bind = s.get(CommissioningBind, epc)
                 if bind is not None:
-                    bind.used_at = c.at
-            for c in moves:
-                st = new_states.get(c.epc) or states.get(c.epc)
-                if st is None or st.status not in STOCK_STATUSES:
-                    # Not in the books, or not stock (a customer walking through with a
-                    # purchase, an item in transit not yet received): a move, not a step.
-                    continue
-                step = Step.STOCK if self._zone_kinds.get(c.zone or "") is ZoneKind.FLOOR \
-                    else Step.STORE
-                if (step, st.status) in ((Step.STOCK, Status.ON_FLOOR),
-                                         (Step.STORE, Status.IN_STOCK)):
-                    continue  # already there in the books (e.g. received straight to the floor)
-                tr = self._tr(step, c.epc, c.at, zone=c.zone)
-                out = self.lifecycle.apply(st, tr)
-                if out.accepted and out.state is not None:
-                    new_states[c.epc] = out.state
-                    events.extend(out.events)
-                else:
-                    messages.append(self._rejection(
-                        st, tr, out.reason or "rejected",
-                        reason_code(st, tr, out.reason or ""), "reader"))
-            self._commit(s, rows, new_states, events, messages, (), tids)
+                    bind.used_at = at
+            closed.clear()
             for sid, n in counted.items():
                 row = s.get(CommissioningSession, sid)
                 if row is None:
                     continue
                 row.commissioned += n
-                live = self._sessions.get(sid)
-                if live is not None:
-                    live.commissioned = row.commissioned
                 if row.commissioned >= row.expected:
                     row.closed_at = self.clock()
+                    closed[sid] = row.commissioned
+
+        def apply() -> None:
+            with self._lock:
+                for sid, n in counted.items():
+                    live = self._sessions.get(sid)
+                    if live is not None:
+                        live.commissioned += n
+                for sid, n in closed.items():
                     self._sessions.pop(sid, None)
-                    log.info("commissioning session %s complete: %d items", sid,
-                             row.commissioned)
-            for epc in new_states:
-                self._binds.pop(epc, None)
+                    log.info("commissioning session %s complete: %d items", sid, n)
+                for epc in new_states:
+                    self._binds.pop(epc, None)
+            for step, code in rejected:
+                self.rejections.labels(step, code).inc()
+                self.ctx.metrics.alerts.labels("lifecycle_rejected").inc()
+
+        return BatchPlan(events=events, messages=messages,
+                         upserts=self._item_upserts(new_states), write=write, apply=apply)
 
     # ------------------------------------------------------------------ loans
 
     def may_leave(self, epc: str) -> bool:
-        """For the exit rule: an item this site sold, lent, shipped, or repairs for a customer
-        leaves without an alert; stock, and items it has no record of, do not."""
-        st = self._state(epc)
-        if st is None:
-            return False
-        if st.status is Status.IN_REPAIR:
-            return st.after_repair is Status.SOLD
-        return st.status in LEAVE_STATUSES
+        """The exit rule (inventory.lifecycle.may_leave) on this item's books."""
+        return _may_leave(self._state(epc))
 
     def has_no_record(self, epc: str) -> bool:
-        """For the site rules: items this site's books do not hold (an inventory taken over as
-        found) have their moves judged by the rules; the others by the books (this hook)."""
         return self._state(epc) is None
 
     def in_stock(self, epc: str) -> bool:
-        """For the site rules: may a move of this item be a stocking/storing step? Items this
-        site has no lifecycle record of count as stock (an inventory taken over as found)."""
+        """Items this site has no lifecycle record of count as stock (taken over as found)."""
         st = self._state(epc)
         return st is None or st.status in STOCK_STATUSES
 

@@ -1,11 +1,17 @@
-"""Store operations in the daemon: catalog, ASN reception, cycle counts, shrinkage.
+"""Store operations in the daemon, one module per job:
 
-What app.py and cli.py wire (the only public surface):
-  StoreOps(ctx)                         the service (change hooks, HQ commands `asn`, `catalog`)
-  register_routes(api, ops)             HTTP routes under /api/v1/ops
-  add_scheduled_jobs(scheduler, ops)    live-count refresh, timed stops, stored count schedules
-  ops_cli                               the `rfidd ops ...` click group (talks to the HTTP API)
-  bench_command                         the `rfidd bench` click command
+  catalog.py        CatalogService        products (files, API, HQ `catalog`), lookups
+  reception.py      ReceptionService      ASNs (files, API, HQ `asn`) and reception sessions
+  counting.py       CountingService       cycle counts, live progress, count reports
+  exits.py          ExitService           exit alerts, the loss tracker, the shrinkage report
+  replenishment.py  ReplenishmentService  stockroom -> floor list
+  schedules.py      Schedules             stored count schedules and the periodic ops tick
+  common.py         OpsError, OpsSettings and what the services share
+  api.py            register_routes       HTTP routes under /api/v1/ops
+  cli.py            ops_cli               the `rfidd ops ...` click group (talks to the HTTP API)
+  bench.py          bench_command         the `rfidd bench` click command
+
+rfidd/app.py (`build_ops`) builds and wires them.
 """
 
 from __future__ import annotations
@@ -13,28 +19,31 @@ from __future__ import annotations
 from typing import Any
 
 from rfidd.ops.bench import bench_command
+from rfidd.ops.catalog import CatalogService
 from rfidd.ops.cli import ops_cli
-from rfidd.ops.service import OpsError, OpsSettings, StoreOps
+from rfidd.ops.common import OpsError, OpsSettings
+from rfidd.ops.counting import CountingService
+from rfidd.ops.exits import ExitService
+from rfidd.ops.reception import ReceptionService
+from rfidd.ops.replenishment import ReplenishmentService
+from rfidd.ops.schedules import Schedules
 
 
-def register_routes(api: Any, ops: StoreOps) -> None:
-    """The HTTP routes (imported here, not at import of the package: the CLI needs no web
-    framework)."""
+def register_routes(api: Any, **services: Any) -> None:
+    """The HTTP routes (rfidd.ops.api), imported on use: the CLI needs no web framework."""
     from rfidd.ops.api import register_routes as register
 
-    register(api, ops)
-
-
-def add_scheduled_jobs(scheduler: Any, ops: StoreOps) -> None:
-    """Register the ops jobs on the daemon's APScheduler (call before or after it starts)."""
-    ops.attach_scheduler(scheduler)
-
+    register(api, **services)
 
 __all__ = [
+    "CatalogService",
+    "CountingService",
+    "ExitService",
     "OpsError",
     "OpsSettings",
-    "StoreOps",
-    "add_scheduled_jobs",
+    "ReceptionService",
+    "ReplenishmentService",
+    "Schedules",
     "bench_command",
     "ops_cli",
     "register_routes",

@@ -20,7 +20,13 @@ from pydantic import BaseModel, Field
 
 from inventory.reports import replenishment_csv
 from rfidd.config_http import Role
-from rfidd.ops.service import OpsError, StoreOps
+from rfidd.ops.catalog import CatalogService
+from rfidd.ops.common import OpsError
+from rfidd.ops.counting import CountingService
+from rfidd.ops.exits import ExitService
+from rfidd.ops.reception import ReceptionService
+from rfidd.ops.replenishment import ReplenishmentService
+from rfidd.ops.schedules import Schedules
 from rfidd.web.deps import require
 from rfidd.web.errors import ApiError
 
@@ -99,7 +105,10 @@ def _csv(text: str) -> dict[str, str]:
     return {"content_type": "text/csv", "text": text}
 
 
-def router(ops: StoreOps) -> APIRouter:
+def router(*, catalog: CatalogService, reception: ReceptionService, counting: CountingService,
+           schedules: Schedules, exits: ExitService,
+           replenishment: ReplenishmentService) -> APIRouter:
+    """The routes, each a call of the service that owns it."""
     r = APIRouter(prefix=P, tags=["ops"], dependencies=[Depends(require(Role.STAFF))],
                   route_class=_OpsRoute)
 
@@ -108,78 +117,72 @@ def router(ops: StoreOps) -> APIRouter:
         if body.products is not None:
             from inventory.catalog import parse_catalog_records
 
-            res = ops.import_catalog(parse_catalog_records(body.products, "<api>"))
+            res = catalog.import_catalog(parse_catalog_records(body.products, "<api>"))
         elif body.text is not None:
-            res = ops.import_catalog_text(body.text, body.format, body.source)
+            res = catalog.import_catalog_text(body.text, body.format, body.source)
         else:
             raise ApiError(422, "text: the file content (or products) is required")
         return JSONResponse(res, 422 if res["errors"] and not res["imported"] else 200)
 
     @r.get("/catalog/classification")
     def classification() -> Any:
-        return ops.classification()
+        return catalog.classification()
 
     @r.post("/asns")
     def asn_import(body: AsnImport) -> JSONResponse:
-        res = ops.import_asn_text(body.text, body.format, body.source,
-                                  open_reception=body.open_reception)
+        res = reception.import_asn_text(body.text, body.format, body.source,
+                                        open_reception=body.open_reception)
         return JSONResponse(res, 422 if res["errors"] or res["conflicts"] else 200)
 
     @r.get("/asns/{asn_id}")
     def asn_get(asn_id: str) -> Any:
-        from rfidd.ops import store
-
-        with ops.ctx.db.session() as s:
-            row = store.asn_summary(s, asn_id)
-        if row is None:
-            raise ApiError(404, f"unknown ASN {asn_id}")
-        return row
+        return reception.asn(asn_id)
 
     @r.post("/receptions", status_code=201)
     def reception_open(body: ReceptionOpen, request: Request) -> Any:
-        return ops.open_reception(body.asn_ids, opened_by=_who(request))
+        return reception.open_reception(body.asn_ids, opened_by=_who(request))
 
     @r.get("/receptions")
     def receptions() -> Any:
-        return ops.receptions()
+        return reception.receptions()
 
     @r.get("/receptions/{sid}")
-    def reception(sid: str, format: str | None = None) -> Any:
-        return _csv(ops.reception_csv(sid)) if format == "csv" else ops.reception(sid)
+    def reception_get(sid: str, format: str | None = None) -> Any:
+        return _csv(reception.reception_csv(sid)) if format == "csv" else reception.reception(sid)
 
     @r.post("/receptions/{sid}/close")
     def reception_close(sid: str, body: ReceptionClose | None = None) -> Any:
-        return ops.close_reception(sid)
+        return reception.close_reception(sid)
 
     @r.post("/counts", status_code=201)
     def count_start(body: CountStart) -> Any:
-        return ops.start_count(body.zones, duration_s=body.duration_s)
+        return counting.start_count(body.zones, duration_s=body.duration_s)
 
     @r.get("/counts")
     def counts() -> Any:
-        return ops.counts()
+        return counting.counts()
 
     @r.get("/counts/{cid}")
     def count(cid: str, format: str | None = None) -> Any:
-        return _csv(ops.count_csv(cid)) if format == "csv" else ops.count(cid)
+        return _csv(counting.count_csv(cid)) if format == "csv" else counting.count(cid)
 
     @r.post("/counts/{cid}/stop")
     def count_stop(cid: str) -> Any:
-        return ops.stop_count(cid)
+        return counting.stop_count(cid)
 
     @r.post("/count-schedules", status_code=201)
     def schedule_add(body: ScheduleAdd) -> Any:
-        return ops.add_schedule(body.cron, body.zones, body.duration_s)
+        return schedules.add_schedule(body.cron, body.zones, body.duration_s)
 
     @r.get("/count-schedules")
-    def schedules() -> Any:
-        return ops.schedules()
+    def schedule_list() -> Any:
+        return schedules.schedules()
 
     @r.post("/count-schedules/{sid}/delete")
     def schedule_delete(sid: str) -> Any:
         if not sid.isdigit():
             raise ApiError(400, f"schedule id {sid!r} is not a number")
-        ops.delete_schedule(int(sid))
+        schedules.delete_schedule(int(sid))
         return {"deleted": int(sid)}
 
     @r.get("/shrinkage")
@@ -187,23 +190,23 @@ def router(ops: StoreOps) -> APIRouter:
                   currency: str | None = None, format: str | None = None) -> Any:
         start, end = _period(since, until)
         if format == "csv":
-            return _csv(ops.shrinkage_csv(start, end, currency))
-        return ops.shrinkage(start, end, currency).to_dict()
+            return _csv(exits.shrinkage_csv(start, end, currency))
+        return exits.shrinkage(start, end, currency).to_dict()
 
     @r.post("/shrinkage")
     def shrinkage_publish(body: ShrinkagePublish) -> Any:
         start, end = _period(body.since, body.until)
-        return ops.shrinkage(start, end, body.currency, publish=True).to_dict()
+        return exits.shrinkage(start, end, body.currency, publish=True).to_dict()
 
     @r.get("/shrinkage/suspected")
     def suspected() -> Any:
-        return ops.suspected()
+        return exits.suspected()
 
     @r.get("/replenishment")
-    def replenishment(floor_min: str = "1", format: str | None = None) -> Any:
+    def replenishment_get(floor_min: str = "1", format: str | None = None) -> Any:
         if not floor_min.isdigit():
             raise ApiError(400, f"floor_min: {floor_min!r} is not a whole number")
-        lines = ops.replenishment(int(floor_min))
+        lines = replenishment.replenishment(int(floor_min))
         if format == "csv":
             return _csv(replenishment_csv(lines))
         return {"lines": [ln.to_dict() for ln in lines]}
@@ -231,6 +234,7 @@ class _OpsRoute(APIRoute):
         return run
 
 
-def register_routes(api: Any, ops: StoreOps) -> None:
-    """Add the store-operations routes to the daemon's web server (rfidd.web.WebServer)."""
-    api.include_router(router(ops))
+def register_routes(api: Any, **services: Any) -> None:
+    """Add the store-operations routes to the daemon's web server (rfidd.web.WebServer);
+    `services`: catalog, reception, counting, schedules, exits, replenishment."""
+    api.include_router(router(**services))

@@ -25,6 +25,7 @@ from inventory import bench
 from inventory.asn import Asn
 from inventory.counting import CountSession
 from inventory.reports import count_csv, to_json
+from readers.base import ReaderState, TagRead
 from rfidd.ops import store
 from rfidd.store.db import Database, open_database
 from rfidd.store.models import Item
@@ -92,48 +93,84 @@ def run_db_count(db: Database, n: int, *, seed: int = 0, missing_rate: float = 0
         "insert_s": insert_s, "totals": result.totals(), "report_json_bytes": len(doc)})
 
 
-def run_db_reception(db: Database, n: int, *, missing: int = 7,
-                     unexpected: int = 5) -> bench.BenchFigure:
-    """An n-item ASN received through StoreOps itself: the timed part is `close_reception`
-    (reconcile, one `receiving` event per item from the lifecycle rules, report, one commit)."""
-    import threading
+class _Dock:
+    """The benchmark's reader: it hands the daemon's ingest queue the reads it is given."""
 
-    from inventory.presence import ChangeKind, PresenceChange, PresenceTracker
+    def __init__(self, name: str, sink: Any) -> None:
+        self.name, self.sink = name, sink
+
+    def start(self) -> None:
+        self.sink.on_state(self.name, ReaderState.ONLINE, "bench")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.sink.on_state(self.name, ReaderState.OFFLINE, "bench")
+
+    @property
+    def state(self) -> ReaderState:
+        return ReaderState.ONLINE
+
+    def running(self) -> bool:
+        return True
+
+    def hung_for(self) -> float:
+        return 0.0
+
+
+def run_db_reception(url: str, n: int, *, missing: int = 7,
+                     unexpected: int = 5) -> bench.BenchFigure:
+    """An n-item ASN received by a whole daemon (app.Daemon, reads through its ingest): the
+    timed part is `close_reception` (reconcile, one `receiving` event per item from the
+    lifecycle rules, report, one commit)."""
+    from rfidd.app import Daemon
     from rfidd.config import Config
-    from rfidd.context import ServiceContext
-    from rfidd.metrics import Metrics
-    from rfidd.ops.service import StoreOps
 
     cfg = Config.model_validate({
         "site": {"id": "bench", "name": "bench", "sgln": "urn:epc:id:sgln:0614141.00001.0"},
-        "database": {"url": "sqlite://"}, "mqtt": {"enabled": False},
+        "database": {"url": url}, "mqtt": {"enabled": False},
         "http": {"enabled": False}, "zones": {"reception": {"kind": "reception"}},
+        "readers": {"dock": {"kind": "llrp", "address": "127.0.0.1",
+                             "antennas": {"1": "reception"}}},
     })
-    tracker = PresenceTracker(departure_s=300, move_margin_db=0, move_margin_decay_s=1)
-    ctx = ServiceContext(cfg, db, Metrics(), tracker, threading.RLock())
-    ops = StoreOps(ctx)
-    ops.start()
-    epcs, _ = bench.generate_epcs(n + unexpected, 100)
-    listed, extra = epcs[:n], epcs[n:]
-    rng = random.Random(1)
-    planted = set(rng.sample(listed, missing))
-    asn = Asn("BENCH-DESADV", "WH", "bench", datetime(2024, 1, 1, tzinfo=UTC),
-              tuple(sorted(listed)), ())
-    phases: dict[str, float] = {}
-    t = time.perf_counter()
-    ops.import_asns([asn], "bench")
-    phases["import"] = time.perf_counter() - t
-    reads = [e for e in listed if e not in planted] + extra
-    t = time.perf_counter()
-    for k in range(0, len(reads), 50):
-        with ctx.transaction() as s:
-            ctx.change_hooks[0](s, [PresenceChange(ChangeKind.ARRIVED, e, "reception", None,
-                                                   1.0) for e in reads[k:k + 50]], {})
-    phases["ingest_reads"] = time.perf_counter() - t
-    t = time.perf_counter()
-    doc = ops.close_reception()
-    phases["close"] = time.perf_counter() - t
-    phases["total"] = phases["close"]
+    docks: list[_Dock] = []
+
+    def dock(name: str, _rc: Any, sink: Any) -> _Dock:
+        docks.append(_Dock(name, sink))
+        return docks[-1]
+
+    daemon = Daemon(cfg, reader_factory=dock, with_lifecycle=False)
+    daemon.start()
+    try:
+        assert daemon.ops is not None
+        reception = daemon.ops.reception
+        epcs, _ = bench.generate_epcs(n + unexpected, 100)
+        listed, extra = epcs[:n], epcs[n:]
+        rng = random.Random(1)
+        planted = set(rng.sample(listed, missing))
+        asn = Asn("BENCH-DESADV", "WH", "bench", datetime(2024, 1, 1, tzinfo=UTC),
+                  tuple(sorted(listed)), ())
+        phases: dict[str, float] = {}
+        t = time.perf_counter()
+        reception.import_asns([asn], "bench")
+        phases["import"] = time.perf_counter() - t
+        reads = [e for e in listed if e not in planted] + extra
+        sid = reception.receptions()[0]["session_id"]
+        t = time.perf_counter()
+        now = time.time()
+        for k in range(0, len(reads), 50):
+            docks[0].sink.on_reads("dock", [TagRead(e, "dock", 1, -50.0, now)
+                                            for e in reads[k:k + 50]])
+        deadline = time.monotonic() + 120
+        while reception.reception(sid)["progress"]["read"] < len(reads):
+            if time.monotonic() > deadline:
+                raise RuntimeError("bench: the reads never reached the reception")
+            time.sleep(0.01)
+        phases["ingest_reads"] = time.perf_counter() - t
+        t = time.perf_counter()
+        doc = reception.close_reception()
+        phases["close"] = time.perf_counter() - t
+        phases["total"] = phases["close"]
+    finally:
+        daemon.stop()
     ok = ({m["epc"] for m in doc["missing"]} == planted
           and {u["epc"] for u in doc["unexpected"]} == set(extra))
     return bench.BenchFigure(f"db_reception_{n}", n, phases, ok, details={
@@ -161,11 +198,8 @@ def run(sizes: tuple[int, ...], asn_items: int, db_url: str | None,
                 db.dispose()
     if asn_items and db_url is None:  # writes ops tables: only on a throwaway database
         with tempfile.TemporaryDirectory(prefix="rfidd-bench-") as tmp:
-            db = open_database(f"sqlite:///{Path(tmp) / 'reception.db'}")
-            try:
-                figures.append(run_db_reception(db, asn_items))
-            finally:
-                db.dispose()
+            figures.append(run_db_reception(f"sqlite:///{Path(tmp) / 'reception.db'}",
+                                            asn_items))
     return figures
 
 

@@ -26,7 +26,12 @@ _WRITE_OPTION = "rfidd_write"
 
 
 class DatabaseError(Exception):
-    """The database cannot be opened or migrated; the message names the URL (no password)."""
+    """The database cannot be opened or migrated; the message names the URL (no password).
+    A temporary failure (EX_TEMPFAIL, 75: systemd retries) unless it is a DatabaseConfigError."""
+
+
+class DatabaseConfigError(DatabaseError):
+    """The URL itself cannot work (unsupported scheme, driver not installed): EX_CONFIG, 78."""
 
 
 def import_all_models() -> None:
@@ -124,7 +129,7 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
     if u.get_backend_name() == "postgresql":
         kwargs["pool_pre_ping"] = True
         return create_engine(u, **kwargs)
-    raise DatabaseError(f"{u.render_as_string(hide_password=True)}: unsupported database")
+    raise DatabaseConfigError(f"{u.render_as_string(hide_password=True)}: unsupported database")
 
 
 def upgrade(database: Database, revision: str = "head") -> None:
@@ -147,7 +152,7 @@ def open_database(url: str, *, migrate: bool = True, echo: bool = False) -> Data
     except DatabaseError:
         raise
     except ModuleNotFoundError as exc:
-        raise DatabaseError(f"{shown}: the database driver is not installed ({exc}); for "
+        raise DatabaseConfigError(f"{shown}: the database driver is not installed ({exc}); for "
                             "PostgreSQL: pip install 'rfidd[postgres]'") from exc
     except Exception as exc:
         raise DatabaseError(f"{shown}: {exc}") from exc

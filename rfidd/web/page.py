@@ -40,7 +40,8 @@ def fmt_for(request: Request, timezone: str) -> Formatter:
 
 
 def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
-    """Routes of the page; `ops` is the StoreOps, `lifecycle` the LifecycleService (or None)."""
+    """Routes of the page; `ops` is the daemon's OpsServices (catalog, counting, reception,
+    exits, replenishment), `lifecycle` the LifecycleService (or None)."""
     tz = config.site.timezone
     r = APIRouter(tags=["page"])
 
@@ -66,13 +67,13 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
         p = request.state.principal
         return {"lang": f.lang, "words": f.words(), "site": config.site.name,
                 "user": p.display or p.name, "zones": sorted(config.zones),
-                "counts": _count_rows(ops.counts(), f)}
+                "counts": _count_rows(ops.counting.counts(), f)}
 
     def count_view(cid: str, f: Formatter) -> dict[str, Any]:
-        data = ops.count(cid)
+        data = ops.counting.count(cid)
         if data["status"] == "running":
             prog = data["progress"]
-            missing = ops.count_missing(cid)
+            missing = ops.counting.count_missing(cid)
             return {"status": "running", "found": prog["found"], "expected": prog["expected"],
                     "ratio": prog["found"] / prog["expected"] if prog["expected"] else 0.0,
                     "headline": f.found_of(prog["found"], prog["expected"]),
@@ -98,7 +99,7 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
         return _stream(request, lambda: count_view(cid, f), lambda d: d["status"] != "running")
 
     def reception_view(sid: str, f: Formatter) -> dict[str, Any]:
-        data = ops.reception(sid)
+        data = ops.reception.reception(sid)
         doc = data.get("report") or {}
         lines = [{**ln, "expected_text": f.number(ln.get("expected") or 0),
                   "received_text": f.number(ln.get("received") or 0)}
@@ -114,7 +115,7 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
     @v.get("/receptions")
     def receptions(request: Request) -> dict[str, Any]:
         f = fmt_for(request, tz)
-        rows = ops.receptions()
+        rows = ops.reception.receptions()
         return {"receptions": [{**r, "opened_text": f.when(r.get("opened_at"))} for r in rows]}
 
     @v.get("/receptions/{sid}")
@@ -137,20 +138,21 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
 
     @v.get("/replenishment")
     def replenishment(request: Request) -> dict[str, Any]:
-        return {"lines": [ln.to_dict() for ln in ops.replenishment(1)]}
+        return {"lines": [ln.to_dict() for ln in ops.replenishment.replenishment(1)]}
 
     @v.get("/alerts")
     def alerts(request: Request) -> dict[str, Any]:
         f = fmt_for(request, tz)
-        sus = ops.suspected()["suspected"]
-        return {"suspected": [{**s, **_product_line({"epc": s["epc"], **ops._product(s["epc"])}),
+        sus = ops.exits.suspected()["suspected"]
+        return {"suspected": [{**s, **_product_line({"epc": s["epc"],
+                                                      **ops.catalog.product(s["epc"])}),
                                "confidence_text": f.percent(s["confidence"]),
                                "since_text": f.when(s["suspected_at"])} for s in sus]}
 
     @v.get("/charts/accuracy.svg")
     def accuracy_chart(request: Request) -> Response:
         f = fmt_for(request, tz)
-        rows = [r for r in ops.counts() if r.get("totals")][:12][::-1]
+        rows = [r for r in ops.counting.counts() if r.get("totals")][:12][::-1]
         chart = _chart(pygal.Line, f.t("count_accuracy"), range_=(0, 100))
         chart.x_labels = [f.day(r["started_at"]) for r in rows]
         chart.add(f.t("accuracy"), [round(100 * (_ratio(r["totals"]) or 0), 1) for r in rows])
@@ -162,7 +164,7 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
         key = "by_category" if by == "category" else "by_zone"
         end = time.time()
         weeks = [(end - (i + 1) * 7 * 86400, end - i * 7 * 86400) for i in range(6)][::-1]
-        docs = [ops.shrinkage(a, b).to_dict() for a, b in weeks]
+        docs = [ops.exits.shrinkage(a, b).to_dict() for a, b in weeks]
         names = sorted({k for d in docs for k in d[key]})
         chart = _chart(pygal.StackedBar, f.t("shrinkage_category" if key == "by_category"
                                              else "shrinkage_zone"))
@@ -201,20 +203,21 @@ def _find(q: str, ops: Any, lifecycle: Any | None, f: Formatter) -> list[dict[st
 
     from rfidd.store.models import Item
 
+    products = ops.catalog.catalog
     hexq = q.upper()
-    with ops.ctx.db.session() as s:
+    with ops.catalog.ctx.db.session() as s:
         if len(hexq) >= 16 and all(c in "0123456789ABCDEF" for c in hexq):
             items = list(s.scalars(select(Item).where(Item.epc == hexq)))
         else:
             ql = q.casefold()
-            gtins = [g for g in ops.catalog
-                     if ql in ops.catalog[g].name.casefold() or ql == ops.catalog[g].sku.casefold()]
+            gtins = [g for g in products
+                     if ql in products[g].name.casefold() or ql == products[g].sku.casefold()]
             items = list(s.scalars(select(Item).where(Item.gtin.in_(gtins[:50])).limit(50))) \
                 if gtins else []
         rows = [(it.epc, it.gtin, it.zone, it.disposition, it.last_seen) for it in items]
     out = []
     for epc, gtin, zone, disposition, last_seen in rows:
-        p = ops.catalog.get(gtin) if gtin else None
+        p = products.get(gtin) if gtin else None
         history: list[dict[str, Any]] = []
         state = None
         if lifecycle is not None:
@@ -222,7 +225,7 @@ def _find(q: str, ops: Any, lifecycle: Any | None, f: Formatter) -> list[dict[st
 
             state = lifecycle.item_state(epc)
             history = [{"when": f.when(h.event_time) if hasattr(h, "event_time") else "",
-                        **h.to_json()} for h in trace(ops.ctx.db, epc)][-10:]
+                        **h.to_json()} for h in trace(ops.catalog.ctx.db, epc)][-10:]
         out.append({"epc": epc, "name": p.name if p else gtin, "size": p.size if p else "",
                     "colour": p.colour if p else "",
                     "price": f.money(p.price, p.currency) if p else "",

@@ -20,7 +20,7 @@ from waits import wait_until
 from inventory.catalog import parse_catalog_records
 from rfidd.app import Daemon, Timings
 from rfidd.config_http import Role
-from rfidd.demo import _send_asn, _store_ops, default_scenario, demo_config
+from rfidd.demo import _send_asn, default_scenario, demo_config
 from rfidd.store.models import Event
 from rfidd.web import page
 from rfidd.web.auth import add_user
@@ -41,7 +41,7 @@ class Store:
 
     @property
     def ops(self) -> Any:
-        return _store_ops(self.daemon)
+        return self.daemon.ops
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +58,9 @@ def store() -> Iterator[Store]:
             daemon = Daemon(cfg, timings=Timings(supervisor_s=0.2, sweep_s=0.5))
             daemon.start()
             try:
-                ops = _store_ops(daemon)
-                assert ops is not None
-                ops.import_catalog(parse_catalog_records(scenario.catalog_rows(), "catalog"))
+                assert daemon.ops is not None
+                daemon.ops.catalog.import_catalog(
+                    parse_catalog_records(scenario.catalog_rows(), "catalog"))
                 yield Store(daemon, site, scenario)
             finally:
                 daemon.stop()
@@ -151,7 +151,8 @@ def test_count_with_live_progress_and_missing_list(browser: Any, store: Store) -
     wait_until(lambda: _texts(browser, "#missing-list li"), "the missing list", timeout=20)
     first = _texts(browser, "#missing-list li")[0]
     assert "?" not in first.splitlines()[0]
-    names = {store.ops.catalog[g].name for g in store.ops.catalog}
+    products = store.ops.catalog.catalog
+    names = {products[g].name for g in products}
     assert any(n in first for n in names), first
     width = _by(browser, "#count-bar").get_attribute("style")
     assert "width" in width

@@ -222,3 +222,28 @@ def test_rfidd_run_bad_config_exits_78(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 78
     assert "zones.a.kind" in proc.stderr
+
+
+def _run_with_database(tmp_path: Path, url: str) -> subprocess.CompletedProcess[str]:
+    cfg = tmp_path / "site.toml"
+    cfg.write_text('[site]\nid = "x"\nname = "x"\nsgln = "urn:epc:id:sgln:3760001.00001.0"\n'
+                   f'[database]\nurl = "{url}"\n[mqtt]\nenabled = false\n'
+                   '[http]\nenabled = false\n[zones.floor]\nkind = "floor"\n')
+    return subprocess.run([sys.executable, "-m", "rfidd.cli", "run", "-c", str(cfg)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_rfidd_run_exits_75_when_the_database_cannot_be_opened(tmp_path: Path) -> None:
+    """A database that cannot be opened now is temporary (75: systemd's Restart= retries),
+    not a configuration error (78: systemd stops trying)."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    proc = _run_with_database(tmp_path, f"sqlite:///{blocker}/rfidd.db")
+    assert proc.returncode == 75, proc.stderr[-1500:]
+    assert "temporary failure" in proc.stderr
+
+
+def test_rfidd_run_exits_78_for_an_unsupported_database(tmp_path: Path) -> None:
+    proc = _run_with_database(tmp_path, "oracle://db.example/rfidd")
+    assert proc.returncode == 78, proc.stderr[-1500:]
+    assert "database.url" in proc.stderr  # named with its key and line

@@ -77,10 +77,9 @@ def test_unknown_products_are_located_and_counted_once(tmp_path: Path, sqlite_ur
     daemon.start()
     try:
         from inventory.catalog import parse_catalog_records
-        from rfidd.ops import StoreOps
 
-        ops = next(s for s in daemon.services if isinstance(s, StoreOps))
-        res = ops.import_catalog(parse_catalog_records([{
+        assert daemon.ops is not None
+        res = daemon.ops.catalog.import_catalog(parse_catalog_records([{
             "gtin": "03760001001013", "sku": "BAG-1", "name": "Sac", "size": "", "colour": "",
             "category": "bags", "price": "1200", "currency": "EUR"}], "test"))
         assert res["imported"] == 1, res

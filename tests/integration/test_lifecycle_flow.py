@@ -16,14 +16,13 @@ import jsonschema  # type: ignore[import-untyped]
 import paho.mqtt.publish as mqtt_publish
 import pytest
 from click.testing import CliRunner
+from fakes import FakeReader
 
 from inventory.epc import decode, sgtin96_hex
-from readers.base import ReaderState, TagRead
 from rfidd.app import Daemon, Timings
 from rfidd.config import Config
 from rfidd.intake import IngestQueue
 from rfidd.lifecycle.cli import call, lifecycle_cli, trace_command
-from rfidd.lifecycle.http import register_routes
 from rfidd.lifecycle.relay import AsnRelay
 from rfidd.lifecycle.service import LifecycleService
 
@@ -31,29 +30,6 @@ pytestmark = pytest.mark.integration
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 GTIN = "00614141123452"
-
-
-class FakeReader:
-    """A reader the test drives: reads go straight into the daemon's ingest queue."""
-
-    def __init__(self, name: str, sink: IngestQueue) -> None:
-        self.name, self.sink = name, sink
-        self._state = ReaderState.OFFLINE
-
-    def start(self) -> None:
-        self._state = ReaderState.ONLINE
-        self.sink.on_state(self.name, ReaderState.ONLINE, "test")
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._state = ReaderState.OFFLINE
-
-    @property
-    def state(self) -> ReaderState:
-        return self._state
-
-    def read(self, epcs: list[str], antenna: int = 1) -> None:
-        now = time.time()
-        self.sink.on_reads(self.name, [TagRead(e, self.name, antenna, -50.0, now) for e in epcs])
 
 
 def site_config(site: str, kind: str, sgln: str, prefix: str, broker: Any, db: str,
@@ -94,12 +70,11 @@ class Site:
             return self.readers[name]
 
         self.daemon = Daemon(cfg, timings=Timings(sweep_s=0.2), reader_factory=factory,
-                             service_factories=[LifecycleService])
+                             ops_settings=None)
         self.daemon.start()
-        self.service = self.daemon.services[0]
-        assert isinstance(self.service, LifecycleService)
+        assert self.daemon.lifecycle is not None
+        self.service: LifecycleService = self.daemon.lifecycle
         assert self.daemon.api is not None and self.daemon.hq is not None
-        register_routes(self.daemon.api, self.service)
         self.api = f"http://127.0.0.1:{self.daemon.api.port}"
         assert self.daemon.hq.wait_connected(10)
 

@@ -1,6 +1,6 @@
 """Store operations end to end over real sockets: simulated LLRP readers -> sllurp -> daemon with
-StoreOps -> SQLite/PostgreSQL -> outbox -> MQTT, driven through the `rfidd ops` CLI and its HTTP
-API, the way staff and HQ use them.
+its store-operations services -> SQLite/PostgreSQL -> outbox -> MQTT, driven through the
+`rfidd ops` CLI and its HTTP API, the way staff and HQ use them.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from click.testing import CliRunner
 from sqlalchemy import select, update
 
 from inventory.epc import decode
-from rfidd.app import Daemon, Timings
+from rfidd.app import Daemon, OpsServices, Timings
 from rfidd.config import Config
 from rfidd.demo import demo_config
-from rfidd.ops import OpsSettings, StoreOps, add_scheduled_jobs, ops_cli, register_routes
+from rfidd.ops import OpsSettings, ops_cli
 from rfidd.store.models import Event, Item, OutboxMessage, ZonePresence
 from simulator import Scenario, SimulatedSite
 from simulator.scenario import ScenarioItem, action
@@ -96,7 +96,7 @@ def load_scenario(tmp_path: Path) -> Scenario:
 class Store:
     site: Any
     daemon: Daemon
-    ops: StoreOps
+    ops: OpsServices
     cfg: Config
     api: str
     tmp: Path
@@ -145,20 +145,14 @@ def running_store(tmp_path: Path, db_url: str, broker: Any = None,
             "presence": base.presence.model_copy(update={"departure_s": 30.0}),
             "mqtt": base.mqtt.model_copy(update={"client_id": f"rfidd-{site_id}"}),
         })
-        made: list[StoreOps] = []
-
-        def factory(ctx: Any) -> StoreOps:
-            made.append(StoreOps(ctx, settings or OpsSettings(tick_s=0.2)))
-            return made[-1]
-
         daemon = Daemon(cfg, timings=Timings(supervisor_s=0.2, sweep_s=0.5, outbox_stats_s=0.5),
-                        service_factories=[factory])
+                        ops_settings=settings or OpsSettings(tick_s=0.2),
+                        with_lifecycle=False)
         daemon.start()
         try:
             assert daemon.api is not None and daemon.scheduler is not None
-            register_routes(daemon.api, made[0])
-            add_scheduled_jobs(daemon.scheduler, made[0])
-            store = Store(site, daemon, made[0], cfg, f"http://127.0.0.1:{daemon.api.port}",
+            assert daemon.ops is not None
+            store = Store(site, daemon, daemon.ops, cfg, f"http://127.0.0.1:{daemon.api.port}",
                           tmp_path)
             res = store.cli("catalog", "import", str(CATALOG))
             assert "product(s) imported" in res.output
@@ -194,9 +188,9 @@ def test_reception_with_planted_discrepancies_names_exactly_those(
         arrived = st.site.apply(action(t=0, action="shipment", zone="reception", count=12,
                                        categories=["bags", "scarves"]))
         assert [i.epc_hex for i in arrived] == [i.epc_hex for i in shipped]
-        sid = st.ops.receptions()[0]["session_id"]
+        sid = st.ops.reception.receptions()[0]["session_id"]
         st.wait("12 items read at reception",
-                lambda: st.ops.reception(sid)["progress"]["read"] == 12)
+                lambda: st.ops.reception.reception(sid)["progress"]["read"] == 12)
 
         res = st.cli("reception", "close", "--json")
         doc = json.loads(res.output)
@@ -235,7 +229,7 @@ def test_reception_with_planted_discrepancies_names_exactly_those(
         # The same ASN again changes nothing; the same id with other content is refused.
         res = st.cli("asn", "import", str(asn_file))
         assert "identical): DESADV-0042" in res.output and "reception session" not in res.output
-        assert len(st.ops.receptions()) == 1
+        assert len(st.ops.reception.receptions()) == 1
         asn_file.write_text(json.dumps({**asn, "epcs": asn["epcs"][:-1]}))
         res = st.cli("asn", "import", str(asn_file), ok=False)
         assert res.exit_code == 1 and "already imported with other content" in res.output
@@ -266,13 +260,14 @@ def test_count_after_moves_and_removals_names_exactly_the_exceptions(
             action(t=0, action="shipment", zone="floor", count=2))
         res = st.cli("count", "start", "stockroom", "floor")
         assert "60 items expected" in res.output
-        cid = st.ops.running_counts()[0]
+        cid = st.ops.counting.running_counts()[0]
         st.site.hold(False)
         present = set(stock + floor) - set(removed)
         st.wait("moved and new items located on the floor", lambda: all(
             st.zone_of(e) == "floor" for e in moved + [i.epc_hex for i in extra]))
+        mark = st.ops.counting._counts[cid].start_mark
         st.wait("every present item read during the count", lambda: present <= {
-            r.epc for r in st.daemon.ctx.tracker.touched_since(st.ops._counts[cid].start_mark)})
+            r.epc for r in st.daemon.ctx.tracker.touched_since(mark)})
         progress = st.cli("count", "progress", cid)
         assert "of 60 found" in progress.output
 
@@ -399,9 +394,9 @@ def test_malformed_asn_command_gets_an_error_reply_and_the_daemon_carries_on(
                        "currency": "EUR"}
             hq.publish(f"{base}/cmd/catalog", json.dumps([product]), qos=1).wait_for_publish(5)
             st.wait("ASN imported by command", lambda: any(
-                "DESADV-OK" in r["asn_ids"] for r in st.ops.receptions()))
+                "DESADV-OK" in r["asn_ids"] for r in st.ops.reception.receptions()))
             st.wait("catalog updated by command",
-                    lambda: st.ops.catalog["03760001001013"].name == "Renamed")
+                    lambda: st.ops.catalog.catalog["03760001001013"].name == "Renamed")
         finally:
             hq.loop_stop()
             hq.disconnect()

@@ -1,11 +1,10 @@
-"""The `rfidd ops` CLI against the real HTTP API (loopback socket) of a StoreOps, without
-readers: routes, validation errors naming the field, exit codes."""
+"""The `rfidd ops` CLI against the real HTTP API (loopback socket) of the store-operations
+services, without readers: routes, validation errors naming the field, exit codes."""
 
 from __future__ import annotations
 
 import json
 import socket
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,12 +15,14 @@ import pytest
 from click.testing import CliRunner
 
 from inventory.presence import PresenceTracker
+from rfidd.app import build_ops
 from rfidd.config import Config
 from rfidd.config_http import HttpConfig
 from rfidd.context import ServiceContext
 from rfidd.credentials import auth_headers
+from rfidd.health import DomainLock
 from rfidd.metrics import Metrics
-from rfidd.ops import StoreOps, ops_cli, register_routes
+from rfidd.ops import ops_cli
 from rfidd.store.db import open_database
 from rfidd.web import AuditLog, WebServer
 
@@ -37,11 +38,11 @@ def api_url(sqlite_url: str) -> Iterator[str]:
     })
     db = open_database(sqlite_url)
     metrics = Metrics()
-    ctx = ServiceContext(cfg, db, metrics, PresenceTracker(300, 0, 1), threading.RLock())
-    ops = StoreOps(ctx)
+    ctx = ServiceContext(cfg, db, metrics, PresenceTracker(300, 0, 1), DomainLock())
+    ops = build_ops(ctx)
     ops.start()
     api = WebServer(HttpConfig(port=0), metrics, audit=AuditLog(db))
-    register_routes(api, ops)
+    ops.register_routes(api)  # type: ignore[arg-type]
     api.start()
     try:
         yield f"http://127.0.0.1:{api.port}"

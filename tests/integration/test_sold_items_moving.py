@@ -72,7 +72,8 @@ def _receive(daemon: Daemon, epcs: list[str]) -> LifecycleService:
     daemon.ctx.emit(items=[repo.ItemUpsert(e, biz_step="receiving",
                                            disposition="sellable_not_accessible")
                            for e in epcs])
-    return next(s for s in daemon.services if isinstance(s, LifecycleService))
+    assert daemon.lifecycle is not None
+    return daemon.lifecycle
 
 
 def _alerts(daemon: Daemon) -> list[dict[str, Any]]:

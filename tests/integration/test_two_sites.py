@@ -30,13 +30,10 @@ import sys
 from rfidd.app import Daemon
 from rfidd.cli import install_signal_handlers
 from rfidd.config import load_config
-from rfidd.lifecycle.http import register_routes
-from rfidd.lifecycle.service import LifecycleService
-d = Daemon(load_config(sys.argv[1]), service_factories=[LifecycleService])
+d = Daemon(load_config(sys.argv[1]), ops_settings=None)
 install_signal_handlers(d.stop_event)
 try:
     d.start()
-    register_routes(d.api, d.services[0])
     print("READY", flush=True)
     d.run_until_stopped()
 finally:

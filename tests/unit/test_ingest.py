@@ -4,30 +4,24 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 
 import pytest
+from fakes import make_ingestor
+from sqlalchemy.orm import Session
 
-from inventory.epc import EpcClassifier, sgtin96_hex
-from inventory.presence import PresenceTracker
-from readers.base import ReaderState, TagRead
+from inventory.epc import sgtin96_hex
+from readers.base import TagRead
 from rfidd.ingest import Ingestor
 from rfidd.intake import IngestQueue
-from rfidd.metrics import Metrics
+from rfidd.pipeline import BatchPlan, BatchView
+from rfidd.store import repo
 from rfidd.store.db import open_database
+from rfidd.store.models import OutboxMessage, ZonePresence
 
 
 def _ingestor(maxsize: int = 100) -> tuple[Ingestor, IngestQueue]:
-    metrics = Metrics()
-    q = IngestQueue(metrics, maxsize=maxsize)
-    db = open_database("sqlite://")
-    tracker = PresenceTracker(departure_s=10, move_margin_db=0, move_margin_decay_s=1)
-    ing = Ingestor(source=q, database=db, tracker=tracker, lock=threading.RLock(),
-                   classifier=EpcClassifier(()), zone_of={("r1", 1): "floor"},
-                   rules=lambda changes, decoded: [], encode=lambda ev: {}, metrics=metrics,
-                   stop=threading.Event())
-    q.on_state("r1", ReaderState.ONLINE, "test")
-    return ing, q
+    return make_ingestor(open_database("sqlite://"), {("r1", 1): "floor"}, {"floor": "floor"},
+                         maxsize=maxsize)
 
 
 EPC = sgtin96_hex("03760001001013", 1, 7)
@@ -59,38 +53,58 @@ def test_queue_overflow_is_counted_and_logged_once_per_period(
     assert len([r for r in caplog.records if "queue full" in r.message]) == 1
 
 
-def test_a_failing_hook_loses_its_part_only() -> None:
-    from sqlalchemy.orm import Session
+class Component:
+    """A batch component that plans one message per batch; `fail` names the phase to break."""
 
-    from rfidd.store import repo
-    from rfidd.store.models import OutboxMessage, ZonePresence
+    def __init__(self, name: str, fail: str = "", zones: frozenset[str] = frozenset()) -> None:
+        self.name, self.fail, self.watched_zones = name, fail, zones
+        self.applied = 0
+        self.views: list[BatchView] = []
 
+    def plan(self, view: BatchView) -> BatchPlan | None:
+        self.views.append(view)
+        if self.fail == "plan":
+            raise RuntimeError("plan bug")
+
+        def write(s: Session) -> None:
+            if self.fail == "write":
+                raise RuntimeError("write bug")
+
+        def apply() -> None:
+            if self.fail == "apply":
+                raise RuntimeError("apply bug")
+            self.applied += 1
+
+        return BatchPlan(messages=[repo.Message("alert", "alerts", {self.name: len(view.changes)})],
+                         write=write, apply=apply)
+
+
+@pytest.mark.parametrize("phase", ["plan", "write", "apply"])
+def test_a_failing_component_loses_its_part_only(phase: str) -> None:
     ing, _ = _ingestor()
-
-    def good(s: Session, changes: list[object], decoded: object) -> None:
-        repo.apply_batch(s, messages=[repo.Message("alert", "alerts", {"ok": len(changes)})])
-
-    def bad(s: Session, changes: list[object], decoded: object) -> None:
-        repo.apply_batch(s, messages=[repo.Message("alert", "alerts", {"bad": True})])
-        raise RuntimeError("hook bug")
-
-    ing.hooks = [bad, good]
+    good, bad = Component("good"), Component("bad", fail=phase)
+    ing.add_component(bad)
+    ing.add_component(good)
     ing.process([("r1", [TagRead(EPC, "r1", 1, -50.0, 1000.0)])])
     with ing.db.session() as s:
         assert [r.epc for r in s.query(ZonePresence)] == [EPC]  # the batch itself committed
-        assert [json.loads(r.payload) for r in s.query(OutboxMessage)] == [{"ok": 1}]
-    assert ing.stats.hook_errors == 1
+        payloads = [json.loads(r.payload) for r in s.query(OutboxMessage)
+                    if r.stream == "alert"]
+    # A component whose apply fails has committed its rows: only memory is behind.
+    assert payloads == ([{"bad": 1}, {"good": 1}] if phase == "apply" else [{"good": 1}])
+    assert ing.stats.hook_errors == 1 and good.applied == 1
+    assert ing.metrics.registry.get_sample_value(
+        "rfidd_ingest_component_errors_total", {"component": "bad"}) == 1
 
 
-def test_departures_are_committed_when_read_hooks_are_registered() -> None:
-    """A sweep has no reads: the read hooks (an exit gate's) must not break its batch."""
-    from rfidd.store.models import ZonePresence
-
+def test_departures_are_committed_when_reads_are_watched() -> None:
+    """A sweep has no reads: a component watching an exit gate must not break its batch."""
     ing, _ = _ingestor()
-    seen: list[object] = []
-    ing.read_hooks = [(frozenset({"exit"}), lambda s, reads: seen.append(reads))]
+    watcher = Component("exit", zones=frozenset({"exit"}))
+    ing.add_component(watcher)
     ing.process([("r1", [TagRead(EPC, "r1", 1, -50.0, 1000.0)])])
     ing.sweep(now=2000.0)
     with ing.db.session() as s:
         assert s.query(ZonePresence).count() == 0  # the departure reached the database
-    assert ing.stats.batch_errors == 0 and seen == []
+    assert ing.stats.batch_errors == 0
+    assert all(v.reads == [] for v in watcher.views)

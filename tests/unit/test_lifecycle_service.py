@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
 import pytest
+from fakes import make_ingestor
 from sqlalchemy import select
 
 from inventory.asn import parse_asn_object
@@ -17,6 +17,8 @@ from inventory.epcis import epcis_document
 from inventory.presence import ChangeKind, PresenceChange, PresenceTracker
 from rfidd.config import Config
 from rfidd.context import ServiceContext
+from rfidd.health import DomainLock
+from rfidd.lifecycle import books
 from rfidd.lifecycle.service import LifecycleService
 from rfidd.lifecycle.trace import trace
 from rfidd.metrics import Metrics
@@ -60,7 +62,7 @@ def make(tmp_path: Path) -> Any:
         cfg = config(site, kind)
         db = open_database(f"sqlite:///{tmp_path / (site + '.db')}")
         tracker = PresenceTracker(300.0, 6.0, 30.0)
-        ctx = ServiceContext(cfg, db, Metrics(), tracker, threading.RLock())
+        ctx = ServiceContext(cfg, db, Metrics(), tracker, DomainLock())
         return LifecycleService(ctx, clock=Clock()), ctx
     return build
 
@@ -82,10 +84,22 @@ def rejections(svc: LifecycleService, step: str, reason: str) -> float:
     return v or 0.0
 
 
+_INGEST: dict[int, Any] = {}
+
+
 def feed(svc: LifecycleService, changes: list[PresenceChange]) -> None:
-    """As the ingest thread calls the hook: inside the batch's write transaction."""
-    with svc.ctx.transaction() as s:
-        svc.on_changes(s, changes, {})
+    """Through the ingest's view, plans, commit and apply, as a batch of reads goes."""
+    ing = _INGEST.get(id(svc))
+    if ing is None:
+        ctx = svc.ctx
+        ing, _ = make_ingestor(
+            ctx.db, {}, {z: str(zc.kind) for z, zc in ctx.config.zones.items()},
+            lock=ctx.tracker_lock, metrics=ctx.metrics, tracker=ctx.tracker,
+            books=lambda s, epcs: books.load_states(s, epcs, ctx.config.site.id),
+            quiet_rules=True)
+        ing.add_component(svc)
+        _INGEST[id(svc)] = ing
+    ing.handle_changes(changes)
 
 
 def arrive(e: str, zone: str, at: float) -> PresenceChange:

@@ -6,21 +6,22 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
+from fakes import make_ingestor
 from sqlalchemy.orm import Session
 
 import rfidd.store.db as dbmod
-from inventory.epc import EpcClassifier, sgtin96_hex
+from inventory.epc import sgtin96_hex
 from inventory.presence import PresenceTracker
-from readers.base import ReaderState, TagRead
+from readers.base import TagRead
 from rfidd.config import Config
 from rfidd.context import ServiceContext
-from rfidd.ingest import Ingestor
-from rfidd.intake import IngestQueue
+from rfidd.health import DomainLock
+from rfidd.lifecycle import books
 from rfidd.lifecycle.service import LifecycleService
 from rfidd.metrics import Metrics
+from rfidd.pipeline import BatchPlan, BatchView
 from rfidd.store import repo
 from rfidd.store.db import open_database
 
@@ -37,7 +38,7 @@ def test_sale_during_an_ingest_batch(tmp_path: Path, monkeypatch: pytest.MonkeyP
     db = open_database(cfg.database.url)
     metrics = Metrics()
     tracker = PresenceTracker(300, 0, 1)
-    ctx = ServiceContext(cfg, db, metrics, tracker, threading.RLock())
+    ctx = ServiceContext(cfg, db, metrics, tracker, DomainLock())
     lc = LifecycleService(ctx)
     moving, sold = (sgtin96_hex("03760001001013", i, 7) for i in (1, 2))
     ctx.emit(items=[repo.ItemUpsert(e, seen_at=1.0, zone="stockroom",
@@ -45,21 +46,28 @@ def test_sale_during_an_ingest_batch(tmp_path: Path, monkeypatch: pytest.MonkeyP
                     for e in (moving, sold)])
     in_batch = threading.Event()
 
-    def slow_hook(s: Session, changes: list[Any], decoded: Any) -> None:
-        in_batch.set()
-        time.sleep(0.5)  # the batch's transaction is open and the sale arrives now
+    class Slow:
+        """Holds the batch's transaction open while the sale arrives."""
 
-    q = IngestQueue(metrics)
-    q.on_state("r1", ReaderState.ONLINE, "test")
-    ing = Ingestor(source=q, database=db, tracker=tracker, lock=ctx.tracker_lock,
-                   classifier=EpcClassifier(()),
-                   zone_of={("r1", 1): "floor", ("r1", 2): "stockroom"},
-                   rules=lambda c, d: [], encode=ctx.event_json, metrics=metrics,
-                   stop=threading.Event())
+        name = "slow"
+        watched_zones: frozenset[str] = frozenset()
+
+        def plan(self, view: BatchView) -> BatchPlan:
+            def write(s: Session) -> None:
+                in_batch.set()
+                time.sleep(0.5)
+
+            return BatchPlan(write=write)
+
+    ing, _ = make_ingestor(db, {("r1", 1): "floor", ("r1", 2): "stockroom"},
+                           {"floor": "floor", "stockroom": "stock"}, lock=ctx.tracker_lock,
+                           metrics=metrics, tracker=tracker,
+                           books=lambda s, epcs: books.load_states(s, epcs, "s1"))
     ing.process([("r1", [TagRead(moving, "r1", 2, -50.0, 2.0)])])  # located in the stockroom
-    # The next batch moves it to the floor: the lifecycle hook (stocking) needs the domain
-    # lock inside the batch's transaction, while the sale holds it and wants a transaction.
-    ing.hooks = [slow_hook, *ctx.change_hooks]
+    # The next batch moves it to the floor (the lifecycle plans stocking) while the batch's
+    # transaction is held open and a sale arrives: one lock order, no 'database is locked'.
+    ing.add_component(Slow())
+    ing.add_component(lc)
     t = threading.Thread(target=ing.process,
                          args=([("r1", [TagRead(moving, "r1", 1, -40.0, 10.0)])],))
     t.start()

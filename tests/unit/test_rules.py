@@ -157,3 +157,14 @@ def test_end_to_end_from_reads() -> None:
     changes += tracker.sweep(T0 + 100)
     events = r.events_for(changes, {EPC: decode(EPC)})
     assert [(e.biz_step, e.zone) for e in events] == [(None, "stockroom"), ("stocking", "floor")]
+
+
+def test_the_books_decide_moves_of_the_items_they_hold() -> None:
+    """Rules take facts: items on the books get no stocking/storing from the rules (the books
+    plan it); stock from before rfidd (not on the books) does."""
+    change = moved("stockroom", "floor")
+    assert rules().events_for([change], held={change.epc}) == []
+    [ev] = rules().events_for([change], held=set())
+    assert ev.biz_step == "stocking"
+    [obs] = rules().events_for([moved("stockroom", "mezzanine")], held={change.epc})
+    assert obs.biz_step is None  # other moves are observations for everyone

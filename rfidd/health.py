@@ -1,0 +1,97 @@
+"""Database health and the domain-state lock: what lets staff get a fast 503, not a hang.
+
+The ingest thread is the one writer that must never give up: when the database fails (locked,
+disk full, PostgreSQL restarting) it retries with backoff and marks `DatabaseHealth` down. Staff
+and HQ writes check it first and answer "unavailable" at once instead of queueing behind a
+failing database; reads keep queueing in the bounded ingest queue and land once it is back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+
+class ServiceUnavailable(Exception):
+    """A write that cannot be done now (database down, domain state busy): HTTP 503."""
+
+
+@dataclass(frozen=True, slots=True)
+class HealthState:
+    up: bool
+    reason: str
+    since: float
+    errors: int
+
+
+class DatabaseHealth:
+    """Up or down, why and since when; written by whoever sees a database error."""
+
+    def __init__(self) -> None:
+        self._mu = threading.Lock()
+        self._state = HealthState(True, "", time.time(), 0)
+
+    @property
+    def state(self) -> HealthState:
+        return self._state  # one reference read: no lock needed
+
+    @property
+    def up(self) -> bool:
+        return self._state.up
+
+    def failed(self, reason: str) -> bool:
+        """Record an error; True when this turned the database from up to down."""
+        with self._mu:
+            st = self._state
+            self._state = HealthState(False, reason, st.since if not st.up else time.time(),
+                                      st.errors + 1)
+            return st.up
+
+    def recovered(self) -> float | None:
+        """The database answered again; how long it was down (None if it was up)."""
+        with self._mu:
+            st = self._state
+            if st.up:
+                return None
+            now = time.time()
+            self._state = HealthState(True, "", now, st.errors)
+            return now - st.since
+
+    def check(self) -> None:
+        """Raise ServiceUnavailable while the database is down (a staff write answers 503)."""
+        st = self._state
+        if not st.up:
+            raise ServiceUnavailable(f"database unavailable since {time.ctime(st.since)}, "
+                                     f"retrying: {st.reason}")
+
+
+class DomainLock:
+    """The domain-state lock (re-entrant). Staff and HQ calls enter it with `with lock:`, which
+    gives up after `timeout_s` with ServiceUnavailable rather than hanging a request behind a
+    slow batch; the ingest thread, which must not give up, uses `lock.waiting()`."""
+
+    def __init__(self, timeout_s: float = 1.0) -> None:
+        self._lock = threading.RLock()
+        self.timeout_s = timeout_s
+
+    def __enter__(self) -> DomainLock:
+        if not self._lock.acquire(timeout=self.timeout_s):
+            raise ServiceUnavailable(
+                f"busy: the store's state is being updated (waited {self.timeout_s:.1f} s); "
+                "try again")
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._lock.release()
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Hold the lock, waiting as long as it takes (the ingest thread)."""
+        self._lock.acquire()
+        try:
+            yield
+        finally:
+            self._lock.release()

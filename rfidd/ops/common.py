@@ -1,0 +1,58 @@
+"""What every store-operations service shares: the error staff can fix, the behaviour knobs,
+session ids, and the outbox streams they write to."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from inventory.catalog import ImportIssue
+from rfidd.config import Config, ZoneKind
+
+REPORT_STREAM = "report"
+ALERT_STREAM = "alert"
+LOSS_STATE_KEY = "loss_tracker"
+
+
+class OpsError(Exception):
+    """A request staff or HQ can fix; `status` is the HTTP status the API answers with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class OpsSettings:
+    """Behaviour knobs; tests set the time constants small."""
+
+    auto_open_reception: bool = True  # an ASN for this site opens (or joins) a reception
+    exit_debounce_s: float | None = None  # None: config.shrinkage.exit_alert_debounce_s
+    count_event_chunk: int = 1000  # EPCs per cycle_counting event
+    default_count_duration_s: float = 600.0  # scheduled counts
+    tick_s: float = 2.0  # live count progress refresh and timed stops
+    loss_min_confidence: float = 0.95
+
+
+def new_id(prefix: str, at: float) -> str:
+    """A session id staff can read: kind, UTC time, and a random suffix."""
+    stamp = datetime.fromtimestamp(at, UTC).strftime("%Y%m%dT%H%M%S")
+    return f"{prefix}-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def issues_text(issues: Sequence[ImportIssue], limit: int = 20) -> str:
+    """Import issues in one line (for an HQ command's error reply), at most `limit` of them."""
+    shown = "; ".join(str(i) for i in issues[:limit])
+    more = len(issues) - limit
+    return shown + (f"; ... and {more} more" if more > 0 else "")
+
+
+def zones_of_kind(config: Config, *kinds: ZoneKind) -> frozenset[str]:
+    """The configured zones of these kinds."""
+    return frozenset(z for z, zc in config.zones.items() if zc.kind in kinds)
+
+
+__all__ = ["ALERT_STREAM", "LOSS_STATE_KEY", "REPORT_STREAM", "OpsError", "OpsSettings",
+           "issues_text", "new_id", "zones_of_kind"]

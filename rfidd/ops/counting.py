@@ -1,0 +1,290 @@
+"""CountingService: cycle counts over zones (staff, a schedule or a timed stop), with live
+progress, a reconciled report to HQ, `cycle_counting` events, and the loss tracker fed.
+
+Counts read the tracker, not the change stream: an item read after the count's start mark
+(`touched_since`) was seen during the count, in the zone presence settled on. Settled zones
+matter: a bag carried from stockroom to floor keeps its stockroom zone until the floor beats it
+by the RSSI margin, so a count fed read by read would call it found where it no longer is.
+
+Threads: API and scheduler calls; the running counts are guarded by the domain-state lock
+(ctx.tracker_lock), always taken before a write transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from inventory.counting import CountResult, CountSession
+from inventory.events import Action, ItemEvent, stable_event_id
+from inventory.reports import to_csv
+from rfidd.context import ServiceContext
+from rfidd.ops import store
+from rfidd.ops.catalog import CatalogService
+from rfidd.ops.common import REPORT_STREAM, OpsError, OpsSettings, new_id
+from rfidd.ops.exits import ExitService
+from rfidd.store import repo
+
+log = logging.getLogger("rfidd.ops")
+
+_MISSING = object()
+
+
+@dataclass
+class _Count:
+    id: str
+    zones: tuple[str, ...]
+    trigger: str
+    started_at: float
+    start_mark: int
+    last_mark: int
+    book: dict[str, str]
+    record_of: Callable[[str], str | None]
+    live: CountSession
+    ends_at: float | None = None
+    sightings: dict[str, str] = field(default_factory=dict)  # epc -> last zone seen
+
+
+class CountingService:
+    """Cycle counts; a finished count feeds the loss tracker of `losses`."""
+
+    def __init__(self, ctx: ServiceContext, catalog: CatalogService, losses: ExitService,
+                 settings: OpsSettings | None = None) -> None:
+        self.ctx = ctx
+        self.catalog = catalog
+        self.losses = losses
+        self.settings = settings or OpsSettings()
+        self.site_id = ctx.config.site.id
+        self.site_sgln = ctx.config.site.sgln
+        self._lock = ctx.tracker_lock  # the domain-state lock: taken before any transaction
+        self._counts: dict[str, _Count] = {}
+
+    def start(self) -> None:
+        """Counts that were running when the daemon stopped cannot resume: mark them aborted."""
+        with self.ctx.transaction() as s:
+            aborted = store.abort_running_counts(s, time.time())
+        if aborted:
+            log.warning("ops: counts %s were running when the daemon stopped; marked aborted",
+                        ", ".join(aborted))
+
+    def stop(self) -> None:
+        """Nothing to save: a running count is aborted at the next start."""
+
+    def start_count(self, zones: Sequence[str], trigger: str = "staff",
+                    duration_s: float | None = None) -> dict[str, Any]:
+        """Start a count over `zones`; the book is the items table as it is now."""
+        zs = tuple(sorted(set(zones)))
+        if not zs:
+            raise OpsError(400, "zones: give at least one zone to count")
+        unknown = [z for z in zs if z not in self.ctx.config.zones]
+        if unknown:
+            raise OpsError(400, f"zones: unknown zone(s) {', '.join(unknown)} (known: "
+                           f"{', '.join(sorted(self.ctx.config.zones))})")
+        if duration_s is not None and duration_s <= 0:
+            raise OpsError(400, "duration_s: must be > 0")
+        with self._lock:
+            busy = [c.id for c in self._counts.values() if set(c.zones) & set(zs)]
+            if busy:
+                raise OpsError(409, f"zones: count {busy[0]} is already running over "
+                               "some of these zones")
+            now = time.time()
+            cid = new_id("cnt", now)
+            with self.ctx.tracker_lock:
+                mark = self.ctx.tracker.mark
+            with self.ctx.db.session() as s:
+                book, gtins = store.load_book(s)
+            records = {e: self.catalog.record(g) for e, g in gtins.items()}
+            book = {e: z for e, z in book.items() if records[e] is not None}
+
+            def record_of(epc: str, _r: dict[str, str | None] = records) -> str | None:
+                r = _r.get(epc, _MISSING)
+                return self.catalog.record_of(epc) if r is _MISSING else r  # type: ignore[return-value]
+
+            live = CountSession(zs, book, record_of=record_of, session_id=cid, started_at=now)
+            count = _Count(cid, zs, trigger, now, mark, mark, book, record_of, live,
+                           ends_at=None if duration_s is None else now + duration_s)
+            with self.ctx.transaction() as s:
+                store.insert_count(s, cid, zs, trigger, now, live.expected_count)
+            self._counts[cid] = count
+        log.info("ops: count %s started over %s (%d expected, %s)", cid, ", ".join(zs),
+                 live.expected_count, trigger)
+        return self._count_progress(count)
+
+    def _refresh(self, count: _Count) -> None:
+        with self.ctx.tracker_lock:
+            rows = self.ctx.tracker.touched_since(count.last_mark)
+            count.last_mark = self.ctx.tracker.mark
+        pairs = [(r.epc, r.zone) for r in rows]
+        count.sightings.update(pairs)
+        count.live.observe_many(pairs)
+
+    def _count_progress(self, count: _Count) -> dict[str, Any]:
+        return {"session_id": count.id, "status": "running", "zones": list(count.zones),
+                "trigger": count.trigger, "started_at": count.started_at,
+                "ends_at": count.ends_at, "progress": count.live.progress()}
+
+    def count(self, cid: str) -> dict[str, Any]:
+        """Live progress of a running count, or the stored report of a finished one."""
+        with self._lock:
+            c = self._counts.get(cid)
+            if c is not None:
+                self._refresh(c)
+                return self._count_progress(c)
+        with self.ctx.db.session() as s:
+            doc = store.count_report(s, cid)
+            status = store.count_status(s, cid)
+        if status is None:
+            raise OpsError(404, f"unknown count session {cid}")
+        return {"session_id": cid, "status": status, "report": doc}
+
+    def count_missing(self, cid: str, limit: int = 200) -> list[dict[str, Any]]:
+        """A running count's items not yet seen, with their product (the page's live list)."""
+        with self._lock:
+            c = self._counts.get(cid)
+            if c is None:
+                return []
+            self._refresh(c)
+            missing = c.live.not_yet_seen(limit)
+        out = []
+        for epc, zone in missing:
+            g = self.catalog.gtin_of(epc)
+            p = self.catalog.catalog.get(g) if g else None
+            out.append({"epc": epc, "zone": zone, **(p.to_dict() if p else {"gtin": g})})
+        return out
+
+    def counts(self) -> list[dict[str, Any]]:
+        with self.ctx.db.session() as s:
+            rows = store.count_rows(s)
+        with self._lock:
+            for r in rows:
+                c = self._counts.get(r["session_id"])
+                if c is not None:
+                    self._refresh(c)
+                    r["progress"] = c.live.progress()
+        return rows
+
+    def running_counts(self) -> list[str]:
+        with self._lock:
+            return list(self._counts)
+
+    def stop_count(self, cid: str | None = None) -> dict[str, Any]:
+        """Finish a count: reconcile, cycle_counting events, report to HQ, loss tracker."""
+        with self._lock:
+            if cid is None:
+                if len(self._counts) != 1:
+                    raise OpsError(409 if self._counts else 404,
+                                   "session_id: give the count to stop (running: "
+                                   f"{', '.join(self._counts) or 'none'})")
+                cid = next(iter(self._counts))
+            c = self._counts.get(cid)
+            if c is None:
+                raise OpsError(404, f"count {cid} is not running")
+            now = time.time()
+            with self.ctx.tracker_lock:
+                rows = self.ctx.tracker.touched_since(c.start_mark)
+                gone = {e: z for e, z in c.sightings.items() if e not in self.ctx.tracker}
+            seen = {r.epc: r.zone for r in rows}
+            for e, z in gone.items():  # read during the count, departed since
+                seen.setdefault(e, z)
+            final = CountSession(c.zones, c.book, record_of=c.record_of, session_id=c.id,
+                                 started_at=c.started_at)
+            final.observe_many(seen.items())
+            result = final.finish(at=now)
+            loss_before = self.losses.loss_state()  # restored if the commit fails: no double count
+            update = self.losses.record_count(result, at=now)
+            doc = self._count_doc(result, c, update.newly_suspected, update.reinstated)
+            events = self._count_events(result, seen)
+            message = repo.Message(REPORT_STREAM, self.ctx.topic("reports", "count"), doc,
+                                   event_id=stable_event_id(self.site_id, "count_report", c.id))
+            try:
+                with self.ctx.transaction() as s:
+                    self.ctx.stage(s, events, [message])
+                    store.finish_count(s, c.id, now, doc, result.accuracy.record)
+                    self.losses.save_loss_state(s, now)
+            except Exception:
+                self.losses.restore_loss_state(loss_before)
+                raise
+            del self._counts[cid]
+        self.ctx.metrics.count_sessions.inc()
+        log.info("ops: count %s finished: %s", cid, result.totals())
+        return doc
+
+    def _count_doc(self, result: CountResult, c: _Count, newly: Iterable[Any],
+                   reinstated: Iterable[str]) -> dict[str, Any]:
+        doc = result.to_dict()
+        doc["site"] = self.site_id
+        doc["trigger"] = c.trigger
+        for key in ("missing", "misplaced", "unexpected"):
+            for entry in doc[key]:
+                entry.update(self.catalog.product(entry["epc"]))
+        doc["shrinkage"] = {"newly_suspected": [s.to_dict() for s in newly],
+                            "reinstated": list(reinstated)}
+        return doc
+
+    def _count_events(self, result: CountResult, seen: Mapping[str, str]) -> list[ItemEvent]:
+        """`cycle_counting` OBSERVE events: every item seen in a counted zone, per zone, in
+        chunks (a million EPCs in one EPCIS event would be one 50 MB MQTT message)."""
+        by_zone: dict[str, list[str]] = {z: [] for z in result.zones}
+        for e, z in seen.items():
+            lst = by_zone.get(z)
+            if lst is not None:
+                lst.append(e)
+        cfg = self.ctx.config
+        n = max(1, self.settings.count_event_chunk)
+        events = []
+        for z, epcs in by_zone.items():
+            epcs.sort()
+            for i in range(0, len(epcs), n):
+                events.append(ItemEvent(
+                    event_id=stable_event_id(self.site_id, "cycle_counting", result.session_id,
+                                             z, i // n),
+                    event_time=result.finished_at, action=Action.OBSERVE,
+                    epcs=tuple(epcs[i:i + n]), biz_step="cycle_counting", disposition=None,
+                    read_point=cfg.zone_read_point(z), biz_location=self.site_sgln, zone=z,
+                ))
+        return events
+
+    def count_csv(self, cid: str) -> str:
+        with self.ctx.db.session() as s:
+            doc = store.count_report(s, cid)
+        if doc is None:
+            raise OpsError(404, f"no finished count {cid}")
+        return _count_doc_csv(doc)
+
+    def tick(self) -> None:
+        """Scheduler job: refresh live counts, stop the ones whose time is up."""
+        now = time.time()
+        with self._lock:
+            due = [c.id for c in self._counts.values() if c.ends_at is not None
+                   and c.ends_at <= now]
+            for c in self._counts.values():
+                self._refresh(c)
+        for cid in due:
+            try:
+                self.stop_count(cid)
+            except OpsError as exc:
+                log.warning("ops: timed stop of count %s: %s", cid, exc)
+
+
+def _count_doc_csv(doc: Mapping[str, Any]) -> str:
+    """The exceptions of a stored count report as CSV (the columns of inventory.reports)."""
+    header = ["status", "epc", "booked_zone", "seen_zone", "gtin", "sku", "name"]
+    rows: list[list[Any]] = []
+    for m in doc.get("missing", []):
+        rows.append(["missing", m["epc"], m["booked_zone"], None, m.get("gtin"), m.get("sku"),
+                     m.get("name")])
+    for m in doc.get("misplaced", []):
+        rows.append(["misplaced", m["epc"], m["booked_zone"], m["found_zone"], m.get("gtin"),
+                     m.get("sku"), m.get("name")])
+    for u in doc.get("unexpected", []):
+        rows.append(["unexpected", u["epc"], u.get("booked_zone"), u["zone"], u.get("gtin"),
+                     u.get("sku"), u.get("name")])
+    for e in doc.get("unidentified", []):
+        rows.append(["unidentified", e, None, None, None, None, None])
+    return to_csv((header, rows))
+
+
+__all__ = ["CountingService"]

@@ -1,0 +1,39 @@
+"""ReplenishmentService: what to bring from the stockroom to the floor, from where presence
+says every item is now (stock zones vs floor and fitting-room zones, per product)."""
+
+from __future__ import annotations
+
+from inventory.replenishment import ReplenishmentLine, replenishment_list
+from rfidd.config import ZoneKind
+from rfidd.context import ServiceContext
+from rfidd.ops.catalog import CatalogService
+from rfidd.ops.common import OpsError, zones_of_kind
+
+
+class ReplenishmentService:
+    """The replenishment list (read-only: no state of its own)."""
+
+    def __init__(self, ctx: ServiceContext, catalog: CatalogService) -> None:
+        self.ctx = ctx
+        self.catalog = catalog
+        self.stock_zones = zones_of_kind(ctx.config, ZoneKind.STOCK)
+        self.floor_zones = zones_of_kind(ctx.config, ZoneKind.FLOOR, ZoneKind.FITTING)
+
+    def replenishment(self, floor_min: int = 1) -> tuple[ReplenishmentLine, ...]:
+        if floor_min < 1:
+            raise OpsError(400, "floor_min: must be >= 1")
+        with self.ctx.tracker_lock:
+            locations = [(r.epc, r.zone) for r in self.ctx.tracker.snapshot()]
+            catalog = self.catalog.catalog
+        gtin_of = self.catalog.gtin_of
+
+        def ours(epc: str) -> str | None:
+            g = gtin_of(epc)
+            return g if g is not None and (not len(catalog) or g in catalog) else None
+
+        return replenishment_list(locations, gtin_of=ours, catalog=catalog,
+                                  stock_zones=self.stock_zones, floor_zones=self.floor_zones,
+                                  floor_min=floor_min)
+
+
+__all__ = ["ReplenishmentService"]

@@ -1,0 +1,76 @@
+"""Schedules: stored count schedules on the daemon's scheduler, started through the callable
+they were given."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from rfidd.context import ServiceContext
+from rfidd.ops import OpsError, OpsSettings, Schedules
+
+
+class Starts:
+    """Records the counts a schedule starts; `fail` makes them refused as staff would see."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], str, float | None]] = []
+        self.fail = False
+
+    def __call__(self, zones: list[str], trigger: str = "staff",
+                 duration_s: float | None = None) -> dict[str, Any]:
+        self.calls.append((zones, trigger, duration_s))
+        if self.fail:
+            raise OpsError(409, "zones: count cnt-1 is already running")
+        return {}
+
+
+def test_schedule_validation_add_list_delete(ctx: ServiceContext) -> None:
+    schedules = Schedules(ctx, Starts(), lambda: None, OpsSettings())
+    with pytest.raises(OpsError, match="cron"):
+        schedules.add_schedule("every monday", ["floor"])
+    with pytest.raises(OpsError, match="zones"):
+        schedules.add_schedule("0 7 * * 1", ["attic"])
+    with pytest.raises(OpsError, match="duration_s"):
+        schedules.add_schedule("0 7 * * 1", ["floor"], 0)
+    sched = schedules.add_schedule("0 7 * * 1", ["floor"], 60)
+    assert sched["active"] is False  # no scheduler attached yet: stored, runs once attached
+    assert schedules.schedules()[0]["id"] == sched["id"]
+    schedules.delete_schedule(sched["id"])
+    assert schedules.schedules() == []
+    with pytest.raises(OpsError) as exc:
+        schedules.delete_schedule(sched["id"])
+    assert exc.value.status == 404
+
+
+def test_attach_adds_the_tick_and_every_stored_schedule(ctx: ServiceContext) -> None:
+    starts = Starts()
+    ticks: list[int] = []
+    schedules = Schedules(ctx, starts, lambda: ticks.append(1),
+                          OpsSettings(default_count_duration_s=90))
+    stored = schedules.add_schedule("30 6 * * *", ["stockroom"])
+    scheduler = BackgroundScheduler(timezone="UTC")  # never started: jobs stay pending
+    schedules.attach_scheduler(scheduler)
+    jobs = {j.id: j for j in scheduler.get_jobs()}
+    assert set(jobs) == {"ops-tick", f"ops-count-{stored['id']}"}
+    jobs["ops-tick"].func()
+    assert ticks == [1]
+    later = schedules.add_schedule("0 7 * * 1", ["floor"], 60)
+    assert later["active"] is True and f"ops-count-{later['id']}" in {
+        j.id for j in scheduler.get_jobs()}
+    schedules.delete_schedule(later["id"])
+    assert f"ops-count-{later['id']}" not in {j.id for j in scheduler.get_jobs()}
+    job = jobs[f"ops-count-{stored['id']}"]
+    job.func(*job.args)
+    assert starts.calls == [(["stockroom"], "schedule", 90.0)]
+
+
+def test_a_refused_scheduled_count_is_logged_not_raised(ctx: ServiceContext,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    starts = Starts()
+    starts.fail = True
+    Schedules(ctx, starts, lambda: None).scheduled_count(["floor"], 60.0)
+    assert starts.calls == [(["floor"], "schedule", 60.0)]
+    assert "scheduled count over ['floor'] not started" in caplog.text
