@@ -1,11 +1,13 @@
 """The staff page in headless Chromium against a real daemon fed by the simulated boutique:
 sign in, count with live progress and the missing list, close it; close a reception; find an
-item; switch FR/EN. Screenshots of both languages go to docs/screenshots/ (shown in the README).
+item; switch FR/EN. Screenshots of both languages go to a temporary folder, or to the folder
+RFIDD_SCREENSHOTS names (`RFIDD_SCREENSHOTS=docs/screenshots` refreshes the README's).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -28,7 +30,7 @@ from simulator import Scenario, SimulatedSite
 
 pytestmark = pytest.mark.integration
 
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+SHOTS = Path(os.environ.get("RFIDD_SCREENSHOTS") or tempfile.mkdtemp(prefix="rfidd-shots-"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 
