@@ -17,6 +17,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
 from rfidd.config_http import HttpConfig, Role
+from rfidd.health import ServiceUnavailable
 from rfidd.metrics import Metrics
 from rfidd.web.audit import AuditLog
 from rfidd.web.auth import SESSION_COOKIE, Authenticator, Principal, describe
@@ -59,6 +60,10 @@ def create_app(config: HttpConfig, metrics: Metrics, auth: Authenticator, *,
     @app.exception_handler(ApiError)
     async def api_error(_r: Request, exc: ApiError) -> Response:
         return JSONResponse({"error": str(exc)}, exc.status)
+
+    @app.exception_handler(ServiceUnavailable)
+    async def unavailable(_r: Request, exc: ServiceUnavailable) -> Response:
+        return JSONResponse({"error": str(exc)}, 503)  # database down or state busy: now
 
     @app.exception_handler(RequestValidationError)
     async def bad_body(_r: Request, exc: RequestValidationError) -> Response:

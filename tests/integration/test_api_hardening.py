@@ -20,6 +20,7 @@ from waits import wait_until
 from rfidd.cli import main
 from rfidd.config_http import HttpConfig, Role
 from rfidd.credentials import auth_headers
+from rfidd.health import ServiceUnavailable
 from rfidd.metrics import Metrics
 from rfidd.web import WebServer
 from rfidd.web.auth import add_user
@@ -84,6 +85,10 @@ def _server(tmp_path: Path, **http: Any) -> Server:
     def echo(body: Any = Body(None)) -> Any:
         return {"echo": body}
 
+    @r.post("/api/v1/test/busy", dependencies=[Depends(require(Role.STAFF))])
+    def busy() -> Any:
+        raise ServiceUnavailable("database unavailable, retrying")
+
     @r.post("/api/v1/test/sell", dependencies=[Depends(require(Role.POS))])
     def sell() -> Any:
         return {"sold": True}
@@ -137,6 +142,8 @@ def test_every_route_but_healthz_needs_a_credential(server: Server) -> None:
     assert (e.actor_kind, e.actor, e.address, e.method, e.path, e.status) == (
         "cli", "cli", "127.0.0.1", "POST", "/api/v1/test/echo", 200)
     assert json.loads(e.detail) == {"a": 1}
+    assert server.request("POST", "/api/v1/test/busy", {}, auth_headers())[:2] == (
+        503, {"error": "database unavailable, retrying"})  # said at once, not a hang
 
 
 def test_cross_site_and_rebinding_requests_are_refused(server: Server) -> None:
