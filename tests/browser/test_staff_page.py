@@ -108,6 +108,11 @@ def _texts(driver: Any, css: str) -> list[str]:
         "return [...document.querySelectorAll(arguments[0])].map((e) => e.innerText)", css))
 
 
+def _found(headline: str) -> int:
+    """4812 from "4,812 of 5,000 found"."""
+    return int(headline.split(" of ")[0].replace(",", "") or 0)
+
+
 def _click(driver: Any, css: str) -> None:
     """Centre it first: a button at the viewport's bottom edge sits under the tab bar."""
     e = _by(driver, css)
@@ -146,16 +151,24 @@ def test_count_with_live_progress_and_missing_list(browser: Any, store: Store) -
     for box in _all(browser, "input.zone"):
         if box.get_attribute("value") in ("floor", "stockroom"):
             box.click()
-    _click(browser, "#start-count")
-    wait_until(lambda: " found" in _by(browser, "#count-headline").text, "live progress",
-               timeout=20)
-    # Items the book holds but no reader has seen: listed with the catalog's product names.
-    wait_until(lambda: _texts(browser, "#missing-list li"), "the missing list", timeout=20)
-    first = _texts(browser, "#missing-list li")[0]
+    store.site.hold(True)  # the readers pause: at the start every booked item is still missing
+    try:
+        _click(browser, "#start-count")
+        wait_until(lambda: " found" in _by(browser, "#count-headline").text, "live progress",
+                   timeout=20)
+        # Items the book holds but no reader has seen: listed with the catalog's product names.
+        wait_until(lambda: _texts(browser, "#missing-list li"), "the missing list", timeout=20)
+        first = _texts(browser, "#missing-list li")[0]
+        before = _found(_by(browser, "#count-headline").text)
+    finally:
+        store.site.hold(False)
     assert "?" not in first.splitlines()[0]
     products = store.ops.catalog.catalog
     names = {products[g].name for g in products}
     assert any(n in first for n in names), first
+    # The readers read again: found rises live, without reloading the page.
+    wait_until(lambda: _found(_by(browser, "#count-headline").text) > before, "found rising",
+               timeout=20)
     width = _by(browser, "#count-bar").get_attribute("style")
     assert "width" in width
     _shot(browser, "count-en")
