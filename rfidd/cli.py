@@ -241,11 +241,13 @@ def users_add(name: str, users_file: Path, roles: tuple[str, ...], pin: str) -> 
 
 def _register_subcommands() -> None:
     from rfidd.hq import hq_command
+    from rfidd.lifecycle.alerts_cli import alerts_cli
     from rfidd.lifecycle.cli import lifecycle_cli, trace_command
     from rfidd.ops import bench_command, ops_cli
 
     main.add_command(hq_command, "hq")
     main.add_command(lifecycle_cli)
+    main.add_command(alerts_cli)
     main.add_command(trace_command)
     main.add_command(ops_cli)
     main.add_command(bench_command)

@@ -10,8 +10,10 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from rfidd.config_http import Role
+from rfidd.lifecycle.alerts import AlertNotFound, AlertRejected
 from rfidd.lifecycle.commands import normalize_epc
 from rfidd.lifecycle.service import STEP_COMMANDS, LifecycleService
 from rfidd.lifecycle.trace import trace
@@ -33,40 +35,42 @@ def _source(request: Request) -> str:
 
 def router(service: LifecycleService) -> APIRouter:
     """POST {PREFIX}/{command} with the command's JSON (sale, return, ship, transfer_out,
-    transfer_in, receive, loan_out, loan_back, repair_in, repair_out, shipment): 200 when
+    transfer_in, receive, loan_out, loan_back, repair_in, repair_out, restock, hold, release,
+    collect, shipment): 200 when
     every item was applied or was a duplicate, 409 when any was rejected (body lists each
     item's result), 400 for a malformed command."""
     r = APIRouter(prefix=PREFIX, tags=["lifecycle"])
 
     @r.get("/commissioning/sessions", dependencies=[Depends(_STAFF)])
     def list_sessions(request: Request) -> Any:
-        return {"sessions": service.sessions(include_closed="all" in request.query_params)}
+        every = "all" in request.query_params
+        return {"sessions": service.commissioning.sessions(include_closed=every)}
 
     @r.post("/commissioning/sessions", status_code=201, dependencies=[Depends(_STAFF)])
     def open_session(body: dict[str, Any] = Body(...)) -> Any:
         try:
-            return service.open_session(body)
+            return service.commissioning.open_session(body)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
 
     @r.get("/commissioning/sessions/{sid}", dependencies=[Depends(_STAFF)])
     def get_session(sid: str) -> Any:
         try:
-            return service.session_json(sid)
+            return service.commissioning.session_json(sid)
         except KeyError:
             raise ApiError(404, f"no commissioning session {sid!r}") from None
 
     @r.post("/commissioning/sessions/{sid}/close", dependencies=[Depends(_STAFF)])
     def close_session(sid: str) -> Any:
         try:
-            return service.close_session(sid)
+            return service.commissioning.close_session(sid)
         except KeyError:
             raise ApiError(404, f"no commissioning session {sid!r}") from None
 
     @r.post("/commissioning/binds", status_code=201, dependencies=[Depends(_STAFF)])
     def bind(body: dict[str, Any] = Body(...)) -> Any:
         try:
-            return service.bind(body)
+            return service.commissioning.bind(body)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
 
@@ -105,6 +109,59 @@ def router(service: LifecycleService) -> APIRouter:
     return r
 
 
+class AlertAck(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    who: str | None = Field(None, max_length=64, description="Default: the signed-in caller.")
+    note: str | None = Field(None, max_length=2000, description="Free text.")
+
+
+class AlertResolve(AlertAck):
+    resolution: str = Field(description="How it was resolved (the alert's own vocabulary).")
+
+
+def alert_router(service: LifecycleService) -> APIRouter:
+    """GET /api/v1/alerts[?state=&type=], GET /api/v1/alerts/{id}, POST .../{id}/acknowledge
+    {who, note} (staff) and .../{id}/resolve {resolution, who, note} (manager): 404 unknown
+    alert, 409 a step that does not apply (the body names the alert's state), 422 a bad body."""
+    alerts = service.alerts
+    r = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
+
+    def step(fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except AlertNotFound as exc:
+            raise ApiError(404, f"no alert {exc.args[0]!r}") from None
+        except AlertRejected as exc:
+            raise ApiError(409, str(exc)) from None
+
+    def who(request: Request, given: str | None) -> str:
+        p = getattr(request.state, "principal", None)
+        return given or (p.name if p is not None else "")
+
+    @r.get("", dependencies=[Depends(_STAFF)])
+    def list_(state: str | None = None, type: str | None = None) -> Any:
+        try:
+            return {"alerts": alerts.list(state, type)}
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+
+    @r.get("/{aid}", dependencies=[Depends(_STAFF)])
+    def get(aid: str) -> Any:
+        return step(alerts.get, aid)
+
+    @r.post("/{aid}/acknowledge", dependencies=[Depends(_STAFF)])
+    def ack(aid: str, request: Request, body: AlertAck | None = None) -> Any:
+        b = body or AlertAck()
+        return step(alerts.acknowledge, aid, who(request, b.who), b.note)
+
+    @r.post("/{aid}/resolve", dependencies=[Depends(require(Role.MANAGER))])
+    def resolve(aid: str, body: AlertResolve, request: Request) -> Any:
+        return step(alerts.resolve, aid, body.resolution, who(request, body.who), body.note)
+
+    return r
+
+
 def register_routes(api: Any, service: LifecycleService) -> None:
-    """Add the lifecycle routes to the daemon's web server (rfidd.web.WebServer)."""
+    """Add the lifecycle and alert routes to the daemon's web server (rfidd.web.WebServer)."""
+    api.include_router(alert_router(service))
     api.include_router(router(service))

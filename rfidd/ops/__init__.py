@@ -9,6 +9,8 @@
   common.py         OpsError, OpsSettings and what the services share
   api.py            register_routes       HTTP routes under /api/v1/ops
   cli.py            ops_cli               the `rfidd ops ...` click group (talks to the HTTP API)
+  count_cli.py                            `rfidd ops takeover`, `count pass`, `count recount`
+  books.py                                what the services ask the lifecycle books
   bench.py          bench_command         the `rfidd bench` click command
 
 rfidd/app.py (`build_ops`) builds and wires them.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import rfidd.ops.count_cli  # noqa: F401  (registers takeover, count pass, count recount)
 from rfidd.ops.bench import bench_command
 from rfidd.ops.catalog import CatalogService
 from rfidd.ops.cli import ops_cli

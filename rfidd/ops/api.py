@@ -81,6 +81,18 @@ class ReceptionClose(BaseModel):
 class CountStart(BaseModel):
     zones: list[str] = Field(description="Zones to count.")
     duration_s: float | None = Field(None, gt=0, description="Stop by itself after this long.")
+    adopt: bool = Field(False, description="Take over items found that rfidd never received.")
+
+
+class CountPass(BaseModel):
+    zone: str = Field(description="The zone the pass covered.")
+    epcs: list[str] = Field(max_length=100_000, description="EPCs read (hex or SGTIN URI).")
+    device: str | None = Field(None, max_length=128, description="The handheld's name.")
+    operator: str | None = Field(None, max_length=128, description="Who walked the pass.")
+
+
+class CountRecount(BaseModel):
+    duration_s: float | None = Field(None, gt=0, description="Length of the recount.")
 
 
 class ScheduleAdd(BaseModel):
@@ -156,7 +168,7 @@ def router(*, catalog: CatalogService, reception: ReceptionService, counting: Co
 
     @r.post("/counts", status_code=201)
     def count_start(body: CountStart) -> Any:
-        return counting.start_count(body.zones, duration_s=body.duration_s)
+        return counting.start_count(body.zones, duration_s=body.duration_s, adopt=body.adopt)
 
     @r.get("/counts")
     def counts() -> Any:
@@ -169,6 +181,14 @@ def router(*, catalog: CatalogService, reception: ReceptionService, counting: Co
     @r.post("/counts/{cid}/stop")
     def count_stop(cid: str) -> Any:
         return counting.stop_count(cid)
+
+    @r.post("/counts/{cid}/passes")
+    def count_pass(cid: str, body: CountPass) -> Any:
+        return counting.add_pass(cid, body.zone, body.epcs, body.device, body.operator)
+
+    @r.post("/counts/{cid}/recount", status_code=201)
+    def count_recount(cid: str, body: CountRecount | None = None) -> Any:
+        return counting.recount(cid, body.duration_s if body else None)
 
     @r.post("/count-schedules", status_code=201)
     def schedule_add(body: ScheduleAdd) -> Any:

@@ -1,7 +1,7 @@
 """Audit log of the writes made through the local API.
 
-Revision ID: 0004_audit
-Revises: 0003_lifecycle
+Revision ID: 0005_audit
+Revises: 0004_store_truth
 Create Date: 2026-12-01
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004_audit"
-down_revision: str | None = "0003_lifecycle"
+revision: str = "0005_audit"
+down_revision: str | None = "0004_store_truth"
 branch_labels: str | None = None
 depends_on: str | None = None
 
