@@ -32,7 +32,7 @@ from inventory.rules import SiteRules
 from readers.base import ReaderDriver
 from readers.llrp import LlrpReader
 from readers.serial import SerialReader
-from rfidd.api import Api, ApiError
+from rfidd.command_auth import CommandGuard
 from rfidd.config import Config
 from rfidd.context import ServiceContext
 from rfidd.health import DomainLock, ServiceUnavailable
@@ -59,6 +59,9 @@ from rfidd.replay import ReplayService
 from rfidd.sdnotify import Notifier
 from rfidd.store import repo
 from rfidd.store.db import Database, DatabaseError, open_database
+from rfidd.web import AuditLog, WebServer, site_router
+from rfidd.web.page import page_router
+from rfidd.web.readers import readers_router
 
 log = logging.getLogger("rfidd")
 
@@ -98,7 +101,7 @@ class Daemon:
         self.monitor: ReaderMonitor | None = None
         self.ingestor: Ingestor | None = None
         self.scheduler: BackgroundScheduler | None = None
-        self.api: Api | None = None
+        self.api: WebServer | None = None
         self.readers: dict[str, ReaderDriver] = {}
         self.ctx: ServiceContext | None = None
         self.lifecycle: LifecycleService | None = None
@@ -166,6 +169,8 @@ class Daemon:
     def _start_hq_link(self) -> None:
         cfg = self.config
         assert self.db is not None
+        self.command_guard = CommandGuard(cfg.site.id, cfg.mqtt.require_signed_commands,
+                                          cfg.mqtt.command_public_key_file)
         self.hq = HqLink(
             cfg.mqtt, cfg.site.id, self.db, self.metrics, self.stop_event,
             document_builder=epcis_document, command_handler=self._on_command,
@@ -265,7 +270,8 @@ class Daemon:
         cfg = self.config
         if not cfg.http.enabled:
             return
-        self.api = Api(self.metrics.registry, cfg.http.listen, cfg.http.port)
+        assert self.db is not None
+        self.api = WebServer(cfg.http, self.metrics, audit=AuditLog(self.db))
         self._register_routes(self.api)
         self.api.start()
         self._on_stop("http api", self.api.stop)
@@ -449,10 +455,7 @@ class Daemon:
         if handler is None:
             known = ", ".join(sorted(handlers)) or "none"
             raise ValueError(f"unknown command {name!r} (known: {known})")
-        try:
-            data = json.loads(payload)
-        except ValueError as exc:
-            raise ValueError(f"command {name}: payload is not JSON: {exc}") from None
+        data = json.loads(self.command_guard.check(name, payload))  # for us, signed if need be
         log.info("HQ command %s: %s", name, handler(data))
 
     def _refresh_outbox_metrics(self) -> None:
@@ -465,11 +468,11 @@ class Daemon:
         self.metrics.outbox_oldest_age.set(oldest)
 
     # -- HTTP API --------------------------------------------------------------------------
-    def _register_routes(self, api: Api) -> None:
-        def status(_p: dict[str, str], _q: Any, _b: Any) -> tuple[int, Any]:
+    def _register_routes(self, api: WebServer) -> None:
+        def status() -> dict[str, Any]:
             assert self.queue is not None
             health = self.ctx.health.state if self.ctx is not None else None
-            return 200, {
+            return {
                 "site": self.config.site.id,
                 "uptime_s": round(time.time() - self.started_at, 1),
                 "database": {"up": health.up, "reason": health.reason,
@@ -481,36 +484,20 @@ class Daemon:
                 "ingest": asdict(self.ingestor.stats) if self.ingestor else None,
             }
 
-        def item(p: dict[str, str], _q: Any, _b: Any) -> tuple[int, Any]:
+        def item(epc: str) -> dict[str, Any] | None:
             assert self.db is not None
             with self.db.session() as s:
-                it = repo.get_item(s, p["epc"].upper())
+                it = repo.get_item(s, epc.upper())
                 if it is None:
-                    raise ApiError(404, f"unknown item {p['epc']}")
-                return 200, {c.name: getattr(it, c.name) for c in it.__table__.columns}
+                    return None
+                return {c.name: getattr(it, c.name) for c in it.__table__.columns}
 
-        def readers(_p: dict[str, str], _q: Any, _b: Any) -> tuple[int, Any]:
-            assert self.monitor is not None
-            return 200, {"site": self.config.site.id, "readers": self.monitor.snapshot()}
-
-        def find(p: dict[str, str], _q: Any, b: Any) -> tuple[int, Any]:
-            assert self.monitor is not None
-            try:
-                if b is None:
-                    return 200, self.monitor.find_status(p["reader"])
-                return 200, self.monitor.find(p["reader"], (b or {}).get("epc"))
-            except LookupError as exc:
-                raise ApiError(404, str(exc)) from None
-            except ValueError as exc:
-                raise ApiError(400, str(exc)) from None
-
-        api.route("GET", "/api/v1/status", status)
-        api.route("GET", "/api/v1/readers", readers)
-        api.route("GET", "/api/v1/readers/{reader}/find", find)
-        api.route("POST", "/api/v1/readers/{reader}/find", find)
-        api.route("GET", "/api/v1/items/{epc}", item)
+        api.include_router(site_router(status, item))
+        if self.monitor is not None:
+            api.include_router(readers_router(self.config.site.id, self.monitor))
         if self.ops is not None:
             self.ops.register_routes(api)
+            api.include_router(page_router(self.config, self.ops, self.lifecycle))
         if self.lifecycle is not None:
             register_lifecycle_routes(api, self.lifecycle)
 
@@ -550,7 +537,7 @@ class OpsServices:
         """The services the ingest feeds with every batch."""
         return (self.reception, self.exits)
 
-    def register_routes(self, api: Api) -> None:
+    def register_routes(self, api: WebServer) -> None:
         """The /api/v1/ops routes, each on the service that owns it."""
         register_ops_routes(api, catalog=self.catalog, reception=self.reception,
                             counting=self.counting, schedules=self.schedules,

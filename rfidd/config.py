@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rfidd.config_http import HttpConfig
+
 EX_CONFIG = 78  # sysexits.h EX_CONFIG: systemd's RestartPreventExitStatus= can name it
 EX_TEMPFAIL = 75  # sysexits.h EX_TEMPFAIL: a temporary failure, worth a restart
 
@@ -200,6 +202,12 @@ class MqttConfig(_Strict):
     outbox_alert_rows: int = Field(
         100_000, ge=1, description="Raise an alert when the outbox backlog passes this many rows."
     )
+    require_signed_commands: bool = Field(
+        False, description="Refuse state-changing HQ commands (sale, return, shipment, hold, "
+        "transfer...) that are not a JWS (Ed25519) signed by HQ's key.")
+    command_public_key_file: Path | None = Field(
+        None, description="HQ's Ed25519 public key (PEM) that signs commands; needed by "
+        "require_signed_commands.")
 
     @field_validator("url")
     @classmethod
@@ -219,6 +227,12 @@ class MqttConfig(_Strict):
     @classmethod
     def _check_password_file(cls, v: Any) -> Any:
         return _check_secret_file(v)
+
+    @model_validator(mode="after")
+    def _check_signing(self) -> MqttConfig:
+        if self.require_signed_commands and self.command_public_key_file is None:
+            raise ValueError("mqtt.require_signed_commands needs mqtt.command_public_key_file")
+        return self
 
     @model_validator(mode="after")
     def _check_tls(self) -> MqttConfig:
@@ -471,12 +485,6 @@ class SchedulesConfig(_Strict):
                 raise ValueError(f"not a crontab expression (minute hour day month weekday): "
                                  f"{exc}") from None
         return v
-
-
-class HttpConfig(_Strict):
-    enabled: bool = Field(True, description="Local HTTP API and /metrics.")
-    listen: str = Field("127.0.0.1", description="Address to bind; keep it local.")
-    port: int = Field(9750, ge=0, le=65535, description="Port of the API and /metrics (0: any).")
 
 
 class Config(_Strict):

@@ -124,6 +124,11 @@ class Metrics:
         self.alerts = Counter(
             "alerts", "Alerts raised, by kind.", ["kind"], namespace=NS, registry=r,
         )
+        self.http_requests = Counter(
+            "http_requests", "HTTP answers by route template ('other' when none matched) and "
+            "status code, refusals (401, 403, 400 foreign Host) included.", ["route", "code"],
+            namespace=NS, registry=r,
+        )
 
         for step in BIZ_STEPS:
             self.events.labels(step)

@@ -419,9 +419,10 @@ class HqLink:
             return
         try:
             self._commands.put_nowait((name, payload, msg.mid, msg.qos, self._generation))
-        except queue.Full:
-            self._reject(client, name, "command queue full; retry later")
-            client.ack(msg.mid, msg.qos)
+        except queue.Full:  # not acknowledged: the broker redelivers it (persistent session)
+            self.stats.commands_rejected += 1
+            self.metrics.commands.labels(self._label(name), "dropped").inc()
+            log.warning("HQ command %r not queued (queue full): left for redelivery", name[:100])
 
     # ------------------------------------------------------------------ commands
 

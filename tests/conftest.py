@@ -472,3 +472,14 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if rows:
         terminalreporter.write_sep("=", "fault suite")
         terminalreporter.write_line(harness.table(rows))  # type: ignore[union-attr]
+
+
+@pytest.fixture(autouse=True)
+def _cli_token_file(tmp_path_factory: pytest.TempPathFactory,
+                    monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's daemons write, and its CLI calls read, a token file of their own (the
+    daemon's default, /run/rfidd/cli-token, is the machine's)."""
+    path = tmp_path_factory.mktemp("cli-token") / "cli-token"
+    monkeypatch.setenv("RFIDD_TOKEN_FILE", str(path))
+    monkeypatch.delenv("RFIDD_TOKEN", raising=False)
+    return path

@@ -19,8 +19,9 @@ rfidd/app.py (`build_ops`) builds and wires them.
 
 from __future__ import annotations
 
+from typing import Any
+
 import rfidd.ops.count_cli  # noqa: F401  (registers takeover, count pass, count recount)
-from rfidd.ops.api import register_routes
 from rfidd.ops.bench import bench_command
 from rfidd.ops.catalog import CatalogService
 from rfidd.ops.cli import ops_cli
@@ -30,6 +31,13 @@ from rfidd.ops.exits import ExitService
 from rfidd.ops.reception import ReceptionService
 from rfidd.ops.replenishment import ReplenishmentService
 from rfidd.ops.schedules import Schedules, ScheduleSettings
+
+
+def register_routes(api: Any, **services: Any) -> None:
+    """The HTTP routes (rfidd.ops.api), imported on use: the CLI needs no web framework."""
+    from rfidd.ops.api import register_routes as register
+
+    register(api, **services)
 
 __all__ = [
     "CatalogService",

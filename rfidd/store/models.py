@@ -155,3 +155,20 @@ class OutboxMessage(Base):
         Index("ix_outbox_sent_at_id", "sent_at", "id"),
         Index("ix_outbox_seq", "seq"),
     )
+
+
+class AuditRecord(Base):
+    """One write through the local API: who (token name or opaque staff id), when, from where,
+    what (method, path, body excerpt) and the answer's status."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Time, index=True)
+    actor_kind: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(512))
+    status: Mapped[int] = mapped_column(Integer)
+    detail: Mapped[str] = mapped_column(Text)
