@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rfidd.config_http import HttpConfig, Role
 from rfidd.health import ServiceUnavailable
@@ -53,8 +54,8 @@ def create_app(config: HttpConfig, metrics: Metrics, auth: Authenticator, *,
     for k, v in (state or {}).items():
         setattr(app.state, k, v)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(_r: Request, exc: HTTPException) -> Response:
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's own, and Starlette's (a body
+    async def http_error(_r: Request, exc: StarletteHTTPException) -> Response:  # not JSON)
         return JSONResponse({"error": exc.detail}, exc.status_code, headers=exc.headers)
 
     @app.exception_handler(ApiError)
