@@ -3,8 +3,8 @@
 HQ counts on every journaled event having one number, 1, 2, 3... with no hole, so it can
 tell a lost message from a quiet site. Existing events are numbered in journal (id) order.
 
-Revision ID: 0004_event_seq
-Revises: 0003_lifecycle
+Revision ID: 0005_event_seq
+Revises: 0004_store_truth
 Create Date: 2026-12-01
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004_event_seq"
-down_revision: str | None = "0003_lifecycle"
+revision: str = "0005_event_seq"
+down_revision: str | None = "0004_store_truth"
 branch_labels: str | None = None
 depends_on: str | None = None
 
