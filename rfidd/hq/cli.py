@@ -129,93 +129,21 @@ def run(config_file: Path, log_level: str) -> None:
     configure(log_level)  # structured lines (RFIDD_LOG_FORMAT=kv|json|text)
     cfg = _load(config_file)
     from rfidd.cli import install_signal_handlers
-    from rfidd.hq.consumer import HqConsumer, HqConsumerError
-    from rfidd.hq.gaps import GapRepairer
-    from rfidd.hq.http import build_api
-    from rfidd.hq.relay import AsnRelay, RelayError, RelayMetrics
-    from rfidd.hq.store import HqDatabaseError, HqStore
+    from rfidd.hq.app import HqDaemon, HqStartError
     from rfidd.sdnotify import Notifier
 
-    try:
-        store = HqStore.open(cfg.database.url, known_sites_only=not cfg.sites.accept_unknown)
-    except HqDatabaseError as exc:
-        log.error("database: %s", exc)
-        sys.exit(1)
-    consumer = HqConsumer(
-        cfg.mqtt, store, batch_max_messages=cfg.database.batch_max_messages,
-        batch_max_s=cfg.database.batch_max_ms / 1000,
-        reconnect_max_s=cfg.mqtt.reconnect_max_s,
-    )
-    relay = None
-    if cfg.mqtt.relay_asns:
-        try:
-            # Its metrics go to the consumer's registry: one /metrics for the HQ process.
-            relay = AsnRelay.from_config(cfg.mqtt,
-                                         metrics=RelayMetrics(consumer.metrics.registry),
-                                         reconnect_max_s=cfg.mqtt.reconnect_max_s)
-        except RelayError as exc:
-            store.dispose()
-            log.error("%s", exc)
-            sys.exit(1)
-    epcis = None
-    if cfg.epcis.enabled:
-        from rfidd.hq.epcis_api import EpcisServer, build_app
-
-        e = cfg.epcis
-        epcis = EpcisServer(
-            build_app(store, consumer.metrics.registry, capture_limit=e.capture_limit,
-                      capture_size_limit=e.capture_size_limit_bytes,
-                      topic_prefix=cfg.mqtt.topic_prefix, publish=consumer.publish),
-            e.listen, e.port,
-            ssl_certfile=str(e.tls_cert_file) if e.tls_cert_file else None,
-            ssl_keyfile=str(e.tls_key_file) if e.tls_key_file else None)
-    api = None
-    if cfg.http.enabled:
-        api = build_api(store.engine, consumer.metrics.registry, listen=cfg.http.listen,
-                        port=cfg.http.port, consumer=consumer)
-    gaps = GapRepairer(
-        store.engine, consumer.publish, cfg.mqtt.topic_prefix, consumer.metrics.registry,
-        registered_only=not cfg.sites.accept_unknown,
-        check_interval_s=cfg.sites.gap_check_interval_s, grace_s=cfg.sites.gap_grace_s,
-        retry_s=cfg.sites.replay_retry_s, alert_s=cfg.sites.gap_alert_s,
-    )
+    hq = HqDaemon(cfg)
     stop = threading.Event()
     install_signal_handlers(stop)
     try:
-        consumer.start()
-        gaps.start()
-        if relay is not None:
-            relay.start()
-            log.info("ASN relay: %s -> {destination}/cmd/{asn,shipment}", relay.topic_filter)
-        if api is not None:
-            api.start()
-            log.info("HQ API on http://%s:%d/api/v1/", api.listen, api.port)
-        if epcis is not None:
-            try:
-                epcis.start()
-            except OSError as exc:
-                log.error("EPCIS interface %s:%d: %s", cfg.epcis.listen, cfg.epcis.port, exc)
-                sys.exit(1)
-            log.info("EPCIS 2.0 interface on http%s://%s:%d/events",
-                     "s" if cfg.epcis.tls_cert_file else "", epcis.listen, epcis.port)
-        Notifier().ready("consuming" + (", relaying ASNs" if relay is not None else ""))
+        hq.start()
+        Notifier().ready("consuming" + (", relaying ASNs" if hq.relay is not None else ""))
         stop.wait()
-    except HqConsumerError as exc:
+    except HqStartError as exc:
         log.error("%s", exc)
         sys.exit(1)
-    except OSError as exc:
-        log.error("HTTP %s:%d: %s", cfg.http.listen, cfg.http.port, exc)
-        sys.exit(1)
     finally:
-        gaps.stop()
-        if epcis is not None:
-            epcis.stop()
-        if api is not None:
-            api.stop()
-        if relay is not None:
-            relay.stop()
-        consumer.stop()
-        store.dispose()
+        hq.stop()
 
 
 @hq_command.command("where")

@@ -232,3 +232,20 @@ def test_route() -> None:
                 "acme/rfidd/v1/s/reports", "acme/rfidd/v1/s/readers/r1/status"):
         with pytest.raises(ValueError):
             c._route(bad)
+
+
+def test_hq_daemon_starts_in_order_and_stops_last_first(tmp_path: Path) -> None:
+    """The HQ composition root (rfidd/hq/app.py) on SQLite with its interfaces off: the
+    consumer does not need a reachable broker to start (paho connects in the background)."""
+    from rfidd.hq.app import HqDaemon
+    from rfidd.hq.config import HqConfig
+
+    cfg = HqConfig.model_validate({
+        "database": {"url": f"sqlite:///{tmp_path / 'hq.db'}"},
+        "mqtt": {"url": "mqtt://127.0.0.1:1", "relay_asns": False},
+        "http": {"enabled": False}, "epcis": {"enabled": False},
+    })
+    hq = HqDaemon(cfg)
+    hq.start()
+    hq.stop()
+    assert hq.stopped == ["gap repair", "consumer", "store"]
