@@ -90,10 +90,8 @@ def test_hq_database_connections_terminated(hq_store: tuple[FaultStore, RealHq],
     assert row.expected > 0 and row.lost == 0, row
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "needs HQ gap repair (issue 13): Mosquitto acknowledges a QoS 1 publish before it is on "
-    "disk, so a broker SIGKILLed before its autosave loses what HQ had not yet received; only "
-    "HQ asking the site to replay its journal (cmd/replay) can recover it"))
+# Mosquitto acknowledges a QoS 1 publish before it is on disk, so a broker SIGKILLed before its
+# autosave loses what HQ had not yet received; HQ's gap repair (cmd/replay) recovers it.
 def test_broker_sigkilled_after_acknowledging_an_unpersisted_burst(
         hq_store: tuple[FaultStore, RealHq], outage: float) -> None:
     s, hq = hq_store
@@ -120,5 +118,5 @@ def test_broker_sigkilled_after_acknowledging_an_unpersisted_burst(
     s.hq.start()
     end = time.monotonic()
     row = _finish(s, hq, "broker SIGKILL after PUBACK (unpersisted)", end, 30 + outage,
-                  note="xfail until HQ gap repair")
+                  note="recovered by HQ gap repair")
     assert row.lost == 0, row
