@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from inventory.epc import EpcClassifier
 from inventory.epcis import epcis_document, event_to_json
-from inventory.events import ItemEvent, stable_event_id
+from inventory.events import ItemEvent
 from inventory.lifecycle import ItemState
 from inventory.presence import PresenceTracker
 from inventory.rules import SiteRules
@@ -35,7 +35,7 @@ from readers.serial import SerialReader
 from rfidd.command_auth import CommandGuard
 from rfidd.config import Config
 from rfidd.context import ServiceContext
-from rfidd.health import DomainLock, ServiceUnavailable
+from rfidd.health import DomainLock
 from rfidd.ingest import Ingestor
 from rfidd.intake import IngestQueue
 from rfidd.lifecycle import books as lifecycle_books
@@ -57,6 +57,7 @@ from rfidd.pipeline import BatchComponent
 from rfidd.reader_monitor import ReaderMonitor
 from rfidd.replay import ReplayService
 from rfidd.sdnotify import Notifier
+from rfidd.site_health import SiteHealth
 from rfidd.store import repo
 from rfidd.store.db import Database, DatabaseError, open_database
 from rfidd.web import AuditLog, WebServer, site_router
@@ -110,9 +111,7 @@ class Daemon:
         """Names of the components stopped, in order (the shutdown-order test reads it)."""
         self._stops: list[tuple[str, Callable[[], None]]] = []
         self.started_at = 0.0
-        self._backlog_alerted = False
-        self._outbox_depth = 0
-        self._db_alert: tuple[float, str] | None = None  # (since, reason) while it is down
+        self.site_health: SiteHealth | None = None
         self._ingest_stop = threading.Event()  # set after the readers stopped, not before
 
     # -- start -----------------------------------------------------------------------------
@@ -177,10 +176,12 @@ class Daemon:
             sender=cfg.site.sgln, reconnect_max_s=cfg.mqtt.reconnect_max_s,
             head_interval_s=self.timings.seq_head_s,
         )
+        assert self.ctx is not None
+        self.site_health = SiteHealth(cfg, self.ctx, self.metrics, self.notifier,
+                                      self.hq if cfg.mqtt.enabled else None)
         if cfg.mqtt.enabled:
             self.hq.start()
             self._on_stop("hq link", self.hq.stop)
-            assert self.ctx is not None
             self.ctx.notify_outbox = self.hq.notify
 
     def _init_ingest(self) -> None:
@@ -202,10 +203,12 @@ class Daemon:
         def books(s: Session, epcs: Sequence[str]) -> Mapping[str, ItemState | None]:
             return lifecycle_books.load_states(s, epcs, site)
 
+        assert self.site_health is not None
         self.monitor = ReaderMonitor(
             self.metrics,
             publish_status=self.hq.set_reader_status if cfg.mqtt.enabled else None,
-            make_alert=self._alert, emit_alerts=lambda alerts: ctx.emit(messages=alerts),
+            make_alert=self.site_health.alert,
+            emit_alerts=lambda alerts: ctx.emit(messages=alerts),
             down_alert_s=self.timings.reader_down_alert_s, drivers=self.readers,
             silent_after_s={n: r.silent_after_s for n, r in cfg.readers.items() if r.enabled})
         self.queue = IngestQueue(self.metrics, on_state=self.monitor.on_state,
@@ -223,7 +226,7 @@ class Daemon:
             batch_max_rows=cfg.database.batch_max_rows,
             batch_max_ms=cfg.database.batch_max_ms,
             on_commit=self.hq.notify if cfg.mqtt.enabled else None,
-            on_database=self._on_database,
+            on_database=self.site_health.on_database if self.site_health else None,
         )
         ctx.catalog_listeners.append(self.ingestor.set_catalog)
 
@@ -253,7 +256,8 @@ class Daemon:
         self.scheduler = BackgroundScheduler(timezone=self.config.site.timezone)
         self.scheduler.add_job(self.ingestor.request_sweep, "interval",
                                seconds=self.timings.sweep_s, id="presence-sweep")
-        self.scheduler.add_job(self._refresh_outbox_metrics, "interval",
+        assert self.site_health is not None
+        self.scheduler.add_job(self.site_health.refresh_outbox, "interval",
                                seconds=self.timings.outbox_stats_s, id="outbox-stats")
         self.scheduler.add_job(self.ingestor.request_flush, "interval",
                                seconds=self.timings.flush_s, id="last-seen-flush")
@@ -317,7 +321,8 @@ class Daemon:
         now = time.time()
         if self.monitor is not None:
             self.monitor.check(now, stopping=self.stop_event.is_set())
-        self._check_alerts(now)
+        if self.site_health is not None:
+            self.site_health.check(now)
         if self.ingestor is not None:
             counts = self.ingestor.zone_counts  # published by the ingest after each batch
             for zone in self.config.zones:
@@ -334,10 +339,6 @@ class Daemon:
                 # No WATCHDOG=1: systemd restarts a daemon whose ingest thread hangs.
                 log.critical("ingest thread stuck for %.0f s; not feeding the watchdog", stuck)
                 return
-        if self._db_alert is not None:
-            since, reason = self._db_alert
-            self.notifier.status(f"database unavailable for {now - since:.0f} s, retrying: "
-                                 f"{reason}")
         self.notifier.watchdog()
 
     def _readers_healthy(self) -> bool:
@@ -358,62 +359,6 @@ class Daemon:
                              name, late)
                 healthy = False
         return healthy
-
-    def _check_alerts(self, now: float) -> None:
-        """Ops alerts on `alerts`: an outbox backlog past its bound (reader alerts: monitor)."""
-        if self.queue is None or self.ctx is None:
-            return
-        alerts: list[repo.Message] = []
-        depth = self._outbox_depth
-        limit = self.config.mqtt.outbox_alert_rows
-        if depth >= limit and not self._backlog_alerted:
-            self._backlog_alerted = True
-            alerts.append(self._alert("outbox_backlog", {"rows": depth, "threshold": limit},
-                                      f"outbox_backlog:{now}"))
-        elif depth < limit * 0.9:
-            self._backlog_alerted = False
-        if alerts:
-            try:
-                self.ctx.emit(messages=alerts)
-            except ServiceUnavailable as exc:  # the outbox is in that database: next turn
-                self._backlog_alerted = False
-                log.warning("alerts not queued yet: %s", exc)
-
-    def _alert(self, kind: str, body: dict[str, Any], key: str) -> repo.Message:
-        self.metrics.alerts.labels(kind).inc()
-        log.warning("alert %s: %s", kind, body)
-        payload = {"type": kind, "site": self.config.site.id, "at": _iso(time.time()), **body}
-        return repo.Message("alert", "alerts", payload,
-                            event_id=stable_event_id(self.config.site.id, key))
-
-    def _on_database(self, up: bool, reason: str) -> None:
-        """From the ingest thread: the database failed, or answers again. While it is down
-        the alert goes straight to the broker (the outbox lives in that database); once back,
-        a durable alert with the outage's span goes through the outbox."""
-        now = time.time()
-        if not up:
-            self._db_alert = (now, reason)
-            self.notifier.status(f"database unavailable, retrying: {reason}")
-            payload = {"type": "database_unavailable", "site": self.config.site.id,
-                       "at": _iso(now), "reason": reason}
-            self.metrics.alerts.labels("database_unavailable").inc()
-            if self.hq is not None and self.config.mqtt.enabled:
-                self.hq.publish_now("alerts", payload)
-            return
-        if self._db_alert is None:
-            return
-        since, why = self._db_alert
-        self._db_alert = None
-        self.notifier.status(f"database back after {now - since:.0f} s")
-        msg = repo.Message("alert", "alerts", {
-            "type": "database_unavailable", "site": self.config.site.id, "at": _iso(since),
-            "until": _iso(now), "down_s": round(now - since, 1), "reason": why,
-        }, event_id=stable_event_id(self.config.site.id, "database_unavailable", since))
-        try:  # on the ingest thread, between batches: it holds no lock here
-            assert self.ctx is not None
-            self.ctx.emit(messages=[msg])
-        except Exception as exc:
-            log.warning("database alert not queued: %s", exc)
 
     def request_stop(self) -> None:
         self.stop_event.set()
@@ -457,15 +402,6 @@ class Daemon:
             raise ValueError(f"unknown command {name!r} (known: {known})")
         data = json.loads(self.command_guard.check(name, payload))  # for us, signed if need be
         log.info("HQ command %s: %s", name, handler(data))
-
-    def _refresh_outbox_metrics(self) -> None:
-        if self.db is None or (self.ctx is not None and not self.ctx.health.up):
-            return
-        with self.db.session() as s:
-            depth, oldest = repo.outbox_stats(s)
-        self._outbox_depth = depth
-        self.metrics.outbox_depth.set(depth)
-        self.metrics.outbox_oldest_age.set(oldest)
 
     # -- HTTP API --------------------------------------------------------------------------
     def _register_routes(self, api: WebServer) -> None:

@@ -15,9 +15,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import queue
 import random
-import re
 import sys
 import threading
 import time
@@ -43,6 +41,7 @@ from rfidd.mqtt_client import (
     is_auth_refusal,
     trust_source,
 )
+from rfidd.mqtt_commands import CommandHandler, CommandInbox
 from rfidd.store import repo
 from rfidd.store.db import Database
 
@@ -52,12 +51,9 @@ ONLINE = b"online"
 SEQ_FIELD = "rfidd:seq"  # the site's gap-free sequence number, in every EPCIS event published
 OFFLINE = b"offline"
 MAX_COMMAND_BYTES = 256 * 1024
-_LABEL_OK = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_MAX_COMMAND_LABELS = 32
 
 # (events as stored in the outbox, creation time, sender) -> EPCISDocument (dict or JSON text).
 DocumentBuilder = Callable[[list[dict[str, Any]], datetime, str], Mapping[str, Any] | str | bytes]
-CommandHandler = Callable[[str, bytes], None]
 
 
 class _ClosingFilter(logging.Filter):
@@ -196,10 +192,9 @@ class HqLink:
         self._next_head = 0.0
         self._readers: dict[str, bool | str] = {}
         self._readers_lock = threading.Lock()
-        self._labels: set[str] = set()
-        # (name, payload, mid, qos, connection generation)
-        self._commands: queue.Queue[tuple[str, bytes, int, int, int]] = queue.Queue(
-            command_queue_size)
+        self.inbox = CommandInbox(
+            site_id, f"{self.base}/cmd/", self.errors_topic, command_handler, metrics,
+            self.stats, max_command_bytes=max_command_bytes, queue_size=command_queue_size)
         self._client: mqtt.Client | None = None
         self._publisher: threading.Thread | None = None
         self._command_thread: threading.Thread | None = None
@@ -217,7 +212,9 @@ class HqLink:
         )
         self._publisher.start()
         self._command_thread = threading.Thread(
-            target=self._run_commands, name="mqtt-commands", daemon=True
+            target=self.inbox.run, name="mqtt-commands", daemon=True,
+            args=(lambda: self._client, lambda: self._generation,
+                  lambda: self._closing or self._stop.is_set()),
         )
         self._command_thread.start()
         log.info("HQ link to %s:%d (MQTT %s%s) as %s%s", self.host, self.port,
@@ -401,89 +398,7 @@ class HqLink:
         self._wake.set()
 
     def _on_message(self, client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        topic = msg.topic
-        name = topic[len(self._command_prefix):] if topic.startswith(self._command_prefix) else ""
-        payload = bytes(msg.payload)
-        if not name:
-            log.warning("ignoring message on unexpected topic %r", topic)
-            client.ack(msg.mid, msg.qos)
-            return
-        if len(payload) > self.max_command_bytes:
-            self._reject(client, name, f"payload of {len(payload)} bytes exceeds the limit of "
-                         f"{self.max_command_bytes} bytes")
-            client.ack(msg.mid, msg.qos)
-            return
-        if self.command_handler is None:
-            self._reject(client, name, "this site accepts no commands")
-            client.ack(msg.mid, msg.qos)
-            return
-        try:
-            self._commands.put_nowait((name, payload, msg.mid, msg.qos, self._generation))
-        except queue.Full:  # not acknowledged: the broker redelivers it (persistent session)
-            self.stats.commands_rejected += 1
-            self.metrics.commands.labels(self._label(name), "dropped").inc()
-            log.warning("HQ command %r not queued (queue full): left for redelivery", name[:100])
-
-    # ------------------------------------------------------------------ commands
-
-    def _label(self, name: str) -> str:
-        """Bounded metric label: commands come from the network, label values must not."""
-        if not _LABEL_OK.match(name):
-            return "invalid"
-        if name in self._labels:
-            return name
-        if len(self._labels) >= _MAX_COMMAND_LABELS:
-            return "other"
-        self._labels.add(name)
-        return name
-
-    def _reject(self, client: mqtt.Client, name: str, reason: str) -> None:
-        self.stats.commands_rejected += 1
-        self.metrics.commands.labels(self._label(name), "rejected").inc()
-        log.warning("rejected HQ command %r: %s", name[:100], reason)
-        self._reply_error(client, name, reason)
-
-    def _reply_error(self, client: mqtt.Client, name: str, reason: str) -> None:
-        body = {
-            "site": self.site_id,
-            "command": name[:200],
-            "error": reason[:2000],
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        }
-        client.publish(self.errors_topic, json.dumps(body).encode(), qos=1, retain=False)
-
-    def _run_commands(self) -> None:
-        while True:
-            try:
-                name, payload, mid, qos, generation = self._commands.get(timeout=0.2)
-            except queue.Empty:
-                if self._closing or self._stop.is_set():
-                    return
-                continue
-            handler = self.command_handler
-            assert handler is not None
-            try:
-                handler(name, payload)
-            except ValueError as exc:  # rejected input: the message says what and where
-                self.stats.commands_failed += 1
-                self.metrics.commands.labels(self._label(name), "error").inc()
-                log.warning("HQ command %r rejected: %s", name[:100], exc)
-                if self._client is not None:
-                    self._reply_error(self._client, name, str(exc))
-            except Exception as exc:  # the handler's bug must not kill the link
-                self.stats.commands_failed += 1
-                self.metrics.commands.labels(self._label(name), "error").inc()
-                log.error("HQ command %r failed: %s", name[:100], exc, exc_info=True)
-                if self._client is not None:
-                    self._reply_error(self._client, name, f"{type(exc).__name__}: {exc}")
-            else:
-                self.stats.commands_ok += 1
-                self.metrics.commands.labels(self._label(name), "ok").inc()
-            client = self._client
-            if client is not None and generation == self._generation:
-                client.ack(mid, qos)  # handled: the broker may forget it
-            # Else the connection that delivered it is gone: the broker redelivers it on the
-            # persistent session, and commands are idempotent.
+        self.inbox.receive(client, msg, self._generation)
 
     # ------------------------------------------------------------------ publisher
 

@@ -7,7 +7,6 @@ can be closed by the stockroom.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -19,45 +18,21 @@ from rich.table import Table
 
 from rfidd.client import EXIT_CODES_HELP, EXIT_REFUSED, ApiClient
 
-DEFAULT_API = "http://127.0.0.1:9750"
-PREFIX = "/api/v1/ops"
-TIMEOUT_S = 120.0  # a count stop or a big import takes a while on a store PC
 # 422 with a result (no `error`): a partial import; the command shows what was rejected.
-PARTIAL = (422,)
-
-
-def _client(ctx: click.Context) -> ApiClient:
-    client = ctx.find_object(ApiClient)
-    assert client is not None, "ops_cli sets the client"
-    return client
-
-
-def _console() -> Console:
-    """Terminal width on a terminal; piped, wide enough that no id is ever cut."""
-    return Console() if sys.stdout.isatty() else Console(width=10_000)
-
-
-def _fmt_time(t: float | None) -> str:
-    if t is None:
-        return ""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
-
-
-def _pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{v * 100:.1f}%"
-
-
-def _read_file(path: Path, fmt: str | None) -> tuple[str, str]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise click.BadParameter(f"{path}: cannot read: {exc}") from exc
-    fmt = fmt or ("json" if path.suffix.lower() == ".json" else "csv")
-    return text, fmt
-
-
-def _echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+from rfidd.ops.cli_common import (
+    DEFAULT_API,
+    PARTIAL,
+    PREFIX,
+    TIMEOUT_S,
+    _client,
+    _console,
+    _echo_json,
+    _fmt_time,
+    _pct,
+    _read_file,
+    _write_text,
+)
+from rfidd.ops.cli_counts import count_group
 
 
 @click.group("ops", epilog=EXIT_CODES_HELP)
@@ -252,221 +227,6 @@ def reception_close(ctx: click.Context, session_id: str | None, as_json: bool) -
 
 
 # -- counts -------------------------------------------------------------------------------------
-@ops_cli.group("count", epilog=EXIT_CODES_HELP)
-def count_group() -> None:
-    """Cycle counts."""
-
-
-@count_group.command("start")
-@click.argument("zones", nargs=-1, required=True)
-@click.option("--duration", "duration_s", type=float, default=None,
-              help="Stop by itself after this many seconds.")
-@click.option("--adopt", is_flag=True, help="Take over what it finds (as `rfidd ops takeover`).")
-@click.pass_context
-def count_start(ctx: click.Context, zones: tuple[str, ...], duration_s: float | None,
-                adopt: bool) -> None:
-    """Start a count over ZONES."""
-    body: dict[str, Any] = {"zones": list(zones), "duration_s": duration_s}
-    if adopt:
-        body["adopt"] = True
-    res = _client(ctx).call("POST", "/counts", body)
-    click.echo(f"count {res['session_id']} started over {', '.join(res['zones'])}: "
-               f"{res['progress']['expected']} items expected")
-
-
-def _running_count(client: ApiClient) -> str:
-    running = [r for r in client.call("GET", "/counts") if r["status"] == "running"]
-    if len(running) != 1:
-        click.echo("error: give the count id (running: "
-                   f"{', '.join(r['session_id'] for r in running) or 'none'})", err=True)
-        sys.exit(EXIT_REFUSED)
-    return str(running[0]["session_id"])
-
-
-def _progress_line(res: dict[str, Any]) -> str:
-    p = res["progress"]
-    zones = " · ".join(f"{z} {v['found']:,}/{v['expected']:,}" for z, v in p["zones"].items())
-    return (f"{p['found']:,} of {p['expected']:,} found ({zones}); misplaced {p['misplaced']}, "
-            f"unexpected {p['unexpected']}")
-
-
-@count_group.command("progress")
-@click.argument("count_id", required=False)
-@click.option("--watch", "watch_s", type=float, default=None,
-              help="Refresh every N seconds until the count stops.")
-@click.pass_context
-def count_progress(ctx: click.Context, count_id: str | None, watch_s: float | None) -> None:
-    """Live progress: found / expected, per zone."""
-    client = _client(ctx)
-    cid = count_id or _running_count(client)
-    while True:
-        res = client.call("GET", f"/counts/{cid}")
-        if res["status"] != "running":
-            click.echo(f"count {cid} is {res['status']}")
-            return
-        click.echo(_progress_line(res))
-        if watch_s is None:
-            return
-        time.sleep(watch_s)
-
-
-def print_count(doc: dict[str, Any], console: Console) -> None:
-    tot, acc = doc["totals"], doc["accuracy"]
-    console.print(f"Count [bold]{doc['session_id']}[/] over {', '.join(doc['zones'])}: "
-                  f"{tot['found']} of {tot['expected']} found; missing {tot['missing']}, "
-                  f"misplaced {tot['misplaced']}, unexpected {tot['unexpected']}")
-    console.print(f"Accuracy: items {_pct(acc['item'])}, records (SKU x zone) "
-                  f"{_pct(acc['record'])}, aggregate {_pct(acc['aggregate'])} (the aggregate "
-                  "hides errors that cancel out)")
-    z = Table(title="Per zone")
-    for c in ("zone", "expected", "found", "missing", "misplaced out", "misplaced in",
-              "unexpected"):
-        z.add_column(c, justify="left" if c == "zone" else "right")
-    for name, t in doc["per_zone"].items():
-        z.add_row(name, *(str(t[k]) for k in ("expected", "found", "missing", "misplaced_out",
-                                              "misplaced_in", "unexpected")))
-    console.print(z)
-    rows = ([("missing", m, m["booked_zone"], "") for m in doc["missing"]]
-            + [("misplaced", m, m["booked_zone"], m["found_zone"]) for m in doc["misplaced"]]
-            + [("unexpected", u, u.get("booked_zone") or "", u["zone"])
-               for u in doc["unexpected"]])
-    if rows:
-        x = Table(title="Items to check")
-        for c in ("status", "EPC", "SKU", "name", "booked", "seen in"):
-            x.add_column(c)
-        for status, it, booked, seen in rows:
-            x.add_row(status, it["epc"], it.get("sku") or "", it.get("name") or "", booked, seen)
-        console.print(x)
-    sh = doc.get("shrinkage") or {}
-    if sh.get("newly_suspected"):
-        console.print(f"[red]{len(sh['newly_suspected'])} item(s) now suspected lost[/]")
-
-
-@count_group.command("stop")
-@click.argument("count_id", required=False)
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def count_stop(ctx: click.Context, count_id: str | None, as_json: bool) -> None:
-    """Stop a count (default: the running one) and print its report."""
-    client = _client(ctx)
-    cid = count_id or _running_count(client)
-    doc = client.call("POST", f"/counts/{cid}/stop")
-    if as_json:
-        _echo_json(doc)
-        return
-    print_count(doc, _console())
-    from rfidd.ops.count_cli import print_books
-
-    print_books(doc)
-
-
-@count_group.command("list")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def count_list(ctx: click.Context, as_json: bool) -> None:
-    rows = _client(ctx).call("GET", "/counts")
-    if as_json:
-        _echo_json(rows)
-        return
-    t = Table(title="Counts")
-    for c in ("count", "status", "zones", "started", "finished", "expected", "found",
-              "record accuracy"):
-        t.add_column(c)
-    for r in rows:
-        tot = r.get("totals") or {}
-        found = tot.get("found", (r.get("progress") or {}).get("found", ""))
-        t.add_row(r["session_id"], r["status"], ", ".join(r["zones"]),
-                  _fmt_time(r["started_at"]), _fmt_time(r["finished_at"]), str(r["expected"]),
-                  str(found), _pct(r["record_accuracy"]) if r["status"] == "finished" else "")
-    _console().print(t)
-
-
-def _write_text(text: str, out: Path) -> None:
-    if str(out) == "-":
-        click.echo(text, nl=False)
-    else:
-        out.write_text(text, encoding="utf-8")
-        click.echo(f"wrote {out}")
-
-
-@count_group.command("report")
-@click.argument("count_id")
-@click.option("--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the exceptions as CSV to this file ('-' for stdout).")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def count_report(ctx: click.Context, count_id: str, csv_out: Path | None, as_json: bool) -> None:
-    """The report of a finished count."""
-    client = _client(ctx)
-    if csv_out is not None:
-        _write_text(client.call("GET", f"/counts/{count_id}", query={"format": "csv"})["text"],
-                    csv_out)
-        return
-    res = client.call("GET", f"/counts/{count_id}")
-    if res.get("report") is None:
-        click.echo(f"count {count_id} is {res['status']}: no report yet")
-        return
-    if as_json:
-        _echo_json(res["report"])
-        return
-    print_count(res["report"], _console())
-
-
-@count_group.group("schedule", epilog=EXIT_CODES_HELP)
-def schedule_group() -> None:
-    """Scheduled counts (crontab expressions in the site's time zone)."""
-
-
-@schedule_group.command("add")
-@click.argument("cron")
-@click.argument("zones", nargs=-1, required=True)
-@click.option("--duration", "duration_s", type=float, default=None)
-@click.option("--grace", "misfire_grace_s", type=float, default=None,
-              help="Seconds after its time a missed count still runs (daemon down); default "
-              "[schedules] misfire_grace_s, one hour.")
-@click.pass_context
-def schedule_add(ctx: click.Context, cron: str, zones: tuple[str, ...],
-                 duration_s: float | None, misfire_grace_s: float | None) -> None:
-    """e.g. rfidd ops count schedule add '0 7 * * 1' stockroom floor --duration 900"""
-    res = _client(ctx).call("POST", "/count-schedules",
-                            {"cron": cron, "zones": list(zones), "duration_s": duration_s,
-                             "misfire_grace_s": misfire_grace_s})
-    click.echo(f"schedule {res['id']}: {res['cron']} over {', '.join(res['zones'])} for "
-               f"{res['duration_s']:g} s, next run {res.get('next_run') or '-'}")
-
-
-@schedule_group.command("list")
-@click.option("--all", "show_all", is_flag=True,
-              help="Also the housekeeping jobs (retention, nightly shrinkage report).")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def schedule_list(ctx: click.Context, show_all: bool, as_json: bool) -> None:
-    """Count schedules with their next and last run (site time zone)."""
-    rows = _client(ctx).call("GET", "/count-schedules")
-    if as_json:
-        _echo_json({"schedules": rows, "jobs": _client(ctx).call("GET", "/schedules")}
-                   if show_all else rows)
-        return
-    for r in rows:
-        click.echo(f"{r['id']}: {r['cron']} over {', '.join(r['zones'])} for "
-                   f"{r['duration_s']:g} s, next run {r.get('next_run') or '-'}, "
-                   f"last run {r.get('last_run') or '-'}")
-    if show_all:
-        for j in _client(ctx).call("GET", "/schedules"):
-            if not j["job"].startswith("count-"):
-                click.echo(f"{j['job']}: {j['cron']} ({j['what']}), next run "
-                           f"{j.get('next_run') or '-'}, last run {j.get('last_run') or '-'}")
-
-
-@schedule_group.command("delete")
-@click.argument("schedule_id", type=int)
-@click.pass_context
-def schedule_delete(ctx: click.Context, schedule_id: int) -> None:
-    _client(ctx).call("POST", f"/count-schedules/{schedule_id}/delete")
-    click.echo(f"schedule {schedule_id} deleted")
-
-
-# -- shrinkage and replenishment ----------------------------------------------------------------
 @ops_cli.command("shrinkage")
 @click.option("--since", default=None, help="Start (ISO 8601 or epoch s); default 30 days ago.")
 @click.option("--until", default=None, help="End (ISO 8601 or epoch s); default now.")
@@ -574,3 +334,6 @@ def _since(value: str) -> float:
         return parse_time(v, "--since")
     except ApiError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+ops_cli.add_command(count_group)

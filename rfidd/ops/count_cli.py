@@ -10,16 +10,9 @@ from typing import Any
 
 import click
 
-from rfidd.ops.cli import (
-    _client,
-    _console,
-    _echo_json,
-    _progress_line,
-    _running_count,
-    count_group,
-    ops_cli,
-    print_count,
-)
+from rfidd.ops.cli import ops_cli
+from rfidd.ops.cli_common import _client, _console, _echo_json
+from rfidd.ops.cli_counts import _progress_line, _running_count, count_group, print_count
 
 
 def print_books(doc: dict[str, Any]) -> None:

@@ -1,0 +1,61 @@
+"""What the `rfidd ops` subcommands share: the API client of the command line, output helpers."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from rfidd.client import ApiClient
+
+DEFAULT_API = "http://127.0.0.1:9750"
+PREFIX = "/api/v1/ops"
+TIMEOUT_S = 120.0  # a count stop or a big import takes a while on a store PC
+PARTIAL = (422,)
+
+
+def _client(ctx: click.Context) -> ApiClient:
+    client = ctx.find_object(ApiClient)
+    assert client is not None, "ops_cli sets the client"
+    return client
+
+
+def _console() -> Console:
+    """Terminal width on a terminal; piped, wide enough that no id is ever cut."""
+    return Console() if sys.stdout.isatty() else Console(width=10_000)
+
+
+def _fmt_time(t: float | None) -> str:
+    if t is None:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v * 100:.1f}%"
+
+
+def _read_file(path: Path, fmt: str | None) -> tuple[str, str]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"{path}: cannot read: {exc}") from exc
+    fmt = fmt or ("json" if path.suffix.lower() == ".json" else "csv")
+    return text, fmt
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _write_text(text: str, out: Path) -> None:
+    if str(out) == "-":
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {out}")
