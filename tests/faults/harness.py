@@ -201,8 +201,11 @@ class DaemonProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def errors(self) -> list[str]:
+        """rfidd's own errors. sllurp logs its own disconnect during a clean stop as an error
+        ("Disconnected because of a reader configuration error"): that line is not ours."""
         return [ln for ln in self.log.read_text().splitlines()
-                if "level=error" in ln or "level=critical" in ln]
+                if ("level=error" in ln or "level=critical" in ln)
+                and "logger=sllurp" not in ln]
 
 
 @dataclass
