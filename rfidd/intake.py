@@ -64,6 +64,7 @@ class IngestQueue:
             self.q.put_nowait((reader, reads))
         except queue.Full:
             self.metrics.ingest_dropped.inc()
+            self.metrics.ingest_dropped_reads.labels(reader).inc(len(reads))
             with self._drop_lock:  # reader threads drop concurrently; one line per 10 s
                 self._dropped += len(reads)
                 now = time.monotonic()
