@@ -480,9 +480,10 @@ class Ingestor:
                                      last_seen=r.last_seen, rssi_dbm=r.rssi_dbm) for r in rows]
         items = [repo.ItemUpsert(epc=r.epc, seen_at=r.last_seen) for r in rows]
 
-        def write() -> None:
+        def write() -> bool:  # not None: `_retry` says None for "given up"
             with self.db.write() as s:
                 repo.apply_batch(s, items, presence=presence)
+            return True
 
         if self._retry(write, f"a last-seen flush of {len(rows)} items") is None:
             self._flush_todo.clear()

@@ -177,11 +177,14 @@ def hq_store(pg_url: str, events: int = 20_000, batch: int = 1000) -> tuple[floa
     from rfidd.hq.store import Batch, HqStore
 
     schema = f"bench_{uuid.uuid4().hex[:12]}"
+    own = "search_path" not in pg_url  # a URL with its own schema (the tests') is used as is
     admin = create_engine(pg_url)
-    with admin.begin() as c:
-        c.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in pg_url else "?"
-    url = f"{pg_url}{sep}options=-csearch_path%3D{schema}"
+    url = pg_url
+    if own:
+        with admin.begin() as c:
+            c.execute(text(f'CREATE SCHEMA "{schema}"'))
+        sep = "&" if "?" in pg_url else "?"
+        url = f"{pg_url}{sep}options=-csearch_path%3D{schema}"
     try:
         base = datetime(2026, 1, 1, tzinfo=UTC)
         rows = []
@@ -226,8 +229,9 @@ def hq_store(pg_url: str, events: int = 20_000, batch: int = 1000) -> tuple[floa
                 conn.commit()
             copy_s = time.perf_counter() - t0
     finally:
-        with admin.begin() as c:
-            c.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        if own:
+            with admin.begin() as c:
+                c.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         admin.dispose()
     return events / stored_s, events / copy_s
 
