@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from readers.base import ReaderState, TagRead
 from rfidd.metrics import Metrics
@@ -41,7 +42,12 @@ class IngestQueue:
         maxsize: int = 10_000,
         on_state: Callable[[str, ReaderState, str], None] | None = None,
     ) -> None:
-        self.q: queue.Queue[tuple[str, list[TagRead]]] = queue.Queue(maxsize)
+        # A SimpleQueue (C, no Python-level mutex or condition): with 20-80 reader threads a
+        # queue.Queue's lock, taken for every put and qsize, became a convoy that kept the
+        # readers from delivering. The bound is checked before the put: concurrent readers can
+        # overshoot it by at most one batch each.
+        self.q: queue.SimpleQueue[tuple[str, list[TagRead]]] = queue.SimpleQueue()
+        self.maxsize = maxsize
         self.metrics = metrics
         self.activity: dict[str, ReaderActivity] = {}
         self._on_state = on_state
@@ -49,6 +55,7 @@ class IngestQueue:
         self._dropped = 0
         self._dropped_logged = -1e9
         self._drop_lock = threading.Lock()
+        self._read_counters: dict[tuple[str, int], Any] = {}
 
     def on_reads(self, reader: str, reads: list[TagRead]) -> None:
         act = self.activity.setdefault(reader, ReaderActivity())
@@ -58,11 +65,15 @@ class IngestQueue:
         per_antenna: dict[int, int] = {}
         for r in reads:
             per_antenna[r.antenna] = per_antenna.get(r.antenna, 0) + 1
+        counters = self._read_counters
         for antenna, n in per_antenna.items():
-            self.metrics.reads.labels(reader, str(antenna)).inc(n)
-        try:
+            c = counters.get((reader, antenna))
+            if c is None:  # fetched once per read point (labels() takes a shared lock)
+                c = counters[(reader, antenna)] = self.metrics.reads.labels(reader, str(antenna))
+            c.inc(n)
+        if self.q.qsize() < self.maxsize:
             self.q.put_nowait((reader, reads))
-        except queue.Full:
+        else:
             self.metrics.ingest_dropped.inc()
             self.metrics.ingest_dropped_reads.labels(reader).inc(len(reads))
             with self._drop_lock:  # reader threads drop concurrently; one line per 10 s
@@ -74,7 +85,6 @@ class IngestQueue:
             log.warning("ingest queue full: dropped %d reads (the ingest thread cannot keep "
                         "up; rfidd_ingest_dropped_batches_total counts the batches); next "
                         "report in 10 s", dropped)
-        self.metrics.ingest_queue_depth.set(self.q.qsize())
 
     def on_state(self, reader: str, state: ReaderState, reason: str) -> None:
         act = self.activity.setdefault(reader, ReaderActivity())
