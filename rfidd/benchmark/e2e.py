@@ -137,9 +137,17 @@ def _daemon_run(scenario: Any, sim: _SimProcess, seconds: float, readers: int, r
                 1 for a in (daemon.queue.activity.values() if daemon.queue else ())
                 if a.state.value == "online") < readers:
             time.sleep(0.1)
-        time.sleep(min(2.0, seconds / 2))  # the initial arrivals are not the steady state
         ing = daemon.ingestor
         assert ing is not None
+        # The initial population's arrivals (one event each) are not the steady state: the
+        # window opens once they are in and the backlog is gone.
+        population = len(scenario.items())
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (
+                len(ing.tracker) < 0.9 * population
+                or ing.source.q.qsize() > ing.source.maxsize // 2):
+            time.sleep(0.2)
+        time.sleep(min(1.0, seconds / 2))
         lat.recording = True
         counted = _committed(ing)
         r0, c0, t0 = counted(), time.process_time(), time.monotonic()
