@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-CSV_COLUMNS = ("gtin", "sku", "name", "size", "colour", "category", "price", "currency")
+CSV_COLUMNS = ("gtin", "sku", "name", "size", "colour", "category", "price", "currency", "cost")
 REQUIRED_FIELDS = ("gtin", "sku", "name", "price", "currency")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _MAX_TEXT = 200
@@ -64,9 +64,10 @@ class Product:
     category: str
     price: Decimal
     currency: str
+    cost: Decimal | None = None  # unit cost in `currency`, when the catalog has one
 
     def to_dict(self) -> dict[str, str]:
-        return {
+        d = {
             "gtin": self.gtin14,
             "sku": self.sku,
             "name": self.name,
@@ -76,6 +77,9 @@ class Product:
             "price": str(self.price),
             "currency": self.currency,
         }
+        if self.cost is not None:
+            d["cost"] = str(self.cost)
+        return d
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +195,9 @@ def _product_from_record(
                 values[field] = normalize_gtin(raw)
             elif field == "price":
                 values[field] = _price(raw)
+            elif field == "cost":
+                blank = raw is None or (isinstance(raw, str) and not raw.strip())
+                values[field] = None if blank else _price(raw)
             elif field == "currency":
                 cur = _text(raw, field, True).upper()
                 if not _CURRENCY.match(cur):
@@ -212,6 +219,7 @@ def _product_from_record(
             category=values["category"],
             price=values["price"],
             currency=values["currency"],
+            cost=values["cost"],
         ),
         issues,
     )

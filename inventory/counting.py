@@ -10,7 +10,14 @@ Every item the count expects (booked in a counted zone) ends up exactly one of:
   missing    not seen at all
 Reads of items not booked in a counted zone, seen in a counted zone, are `unexpected` (or
 `unidentified` when `record_of` says they are not a stock item: non-GS1 or foreign tags).
+Items the store holds that are not sellable stock (client holds, sold items awaiting
+collection, returns, repairs: `set_aside`, epc -> (section, booked zone)) are reported in their
+own sections, found or not seen, never as unexpected, missing or in the accuracy figures.
 Results depend only on the set of (epc, zone) sightings, never on their order.
+
+A count may take several passes (handheld devices, operators, zones: `add_pass`); they merge
+into one result (a set union of sightings). A recount of the exceptions only is a session over
+`recount_book(result)` restricted to those items (`only`): everything else read is ignored.
 
 Inventory record accuracy (IRA) is reported two ways:
   record     share of SKU x zone records whose booked quantity equals the counted quantity
@@ -28,7 +35,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from inventory.reception import SessionClosedError
@@ -38,11 +45,13 @@ REPORT_VERSION = 1
 
 __all__ = [
     "Accuracy",
+    "CountPass",
     "CountResult",
     "CountSession",
     "Misplaced",
     "Missing",
     "RecordCount",
+    "SectionEntry",
     "SessionClosedError",
     "Unexpected",
     "ZoneTally",
@@ -64,6 +73,26 @@ class Unexpected(NamedTuple):
     epc: str
     zone: str  # counted zone it was seen in
     booked_zone: str | None  # where the book has it (outside this count), None when unknown
+
+
+class SectionEntry(NamedTuple):
+    epc: str
+    booked_zone: str | None
+    seen_zone: str | None  # None: not seen by this count
+
+
+class CountPass(NamedTuple):
+    """One pass of a handheld (or any device) merged into the count."""
+
+    zone: str
+    device: str | None
+    operator: str | None
+    at: float | None
+    read: int  # distinct EPCs the pass read
+    new: int  # of which no earlier pass or reader had seen in that zone
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._asdict()
 
 
 class RecordCount(NamedTuple):
@@ -129,6 +158,8 @@ class CountResult:
     records: tuple[RecordCount, ...]  # every SKU x counted-zone record, sorted
     accuracy: Accuracy
     distinct_sightings: int
+    sections: Mapping[str, tuple[SectionEntry, ...]] = field(default_factory=dict)
+    passes: tuple[CountPass, ...] = ()
 
     def located(self) -> frozenset[str]:
         """Expected items seen anywhere (found + misplaced): known present at count time."""
@@ -175,6 +206,16 @@ class CountResult:
                 for r in self.records
                 if r.booked != r.counted
             ],
+            "sections": {
+                name: {
+                    "found": [{"epc": e.epc, "booked_zone": e.booked_zone, "zone": e.seen_zone}
+                              for e in entries if e.seen_zone is not None],
+                    "not_seen": [{"epc": e.epc, "booked_zone": e.booked_zone}
+                                 for e in entries if e.seen_zone is None],
+                }
+                for name, entries in sorted(self.sections.items())
+            },
+            "passes": [p.to_dict() for p in self.passes],
         }
         if include_found:
             doc["found"] = sorted(self.found)
@@ -199,6 +240,15 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def recount_book(result: CountResult) -> dict[str, str]:
+    """The book of a recount of `result`'s exceptions only: missing and misplaced items where
+    they are booked, unexpected ones where they were seen."""
+    book = {m.epc: m.booked_zone for m in result.missing}
+    book.update((m.epc, m.booked_zone) for m in result.misplaced)
+    book.update((u.epc, u.zone) for u in result.unexpected)
+    return book
+
+
 def _ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 
@@ -221,6 +271,8 @@ class CountSession:
         record_of: RecordOf | None = None,
         session_id: str = "",
         started_at: float | None = None,
+        set_aside: Mapping[str, tuple[str, str | None]] | None = None,
+        only: Iterable[str] | None = None,
     ) -> None:
         self.zones: tuple[str, ...] = tuple(sorted(set(zones)))
         if not self.zones:
@@ -230,6 +282,9 @@ class CountSession:
         self.finished_at: float | None = None
         self._scope = frozenset(self.zones)
         self._book = expected
+        self._aside: Mapping[str, tuple[str, str | None]] = set_aside or {}
+        self._only: frozenset[str] | None = None if only is None else frozenset(only)
+        self._passes: list[CountPass] = []
         self._record_of: Callable[[str], str | None] | None
         if record_of is None:
             self._record_of = None
@@ -280,6 +335,8 @@ class CountSession:
         if seen_z is None:
             seen_z = self._seen[zone] = set()
         new = set(epcs)
+        if self._only is not None:
+            new &= self._only
         new -= seen_z
         if not new:
             return 0
@@ -292,9 +349,22 @@ class CountSession:
         self._located += len(new_any & self._in_scope)
         if zone in self._scope:
             for e in new - self._in_scope:
+                if e in self._aside:
+                    continue
                 if not any(e in self._seen.get(z, ()) for z in self.zones if z != zone):
                     self._unexpected_live += 1
         return len(new)
+
+    def add_pass(self, zone: str, epcs: Iterable[str], *, device: str | None = None,
+                 operator: str | None = None, at: float | None = None) -> CountPass:
+        """Merge one handheld pass over `zone`; its summary is kept for the report."""
+        read = set(epcs)
+        if self._only is not None:
+            read &= self._only
+        new = self.observe_zone(zone, read)
+        p = CountPass(zone, device, operator, at, len(read), new)
+        self._passes.append(p)
+        return p
 
     def observe(self, epc: str, zone: str) -> bool:
         return self.observe_zone(zone, (epc,)) == 1
@@ -305,6 +375,15 @@ class CountSession:
         for epc, zone in sightings:
             by_zone[zone].append(epc)
         return sum(self.observe_zone(z, es) for z, es in by_zone.items())
+
+    def counted(self) -> dict[str, str]:
+        """epc -> the counted zone each item was seen in (the first, in name order): what a
+        closed count books."""
+        out: dict[str, str] = {}
+        for z in self.zones:
+            for e in self._seen.get(z, ()):
+                out.setdefault(e, z)
+        return out
 
     def progress(self) -> dict[str, Any]:
         """Live figures, cheap enough to publish every second: "4,812 of 5,000 found"."""
@@ -358,6 +437,9 @@ class CountSession:
         for z in self.zones:
             for e in seen.get(z, empty) - self._in_scope:
                 extra.setdefault(e, z)
+        sections = self._sections(zone_order, extra)
+        for e in [e for e in extra if e in self._aside]:
+            del extra[e]
         unexpected: list[Unexpected] = []
         unidentified: list[str] = []
         record_of = self._record_of
@@ -390,7 +472,25 @@ class CountSession:
             records=records,
             accuracy=accuracy,
             distinct_sightings=sum(map(len, seen.values())),
+            sections=sections,
+            passes=tuple(self._passes),
         )
+
+    def _sections(self, zone_order: list[str], extra: Mapping[str, str]
+                  ) -> dict[str, tuple[SectionEntry, ...]]:
+        """Set-aside items booked in a counted zone (found anywhere, or not seen), and those
+        booked elsewhere but seen in a counted zone."""
+        out: dict[str, list[SectionEntry]] = {}
+        empty: set[str] = set()
+        for e, (section, booked) in self._aside.items():
+            if booked in self._scope:
+                where = next((z for z in zone_order if e in self._seen.get(z, empty)), None)
+            elif e in extra:
+                where = extra[e]
+            else:
+                continue
+            out.setdefault(section, []).append(SectionEntry(e, booked, where))
+        return {k: tuple(sorted(v)) for k, v in out.items()}
 
     def _tally(
         self,

@@ -19,6 +19,7 @@ the same eventID, which HQ drops as a duplicate.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -45,6 +46,12 @@ class Step(enum.StrEnum):
     DESTROY = "destroy"
     DECOMMISSION = "decommission"
     COUNT = "count"
+    TAKEOVER = "takeover"  # found by a count, never received through rfidd: on the books
+    HOLD = "hold"  # reserved for a client
+    RELEASE = "release"  # the reservation ends without a sale: back to sellable stock
+    COLLECT = "collect"  # a sold item awaiting collection leaves with its client
+    RESTOCK = "restock"  # a returned item, inspected: to stock, floor, repair or destruction
+    REINSTATE = "reinstate"  # an exit alert resolved as a false alarm or the item recovered
 
 
 class Status(enum.StrEnum):
@@ -60,6 +67,8 @@ class Status(enum.StrEnum):
     IN_REPAIR = "in_repair"
     ON_LOAN = "on_loan"
     MISSING = "missing"  # left through the exit unsold: stolen (suspected)
+    HELD = "held"  # reserved for a client (or another store's client): out of sellable stock
+    AWAITING_COLLECTION = "awaiting_collection"  # sold, still in the store (alteration, gift wrap)
     DESTROYED = "destroyed"
     DECOMMISSIONED = "decommissioned"
 
@@ -84,6 +93,12 @@ BIZ_STEP: dict[Step, str] = {
     Step.DESTROY: "destroying",
     Step.DECOMMISSION: "decommissioning",
     Step.COUNT: "cycle_counting",
+    Step.TAKEOVER: "cycle_counting",
+    Step.HOLD: "holding",
+    Step.RELEASE: "stocking",  # or storing: decided by where the item goes back to
+    Step.COLLECT: "departing",
+    Step.RESTOCK: "stocking",  # or storing, repairing, destroying: by the restock target
+    Step.REINSTATE: "storing",  # or stocking: by the zone the item is found in
 }
 
 _DISPOSITION: dict[Status, str] = {
@@ -99,6 +114,8 @@ _DISPOSITION: dict[Status, str] = {
     Status.MISSING: "stolen",
     Status.DESTROYED: "destroyed",
     Status.DECOMMISSIONED: "inactive",
+    Status.HELD: "reserved",
+    Status.AWAITING_COLLECTION: "retail_sold",
 }
 
 # Steps after which the item is no longer at the site: EPCIS bizLocation is omitted.
@@ -111,6 +128,7 @@ _LEAVES_SITE = frozenset(
         Step.EXIT_UNSOLD,
         Step.DESTROY,
         Step.DECOMMISSION,
+        Step.COLLECT,
     }
 )
 
@@ -133,8 +151,24 @@ _AT_SITE = frozenset(
         Status.ON_FLOOR,
         Status.RETURNED,
         Status.IN_REPAIR,
+        Status.HELD,
+        Status.AWAITING_COLLECTION,
     }
 )
+# Zone kinds whose items are on display (sellable_accessible); every other zone is the back.
+FLOOR_KINDS = frozenset({"floor", "fitting"})
+RESTOCK_TARGETS = ("stock", "floor", "repair", "destroy")
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A reservation: the client (a reference, not a name), the staff member who placed it,
+    when it expires, and the store it is held for when another store asked (None: here)."""
+
+    client: str
+    staff: str | None = None
+    until: float | None = None
+    for_site: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +188,8 @@ class ItemState:
     loan_due: float | None = None
     after_repair: Status | None = None  # status to resume when the repair is done
     counted_at: float | None = None
+    hold: Hold | None = None  # while HELD: for whom, by whom, until when
+    held_from: Status | None = None  # status to resume when a hold is released
 
     @classmethod
     def shipped_to(
@@ -194,6 +230,12 @@ class Transition:
     txn: str | None = None
     due: float | None = None
     parent_id: str | None = None
+    zone_kind: str | None = None  # kind of `zone` (stock, floor, ...): where the item goes
+    seen_kind: str | None = None  # readers see the item now in a zone of this kind
+    seen_since: float | None = None  # ... since this time
+    hold: Hold | None = None
+    collect_later: bool = False  # a sale whose item stays in the store until collected
+    target: str | None = None  # restock: stock, floor, repair or destroy
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +247,13 @@ class Outcome:
     events: tuple[ItemEvent, ...] = ()
     reason: str | None = None
     note: str | None = None
+    note_code: str | None = None  # bounded label of a note worth counting (an exception)
+    reason_code: str | None = None  # bounded label of a rejection, where the rule names one
+
+
+NOTE_CODES = ("no_record", "resold_unrestocked", "unverified_return", "recovered",
+              "taken_over", "late")
+"""Bounded values of Outcome.note_code."""
 
 
 class Lifecycle:
@@ -212,13 +261,16 @@ class Lifecycle:
     has no receipt type, an invoice (`inv`) is the closest standard one."""
 
     def __init__(self, accept_unknown_customer_items: bool = True, sale_bt_type: str = "inv",
-                 sell_unrecorded_items: bool = True):
+                 sell_unrecorded_items: bool = True, return_seen_window_s: float = 1800.0):
         self.accept_unknown_customer_items = accept_unknown_customer_items
         # The till is the authority on a sale: an item this site has no record of (stock on
         # the shelves before rfidd came, never received through it) is sold all the same,
         # with a note, rather than refused at the POS and then flagged at the exit.
         self.sell_unrecorded_items = sell_unrecorded_items
         self.sale_bt_type = sale_bt_type
+        # A customer brings a returned item in just now; one the readers have seen in the
+        # store for longer than this (or in the stockroom at all) never left it.
+        self.return_seen_window_s = return_seen_window_s
 
     def apply(self, state: ItemState | None, tr: Transition) -> Outcome:
         if state is not None and state.epc != tr.epc:
@@ -252,6 +304,10 @@ class Lifecycle:
         }
         if tr.step is Step.TRANSFER_OUT:
             allowed -= {Status.COMMISSIONED}
+            # A hold asked by another store: the item travels to that store's client.
+            if s is not None and s.status is Status.HELD and s.hold is not None \
+                    and s.hold.for_site is not None and s.hold.for_site == tr.to_site:
+                allowed |= {Status.HELD}
         if not tr.to_site:
             return _reject(s, tr, "no destination site")
         if tr.to_site == tr.site:
@@ -259,7 +315,8 @@ class Lifecycle:
         if (why := _check(s, tr, allowed)) is not None:
             return _reject(s, tr, why)
         return self._accept(
-            s, tr, Status.IN_TRANSIT, destination=tr.to_site, shipment=tr.txn, site=tr.site
+            s, tr, Status.IN_TRANSIT, destination=tr.to_site, shipment=tr.txn, site=tr.site,
+            hold=None, held_from=None,
         )
 
     def _receive(self, s: ItemState | None, tr: Transition) -> Outcome:
@@ -291,33 +348,61 @@ class Lifecycle:
     def _sell(self, s: ItemState | None, tr: Transition) -> Outcome:
         if not tr.txn:
             return _reject(s, tr, "no sale transaction id")
-        if s is not None and s.status is Status.SOLD:
+        if s is not None and s.status in (Status.SOLD, Status.AWAITING_COLLECTION):
             return _reject(s, tr, f"already sold in transaction {s.sale_txn}")
-        if s is not None and s.status is Status.RETURNED:
-            return _reject(s, tr, "returned and not yet back in stock (store or stock it first)")
+        status = Status.AWAITING_COLLECTION if tr.collect_later else Status.SOLD
+        sold = {"sale_txn": tr.txn, "loan_due": None, "hold": None, "held_from": None,
+                "bt_type": self.sale_bt_type}
         if s is None and self.sell_unrecorded_items:
             return self._accept(
-                s, tr, Status.SOLD, sale_txn=tr.txn, loan_due=None, bt_type=self.sale_bt_type,
+                s, tr, status, **sold,  # type: ignore[arg-type]
                 note="sold; this site's books had no receipt for it (stock from before rfidd, "
-                "or never received through it)",
+                "or never received through it)", note_code="no_record",
+            )
+        if s is not None and s.status is Status.RETURNED and s.site == tr.site:
+            # The till is never blocked: a returned piece sold again before staff restocked it.
+            return self._accept(
+                s, tr, status, **sold,  # type: ignore[arg-type]
+                note="sold again before it was restocked after its return",
+                note_code="resold_unrestocked",
             )
         # ON_LOAN: a client-approval loan ends in a sale without the item coming back first.
-        if (why := _check(s, tr, {Status.IN_STOCK, Status.ON_FLOOR, Status.ON_LOAN})) is not None:
+        # HELD: the reservation ends in its sale.
+        allowed = {Status.IN_STOCK, Status.ON_FLOOR, Status.ON_LOAN, Status.HELD}
+        if (why := _check(s, tr, allowed)) is not None:
             return _reject(s, tr, why)
-        return self._accept(
-            s, tr, Status.SOLD, sale_txn=tr.txn, loan_due=None, bt_type=self.sale_bt_type
-        )
+        return self._accept(s, tr, status, **sold)  # type: ignore[arg-type]
 
     def _return(self, s: ItemState | None, tr: Transition) -> Outcome:
+        if s is None or (s.status not in (Status.SOLD, Status.AWAITING_COLLECTION)
+                         and s.site == tr.site):
+            present = self._seen_unsold(tr)
+            if present is not None:  # refund fraud: the "returned" piece never left
+                what = _describe(s) if s is not None else "no sale on record here"
+                return _reject(s, tr, f"{what}, and {present}: not sold, cannot be returned",
+                               code="present_unsold")
         if s is None:
             if not self.accept_unknown_customer_items:
                 return _reject(s, tr, "no sale of this item on record at this site")
             return self._accept(
-                s, tr, Status.RETURNED, note="no sale on record here: sold elsewhere in the chain"
+                s, tr, Status.RETURNED,
+                note="no sale on record here: flagged for HQ to check the chain's sales",
+                note_code="unverified_return",
             )
-        if s.status is not Status.SOLD:
+        if s.status not in (Status.SOLD, Status.AWAITING_COLLECTION):
             return _reject(s, tr, f"not sold: {_describe(s)}")
         return self._accept(s, tr, Status.RETURNED, sale_txn=None)
+
+    def _seen_unsold(self, tr: Transition) -> str | None:
+        """Why the readers say the item never left (None when they do not)."""
+        if tr.seen_kind is None:
+            return None
+        if tr.seen_kind == "stock":
+            return "the readers see it in the stockroom"
+        if tr.seen_since is not None and tr.at - tr.seen_since > self.return_seen_window_s:
+            return (f"the readers have seen it in the store since {_iso(tr.seen_since)}, "
+                    "before the return")
+        return None
 
     def _repair_in(self, s: ItemState | None, tr: Transition) -> Outcome:
         if s is None or s.status is Status.SOLD:  # after-sales: the customer's item
@@ -358,7 +443,8 @@ class Lifecycle:
         note = None
         if s.loan_due is not None and tr.at > s.loan_due:
             note = f"returned {(tr.at - s.loan_due) / 86400:.1f} days after due"
-        return self._accept(s, tr, Status.IN_STOCK, loan_due=None, note=note)
+        return self._accept(s, tr, Status.IN_STOCK, loan_due=None, note=note,
+                            note_code="late" if note else None)
 
     def _transfer_in(self, s: ItemState | None, tr: Transition) -> Outcome:
         return self._receive(s, tr)
@@ -370,14 +456,18 @@ class Lifecycle:
             return _reject(s, tr, f"on loan until {_iso(s.loan_due)}: expected to leave")
         if s is not None and s.status is Status.MISSING:
             return _reject(s, tr, "already suspected stolen")
-        allowed = {Status.IN_STOCK, Status.ON_FLOOR, Status.RETURNED, Status.COMMISSIONED}
+        if s is not None and s.status is Status.AWAITING_COLLECTION:
+            # Paid for: the alert is raised (not collected), the client's item stays sold.
+            return _reject(s, tr, f"sold in transaction {s.sale_txn} but not collected")
+        allowed = {Status.IN_STOCK, Status.ON_FLOOR, Status.RETURNED, Status.COMMISSIONED,
+                   Status.HELD}
         if (why := _check(s, tr, allowed)) is not None:
             return _reject(s, tr, why)
         return self._accept(s, tr, Status.MISSING)
 
     def _destroy(self, s: ItemState | None, tr: Transition) -> Outcome:
-        if s is not None and s.status is Status.SOLD:
-            return _reject(s, tr, "sold: the customer's item")
+        if s is not None and s.status in (Status.SOLD, Status.AWAITING_COLLECTION, Status.HELD):
+            return _reject(s, tr, f"{_describe(s)}: the customer's item")
         if s is not None and s.status is Status.IN_REPAIR and s.after_repair is Status.SOLD:
             return _reject(s, tr, "in after-sales repair: the customer's item")
         if (why := _check(s, tr, _AT_SITE)) is not None:
@@ -391,7 +481,7 @@ class Lifecycle:
             return _reject(s, tr, "already decommissioned")
         # A sold item's tag may be killed at any store on the customer's request.
         if (
-            s.status is not Status.SOLD
+            s.status not in (Status.SOLD, Status.AWAITING_COLLECTION)
             and (why := _check(s, tr, _AT_SITE | {Status.DESTROYED})) is not None
         ):
             return _reject(s, tr, why)
@@ -403,10 +493,15 @@ class Lifecycle:
         if s.status is Status.IN_TRANSIT and s.destination == tr.site:
             return _reject(s, tr, f"shipped here under {s.shipment} but not received yet")
         if s.status is Status.MISSING and s.site == tr.site:
-            # Found by a count: back in the books (the only disposition change of a count).
-            return self._accept(s, tr, Status.IN_STOCK, counted_at=tr.at, note="recovered")
+            # Found by a count: back in the books at the zone it was found in.
+            return self._accept(s, tr, _stock_status(tr.zone_kind), counted_at=tr.at,
+                                note="recovered", note_code="recovered")
         if (why := _check(s, tr, _AT_SITE)) is not None:
             return _reject(s, tr, f"found on site but {why}")
+        if s.status in _SELLABLE and tr.zone_kind is not None \
+                and _stock_status(tr.zone_kind) is not s.status:
+            # The count is the booked position: a piece found on the floor is on the floor.
+            return self._accept(s, tr, _stock_status(tr.zone_kind), counted_at=tr.at)
         # A count is an observation: the status and the time it began stay as they were.
         return self._accept(
             s,
@@ -417,6 +512,75 @@ class Lifecycle:
             since=s.since,
             biz_step=s.biz_step,
         )
+
+    def _takeover(self, s: ItemState | None, tr: Transition) -> Outcome:
+        """Stock from before rfidd, found by a count: on the books where it was found."""
+        if s is not None and s.status is Status.MISSING and s.site == tr.site:
+            return self._count(s, tr)
+        if s is not None and s.status is not Status.DECOMMISSIONED:
+            return _reject(s, tr, f"already on the books ({_describe(s)})")
+        return self._accept(s, tr, _stock_status(tr.zone_kind), counted_at=tr.at,
+                            note="taken over: found by a count, never received through rfidd",
+                            note_code="taken_over", extensions={"takenOver": True},
+                            sale_txn=None, after_repair=None)
+
+    def _hold(self, s: ItemState | None, tr: Transition) -> Outcome:
+        h = tr.hold
+        if h is None or not h.client:
+            return _reject(s, tr, "no client for the hold")
+        if h.until is not None and h.until <= tr.at:
+            return _reject(s, tr, f"hold expiry {_iso(h.until)} is not after {_iso(tr.at)}")
+        if h.for_site is not None and h.for_site == tr.site:
+            h = replace(h, for_site=None)
+        if s is not None and s.status is Status.HELD and s.hold is not None:
+            return _reject(s, tr, f"already held for client {s.hold.client}"
+                           + (f" until {_iso(s.hold.until)}" if s.hold.until else ""))
+        if (why := _check(s, tr, _SELLABLE)) is not None:
+            return _reject(s, tr, why)
+        assert s is not None
+        ext: dict[str, object] = {"holdClient": h.client}
+        if h.until is not None:
+            ext["holdUntil"] = _iso(h.until)
+        if h.for_site is not None:
+            ext["heldForSite"] = h.for_site
+        return self._accept(s, tr, Status.HELD, hold=h, held_from=s.status, extensions=ext)
+
+    def _release(self, s: ItemState | None, tr: Transition) -> Outcome:
+        if (why := _check(s, tr, {Status.HELD})) is not None:
+            return _reject(s, tr, why)
+        assert s is not None
+        back = _stock_status(tr.zone_kind) if tr.zone_kind else (s.held_from or Status.IN_STOCK)
+        return self._accept(s, tr, back, event_step=_SHELF_STEP[back], hold=None, held_from=None)
+
+    def _collect(self, s: ItemState | None, tr: Transition) -> Outcome:
+        if (why := _check(s, tr, {Status.AWAITING_COLLECTION})) is not None:
+            return _reject(s, tr, why)
+        return self._accept(s, tr, Status.SOLD)
+
+    def _restock(self, s: ItemState | None, tr: Transition) -> Outcome:
+        if tr.target not in RESTOCK_TARGETS:
+            return _reject(s, tr, f"restock target {tr.target!r} is not one of "
+                           f"{', '.join(RESTOCK_TARGETS)}")
+        if (why := _check(s, tr, {Status.RETURNED})) is not None:
+            return _reject(s, tr, why)
+        match tr.target:
+            case "repair":
+                return self._accept(s, tr, Status.IN_REPAIR, event_step="repairing",
+                                    after_repair=Status.IN_STOCK)
+            case "destroy":
+                return self._accept(s, tr, Status.DESTROYED, event_step="destroying")
+            case _:
+                back = Status.ON_FLOOR if tr.target == "floor" else Status.IN_STOCK
+                return self._accept(s, tr, back, event_step=_SHELF_STEP[back])
+
+    def _reinstate(self, s: ItemState | None, tr: Transition) -> Outcome:
+        if s is None:
+            return _reject(s, tr, "unknown item: not on record at this site")
+        if s.status is not Status.MISSING or s.site != tr.site:
+            return _reject(s, tr, f"not suspected stolen here: {_describe(s)}")
+        back = _stock_status(tr.zone_kind)
+        return self._accept(s, tr, back, event_step=_SHELF_STEP[back], note="reinstated",
+                            note_code="recovered")
 
     # -- building outcomes --------------------------------------------------------------------
 
@@ -430,12 +594,14 @@ class Lifecycle:
         disposition: object = _FROM_STATUS,
         bt_type: str | None = None,
         note: str | None = None,
-        extensions: dict[str, str] | None = None,
+        note_code: str | None = None,
+        event_step: str | None = None,
+        extensions: Mapping[str, object] | None = None,
         **changes: object,
     ) -> Outcome:
         """Accept `tr`: new state with `status`, one event. The event's disposition is the
         status's unless given; None means unchanged (omitted from the event, kept in the state)."""
-        biz_step = BIZ_STEP[tr.step]
+        biz_step = event_step or BIZ_STEP[tr.step]
         if disposition is _FROM_STATUS:
             event_disp: str | None = _DISPOSITION[status]
         else:
@@ -443,7 +609,7 @@ class Lifecycle:
         bt_type = bt_type or _TXN_TYPE.get(tr.step)
         txns: tuple[tuple[str, str], ...] = ()
         key: object = tr.at
-        if tr.txn and tr.step is Step.COUNT:
+        if tr.txn and tr.step in (Step.COUNT, Step.TAKEOVER):
             key = f"count:{tr.txn}"
         elif tr.txn and bt_type:
             txns = ((bt_type, biz_transaction_uri(tr.txn, tr.site_sgln)),)
@@ -472,6 +638,9 @@ class Lifecycle:
             "site": tr.site,
             "destination": None,
         }
+        if status is not Status.HELD:  # a hold ends with whatever ends the reservation
+            fields["hold"] = None
+            fields["held_from"] = None
         fields.update(changes)
         if s is None:
             base = ItemState(
@@ -480,7 +649,7 @@ class Lifecycle:
         else:
             base = s
         new = replace(base, **fields)  # type: ignore[arg-type]
-        return Outcome(accepted=True, state=new, events=(event,), note=note)
+        return Outcome(accepted=True, state=new, events=(event,), note=note, note_code=note_code)
 
 
 _HANDLERS = {
@@ -502,7 +671,20 @@ _HANDLERS = {
     Step.DESTROY: Lifecycle._destroy,
     Step.DECOMMISSION: Lifecycle._decommission,
     Step.COUNT: Lifecycle._count,
+    Step.TAKEOVER: Lifecycle._takeover,
+    Step.HOLD: Lifecycle._hold,
+    Step.RELEASE: Lifecycle._release,
+    Step.COLLECT: Lifecycle._collect,
+    Step.RESTOCK: Lifecycle._restock,
+    Step.REINSTATE: Lifecycle._reinstate,
 }
+
+_SHELF_STEP = {Status.ON_FLOOR: "stocking", Status.IN_STOCK: "storing"}
+
+
+def _stock_status(zone_kind: str | None) -> Status:
+    """Sellable stock in a zone of this kind: on the floor (display) or in the stockroom."""
+    return Status.ON_FLOOR if zone_kind in FLOOR_KINDS else Status.IN_STOCK
 
 
 def _check(
@@ -528,12 +710,18 @@ def _describe(s: ItemState) -> str:
             return f"on loan until {_iso(s.loan_due)}"
         case Status.MISSING:
             return "suspected stolen (left through the exit unsold)"
+        case Status.HELD:
+            who = f" for client {s.hold.client}" if s.hold is not None else ""
+            return f"held{who}"
+        case Status.AWAITING_COLLECTION:
+            return f"sold in transaction {s.sale_txn}, awaiting collection"
         case _:
             return s.status.value.replace("_", " ")
 
 
-def _reject(s: ItemState | None, tr: Transition, why: str) -> Outcome:
-    return Outcome(accepted=False, state=s, reason=f"{tr.step.value} rejected for {tr.epc}: {why}")
+def _reject(s: ItemState | None, tr: Transition, why: str, code: str | None = None) -> Outcome:
+    return Outcome(accepted=False, state=s, reason=f"{tr.step.value} rejected for {tr.epc}: {why}",
+                   reason_code=code)
 
 
 def _iso(t: float | None) -> str:

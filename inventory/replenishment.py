@@ -1,8 +1,9 @@
 """Replenishment: what to bring from the stockroom to the sales floor.
 
-A product variant (SKU x size x colour) with stock in the stockroom and none on the floor is a
-lost sale waiting to happen; `floor_min` raises the bar for variants that should show more than
-one piece. Built from item locations (presence), so it is only as fresh as the last reads.
+A product variant (SKU x size x colour) with sellable stock in the stockroom and none on the
+floor is a lost sale waiting to happen; `floor_min` raises the bar for variants that should
+show more than one piece. Built from item locations (presence), so it is only as fresh as the
+last reads.
 """
 
 from __future__ import annotations
@@ -45,11 +46,15 @@ def replenishment_list(
     stock_zones: Iterable[str],
     floor_zones: Iterable[str],
     floor_min: int = 1,
+    sellable: Callable[[str], bool] | None = None,
 ) -> tuple[ReplenishmentLine, ...]:
     """Variants with stock in `stock_zones` and fewer than `floor_min` pieces in `floor_zones`.
 
-    `locations` is the current zone of each in-stock item (epc -> zone, or pairs). Items with no
-    GTIN are ignored; GTINs missing from the catalog form their own variant named by GTIN.
+    `locations` is the current zone of each item read (epc -> zone, or pairs). Only sellable
+    stock counts: `sellable(epc)` False (sold, awaiting collection, held, lent, in repair,
+    returned) keeps the piece out of both sides, so a client's ring awaiting collection is
+    neither stock to bring out nor the display piece. Items with no GTIN are ignored; GTINs
+    missing from the catalog form their own variant named by GTIN.
     Sorted by category, SKU, size, colour.
     """
     if floor_min < 1:
@@ -66,6 +71,8 @@ def replenishment_list(
         elif zone in floor:
             target = floor_by_gtin
         else:
+            continue
+        if sellable is not None and not sellable(epc):
             continue
         g = gtin_of(epc)
         if g is not None:

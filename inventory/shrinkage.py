@@ -8,8 +8,9 @@ Three parts:
 - ExitMonitor: a read of an unsold item in an exit zone is an alert (debounced per item) and an
   `entering_exiting` event with CBV 2.0 disposition `stolen` (CBV has no "suspected" qualifier;
   the event carries `suspected: True` in its extensions and the alert is what staff act on).
-- shrinkage_report: the period's losses valued at retail price, confirmed (seen leaving through
-  the exit) vs suspected (only missed by counts), by category, SKU and zone.
+- shrinkage_report: the period's losses valued at retail price (and cost), confirmed (an exit
+  alert resolved as a loss) vs suspected (an unresolved exit alert, or missed by counts), by
+  category, SKU and home zone, with the rate on net sales; DEFINITIONS states each figure.
 """
 
 from __future__ import annotations
@@ -339,22 +340,44 @@ class ExitMonitor:
 
 
 # -- report -------------------------------------------------------------------------------------
+DEFINITIONS: dict[str, str] = {
+    "confirmed": "an exit alert (an unsold item read leaving through the exit) that staff "
+                 "resolved as confirmed_loss",
+    "suspected": "an exit alert still open or acknowledged, or an item missed by consecutive "
+                 "counts with a confidence above the threshold (not sold since); alerts "
+                 "resolved as false_alarm or recovered count as no loss",
+    "zone": "the item's home zone: the last stock or floor zone it was in before the exit "
+            "(for count suspicions: the zone it was booked in)",
+    "value": "catalog retail price in the report currency; cost_value at the catalog cost "
+             "where the catalog has one; items without a price are listed as unpriced",
+    "net_sales": "retail value of the period's sales minus the retail value of the "
+                 "period's customer returns",
+    "shrinkage_rate": "lost value (confirmed + suspected, at retail) / net sales; "
+                      "confirmed_rate: confirmed value / net sales",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class LostItem:
     epc: str
-    status: str  # "confirmed" (exit alert) or "suspected" (missed by counts)
+    status: str  # "confirmed" or "suspected" (see DEFINITIONS)
     gtin: str | None
     sku: str | None
     category: str | None
     zone: str | None
     value: Decimal | None  # retail price; None when unknown or in another currency
     confidence: float | None
+    source: str = "count"  # "exit" (an exit alert) or "count" (missed by counts)
+    cost: Decimal | None = None  # catalog cost, where the catalog has one
+    alert_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "epc": self.epc, "status": self.status, "gtin": self.gtin, "sku": self.sku,
+            "epc": self.epc, "status": self.status, "source": self.source,
+            "alert_id": self.alert_id, "gtin": self.gtin, "sku": self.sku,
             "category": self.category, "zone": self.zone,
             "value": None if self.value is None else str(self.value),
+            "cost": None if self.cost is None else str(self.cost),
             "confidence": self.confidence,
         }
 
@@ -365,10 +388,13 @@ class Breakdown:
     confirmed: int
     suspected: int
     value: Decimal
+    confirmed_value: Decimal = Decimal(0)
+    suspected_value: Decimal = Decimal(0)
 
     def to_dict(self) -> dict[str, Any]:
         return {"items": self.items, "confirmed": self.confirmed, "suspected": self.suspected,
-                "value": str(self.value)}
+                "value": str(self.value), "confirmed_value": str(self.confirmed_value),
+                "suspected_value": str(self.suspected_value)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,16 +402,18 @@ class ShrinkageReport:
     period_start: float
     period_end: float
     currency: str
-    sales_value: Decimal
+    sales_value: Decimal  # gross: every sale of the period
     items: tuple[LostItem, ...]
     by_category: Mapping[str, Breakdown]
     by_sku: Mapping[str, Breakdown]
     by_zone: Mapping[str, Breakdown]
+    returns_value: Decimal = Decimal(0)
+    cleared: tuple[str, ...] = ()  # alert ids resolved as false_alarm or recovered
 
-    def _value(self, status: str | None = None) -> Decimal:
+    def _value(self, status: str | None = None, cost: bool = False) -> Decimal:
         return sum(
-            (i.value for i in self.items
-             if i.value is not None and (status is None or i.status == status)),
+            ((i.cost if cost else i.value) or Decimal(0) for i in self.items
+             if status is None or i.status == status),
             Decimal(0),
         )
 
@@ -394,9 +422,19 @@ class ShrinkageReport:
         return self._value()
 
     @property
+    def net_sales(self) -> Decimal:
+        return self.sales_value - self.returns_value
+
+    @property
     def shrinkage_rate(self) -> float | None:
-        """Lost value / sales value (None without sales)."""
-        return float(self.lost_value / self.sales_value) if self.sales_value else None
+        """Lost value / net sales (None without net sales)."""
+        net = self.net_sales
+        return float(self.lost_value / net) if net > 0 else None
+
+    @property
+    def confirmed_rate(self) -> float | None:
+        net = self.net_sales
+        return float(self._value("confirmed") / net) if net > 0 else None
 
     def totals(self) -> dict[str, Any]:
         confirmed = sum(1 for i in self.items if i.status == "confirmed")
@@ -405,11 +443,19 @@ class ShrinkageReport:
             "confirmed": confirmed,
             "suspected": len(self.items) - confirmed,
             "unpriced": sum(1 for i in self.items if i.value is None),
+            "cleared_alerts": len(self.cleared),
             "value": str(self.lost_value),
             "confirmed_value": str(self._value("confirmed")),
             "suspected_value": str(self._value("suspected")),
+            "cost_value": str(self._value(cost=True)),
+            "confirmed_cost_value": str(self._value("confirmed", cost=True)),
+            "suspected_cost_value": str(self._value("suspected", cost=True)),
+            "uncosted": sum(1 for i in self.items if i.cost is None),
             "sales_value": str(self.sales_value),
+            "returns_value": str(self.returns_value),
+            "net_sales_value": str(self.net_sales),
             "shrinkage_rate": self.shrinkage_rate,
+            "confirmed_rate": self.confirmed_rate,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -423,11 +469,13 @@ class ShrinkageReport:
             "period_start": self.period_start,
             "period_end": self.period_end,
             "currency": self.currency,
+            "definitions": DEFINITIONS,
             "totals": self.totals(),
             "by_category": table(self.by_category),
             "by_sku": table(self.by_sku),
             "by_zone": table(self.by_zone),
             "items": [i.to_dict() for i in self.items],
+            "cleared_alerts": list(self.cleared),
         }
 
 
@@ -445,50 +493,75 @@ def shrinkage_report(
     catalog: Mapping[str, Product],
     gtin_of: GtinOf,
     home_zone_of: Callable[[str], str | None] | None = None,
+    resolutions: Mapping[str, str | None] | None = None,
+    returns_value: Decimal = Decimal(0),
+    cost_of: Callable[[str], Decimal | None] | None = None,
 ) -> ShrinkageReport:
-    """Losses in [period_start, period_end): exit alerts in the period are confirmed; items that
-    became suspected in the period and left no exit alert are suspected. An item is counted once.
+    """Losses in [period_start, period_end) per DEFINITIONS. An item is counted once.
 
-    Value is the catalog retail price in `currency`; items priced in another currency or unknown
-    to the catalog are listed with value None and counted as unpriced. A confirmed item's zone is
-    its home zone (`home_zone_of`, e.g. the last booked zone) or else the exit zone.
+    `resolutions` maps an exit alert's id to its resolution (None: unresolved): unresolved
+    alerts are suspected, `confirmed_loss` confirmed, `false_alarm`/`recovered` cleared (and
+    they clear the item's count suspicion too). Without it (no alert workflow) every exit
+    alert counts as confirmed. Value is the catalog retail price in `currency` (items priced
+    in another currency or unknown are unpriced); `cost_of(gtin)` gives the cost where known.
+    A confirmed item's zone is its home zone (`home_zone_of`), else the exit zone.
     """
-    if sales_value < 0:
-        raise ValueError("sales_value must be >= 0")
-    confirmed: dict[str, ExitAlert] = {}
+    if sales_value < 0 or returns_value < 0:
+        raise ValueError("sales_value and returns_value must be >= 0")
+    exits: dict[str, tuple[ExitAlert, str]] = {}
+    cleared: list[str] = []
+    cleared_epcs: set[str] = set()
     for a in exit_alerts:
-        if period_start <= a.at < period_end and a.epc not in confirmed:
-            confirmed[a.epc] = a
+        if not period_start <= a.at < period_end or a.epc in exits:
+            continue
+        if resolutions is None:
+            exits[a.epc] = (a, "confirmed")
+            continue
+        res = resolutions.get(a.alert_id)
+        if res in ("false_alarm", "recovered"):
+            cleared.append(a.alert_id)
+            cleared_epcs.add(a.epc)
+            continue
+        exits[a.epc] = (a, "confirmed" if res == "confirmed_loss" else "suspected")
     suspects: dict[str, SuspectedLoss] = {}
     for s in suspected:
-        if period_start <= s.suspected_at < period_end and s.epc not in confirmed:
+        if period_start <= s.suspected_at < period_end and s.epc not in exits \
+                and s.epc not in cleared_epcs:
             suspects[s.epc] = s
 
-    def item(epc: str, status: str, zone: str | None, conf: float | None) -> LostItem:
+    def item(epc: str, status: str, zone: str | None, conf: float | None, source: str,
+             alert_id: str | None = None) -> LostItem:
         g = gtin_of(epc)
         p = catalog.get(g) if g is not None else None
         value = p.price if p is not None and p.currency == currency else None
+        cost = cost_of(g) if cost_of is not None and g is not None else None
         return LostItem(epc, status, g, p.sku if p else None, p.category if p else None,
-                        zone, value, conf)
+                        zone, value, conf, source, cost, alert_id)
 
     items: list[LostItem] = []
-    for e, a in confirmed.items():
+    for e, (a, status) in exits.items():
         home = home_zone_of(e) if home_zone_of is not None else None
-        items.append(item(e, "confirmed", home or a.zone, None))
+        items.append(item(e, status, home or a.zone, None, "exit", a.alert_id))
     for e, s in suspects.items():
-        items.append(item(e, "suspected", s.zone, s.confidence))
+        items.append(item(e, "suspected", s.zone, s.confidence, "count"))
     items.sort(key=lambda i: i.epc)
 
     def breakdown(key: Callable[[LostItem], str | None]) -> dict[str, Breakdown]:
         acc: dict[str, list[LostItem]] = {}
         for i in items:
             acc.setdefault(key(i) or UNKNOWN, []).append(i)
+
+        def total(v: list[LostItem], status: str | None = None) -> Decimal:
+            return sum((i.value for i in v if i.value is not None
+                        and (status is None or i.status == status)), Decimal(0))
+
         return {
             k: Breakdown(
                 items=len(v),
                 confirmed=sum(1 for i in v if i.status == "confirmed"),
                 suspected=sum(1 for i in v if i.status == "suspected"),
-                value=sum((i.value for i in v if i.value is not None), Decimal(0)),
+                value=total(v), confirmed_value=total(v, "confirmed"),
+                suspected_value=total(v, "suspected"),
             )
             for k, v in acc.items()
         }
@@ -502,4 +575,6 @@ def shrinkage_report(
         by_category=breakdown(lambda i: i.category),
         by_sku=breakdown(lambda i: i.sku),
         by_zone=breakdown(lambda i: i.zone),
+        returns_value=returns_value,
+        cleared=tuple(sorted(cleared)),
     )

@@ -220,7 +220,7 @@ class Daemon:
             self.lifecycle.start()
             self._on_stop("lifecycle", self.lifecycle.stop)
         if self.ops_settings is not None:
-            self.ops = build_ops(ctx, self.ops_settings)
+            self.ops = build_ops(ctx, self.ops_settings, books=self.lifecycle)
             for component in self.ops.components():
                 ingestor.add_component(component)
             self.ops.start()
@@ -554,14 +554,17 @@ class OpsServices:
                             exits=self.exits, replenishment=self.replenishment)
 
 
-def build_ops(ctx: ServiceContext, settings: OpsSettings | None = None) -> OpsServices:
+def build_ops(ctx: ServiceContext, settings: OpsSettings | None = None,
+              books: LifecycleService | None = None) -> OpsServices:
     """Build the store-operations services on `ctx` (each registers its own ingest hooks and
-    HQ commands); start them with `.start()`, add their jobs with `schedules.attach_scheduler`."""
+    HQ commands); start them with `.start()`, add their jobs with `schedules.attach_scheduler`.
+    `books`: the lifecycle service, when the daemon runs one (counts, exits, shrinkage and
+    replenishment then follow the books: rfidd/ops/books.py)."""
     settings = settings or OpsSettings()
     catalog = CatalogService(ctx)
     reception = ReceptionService(ctx, catalog, settings)
-    exits = ExitService(ctx, catalog, settings)
-    counting = CountingService(ctx, catalog, exits, settings)
+    exits = ExitService(ctx, catalog, settings, books=books)
+    counting = CountingService(ctx, catalog, exits, settings, books=books)
 
     def ops_tick() -> None:
         """The periodic ops job: live counts and their timed stops, then the reception rules."""
@@ -569,7 +572,7 @@ def build_ops(ctx: ServiceContext, settings: OpsSettings | None = None) -> OpsSe
         reception.tick()
 
     return OpsServices(catalog, reception, exits, counting,
-                       ReplenishmentService(ctx, catalog),
+                       ReplenishmentService(ctx, catalog, books=books),
                        Schedules(ctx, counting.start_count, ops_tick, settings))
 
 

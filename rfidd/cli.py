@@ -164,12 +164,14 @@ def demo(seconds: float | None, mqtt_url: str | None, mqtt_protocol: str, scenar
 def _register_subcommands() -> None:
     from rfidd.benchmark import bench_command
     from rfidd.hq import hq_command
+    from rfidd.lifecycle.alerts_cli import alerts_cli
     from rfidd.lifecycle.cli import lifecycle_cli, trace_command
     from rfidd.ops import bench_command as ops_bench_command
     from rfidd.ops import ops_cli
 
     main.add_command(hq_command, "hq")
     main.add_command(lifecycle_cli)
+    main.add_command(alerts_cli)
     main.add_command(trace_command)
     ops_cli.add_command(ops_bench_command, "bench")  # count and reception figures
     main.add_command(ops_cli)

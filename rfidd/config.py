@@ -382,6 +382,14 @@ class ShrinkageConfig(_Strict):
     )
 
 
+class CountsConfig(_Strict):
+    first_count_takes_over: bool = Field(
+        False,
+        description="Go-live: the site's first finished count takes over what it finds (items "
+        "rfidd never received go on the books at their zone), like `rfidd ops takeover`.",
+    )
+
+
 class ReceptionConfig(_Strict):
     auto_close_complete_s: float | None = Field(
         60.0, gt=0,
@@ -412,6 +420,9 @@ class Config(_Strict):
     )
     reception: ReceptionConfig = Field(
         default_factory=ReceptionConfig, description="When receptions close by rule."
+    )
+    counts: CountsConfig = Field(
+        default_factory=CountsConfig, description="Cycle counts and the go-live take-over."
     )
     zones: dict[Annotated[str, Field(pattern=_ID)], ZoneConfig] = Field(
         description="Zones of the site by name."

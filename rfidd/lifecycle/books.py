@@ -9,13 +9,19 @@ its state from `items.disposition` ("adoption").
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from inventory.lifecycle import ItemState, Status
-from rfidd.lifecycle.models import LifecycleItem
+from inventory.epc import decode
+from inventory.events import ItemEvent
+from inventory.lifecycle import Hold, ItemState, Status, Step
+from rfidd.context import ServiceContext
+from rfidd.lifecycle.models import LifecycleApplied, LifecycleItem
+from rfidd.store import repo
 from rfidd.store.models import Item
 
 # items.disposition written by another service -> the lifecycle status it stands for.
@@ -30,6 +36,7 @@ _ADOPT: dict[str, Status] = {
     "needs_replacement": Status.IN_REPAIR,
     "available": Status.IN_STOCK,
     "stolen": Status.MISSING,
+    "reserved": Status.HELD,
     "destroyed": Status.DESTROYED,
     "inactive": Status.DECOMMISSIONED,
 }
@@ -42,6 +49,9 @@ def state_of(row: LifecycleItem) -> ItemState:
         shipment=row.shipment, sale_txn=row.sale_txn, loan_due=row.loan_due,
         after_repair=Status(row.after_repair) if row.after_repair else None,
         counted_at=row.counted_at,
+        hold=Hold(row.hold_client, row.hold_staff, row.hold_until, row.hold_for_site)
+        if row.hold_client else None,
+        held_from=Status(row.held_from) if row.held_from else None,
     )
 
 
@@ -57,6 +67,12 @@ def write_row(row: LifecycleItem, st: ItemState, now: float) -> None:
     row.loan_due = st.loan_due
     row.after_repair = st.after_repair.value if st.after_repair else None
     row.counted_at = st.counted_at
+    h = st.hold
+    row.hold_client = h.client if h else None
+    row.hold_staff = h.staff if h else None
+    row.hold_until = h.until if h else None
+    row.hold_for_site = h.for_site if h else None
+    row.held_from = st.held_from.value if st.held_from else None
     row.updated = now
 
 
@@ -104,3 +120,108 @@ def adopt(epc: str, disposition: str, biz_step: str | None, since: float,
         destination=site if status is Status.IN_TRANSIT else None,
         after_repair=Status.IN_STOCK if status is Status.IN_REPAIR else None,
     )
+
+
+def describe(st: ItemState, row: LifecycleItem | None) -> dict[str, object]:
+    """One item's state as the API shows it."""
+    def iso(t: float | None) -> str | None:
+        return None if t is None else datetime.fromtimestamp(t, UTC).isoformat(
+            timespec="milliseconds").replace("+00:00", "Z")
+
+    h = st.hold
+    return {
+        "epc": st.epc, "status": st.status.value, "disposition": st.disposition,
+        "site": st.site, "since": iso(st.since), "biz_step": st.biz_step,
+        "destination": st.destination, "shipment": st.shipment, "sale_txn": st.sale_txn,
+        "loan_due": iso(st.loan_due),
+        "hold": None if h is None else {"client": h.client, "staff": h.staff,
+                                        "until": iso(h.until), "for_site": h.for_site},
+        "home_zone": row.home_zone if row is not None else None,
+        "tid": row.tid if row is not None else None,
+    }
+
+
+def item_upserts(new_states: dict[str, ItemState]) -> list[repo.ItemUpsert]:
+    """The coarse items.biz_step/disposition every service reads."""
+    upserts = []
+    for epc, st in new_states.items():
+        d = decode(epc)
+        upserts.append(repo.ItemUpsert(
+            epc=epc, biz_step=st.biz_step, disposition=st.disposition, epc_uri=d.uri,
+            gtin=d.gtin14, serial=d.serial_text))
+    return upserts
+
+
+def write_rows(s: Session, rows: dict[str, LifecycleItem], new_states: dict[str, ItemState],
+               tids: dict[str, str | None] | None = None) -> None:
+    """The lifecycle rows, written after the items rows: never older than them."""
+    now = time.time()
+    for epc, st in new_states.items():
+        row = rows.get(epc)
+        if row is None:
+            row = LifecycleItem(epc=epc)
+            s.add(row)
+            rows[epc] = row
+        write_row(row, st, now)
+        if tids and tids.get(epc):
+            row.tid = tids[epc]
+
+
+def set_home_zones(s: Session, zone_of: dict[str, str]) -> None:
+    """The last stock or floor zone of each item the books hold (where a loss is from)."""
+    by_zone: dict[str, list[str]] = {}
+    for epc, zone in zone_of.items():
+        by_zone.setdefault(zone, []).append(epc)
+    for zone, epcs in by_zone.items():
+        for i in range(0, len(epcs), 500):
+            s.execute(update(LifecycleItem).where(LifecycleItem.epc.in_(epcs[i:i + 500]))
+                      .values(home_zone=zone).execution_options(synchronize_session=False))
+
+
+class Books:
+    """The books in a service's transaction (no lock of its own: callers hold the domain
+    lock): load, write with the events and messages of the step, what counts need."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.site = ctx.config.site.id
+
+    def load(self, s: Session, epcs: Sequence[str]
+             ) -> tuple[dict[str, ItemState | None], dict[str, LifecycleItem]]:
+        return load(s, epcs, self.site)
+
+    @staticmethod
+    def applied(s: Session, step: Step, txn: str) -> dict[str, str]:
+        q = select(LifecycleApplied.epc, LifecycleApplied.event_id).where(
+            LifecycleApplied.step == step.value, LifecycleApplied.txn == txn)
+        return {e: ev for e, ev in s.execute(q)}
+
+    def commit(self, s: Session, rows: dict[str, LifecycleItem],
+               new_states: dict[str, ItemState], events: Sequence[ItemEvent],
+               messages: Sequence[repo.Message],
+               applied: Iterable[tuple[str, Step, str, str]],
+               tids: dict[str, str | None] | None = None) -> None:
+        self.ctx.stage(s, events, messages, item_upserts(new_states))
+        write_rows(s, rows, new_states, tids)
+        now = time.time()
+        for epc, step, txn, event_id in applied:
+            s.add(LifecycleApplied(epc=epc, step=step.value, txn=txn, event_id=event_id,
+                                   applied_at=now))
+
+    set_home_zones = staticmethod(set_home_zones)
+
+    @staticmethod
+    def mark_counted(s: Session, epcs: Sequence[str], at: float) -> None:
+        """Items a count observed where the books have them: only the time changes."""
+        for i in range(0, len(epcs), 500):
+            s.execute(update(LifecycleItem).where(LifecycleItem.epc.in_(epcs[i:i + 500]))
+                      .values(counted_at=at).execution_options(synchronize_session=False))
+
+    @staticmethod
+    def home_zones(s: Session, epcs: Sequence[str]) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        for i in range(0, len(epcs), 500):
+            out.update((e, z) for e, z in s.execute(
+                select(LifecycleItem.epc, LifecycleItem.home_zone)
+                .where(LifecycleItem.epc.in_(list(epcs[i:i + 500])))))
+        return out

@@ -90,12 +90,64 @@ def lifecycle_cli(ctx: click.Context, api_url: str) -> None:
 
 @lifecycle_cli.command()
 @click.option("--txn", required=True, help="POS receipt / transaction id.")
+@click.option("--collect-later", is_flag=True,
+              help="The client collects it later (alteration, gift wrap): it stays here, sold.")
 @_at
 @_epcs
 @_api_options
-def sell(txn: str, at: str | None, epcs: tuple[str, ...], api: str, as_json: bool) -> None:
+def sell(txn: str, collect_later: bool, at: str | None, epcs: tuple[str, ...], api: str,
+         as_json: bool) -> None:
     """Sell EPCS (hex or SGTIN URI) under receipt TXN; repeating it is harmless."""
-    _send(api, as_json, "sale", {"txn": txn, "epcs": list(epcs), "at": at})
+    _send(api, as_json, "sale", {"txn": txn, "epcs": list(epcs), "at": at,
+                                 "collect_later": collect_later or None})
+
+
+@lifecycle_cli.command()
+@click.option("--txn", required=True, help="The pick-up (or the receipt) id.")
+@_at
+@_epcs
+@_api_options
+def collect(txn: str, at: str | None, epcs: tuple[str, ...], api: str, as_json: bool) -> None:
+    """The client collects sold EPCS awaiting collection: they may now leave."""
+    _send(api, as_json, "collect", {"txn": txn, "epcs": list(epcs), "at": at})
+
+
+@lifecycle_cli.command()
+@click.option("--txn", required=True, help="Inspection (or RMA) id.")
+@click.option("--to", "to", required=True,
+              type=click.Choice(["stock", "floor", "repair", "destroy"]),
+              help="Back to the stockroom or the floor, to repair, or to destruction.")
+@_at
+@_epcs
+@_api_options
+def restock(txn: str, to: str, at: str | None, epcs: tuple[str, ...], api: str,
+            as_json: bool) -> None:
+    """Returned EPCS, inspected: back to sellable stock, to repair or to destruction."""
+    _send(api, as_json, "restock", {"txn": txn, "to": to, "epcs": list(epcs), "at": at})
+
+
+@lifecycle_cli.command()
+@click.option("--txn", required=True, help="Reservation id.")
+@click.option("--client", help="Client reference (not a name) to hold EPCS for.")
+@click.option("--staff", help="Staff member placing the hold.")
+@click.option("--until", help="Expiry, ISO 8601 with offset.")
+@click.option("--for-site", help="Held for a client of another store (sent by transfer).")
+@click.option("--release", is_flag=True, help="End the hold: back to sellable stock.")
+@_at
+@_epcs
+@_api_options
+def hold(txn: str, client: str | None, staff: str | None, until: str | None,
+         for_site: str | None, release: bool, at: str | None, epcs: tuple[str, ...], api: str,
+         as_json: bool) -> None:
+    """Reserve EPCS for a client (out of sellable stock) or --release them."""
+    if release == bool(client):
+        raise click.UsageError("give either --client (hold) or --release")
+    if release:
+        _send(api, as_json, "release", {"txn": txn, "epcs": list(epcs), "at": at})
+    else:
+        _send(api, as_json, "hold", {"txn": txn, "client": client, "staff": staff,
+                                     "until": until, "for_site": for_site,
+                                     "epcs": list(epcs), "at": at})
 
 
 @lifecycle_cli.command("return")

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from inventory.epc import decode, sgtin96_hex
+from inventory.lifecycle import Hold
 
 TXN_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/#-]{0,127}$"
 SITE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -95,6 +96,35 @@ class ItemsCommand(_Strict):
         return _aware(v, "at")
 
 
+class SaleCommand(ItemsCommand):
+    """A sale under receipt `txn`; `collect_later`: the client collects it later (alteration,
+    gift wrap): sold, out of stock, and not free to leave until collected."""
+
+    collect_later: bool = False
+
+
+class RestockCommand(ItemsCommand):
+    """Returned items inspected: back to sellable stock (`stock` or `floor`), to `repair`, or
+    to `destroy`; `txn` is the inspection (or the RMA)."""
+
+    to: Literal["stock", "floor", "repair", "destroy"]
+
+
+class HoldCommand(ItemsCommand):
+    """Reserve items for a client (a reference, not a name) until `until`; `for_site` when
+    another store of the chain asked (HQ command): the item then travels by transfer."""
+
+    client: str = Field(pattern=r"^[^\x00-\x1f]{1,128}$")
+    staff: str | None = Field(None, max_length=128)
+    until: datetime | None = None
+    for_site: str | None = Field(None, pattern=SITE_PATTERN)
+
+    @field_validator("until")
+    @classmethod
+    def _until(cls, v: datetime | None) -> datetime | None:
+        return _aware(v, "until")
+
+
 class ReturnCommand(ItemsCommand):
     """A customer return; `txn` is the RMA, `sale_txn` the original receipt when known."""
 
@@ -165,6 +195,18 @@ class BindCommand(_Strict):
         if not _TID.match(t):
             raise ValueError(f"TID {v!r} is not 8-64 hex digits")
         return t
+
+
+def transition_fields(cmd: ItemsCommand) -> dict[str, Any]:
+    """The Transition fields a command's own model adds (sale, restock, hold)."""
+    if isinstance(cmd, SaleCommand):
+        return {"collect_later": cmd.collect_later}
+    if isinstance(cmd, RestockCommand):
+        return {"target": cmd.to}
+    if isinstance(cmd, HoldCommand):
+        until = cmd.until.timestamp() if cmd.until is not None else None
+        return {"hold": Hold(cmd.client, cmd.staff, until, cmd.for_site)}
+    return {}
 
 
 def describe_errors(exc: ValidationError, command: str) -> str:

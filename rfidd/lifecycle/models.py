@@ -7,7 +7,7 @@ in transit goes, what a repair resumes to) and what makes commands idempotent.
 
 from __future__ import annotations
 
-from sqlalchemy import Index, Integer, String, UniqueConstraint
+from sqlalchemy import Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from rfidd.store.models import Base, BigId, Time
@@ -32,6 +32,12 @@ class LifecycleItem(Base):
     counted_at: Mapped[float | None] = mapped_column(Time)
     tid: Mapped[str | None] = mapped_column(String(128))
     updated: Mapped[float] = mapped_column(Time)
+    hold_client: Mapped[str | None] = mapped_column(String(128))
+    hold_staff: Mapped[str | None] = mapped_column(String(128))
+    hold_until: Mapped[float | None] = mapped_column(Time)
+    hold_for_site: Mapped[str | None] = mapped_column(String(64))
+    held_from: Mapped[str | None] = mapped_column(String(32))
+    home_zone: Mapped[str | None] = mapped_column(String(64))  # last stock/floor zone
 
     __table_args__ = (Index("ix_lifecycle_items_status_loan_due", "status", "loan_due"),)
 
@@ -79,3 +85,25 @@ class CommissioningBind(Base):
     tid: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[float] = mapped_column(Time)
     used_at: Mapped[float | None] = mapped_column(Time)
+
+
+class AlertRecord(Base):
+    """An alert and its workflow (inventory.alerts): open -> acknowledged -> resolved."""
+
+    __tablename__ = "alerts"
+
+    alert_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    epc: Mapped[str] = mapped_column(String(64), index=True)
+    zone: Mapped[str | None] = mapped_column(String(64))
+    home_zone: Mapped[str | None] = mapped_column(String(64))
+    raised_at: Mapped[float] = mapped_column(Time, index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(128))
+    acknowledged_at: Mapped[float | None] = mapped_column(Time)
+    acknowledged_note: Mapped[str | None] = mapped_column(Text)
+    resolution: Mapped[str | None] = mapped_column(String(32))
+    resolved_by: Mapped[str | None] = mapped_column(String(128))
+    resolved_at: Mapped[float | None] = mapped_column(Time)
+    resolved_note: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[str | None] = mapped_column(Text)  # JSON: what the alert said

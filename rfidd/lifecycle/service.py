@@ -21,12 +21,13 @@ must not let it command other stores); HQ relays the ASN to the destination's `c
 (reception) and `cmd/shipment` (lifecycle books the items as in transit here): see relay.py.
 """
 
+
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,11 +35,11 @@ from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from inventory.asn import parse_asn_object
 from inventory.epc import decode
 from inventory.epcis import biz_transaction_uri
 from inventory.events import ItemEvent, stable_event_id
 from inventory.lifecycle import (
+    NOTE_CODES,
     STOCK_STATUSES,
     ItemState,
     Lifecycle,
@@ -51,15 +52,15 @@ from inventory.lifecycle import may_leave as _may_leave
 from inventory.presence import ChangeKind, PresenceChange
 from rfidd.config import ZoneKind
 from rfidd.context import ServiceContext
-from rfidd.lifecycle import books
 from rfidd.lifecycle import commands as C
-from rfidd.lifecycle.books import write_row
-from rfidd.lifecycle.models import (
-    CommissioningBind,
-    CommissioningSession,
-    LifecycleApplied,
-    LifecycleItem,
-)
+from rfidd.lifecycle import messages as M
+from rfidd.lifecycle.alerts import AlertWorkflow
+from rfidd.lifecycle.books import Books, describe, item_upserts, set_home_zones, write_rows
+from rfidd.lifecycle.commissioning import Commissioning
+from rfidd.lifecycle.counts import CountBooks
+from rfidd.lifecycle.models import CommissioningBind, CommissioningSession, LifecycleItem
+from rfidd.lifecycle.results import REASONS, ApplyResult, ItemResult, reason_code
+from rfidd.lifecycle.shipments import all_or_nothing, announce_shipment
 from rfidd.pipeline import BatchPlan, BatchView
 from rfidd.store import repo
 
@@ -70,25 +71,13 @@ ALERT_TOPIC = "alerts"
 ASN_STREAM = "asn"
 ASN_TOPIC = "asn"
 
-REASONS = (
-    "unknown_item",
-    "not_shipped_here",
-    "already_done",
-    "wrong_site",
-    "bad_request",
-    "sold",
-    "in_transit",
-    "on_loan",
-    "wrong_status",
-    "wrong_product",
-    "shipment_conflict",
-    "shipment_incomplete",
-)
-"""The bounded label values of rfidd_lifecycle_rejections_total{reason}."""
-
 # command name -> (step, model). The same names on MQTT (cmd/<name>) and HTTP.
 STEP_COMMANDS: dict[str, tuple[Step, type[C.ItemsCommand]]] = {
-    "sale": (Step.SELL, C.ItemsCommand),
+    "sale": (Step.SELL, C.SaleCommand),
+    "restock": (Step.RESTOCK, C.RestockCommand),
+    "hold": (Step.HOLD, C.HoldCommand),
+    "release": (Step.RELEASE, C.ItemsCommand),
+    "collect": (Step.COLLECT, C.ItemsCommand),
     "return": (Step.RETURN, C.ReturnCommand),
     "ship": (Step.SHIP, C.ShipCommand),
     "transfer_out": (Step.TRANSFER_OUT, C.ShipCommand),
@@ -100,101 +89,23 @@ STEP_COMMANDS: dict[str, tuple[Step, type[C.ItemsCommand]]] = {
     "repair_out": (Step.REPAIR_OUT, C.ItemsCommand),
 }
 MQTT_COMMANDS = ("sale", "return", "ship", "transfer_out", "transfer_in", "loan_out",
-                 "loan_back", "repair_in", "repair_out", "shipment")
+                 "loan_back", "repair_in", "repair_out", "shipment", "restock", "hold",
+                 "release", "collect")
 """`receive` is HTTP only: HQ's reception of ASNs is the store-operations `asn` command."""
 
 _SHIPPING = (Step.SHIP, Step.TRANSFER_OUT)
-
-@dataclass(slots=True)
-class ItemResult:
-    epc: str
-    result: str  # accepted | duplicate | rejected
-    reason: str | None = None
-    reason_code: str | None = None
-    event_ids: list[str] = field(default_factory=list)
-    note: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"epc": self.epc, "result": self.result}
-        for k in ("reason", "reason_code", "note"):
-            if getattr(self, k) is not None:
-                d[k] = getattr(self, k)
-        if self.event_ids:
-            d["event_ids"] = self.event_ids
-        return d
-
-
-@dataclass(slots=True)
-class ApplyResult:
-    command: str
-    txn: str | None
-    items: list[ItemResult] = field(default_factory=list)
-    asn: dict[str, Any] | None = None
-
-    def count(self, result: str) -> int:
-        return sum(1 for i in self.items if i.result == result)
-
-    @property
-    def rejected(self) -> int:
-        return self.count("rejected")
-
-    def summary(self) -> str:
-        s = (f"{self.command} {self.txn or ''}: {self.count('accepted')} accepted, "
-             f"{self.count('duplicate')} duplicate, {self.rejected} rejected")
-        first = next((i for i in self.items if i.result == "rejected"), None)
-        return s + (f" (first: {first.reason})" if first else "")
-
-    def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "command": self.command,
-            "txn": self.txn,
-            "accepted": self.count("accepted"),
-            "duplicates": self.count("duplicate"),
-            "rejected": self.rejected,
-            "items": [i.to_json() for i in self.items],
-        }
-        if self.asn is not None:
-            d["asn"] = self.asn
-        return d
-
-
-@dataclass(slots=True)
-class _Session:
-    id: str
-    gtin: str | None
-    expected: int
-    commissioned: int
-    zone: str | None
+_SHELF_KINDS = (ZoneKind.STOCK, ZoneKind.FLOOR, ZoneKind.FITTING)
+# The (step, note) children of rfidd_lifecycle_noted_total created at start.
+_NOTED = ((Step.SELL, "no_record"), (Step.SELL, "resold_unrestocked"),
+          (Step.RETURN, "unverified_return"), (Step.TAKEOVER, "taken_over"),
+          (Step.COUNT, "recovered"), (Step.REINSTATE, "recovered"), (Step.LOAN_BACK, "late"))
+assert all(n in NOTE_CODES for _, n in _NOTED)
 
 
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z")
 
-
-def reason_code(state: ItemState | None, tr: Transition, text: str) -> str:
-    """A rejection's bounded label (the text goes to the alert, never to the metric)."""
-    why = text.split(": ", 1)[1] if ": " in text else text
-    if why.startswith(("no sale transaction", "no due date", "due date", "no destination",
-                       "destination is this site")):
-        return "bad_request"
-    if tr.step in (Step.RECEIVE, Step.TRANSFER_IN) and (
-        state is None or (state.status is Status.IN_TRANSIT and state.destination != tr.site)
-    ):
-        return "not_shipped_here"
-    if state is None:
-        return "unknown_item"
-    if why.startswith("already"):
-        return "already_done"
-    if state.status is Status.SOLD:
-        return "sold"
-    if state.status is Status.IN_TRANSIT:
-        return "in_transit"
-    if state.status is Status.ON_LOAN:
-        return "on_loan"
-    if state.site is not None and state.site != tr.site:
-        return "wrong_site"
-    return "wrong_status"
 
 
 class LifecycleService:
@@ -208,19 +119,32 @@ class LifecycleService:
         self.sgln = ctx.config.site.sgln
         self.clock = clock
         self.lifecycle = lifecycle or Lifecycle()
+        self.books = Books(ctx)
         self._lock = ctx.tracker_lock  # the domain-state lock: taken before any transaction
         self.rejections = Counter(
             "lifecycle_rejections", "Lifecycle transitions rejected, by step and reason.",
             ["step", "reason"], namespace="rfidd", registry=ctx.metrics.registry,
         )
+        self.notes = Counter(
+            "lifecycle_noted", "Lifecycle steps accepted with a note worth counting (a resale "
+            "before restock, an unverified return, a take-over...), by step and note.",
+            ["step", "note"], namespace="rfidd", registry=ctx.metrics.registry,
+        )
+        for step, note in _NOTED:
+            self.notes.labels(step.value, note)
+        for kind in ("lifecycle_rejected", "return_unverified", "loan_overdue", "hold_expired"):
+            ctx.metrics.alerts.labels(kind)
         self.hook_errors = Counter(
             "lifecycle_hook_errors", "Presence batches the lifecycle hook failed to handle.",
             namespace="rfidd", registry=ctx.metrics.registry,
         )
         self._zone_kinds = {z: zc.kind for z, zc in ctx.config.zones.items()}
-        self._sessions: dict[str, _Session] = {}
-        self._binds: dict[str, tuple[str, str | None]] = {}
-        self._load_sessions()
+        self.commissioning = Commissioning(ctx, self.books, clock, self._zone_kinds)
+        self.counts = CountBooks(self.books, self.lifecycle, self._tr, self._zone_kinds,
+                                 self.notes)
+        self.alerts = AlertWorkflow(ctx, self.counts, self._zone_now, clock=clock)
+        self._sessions = self.commissioning.open  # shared with the bench part of the hook
+        self._binds = self.commissioning.binds
         for name in MQTT_COMMANDS:
             ctx.register_command(name, self._mqtt_handler(name))
 
@@ -264,10 +188,12 @@ class LifecycleService:
         carton = getattr(cmd, "carton", None)
         due_dt = getattr(cmd, "due", None)
         due = due_dt.timestamp() if due_dt is not None else None
+        extra = C.transition_fields(cmd)
+        seen = self._seen(cmd.epcs) if step is Step.RETURN else {}
         result = ApplyResult(name, cmd.txn)
         with self._lock, self.ctx.transaction() as s:
-            states, rows = self._load(s, cmd.epcs)
-            done = self._applied(s, step, cmd.txn)
+            states, rows = self.books.load(s, cmd.epcs)
+            done = self.books.applied(s, step, cmd.txn)
             events: list[ItemEvent] = []
             messages: list[repo.Message] = []
             new_states: dict[str, ItemState] = {}
@@ -279,7 +205,8 @@ class LifecycleService:
                 trs = []
                 if step in _SHIPPING and carton:
                     trs.append(self._tr(Step.PACK, epc, at, txn=cmd.txn, parent_id=carton))
-                trs.append(self._tr(step, epc, at, txn=cmd.txn, to_site=to_site, due=due))
+                trs.append(self._tr(step, epc, at, txn=cmd.txn, to_site=to_site, due=due,
+                                    **extra, **seen.get(epc, {})))
                 st: ItemState | None = states.get(epc)
                 evs: list[ItemEvent] = []
                 out: Outcome | None = None
@@ -291,19 +218,30 @@ class LifecycleService:
                     evs.extend(out.events)
                 assert out is not None
                 if not out.accepted:
-                    code = reason_code(st, tr, out.reason or "")
+                    code = out.reason_code or reason_code(st, tr, out.reason or "")
                     rejects.append((st, tr, out.reason or "rejected", code))
-                    result.items.append(ItemResult(epc, "rejected", out.reason, code))
+                    result.items.append(ItemResult(epc, "rejected", out.reason, code,
+                                                   state=st.status.value if st else None))
                     continue
                 assert st is not None
                 new_states[epc] = st
                 events.extend(evs)
                 result.items.append(ItemResult(epc, "accepted", event_ids=[e.event_id for e in evs],
-                                               note=out.note))
-            if step in _SHIPPING:
-                self._shipment_all_or_nothing(result, done, new_states, events)
+                                               note=out.note, note_code=out.note_code))
+                if out.note_code is not None:
+                    self.notes.labels(tr.step.value, out.note_code).inc()
+                    if out.note_code == "unverified_return":
+                        messages.append(self._flag(tr, out.note or "", source))
+            if step in _SHIPPING and all_or_nothing(result, done, new_states, events):
+                self.rejections.labels("ship", "shipment_conflict").inc()
             for st, tr, text, code in rejects:
-                messages.append(self._rejection(st, tr, text, code, source))
+                msg = self._rejection(st, tr, text, code, source)
+                messages.append(msg)
+                if tr.step is Step.RETURN and msg.event_id and code != "already_done":
+                    self.alerts.raise_alert(s, msg.event_id, "return_refused", tr.epc,
+                                            self._zone_now(tr.epc), tr.at,
+                                            detail={"reason": code, "message": text,
+                                                    "txn": tr.txn})
             if step in _SHIPPING and new_states and to_site:
                 result.asn = {
                     "asn_id": cmd.txn, "origin": self.site, "destination": to_site,
@@ -313,39 +251,39 @@ class LifecycleService:
                                              event_id=stable_event_id(self.site, "asn", cmd.txn)))
             applied = [(r.epc, step, cmd.txn, r.event_ids[-1]) for r in result.items
                        if r.result == "accepted"]
-            self._commit(s, rows, new_states, events, messages, applied)
+            self.books.commit(s, rows, new_states, events, messages, applied)
         if result.rejected:
             log.warning("lifecycle %s", result.summary())
         return result
 
-    def _shipment_all_or_nothing(self, result: ApplyResult, done: dict[str, str],
-                                 new_states: dict[str, ItemState],
-                                 events: list[ItemEvent]) -> None:
-        """An ASN lists exactly what left: a shipment with a rejected item, or one reusing a
-        shipped ASN id for other items, ships nothing."""
-        rejected = result.rejected
-        conflict = bool(done) and bool(new_states)
-        if not new_states or (not rejected and not conflict):
-            return
-        why = (f"ASN {result.txn} was already shipped with other items; use a new ASN id"
-               if conflict else
-               f"shipment {result.txn} not sent: {rejected} item(s) rejected")
-        code = "shipment_conflict" if conflict else "shipment_incomplete"
-        for r in result.items:
-            if r.result == "accepted":
-                r.result, r.reason, r.reason_code, r.event_ids = "rejected", why, code, []
-        new_states.clear()
-        events.clear()
-        if conflict:  # the items' own states were fine: one exception for the shipment
-            self.rejections.labels("ship", code).inc()
 
     def _tr(self, step: Step, epc: str, at: float, *, txn: str | None = None,
             to_site: str | None = None, due: float | None = None,
-            parent_id: str | None = None, zone: str | None = None) -> Transition:
+            parent_id: str | None = None, zone: str | None = None,
+            **extra: Any) -> Transition:
         rp = self.ctx.config.zone_read_point(zone) if zone in self._zone_kinds else None
+        kind = self._zone_kinds.get(zone) if zone else None
+        extra.setdefault("zone_kind", kind.value if kind is not None else None)
         return Transition(step=step, epc=epc, at=at, site=self.site, site_sgln=self.sgln,
                           read_point=rp, zone=zone, to_site=to_site, txn=txn, due=due,
-                          parent_id=parent_id)
+                          parent_id=parent_id, **extra)
+
+    def _seen(self, epcs: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """What the readers say of each item now (zone kind and since when): a return of a
+        piece the stockroom antennas see was never sold."""
+        with self.ctx.tracker_lock:
+            rows = {e: self.ctx.tracker.get(e) for e in epcs}
+        out: dict[str, dict[str, Any]] = {}
+        for e, r in rows.items():
+            kind = self._zone_kinds.get(r.zone) if r is not None else None
+            if r is not None and kind in (ZoneKind.STOCK, ZoneKind.FLOOR, ZoneKind.FITTING):
+                out[e] = {"seen_kind": kind.value, "seen_since": r.since}
+        return out
+
+    def _flag(self, tr: Transition, note: str, source: str) -> repo.Message:
+        """A return this site cannot verify, for HQ to check against the chain's sales."""
+        self.ctx.metrics.alerts.labels("return_unverified").inc()
+        return M.unverified_return(self.site, tr, note, source)
 
     def _rejection(self, st: ItemState | None, tr: Transition, text: str, code: str,
                    source: str, count: bool = True) -> repo.Message:
@@ -354,189 +292,12 @@ class LifecycleService:
         if count:
             self.rejections.labels(tr.step.value, code).inc()
             self.ctx.metrics.alerts.labels("lifecycle_rejected").inc()
-        payload = {
-            "type": "lifecycle_rejected",
-            "site": self.site,
-            "step": tr.step.value,
-            "epc": tr.epc,
-            "epc_uri": decode(tr.epc).epcis_uri,
-            "txn": tr.txn,
-            "reason": code,
-            "message": text,
-            "state": st.status.value if st else None,
-            "source": source,
-            "time": _iso(tr.at),
-        }
-        key = tr.txn if tr.txn else tr.at
-        return repo.Message(ALERT_STREAM, ALERT_TOPIC, payload,
-                            event_id=stable_event_id(self.site, "lifecycle-rejection",
-                                                     tr.step.value, tr.epc, key))
-
-    # ------------------------------------------------------------------ state I/O
-
-    def _load(self, s: Session, epcs: Sequence[str]
-              ) -> tuple[dict[str, ItemState | None], dict[str, LifecycleItem]]:
-        return books.load(s, epcs, self.site)
-
-    def _applied(self, s: Session, step: Step, txn: str) -> dict[str, str]:
-        q = select(LifecycleApplied.epc, LifecycleApplied.event_id).where(
-            LifecycleApplied.step == step.value, LifecycleApplied.txn == txn)
-        return {e: ev for e, ev in s.execute(q)}
-
-    def _commit(self, s: Session, rows: dict[str, LifecycleItem],
-                new_states: dict[str, ItemState], events: Sequence[ItemEvent],
-                messages: Sequence[repo.Message],
-                applied: Iterable[tuple[str, Step, str, str]],
-                tids: dict[str, str | None] | None = None) -> None:
-        self.ctx.stage(s, events, messages, self._item_upserts(new_states))
-        self._write_rows(s, rows, new_states, tids)
-        now = time.time()
-        for epc, step, txn, event_id in applied:
-            s.add(LifecycleApplied(epc=epc, step=step.value, txn=txn, event_id=event_id,
-                                   applied_at=now))
-
-    @staticmethod
-    def _item_upserts(new_states: dict[str, ItemState]) -> list[repo.ItemUpsert]:
-        """The coarse items.biz_step/disposition every service reads."""
-        upserts = []
-        for epc, st in new_states.items():
-            d = decode(epc)
-            upserts.append(repo.ItemUpsert(
-                epc=epc, biz_step=st.biz_step, disposition=st.disposition, epc_uri=d.uri,
-                gtin=d.gtin14, serial=d.serial_text))
-        return upserts
-
-    @staticmethod
-    def _write_rows(s: Session, rows: dict[str, LifecycleItem],
-                    new_states: dict[str, ItemState], tids: dict[str, str | None] | None
-                    ) -> None:
-        """The lifecycle rows, written after the items rows: never older than them."""
-        now = time.time()
-        for epc, st in new_states.items():
-            row = rows.get(epc)
-            if row is None:
-                row = LifecycleItem(epc=epc)
-                s.add(row)
-                rows[epc] = row
-            write_row(row, st, now)
-            if tids and tids.get(epc):
-                row.tid = tids[epc]
-
-    # ------------------------------------------------------------------ inbound shipments
+        return M.rejection(self.site, st, tr, text, code, source)
 
     def announce_shipment(self, data: Any, source: str = "mqtt") -> ApplyResult:
-        """An ASN addressed to this site (HQ relays it to cmd/shipment): its items are booked
-        as in transit here, so receiving them is allowed and receiving others is not."""
-        if not isinstance(data, dict):
-            raise ValueError("command shipment: payload must be an ASN JSON object")
-        parsed = parse_asn_object(data, source=f"shipment ({source})")
-        if not parsed.ok:
-            raise ValueError("command shipment: " + "; ".join(
-                f"{e.field or 'ASN'}: {e.message}" for e in parsed.errors[:20]))
-        asn = parsed.asns[0]
-        if asn.destination != self.site:
-            raise ValueError(f"command shipment: destination: ASN {asn.asn_id} is for "
-                             f"{asn.destination!r}, this site is {self.site!r}")
-        result = ApplyResult("shipment", asn.asn_id)
-        at = asn.shipped_at.timestamp()
-        with self._lock, self.ctx.transaction() as s:
-            states, rows = self._load(s, asn.epcs)
-            booked: dict[str, ItemState] = {}
-            for epc in asn.epcs:
-                st = states.get(epc)
-                if st is not None and st.status is Status.IN_TRANSIT and \
-                        st.destination == self.site and st.shipment == asn.asn_id:
-                    result.items.append(ItemResult(epc, "duplicate"))
-                    continue
-                if st is not None and st.site == self.site and st.status not in (
-                        Status.SOLD, Status.MISSING, Status.IN_TRANSIT):
-                    result.items.append(ItemResult(
-                        epc, "accepted", note=f"already here ({st.status.value}): not booked"))
-                    continue
-                booked[epc] = replace(
-                    ItemState.shipped_to(epc, self.site, at, asn.asn_id),
-                    site=st.site if st is not None else asn.origin)
-                result.items.append(ItemResult(epc, "accepted"))
-            self._commit(s, rows, booked, (), (), ())
-        return result
-
-    # ------------------------------------------------------------------ workshop: commissioning
-
-    def _load_sessions(self) -> None:
-        with self.ctx.db.session() as s:
-            for r in s.scalars(select(CommissioningSession).where(
-                    CommissioningSession.closed_at.is_(None))):
-                self._sessions[r.id] = _Session(r.id, r.gtin, r.expected, r.commissioned, r.zone)
-            for b in s.scalars(select(CommissioningBind).where(
-                    CommissioningBind.used_at.is_(None))):
-                self._binds[b.epc] = (b.session_id, b.tid)
-
-    def open_session(self, data: Any) -> dict[str, Any]:
-        cmd = C.parse(C.OpenSessionCommand, data, "commissioning")
-        if cmd.zone is not None and self._zone_kinds.get(cmd.zone) is not ZoneKind.BENCH:
-            raise ValueError(f"command commissioning: zone: {cmd.zone!r} is not a bench zone "
-                             f"(bench zones: {', '.join(self.bench_zones()) or 'none'})")
-        if not self.bench_zones():
-            raise ValueError("command commissioning: this site has no zone of kind 'bench'")
-        now = self.clock()
-        sid = cmd.id or f"C{int(now * 1000):x}"
-        with self._lock, self.ctx.transaction() as s:
-            if s.get(CommissioningSession, sid) is not None:
-                raise ValueError(f"command commissioning: id: session {sid!r} exists")
-            s.add(CommissioningSession(id=sid, gtin=cmd.gtin, expected=cmd.expected,
-                                       commissioned=0, zone=cmd.zone, opened_at=now))
-            self._sessions[sid] = _Session(sid, cmd.gtin, cmd.expected, 0, cmd.zone)
-        return self.session_json(sid)
-
-    def close_session(self, sid: str) -> dict[str, Any]:
-        with self._lock, self.ctx.transaction() as s:
-            row = s.get(CommissioningSession, sid)
-            if row is None:
-                raise KeyError(sid)
-            if row.closed_at is None:
-                row.closed_at = self.clock()
-            self._sessions.pop(sid, None)
-        return self.session_json(sid)
-
-    def bind(self, data: Any) -> dict[str, Any]:
-        cmd = C.parse(C.BindCommand, data, "bind")
-        sid = cmd.session or "bind"
-        with self._lock, self.ctx.transaction() as s:
-            states, _ = self._load(s, [cmd.epc])
-            if states[cmd.epc] is not None:
-                raise ValueError(f"command bind: epc: {cmd.epc} is already known here "
-                                 f"({states[cmd.epc].status.value})")  # type: ignore[union-attr]
-            row = s.get(CommissioningBind, cmd.epc)
-            if row is None:
-                s.add(CommissioningBind(epc=cmd.epc, session_id=sid, tid=cmd.tid,
-                                        created_at=self.clock()))
-            else:
-                row.session_id, row.tid = sid, cmd.tid
-            self._binds[cmd.epc] = (sid, cmd.tid)
-        return {"epc": cmd.epc, "session": sid, "tid": cmd.tid}
-
-    def sessions(self, include_closed: bool = False) -> list[dict[str, Any]]:
-        with self.ctx.db.session() as s:
-            q = select(CommissioningSession).order_by(CommissioningSession.opened_at)
-            if not include_closed:
-                q = q.where(CommissioningSession.closed_at.is_(None))
-            return [self._session_dict(r) for r in s.scalars(q)]
-
-    def session_json(self, sid: str) -> dict[str, Any]:
-        with self.ctx.db.session() as s:
-            row = s.get(CommissioningSession, sid)
-            if row is None:
-                raise KeyError(sid)
-            return self._session_dict(row)
-
-    @staticmethod
-    def _session_dict(r: CommissioningSession) -> dict[str, Any]:
-        return {"id": r.id, "gtin": r.gtin, "expected": r.expected,
-                "commissioned": r.commissioned, "zone": r.zone, "opened_at": _iso(r.opened_at),
-                "closed_at": _iso(r.closed_at) if r.closed_at else None}
-
-    def bench_zones(self) -> list[str]:
-        return sorted(z for z, k in self._zone_kinds.items() if k is ZoneKind.BENCH)
+        """An ASN addressed to this site (HQ relays it to cmd/shipment): see shipments.py."""
+        with self._lock:
+            return announce_shipment(self.ctx, self.books, data, source)
 
     # ------------------------------------------------------------------ ingest component
 
@@ -548,8 +309,11 @@ class LifecycleService:
         storing of the items these books hold (the site rules stand aside for those). Planned
         from the view's records; the commissioning counters move only once committed."""
         bench, moves = [], []
+        homes: dict[str, str] = {}
         for c in view.changes:
             kind = self._zone_kinds.get(c.zone) if c.zone else None
+            if c.zone is not None and kind in _SHELF_KINDS and view.on_books(c.epc):
+                homes[c.epc] = c.zone  # where a loss is from: the last shelf before the exit
             if kind is ZoneKind.BENCH and c.kind in (ChangeKind.ARRIVED, ChangeKind.MOVED):
                 bench.append(c)
             elif c.kind is ChangeKind.MOVED and kind in (ZoneKind.STOCK, ZoneKind.FLOOR) \
@@ -558,11 +322,13 @@ class LifecycleService:
         with self._lock:
             commissioning = bool(self._sessions or self._binds)
             if not moves and not (bench and commissioning):
-                return None
-            return self._plan(view, bench if commissioning else [], moves)
+                if not homes:
+                    return None
+                return BatchPlan(write=lambda s: set_home_zones(s, homes))
+            return self._plan(view, bench if commissioning else [], moves, homes)
 
     def _plan(self, view: BatchView, bench: list[PresenceChange],
-              moves: list[PresenceChange]) -> BatchPlan:
+              moves: list[PresenceChange], homes: dict[str, str]) -> BatchPlan:
         events: list[ItemEvent] = []
         messages: list[repo.Message] = []
         rejected: list[tuple[str, str]] = []
@@ -629,13 +395,15 @@ class LifecycleService:
             else:
                 reject(st, tr, out.reason or "rejected", reason_code(st, tr, out.reason or ""))
         if not (events or messages):
-            return BatchPlan()
+            return BatchPlan(write=(lambda s: set_home_zones(s, homes)) if homes else None)
         closed: dict[str, int] = {}  # session -> its committed count, once complete
 
         def write(s: Session) -> None:
             rows = {r.epc: r for r in s.scalars(select(LifecycleItem).where(
                 LifecycleItem.epc.in_(list(new_states))))} if new_states else {}
-            self._write_rows(s, rows, new_states, tids)
+            write_rows(s, rows, new_states, tids)
+            if homes:
+                set_home_zones(s, homes)
             for epc, at in used_binds:
                 bind = s.get(CommissioningBind, epc)
                 if bind is not None:
@@ -666,7 +434,20 @@ class LifecycleService:
                 self.ctx.metrics.alerts.labels("lifecycle_rejected").inc()
 
         return BatchPlan(events=events, messages=messages,
-                         upserts=self._item_upserts(new_states), write=write, apply=apply)
+                         upserts=item_upserts(new_states), write=write, apply=apply)
+
+    # ------------------------------------------------------------------ exits and counts
+
+    def record_exit(self, s: Session, alert_id: str, epc: str, zone: str, at: float,
+                    detail: dict[str, Any] | None = None) -> tuple[str | None, bool]:
+        """For the exit module, in its transaction: the books' state after an unsold item
+        went through the exit, and the alert in the workflow with the item's home zone.
+        Returns (home zone, suspected stolen)."""
+        with self._lock:
+            home, stolen = self.counts.exit_state(s, epc, zone, at)
+            self.alerts.raise_alert(s, alert_id, "exit_unsold", epc, zone, at, home_zone=home,
+                                    detail=detail)
+        return home, stolen
 
     # ------------------------------------------------------------------ loans
 
@@ -685,44 +466,39 @@ class LifecycleService:
     def _state(self, epc: str) -> ItemState | None:
         """One item's state in the books (a read-only session of its own)."""
         with self.ctx.db.session() as s:
-            states, _ = self._load(s, [epc])
+            states, _ = self.books.load(s, [epc])
         return states.get(epc)
 
+    def _zone_now(self, epc: str) -> str | None:
+        with self.ctx.tracker_lock:
+            return self.ctx.tracker.zone_of(epc)
+
     def check_overdue(self, now: float | None = None) -> int:
-        """One alert per overdue loan (scheduled by app.py); returns how many were new."""
+        """One alert per overdue loan and per expired hold (scheduled by app.py); returns how
+        many were new."""
         now = self.clock() if now is None else now
         with self._lock, self.ctx.transaction() as s:
-            rows = list(s.scalars(select(LifecycleItem).where(
+            loans = list(s.scalars(select(LifecycleItem).where(
                 LifecycleItem.status == Status.ON_LOAN.value, LifecycleItem.loan_due < now)))
-            msgs = []
-            for r in rows:
-                assert r.loan_due is not None
-                msgs.append(repo.Message(ALERT_STREAM, ALERT_TOPIC, {
-                    "type": "loan_overdue", "site": self.site, "epc": r.epc,
-                    "epc_uri": decode(r.epc).epcis_uri, "due": _iso(r.loan_due),
-                    "overdue_days": round((now - r.loan_due) / 86400, 2),
-                    "since": _iso(r.since), "time": _iso(now),
-                }, event_id=stable_event_id(self.site, "loan-overdue", r.epc, r.loan_due)))
-            res = self.ctx.stage(s, messages=msgs)
-        if res.messages:
-            self.ctx.metrics.alerts.labels("loan_overdue").inc(res.messages)
-            log.warning("%d loan(s) overdue", res.messages)
-        return res.messages
+            res = self.ctx.stage(s, messages=[M.loan_overdue(self.site, r, now) for r in loans])
+            holds = list(s.scalars(select(LifecycleItem).where(
+                LifecycleItem.status == Status.HELD.value, LifecycleItem.hold_until < now)))
+            held = self.ctx.stage(s, messages=[M.hold_expired(self.site, r, now) for r in holds])
+        for kind, n in (("loan_overdue", res.messages), ("hold_expired", held.messages)):
+            if n:
+                self.ctx.metrics.alerts.labels(kind).inc(n)
+                log.warning("%d new %s alert(s)", n, kind)
+        return res.messages + held.messages
 
     # ------------------------------------------------------------------ reads
 
     def item_state(self, epc: str) -> dict[str, Any] | None:
         with self.ctx.db.session() as s:
-            states, rows = self._load(s, [epc])
+            states, rows = self.books.load(s, [epc])
             st = states[epc]
             if st is None:
                 return None
-            row = rows.get(epc)
-            return {
-                "epc": epc, "status": st.status.value, "disposition": st.disposition,
-                "site": st.site, "since": _iso(st.since), "biz_step": st.biz_step,
-                "destination": st.destination, "shipment": st.shipment,
-                "sale_txn": st.sale_txn, "loan_due": _iso(st.loan_due) if st.loan_due else None,
-                "tid": row.tid if row is not None else None,
-            }
+            return describe(st, rows.get(epc))
 
+
+__all__ = ["REASONS", "LifecycleService"]

@@ -9,6 +9,8 @@
   common.py         OpsError, OpsSettings and what the services share
   api.py            register_routes       HTTP routes under /api/v1/ops
   cli.py            ops_cli               the `rfidd ops ...` click group (talks to the HTTP API)
+  count_cli.py                            `rfidd ops takeover`, `count pass`, `count recount`
+  books.py                                what the services ask the lifecycle books
   bench.py          bench_command         the `rfidd bench` click command
 
 rfidd/app.py (`build_ops`) builds and wires them.
@@ -16,6 +18,7 @@ rfidd/app.py (`build_ops`) builds and wires them.
 
 from __future__ import annotations
 
+import rfidd.ops.count_cli  # noqa: F401  (registers takeover, count pass, count recount)
 from rfidd.ops.api import register_routes
 from rfidd.ops.bench import bench_command
 from rfidd.ops.catalog import CatalogService

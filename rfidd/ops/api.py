@@ -46,6 +46,12 @@ def parse_time(value: Any, field: str) -> float:
     raise ApiError(400, f"{field}: {value!r} is not epoch seconds or ISO 8601")
 
 
+def _seconds(value: Any) -> float | None:
+    if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+        raise ApiError(400, "duration_s: must be a number of seconds")
+    return None if value is None else float(value)
+
+
 def _q(query: Query, name: str) -> str | None:
     v = query.get(name)
     return v[-1] if v else None
@@ -139,11 +145,26 @@ def register_routes(api: Api, *, catalog: CatalogService, reception: ReceptionSe
         zones = body.get("zones")
         if not isinstance(zones, list) or not all(isinstance(z, str) for z in zones):
             raise ApiError(400, "zones: a list of zone names is required")
-        duration = body.get("duration_s")
-        if duration is not None and (not isinstance(duration, (int, float))
-                                     or isinstance(duration, bool)):
-            raise ApiError(400, "duration_s: must be a number of seconds")
-        return 201, counting.start_count(zones, duration_s=duration)
+        duration = _seconds(body.get("duration_s"))
+        adopt = body.get("adopt")
+        if adopt is not None and not isinstance(adopt, bool):
+            raise ApiError(400, "adopt: must be true or false")
+        return 201, counting.start_count(zones, duration_s=duration, adopt=bool(adopt))
+
+    def count_pass(p: Params, _q: Query, b: Any) -> tuple[int, Any]:
+        body = _body(b)
+        zone, epcs = body.get("zone"), body.get("epcs")
+        if not isinstance(zone, str):
+            raise ApiError(400, "zone: the zone the pass covered is required")
+        if not isinstance(epcs, list) or len(epcs) > 100_000:
+            raise ApiError(400, "epcs: a list of up to 100000 EPCs (hex or SGTIN URI)")
+        device, operator = body.get("device"), body.get("operator")
+        if not all(v is None or isinstance(v, str) for v in (device, operator)):
+            raise ApiError(400, "device, operator: must be strings")
+        return 200, counting.add_pass(p["cid"], zone, epcs, device, operator)
+
+    def count_recount(p: Params, _q: Query, b: Any) -> tuple[int, Any]:
+        return 201, counting.recount(p["cid"], _seconds(_body(b).get("duration_s")))
 
     def count_get(p: Params, q: Query, _b: Any) -> tuple[int, Any]:
         if _q(q, "format") == "csv":
@@ -154,6 +175,8 @@ def register_routes(api: Api, *, catalog: CatalogService, reception: ReceptionSe
     route("GET", "/counts", lambda p, q, b: (200, counting.counts()))
     route("GET", "/counts/{cid}", count_get)
     route("POST", "/counts/{cid}/stop", lambda p, q, b: (200, counting.stop_count(p["cid"])))
+    route("POST", "/counts/{cid}/passes", count_pass)
+    route("POST", "/counts/{cid}/recount", count_recount)
 
     def schedule_add(_p: Params, _q: Query, b: Any) -> tuple[int, Any]:
         body = _body(b)

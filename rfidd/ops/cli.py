@@ -256,10 +256,15 @@ def count_group() -> None:
 @click.argument("zones", nargs=-1, required=True)
 @click.option("--duration", "duration_s", type=float, default=None,
               help="Stop by itself after this many seconds.")
+@click.option("--adopt", is_flag=True, help="Take over what it finds (as `rfidd ops takeover`).")
 @click.pass_context
-def count_start(ctx: click.Context, zones: tuple[str, ...], duration_s: float | None) -> None:
+def count_start(ctx: click.Context, zones: tuple[str, ...], duration_s: float | None,
+                adopt: bool) -> None:
     """Start a count over ZONES."""
-    res = _client(ctx).call("POST", "/counts", {"zones": list(zones), "duration_s": duration_s})
+    body: dict[str, Any] = {"zones": list(zones), "duration_s": duration_s}
+    if adopt:
+        body["adopt"] = True
+    res = _client(ctx).call("POST", "/counts", body)
     click.echo(f"count {res['session_id']} started over {', '.join(res['zones'])}: "
                f"{res['progress']['expected']} items expected")
 
@@ -345,6 +350,9 @@ def count_stop(ctx: click.Context, count_id: str | None, as_json: bool) -> None:
         _echo_json(doc)
         return
     print_count(doc, _console())
+    from rfidd.ops.count_cli import print_books
+
+    print_books(doc)
 
 
 @count_group.command("list")
@@ -441,7 +449,8 @@ def schedule_delete(ctx: click.Context, schedule_id: int) -> None:
 @click.pass_context
 def shrinkage(ctx: click.Context, since: str | None, until: str | None, currency: str | None,
               publish: bool, csv_out: Path | None, as_json: bool) -> None:
-    """Shrinkage for a period: confirmed (exit alerts) and suspected (missed by counts)."""
+    """Shrinkage for a period: confirmed (exit alerts resolved as a loss) and suspected (open
+    alerts, items missed by counts), at retail and cost, rate on net sales."""
     client = _client(ctx)
     q = {"since": since, "until": until, "currency": currency}
     if csv_out is not None:
@@ -460,8 +469,12 @@ def shrinkage(ctx: click.Context, since: str | None, until: str | None, currency
     rate = tot["shrinkage_rate"]
     console.print(f"Shrinkage {_fmt_time(doc['period_start'])} → {_fmt_time(doc['period_end'])}"
                   f": {tot['items']} item(s), {tot['value']} {doc['currency']} (confirmed "
-                  f"{tot['confirmed']}, suspected {tot['suspected']}); rate "
-                  f"{_pct(rate)} of sales {tot['sales_value']}")
+                  f"{tot['confirmed']} = {tot.get('confirmed_value', '?')}, suspected "
+                  f"{tot['suspected']} = {tot.get('suspected_value', '?')}; at cost "
+                  f"{tot.get('cost_value', '?')}); rate {_pct(rate)} of net sales "
+                  f"{tot.get('net_sales_value', tot['sales_value'])}"
+                  + (f"; {tot['cleared_alerts']} alert(s) cleared" if tot.get("cleared_alerts")
+                     else ""))
     for by in ("by_category", "by_zone"):
         t = Table(title=by.replace("_", " "))
         for c in (by[3:], "items", "confirmed", "suspected", "value"):

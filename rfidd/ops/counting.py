@@ -6,6 +6,11 @@ Counts read the tracker, not the change stream: an item read after the count's s
 matter: a bag carried from stockroom to floor keeps its stockroom zone until the floor beats it
 by the RSSI margin, so a count fed read by read would call it found where it no longer is.
 
+With the lifecycle books (`books`, rfidd/ops/books.py) a count expects sellable stock on the
+books, reports holds, pick-ups, returns and repairs in their own sections, merges handheld
+passes, books what it found on closing (one EPCIS event per item; a take-over count adopts
+items never received) and can recount the exceptions of a finished count.
+
 Threads: API and scheduler calls; the running counts are guarded by the domain-state lock
 (ctx.tracker_lock), always taken before a write transaction.
 """
@@ -16,17 +21,22 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inventory.counting import CountResult, CountSession
+from inventory.epc import decode, epc_hex_from_uri
 from inventory.events import Action, ItemEvent, stable_event_id
 from inventory.reports import to_csv
 from rfidd.context import ServiceContext
+from rfidd.ops import books as B
 from rfidd.ops import store
 from rfidd.ops.catalog import CatalogService
 from rfidd.ops.common import REPORT_STREAM, OpsError, OpsSettings, new_id
 from rfidd.ops.exits import ExitService
 from rfidd.store import repo
+
+if TYPE_CHECKING:
+    from rfidd.lifecycle.service import LifecycleService
 
 log = logging.getLogger("rfidd.ops")
 
@@ -46,16 +56,24 @@ class _Count:
     live: CountSession
     ends_at: float | None = None
     sightings: dict[str, str] = field(default_factory=dict)  # epc -> last zone seen
+    adopt: bool = False  # a take-over: what it finds goes on the books
+    aside: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    only: frozenset[str] | None = None  # a recount: these items only
+    recount_of: str | None = None
+    passes: list[tuple[str, list[str], str | None, str | None, float]] = field(
+        default_factory=list)
 
 
 class CountingService:
     """Cycle counts; a finished count feeds the loss tracker of `losses`."""
 
     def __init__(self, ctx: ServiceContext, catalog: CatalogService, losses: ExitService,
-                 settings: OpsSettings | None = None) -> None:
+                 settings: OpsSettings | None = None,
+                 books: LifecycleService | None = None) -> None:
         self.ctx = ctx
         self.catalog = catalog
         self.losses = losses
+        self.books = books
         self.settings = settings or OpsSettings()
         self.site_id = ctx.config.site.id
         self.site_sgln = ctx.config.site.sgln
@@ -74,8 +92,12 @@ class CountingService:
         """Nothing to save: a running count is aborted at the next start."""
 
     def start_count(self, zones: Sequence[str], trigger: str = "staff",
-                    duration_s: float | None = None) -> dict[str, Any]:
-        """Start a count over `zones`; the book is the items table as it is now."""
+                    duration_s: float | None = None, adopt: bool = False,
+                    book: Mapping[str, str] | None = None,
+                    recount_of: str | None = None) -> dict[str, Any]:
+        """Start a count over `zones`; the book is the items table as it is now (with the
+        lifecycle books: their sellable stock), or `book` for a recount. `adopt`: a take-over
+        (also the first count, with `counts.first_count_takes_over`)."""
         zs = tuple(sorted(set(zones)))
         if not zs:
             raise OpsError(400, "zones: give at least one zone to count")
@@ -95,17 +117,25 @@ class CountingService:
             with self.ctx.tracker_lock:
                 mark = self.ctx.tracker.mark
             with self.ctx.db.session() as s:
-                book, gtins = store.load_book(s)
+                full, gtins = store.load_book(s)
+                booked, aside = B.count_book(self.books, s, full)
+                adopt = adopt or B.first_count_adopts(self.books, s)
+            only = None if book is None else frozenset(book)
+            if only is not None:  # a recount: the exceptions only
+                booked = dict(book or {})
+                aside = {e: a for e, a in aside.items() if e in only}
             records = {e: self.catalog.record(g) for e, g in gtins.items()}
-            book = {e: z for e, z in book.items() if records[e] is not None}
+            book = {e: z for e, z in booked.items() if records.get(e, e) is not None}
 
             def record_of(epc: str, _r: dict[str, str | None] = records) -> str | None:
                 r = _r.get(epc, _MISSING)
                 return self.catalog.record_of(epc) if r is _MISSING else r  # type: ignore[return-value]
 
-            live = CountSession(zs, book, record_of=record_of, session_id=cid, started_at=now)
+            live = CountSession(zs, book, record_of=record_of, session_id=cid, started_at=now,
+                                set_aside=aside, only=only)
             count = _Count(cid, zs, trigger, now, mark, mark, book, record_of, live,
-                           ends_at=None if duration_s is None else now + duration_s)
+                           ends_at=None if duration_s is None else now + duration_s,
+                           adopt=adopt, aside=aside, only=only, recount_of=recount_of)
             with self.ctx.transaction() as s:
                 store.insert_count(s, cid, zs, trigger, now, live.expected_count)
             self._counts[cid] = count
@@ -123,7 +153,8 @@ class CountingService:
 
     def _count_progress(self, count: _Count) -> dict[str, Any]:
         return {"session_id": count.id, "status": "running", "zones": list(count.zones),
-                "trigger": count.trigger, "started_at": count.started_at,
+                "trigger": count.trigger, "adopt": count.adopt, "recount_of": count.recount_of,
+                "started_at": count.started_at,
                 "ends_at": count.ends_at, "progress": count.live.progress()}
 
     def count(self, cid: str) -> dict[str, Any]:
@@ -151,6 +182,49 @@ class CountingService:
                     r["progress"] = c.live.progress()
         return rows
 
+    def add_pass(self, cid: str, zone: str, epcs: Sequence[str], device: str | None = None,
+                 operator: str | None = None) -> dict[str, Any]:
+        """Merge one handheld pass (the EPCs read over `zone`) into a running count."""
+        if zone not in self.ctx.config.zones:
+            raise OpsError(400, f"zone: unknown zone {zone!r}")
+        hexes = []
+        for i, raw in enumerate(epcs):
+            text = str(raw).strip()
+            try:
+                d = decode(epc_hex_from_uri(text) if text.lower().startswith("urn:") else text)
+            except ValueError as exc:
+                raise OpsError(400, f"epcs[{i}]: {raw!r} is not an EPC ({exc})") from None
+            if not d.ok:
+                raise OpsError(400, f"epcs[{i}]: {raw!r} is not an EPC ({d.error})")
+            hexes.append(d.hex)
+        with self._lock:
+            c = self._counts.get(cid)
+            if c is None:
+                raise OpsError(404, f"count {cid} is not running")
+            now = time.time()
+            p = c.live.add_pass(zone, hexes, device=device, operator=operator, at=now)
+            c.passes.append((zone, hexes, device, operator, now))
+            return {**self._count_progress(c), "pass": p.to_dict()}
+
+    def recount(self, cid: str, duration_s: float | None = None) -> dict[str, Any]:
+        """A new count of the exceptions (missing, misplaced, unexpected) of count `cid`."""
+        with self.ctx.db.session() as s:
+            doc = store.count_report(s, cid)
+        if doc is None:
+            raise OpsError(404, f"no finished count {cid}")
+        book = {m["epc"]: m["booked_zone"] for m in doc["missing"]}
+        book.update((m["epc"], m["booked_zone"]) for m in doc["misplaced"])
+        book.update((u["epc"], u["zone"]) for u in doc["unexpected"])
+        if not book:
+            raise OpsError(409, f"count {cid} has no exceptions to recount")
+        return self.start_count(doc["zones"], trigger="recount", duration_s=duration_s,
+                                book=book, recount_of=cid)
+
+    def start_mark(self, cid: str) -> int:
+        """The tracker mark a running count reads from (tests wait on it)."""
+        with self._lock:
+            return self._counts[cid].start_mark
+
     def running_counts(self) -> list[str]:
         with self._lock:
             return list(self._counts)
@@ -175,17 +249,21 @@ class CountingService:
             for e, z in gone.items():  # read during the count, departed since
                 seen.setdefault(e, z)
             final = CountSession(c.zones, c.book, record_of=c.record_of, session_id=c.id,
-                                 started_at=c.started_at)
+                                 started_at=c.started_at, set_aside=c.aside, only=c.only)
             final.observe_many(seen.items())
+            for zone, epcs, device, operator, at in c.passes:
+                final.add_pass(zone, epcs, device=device, operator=operator, at=at)
             result = final.finish(at=now)
             loss_before = self.losses.loss_state()  # restored if the commit fails: no double count
             update = self.losses.record_count(result, at=now)
             doc = self._count_doc(result, c, update.newly_suspected, update.reinstated)
-            events = self._count_events(result, seen)
+            events = self._count_events(result, seen) if self.books is None else []
             message = repo.Message(REPORT_STREAM, self.ctx.topic("reports", "count"), doc,
                                    event_id=stable_event_id(self.site_id, "count_report", c.id))
             try:
                 with self.ctx.transaction() as s:
+                    if self.books is not None:  # one event per item, from the books
+                        doc["books"] = B.book_count(self.books, s, final, c.id, c.adopt, now)
                     self.ctx.stage(s, events, [message])
                     store.finish_count(s, c.id, now, doc, result.accuracy.record)
                     self.losses.save_loss_state(s, now)
@@ -202,6 +280,8 @@ class CountingService:
         doc = result.to_dict()
         doc["site"] = self.site_id
         doc["trigger"] = c.trigger
+        doc["adopt"] = c.adopt
+        doc["recount_of"] = c.recount_of
         for key in ("missing", "misplaced", "unexpected"):
             for entry in doc[key]:
                 entry.update(self.catalog.product(entry["epc"]))

@@ -8,18 +8,22 @@ may leave (inventory.lifecycle.may_leave), and plans the alerts; the exit monito
 the loss tracker's reinstatements move only once the batch committed, so a retried commit loses
 no alert. API calls run on their own threads; the loss tracker and the exit monitor are guarded
 by the domain-state lock (ctx.tracker_lock).
+
+With the lifecycle books (`books`), each alert enters the alert workflow with the item's home
+zone and the books record the exit (a sold piece awaiting collection stays the client's), and
+the shrinkage report follows the resolutions, net sales and the catalog's costs.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
 from inventory.counting import CountResult
 from inventory.events import stable_event_id
-from inventory.lifecycle import may_leave
+from inventory.lifecycle import Status, may_leave
 from inventory.presence import ChangeKind
 from inventory.reports import shrinkage_csv
 from inventory.shrinkage import (
@@ -32,6 +36,7 @@ from inventory.shrinkage import (
 )
 from rfidd.config import ZoneKind
 from rfidd.context import ServiceContext
+from rfidd.ops import books as B
 from rfidd.ops import store
 from rfidd.ops.catalog import CatalogService
 from rfidd.ops.common import (
@@ -45,6 +50,9 @@ from rfidd.ops.common import (
 from rfidd.pipeline import BatchPlan, BatchView
 from rfidd.store import repo
 
+if TYPE_CHECKING:
+    from rfidd.lifecycle.service import LifecycleService
+
 log = logging.getLogger("rfidd.ops")
 
 
@@ -52,9 +60,11 @@ class ExitService:
     """Exit alerts, the loss tracker and the shrinkage report (see the module docstring)."""
 
     def __init__(self, ctx: ServiceContext, catalog: CatalogService,
-                 settings: OpsSettings | None = None) -> None:
+                 settings: OpsSettings | None = None,
+                 books: LifecycleService | None = None) -> None:
         self.ctx = ctx
         self.catalog = catalog
+        self.books = books
         self.settings = settings or OpsSettings()
         cfg = ctx.config
         self.site_id = cfg.site.id
@@ -120,17 +130,24 @@ class ExitService:
             return None
         cfg = self.ctx.config
         events = [a.to_event(cfg.zone_read_point(a.zone)) for a in alerts]
-        messages = [repo.Message(ALERT_STREAM, self.ctx.topic("alerts"),
-                                 {**a.to_dict(), "site": self.site_id,
-                                  **self.catalog.product(a.epc)},
-                                 event_id=a.alert_id) for a in alerts]
+        bodies = [{**a.to_dict(), "site": self.site_id, **self.catalog.product(a.epc)}
+                  for a in alerts]
+        messages = [repo.Message(ALERT_STREAM, self.ctx.topic("alerts"), body,
+                                 event_id=a.alert_id) for a, body in zip(alerts, bodies,
+                                                                          strict=True)]
+
+        def kept(epc: str) -> bool:  # paid for: the client's item, not a suspected theft
+            st = view.record(epc)
+            return st is not None and st.status is Status.AWAITING_COLLECTION
+
         upserts = [repo.ItemUpsert(a.epc, biz_step="entering_exiting",
                                    disposition=ev.disposition)
-                   for a, ev in zip(alerts, events, strict=True)]
+                   for a, ev in zip(alerts, events, strict=True) if not kept(a.epc)]
 
         def write(s: Session) -> None:
-            for a in alerts:
+            for a, body in zip(alerts, bodies, strict=True):
                 store.insert_exit_alert(s, a.alert_id, a.epc, a.zone, a.at)
+                B.record_exit(self.books, s, a.alert_id, a.epc, a.zone, a.at, body)
 
         def apply() -> None:
             with self._lock:
@@ -160,10 +177,16 @@ class ExitService:
             disp = store.dispositions(s, epcs)
             zones = store.item_zones(s, epcs)
             sales, _ = store.sales_value(s, start, end, catalog, cur)
+            inputs = B.shrinkage_inputs(self.books, s, [a[0] for a in alerts], start, end,
+                                        catalog, cur)
         # Sold since it was suspected: not a loss after all.
         suspected = [x for x in suspected if disp.get(x.epc) != store.SOLD]
+        alert_of = {e: a for a, e, _z, _t in alerts}
 
         def home(epc: str) -> str | None:
+            h = inputs.home_zones.get(alert_of.get(epc, ""))
+            if h is not None:
+                return h
             z = zones.get(epc)
             return None if z in self.exit_zones else z
 
@@ -171,7 +194,8 @@ class ExitService:
             start, end, suspected=suspected,
             exit_alerts=[ExitAlert(a, e, z, t) for a, e, z, t in alerts],
             sales_value=sales, currency=cur, catalog=catalog, gtin_of=self.catalog.gtin_of,
-            home_zone_of=home)
+            home_zone_of=home, resolutions=inputs.resolutions,
+            returns_value=inputs.returns_value, cost_of=inputs.cost_of)
         if publish:
             doc = {**report.to_dict(), "site": self.site_id}
             msg = repo.Message(REPORT_STREAM, self.ctx.topic("reports", "shrinkage"), doc,

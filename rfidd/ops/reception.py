@@ -2,9 +2,10 @@
 that receives a shipment against them (one open at a time, fed by reception-zone reads,
 closed by staff or by the rules of the config, reported to HQ with its `receiving` events).
 
-Threads: the change hook runs on the ingest thread, inside the batch's transaction; API, HQ
-command and scheduler calls run on their own threads. The open session is guarded by the
-domain-state lock (ctx.tracker_lock), always taken before a write transaction.
+An ingest component (rfidd.pipeline): `plan` runs on the ingest thread and the session is fed
+only once the batch committed; API, HQ command and scheduler calls run on their own threads.
+The open session is guarded by the domain-state lock (ctx.tracker_lock), always taken before a
+write transaction.
 """
 
 from __future__ import annotations

@@ -1,21 +1,31 @@
 """ReplenishmentService: what to bring from the stockroom to the floor, from where presence
-says every item is now (stock zones vs floor and fitting-room zones, per product)."""
+says every item is now (stock zones vs floor and fitting-room zones, per product); with the
+lifecycle books (`books`), sellable stock only: sold, awaiting collection, held, lent, in
+repair and returned pieces do not count."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from inventory.replenishment import ReplenishmentLine, replenishment_list
 from rfidd.config import ZoneKind
 from rfidd.context import ServiceContext
+from rfidd.ops import books as B
 from rfidd.ops.catalog import CatalogService
 from rfidd.ops.common import OpsError, zones_of_kind
+
+if TYPE_CHECKING:
+    from rfidd.lifecycle.service import LifecycleService
 
 
 class ReplenishmentService:
     """The replenishment list (read-only: no state of its own)."""
 
-    def __init__(self, ctx: ServiceContext, catalog: CatalogService) -> None:
+    def __init__(self, ctx: ServiceContext, catalog: CatalogService,
+                 books: LifecycleService | None = None) -> None:
         self.ctx = ctx
         self.catalog = catalog
+        self.books = books
         self.stock_zones = zones_of_kind(ctx.config, ZoneKind.STOCK)
         self.floor_zones = zones_of_kind(ctx.config, ZoneKind.FLOOR, ZoneKind.FITTING)
 
@@ -31,9 +41,11 @@ class ReplenishmentService:
             g = gtin_of(epc)
             return g if g is not None and (not len(catalog) or g in catalog) else None
 
+        with self.ctx.db.session() as s:
+            sellable = B.sellable(self.books, s)
         return replenishment_list(locations, gtin_of=ours, catalog=catalog,
                                   stock_zones=self.stock_zones, floor_zones=self.floor_zones,
-                                  floor_min=floor_min)
+                                  floor_min=floor_min, sellable=sellable)
 
 
 __all__ = ["ReplenishmentService"]

@@ -55,6 +55,7 @@ def load_catalog(s: Session) -> Catalog:
             colour=r.colour or "", category=r.category or "",
             price=r.price if r.price is not None else Decimal(0),
             currency=r.currency if r.price is not None and r.currency else "",
+            cost=r.cost,
         ))
     return Catalog(products)
 
@@ -279,6 +280,28 @@ def sales_value(s: Session, start: float, end: float, catalog: Mapping[str, Prod
     """(value at retail price, items) of `retail_selling` events in [start, end)."""
     total, n = Decimal(0), 0
     stmt = select(Event.payload).where(Event.biz_step == "retail_selling",
+                                       Event.event_time >= start, Event.event_time < end)
+    for (payload,) in s.execute(stmt):
+        try:
+            epcs = json.loads(payload).get("epcList", [])
+        except (ValueError, AttributeError):
+            continue
+        for uri in epcs:
+            g = gtin_of_uri(uri) if isinstance(uri, str) else None
+            p = catalog.get(g) if g else None
+            n += 1
+            if p is not None and p.currency == currency:
+                total += p.price
+    return total, n
+
+
+def returns_value(s: Session, start: float, end: float, catalog: Mapping[str, Product],
+                  currency: str) -> tuple[Decimal, int]:
+    """(value at retail price, items) of customer returns (`receiving`, disposition
+    `returned`) in [start, end): what net sales deduct."""
+    total, n = Decimal(0), 0
+    stmt = select(Event.payload).where(Event.biz_step == "receiving",
+                                       Event.disposition == "returned",
                                        Event.event_time >= start, Event.event_time < end)
     for (payload,) in s.execute(stmt):
         try:

@@ -57,6 +57,7 @@ class Product(Base):
     price: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
     currency: Mapped[str | None] = mapped_column(String(3))
     updated: Mapped[float] = mapped_column(Time)
+    cost: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))  # in `currency`, when known
 
 
 class Item(Base):

@@ -420,7 +420,7 @@ def get_item(session: Session, epc: str) -> Item | None:
 
 def upsert_products(session: Session, products: Sequence[Mapping[str, Any]], now: float) -> int:
     """Insert or replace catalog rows (HQ catalog command); each needs a `gtin`."""
-    cols = ("sku", "name", "size", "colour", "category", "price", "currency")
+    cols = ("sku", "name", "size", "colour", "category", "price", "currency", "cost")
     rows = []
     for i, p in enumerate(products):
         gtin = p.get("gtin")
@@ -430,11 +430,12 @@ def upsert_products(session: Session, products: Sequence[Mapping[str, Any]], now
         if unknown:
             raise StoreInputError(f"products[{i}] ({gtin}): unknown fields {sorted(unknown)}")
         row: dict[str, Any] = {c: p.get(c) for c in cols}
-        if row["price"] is not None:
-            try:
-                row["price"] = Decimal(str(row["price"]))
-            except ArithmeticError as exc:
-                raise StoreInputError(f"products[{i}] ({gtin}): bad price") from exc
+        for money in ("price", "cost"):
+            if row[money] is not None:
+                try:
+                    row[money] = Decimal(str(row[money]))
+                except ArithmeticError as exc:
+                    raise StoreInputError(f"products[{i}] ({gtin}): bad {money}") from exc
         rows.append({"gtin": gtin.zfill(14), **row, "updated": now})
     if not rows:
         return 0

@@ -108,7 +108,7 @@ def arrive(e: str, zone: str, at: float) -> PresenceChange:
 
 def test_workshop_commissioning_session_and_ship(make: Any, validator: Any) -> None:
     svc, ctx = make("ws", "workshop")
-    sess = svc.open_session({"gtin": GTIN_A[1:], "expected": 2, "zone": "bench"})
+    sess = svc.commissioning.open_session({"gtin": GTIN_A[1:], "expected": 2, "zone": "bench"})
     a1, a2, a3, b1 = epc(GTIN_A, 1), epc(GTIN_A, 2), epc(GTIN_A, 3), epc(GTIN_B, 1)
     changes = [arrive(a1, "bench", T0), arrive(b1, "bench", T0), arrive(a2, "bench", T0 + 1),
                arrive(a3, "bench", T0 + 2)]
@@ -120,12 +120,12 @@ def test_workshop_commissioning_session_and_ship(make: Any, validator: Any) -> N
     alerts = outbox(ctx, "alert")
     assert [(a["epc"], a["reason"]) for a in alerts] == [(b1, "wrong_product")]
     assert rejections(svc, "commission", "wrong_product") == 1
-    assert svc.session_json(sess["id"])["commissioned"] == 2
-    assert svc.sessions() == []  # full: closed; a3 arrives with no session open
+    assert svc.commissioning.session_json(sess["id"])["commissioned"] == 2
+    assert svc.commissioning.sessions() == []  # full: closed; a3 arrives with no session open
     assert svc.item_state(a3) is None
 
     # per-item bind with TID
-    svc.bind({"epc": decode(a3).uri, "tid": "e2801160200074cf085909ad"})
+    svc.commissioning.bind({"epc": decode(a3).uri, "tid": "e2801160200074cf085909ad"})
     feed(svc, [arrive(a3, "bench", T0 + 5)])
     ev = outbox(ctx, "epcis")[-1]
     assert ev["epcList"] == [decode(a3).uri] and ev["rfidd:tid"] == "E2801160200074CF085909AD"
@@ -152,7 +152,7 @@ def test_workshop_commissioning_session_and_ship(make: Any, validator: Any) -> N
 
 def test_shipment_is_all_or_nothing(make: Any) -> None:
     svc, ctx = make("ws", "workshop")
-    svc.open_session({"gtin": GTIN_A, "expected": 1})
+    svc.commissioning.open_session({"gtin": GTIN_A, "expected": 1})
     a1, a2 = epc(GTIN_A, 1), epc(GTIN_A, 2)
     feed(svc, [arrive(a1, "bench", T0)])
     res = svc.handle("ship", {"txn": "ASN-2", "to_site": "st", "epcs": [a1, a2]})

@@ -1,0 +1,187 @@
+"""What counts, replenishment and resolved alerts do to the lifecycle books.
+
+A closed count is the booked position: every item it saw in a counted zone gets its
+`cycle_counting` event (one per item) through the lifecycle rules: found where the books have
+it (an observation), found on the other side of the stockroom door (booked there), found after
+an exit alert (recovered), or never received through rfidd (taken over, when the count adopts
+what it finds). Everything runs in the caller's transaction, so the count report, the books and
+the events commit together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import Counter
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from inventory.events import Action, ItemEvent, stable_event_id
+from inventory.lifecycle import ItemState, Lifecycle, Status, Step, Transition
+from rfidd.config import ZoneKind
+from rfidd.lifecycle.books import Books
+from rfidd.lifecycle.models import LifecycleItem
+from rfidd.store.models import Item
+
+# Items the store holds that are not sellable stock: their own sections of a count.
+SECTIONS: dict[Status, str] = {
+    Status.HELD: "held",
+    Status.AWAITING_COLLECTION: "awaiting_collection",
+    Status.RETURNED: "returned",
+    Status.IN_REPAIR: "in_repair",
+    Status.ON_LOAN: "on_loan",
+    Status.SOLD: "sold",
+}
+# ...of which these are expected in the store (the others, if seen, are reported where seen).
+_KEPT_HERE = frozenset({Status.HELD, Status.AWAITING_COLLECTION, Status.RETURNED,
+                        Status.IN_REPAIR})
+SELLABLE = frozenset({Status.IN_STOCK, Status.ON_FLOOR})
+# items.disposition of items the books have no row for that are not sellable stock.
+_NOT_SELLABLE_DISPOSITIONS = ("retail_sold", "reserved", "returned", "needs_replacement",
+                              "in_transit", "stolen", "destroyed", "inactive")
+_SHELF_KINDS = (ZoneKind.STOCK, ZoneKind.FLOOR, ZoneKind.FITTING)
+
+
+@dataclass(slots=True)
+class BookedCount:
+    """How a count changed the books (the `books` section of its report)."""
+
+    observed: int = 0
+    moved: list[str] = field(default_factory=list)  # booked on the other side of the door
+    taken_over: list[str] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)
+    not_on_books: list[str] = field(default_factory=list)  # seen, no record, not adopted
+    not_stock: list[str] = field(default_factory=list)  # seen, but the books say elsewhere
+    events: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"observed": self.observed, "events": self.events,
+                "moved": sorted(self.moved), "taken_over": sorted(self.taken_over),
+                "recovered": sorted(self.recovered),
+                "not_on_books": sorted(self.not_on_books),
+                "not_stock": sorted(self.not_stock)}
+
+
+def _observation(tr: Transition) -> ItemEvent:
+    """A count's event for an item the books do not change: seen here, nothing more."""
+    return ItemEvent(
+        event_id=stable_event_id(tr.site, tr.epc, "cycle_counting", f"count:{tr.txn}"),
+        event_time=tr.at, action=Action.OBSERVE, epcs=(tr.epc,), biz_step="cycle_counting",
+        disposition=None, read_point=tr.read_point or tr.site_sgln, biz_location=tr.site_sgln,
+        zone=tr.zone)
+
+
+class CountBooks:
+    """Given the books, the rules and how the service builds a Transition (`make_tr`)."""
+
+    def __init__(self, books: Books, lifecycle: Lifecycle,
+                 make_tr: Callable[..., Transition], zone_kinds: Mapping[str, ZoneKind],
+                 notes: Counter) -> None:
+        self.books = books
+        self.lifecycle = lifecycle
+        self.make_tr = make_tr
+        self.zone_kinds = zone_kinds
+        self.notes = notes
+
+    def book_count(self, s: Session, count_id: str, seen: Mapping[str, str], *, adopt: bool,
+                   at: float) -> BookedCount:
+        """Apply a closed count (`seen`: epc -> the counted zone it was found in)."""
+        out = BookedCount()
+        epcs = sorted(seen)
+        states, rows = self.books.load(s, epcs)
+        new_states: dict[str, ItemState] = {}
+        observed: list[str] = []  # unchanged: their event, and counted_at, nothing else
+        events: list[ItemEvent] = []
+        for epc in epcs:
+            st = states.get(epc)
+            step = Step.TAKEOVER if st is None else Step.COUNT
+            tr = self.make_tr(step, epc, at, txn=count_id, zone=seen[epc])
+            if st is None and not adopt:
+                out.not_on_books.append(epc)
+                events.append(_observation(tr))
+                continue
+            o = self.lifecycle.apply(st, tr)
+            if not o.accepted or o.state is None:
+                out.not_stock.append(epc)
+                events.append(_observation(tr))
+                continue
+            events.extend(o.events)
+            if st is not None and o.state.status is st.status and o.note_code is None:
+                out.observed += 1
+                observed.append(epc)
+                continue
+            new_states[epc] = o.state
+            if o.note_code is not None:
+                self.notes.labels(step.value, o.note_code).inc()
+            if o.note_code == "taken_over":
+                out.taken_over.append(epc)
+            elif o.note_code == "recovered":
+                out.recovered.append(epc)
+            else:
+                out.moved.append(epc)
+        self.books.commit(s, rows, new_states, events, (), ())
+        for e in new_states:  # commit() made the rows of new items
+            if self.zone_kinds.get(seen[e]) in _SHELF_KINDS:
+                rows[e].home_zone = seen[e]
+        self.books.mark_counted(s, [e for e in observed if e in rows], at)
+        self.books.set_home_zones(s, {e: seen[e] for e in observed if e in rows
+                                      and self.zone_kinds.get(seen[e]) in _SHELF_KINDS})
+        out.events = len(events)
+        return out
+
+    def reinstate(self, s: Session, epc: str, zone: str | None, at: float,
+                  txn: str) -> tuple[bool, str | None]:
+        """An exit alert cleared (false alarm, recovered): the item back on the books as stock
+        where it is now. (accepted, reason)."""
+        states, rows = self.books.load(s, [epc])
+        o = self.lifecycle.apply(states.get(epc), self.make_tr(Step.REINSTATE, epc, at,
+                                                                zone=zone, txn=txn))
+        if not o.accepted or o.state is None:
+            return False, o.reason
+        self.books.commit(s, rows, {epc: o.state}, o.events, (), ())
+        if o.note_code is not None:
+            self.notes.labels(Step.REINSTATE.value, o.note_code).inc()
+        return True, None
+
+    def exit_state(self, s: Session, epc: str, zone: str, at: float) -> tuple[str | None, bool]:
+        """An unsold item read at the exit: (its home zone, whether it is now suspected stolen).
+
+        The books decide: stock and held items become suspected stolen; a sold item awaiting
+        collection stays the client's (the alert still says it was not collected); an item the
+        books have no record of is suspected stolen as today (items.disposition)."""
+        states, rows = self.books.load(s, [epc])
+        st = states.get(epc)
+        home = self.books.home_zones(s, [epc]).get(epc)
+        if home is None:
+            last = s.scalar(select(Item.zone).where(Item.epc == epc))
+            home = last if self.zone_kinds.get(last or "") in _SHELF_KINDS else None
+        o = self.lifecycle.apply(st, self.make_tr(Step.EXIT_UNSOLD, epc, at, zone=zone))
+        if o.accepted and o.state is not None:
+            self.books.commit(s, rows, {epc: o.state}, (), (), ())
+        return home, (o.accepted or st is None)
+
+    @staticmethod
+    def set_aside(s: Session) -> dict[str, tuple[str, str | None]]:
+        """epc -> (section, booked zone) of every item the books hold that is not sellable
+        stock: what a count reports in its own sections, never as unexpected or missing."""
+        q = (select(LifecycleItem.epc, LifecycleItem.status,
+                    func.coalesce(Item.zone, LifecycleItem.home_zone))
+             .join(Item, Item.epc == LifecycleItem.epc, isouter=True)
+             .where(LifecycleItem.status.in_([x.value for x in SECTIONS])))
+        out: dict[str, tuple[str, str | None]] = {}
+        for epc, status, zone in s.execute(q):
+            st = Status(status)
+            out[epc] = (SECTIONS[st], zone if st in _KEPT_HERE else None)
+        return out
+
+    @staticmethod
+    def not_sellable(s: Session) -> set[str]:
+        """Items read in the store that are not sellable stock (for replenishment)."""
+        rows = {e: Status(st) for e, st in s.execute(
+            select(LifecycleItem.epc, LifecycleItem.status))}
+        out = {e for e, st in rows.items() if st not in SELLABLE}
+        q = select(Item.epc).where(Item.disposition.in_(_NOT_SELLABLE_DISPOSITIONS))
+        out.update(e for (e,) in s.execute(q) if e not in rows)
+        return out
