@@ -145,7 +145,7 @@ def _daemon_run(scenario: Any, sim: _SimProcess, seconds: float, readers: int, r
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and (
                 len(ing.tracker) < 0.9 * population
-                or ing.source.q.qsize() > ing.source.maxsize // 2):
+                or ing.source.q.qsize() > 2 * readers):  # the backlog is not the window
             time.sleep(0.2)
         time.sleep(min(1.0, seconds / 2))
         lat.recording = True
