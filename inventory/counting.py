@@ -369,6 +369,12 @@ class CountSession:
     def observe(self, epc: str, zone: str) -> bool:
         return self.observe_zone(zone, (epc,)) == 1
 
+    def not_yet_seen(self, limit: int) -> list[tuple[str, str]]:
+        """Up to `limit` expected items no reader has seen yet, as (epc, booked zone), in EPC
+        order: the live missing list."""
+        missing = sorted(e for e in self._in_scope if e not in self._seen_all)
+        return [(e, self._book[e]) for e in missing[:limit]]
+
     def observe_many(self, sightings: Iterable[tuple[str, str]]) -> int:
         """(epc, zone) pairs in any order; grouped per zone so the set operations stay batched."""
         by_zone: defaultdict[str, list[str]] = defaultdict(list)

@@ -26,7 +26,11 @@ class TagRead:
 
 
 class ReaderState(enum.Enum):
+    """Where a reader is. ONLINE means inventorying (its ROSpec confirmed active), never merely
+    connected: a connected reader that does not read is CONNECTED_NOT_READING, which is down."""
+
     CONNECTING = "connecting"
+    CONNECTED_NOT_READING = "connected_not_reading"
     ONLINE = "online"
     OFFLINE = "offline"
 

@@ -4,7 +4,8 @@ sllurp does the protocol; this module adds what a daemon needs around it: its ow
 framing (a desynchronised stream cannot buffer gigabytes), tolerance of vendor deviations
 (ERROR_MESSAGE for a message that needs no answer, DELETE_ROSPEC(0) rejected, missing report
 fields), conversion of sllurp's tag dicts into TagRead batches that can never kill the reader
-thread, and supervision (readers.supervise).
+thread, and supervision (readers.supervise). One connection, and "online means reading" (the
+ROSpec confirmed Active), live in readers.llrp_session.
 
 `readers/` stays independent of the daemon: options arrive as plain values (`LlrpSettings`, a
 mapping, or any object with the same attribute names, e.g. rfidd.config.LlrpOptions).
@@ -12,27 +13,20 @@ mapping, or any object with the same attribute names, e.g. rfidd.config.LlrpOpti
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sllurp.llrp import LLRPMessage, LLRPReaderClient, LLRPReaderConfig, LLRPReaderState
-from sllurp.llrp_errors import ReaderConfigurationError
-
 from readers.base import ReaderSink, ReaderState, TagRead
+from readers.llrp_profiles import PROFILES, DeviceInfo, Profile, profile_for
+from readers.llrp_session import SllurpSession
 from readers.supervise import WATCHDOG_FACTOR, Backoff, Supervisor
 
 log = logging.getLogger(__name__)
 
-_HEADER = struct.Struct("!HII")
-_NO_RESPONSE = {64: "ENABLE_EVENTS_AND_REPORTS", 72: "KEEPALIVE_ACK"}
-_TOLERATED_FAILURES = ("DELETE_ROSPEC_RESPONSE", "DELETE_ACCESSSPEC_RESPONSE")
 # A reader clock this far from ours is wrong (no NTP on the reader): stamp its reads with our
 # receive time instead, and count it. Presence judges departures on our clock, so a reader 10 min
 # slow would otherwise make every item depart and arrive at each sweep.
@@ -59,6 +53,12 @@ class LlrpSettings:
     keepalive_s: float = 10.0
     handshake_timeout_s: float = 15.0
     max_frame_bytes: int = 1_048_576
+    vendor: str = "auto"
+    verify_s: float = 30.0
+    not_reading_reconnect_s: float = 60.0
+    antenna_check_s: float = 60.0
+    read_tid: bool = False
+    tid_words: int = 6
 
     @classmethod
     def from_any(cls, options: LlrpSettings | Mapping[str, Any] | Any | None) -> LlrpSettings:
@@ -90,9 +90,14 @@ class _AnomalyLog:
         self._sink = sink
         self._seen: set[str] = set()
         self.count = 0
+        self.by_kind: dict[str, int] = {}
 
     def __call__(self, kind: str, detail: str) -> None:
         self.count += 1
+        if kind in self.by_kind:
+            self.by_kind[kind] += 1
+        else:  # copy on write: `rfidd readers` iterates it from another thread
+            self.by_kind = {**self.by_kind, kind: 1}
         if kind not in self._seen:
             self._seen.add(kind)
             log.warning("reader %s: %s: %s (further ones counted, not logged)", self._reader,
@@ -103,175 +108,26 @@ class _AnomalyLog:
             log.exception("reader %s: sink.on_anomaly raised", self._reader)
 
 
-class _Client(LLRPReaderClient):  # type: ignore[misc]
-    """sllurp's client with our framing: bounded frames, deviations filtered before its FSM."""
-
-    def __init__(self, session: _SllurpSession, host: str, port: int,
-                 config: LLRPReaderConfig, timeout: float) -> None:
-        super().__init__(host, port, config, timeout=timeout)
-        self._session = session
-        self._buf = bytearray()
-        self._sent: dict[int, int] = {}  # message id -> type, to name what an ERROR answers
-        self._close_lock = threading.Lock()
-
-    def hard_disconnect(self) -> None:
-        """Idempotent and safe from two threads (sllurp's own can race the supervisor's)."""
-        with self._close_lock:
-            self._stop_main_loop.set()
-            sock: Any = getattr(self, "_socket", None)
-            self._socket = None
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def send_data(self, data: bytes) -> None:
-        if len(data) >= _HEADER.size:
-            word, _length, msg_id = _HEADER.unpack_from(data)
-            self._sent[msg_id] = word & 0x3FF
-            if len(self._sent) > 256:
-                for key in list(self._sent)[:128]:
-                    del self._sent[key]
-        super().send_data(data)
-
-    def raw_data_received(self, data: bytes) -> None:
-        buf = self._buf
-        buf += data
-        limit = self._session.settings.max_frame_bytes
-        while len(buf) >= _HEADER.size:
-            _word, length, _msg_id = _HEADER.unpack_from(buf)
-            if length < _HEADER.size or length > limit:
-                buf.clear()
-                self._session.fail("bad_frame", f"frame claims {length} bytes (limit {limit}): "
-                                   "stream desynchronised")
-                raise ReaderConfigurationError("desynchronised stream")
-            if len(buf) < length:
-                return
-            frame = bytes(buf[:length])
-            del buf[:length]
-            self._session.touch()
-            try:
-                lmsg = LLRPMessage(msgbytes=frame)
-            except Exception as exc:
-                self._session.anomaly("undecodable_message", f"{len(frame)} bytes: {exc}")
-                continue
-            if not self._session.admit(lmsg, self._sent):
-                continue
-            self._on_llrp_message_received(lmsg)
-            try:
-                self.llrp.handleMessage(lmsg)
-            except ReaderConfigurationError as exc:
-                self._session.fail("handshake_error", f"{lmsg.getName()}: {exc}")
-                raise
-            except Exception as exc:
-                self._session.fail("client_error", f"sllurp failed on {lmsg.getName()}: {exc!r}")
-                raise ReaderConfigurationError(str(exc)) from exc
+def _tid(tag: Mapping[str, Any]) -> str | None:
+    """The TID of a tag report, where the reader sent one: the result of our TID-bank
+    AccessSpec read (C1G2ReadOpSpecResult ReadData) or Impinj's serialized TID."""
+    serialized = tag.get("ImpinjSerializedTID")
+    if isinstance(serialized, Mapping):
+        words = serialized.get("TID")
+        if isinstance(words, bytes | bytearray):
+            return words.hex().upper() or None
+    for result in _as_list(tag.get("OpSpecResult") or tag.get("C1G2ReadOpSpecResult")):
+        if isinstance(result, Mapping) and int(result.get("Result", 0)) == 0:
+            data = result.get("ReadData")
+            if isinstance(data, bytes | bytearray) and data:
+                return data.hex().upper()
+    return None
 
 
-class _SllurpSession:
-    """One connection: a sllurp client plus what the supervisor watches."""
-
-    def __init__(self, reader: LlrpReader) -> None:
-        self.reader = reader
-        self.settings = reader.settings
-        self._failure: str | None = None
-        self._ready = False
-        self._last = reader.clock()
-        cfg = LLRPReaderConfig(reader.sllurp_config())
-        self.client = _Client(self, reader.host, reader.settings.port, cfg,
-                              timeout=reader.socket_timeout_s)
-        self.client.add_tag_report_callback(self._on_tags)
-        self.client.add_state_callback(LLRPReaderState.STATE_INVENTORYING, self._on_inventorying)
-        self.client.add_disconnected_callback(self._on_disconnected)
-
-    # called on sllurp's thread -------------------------------------------------------------
-    def touch(self) -> None:
-        self._last = self.reader.clock()
-
-    def anomaly(self, kind: str, detail: str) -> None:
-        self.reader.anomaly(kind, detail)
-
-    def fail(self, kind: str, detail: str) -> None:
-        if self._failure is None:
-            self._failure = detail
-            if kind not in ("disconnected",):
-                self.reader.anomaly(kind, detail)
-        self.reader.wake()
-
-    def admit(self, lmsg: LLRPMessage, sent: dict[int, int]) -> bool:
-        """Filter deviations before sllurp's state machine sees them; False drops the message."""
-        name = lmsg.getName()
-        body = lmsg.msgdict.get(name, {}) if lmsg.msgdict else {}
-        if name == "ERROR_MESSAGE":
-            status = body.get("LLRPStatus", {})
-            answered = sent.get(int(body.get("ID", -1)))
-            what = f"{status.get('StatusCode', '?')}: {_text(status.get('ErrorDescription'))}"
-            if answered is None or answered in _NO_RESPONSE:
-                req = _NO_RESPONSE.get(answered or -1, "an unknown message")
-                self.anomaly("error_message", f"reader answered {req} with ERROR_MESSAGE ({what})")
-                return False
-            self.fail("error_message", f"reader answered message type {answered} with "
-                      f"ERROR_MESSAGE ({what})")
-            raise ReaderConfigurationError("ERROR_MESSAGE")
-        if name in _TOLERATED_FAILURES and not lmsg.isSuccess():
-            status = body.get("LLRPStatus", {})
-            self.anomaly("rejected_delete", f"{name} {status.get('StatusCode', '?')}: "
-                         f"{_text(status.get('ErrorDescription'))}; carrying on")
-            body["LLRPStatus"] = {"StatusCode": "Success", "ErrorDescription": b""}
-            return True
-        if name == "READER_EVENT_NOTIFICATION":
-            event = body.get("ReaderEventNotificationData", {}).get("ConnectionAttemptEvent")
-            if event is not None and event.get("Status") != "Success":
-                self.fail("connection_refused", f"reader refused the connection: "
-                          f"{event.get('Status')}")
-                raise ReaderConfigurationError("connection refused")
-        return True
-
-    def _on_inventorying(self, _client: Any, _state: int) -> None:
-        self._ready = True
-        self.reader.wake()
-
-    def _on_disconnected(self, _client: Any) -> None:
-        self.fail("disconnected", "connection closed")
-
-    def _on_tags(self, _client: Any, tags: Any) -> None:
-        self.reader.convert_and_deliver(tags)
-
-    # called by the supervisor ---------------------------------------------------------------
-    def open(self) -> None:
-        self.client.connect()
-
-    def ready(self) -> bool:
-        return self._ready
-
-    def alive(self) -> bool:
-        return bool(self.client.is_alive())
-
-    def failure(self) -> str | None:
-        return self._failure
-
-    def last_activity(self) -> float:
-        return self._last
-
-    def close(self, polite: bool) -> None:
-        self._failure = self._failure or "closed"
-        client = self.client
-        if polite and client.is_alive():
-            try:
-                client.disconnect(timeout=self.reader.disconnect_timeout_s)
-            except Exception as exc:
-                log.debug("reader %s: polite disconnect failed: %s", self.reader.name, exc)
-        try:
-            client.hard_disconnect()
-        except Exception as exc:
-            log.debug("reader %s: hard disconnect failed: %s", self.reader.name, exc)
-        client.join(self.reader.disconnect_timeout_s)
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return "" if value is None else str(value)
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
 
 
 class LlrpReader:
@@ -312,12 +168,21 @@ class LlrpReader:
         self._prefixes = tuple(self.settings.epc_filter)
         self.reads_total = 0
         self.reports_total = 0
+        # What the reader told us (kept across reconnects; read by `rfidd readers`).
+        self.device: DeviceInfo | None = None
+        self.profile: Profile = profile_for(self.settings.vendor, None)
+        self.mode_selected: int | None = None
+        self.mode_by_position = False  # learnt: the reader takes ModeIndex as a position
+        self.extensions: str | None = None
+        self.antennas_seen: set[int] = set()
+        self.tid_reading = False
         self._supervisor = Supervisor(
             name, sink, self._open_session,
             watchdog_s=watchdog_s if watchdog_s is not None
             else WATCHDOG_FACTOR * self.settings.keepalive_s,
             handshake_timeout_s=self.settings.handshake_timeout_s,
             backoff=backoff, stop_event=stop_event, clock=clock,
+            not_reading_reconnect_s=self.settings.not_reading_reconnect_s,
         )
 
     # ReaderDriver ---------------------------------------------------------------------------
@@ -341,9 +206,46 @@ class LlrpReader:
     def anomalies(self) -> int:
         return self._anomaly.count
 
+    def anomaly_counts(self) -> dict[str, int]:
+        return dict(self._anomaly.by_kind)
+
     @property
     def supervisor(self) -> Supervisor:
         return self._supervisor
+
+    def info(self) -> dict[str, Any]:
+        """What `rfidd readers` shows: identity, profile, mode, antennas, anomalies."""
+        d = self.device
+        return {
+            "kind": "llrp",
+            "vendor": d.vendor if d else None,
+            "vendor_configured": self.settings.vendor,
+            "profile": self.profile.vendor,
+            "manufacturer": d.manufacturer if d else None,
+            "model": d.model if d else None,
+            "firmware": d.firmware if d else None,
+            "mode": self.mode_selected,
+            "mode_index": "position" if self.mode_by_position else "identifier",
+            "extensions": self.extensions,
+            "tid": self.tid_reading,
+            "antennas": list(self.antennas),
+            "antennas_reporting": sorted(self.antennas_seen),
+            "anomalies": dict(sorted(dict(self._anomaly.by_kind).items())),
+        }
+
+    def on_device(self, info: DeviceInfo) -> Profile:
+        """The capabilities named the reader: choose its profile (detected beats configured)."""
+        configured = self.settings.vendor
+        if configured not in ("auto", info.vendor):
+            self.anomaly("vendor_mismatch", f"configured vendor {configured!r} but the reader "
+                         f"says {info.vendor} (manufacturer {info.manufacturer}, model "
+                         f"{info.model}): using the {info.vendor} profile")
+        if self.device is None or self.device != info:
+            log.info("reader %s: %s model %d firmware %s, %d antennas, modes %s", self.name,
+                     info.vendor, info.model, info.firmware, info.max_antennas, list(info.modes))
+        self.device = info
+        self.profile = PROFILES.get(info.vendor, PROFILES["generic"])
+        return self.profile
 
     # internals ------------------------------------------------------------------------------
     def wake(self) -> None:
@@ -378,17 +280,19 @@ class LlrpReader:
             "start_inventory": True,
             "reconnect": False,
             "tx_power": 0,
+            # A reader that sends ROSpec events tells us when inventory starts and stops.
+            "event_selector": {"ROSpecEvent": True},
         }
         if s.tx_power_dbm is not None:
             cfg["tx_power_dbm"] = float(s.tx_power_dbm)
         if s.mode_identifier is not None:
             cfg["mode_identifier"] = s.mode_identifier
-        if s.impinj_extensions and s.search_mode is not None:
-            cfg["impinj_search_mode"] = s.search_mode
+        # Impinj extensions are decided once the capabilities name the vendor (never here:
+        # sllurp would send them before asking who the reader is).
         return cfg
 
-    def _open_session(self) -> _SllurpSession:
-        session = _SllurpSession(self)
+    def _open_session(self) -> SllurpSession:
+        session = SllurpSession(self)
         session.open()
         return session
 
@@ -454,8 +358,12 @@ class LlrpReader:
                              "its reads are stamped with our time (set NTP on the reader)")
                 seen_at = now
         count = tag.get("TagSeenCount")
+        antenna = int(antenna)
+        if antenna and antenna not in self.antennas_seen:
+            self.antennas_seen = self.antennas_seen | {antenna}  # copy on write (see info)
         return TagRead(
-            epc=epc, reader=self.name, antenna=int(antenna),
+            epc=epc, reader=self.name, antenna=antenna,
             rssi_dbm=None if rssi is None else float(rssi), seen_at=seen_at,
             seen_count=max(1, int(count)) if count is not None else 1,
+            tid=_tid(tag),
         )

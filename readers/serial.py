@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import serial
 
-from readers import supervise
+from readers import supervise, tsl
 from readers.base import ReaderSink, ReaderState, TagRead
 from readers.serial_protocols import (
     INVENTORY_COMMANDS,
@@ -122,7 +122,7 @@ class SerialReader:
         self,
         name: str,
         device: str,
-        protocol: Literal["binary", "ascii"] = "binary",
+        protocol: Literal["binary", "ascii", "tsl"] = "binary",
         baudrate: int = 115200,
         address: int = 0xFF,
         line_pattern: str = DEFAULT_LINE_PATTERN,
@@ -138,8 +138,9 @@ class SerialReader:
         serial_factory: SerialFactory | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if protocol not in ("binary", "ascii"):
-            raise ValueError(f"reader {name}: protocol {protocol!r} is not 'binary' or 'ascii'")
+        if protocol not in ("binary", "ascii", "tsl"):
+            raise ValueError(f"reader {name}: protocol {protocol!r} is not 'binary', 'ascii' "
+                             "or 'tsl'")
         if sink is None:
             raise ValueError(f"reader {name}: a sink is required")
         ants = sorted({int(a) for a in antennas})
@@ -171,6 +172,7 @@ class SerialReader:
         # Validate the pattern now: a bad one is a config error, not a runtime loop.
         LineParser(line_pattern)
         self.stats = SerialStats()
+        self.finder = tsl.Finder()  # TSL handhelds: "find this item"
         self._stop = threading.Event()
         self._last_rx_mono = time.monotonic()
 
@@ -218,7 +220,7 @@ class SerialReader:
             self.name,
             self.sink,
             self._connect,
-            watchdog_s=patience + self.poll_interval_s if self.protocol == "binary" else None,
+            watchdog_s=patience + self.poll_interval_s if self.protocol != "ascii" else None,
             handshake_timeout_s=patience,
             backoff=backoff,
             stop_event=self._stop,
@@ -229,6 +231,19 @@ class SerialReader:
         self._stop.set()
         if self._supervisor is not None:
             self._supervisor.stop(timeout)
+
+    def find(self, epc: str | None) -> None:
+        """TSL handhelds: limit inventory to `epc` and keep its RSSI samples (None: stop)."""
+        if self.protocol != "tsl":
+            raise ValueError(f"reader {self.name}: find needs a TSL handheld (protocol 'tsl')")
+        self.finder.start(epc)
+
+    def info(self) -> dict[str, Any]:
+        """What `rfidd readers` shows of a serial reader."""
+        return {"kind": "serial", "vendor": "tsl" if self.protocol == "tsl" else None,
+                "protocol": self.protocol, "antennas": list(self.antennas),
+                "finding": self.finder.epc,
+                "anomalies": dict(sorted(dict(self.stats.anomalies).items()))}
 
     def is_alive(self) -> bool:
         """The supervisor thread runs."""
@@ -273,6 +288,11 @@ class SerialReader:
         try:
             if self.protocol == "binary":
                 self._session_binary(port, stop, ready)
+            elif self.protocol == "tsl":
+                try:
+                    tsl.session(self, port, stop, ready, self._clock, MAX_MISSED_RESPONSES)
+                except tsl.TslTimeout as exc:
+                    raise ReaderTimeout(str(exc)) from None
             else:
                 self._session_ascii(port, stop, ready)
         finally:
@@ -512,6 +532,12 @@ class _Session:
 
     def ready(self) -> bool:
         return self._ready
+
+    def reading(self) -> bool:
+        return self._ready  # a serial reader that answers is reading (no ROSpec to start)
+
+    def not_reading_reason(self) -> str:
+        return ""
 
     def alive(self) -> bool:
         return self._thread.is_alive()

@@ -28,6 +28,7 @@ POLL_S = 0.05
 HANG_MARGIN_S = 30.0
 """How late past its next expected turn the supervisor loop may be before it counts as hung."""
 WATCHDOG_FACTOR = 3.0  # silence for 3 keepalive periods forces a reconnect
+NOT_READING_RECONNECT_S = 60.0  # connected but not inventorying this long: start afresh
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,13 @@ class Session(Protocol):
     """One open connection to a reader, as seen by the supervisor."""
 
     def ready(self) -> bool:
-        """The handshake is complete and the reader is inventorying."""
+        """The handshake is complete (the reader may not be inventorying yet)."""
+
+    def reading(self) -> bool:
+        """The reader is inventorying (for LLRP: its ROSpec is confirmed Active)."""
+
+    def not_reading_reason(self) -> str:
+        """Why a connected session is not reading (for humans), or ''."""
 
     def alive(self) -> bool:
         """The session's I/O thread is still running."""
@@ -81,6 +88,7 @@ class Supervisor:
         clock: Callable[[], float] = time.monotonic,
         seed: int | None = None,
         poll_s: float | None = None,
+        not_reading_reconnect_s: float | None = None,
     ) -> None:
         self.name = name
         self._sink = sink
@@ -93,6 +101,7 @@ class Supervisor:
         self._clock = clock
         self._rng = random.Random(seed)
         self._poll_s = poll_s
+        self._not_reading_s = not_reading_reconnect_s
         self._state = ReaderState.OFFLINE
         self._thread: threading.Thread | None = None
         self.reconnects = 0  # sessions that ended for a reason other than stop()
@@ -182,9 +191,14 @@ class Supervisor:
         self._set_state(ReaderState.OFFLINE, "stopped")
 
     def _watch(self, session: Session) -> tuple[str, bool]:
-        """Wait until the session fails; returns (reason, whether it ever got ONLINE)."""
+        """Wait until the session fails; returns (reason, whether it ever got ONLINE).
+
+        Connected is not online: after the handshake the state is CONNECTED_NOT_READING until
+        the session says the reader is inventorying, and goes back there whenever it stops."""
         started = self._clock()
+        connected = False
         online = False
+        not_reading_since = started
         while not self._stop.is_set():
             self._expect(self._poll())
             self._wake.wait(self._poll())
@@ -197,13 +211,30 @@ class Supervisor:
             if not session.alive():
                 return "driver thread died", online
             now = self._clock()
-            if not online:
+            if not connected:
                 if session.ready():
-                    online = True
-                    self._set_state(ReaderState.ONLINE, "inventorying")
+                    connected = True
+                    not_reading_since = now
                 elif now - started > self._handshake_s:
                     return f"handshake timed out after {self._handshake_s:g}s", online
-            elif self._watchdog_s is not None and now - session.last_activity() > self._watchdog_s:
+            if connected:
+                if session.reading():
+                    if self._state is not ReaderState.ONLINE:
+                        online = True
+                        self._set_state(ReaderState.ONLINE, "inventorying")
+                elif self._state is not ReaderState.CONNECTED_NOT_READING:
+                    not_reading_since = now
+                    self._set_state(ReaderState.CONNECTED_NOT_READING,
+                                    session.not_reading_reason()
+                                    or "connected, reader not inventorying")
+                else:
+                    limit = (NOT_READING_RECONNECT_S if self._not_reading_s is None
+                             else self._not_reading_s)
+                    if now - not_reading_since > limit:
+                        return (f"connected but not inventorying for "
+                                f"{now - not_reading_since:.1f}s"), online
+            if self._watchdog_s is not None and connected and \
+                    now - session.last_activity() > self._watchdog_s:
                 return (f"reader silent for {now - session.last_activity():.1f}s "
                         f"(watchdog {self._watchdog_s:g}s)"), online
         return "stopped", online

@@ -1,8 +1,5 @@
-"""Local HTTP API for staff tools and the CLI, plus Prometheus /metrics.
-
-Standard library server on purpose: a handful of JSON routes on loopback do not justify a web
-framework on a store PC. Routes are registered by app.py; handlers get the parsed request and
-return (status, JSON-able body).
+"""The former hand-rolled HTTP server, still used by rfidd/hq/http.py only: the site daemon
+serves through rfidd/web (FastAPI on uvicorn); remove this module once HQ moves there too.
 """
 
 from __future__ import annotations

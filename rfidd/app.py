@@ -29,10 +29,10 @@ from inventory.events import ItemEvent, stable_event_id
 from inventory.lifecycle import ItemState
 from inventory.presence import PresenceTracker
 from inventory.rules import SiteRules
-from readers.base import ReaderDriver, ReaderState
+from readers.base import ReaderDriver
 from readers.llrp import LlrpReader
 from readers.serial import SerialReader
-from rfidd.api import Api, ApiError
+from rfidd.command_auth import CommandGuard
 from rfidd.config import Config
 from rfidd.context import ServiceContext
 from rfidd.health import DomainLock, ServiceUnavailable
@@ -54,9 +54,14 @@ from rfidd.ops import (
 )
 from rfidd.ops import register_routes as register_ops_routes
 from rfidd.pipeline import BatchComponent
+from rfidd.reader_monitor import ReaderMonitor
+from rfidd.replay import ReplayService
 from rfidd.sdnotify import Notifier
 from rfidd.store import repo
 from rfidd.store.db import Database, DatabaseError, open_database
+from rfidd.web import AuditLog, WebServer, site_router
+from rfidd.web.page import page_router
+from rfidd.web.readers import readers_router
 
 log = logging.getLogger("rfidd")
 
@@ -69,11 +74,11 @@ class Timings:
     sweep_s: float = 5.0
     flush_s: float = 60.0
     outbox_stats_s: float = 5.0
-    purge_after_s: float = 7 * 86400.0
     stop_timeout_s: float = 10.0
     reader_down_alert_s: float = 60.0
     overdue_check_s: float = 900.0
     ingest_stuck_s: float = 300.0
+    seq_head_s: float = 30.0  # how often, at most, the retained sequence head is republished
 
 
 @dataclass
@@ -93,9 +98,10 @@ class Daemon:
         self.db: Database | None = None
         self.hq: HqLink | None = None
         self.queue: IngestQueue | None = None
+        self.monitor: ReaderMonitor | None = None
         self.ingestor: Ingestor | None = None
         self.scheduler: BackgroundScheduler | None = None
-        self.api: Api | None = None
+        self.api: WebServer | None = None
         self.readers: dict[str, ReaderDriver] = {}
         self.ctx: ServiceContext | None = None
         self.lifecycle: LifecycleService | None = None
@@ -158,14 +164,18 @@ class Daemon:
     def _init_domain(self, tracker: PresenceTracker) -> None:
         assert self.db is not None
         self.ctx = ServiceContext(self.config, self.db, self.metrics, tracker, DomainLock())
+        ReplayService(self.ctx)  # cmd/replay: HQ's gap repair and backfill
 
     def _start_hq_link(self) -> None:
         cfg = self.config
         assert self.db is not None
+        self.command_guard = CommandGuard(cfg.site.id, cfg.mqtt.require_signed_commands,
+                                          cfg.mqtt.command_public_key_file)
         self.hq = HqLink(
             cfg.mqtt, cfg.site.id, self.db, self.metrics, self.stop_event,
             document_builder=epcis_document, command_handler=self._on_command,
             sender=cfg.site.sgln, reconnect_max_s=cfg.mqtt.reconnect_max_s,
+            head_interval_s=self.timings.seq_head_s,
         )
         if cfg.mqtt.enabled:
             self.hq.start()
@@ -192,7 +202,14 @@ class Daemon:
         def books(s: Session, epcs: Sequence[str]) -> Mapping[str, ItemState | None]:
             return lifecycle_books.load_states(s, epcs, site)
 
-        self.queue = IngestQueue(self.metrics, on_state=self._on_reader_state)
+        self.monitor = ReaderMonitor(
+            self.metrics,
+            publish_status=self.hq.set_reader_status if cfg.mqtt.enabled else None,
+            make_alert=self._alert, emit_alerts=lambda alerts: ctx.emit(messages=alerts),
+            down_alert_s=self.timings.reader_down_alert_s, drivers=self.readers,
+            silent_after_s={n: r.silent_after_s for n, r in cfg.readers.items() if r.enabled})
+        self.queue = IngestQueue(self.metrics, on_state=self.monitor.on_state,
+                                 activity=self.monitor.activity)
         zone_of = {  # enabled readers only: a disabled one would pause its zones for ever
             (name, port): zone
             for name, r in cfg.readers.items() if r.enabled
@@ -240,7 +257,6 @@ class Daemon:
                                seconds=self.timings.outbox_stats_s, id="outbox-stats")
         self.scheduler.add_job(self.ingestor.request_flush, "interval",
                                seconds=self.timings.flush_s, id="last-seen-flush")
-        self.scheduler.add_job(self._purge_outbox, "interval", hours=1, id="outbox-purge")
         if self.ops is not None:
             self.ops.schedules.attach_scheduler(self.scheduler)
         if self.lifecycle is not None:
@@ -254,7 +270,8 @@ class Daemon:
         cfg = self.config
         if not cfg.http.enabled:
             return
-        self.api = Api(self.metrics.registry, cfg.http.listen, cfg.http.port)
+        assert self.db is not None
+        self.api = WebServer(cfg.http, self.metrics, audit=AuditLog(self.db))
         self._register_routes(self.api)
         self.api.start()
         self._on_stop("http api", self.api.stop)
@@ -298,10 +315,8 @@ class Daemon:
         waiting on a failing database never starves the watchdog; only a thread that truly
         hangs (no heartbeat) or died does."""
         now = time.time()
-        if self.queue is not None:
-            for name, act in self.queue.activity.items():
-                if act.last_report:
-                    self.metrics.reader_last_report_age.labels(name).set(now - act.last_report)
+        if self.monitor is not None:
+            self.monitor.check(now, stopping=self.stop_event.is_set())
         self._check_alerts(now)
         if self.ingestor is not None:
             counts = self.ingestor.zone_counts  # published by the ingest after each batch
@@ -345,18 +360,10 @@ class Daemon:
         return healthy
 
     def _check_alerts(self, now: float) -> None:
-        """Ops alerts on `alerts`: a reader down too long, an outbox backlog past its bound."""
+        """Ops alerts on `alerts`: an outbox backlog past its bound (reader alerts: monitor)."""
         if self.queue is None or self.ctx is None:
             return
         alerts: list[repo.Message] = []
-        for name, act in self.queue.activity.items():
-            if (act.state is not ReaderState.ONLINE and not act.down_alerted
-                    and now - act.since >= self.timings.reader_down_alert_s
-                    and not self.stop_event.is_set()):
-                act.down_alerted = True
-                alerts.append(self._alert("reader_down", {
-                    "reader": name, "state": act.state.value, "reason": act.reason,
-                    "since": _iso(act.since)}, f"reader_down:{name}:{act.since}"))
         depth = self._outbox_depth
         limit = self.config.mqtt.outbox_alert_rows
         if depth >= limit and not self._backlog_alerted:
@@ -369,13 +376,7 @@ class Daemon:
             try:
                 self.ctx.emit(messages=alerts)
             except ServiceUnavailable as exc:  # the outbox is in that database: next turn
-                for a in alerts:
-                    body = a.payload if isinstance(a.payload, Mapping) else {}
-                    reader = body.get("reader")
-                    if reader in self.queue.activity:
-                        self.queue.activity[reader].down_alerted = False
-                    elif body.get("type") == "outbox_backlog":
-                        self._backlog_alerted = False
+                self._backlog_alerted = False
                 log.warning("alerts not queued yet: %s", exc)
 
     def _alert(self, kind: str, body: dict[str, Any], key: str) -> repo.Message:
@@ -446,10 +447,6 @@ class Daemon:
                           "dropped", self.timings.stop_timeout_s)
 
     # -- callbacks -------------------------------------------------------------------------
-    def _on_reader_state(self, reader: str, state: ReaderState, reason: str) -> None:
-        if self.hq is not None and self.config.mqtt.enabled:
-            self.hq.set_reader_status(reader, state is ReaderState.ONLINE)
-
     def _on_command(self, name: str, payload: bytes) -> None:
         """Dispatch an HQ command; a ValueError makes the HQ link reply on the errors topic
         (the link counts results in rfidd_commands_total)."""
@@ -458,10 +455,7 @@ class Daemon:
         if handler is None:
             known = ", ".join(sorted(handlers)) or "none"
             raise ValueError(f"unknown command {name!r} (known: {known})")
-        try:
-            data = json.loads(payload)
-        except ValueError as exc:
-            raise ValueError(f"command {name}: payload is not JSON: {exc}") from None
+        data = json.loads(self.command_guard.check(name, payload))  # for us, signed if need be
         log.info("HQ command %s: %s", name, handler(data))
 
     def _refresh_outbox_metrics(self) -> None:
@@ -473,18 +467,12 @@ class Daemon:
         self.metrics.outbox_depth.set(depth)
         self.metrics.outbox_oldest_age.set(oldest)
 
-    def _purge_outbox(self) -> None:
-        if self.ctx is None:
-            return
-        with self.ctx.transaction() as s:
-            repo.purge_sent(s, self.timings.purge_after_s)
-
     # -- HTTP API --------------------------------------------------------------------------
-    def _register_routes(self, api: Api) -> None:
-        def status(_p: dict[str, str], _q: Any, _b: Any) -> tuple[int, Any]:
+    def _register_routes(self, api: WebServer) -> None:
+        def status() -> dict[str, Any]:
             assert self.queue is not None
             health = self.ctx.health.state if self.ctx is not None else None
-            return 200, {
+            return {
                 "site": self.config.site.id,
                 "uptime_s": round(time.time() - self.started_at, 1),
                 "database": {"up": health.up, "reason": health.reason,
@@ -496,18 +484,20 @@ class Daemon:
                 "ingest": asdict(self.ingestor.stats) if self.ingestor else None,
             }
 
-        def item(p: dict[str, str], _q: Any, _b: Any) -> tuple[int, Any]:
+        def item(epc: str) -> dict[str, Any] | None:
             assert self.db is not None
             with self.db.session() as s:
-                it = repo.get_item(s, p["epc"].upper())
+                it = repo.get_item(s, epc.upper())
                 if it is None:
-                    raise ApiError(404, f"unknown item {p['epc']}")
-                return 200, {c.name: getattr(it, c.name) for c in it.__table__.columns}
+                    return None
+                return {c.name: getattr(it, c.name) for c in it.__table__.columns}
 
-        api.route("GET", "/api/v1/status", status)
-        api.route("GET", "/api/v1/items/{epc}", item)
+        api.include_router(site_router(status, item))
+        if self.monitor is not None:
+            api.include_router(readers_router(self.config.site.id, self.monitor))
         if self.ops is not None:
             self.ops.register_routes(api)
+            api.include_router(page_router(self.config, self.ops, self.lifecycle))
         if self.lifecycle is not None:
             register_lifecycle_routes(api, self.lifecycle)
 
@@ -547,7 +537,7 @@ class OpsServices:
         """The services the ingest feeds with every batch."""
         return (self.reception, self.exits)
 
-    def register_routes(self, api: Api) -> None:
+    def register_routes(self, api: WebServer) -> None:
         """The /api/v1/ops routes, each on the service that owns it."""
         register_ops_routes(api, catalog=self.catalog, reception=self.reception,
                             counting=self.counting, schedules=self.schedules,
@@ -573,7 +563,9 @@ def build_ops(ctx: ServiceContext, settings: OpsSettings | None = None,
 
     return OpsServices(catalog, reception, exits, counting,
                        ReplenishmentService(ctx, catalog, books=books),
-                       Schedules(ctx, counting.start_count, ops_tick, settings))
+                       Schedules(ctx, counting.start_count, ops_tick, settings,
+                                 publish_shrinkage=lambda a, b: exits.shrinkage(a, b,
+                                                                                publish=True)))
 
 
 def _iso(t: float) -> str:

@@ -13,20 +13,12 @@ import click
 
 from rfidd.config import EX_CONFIG, EX_TEMPFAIL, Config, ConfigError, MqttConfig, load_config
 
-# Libraries whose INFO lines are per-connection or per-job chatter; their warnings still show.
-QUIET_LOGGERS = ("sllurp", "alembic", "apscheduler")
 
+def _setup_logging(level: str, fmt: str | None = None) -> None:
+    """Structured logs (rfidd/logs.py): key=value by default, --log-format or RFIDD_LOG_FORMAT."""
+    from rfidd.logs import configure
 
-def _setup_logging(level: str) -> None:
-    lvl = getattr(logging, level.upper(), logging.INFO)
-    logging.basicConfig(
-        level=lvl,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if lvl > logging.DEBUG:
-        for name in QUIET_LOGGERS:
-            logging.getLogger(name).setLevel(max(lvl, logging.WARNING))
+    configure(level, fmt)
 
 
 def install_signal_handlers(stop: threading.Event) -> None:
@@ -81,7 +73,36 @@ def check_config(file: Path, syntax_only: bool) -> None:
 
 def _check_secrets(cfg: Config) -> list[str]:
     """What only the machine can tell: the password file and TLS files are there and usable."""
-    return check_link_files(cfg.mqtt) if cfg.mqtt.enabled else []
+    problems = check_link_files(cfg.mqtt) if cfg.mqtt.enabled else []
+    return problems + (check_http_files(cfg) if cfg.http.enabled else [])
+
+
+def check_http_files(cfg: Config) -> list[str]:
+    """The API's token files, users file and TLS certificate load as the daemon loads them."""
+    import ssl
+
+    from rfidd.web.auth import AuthSetupError, load_users, read_token_file
+
+    problems = []
+    auth = cfg.http.auth
+    for t in auth.tokens:
+        try:
+            read_token_file(t.file, f"http.auth.tokens[{t.name}].file")
+        except AuthSetupError as exc:
+            problems.append(str(exc))
+    if auth.users_file is not None:
+        try:
+            load_users(auth.users_file)
+        except AuthSetupError as exc:
+            problems.append(str(exc))
+    tls = cfg.http.tls
+    if tls.cert_file is not None and tls.key_file is not None:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                tls.cert_file, tls.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            problems.append(f"http.tls: {exc}")
+    return problems
 
 
 def check_link_files(mqtt: MqttConfig) -> list[str]:
@@ -105,9 +126,11 @@ def check_link_files(mqtt: MqttConfig) -> list[str]:
 @click.option("-c", "--config", "config_file", required=True,
               type=click.Path(dir_okay=False, path_type=Path), help="TOML configuration file.")
 @click.option("--log-level", default="info", show_default=True)
-def run(config_file: Path, log_level: str) -> None:
+@click.option("--log-format", type=click.Choice(["kv", "json", "text"]), default=None,
+              help="key=value (default), JSON or plain text lines; env RFIDD_LOG_FORMAT.")
+def run(config_file: Path, log_level: str, log_format: str | None) -> None:
     """Run the daemon until SIGTERM or SIGINT."""
-    _setup_logging(log_level)
+    _setup_logging(log_level, log_format)
     try:
         cfg = load_config(config_file)
     except ConfigError as exc:
@@ -149,25 +172,63 @@ def run(config_file: Path, log_level: str) -> None:
               help="Scenario file (default: the packaged demo boutique).")
 @click.option("--keep-db", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Keep the SQLite database at this path instead of a temporary one.")
+@click.option("--http-port", type=int, default=9750, show_default=True,
+              help="Port of the staff page and API on 127.0.0.1 (0: any free port).")
 @click.option("--log-level", default="warning", show_default=True)
 def demo(seconds: float | None, mqtt_url: str | None, mqtt_protocol: str, scenario: Path | None,
-         keep_db: Path | None, log_level: str) -> None:
+         keep_db: Path | None, http_port: int, log_level: str) -> None:
     """Run a simulated store end to end: simulated readers, the daemon, SQLite, optional MQTT."""
     _setup_logging(log_level)
     from rfidd.demo import run_demo
 
     result = run_demo(seconds=seconds, mqtt_url=mqtt_url, mqtt_protocol=mqtt_protocol,
-                      scenario_path=scenario, keep_db=keep_db)
+                      scenario_path=scenario, keep_db=keep_db, http_port=http_port)
     sys.exit(result.exit_code)
 
 
+@main.command("install-service", context_settings={"ignore_unknown_options": True,
+                                                   "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def install_service(args: tuple[str, ...]) -> None:
+    """Install rfidd in a venv under /opt/rfidd with its systemd units (--help for options)."""
+    from rfidd.install import main as install_main
+
+    sys.exit(install_main(list(args)))
+
+
+@main.group("users")
+def users() -> None:
+    """Staff accounts of the page (the file named by http.auth.users_file)."""
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--file", "users_file", required=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="The users file.")
+@click.option("--role", "roles", multiple=True, default=("staff",), show_default=True,
+              type=click.Choice(["pos", "staff", "manager", "ops"]))
+@click.password_option("--pin", prompt="PIN or password", help="Asked when not given.")
+def users_add(name: str, users_file: Path, roles: tuple[str, ...], pin: str) -> None:
+    """Add NAME (or give NAME a new PIN); the daemon reads the file at start."""
+    from rfidd.config_http import Role
+    from rfidd.web.auth import add_user
+
+    if len(pin) < 4:
+        raise click.BadParameter("at least 4 characters", param_hint="--pin")
+    user = add_user(users_file, name, [Role(r) for r in roles], pin)
+    click.echo(f"{user.name}: id {user.id}, roles {', '.join(sorted(user.roles))} "
+               f"(restart rfidd to apply)")
+
+
 def _register_subcommands() -> None:
+    from rfidd.backup import backup_command, restore_command
     from rfidd.benchmark import bench_command
     from rfidd.hq import hq_command
     from rfidd.lifecycle.alerts_cli import alerts_cli
     from rfidd.lifecycle.cli import lifecycle_cli, trace_command
     from rfidd.ops import bench_command as ops_bench_command
     from rfidd.ops import ops_cli
+    from rfidd.readers_cli import find_command, readers_command
 
     main.add_command(hq_command, "hq")
     main.add_command(lifecycle_cli)
@@ -176,6 +237,10 @@ def _register_subcommands() -> None:
     ops_cli.add_command(ops_bench_command, "bench")  # count and reception figures
     main.add_command(ops_cli)
     main.add_command(bench_command)
+    main.add_command(readers_command)
+    main.add_command(find_command)
+    main.add_command(backup_command)
+    main.add_command(restore_command)
 
 
 _register_subcommands()

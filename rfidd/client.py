@@ -25,6 +25,8 @@ from typing import IO, Any
 
 import click
 
+from rfidd.credentials import AUTH_HINT, auth_headers
+
 __all__ = [
     "EXIT_CODES_HELP",
     "EXIT_OK",
@@ -107,7 +109,8 @@ class ApiClient:
         self.prefix = prefix.rstrip("/")
         self.timeout = timeout
         self._token = token  # never in a message or a repr
-        self._headers = headers
+        # Without a token of its own: the local CLI's ($RFIDD_TOKEN or the daemon's token file).
+        self._headers = headers if headers is not None or token is not None else auth_headers
         self.hint = hint
 
     def __repr__(self) -> str:
@@ -167,6 +170,8 @@ class ApiClient:
         r = self.send(method, path, body, query)
         if r.ok or (r.status in accept and r.error is None):
             return r.body
+        if r.status == 401:
+            raise Refused(401, AUTH_HINT, r.body)
         raise Refused(r.status, r.error or _short(r.body), r.body)
 
 

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rfidd.config_http import HttpConfig
+
 EX_CONFIG = 78  # sysexits.h EX_CONFIG: systemd's RestartPreventExitStatus= can name it
 EX_TEMPFAIL = 75  # sysexits.h EX_TEMPFAIL: a temporary failure, worth a restart
 
@@ -200,6 +202,12 @@ class MqttConfig(_Strict):
     outbox_alert_rows: int = Field(
         100_000, ge=1, description="Raise an alert when the outbox backlog passes this many rows."
     )
+    require_signed_commands: bool = Field(
+        False, description="Refuse state-changing HQ commands (sale, return, shipment, hold, "
+        "transfer...) that are not a JWS (Ed25519) signed by HQ's key.")
+    command_public_key_file: Path | None = Field(
+        None, description="HQ's Ed25519 public key (PEM) that signs commands; needed by "
+        "require_signed_commands.")
 
     @field_validator("url")
     @classmethod
@@ -219,6 +227,12 @@ class MqttConfig(_Strict):
     @classmethod
     def _check_password_file(cls, v: Any) -> Any:
         return _check_secret_file(v)
+
+    @model_validator(mode="after")
+    def _check_signing(self) -> MqttConfig:
+        if self.require_signed_commands and self.command_public_key_file is None:
+            raise ValueError("mqtt.require_signed_commands needs mqtt.command_public_key_file")
+        return self
 
     @model_validator(mode="after")
     def _check_tls(self) -> MqttConfig:
@@ -278,6 +292,28 @@ class LlrpOptions(_Strict):
     max_frame_bytes: int = Field(
         1_048_576, ge=1024, description="A frame claiming to be larger desynchronised the stream."
     )
+    vendor: Literal["auto", "impinj", "zebra", "generic"] = Field(
+        "auto", description="Reader family (profile of safe defaults); auto: detected from the "
+        "reader's capabilities (manufacturer, model), which also win over a configured value "
+        "that disagrees (counted as a vendor_mismatch anomaly)."
+    )
+    verify_s: float = Field(
+        30.0, gt=0, description="With no tag reported this long, ask the reader (GET_ROSPECS) "
+        "whether its ROSpec is still active; a lost one is reinstalled, an inactive one started."
+    )
+    not_reading_reconnect_s: float = Field(
+        60.0, gt=0, description="Connected but not inventorying this long: reconnect afresh."
+    )
+    antenna_check_s: float = Field(
+        60.0, gt=0, description="After this long inventorying, name mapped antennas that never "
+        "reported (anomaly antenna_silent)."
+    )
+    read_tid: bool = Field(
+        False, description="Read each tag's TID bank (an AccessSpec) so reads carry the chip "
+        "serial that tells a cloned EPC apart; costs read rate, so for benches, reception "
+        "and returns readers."
+    )
+    tid_words: int = Field(6, ge=2, le=32, description="TID words to read (6 = 96-bit TID).")
 
     @field_validator("epc_filter")
     @classmethod
@@ -289,7 +325,8 @@ class LlrpOptions(_Strict):
 
     @model_validator(mode="after")
     def _check_impinj(self) -> LlrpOptions:
-        if self.search_mode is not None and not self.impinj_extensions:
+        if self.search_mode is not None and not self.impinj_extensions \
+                and self.vendor != "impinj":
             raise ValueError("search_mode is an Impinj extension: set impinj_extensions = true "
                              "(only on Impinj readers) or remove search_mode")
         return self
@@ -298,9 +335,10 @@ class LlrpOptions(_Strict):
 class SerialOptions(_Strict):
     """Options of a desk or handheld reader on a serial port."""
 
-    protocol: Literal["binary", "ascii"] = Field(
+    protocol: Literal["binary", "ascii", "tsl"] = Field(
         "binary", description="binary: framed command protocol of common UHF modules; "
-        "ascii: one tag per line."
+        "ascii: one tag per line; tsl: TSL/Zebra handhelds (ASCII 2.0 commands, Bluetooth "
+        "SPP or USB serial), with 'find this item'."
     )
     baudrate: int = Field(115200, description="Serial speed.")
     address: int = Field(0xFF, ge=0, le=255, description="Module address (binary protocol).")
@@ -332,6 +370,10 @@ class ReaderConfig(_Strict):
         description="Antenna number -> zone name, e.g. {1 = 'stockroom', 2 = 'floor'}."
     )
     enabled: bool = Field(True, description="Set false to keep the entry but not connect.")
+    silent_after_s: float = Field(
+        1800.0, gt=0, description="Inventorying but no tag reported this long: a `silent` "
+        "anomaly and a reader_silent alert (an empty field is legitimate, so no reconnect)."
+    )
     llrp: LlrpOptions = Field(default_factory=LlrpOptions, description="LLRP reader options.")
     serial: SerialOptions = Field(
         default_factory=SerialOptions, description="Serial reader options."
@@ -403,10 +445,46 @@ class ReceptionConfig(_Strict):
     )
 
 
-class HttpConfig(_Strict):
-    enabled: bool = Field(True, description="Local HTTP API and /metrics.")
-    listen: str = Field("127.0.0.1", description="Address to bind; keep it local.")
-    port: int = Field(9750, ge=0, le=65535, description="Port of the API and /metrics (0: any).")
+class SchedulesConfig(_Strict):
+    misfire_grace_s: float = Field(
+        3600.0, ge=0,
+        description="A scheduled job missed (daemon down, or busy) runs late if still within "
+        "this many seconds of its time, once; older misses are logged and skipped. A count "
+        "schedule may set its own.",
+    )
+    retention_cron: str = Field(
+        "30 3 * * *", description="When the retention job runs (crontab, site time zone)."
+    )
+    outbox_sent_days: float = Field(
+        7.0, gt=0, description="Delete outbox rows HQ acknowledged more than this long ago."
+    )
+    journal_days: float = Field(
+        730.0, gt=0,
+        description="Delete event journal rows (item history on this site) older than this.",
+    )
+    count_days: float = Field(
+        400.0, gt=0,
+        description="Delete finished or aborted count sessions (their sightings and report) "
+        "older than this.",
+    )
+    shrinkage_report_cron: str | None = Field(
+        "15 2 * * *",
+        description="When the nightly shrinkage report of the previous day is published to HQ "
+        "(crontab, site time zone); unset: none.",
+    )
+
+    @field_validator("retention_cron", "shrinkage_report_cron")
+    @classmethod
+    def _check_cron(cls, v: str | None) -> str | None:
+        if v is not None:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(v)
+            except ValueError as exc:
+                raise ValueError(f"not a crontab expression (minute hour day month weekday): "
+                                 f"{exc}") from None
+        return v
 
 
 class Config(_Strict):
@@ -420,6 +498,10 @@ class Config(_Strict):
     )
     reception: ReceptionConfig = Field(
         default_factory=ReceptionConfig, description="When receptions close by rule."
+    )
+    schedules: SchedulesConfig = Field(
+        default_factory=SchedulesConfig,
+        description="Scheduled work: missed-run policy, retention horizons, nightly report.",
     )
     counts: CountsConfig = Field(
         default_factory=CountsConfig, description="Cycle counts and the go-live take-over."

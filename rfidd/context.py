@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from inventory.epcis import to_epcis
 from inventory.events import ItemEvent
 from inventory.presence import PresenceTracker
+from rfidd.actor import current_actor
 from rfidd.config import Config
 from rfidd.health import DatabaseHealth, DomainLock, ServiceUnavailable
 from rfidd.metrics import Metrics
@@ -79,6 +80,9 @@ class ServiceContext:
               messages: Sequence[repo.Message] = (),
               items: Sequence[repo.ItemUpsert] = ()) -> repo.BatchResult:
         """Journal events, queue them and messages for HQ, inside the caller's transaction."""
+        actor = current_actor.get()
+        if actor is not None:  # caused through the API: HQ learns by whom (an opaque id)
+            events = [replace(e, extensions={**e.extensions, "actor": actor}) for e in events]
         records = [repo.event_record(e, self.event_json(e)) for e in events]
         res = repo.apply_batch(s, items, records, messages, now=time.time())
         for e in events:

@@ -37,6 +37,9 @@ DEMO_SITE = {
     "company_prefixes": ["3760001"],
 }
 
+DEMO_LOGIN = "demo"
+DEMO_PIN = "2468"  # a demo account on a temporary users file, gone with the demo
+
 
 @dataclass
 class DemoResult:
@@ -59,7 +62,8 @@ def default_scenario() -> Path:
 
 def demo_config(scenario: Any, ports: dict[str, int], db_url: str, mqtt_url: str | None,
                 mqtt_protocol: str = "5", site_id: str | None = None,
-                serial_paths: dict[str, str] | None = None) -> Config:
+                serial_paths: dict[str, str] | None = None,
+                http: dict[str, Any] | None = None) -> Config:
     """The daemon config for a simulated site: one reader per simulated LLRP reader, and one
     per simulated serial desk reader whose device path is given."""
     zones = {name: {"kind": z.kind} for name, z in scenario.zones.items()}
@@ -85,7 +89,7 @@ def demo_config(scenario: Any, ports: dict[str, int], db_url: str, mqtt_url: str
         "database": {"url": db_url, "batch_max_ms": 200},
         "mqtt": {"enabled": mqtt_url is not None, "url": mqtt_url or "mqtt://127.0.0.1:1883",
                  "protocol": mqtt_protocol, "client_id": f"rfidd-demo-{int(time.time())}"},
-        "http": {"enabled": False},
+        "http": http or {"enabled": False},
         "presence": {"departure_s": 4.0, "move_margin_db": 3.0, "move_margin_decay_s": 2.0},
         "zones": zones,
         "readers": readers,
@@ -94,7 +98,8 @@ def demo_config(scenario: Any, ports: dict[str, int], db_url: str, mqtt_url: str
 
 def run_demo(*, seconds: float | None = None, mqtt_url: str | None = None, mqtt_protocol: str = "5",
              scenario_path: Path | None = None, keep_db: Path | None = None,
-             console: Console | None = None, site_id: str | None = None) -> DemoResult:
+             console: Console | None = None, site_id: str | None = None,
+             http_port: int | None = None) -> DemoResult:
     from simulator import Scenario, SimulatedSite
 
     console = console or Console()
@@ -112,9 +117,17 @@ def run_demo(*, seconds: float | None = None, mqtt_url: str | None = None, mqtt_
                   f"tagged items, database {db_path}"
                   + ("" if keep_db else " (temporary: --keep-db PATH keeps it)")
                   + (f", publishing to {mqtt_url}" if mqtt_url else ""))
+    http = None
+    if http_port is not None:  # the staff page, with a demo account
+        from rfidd.config_http import Role
+        from rfidd.web.auth import add_user
+
+        users = Path(tmp.name) / "users.json"
+        add_user(users, DEMO_LOGIN, [Role.STAFF, Role.MANAGER], DEMO_PIN)
+        http = {"port": _free_or_any(http_port), "auth": {"users_file": str(users)}}
     with SimulatedSite(scenario) as site:
         cfg = demo_config(scenario, site.ports, f"sqlite:///{db_path}", mqtt_url, mqtt_protocol,
-                          site_id, site.serial_paths)
+                          site_id, site.serial_paths, http)
         daemon = Daemon(cfg, timings=Timings(supervisor_s=0.5, sweep_s=1.0, outbox_stats_s=1.0))
         try:
             daemon.start()
@@ -122,6 +135,9 @@ def run_demo(*, seconds: float | None = None, mqtt_url: str | None = None, mqtt_
             if daemon.ops is not None:  # the catalog names the products in reports
                 daemon.ops.catalog.import_catalog(
                     parse_catalog_records(scenario.catalog_rows(), "catalog"))
+            if daemon.api is not None:
+                console.print(f"Staff page: [bold]http://127.0.0.1:{daemon.api.port}/[/] — sign "
+                              f"in as [bold]{DEMO_LOGIN}[/], PIN [bold]{DEMO_PIN}[/]")
             _run_with_progress(console, daemon, site, seconds, scenario)
             site.hold(True)
             reception = _close_reception(daemon)
@@ -136,6 +152,18 @@ def run_demo(*, seconds: float | None = None, mqtt_url: str | None = None, mqtt_
         result.presented_epcs = presented
         tmp.cleanup()
         return result
+
+
+def _free_or_any(port: int) -> int:
+    """`port` if nothing listens there (another rfidd may), else 0: any free port."""
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return 0
+    return port
 
 
 def _zone_counts(daemon: Daemon) -> dict[str, int]:

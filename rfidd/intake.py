@@ -11,6 +11,7 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,35 @@ class ReaderActivity:
     down_alerted: bool = False
 
 
+class TidMemory:
+    """The TIDs recently read with each EPC (bounded, least recently read EPC forgotten first).
+
+    What an authenticity check needs at a return or repair desk: the chip(s) that carried the
+    EPC just now (inventory.authenticity.check_binding against the commissioning TID)."""
+
+    def __init__(self, max_epcs: int = 50_000, per_epc: int = 4) -> None:
+        self._tids: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        self._max = max_epcs
+        self._per_epc = per_epc
+        self._lock = threading.Lock()  # reader threads record concurrently
+
+    def record(self, reads: list[TagRead]) -> None:
+        with self._lock:
+            for r in reads:
+                if r.tid is None:
+                    continue
+                seen = self._tids.pop(r.epc, ())
+                if r.tid not in seen:
+                    seen = (*seen, r.tid)[-self._per_epc:]
+                self._tids[r.epc] = seen
+            while len(self._tids) > self._max:
+                self._tids.popitem(last=False)
+
+    def of(self, epc: str) -> tuple[str, ...]:
+        with self._lock:
+            return self._tids.get(epc.upper(), ())
+
+
 class IngestQueue:
     """The ReaderSink of every driver: counts, enqueues, never blocks the reader thread."""
 
@@ -41,7 +71,10 @@ class IngestQueue:
         metrics: Metrics,
         maxsize: int = 10_000,
         on_state: Callable[[str, ReaderState, str], None] | None = None,
+        activity: dict[str, ReaderActivity] | None = None,
     ) -> None:
+        """`activity` is the reader monitor's (rfidd.reader_monitor), which owns reader states
+        and is `on_state`: this sink records each change there, then tells it."""
         # A SimpleQueue (C, no Python-level mutex or condition): with 20-80 reader threads a
         # queue.Queue's lock, taken for every put and qsize, became a convoy that kept the
         # readers from delivering. The bound is checked before the put: concurrent readers can
@@ -49,7 +82,8 @@ class IngestQueue:
         self.q: queue.SimpleQueue[tuple[str, list[TagRead]]] = queue.SimpleQueue()
         self.maxsize = maxsize
         self.metrics = metrics
-        self.activity: dict[str, ReaderActivity] = {}
+        self.activity: dict[str, ReaderActivity] = {} if activity is None else activity
+        self.tids = TidMemory()
         self._on_state = on_state
         self._warned: set[tuple[str, str]] = set()
         self._dropped = 0
@@ -63,8 +97,12 @@ class IngestQueue:
         if not reads:
             return
         per_antenna: dict[int, int] = {}
+        with_tid = False
         for r in reads:
             per_antenna[r.antenna] = per_antenna.get(r.antenna, 0) + 1
+            with_tid = with_tid or r.tid is not None
+        if with_tid:
+            self.tids.record(reads)
         counters = self._read_counters
         for antenna, n in per_antenna.items():
             c = counters.get((reader, antenna))
@@ -98,7 +136,6 @@ class IngestQueue:
             if act.connects > 1:
                 self.metrics.reader_reconnects.labels(reader).inc()
         act.state, act.reason = state, reason
-        self.metrics.reader_up.labels(reader).set(1 if state is ReaderState.ONLINE else 0)
         if self._on_state is not None:
             self._on_state(reader, state, reason)
 

@@ -32,6 +32,11 @@ class Metrics:
             "reader_up", "1 when the reader is connected and inventorying.", ["reader"],
             namespace=NS, registry=r,
         )
+        self.reader_state = Gauge(
+            "reader_state", "1 for the reader's current state (online = inventorying; "
+            "connected_not_reading = connected, ROSpec not active; connecting; offline).",
+            ["reader", "state"], namespace=NS, registry=r,
+        )
         self.reader_last_report_age = Gauge(
             "reader_last_report_age_seconds",
             "Seconds since the reader last reported a tag (or came online): silence from a "
@@ -124,6 +129,11 @@ class Metrics:
         self.alerts = Counter(
             "alerts", "Alerts raised, by kind.", ["kind"], namespace=NS, registry=r,
         )
+        self.http_requests = Counter(
+            "http_requests", "HTTP answers by route template ('other' when none matched) and "
+            "status code, refusals (401, 403, 400 foreign Host) included.", ["route", "code"],
+            namespace=NS, registry=r,
+        )
 
         for step in BIZ_STEPS:
             self.events.labels(step)
@@ -131,6 +141,9 @@ class Metrics:
     def init_readers(self, readers: Iterable[tuple[str, Iterable[int]]]) -> None:
         for name, antennas in readers:
             self.reader_up.labels(name).set(0)
+            for state in ("online", "connected_not_reading", "connecting", "offline"):
+                self.reader_state.labels(name, state).set(1 if state == "offline" else 0)
+            self.reader_anomalies.labels(name, "silent")
             self.reader_last_report_age.labels(name)
             self.reader_reconnects.labels(name)
             self.reader_thread_restarts.labels(name)

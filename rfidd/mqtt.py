@@ -49,6 +49,7 @@ from rfidd.store.db import Database
 log = logging.getLogger(__name__)
 
 ONLINE = b"online"
+SEQ_FIELD = "rfidd:seq"  # the site's gap-free sequence number, in every EPCIS event published
 OFFLINE = b"offline"
 MAX_COMMAND_BYTES = 256 * 1024
 _LABEL_OK = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -57,6 +58,20 @@ _MAX_COMMAND_LABELS = 32
 # (events as stored in the outbox, creation time, sender) -> EPCISDocument (dict or JSON text).
 DocumentBuilder = Callable[[list[dict[str, Any]], datetime, str], Mapping[str, Any] | str | bytes]
 CommandHandler = Callable[[str, bytes], None]
+
+
+class _ClosingFilter(logging.Filter):
+    def __init__(self, link: HqLink) -> None:
+        super().__init__()
+        self.link = link
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        down = self.link._closing or not self.link._connected.is_set()
+        if down and record.levelno >= logging.ERROR:
+            # The link logs its own state changes; paho repeats "not connected" per loop.
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
 
 
 # The link cannot be set up (unreadable password file...): the factory's error, by its old name.
@@ -113,6 +128,7 @@ class HqLink:
         persistent_session: bool = True,
         max_command_bytes: int = MAX_COMMAND_BYTES,
         command_queue_size: int = 100,
+        head_interval_s: float = 30.0,
     ) -> None:
         if max_inflight < 1:
             raise ValueError("max_inflight must be at least 1")
@@ -135,11 +151,14 @@ class HqLink:
         # The broker keeps our command subscription (and queues HQ commands) while we are away.
         self.persistent_session = persistent_session
         self.max_command_bytes = max_command_bytes
+        self.head_interval_s = head_interval_s
 
         self.base = f"{config.topic_prefix}/{site_id}"
         self.status_topic = f"{self.base}/status"
         self.epcis_topic = f"{self.base}/epcis"
         self.errors_topic = f"{self.base}/errors"
+        # Retained {"published_through": N}: how HQ sees a loss at the tail of the feed.
+        self.head_topic = f"{self.base}/seq"
         self.command_filter = f"{self.base}/cmd/+"
         self._command_prefix = f"{self.base}/cmd/"
 
@@ -163,6 +182,7 @@ class HqLink:
         self._wake = threading.Event()
         self._connected = threading.Event()
         self._closing = False
+        self._connect_fail_reason: str | None = None  # the last one logged
         self._refused = False  # the last CONNACK was a refusal (paho's network thread only)
         self._generation = 0  # connections so far: a command is acked on its own connection
         self._attempt = 0
@@ -172,7 +192,9 @@ class HqLink:
         self._cursor = 0  # highest outbox id handed to paho (publisher thread only)
         self._retry_at = 0.0
         self._next_stats = 0.0
-        self._readers: dict[str, bool] = {}
+        self._head: tuple[int, int] | None = None  # (connection generation, seq) last sent
+        self._next_head = 0.0
+        self._readers: dict[str, bool | str] = {}
         self._readers_lock = threading.Lock()
         self._labels: set[str] = set()
         # (name, payload, mid, qos, connection generation)
@@ -264,8 +286,9 @@ class HqLink:
         info = client.publish(f"{self.base}/{suffix}", json.dumps(payload), qos=1)
         return info.rc == mqtt.MQTT_ERR_SUCCESS
 
-    def set_reader_status(self, reader: str, online: bool) -> None:
-        """Retained reader status; remembered and republished after every reconnect."""
+    def set_reader_status(self, reader: str, online: bool | str) -> None:
+        """Retained reader status (`online`, `offline`, `connected_not_reading`; a bool means
+        online/offline); remembered and republished after every reconnect."""
         with self._readers_lock:
             self._readers[reader] = online
         client = self._client
@@ -274,8 +297,18 @@ class HqLink:
 
     # ------------------------------------------------------------------ paho setup
 
+    def _paho_logger(self) -> logging.Logger:
+        """paho's log, where the errors paho reports while the link is down or closing ("Client
+        is not connected", once per loop, or its loop racing our own disconnect) are DEBUG."""
+        logger = logging.getLogger(f"{__name__}.paho.{self.client_id}")
+        for f in [f for f in logger.filters if isinstance(f, _ClosingFilter)]:
+            logger.removeFilter(f)  # an earlier link of this client id
+        logger.addFilter(_ClosingFilter(self))
+        return logger
+
     def _make_client(self) -> mqtt.Client:
         c = build_client(self.settings)
+        c.enable_logger(self._paho_logger())
         self._set_backoff(c)
         c.on_connect = self._on_connect
         c.on_connect_fail = self._on_connect_fail
@@ -321,6 +354,7 @@ class HqLink:
         client.publish(self.status_topic, ONLINE, qos=1, retain=True)
         self._connected.set()
         self.metrics.mqtt_connected.set(1)
+        self._connect_fail_reason = None
         log.info("connected to HQ broker %s:%d (session present: %s)", self.host, self.port,
                  flags.session_present)
         self._wake.set()
@@ -328,8 +362,11 @@ class HqLink:
     def _on_connect_fail(self, client: mqtt.Client, _userdata: Any) -> None:
         # paho calls this inside its `except OSError:` block: the exception is the reason.
         reason = explain_connect_error(sys.exc_info()[1])
-        log.warning("cannot connect to HQ broker %s:%d: %s; retrying", self.host, self.port,
-                    reason)
+        # Logged once per reason while the broker stays unreachable (state changes only).
+        level = logging.DEBUG if reason == self._connect_fail_reason else logging.WARNING
+        self._connect_fail_reason = reason
+        log.log(level, "cannot connect to HQ broker %s:%d: %s; retrying", self.host, self.port,
+                reason)
         self._set_backoff(client)
 
     def _on_disconnect(
@@ -382,9 +419,10 @@ class HqLink:
             return
         try:
             self._commands.put_nowait((name, payload, msg.mid, msg.qos, self._generation))
-        except queue.Full:
-            self._reject(client, name, "command queue full; retry later")
-            client.ack(msg.mid, msg.qos)
+        except queue.Full:  # not acknowledged: the broker redelivers it (persistent session)
+            self.stats.commands_rejected += 1
+            self.metrics.commands.labels(self._label(name), "dropped").inc()
+            log.warning("HQ command %r not queued (queue full): left for redelivery", name[:100])
 
     # ------------------------------------------------------------------ commands
 
@@ -449,9 +487,9 @@ class HqLink:
 
     # ------------------------------------------------------------------ publisher
 
-    def _publish_reader(self, client: mqtt.Client, reader: str, online: bool) -> None:
-        client.publish(f"{self.base}/readers/{reader}/status", ONLINE if online else OFFLINE,
-                       qos=1, retain=True)
+    def _publish_reader(self, client: mqtt.Client, reader: str, online: bool | str) -> None:
+        payload = online if isinstance(online, str) else ONLINE if online else OFFLINE
+        client.publish(f"{self.base}/readers/{reader}/status", payload, qos=1, retain=True)
 
     def _run_publisher(self) -> None:
         while True:
@@ -463,6 +501,7 @@ class HqLink:
                     return
                 if self._connected.is_set() and time.monotonic() >= self._retry_at:
                     self._fill_window()
+                self._publish_head()
                 self._update_stats()
             except Exception:  # a database hiccup must not end publishing for good
                 log.exception("outbox publisher error; retrying")
@@ -571,6 +610,8 @@ class HqLink:
                 if len(rows) == 1:
                     self._fail([r], f"outbox row {r.id} ({r.event_id}): bad event JSON: {exc}")
                 return None  # a group is retried one row at a time to isolate this one
+            if r.seq is not None:
+                ev[SEQ_FIELD] = r.seq
             events.append(ev)
         try:
             doc = self.document_builder(events, datetime.now(UTC), self.sender)
@@ -587,6 +628,27 @@ class HqLink:
                 log.warning("EPCIS document of rows %d..%d cannot be built (%s); isolating",
                             rows[0].id, rows[-1].id, exc)
             return None
+
+    def _publish_head(self) -> None:
+        """Retained sequence head, after each reconnect and at most every head_interval_s when
+        it moved: the broker may lose what it acknowledged, HQ then asks for a replay."""
+        client = self._client
+        now = time.monotonic()
+        if client is None or not self._connected.is_set():
+            return
+        generation = self._generation
+        if self._head is not None and self._head[0] == generation and now < self._next_head:
+            return
+        with self.db.session() as s:
+            seq = repo.published_through(s)
+        self._next_head = now + self.head_interval_s
+        if self._head == (generation, seq):
+            return
+        body = {"site": self.site_id, "published_through": seq,
+                "time": datetime.now(UTC).isoformat(timespec="milliseconds")
+                .replace("+00:00", "Z")}
+        client.publish(self.head_topic, json.dumps(body).encode(), qos=1, retain=True)
+        self._head = (generation, seq)
 
     def _fail(self, rows: list[repo.OutboxRow], error: str) -> None:
         log.error("%s; row kept in the outbox as failed", error)

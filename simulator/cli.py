@@ -1,6 +1,7 @@
 """`rfidd-sim`: run simulated readers from a scenario until SIGINT/SIGTERM.
 
     rfidd-sim llrp --port 5084 --scenario simulator/scenarios/demo-store.toml [--reader floor-1]
+        [--quirks needs-start-rospec,no-get-rospecs] [--identity impinj|zebra|generic]
     rfidd-sim run --scenario simulator/scenarios/store-with-desk.toml [--base-port 15084]
         prints one line per reader once all are up, LLRP first, then serial:
             stockroom-1 127.0.0.1:40231
@@ -22,6 +23,7 @@ from types import FrameType
 
 import click
 
+from simulator.llrp.reader import IDENTITIES, QUIRKS, ReaderQuirks
 from simulator.llrp.site import SimulatedSite
 from simulator.scenario import Scenario, ScenarioError
 
@@ -90,6 +92,27 @@ _scale_opt = click.option("--time-scale", default=1.0, show_default=True, type=f
                           help="Run the timeline this many times faster.")
 
 
+def _quirk_names(_ctx: click.Context, _param: click.Parameter,
+                 value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = [q for q in (v.strip() for v in value.split(",")) if q]
+    try:
+        ReaderQuirks.from_names(names)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    return names
+
+
+_quirks_opt = click.option(
+    "--quirks", default=None, callback=_quirk_names,
+    help="Comma-separated field quirks for every LLRP reader, overriding the scenario's: "
+    + ", ".join(sorted(QUIRKS)) + " (loses-rospec=SECONDS).")
+_identity_opt = click.option(
+    "--identity", type=click.Choice(sorted(IDENTITIES)), default=None,
+    help="What the LLRP readers claim to be (capabilities), overriding the scenario's.")
+
+
 @main.command()
 @_scenario_opt
 @click.option("--port", default=5084, show_default=True, type=click.IntRange(0, 65535),
@@ -98,8 +121,10 @@ _scale_opt = click.option("--time-scale", default=1.0, show_default=True, type=f
               help="Which reader of the scenario (default: the first by name).")
 @_host_opt
 @_scale_opt
+@_quirks_opt
+@_identity_opt
 def llrp(scenario_path: Path, port: int, reader_name: str | None, host: str,
-         time_scale: float) -> None:
+         time_scale: float, quirks: list[str] | None, identity: str | None) -> None:
     """One simulated LLRP reader on PORT."""
     scenario = _load(scenario_path)
     if not scenario.readers:
@@ -109,7 +134,7 @@ def llrp(scenario_path: Path, port: int, reader_name: str | None, host: str,
         raise click.BadParameter(f"no reader {name!r} in the scenario (readers: "
                                  f"{', '.join(sorted(scenario.readers))})", param_hint="--reader")
     _serve(SimulatedSite(scenario, host=host, base_port=port, only=[name],
-                         time_scale=time_scale))
+                         time_scale=time_scale, quirks=quirks, identity=identity))
 
 
 @main.command()
@@ -118,13 +143,16 @@ def llrp(scenario_path: Path, port: int, reader_name: str | None, host: str,
               help="First port; readers get consecutive ports by name (0: any free ports).")
 @_host_opt
 @_scale_opt
-def run(scenario_path: Path, base_port: int, host: str, time_scale: float) -> None:
+@_quirks_opt
+@_identity_opt
+def run(scenario_path: Path, base_port: int, host: str, time_scale: float,
+        quirks: list[str] | None, identity: str | None) -> None:
     """Every reader of the scenario and its timeline.
 
     Prints 'name host:port' per LLRP reader, then 'name device-path protocol' per serial reader.
     """
     _serve(SimulatedSite(_load(scenario_path), host=host, base_port=base_port,
-                         time_scale=time_scale))
+                         time_scale=time_scale, quirks=quirks, identity=identity))
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,

@@ -61,7 +61,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from inventory.epc import sgtin96_hex
-from simulator.llrp.reader import FieldTag
+from simulator.llrp.reader import FieldTag, tid_for
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 CATALOG_COLUMNS = ("gtin", "sku", "name", "size", "colour", "category", "price", "currency")
@@ -95,17 +95,25 @@ class ZoneSpec(_Strict):
     read_probability: float = Field(0.9, ge=0, le=1, description="Chance a read attempt works.")
     rssi_mean_dbm: float = Field(-60.0, ge=-128, le=0, description="Mean peak RSSI in dBm.")
     rssi_stddev_dbm: float = Field(4.0, ge=0, le=40, description="RSSI standard deviation.")
+    clones: int = Field(0, ge=0, description="How many items of the zone (the first by EPC) "
+                        "have a cloned tag beside them: same EPC, another chip (TID).")
 
 
 class ReaderSpec(_Strict):
     antennas: dict[str, str] = Field(description="Antenna number -> zone name.")
     reads_per_s: float = Field(1000.0, gt=0, le=1300, description="Reader throughput (Gen2 "
                                "air interface: ~1,100-1,300 reads/s at most).")
-    quirks: list[Literal["error_on_enable_events", "reject_spec_id_zero",
-                         "omit_optional_fields"]] = Field(default_factory=list)
+    quirks: list[str] = Field(
+        default_factory=list, description="Field quirks the reader shows (`rfidd-sim --quirks` "
+        "names, e.g. 'needs-start-rospec', 'loses-rospec=30'; see simulator.llrp.QUIRKS).")
+    identity: Literal["generic", "impinj", "zebra"] = Field(
+        "generic", description="What the reader claims to be in its capabilities.")
 
     @model_validator(mode="after")
     def _check(self) -> ReaderSpec:
+        from simulator.llrp.reader import ReaderQuirks
+
+        ReaderQuirks.from_names([q.replace("_", "-") for q in self.quirks])
         if not self.antennas:
             raise ValueError("map at least one antenna to a zone")
         for ant in self.antennas:
@@ -449,10 +457,12 @@ class World:
     def _rebuild(self, zones: set[str]) -> None:
         for z in zones:
             spec = self._zones[z]
-            self._snap[z] = tuple(
-                FieldTag(bytes.fromhex(epc), spec.read_probability, spec.rssi_mean_dbm,
-                         spec.rssi_stddev_dbm)
-                for epc in self._by_zone[z])
+            tags = [FieldTag(bytes.fromhex(epc), spec.read_probability, spec.rssi_mean_dbm,
+                             spec.rssi_stddev_dbm) for epc in self._by_zone[z]]
+            tags += [FieldTag(bytes.fromhex(epc), spec.read_probability, spec.rssi_mean_dbm,
+                              spec.rssi_stddev_dbm, tid=tid_for(bytes.fromhex(epc), clone=1))
+                     for epc in sorted(self._by_zone[z])[:spec.clones]]
+            self._snap[z] = tuple(tags)
 
     def tags_in(self, zone: str) -> tuple[FieldTag, ...]:
         return self._snap.get(zone, ())

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Literal
 
+from simulator import tsl_sim
+
 log = logging.getLogger(__name__)
 
 HEAD = 0xA0
@@ -91,7 +93,7 @@ class SerialReaderSim:
     def __init__(
         self,
         tags: Iterable[SimTag | str] | TagSource = (),
-        protocol: Literal["binary", "ascii"] = "binary",
+        protocol: Literal["binary", "ascii", "tsl"] = "binary",
         *,
         address: int = 0xFF,
         link_path: str | None = None,
@@ -109,8 +111,8 @@ class SerialReaderSim:
         pace_baud: int | None = None,
         silent: bool = False,
     ) -> None:
-        if protocol not in ("binary", "ascii"):
-            raise ValueError(f"protocol {protocol!r} is not 'binary' or 'ascii'")
+        if protocol not in ("binary", "ascii", "tsl"):
+            raise ValueError(f"protocol {protocol!r} is not 'binary', 'ascii' or 'tsl'")
         self.protocol = protocol
         self.address = address
         self.firmware = firmware
@@ -346,6 +348,10 @@ class SerialReaderSim:
         self._send(data)
         self.stats.lines += len(lines)
 
+    def pull_trigger(self) -> None:
+        """TSL handheld: the user pulls the trigger; an inventory block arrives unasked."""
+        self._send(tsl_sim.answer(".iv -r on", lambda: self._round(None), self._rssi).encode())
+
     def emit_round(self) -> int:
         """ASCII mode: print every tag read this round; returns how many."""
         lines = [self._format_line(t) for t in self._round(None)]
@@ -496,6 +502,16 @@ class SerialReaderSim:
                     reply = self._commands(inbuf)
                     if reply:
                         self._send(reply)
+                elif data and self.protocol == "tsl":
+                    inbuf += data
+                    while b"\n" in inbuf and not self.silent:
+                        end = inbuf.index(b"\n")
+                        line = inbuf[:end].decode("ascii", "replace")
+                        del inbuf[:end + 1]
+                        if line.strip():
+                            self.stats.commands += 1
+                            self._send(tsl_sim.answer(line, lambda: self._round(None),
+                                                      self._rssi).encode())
             if self.protocol == "ascii" and self.ascii_auto and time.monotonic() >= next_emit:
                 next_emit = time.monotonic() + self.ascii_interval_s
                 if not self.silent:  # a hung ASCII reader stops printing
@@ -571,7 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="rfidd-sim serial", description="A desk/handheld UHF reader on a pseudo-terminal."
     )
-    ap.add_argument("--protocol", choices=["binary", "ascii"], default="binary")
+    ap.add_argument("--protocol", choices=["binary", "ascii", "tsl"], default="binary")
     ap.add_argument("--scenario", default=None, help="scenario TOML; tags = the items of --zone")
     ap.add_argument("--zone", default=None, help="zone of the scenario in front of the reader")
     ap.add_argument("--reader", default=None,

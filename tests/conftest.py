@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -28,6 +29,11 @@ from typing import Any, NamedTuple
 import pytest
 
 REQUIRE_SERVICES = os.environ.get("RFIDD_REQUIRE_SERVICES") == "1"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true", default=False,
+                     help="fault suite (tests/faults): outages of minutes instead of seconds")
 
 
 def missing_service(what: str) -> None:
@@ -137,6 +143,16 @@ class MosquittoProcess:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def kill(self) -> None:
+        """SIGKILL: what the broker acknowledged but had not saved yet is gone."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(5)
+        self.proc = None
+        deadline = time.monotonic() + 5
+        while port_open(self.host, self.port, 0.1) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def pause(self) -> None:
         """Freeze the broker (SIGSTOP): connections stay open, nothing is answered."""
@@ -447,3 +463,23 @@ def db_url(request: pytest.FixtureRequest) -> str:
     """Both databases in turn: the same code must run on each."""
     name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
     return str(request.getfixturevalue(name))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fault suite's table (tests/faults/harness.py), when fault tests ran."""
+    harness = sys.modules.get("harness")
+    rows = getattr(harness, "RESULTS", None)
+    if rows:
+        terminalreporter.write_sep("=", "fault suite")
+        terminalreporter.write_line(harness.table(rows))  # type: ignore[union-attr]
+
+
+@pytest.fixture(autouse=True)
+def _cli_token_file(tmp_path_factory: pytest.TempPathFactory,
+                    monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's daemons write, and its CLI calls read, a token file of their own (the
+    daemon's default, /run/rfidd/cli-token, is the machine's)."""
+    path = tmp_path_factory.mktemp("cli-token") / "cli-token"
+    monkeypatch.setenv("RFIDD_TOKEN_FILE", str(path))
+    monkeypatch.delenv("RFIDD_TOKEN", raising=False)
+    return path

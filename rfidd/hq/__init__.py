@@ -3,6 +3,7 @@
 `hq_command` is the `rfidd hq` click group (registered by rfidd.cli).
 """
 
+from rfidd.hq import cli_chain  # noqa: F401  (registers the chain-view commands)
 from rfidd.hq.cli import hq_command
 
 __all__ = ["hq_command"]

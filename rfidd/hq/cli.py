@@ -124,68 +124,26 @@ def check_config(file: Path, syntax_only: bool) -> None:
 @click.option("--log-level", default="info", show_default=True)
 def run(config_file: Path, log_level: str) -> None:
     """Consume every site's feed until SIGTERM or SIGINT."""
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr,
-    )
+    from rfidd.logs import configure
+
+    configure(log_level)  # structured lines (RFIDD_LOG_FORMAT=kv|json|text)
     cfg = _load(config_file)
     from rfidd.cli import install_signal_handlers
-    from rfidd.hq.consumer import HqConsumer, HqConsumerError
-    from rfidd.hq.http import build_api
-    from rfidd.hq.relay import AsnRelay, RelayError, RelayMetrics
-    from rfidd.hq.store import HqDatabaseError, HqStore
+    from rfidd.hq.app import HqDaemon, HqStartError
     from rfidd.sdnotify import Notifier
 
-    try:
-        store = HqStore.open(cfg.database.url)
-    except HqDatabaseError as exc:
-        log.error("database: %s", exc)
-        sys.exit(1)
-    consumer = HqConsumer(
-        cfg.mqtt, store, batch_max_messages=cfg.database.batch_max_messages,
-        batch_max_s=cfg.database.batch_max_ms / 1000,
-        reconnect_max_s=cfg.mqtt.reconnect_max_s,
-    )
-    relay = None
-    if cfg.mqtt.relay_asns:
-        try:
-            # Its metrics go to the consumer's registry: one /metrics for the HQ process.
-            relay = AsnRelay.from_config(cfg.mqtt,
-                                         metrics=RelayMetrics(consumer.metrics.registry),
-                                         reconnect_max_s=cfg.mqtt.reconnect_max_s)
-        except RelayError as exc:
-            store.dispose()
-            log.error("%s", exc)
-            sys.exit(1)
-    api = None
-    if cfg.http.enabled:
-        api = build_api(store.engine, consumer.metrics.registry, listen=cfg.http.listen,
-                        port=cfg.http.port, consumer=consumer)
+    hq = HqDaemon(cfg)
     stop = threading.Event()
     install_signal_handlers(stop)
     try:
-        consumer.start()
-        if relay is not None:
-            relay.start()
-            log.info("ASN relay: %s -> {destination}/cmd/{asn,shipment}", relay.topic_filter)
-        if api is not None:
-            api.start()
-            log.info("HQ API on http://%s:%d/api/v1/", api.listen, api.port)
-        Notifier().ready("consuming" + (", relaying ASNs" if relay is not None else ""))
+        hq.start()
+        Notifier().ready("consuming" + (", relaying ASNs" if hq.relay is not None else ""))
         stop.wait()
-    except HqConsumerError as exc:
+    except HqStartError as exc:
         log.error("%s", exc)
         sys.exit(1)
-    except OSError as exc:
-        log.error("HTTP %s:%d: %s", cfg.http.listen, cfg.http.port, exc)
-        sys.exit(1)
     finally:
-        if api is not None:
-            api.stop()
-        if relay is not None:
-            relay.stop()
-        consumer.stop()
-        store.dispose()
+        hq.stop()
 
 
 @hq_command.command("where")
@@ -262,7 +220,11 @@ def history_cmd(epc: str, config_file: Path | None, database_url: str | None,
 @hq_command.command("sites")
 @_with_db_options
 def sites_cmd(config_file: Path | None, database_url: str | None, as_json: bool) -> None:
-    """Every site heard of: its last status (online/offline) and when it was last heard."""
+    """Every site registered or heard of: status, last sequence number, gaps, dropped messages.
+
+    "last seq" is what the site says it has sent; "held" is how far HQ has every event; the
+    gaps are the missing ranges HQ asks the site to replay (rfidd hq run does it by itself).
+    """
     from rfidd.hq import query
 
     rows = query.sites(_open_engine(_database_url(config_file, database_url)))
@@ -273,10 +235,196 @@ def sites_cmd(config_file: Path | None, database_url: str | None, as_json: bool)
     from rich.table import Table
 
     t = Table(title=f"{len(rows)} sites")
-    for col in ("site", "status", "status since", "last seen"):
+    for col in ("site", "name", "registered", "status", "last seen", "last seq", "held",
+                "gaps", "dropped"):
         t.add_column(col)
     for s in rows:
-        t.add_row(s.site, s.status or "?",
-                  s.status_at.isoformat(timespec="seconds") if s.status_at else "",
-                  s.last_seen.isoformat(timespec="seconds") if s.last_seen else "")
+        q = s.sequence
+        gaps = ""
+        if q is not None and q.gaps:
+            shown = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in q.gaps[:3])
+            more = f" +{len(q.gaps) - 3} more" if len(q.gaps) > 3 else ""
+            since = f" since {q.gap_since.isoformat(timespec='seconds')}" if q.gap_since else ""
+            gaps = f"{q.missing} missing: {shown}{more}{since}"
+        t.add_row(s.site, s.name or "", "yes" if s.registered_at else "NO",
+                  s.status or "?",
+                  s.last_seen.isoformat(timespec="seconds") if s.last_seen else "",
+                  "" if q is None or q.published_through is None else str(q.published_through),
+                  "" if q is None else str(q.contiguous), gaps or "none",
+                  str(s.rejected) if s.rejected else "")
     Console().print(t)
+
+
+@hq_command.group("site")
+def site_group() -> None:
+    """The site registry: HQ stores only what registered sites publish."""
+
+
+@site_group.command("add")
+@click.argument("site")
+@click.option("--name", help="The site's name, shown in the chain-wide views.")
+@click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="HQ TOML configuration file (for the database URL).")
+@click.option("--database-url", help="SQLAlchemy URL of the HQ database (overrides -c).")
+def site_add(site: str, name: str | None, config_file: Path | None,
+             database_url: str | None) -> None:
+    """Register SITE (its id in the topics, e.g. st-01), or rename it."""
+    import re
+    from datetime import UTC, datetime
+
+    from rfidd.hq.registry import register_site
+    from rfidd.hq.store import HqDatabaseError, HqStore
+
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", site):
+        raise click.BadParameter("a site id is 1-64 of A-Z a-z 0-9 _ - (as in its topics)",
+                                 param_hint="SITE")
+    try:
+        store = HqStore.open(_database_url(config_file, database_url))
+    except HqDatabaseError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        new = register_site(store.engine, site, name, datetime.now(UTC))
+    finally:
+        store.dispose()
+    click.echo(f"{site}: {'registered' if new else 'already registered'}"
+               + (f" as {name!r}" if name else ""))
+
+
+def _since_option(value: str | None) -> Any:
+    if value is None:
+        return None
+    from datetime import UTC, datetime
+
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 date or date-time",
+                                 param_hint="--since") from None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t
+
+
+@hq_command.command("backfill")
+@click.option("-c", "--config", "config_file", required=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="HQ TOML configuration file.")
+@click.option("--since", help="Replay what sites journaled since this ISO 8601 date(-time) "
+              "(UTC unless it says otherwise).")
+@click.option("--from-seq", type=click.IntRange(min=1),
+              help="Replay from this sequence number (1: everything).")
+@click.option("--site", "sites", multiple=True, help="Only this registered site (repeatable); "
+              "default: every registered site.")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Follow the progress until HQ holds every replayed event.")
+@click.option("--timeout", type=float, default=3600.0, show_default=True,
+              help="Give up following after this many seconds (exit 75).")
+@click.option("--json", "as_json", is_flag=True, help="Progress as JSON lines.")
+def backfill_cmd(config_file: Path, since: str | None, from_seq: int | None,
+                 sites: tuple[str, ...], wait: bool, timeout: float, as_json: bool) -> None:
+    """Ask sites to replay their journal so this HQ catches up (needs `rfidd hq run`)."""
+    import time
+
+    from rfidd.hq import backfill as bf
+    from rfidd.hq.store import HqDatabaseError, HqStore
+
+    if (since is None) == (from_seq is None):
+        raise click.UsageError("give exactly one of --since TIME or --from-seq N")
+    cfg = _load(config_file)
+    try:
+        store = HqStore.open(cfg.database.url)
+    except HqDatabaseError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        try:
+            targets = bf.check_sites(store.engine, sites)
+            rid = bf.new_request_id()
+            bf.publish_requests(cfg.mqtt, targets,
+                                bf.request_body(_since_option(since), from_seq, rid))
+        except bf.BackfillError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"asked {len(targets)} site(s) to replay ({rid}): {', '.join(targets)}",
+                   err=True)
+        if not wait:
+            return
+        deadline = time.monotonic() + timeout
+        last: list[str] = []
+        while True:
+            prog = bf.progress(store.engine, targets, rid)
+            lines = [f"{p.site}: {p.held:,} of {p.total:,} events" if p.announced
+                     else f"{p.site}: waiting for the site to answer" for p in prog]
+            if lines != last:
+                if as_json:
+                    click.echo(json.dumps({"request_id": rid,
+                                           "sites": [p.to_json() for p in prog]}))
+                else:
+                    click.echo("; ".join(lines))
+                last = lines
+            if all(p.done for p in prog):
+                total = sum(p.total for p in prog)
+                click.echo(f"done: HQ holds all {total:,} replayed events", err=True)
+                return
+            if time.monotonic() >= deadline:
+                left = [p.site for p in prog if not p.done]
+                click.echo(f"timed out; not complete: {', '.join(left)} (rerun to continue)",
+                           err=True)
+                sys.exit(75)
+            time.sleep(1.0)
+    finally:
+        store.dispose()
+
+
+@hq_command.group("token")
+def token_group() -> None:
+    """Integrator tokens of the EPCIS interface (scope read or capture; stored hashed)."""
+
+
+@token_group.command("add")
+@click.argument("name")
+@click.option("--scope", type=click.Choice(["read", "capture"]), required=True)
+@click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="HQ TOML configuration file (for the database URL).")
+@click.option("--database-url", help="SQLAlchemy URL of the HQ database (overrides -c).")
+def token_add(name: str, scope: str, config_file: Path | None,
+              database_url: str | None) -> None:
+    """Create NAME's token and print it once (only its hash is kept)."""
+    from datetime import UTC, datetime
+
+    from rfidd.hq import tokens
+    from rfidd.hq.store import HqDatabaseError, HqStore
+
+    try:
+        store = HqStore.open(_database_url(config_file, database_url))
+    except HqDatabaseError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        token = tokens.create(store.engine, name, scope, datetime.now(UTC))
+    except tokens.TokenError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.dispose()
+    click.echo(f"token of {name} (scope {scope}); shown once, keep it in a secret store:",
+               err=True)
+    click.echo(token)
+
+
+@token_group.command("revoke")
+@click.argument("name")
+@click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="HQ TOML configuration file (for the database URL).")
+@click.option("--database-url", help="SQLAlchemy URL of the HQ database (overrides -c).")
+def token_revoke(name: str, config_file: Path | None, database_url: str | None) -> None:
+    """Revoke NAME's token."""
+    from rfidd.hq import tokens
+    from rfidd.hq.store import HqDatabaseError, HqStore
+
+    try:
+        store = HqStore.open(_database_url(config_file, database_url))
+    except HqDatabaseError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        if not tokens.revoke(store.engine, name):
+            raise click.ClickException(f"no token named {name!r}")
+    finally:
+        store.dispose()
+    click.echo(f"{name}: revoked")

@@ -207,12 +207,62 @@ class HqHttpConfig(_Strict):
     port: int = Field(9760, ge=0, le=65535, description="Port of the API and /metrics (0: any).")
 
 
+class HqEpcisConfig(_Strict):
+    enabled: bool = Field(True, description="Serve the EPCIS 2.0 REST interface (GS1 OpenAPI: "
+                          "/events, /queries, /capture) for integrators with a token.")
+    listen: str = Field("127.0.0.1", description="Address to bind; other than loopback only "
+                        "with tls_cert_file and tls_key_file.")
+    port: int = Field(9761, ge=0, le=65535, description="Port of the EPCIS interface (0: any).")
+    tls_cert_file: Path | None = Field(None, description="TLS certificate (PEM) for HTTPS.")
+    tls_key_file: Path | None = Field(None, description="TLS private key (PEM) for HTTPS.")
+    capture_limit: int = Field(10_000, ge=1, description="Most events one POST /capture may "
+                               "hold (GS1-EPCIS-Capture-Limit).")
+    capture_size_limit_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024,
+        description="Largest POST /capture body (GS1-EPCIS-Capture-File-Size-Limit).")
+
+    @model_validator(mode="after")
+    def _remote_needs_tls(self) -> HqEpcisConfig:
+        loopback = self.listen in ("127.0.0.1", "::1", "localhost") or \
+            self.listen.startswith("127.")
+        if not loopback and (self.tls_cert_file is None or self.tls_key_file is None):
+            raise ValueError(f"listen {self.listen}: a non-loopback address needs "
+                             "tls_cert_file and tls_key_file (tokens travel in each request)")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        return self
+
+
+class HqSitesConfig(_Strict):
+    accept_unknown: bool = Field(
+        False,
+        description="Store what any site publishes. false: only sites registered with "
+        "`rfidd hq site add` (the others are counted, per site in `rfidd hq sites`, and in "
+        "rfidd_hq_unknown_site_messages_total).",
+    )
+    gap_check_interval_s: float = Field(
+        5.0, gt=0, description="How often each site's sequence is checked for gaps.")
+    gap_grace_s: float = Field(
+        10.0, ge=0,
+        description="A gap younger than this is events in flight, not a loss: no replay yet.")
+    replay_retry_s: float = Field(
+        30.0, gt=0, description="Ask a site again for a replay after this long while the "
+        "gap stays open.")
+    gap_alert_s: float = Field(
+        300.0, gt=0, description="A gap open longer than this raises an alert (log, the "
+        "site's alerts, rfidd_hq_sequence_gap_alerts_total).")
+
+
 class HqConfig(_Strict):
     database: HqDatabaseConfig = Field(
         default_factory=HqDatabaseConfig, description="Where events are stored."
     )
     mqtt: HqMqttConfig = Field(default_factory=HqMqttConfig, description="The sites' feed.")
     http: HqHttpConfig = Field(default_factory=HqHttpConfig, description="Query API, metrics.")
+    epcis: HqEpcisConfig = Field(
+        default_factory=HqEpcisConfig, description="The EPCIS 2.0 REST interface.")
+    sites: HqSitesConfig = Field(
+        default_factory=HqSitesConfig, description="Site registry and sequence gap repair.")
 
 
 def parse_hq_config(text: str, source: str = "<hq config>") -> HqConfig:

@@ -57,7 +57,7 @@ class HqConsumerError(Exception):
 class HqMetrics:
     """Prometheus metrics of the consumer (own registry; labels bounded: kind)."""
 
-    KINDS = ("epcis", "status", "alert", "report", "unknown")
+    KINDS = ("epcis", "status", "alert", "report", "seq", "replay", "unknown")
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -76,6 +76,10 @@ class HqMetrics:
         self.events_duplicate = Counter(
             "hq_events_duplicate", "EPCIS events received again (same eventID), not stored.",
             namespace=NS, registry=r,
+        )
+        self.unknown_site = Counter(
+            "hq_unknown_site_messages", "Events and messages from sites not registered at HQ "
+            "(rfidd hq site add), not stored.", namespace=NS, registry=r,
         )
         self.events_malformed = Counter(
             "hq_events_malformed", "EPCIS events rejected by validation (logged).",
@@ -193,10 +197,10 @@ class HqConsumer:
     def subscriptions(self) -> list[str]:
         """Topic filters: shared (MQTT 5) for the feeds, plain for the retained status."""
         feeds = [f"{self.prefix}/+/epcis", f"{self.prefix}/+/alerts",
-                 f"{self.prefix}/+/reports/+"]
+                 f"{self.prefix}/+/reports/+", f"{self.prefix}/+/replay"]
         if self.v5 and self.config.share_group:  # "": plain (kept over a broker restart)
             feeds = [f"$share/{self.config.share_group}/{f}" for f in feeds]
-        return [*feeds, f"{self.prefix}/+/status"]
+        return [*feeds, f"{self.prefix}/+/status", f"{self.prefix}/+/seq"]
 
     def _route(self, topic: str) -> tuple[str, str]:
         """topic -> (site, kind); ValueError for a topic outside the contract."""
@@ -208,7 +212,7 @@ class HqConsumer:
         if not _SEGMENT.match(site):
             raise ValueError(f"topic {topic!r}: {site!r} is not a site id")
         rest = parts[1:]
-        if rest in (["epcis"], ["status"]):
+        if rest in (["epcis"], ["status"], ["seq"], ["replay"]):
             return site, rest[0]
         if rest == ["alerts"]:
             return site, "alert"
@@ -260,6 +264,14 @@ class HqConsumer:
             self._client.disconnect()
             self._client.loop_stop()
         self.metrics.mqtt_connected.set(0)
+
+    def publish(self, topic: str, payload: bytes) -> bool:
+        """Publish a command to a site (QoS 1); False when not connected (retry later)."""
+        client = self._client
+        if client is None or not self._connected.is_set():
+            return False
+        info = client.publish(topic, payload, qos=1, retain=False)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
 
     def wait_subscribed(self, timeout: float = 10.0) -> bool:
         return self._subscribed.wait(timeout)
@@ -373,6 +385,9 @@ class HqConsumer:
             if kind == "status":
                 self._add_status(msg, site, batch)
                 return
+            if kind == "seq":
+                self._add_head(msg, site, batch)
+                return
             if not msg.retain:
                 batch.saw(site, msg.received_at)
             if kind == "epcis":
@@ -404,6 +419,16 @@ class HqConsumer:
         batch.statuses.append(StatusRow(site, status, msg.received_at, msg.retain))
         if not msg.retain:
             batch.saw(site, msg.received_at)
+
+    def _add_head(self, msg: _Incoming, site: str, batch: Batch) -> None:
+        """The site's retained sequence head: every event up to it was sent."""
+        if not msg.payload:
+            return  # a retained head being cleared
+        body = json.loads(msg.payload)
+        head = body.get("published_through") if isinstance(body, dict) else None
+        if isinstance(head, bool) or not isinstance(head, int) or not 0 <= head < 2**63:
+            raise ValueError(f"sequence head {str(head)[:40]!r} is not a number >= 0")
+        batch.heads[site] = max(head, batch.heads.get(site, 0))
 
     def _add_epcis(self, msg: _Incoming, site: str, batch: Batch) -> None:
         try:
@@ -460,6 +485,8 @@ class HqConsumer:
         parts = [self._build([m]) for m in msgs]  # parsed once, kept for isolation below
         batch = Batch(received_at=msgs[0].received_at)
         for part in parts:
+            for site, head in part.heads.items():
+                batch.heads[site] = max(head, batch.heads.get(site, 0))
             batch.events.extend(part.events)
             batch.statuses.extend(part.statuses)
             batch.site_messages.extend(part.site_messages)
@@ -515,3 +542,8 @@ class HqConsumer:
             if result is not None:
                 self.metrics.events_stored.inc(result.stored)
                 self.metrics.events_duplicate.inc(result.duplicates)
+                if result.rejected:
+                    self.metrics.unknown_site.inc(result.rejected)
+                    log.warning("dropped %d events/messages from unregistered sites (see "
+                                "rfidd hq sites; register with rfidd hq site add)",
+                                result.rejected)

@@ -20,6 +20,7 @@ EVENT_TYPES = frozenset(
 # Fields holding EPCs an item can be looked up by (parentID: the carton of an aggregation).
 _EPC_LISTS = ("epcList", "childEPCs", "inputEPCList", "outputEPCList")
 _MAX_ID = 512
+SEQ_FIELD = "rfidd:seq"
 _MAX_EPC = 512
 
 
@@ -41,6 +42,7 @@ class EventRow:
     biz_transactions: list[dict[str, Any]] | None
     raw: dict[str, Any]
     epcs: tuple[str, ...]
+    seq: int | None = None  # the site's gap-free sequence number (rfidd:seq)
 
 
 @dataclass(slots=True)
@@ -135,7 +137,12 @@ def parse_event(event: Any, site: str) -> EventRow:
         isinstance(biz_tx, list) and all(isinstance(t, dict) for t in biz_tx)
     ):
         raise ValueError("bizTransactionList is not a list of objects")
+    seq = event.get(SEQ_FIELD)
+    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 1
+                            or seq >= 2**63):
+        raise ValueError(f"{SEQ_FIELD} {_short(seq)} is not a sequence number (1, 2, 3...)")
     return EventRow(
+        seq=seq,
         event_id=event_id,
         site=site,
         type=etype,

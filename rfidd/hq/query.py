@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
+from rfidd.hq.gaps import SiteSequence, site_sequences
 from rfidd.hq.store import hq_event_epcs, hq_events, hq_sites, utc
 
 _HEX = re.compile(r"^[0-9A-Fa-f]+$")
@@ -74,13 +75,22 @@ class SiteState:
     status: str | None
     status_at: datetime | None
     last_seen: datetime | None
+    name: str | None = None
+    registered_at: datetime | None = None
+    rejected: int = 0  # messages dropped while the site was not registered
+    sequence: SiteSequence | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "site": self.site,
+            "name": self.name,
+            "registered": self.registered_at is not None,
+            "registered_at": self.registered_at.isoformat() if self.registered_at else None,
             "status": self.status,
             "status_at": self.status_at.isoformat() if self.status_at else None,
             "last_seen": self.last_seen.isoformat() if self.last_seen else None,
+            "rejected": self.rejected,
+            **(self.sequence.to_json() if self.sequence else {}),
         }
 
 
@@ -131,6 +141,10 @@ def where(engine: Engine, epc: str) -> ItemEvent | None:
 
 
 def sites(engine: Engine) -> list[SiteState]:
+    """Every site heard of or registered, with its sequence state and gaps."""
     with engine.connect() as conn:
         rows = conn.execute(select(hq_sites).order_by(hq_sites.c.site)).all()
-    return [SiteState(r.site, r.status, utc(r.status_at), utc(r.last_seen)) for r in rows]
+    seqs = {s.site: s for s in site_sequences(engine)}
+    return [SiteState(r.site, r.status, utc(r.status_at), utc(r.last_seen), r.name,
+                      utc(r.registered_at), int(r.rejected or 0), seqs.get(r.site))
+            for r in rows]

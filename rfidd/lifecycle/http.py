@@ -1,131 +1,167 @@
-"""HTTP routes of the lifecycle service on the daemon's local API (staff tools, the CLI)."""
+"""HTTP routes of the lifecycle service on the daemon's API (POS, staff page, the CLI).
+
+The command bodies are validated by the service's own pydantic models (rfidd.lifecycle.commands),
+which name the field in a 400; the routes only pick the role and call the service.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from rfidd.api import Api, ApiError
+from fastapi import APIRouter, Body, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from rfidd.config_http import Role
 from rfidd.lifecycle.alerts import AlertNotFound, AlertRejected
 from rfidd.lifecycle.commands import normalize_epc
 from rfidd.lifecycle.service import STEP_COMMANDS, LifecycleService
 from rfidd.lifecycle.trace import trace
+from rfidd.web.deps import require
+from rfidd.web.errors import ApiError
 
 PREFIX = "/api/v1/lifecycle"
+# The till's duties; everything else is stockroom work.
+POS_COMMANDS = frozenset({"sale", "return"})
+_POS = require(Role.POS, Role.MANAGER)
+_STAFF = require(Role.STAFF)
+_READ = require(Role.STAFF, Role.POS)
 
 
-def register_routes(api: Api, service: LifecycleService) -> None:
+def _source(request: Request) -> str:
+    p = getattr(request.state, "principal", None)
+    return f"api:{p.name}" if p is not None else "api"
+
+
+def router(service: LifecycleService) -> APIRouter:
     """POST {PREFIX}/{command} with the command's JSON (sale, return, ship, transfer_out,
     transfer_in, receive, loan_out, loan_back, repair_in, repair_out, restock, hold, release,
     collect, shipment): 200 when
     every item was applied or was a duplicate, 409 when any was rejected (body lists each
     item's result), 400 for a malformed command."""
+    r = APIRouter(prefix=PREFIX, tags=["lifecycle"])
 
-    def command(p: dict[str, str], _q: Any, body: Any) -> tuple[int, Any]:
-        name = p["command"]
-        if name not in STEP_COMMANDS and name != "shipment":
-            raise ApiError(404, f"unknown lifecycle command {name!r} (known: "
+    @r.get("/commissioning/sessions", dependencies=[Depends(_STAFF)])
+    def list_sessions(request: Request) -> Any:
+        every = "all" in request.query_params
+        return {"sessions": service.commissioning.sessions(include_closed=every)}
+
+    @r.post("/commissioning/sessions", status_code=201, dependencies=[Depends(_STAFF)])
+    def open_session(body: dict[str, Any] = Body(...)) -> Any:
+        try:
+            return service.commissioning.open_session(body)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+
+    @r.get("/commissioning/sessions/{sid}", dependencies=[Depends(_STAFF)])
+    def get_session(sid: str) -> Any:
+        try:
+            return service.commissioning.session_json(sid)
+        except KeyError:
+            raise ApiError(404, f"no commissioning session {sid!r}") from None
+
+    @r.post("/commissioning/sessions/{sid}/close", dependencies=[Depends(_STAFF)])
+    def close_session(sid: str) -> Any:
+        try:
+            return service.commissioning.close_session(sid)
+        except KeyError:
+            raise ApiError(404, f"no commissioning session {sid!r}") from None
+
+    @r.post("/commissioning/binds", status_code=201, dependencies=[Depends(_STAFF)])
+    def bind(body: dict[str, Any] = Body(...)) -> Any:
+        try:
+            return service.commissioning.bind(body)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+
+    @r.get("/items/{epc}", dependencies=[Depends(_READ)])
+    def item(epc: str) -> Any:
+        try:
+            norm = normalize_epc(epc)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        state = service.item_state(norm)
+        history = [h.to_json() for h in trace(service.ctx.db, norm)]
+        if state is None and not history:
+            raise ApiError(404, f"item {epc} has no history on this site")
+        return {"state": state, "history": history}
+
+    @r.post("/loans/check-overdue", dependencies=[Depends(_STAFF)])
+    def overdue() -> Any:
+        return {"new_alerts": service.check_overdue()}
+
+    async def role_for_command(request: Request) -> None:
+        name = request.path_params.get("command", "")
+        await (_POS if name in POS_COMMANDS else _STAFF)(request)
+
+    @r.post("/{command}", dependencies=[Depends(role_for_command)])
+    def command(command: str, request: Request,
+                body: Any = Body(None)) -> JSONResponse:
+        if command not in STEP_COMMANDS and command != "shipment":
+            raise ApiError(404, f"unknown lifecycle command {command!r} (known: "
                            f"{', '.join(sorted([*STEP_COMMANDS, 'shipment']))})")
         try:
-            result = service.handle(name, body, source="api")
+            result = service.handle(command, body, source=_source(request))
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
-        return (409 if result.rejected else 200), result.to_json()
+        return JSONResponse(result.to_json(), 409 if result.rejected else 200)
 
-    def open_session(_p: dict[str, str], _q: Any, body: Any) -> tuple[int, Any]:
-        try:
-            return 201, service.commissioning.open_session(body)
-        except ValueError as exc:
-            raise ApiError(400, str(exc)) from None
-
-    def list_sessions(_p: dict[str, str], q: dict[str, list[str]], _b: Any) -> tuple[int, Any]:
-        return 200, {"sessions": service.commissioning.sessions(include_closed="all" in q)}
-
-    def get_session(p: dict[str, str], _q: Any, _b: Any) -> tuple[int, Any]:
-        try:
-            return 200, service.commissioning.session_json(p["sid"])
-        except KeyError:
-            raise ApiError(404, f"no commissioning session {p['sid']!r}") from None
-
-    def close_session(p: dict[str, str], _q: Any, _b: Any) -> tuple[int, Any]:
-        try:
-            return 200, service.commissioning.close_session(p["sid"])
-        except KeyError:
-            raise ApiError(404, f"no commissioning session {p['sid']!r}") from None
-
-    def bind(_p: dict[str, str], _q: Any, body: Any) -> tuple[int, Any]:
-        try:
-            return 201, service.commissioning.bind(body)
-        except ValueError as exc:
-            raise ApiError(400, str(exc)) from None
-
-    def item(p: dict[str, str], _q: Any, _b: Any) -> tuple[int, Any]:
-        try:
-            epc = normalize_epc(p["epc"])
-        except ValueError as exc:
-            raise ApiError(400, str(exc)) from None
-        state = service.item_state(epc)
-        history = [h.to_json() for h in trace(service.ctx.db, epc)]
-        if state is None and not history:
-            raise ApiError(404, f"item {p['epc']} has no history on this site")
-        return 200, {"state": state, "history": history}
-
-    def overdue(_p: dict[str, str], _q: Any, _b: Any) -> tuple[int, Any]:
-        return 200, {"new_alerts": service.check_overdue()}
-
-    register_alert_routes(api, service)
-    api.route("GET", f"{PREFIX}/commissioning/sessions", list_sessions)
-    api.route("POST", f"{PREFIX}/commissioning/sessions", open_session)
-    api.route("GET", f"{PREFIX}/commissioning/sessions/{{sid}}", get_session)
-    api.route("POST", f"{PREFIX}/commissioning/sessions/{{sid}}/close", close_session)
-    api.route("POST", f"{PREFIX}/commissioning/binds", bind)
-    api.route("GET", f"{PREFIX}/items/{{epc}}", item)
-    api.route("POST", f"{PREFIX}/loans/check-overdue", overdue)
-    api.route("POST", f"{PREFIX}/{{command}}", command)
+    return r
 
 
-def register_alert_routes(api: Api, service: LifecycleService) -> None:
+class AlertAck(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    who: str | None = Field(None, max_length=64, description="Default: the signed-in caller.")
+    note: str | None = Field(None, max_length=2000, description="Free text.")
+
+
+class AlertResolve(AlertAck):
+    resolution: str = Field(description="How it was resolved (the alert's own vocabulary).")
+
+
+def alert_router(service: LifecycleService) -> APIRouter:
     """GET /api/v1/alerts[?state=&type=], GET /api/v1/alerts/{id}, POST .../{id}/acknowledge
-    {who, note} and .../{id}/resolve {resolution, who, note}: 404 unknown alert, 409 a step
-    that does not apply (the body names the alert's state), 400 a malformed body."""
+    {who, note} (staff) and .../{id}/resolve {resolution, who, note} (manager): 404 unknown
+    alert, 409 a step that does not apply (the body names the alert's state), 422 a bad body."""
     alerts = service.alerts
+    r = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 
-    def body_of(b: Any, *names: str) -> dict[str, Any]:
-        if not isinstance(b, dict):
-            raise ApiError(400, "request body must be a JSON object")
-        extra = sorted(set(b) - set(names))
-        if extra:
-            raise ApiError(400, f"unknown field(s) {', '.join(extra)}")
-        for k, v in b.items():
-            if v is not None and not isinstance(v, str):
-                raise ApiError(400, f"{k}: must be a string")
-        return b
-
-    def step(fn: Any, *args: Any) -> tuple[int, Any]:
+    def step(fn: Any, *args: Any) -> Any:
         try:
-            return 200, fn(*args)
+            return fn(*args)
         except AlertNotFound as exc:
             raise ApiError(404, f"no alert {exc.args[0]!r}") from None
         except AlertRejected as exc:
             raise ApiError(409, str(exc)) from None
 
-    def list_(_p: dict[str, str], q: dict[str, list[str]], _b: Any) -> tuple[int, Any]:
+    def who(request: Request, given: str | None) -> str:
+        p = getattr(request.state, "principal", None)
+        return given or (p.name if p is not None else "")
+
+    @r.get("", dependencies=[Depends(_STAFF)])
+    def list_(state: str | None = None, type: str | None = None) -> Any:
         try:
-            state, kind = q.get("state"), q.get("type")
-            return 200, {"alerts": alerts.list(state[-1] if state else None,
-                                               kind[-1] if kind else None)}
+            return {"alerts": alerts.list(state, type)}
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
 
-    def ack(p: dict[str, str], _q: Any, b: Any) -> tuple[int, Any]:
-        d = body_of(b, "who", "note")
-        return step(alerts.acknowledge, p["aid"], d.get("who") or "", d.get("note"))
+    @r.get("/{aid}", dependencies=[Depends(_STAFF)])
+    def get(aid: str) -> Any:
+        return step(alerts.get, aid)
 
-    def res(p: dict[str, str], _q: Any, b: Any) -> tuple[int, Any]:
-        d = body_of(b, "resolution", "who", "note")
-        return step(alerts.resolve, p["aid"], d.get("resolution") or "", d.get("who") or "",
-                    d.get("note"))
+    @r.post("/{aid}/acknowledge", dependencies=[Depends(_STAFF)])
+    def ack(aid: str, request: Request, body: AlertAck | None = None) -> Any:
+        b = body or AlertAck()
+        return step(alerts.acknowledge, aid, who(request, b.who), b.note)
 
-    api.route("GET", "/api/v1/alerts", list_)
-    api.route("GET", "/api/v1/alerts/{aid}", lambda p, q, b: step(alerts.get, p["aid"]))
-    api.route("POST", "/api/v1/alerts/{aid}/acknowledge", ack)
-    api.route("POST", "/api/v1/alerts/{aid}/resolve", res)
+    @r.post("/{aid}/resolve", dependencies=[Depends(require(Role.MANAGER))])
+    def resolve(aid: str, body: AlertResolve, request: Request) -> Any:
+        return step(alerts.resolve, aid, body.resolution, who(request, body.who), body.note)
+
+    return r
+
+
+def register_routes(api: Any, service: LifecycleService) -> None:
+    """Add the lifecycle and alert routes to the daemon's web server (rfidd.web.WebServer)."""
+    api.include_router(alert_router(service))
+    api.include_router(router(service))

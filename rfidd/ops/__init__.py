@@ -5,7 +5,8 @@
   counting.py       CountingService       cycle counts, live progress, count reports
   exits.py          ExitService           exit alerts, the loss tracker, the shrinkage report
   replenishment.py  ReplenishmentService  stockroom -> floor list
-  schedules.py      Schedules             stored count schedules and the periodic ops tick
+  schedules.py      Schedules             count schedules, retention, nightly shrinkage report,
+                                          the periodic ops tick (persistent, misfire policy)
   common.py         OpsError, OpsSettings and what the services share
   api.py            register_routes       HTTP routes under /api/v1/ops
   cli.py            ops_cli               the `rfidd ops ...` click group (talks to the HTTP API)
@@ -18,8 +19,9 @@ rfidd/app.py (`build_ops`) builds and wires them.
 
 from __future__ import annotations
 
+from typing import Any
+
 import rfidd.ops.count_cli  # noqa: F401  (registers takeover, count pass, count recount)
-from rfidd.ops.api import register_routes
 from rfidd.ops.bench import bench_command
 from rfidd.ops.catalog import CatalogService
 from rfidd.ops.cli import ops_cli
@@ -28,7 +30,14 @@ from rfidd.ops.counting import CountingService
 from rfidd.ops.exits import ExitService
 from rfidd.ops.reception import ReceptionService
 from rfidd.ops.replenishment import ReplenishmentService
-from rfidd.ops.schedules import Schedules
+from rfidd.ops.schedules import Schedules, ScheduleSettings
+
+
+def register_routes(api: Any, **services: Any) -> None:
+    """The HTTP routes (rfidd.ops.api), imported on use: the CLI needs no web framework."""
+    from rfidd.ops.api import register_routes as register
+
+    register(api, **services)
 
 __all__ = [
     "CatalogService",
@@ -38,6 +47,7 @@ __all__ = [
     "OpsSettings",
     "ReceptionService",
     "ReplenishmentService",
+    "ScheduleSettings",
     "Schedules",
     "bench_command",
     "ops_cli",

@@ -1,18 +1,25 @@
-"""HTTP routes of store operations under /api/v1/ops (what the `rfidd ops` CLI calls).
+"""HTTP routes of store operations under /api/v1/ops (what the `rfidd ops` CLI and the staff
+page call): a FastAPI router with pydantic request bodies; every handler is one call of the
+service.
 
-Files travel as text in JSON ({"format": "csv", "text": "...", "source": "name.csv"}): the API
-is loopback-only and takes bodies up to 1 MiB; CSV and other text downloads come back as
-{"content_type": "text/csv", "text": "..."} because the router answers JSON.
+Files travel as text in JSON ({"format": "csv", "text": "...", "source": "name.csv"}); CSV and
+other text downloads come back as {"content_type": "text/csv", "text": "..."}.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field
 
 from inventory.reports import replenishment_csv
-from rfidd.api import Api, ApiError
+from rfidd.config_http import Role
 from rfidd.ops.catalog import CatalogService
 from rfidd.ops.common import OpsError
 from rfidd.ops.counting import CountingService
@@ -20,11 +27,10 @@ from rfidd.ops.exits import ExitService
 from rfidd.ops.reception import ReceptionService
 from rfidd.ops.replenishment import ReplenishmentService
 from rfidd.ops.schedules import Schedules
+from rfidd.web.deps import require
+from rfidd.web.errors import ApiError
 
 P = "/api/v1/ops"
-Params = dict[str, str]
-Query = dict[str, list[str]]
-Route = Callable[[Params, Query, Any], tuple[int, Any]]
 
 
 def parse_time(value: Any, field: str) -> float:
@@ -46,194 +52,217 @@ def parse_time(value: Any, field: str) -> float:
     raise ApiError(400, f"{field}: {value!r} is not epoch seconds or ISO 8601")
 
 
-def _seconds(value: Any) -> float | None:
-    if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-        raise ApiError(400, "duration_s: must be a number of seconds")
-    return None if value is None else float(value)
+class TextFile(BaseModel):
+    text: str = Field(description="The file's content.")
+    format: Literal["csv", "json"] = Field("csv", description="csv or json.")
+    source: str = Field("<api>", max_length=256, description="File name, for error messages.")
 
 
-def _q(query: Query, name: str) -> str | None:
-    v = query.get(name)
-    return v[-1] if v else None
+class CatalogImport(BaseModel):
+    text: str | None = Field(None, description="A catalog file's content (with format).")
+    format: Literal["csv", "json"] = Field("csv", description="csv or json.")
+    source: str = Field("<api>", max_length=256, description="File name, for error messages.")
+    products: list[dict[str, Any]] | None = Field(None, description="Product records as JSON.")
 
 
-def _body(body: Any) -> dict[str, Any]:
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        raise ApiError(400, "request body must be a JSON object")
-    return body
+class AsnImport(TextFile):
+    open_reception: bool | None = Field(
+        None, description="Open (or join) a reception for the imported ASNs.")
 
 
-def _text_file(body: dict[str, Any]) -> tuple[str, str, str]:
-    text = body.get("text")
-    if not isinstance(text, str):
-        raise ApiError(400, "text: the file content (a string) is required")
-    fmt = body.get("format", "csv")
-    if fmt not in ("csv", "json"):
-        raise ApiError(400, f"format: {fmt!r} is not csv or json")
-    source = body.get("source", "<api>")
-    return text, str(fmt), str(source)[:256]
+class ReceptionOpen(BaseModel):
+    asn_ids: list[str] = Field(description="ASN ids to receive against.")
 
 
-def _wrap(fn: Route) -> Route:
-    def handler(p: Params, q: Query, b: Any) -> tuple[int, Any]:
-        try:
-            return fn(p, q, b)
-        except OpsError as exc:
-            raise ApiError(exc.status, str(exc)) from None
-    return handler
+class ReceptionClose(BaseModel):
+    note: str = Field("", max_length=2000, description="Staff note kept in the audit log.")
 
 
-def register_routes(api: Api, *, catalog: CatalogService, reception: ReceptionService,
-                    counting: CountingService, schedules: Schedules, exits: ExitService,
-                    replenishment: ReplenishmentService) -> None:
-    """Add the store-operations routes to the daemon's HTTP API, each to its service."""
+class CountStart(BaseModel):
+    zones: list[str] = Field(description="Zones to count.")
+    duration_s: float | None = Field(None, gt=0, description="Stop by itself after this long.")
+    adopt: bool = Field(False, description="Take over items found that rfidd never received.")
 
-    def route(method: str, path: str, fn: Route) -> None:
-        api.route(method, P + path, _wrap(fn))
 
-    # catalog
-    def catalog_import(_p: Params, _q: Query, b: Any) -> tuple[int, Any]:
-        body = _body(b)
-        if isinstance(body.get("products"), list):
+class CountPass(BaseModel):
+    zone: str = Field(description="The zone the pass covered.")
+    epcs: list[str] = Field(max_length=100_000, description="EPCs read (hex or SGTIN URI).")
+    device: str | None = Field(None, max_length=128, description="The handheld's name.")
+    operator: str | None = Field(None, max_length=128, description="Who walked the pass.")
+
+
+class CountRecount(BaseModel):
+    duration_s: float | None = Field(None, gt=0, description="Length of the recount.")
+
+
+class ScheduleAdd(BaseModel):
+    cron: str = Field(description="Crontab expression, e.g. '0 7 * * 1'.")
+    zones: list[str] = Field(description="Zones to count.")
+    duration_s: float | None = Field(None, gt=0, description="Length of each count.")
+    misfire_grace_s: float | None = Field(
+        None, ge=0, description="A run missed (daemon down) still starts this late, once.")
+
+
+class ShrinkagePublish(BaseModel):
+    since: float | str | None = Field(None, description="Start (epoch s or ISO 8601).")
+    until: float | str | None = Field(None, description="End (epoch s or ISO 8601).")
+    currency: str | None = Field(None, pattern=r"^[A-Z]{3}$", description="ISO 4217 code.")
+
+
+def _period(since: Any, until: Any) -> tuple[float, float]:
+    end = parse_time(until, "until") if until is not None else time.time()
+    start = parse_time(since, "since") if since is not None else end - 30 * 86400.0
+    return start, end
+
+
+def _csv(text: str) -> dict[str, str]:
+    return {"content_type": "text/csv", "text": text}
+
+
+def router(*, catalog: CatalogService, reception: ReceptionService, counting: CountingService,
+           schedules: Schedules, exits: ExitService,
+           replenishment: ReplenishmentService) -> APIRouter:
+    """The routes, each a call of the service that owns it."""
+    r = APIRouter(prefix=P, tags=["ops"], dependencies=[Depends(require(Role.STAFF))],
+                  route_class=_OpsRoute)
+
+    @r.post("/catalog")
+    def catalog_import(body: CatalogImport) -> JSONResponse:
+        if body.products is not None:
             from inventory.catalog import parse_catalog_records
 
-            res = catalog.import_catalog(parse_catalog_records(body["products"], "<api>"))
+            res = catalog.import_catalog(parse_catalog_records(body.products, "<api>"))
+        elif body.text is not None:
+            res = catalog.import_catalog_text(body.text, body.format, body.source)
         else:
-            res = catalog.import_catalog_text(*_text_file(body))
-        return (200 if not res["errors"] else 422 if not res["imported"] else 200), res
+            raise ApiError(422, "text: the file content (or products) is required")
+        return JSONResponse(res, 422 if res["errors"] and not res["imported"] else 200)
 
-    route("POST", "/catalog", catalog_import)
-    route("GET", "/catalog/classification", lambda p, q, b: (200, catalog.classification()))
+    @r.get("/catalog/classification")
+    def classification() -> Any:
+        return catalog.classification()
 
-    # ASNs and receptions
-    def asn_import(_p: Params, _q: Query, b: Any) -> tuple[int, Any]:
-        body = _body(b)
-        open_reception = body.get("open_reception")
-        if open_reception is not None and not isinstance(open_reception, bool):
-            raise ApiError(400, "open_reception: must be true or false")
-        res = reception.import_asn_text(*_text_file(body), open_reception=open_reception)
-        bad = res["errors"] or res["conflicts"]
-        return (422 if bad else 200), res
+    @r.post("/asns")
+    def asn_import(body: AsnImport) -> JSONResponse:
+        res = reception.import_asn_text(body.text, body.format, body.source,
+                                        open_reception=body.open_reception)
+        return JSONResponse(res, 422 if res["errors"] or res["conflicts"] else 200)
 
-    def asn_get(p: Params, _q: Query, _b: Any) -> tuple[int, Any]:
-        return 200, reception.asn(p["asn_id"])
+    @r.get("/asns/{asn_id}")
+    def asn_get(asn_id: str) -> Any:
+        return reception.asn(asn_id)
 
-    def reception_open(_p: Params, _q: Query, b: Any) -> tuple[int, Any]:
-        ids = _body(b).get("asn_ids")
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise ApiError(400, "asn_ids: a list of ASN ids is required")
-        return 201, reception.open_reception(ids, opened_by="staff")
+    @r.post("/receptions", status_code=201)
+    def reception_open(body: ReceptionOpen, request: Request) -> Any:
+        return reception.open_reception(body.asn_ids, opened_by=_who(request))
 
-    def reception_report(p: Params, q: Query, _b: Any) -> tuple[int, Any]:
-        if _q(q, "format") == "csv":
-            return 200, {"content_type": "text/csv", "text": reception.reception_csv(p["sid"])}
-        return 200, reception.reception(p["sid"])
+    @r.get("/receptions")
+    def receptions() -> Any:
+        return reception.receptions()
 
-    route("POST", "/asns", asn_import)
-    route("GET", "/asns/{asn_id}", asn_get)
-    route("POST", "/receptions", reception_open)
-    route("GET", "/receptions", lambda p, q, b: (200, reception.receptions()))
-    route("GET", "/receptions/{sid}", reception_report)
-    route("POST", "/receptions/{sid}/close",
-          lambda p, q, b: (200, reception.close_reception(p["sid"])))
+    @r.get("/receptions/{sid}")
+    def reception_get(sid: str, format: str | None = None) -> Any:
+        return _csv(reception.reception_csv(sid)) if format == "csv" else reception.reception(sid)
 
-    # counts
-    def count_start(_p: Params, _q: Query, b: Any) -> tuple[int, Any]:
-        body = _body(b)
-        zones = body.get("zones")
-        if not isinstance(zones, list) or not all(isinstance(z, str) for z in zones):
-            raise ApiError(400, "zones: a list of zone names is required")
-        duration = _seconds(body.get("duration_s"))
-        adopt = body.get("adopt")
-        if adopt is not None and not isinstance(adopt, bool):
-            raise ApiError(400, "adopt: must be true or false")
-        return 201, counting.start_count(zones, duration_s=duration, adopt=bool(adopt))
+    @r.post("/receptions/{sid}/close")
+    def reception_close(sid: str, body: ReceptionClose | None = None) -> Any:
+        return reception.close_reception(sid)
 
-    def count_pass(p: Params, _q: Query, b: Any) -> tuple[int, Any]:
-        body = _body(b)
-        zone, epcs = body.get("zone"), body.get("epcs")
-        if not isinstance(zone, str):
-            raise ApiError(400, "zone: the zone the pass covered is required")
-        if not isinstance(epcs, list) or len(epcs) > 100_000:
-            raise ApiError(400, "epcs: a list of up to 100000 EPCs (hex or SGTIN URI)")
-        device, operator = body.get("device"), body.get("operator")
-        if not all(v is None or isinstance(v, str) for v in (device, operator)):
-            raise ApiError(400, "device, operator: must be strings")
-        return 200, counting.add_pass(p["cid"], zone, epcs, device, operator)
+    @r.post("/counts", status_code=201)
+    def count_start(body: CountStart) -> Any:
+        return counting.start_count(body.zones, duration_s=body.duration_s, adopt=body.adopt)
 
-    def count_recount(p: Params, _q: Query, b: Any) -> tuple[int, Any]:
-        return 201, counting.recount(p["cid"], _seconds(_body(b).get("duration_s")))
+    @r.get("/counts")
+    def counts() -> Any:
+        return counting.counts()
 
-    def count_get(p: Params, q: Query, _b: Any) -> tuple[int, Any]:
-        if _q(q, "format") == "csv":
-            return 200, {"content_type": "text/csv", "text": counting.count_csv(p["cid"])}
-        return 200, counting.count(p["cid"])
+    @r.get("/counts/{cid}")
+    def count(cid: str, format: str | None = None) -> Any:
+        return _csv(counting.count_csv(cid)) if format == "csv" else counting.count(cid)
 
-    route("POST", "/counts", count_start)
-    route("GET", "/counts", lambda p, q, b: (200, counting.counts()))
-    route("GET", "/counts/{cid}", count_get)
-    route("POST", "/counts/{cid}/stop", lambda p, q, b: (200, counting.stop_count(p["cid"])))
-    route("POST", "/counts/{cid}/passes", count_pass)
-    route("POST", "/counts/{cid}/recount", count_recount)
+    @r.post("/counts/{cid}/stop")
+    def count_stop(cid: str) -> Any:
+        return counting.stop_count(cid)
 
-    def schedule_add(_p: Params, _q: Query, b: Any) -> tuple[int, Any]:
-        body = _body(b)
-        cron, zones, duration = body.get("cron"), body.get("zones"), body.get("duration_s")
-        if not isinstance(cron, str):
-            raise ApiError(400, "cron: a crontab expression is required, e.g. '0 7 * * 1'")
-        if not isinstance(zones, list) or not all(isinstance(z, str) for z in zones):
-            raise ApiError(400, "zones: a list of zone names is required")
-        if duration is not None and not isinstance(duration, (int, float)):
-            raise ApiError(400, "duration_s: must be a number of seconds")
-        return 201, schedules.add_schedule(cron, zones, duration)
+    @r.post("/counts/{cid}/passes")
+    def count_pass(cid: str, body: CountPass) -> Any:
+        return counting.add_pass(cid, body.zone, body.epcs, body.device, body.operator)
 
-    def schedule_delete(p: Params, _q: Query, _b: Any) -> tuple[int, Any]:
-        if not p["sid"].isdigit():
-            raise ApiError(400, f"schedule id {p['sid']!r} is not a number")
-        schedules.delete_schedule(int(p["sid"]))
-        return 200, {"deleted": int(p["sid"])}
+    @r.post("/counts/{cid}/recount", status_code=201)
+    def count_recount(cid: str, body: CountRecount | None = None) -> Any:
+        return counting.recount(cid, body.duration_s if body else None)
 
-    route("POST", "/count-schedules", schedule_add)
-    route("GET", "/count-schedules", lambda p, q, b: (200, schedules.schedules()))
-    route("POST", "/count-schedules/{sid}/delete", schedule_delete)
+    @r.post("/count-schedules", status_code=201)
+    def schedule_add(body: ScheduleAdd) -> Any:
+        return schedules.add_schedule(body.cron, body.zones, body.duration_s,
+                                      body.misfire_grace_s)
 
-    # shrinkage and replenishment
-    def period(values: dict[str, Any]) -> tuple[float, float]:
-        import time
+    @r.get("/count-schedules")
+    def schedule_list() -> Any:
+        return schedules.schedules()
 
-        until = parse_time(values["until"], "until") if values.get("until") is not None \
-            else time.time()
-        since = parse_time(values["since"], "since") if values.get("since") is not None \
-            else until - 30 * 86400.0
-        return since, until
+    @r.post("/count-schedules/{sid}/delete")
+    def schedule_delete(sid: str) -> Any:
+        if not sid.isdigit():
+            raise ApiError(400, f"schedule id {sid!r} is not a number")
+        schedules.delete_schedule(int(sid))
+        return {"deleted": int(sid)}
 
-    def shrinkage_get(_p: Params, q: Query, _b: Any) -> tuple[int, Any]:
-        since, until = period({"since": _q(q, "since"), "until": _q(q, "until")})
-        if _q(q, "format") == "csv":
-            return 200, {"content_type": "text/csv",
-                         "text": exits.shrinkage_csv(since, until, _q(q, "currency"))}
-        return 200, exits.shrinkage(since, until, _q(q, "currency")).to_dict()
+    @r.get("/schedules")
+    def jobs() -> Any:
+        """Every scheduled job with its next run, housekeeping included."""
+        return schedules.jobs()
 
-    def shrinkage_publish(_p: Params, _q: Query, b: Any) -> tuple[int, Any]:
-        body = _body(b)
-        since, until = period(body)
-        currency = body.get("currency")
-        if currency is not None and not isinstance(currency, str):
-            raise ApiError(400, "currency: must be an ISO 4217 code")
-        return 200, exits.shrinkage(since, until, currency, publish=True).to_dict()
+    @r.get("/shrinkage")
+    def shrinkage(since: str | None = None, until: str | None = None,
+                  currency: str | None = None, format: str | None = None) -> Any:
+        start, end = _period(since, until)
+        if format == "csv":
+            return _csv(exits.shrinkage_csv(start, end, currency))
+        return exits.shrinkage(start, end, currency).to_dict()
 
-    def replenishment_get(_p: Params, q: Query, _b: Any) -> tuple[int, Any]:
-        raw = _q(q, "floor_min") or "1"
-        if not raw.isdigit():
-            raise ApiError(400, f"floor_min: {raw!r} is not a whole number")
-        lines = replenishment.replenishment(int(raw))
-        if _q(q, "format") == "csv":
-            return 200, {"content_type": "text/csv", "text": replenishment_csv(lines)}
-        return 200, {"lines": [ln.to_dict() for ln in lines]}
+    @r.post("/shrinkage")
+    def shrinkage_publish(body: ShrinkagePublish) -> Any:
+        start, end = _period(body.since, body.until)
+        return exits.shrinkage(start, end, body.currency, publish=True).to_dict()
 
-    route("GET", "/shrinkage", shrinkage_get)
-    route("POST", "/shrinkage", shrinkage_publish)
-    route("GET", "/shrinkage/suspected", lambda p, q, b: (200, exits.suspected()))
-    route("GET", "/replenishment", replenishment_get)
+    @r.get("/shrinkage/suspected")
+    def suspected() -> Any:
+        return exits.suspected()
+
+    @r.get("/replenishment")
+    def replenishment_get(floor_min: str = "1", format: str | None = None) -> Any:
+        if not floor_min.isdigit():
+            raise ApiError(400, f"floor_min: {floor_min!r} is not a whole number")
+        lines = replenishment.replenishment(int(floor_min))
+        if format == "csv":
+            return _csv(replenishment_csv(lines))
+        return {"lines": [ln.to_dict() for ln in lines]}
+
+    return r
+
+
+def _who(request: Request) -> str:
+    p = getattr(request.state, "principal", None)
+    return p.name if p is not None else "staff"
+
+
+class _OpsRoute(APIRoute):
+    """An OpsError is the answer it names (status and message)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def run(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except OpsError as exc:
+                return JSONResponse({"error": str(exc)}, exc.status)
+
+        return run
+
+
+def register_routes(api: Any, **services: Any) -> None:
+    """Add the store-operations routes to the daemon's web server (rfidd.web.WebServer);
+    `services`: catalog, reception, counting, schedules, exits, replenishment."""
+    api.include_router(router(**services))

@@ -33,7 +33,8 @@ def _client(ctx: click.Context) -> ApiClient:
 
 
 def _console() -> Console:
-    return Console()
+    """Terminal width on a terminal; piped, wide enough that no id is ever cut."""
+    return Console() if sys.stdout.isatty() else Console(width=10_000)
 
 
 def _fmt_time(t: float | None) -> str:
@@ -157,9 +158,13 @@ def reception_open(ctx: click.Context, asn_ids: tuple[str, ...]) -> None:
 
 
 @reception_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def reception_list(ctx: click.Context) -> None:
+def reception_list(ctx: click.Context, as_json: bool) -> None:
     rows = _client(ctx).call("GET", "/receptions")
+    if as_json:
+        _echo_json(rows)
+        return
     t = Table(title="Reception sessions")
     for c in ("session", "status", "ASNs", "opened", "closed", "received", "missing",
               "unexpected"):
@@ -356,9 +361,13 @@ def count_stop(ctx: click.Context, count_id: str | None, as_json: bool) -> None:
 
 
 @count_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def count_list(ctx: click.Context) -> None:
+def count_list(ctx: click.Context, as_json: bool) -> None:
     rows = _client(ctx).call("GET", "/counts")
+    if as_json:
+        _echo_json(rows)
+        return
     t = Table(title="Counts")
     for c in ("count", "status", "zones", "started", "finished", "expected", "found",
               "record accuracy"):
@@ -412,22 +421,41 @@ def schedule_group() -> None:
 @click.argument("cron")
 @click.argument("zones", nargs=-1, required=True)
 @click.option("--duration", "duration_s", type=float, default=None)
+@click.option("--grace", "misfire_grace_s", type=float, default=None,
+              help="Seconds after its time a missed count still runs (daemon down); default "
+              "[schedules] misfire_grace_s, one hour.")
 @click.pass_context
 def schedule_add(ctx: click.Context, cron: str, zones: tuple[str, ...],
-                 duration_s: float | None) -> None:
+                 duration_s: float | None, misfire_grace_s: float | None) -> None:
     """e.g. rfidd ops count schedule add '0 7 * * 1' stockroom floor --duration 900"""
     res = _client(ctx).call("POST", "/count-schedules",
-                            {"cron": cron, "zones": list(zones), "duration_s": duration_s})
+                            {"cron": cron, "zones": list(zones), "duration_s": duration_s,
+                             "misfire_grace_s": misfire_grace_s})
     click.echo(f"schedule {res['id']}: {res['cron']} over {', '.join(res['zones'])} for "
-               f"{res['duration_s']:g} s")
+               f"{res['duration_s']:g} s, next run {res.get('next_run') or '-'}")
 
 
 @schedule_group.command("list")
+@click.option("--all", "show_all", is_flag=True,
+              help="Also the housekeeping jobs (retention, nightly shrinkage report).")
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def schedule_list(ctx: click.Context) -> None:
-    for r in _client(ctx).call("GET", "/count-schedules"):
+def schedule_list(ctx: click.Context, show_all: bool, as_json: bool) -> None:
+    """Count schedules with their next and last run (site time zone)."""
+    rows = _client(ctx).call("GET", "/count-schedules")
+    if as_json:
+        _echo_json({"schedules": rows, "jobs": _client(ctx).call("GET", "/schedules")}
+                   if show_all else rows)
+        return
+    for r in rows:
         click.echo(f"{r['id']}: {r['cron']} over {', '.join(r['zones'])} for "
-                   f"{r['duration_s']:g} s")
+                   f"{r['duration_s']:g} s, next run {r.get('next_run') or '-'}, "
+                   f"last run {r.get('last_run') or '-'}")
+    if show_all:
+        for j in _client(ctx).call("GET", "/schedules"):
+            if not j["job"].startswith("count-"):
+                click.echo(f"{j['job']}: {j['cron']} ({j['what']}), next run "
+                           f"{j.get('next_run') or '-'}, last run {j.get('last_run') or '-'}")
 
 
 @schedule_group.command("delete")
@@ -511,3 +539,38 @@ def replenishment(ctx: click.Context, floor_min: int, csv_out: Path | None,
         t.add_row(ln["category"] or "", ln["sku"], ln["name"] or "", ln["size"], ln["colour"],
                   str(ln["stock_qty"]), str(ln["floor_qty"]), str(ln["suggested"]))
     _console().print(t)
+
+
+@ops_cli.command("audit")
+@click.option("--since", default="24h", show_default=True,
+              help="Epoch seconds, ISO 8601 with an offset, or an age such as 90m, 24h, 7d.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def audit(ctx: click.Context, since: str, as_json: bool) -> None:
+    """Writes made through the API: who, when, from where, what, and the answer."""
+    start = _since(since)
+    res = _client(ctx).call("GET", "/audit", query={"since": start})
+    if as_json:
+        _echo_json(res["entries"])
+        return
+    t = Table(title=f"Audit since {_fmt_time(start)}")
+    for c in ("when", "who", "from", "request", "status", "detail"):
+        t.add_column(c)
+    for e in res["entries"]:
+        t.add_row(_fmt_time(e["at"]), f"{e['actor']} ({e['actor_kind']})", e["address"],
+                  f"{e['method']} {e['path']}", str(e["status"]), e["detail"][:200])
+    _console().print(t)
+
+
+def _since(value: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    v = value.strip()
+    if v[-1:] in units and v[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(v[:-1]) * units[v[-1]]
+    from rfidd.ops.api import parse_time
+    from rfidd.web.errors import ApiError
+
+    try:
+        return parse_time(v, "--since")
+    except ApiError as exc:
+        raise click.BadParameter(str(exc)) from None

@@ -171,6 +171,21 @@ class CountingService:
             raise OpsError(404, f"unknown count session {cid}")
         return {"session_id": cid, "status": status, "report": doc}
 
+    def count_missing(self, cid: str, limit: int = 200) -> list[dict[str, Any]]:
+        """A running count's items not yet seen, with their product (the page's live list)."""
+        with self._lock:
+            c = self._counts.get(cid)
+            if c is None:
+                return []
+            self._refresh(c)
+            missing = c.live.not_yet_seen(limit)
+        out = []
+        for epc, zone in missing:
+            g = self.catalog.gtin_of(epc)
+            p = self.catalog.catalog.get(g) if g else None
+            out.append({"epc": epc, "zone": zone, **(p.to_dict() if p else {"gtin": g})})
+        return out
+
     def counts(self) -> list[dict[str, Any]]:
         with self.ctx.db.session() as s:
             rows = store.count_rows(s)

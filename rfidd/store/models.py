@@ -116,6 +116,20 @@ class Event(Base):
     epc_count: Mapped[int] = mapped_column(Integer)
     payload: Mapped[str] = mapped_column(Text)  # JSON
     created_at: Mapped[float] = mapped_column(Time)
+    # The site's gap-free sequence number (1, 2, 3...): how HQ tells a lost event from none.
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_events_seq", "seq", unique=True),)
+
+
+class EventSequence(Base):
+    """The one counter row behind `Event.seq`: taken under the write transaction's row lock,
+    so numbers are handed out in commit order, and a rolled-back batch gives its back."""
+
+    __tablename__ = "event_sequence"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
 class OutboxMessage(Base):
@@ -134,5 +148,27 @@ class OutboxMessage(Base):
     # kept for inspection.
     failed_at: Mapped[float | None] = mapped_column(Time)
     error: Mapped[str | None] = mapped_column(Text)
+    # The journal's sequence number of an EPCIS row (an original or a replayed copy).
+    seq: Mapped[int | None] = mapped_column(BigInteger)
 
-    __table_args__ = (Index("ix_outbox_sent_at_id", "sent_at", "id"),)
+    __table_args__ = (
+        Index("ix_outbox_sent_at_id", "sent_at", "id"),
+        Index("ix_outbox_seq", "seq"),
+    )
+
+
+class AuditRecord(Base):
+    """One write through the local API: who (token name or opaque staff id), when, from where,
+    what (method, path, body excerpt) and the answer's status."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Time, index=True)
+    actor_kind: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(512))
+    status: Mapped[int] = mapped_column(Integer)
+    detail: Mapped[str] = mapped_column(Text)

@@ -23,8 +23,16 @@ from inventory.events import ItemEvent
 
 from .models import Event, Item, OutboxMessage, Product, ZonePresence
 
-EPCIS_STREAM = "epcis"
-EPCIS_TOPIC = "epcis"
+# The sequence and replay functions live in .sequence; callers reach them through repo too.
+from .sequence import EPCIS_STREAM as EPCIS_STREAM
+from .sequence import EPCIS_TOPIC as EPCIS_TOPIC
+from .sequence import REPLAY_STREAM as REPLAY_STREAM
+from .sequence import last_seq as last_seq
+from .sequence import published_through as published_through
+from .sequence import queue_replay as queue_replay
+from .sequence import seq_since as seq_since
+from .sequence import take_seq
+
 # Bound on bound parameters per statement chunk (SQLite's limit is 32766 since 3.32).
 _IN_CHUNK = 500
 
@@ -97,6 +105,7 @@ class OutboxRow:
     payload: str
     event_id: str | None
     created_at: float
+    seq: int | None = None  # the journal's sequence number of an EPCIS row
 
 
 @dataclass(slots=True)
@@ -302,6 +311,7 @@ def apply_batch(
                 "payload": payload,
                 "event_id": e.event_id,
                 "created_at": now,
+                "seq": None,
             }
         )
     for i, m in enumerate(messages):
@@ -319,9 +329,27 @@ def apply_batch(
                 "payload": _json(m.payload, f"messages[{i}] ({m.topic})"),
                 "event_id": m.event_id,
                 "created_at": now,
+                "seq": None,
             }
         )
         res.messages += 1
+    if ev_rows:
+        # Numbered last, under the counter's row lock: no other writer journals an event until
+        # this transaction ends, so a second look at the journal is exact and no number is
+        # lost to an ON CONFLICT skip (gap-free is what HQ's loss detection relies on).
+        late = _existing_event_ids(session, [r["event_id"] for r in ev_rows]) \
+            if session.get_bind().dialect.name != "sqlite" else set()
+        first = take_seq(session, len(ev_rows) - len(late))
+        if late:
+            res.duplicate_events.extend(sorted(late))
+            ev_rows = [r for r in ev_rows if r["event_id"] not in late]
+            out_rows = [r for r in out_rows if r.get("event_id") not in late]
+        by_id: dict[str, int] = {}
+        for n, r in enumerate(ev_rows):
+            r["seq"] = first + n
+            by_id[r["event_id"]] = first + n
+        for r in out_rows:
+            r["seq"] = by_id.get(r["event_id"]) if r["event_id"] is not None else None
     if ev_rows:
         ins = _insert(session, Event.__table__)
         session.execute(
@@ -348,7 +376,7 @@ def outbox_pending(session: Session, limit: int, after_id: int = 0) -> list[Outb
     """Pending rows in publish order, starting after `after_id` (rows already in flight)."""
     o = OutboxMessage
     stmt = (
-        select(o.id, o.stream, o.topic, o.payload, o.event_id, o.created_at)
+        select(o.id, o.stream, o.topic, o.payload, o.event_id, o.created_at, o.seq)
         .where(o.sent_at.is_(None), o.failed_at.is_(None), o.id > after_id)
         .order_by(o.id)
         .limit(limit)

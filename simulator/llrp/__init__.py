@@ -1,6 +1,8 @@
 """LLRP 1.0.1 reader simulator: wire codec and simulated readers."""
 
 from simulator.llrp.reader import (
+    IDENTITIES,
+    QUIRKS,
     FieldTag,
     ReaderQuirks,
     ReaderStats,
@@ -9,4 +11,5 @@ from simulator.llrp.reader import (
     TagField,
 )
 
-__all__ = ["FieldTag", "ReaderQuirks", "ReaderStats", "SimulatedReader", "StaticField", "TagField"]
+__all__ = ["IDENTITIES", "QUIRKS", "FieldTag", "ReaderQuirks", "ReaderStats", "SimulatedReader",
+           "StaticField", "TagField"]

@@ -51,6 +51,7 @@ class MessageType:
     STOP_ROSPEC_RESPONSE = 33
     ENABLE_ROSPEC_RESPONSE = 34
     DISABLE_ROSPEC_RESPONSE = 35
+    GET_ROSPECS_RESPONSE = 36
     ADD_ACCESSSPEC = 40
     DELETE_ACCESSSPEC = 41
     ENABLE_ACCESSSPEC = 42
@@ -85,6 +86,7 @@ RESPONSE_OF: dict[int, int] = {
     MessageType.STOP_ROSPEC: MessageType.STOP_ROSPEC_RESPONSE,
     MessageType.ENABLE_ROSPEC: MessageType.ENABLE_ROSPEC_RESPONSE,
     MessageType.DISABLE_ROSPEC: MessageType.DISABLE_ROSPEC_RESPONSE,
+    MessageType.GET_ROSPECS: MessageType.GET_ROSPECS_RESPONSE,
     MessageType.ADD_ACCESSSPEC: MessageType.ADD_ACCESSSPEC_RESPONSE,
     MessageType.DELETE_ACCESSSPEC: MessageType.DELETE_ACCESSSPEC_RESPONSE,
     MessageType.ENABLE_ACCESSSPEC: MessageType.ENABLE_ACCESSSPEC_RESPONSE,
@@ -115,6 +117,13 @@ class ParamType:
     AI_SPEC_STOP_TRIGGER = 184
     TAG_OBSERVATION_TRIGGER = 185
     INVENTORY_PARAMETER_SPEC = 186
+    ROSPEC_EVENT = 249
+    READER_EVENT_NOTIFICATION_SPEC = 244
+    EVENT_NOTIFICATION_STATE = 245
+    ANTENNA_CONFIGURATION = 222
+    C1G2_INVENTORY_COMMAND = 330
+    C1G2_RF_CONTROL = 335
+    CUSTOM = 1023
     IDENTIFICATION = 218
     KEEPALIVE_SPEC = 220
     ANTENNA_PROPERTIES = 221
@@ -130,6 +139,10 @@ class ParamType:
     UHF_C1G2_RF_MODE_TABLE = 328
     UHF_C1G2_RF_MODE_TABLE_ENTRY = 329
     C1G2_EPC_MEMORY_SELECTOR = 348
+    ACCESS_SPEC = 207
+    ACCESS_COMMAND = 209
+    C1G2_READ = 341
+    C1G2_READ_OP_SPEC_RESULT = 349
 
 
 class TvType:
@@ -235,6 +248,31 @@ def error_message(msg_id: int, code: int, description: str) -> bytes:
     return status_response(MessageType.ERROR_MESSAGE, msg_id, code, description)
 
 
+def get_rospecs_response(msg_id: int, specs: list[tuple[int, int, int]]) -> bytes:
+    """GET_ROSPECS_RESPONSE: (ROSpecID, priority, CurrentState 0/1/2) per ROSpec. Each ROSpec
+    carries only its leading fields here (what a client reads to learn the state)."""
+    body = b"".join(tlv(ParamType.RO_SPEC, struct.pack("!IBB", sid, prio, state))
+                    for sid, prio, state in specs)
+    return message(MessageType.GET_ROSPECS_RESPONSE, msg_id, llrp_status() + body)
+
+
+def custom_parameter(vendor: int, subtype: int, data: bytes) -> bytes:
+    """A vendor (type 1023) parameter: vendor PEN, subtype, opaque data."""
+    return tlv(ParamType.CUSTOM, struct.pack("!II", vendor, subtype), data)
+
+
+def custom_message(msg_id: int, vendor: int, subtype: int, body: bytes) -> bytes:
+    """A CUSTOM_MESSAGE (type 1023): vendor PEN, u8 subtype, then the vendor's body."""
+    return message(MessageType.CUSTOM_MESSAGE, msg_id, struct.pack("!IB", vendor, subtype) + body)
+
+
+def rospec_event(msg_id: int, microseconds: int, event_type: int, rospec_id: int) -> bytes:
+    """READER_EVENT_NOTIFICATION with a ROSpecEvent (0 start, 1 end of ROSpec)."""
+    data = tlv(ParamType.READER_EVENT_NOTIFICATION_DATA, utc_timestamp(microseconds),
+               tlv(ParamType.ROSPEC_EVENT, struct.pack("!BII", event_type, rospec_id, 0)))
+    return message(MessageType.READER_EVENT_NOTIFICATION, msg_id, data)
+
+
 def keepalive(msg_id: int) -> bytes:
     return message(MessageType.KEEPALIVE, msg_id)
 
@@ -263,7 +301,7 @@ RF_MODES: tuple[tuple[int, int, int, int, int, int, int, int, int, int], ...] = 
 )
 
 
-def capabilities_response(msg_id: int, ident: ReaderIdentity) -> bytes:
+def capabilities_response(msg_id: int, ident: ReaderIdentity, extra: bytes = b"") -> bytes:
     """GET_READER_CAPABILITIES_RESPONSE with everything sllurp parses (and pyllrp validates)."""
     gdc = tlv(
         ParamType.GENERAL_DEVICE_CAPABILITIES,
@@ -295,7 +333,7 @@ def capabilities_response(msg_id: int, ident: ReaderIdentity) -> bytes:
                tlv(ParamType.UHF_BAND_CAPABILITIES, power, freq, modes))
     c1g2 = tlv(ParamType.C1G2_LLRP_CAPABILITIES, struct.pack("!BH", 0x00, 2))
     return message(MessageType.GET_READER_CAPABILITIES_RESPONSE, msg_id,
-                   llrp_status() + gdc + llrpc + regc + c1g2)
+                   llrp_status() + gdc + llrpc + regc + c1g2 + extra)
 
 
 def config_response(msg_id: int, ident: ReaderIdentity, antennas: list[int],
@@ -354,6 +392,8 @@ class TagObservation:
     first_seen_us: int
     last_seen_us: int
     seen_count: int = 1
+    read_data: bytes | None = None  # words read by an AccessSpec (C1G2ReadOpSpecResult)
+    op_spec_id: int = 1
 
 
 def tag_report_data(obs: TagObservation, sel: ContentSelector, rospec_id: int,
@@ -382,13 +422,17 @@ def tag_report_data(obs: TagObservation, sel: ContentSelector, rospec_id: int,
         parts.append(_TV_U64.pack(0x80 | TvType.LAST_SEEN_UTC, obs.last_seen_us))
     if sel.tag_seen_count:
         parts.append(_TV_U16.pack(0x80 | TvType.TAG_SEEN_COUNT, min(obs.seen_count, 0xFFFF)))
+    if obs.read_data is not None:
+        parts.append(tlv(ParamType.C1G2_READ_OP_SPEC_RESULT,
+                         struct.pack("!BHH", 0, obs.op_spec_id, len(obs.read_data) // 2),
+                         obs.read_data))
     return tlv(ParamType.TAG_REPORT_DATA, *parts)
 
 
 def ro_access_report(msg_id: int, tags: list[TagObservation], sel: ContentSelector,
-                     rospec_id: int) -> bytes:
+                     rospec_id: int, extra: bytes = b"") -> bytes:
     return message(MessageType.RO_ACCESS_REPORT, msg_id,
-                   b"".join(tag_report_data(t, sel, rospec_id) for t in tags))
+                   b"".join(tag_report_data(t, sel, rospec_id) for t in tags) + extra)
 
 
 # --------------------------------------------------------------------------------------------
@@ -469,6 +513,9 @@ class RoSpec:
     report_timeout_ms: int = 0
     report_trigger: int = 2  # 0 None, 1 Upon N tags or end of AISpec, 2 ...or end of ROSpec
     selector: ContentSelector = field(default_factory=ContentSelector)
+    configured_antennas: list[int] = field(default_factory=list)  # AntennaConfiguration ids
+    mode_index: int | None = None  # C1G2RFControl ModeIndex of the first antenna configuration
+    custom_parameters: int = 0  # vendor parameters seen anywhere in the InventoryParameterSpec
 
     @property
     def report_every(self) -> int:
@@ -522,6 +569,9 @@ def _parse_aispec(value: bytes, spec: RoSpec) -> None:
     _need(value, 2 + 2 * count, "AISpec antenna list")
     spec.antennas = list(struct.unpack_from(f"!{count}H", value, 2))
     for ptype, sub in iter_params(value[2 + 2 * count:], "AISpec"):
+        if ptype == ParamType.INVENTORY_PARAMETER_SPEC:
+            _parse_inventory_parameter_spec(sub, spec)
+            continue
         if ptype != ParamType.AI_SPEC_STOP_TRIGGER:
             continue
         _need(sub, 5, "AISpecStopTrigger")
@@ -533,6 +583,72 @@ def _parse_aispec(value: bytes, spec: RoSpec) -> None:
                 if trig in (0, 3):  # Upon N tags / N unique tags, or timeout
                     spec.n_tags = n_tags
                     spec.report_timeout_ms = timeout
+
+
+def _parse_inventory_parameter_spec(value: bytes, spec: RoSpec) -> None:
+    _need(value, 3, "InventoryParameterSpec")
+    for ptype, sub in iter_params(value[3:], "InventoryParameterSpec"):
+        if ptype == ParamType.CUSTOM:
+            spec.custom_parameters += 1
+        if ptype != ParamType.ANTENNA_CONFIGURATION:
+            continue
+        _need(sub, 2, "AntennaConfiguration")
+        spec.configured_antennas.append(struct.unpack_from("!H", sub)[0])
+        for ctype, csub in iter_params(sub[2:], "AntennaConfiguration"):
+            if ctype != ParamType.C1G2_INVENTORY_COMMAND:
+                continue
+            _need(csub, 1, "C1G2InventoryCommand")
+            for itype, isub in iter_params(csub[1:], "C1G2InventoryCommand"):
+                if itype == ParamType.C1G2_RF_CONTROL and spec.mode_index is None:
+                    _need(isub, 4, "C1G2RFControl")
+                    spec.mode_index = struct.unpack_from("!H", isub)[0]
+                elif itype == ParamType.CUSTOM:
+                    spec.custom_parameters += 1
+
+
+@dataclass(frozen=True)
+class AccessRead:
+    """The C1G2Read of an ADD_ACCESSSPEC: which bank and words to read from every tag."""
+
+    access_spec_id: int
+    op_spec_id: int
+    bank: int  # 0 reserved, 1 EPC, 2 TID, 3 user
+    word_ptr: int
+    word_count: int
+
+
+def parse_add_accessspec(body: bytes) -> AccessRead | None:
+    """The read operation of an ADD_ACCESSSPEC body, or None when it has no C1G2Read."""
+    for ptype, value in iter_params(body, "ADD_ACCESSSPEC"):
+        if ptype != ParamType.ACCESS_SPEC:
+            continue
+        _need(value, 12, "AccessSpec")
+        spec_id = struct.unpack_from("!I", value)[0]
+        for atype, aval in iter_params(value[12:], "AccessSpec"):
+            if atype != ParamType.ACCESS_COMMAND:
+                continue
+            for ctype, cval in iter_params(aval, "AccessCommand"):
+                if ctype == ParamType.C1G2_READ:
+                    _need(cval, 11, "C1G2Read")
+                    op_id, _pw, mb, ptr, count = struct.unpack_from("!HIBHH", cval)
+                    return AccessRead(spec_id, op_id, mb >> 6, ptr, count)
+    return None
+
+
+def parse_rospec_events(body: bytes) -> bool | None:
+    """Whether a SET_READER_CONFIG asks for ROSpecEvent notifications (None: not said)."""
+    if not body:
+        raise LlrpDecodeError("SET_READER_CONFIG: empty body")
+    for ptype, value in iter_params(body[1:], "SET_READER_CONFIG"):
+        if ptype != ParamType.READER_EVENT_NOTIFICATION_SPEC:
+            continue
+        for etype, evalue in iter_params(value, "ReaderEventNotificationSpec"):
+            if etype == ParamType.EVENT_NOTIFICATION_STATE:
+                _need(evalue, 3, "EventNotificationState")
+                event, flag = struct.unpack_from("!HB", evalue)
+                if event == 2:  # ROSpecEvent
+                    return bool(flag & 0x80)
+    return None
 
 
 def parse_keepalive_ms(body: bytes) -> int | None:

@@ -8,6 +8,7 @@ reader's own thread, so the socket state is only ever touched from one place.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import queue
 import random
@@ -37,6 +38,14 @@ class FieldTag:
     read_probability: float = 1.0
     rssi_mean_dbm: float = -55.0
     rssi_stddev_dbm: float = 3.0
+    tid: bytes | None = None  # TID bank (chip serial); None: tid_for(epc)
+
+
+def tid_for(epc: bytes, clone: int = 0) -> bytes:
+    """A deterministic 96-bit TID for a tag: class E2, a Monza-like MDID/model, an XTID header,
+    and a 48-bit chip serial derived from the EPC (`clone` > 0: another chip, same EPC)."""
+    serial = hashlib.sha256(epc + clone.to_bytes(2, "big")).digest()[:6]
+    return bytes.fromhex("E2801160") + b"\x20\x00" + serial
 
 
 TagField = Callable[[int], Sequence[FieldTag]]
@@ -51,12 +60,17 @@ class StaticField:
 
     @classmethod
     def of_hex(cls, epcs_by_antenna: Mapping[int, Sequence[str]], read_probability: float = 1.0,
-               rssi_mean_dbm: float = -55.0, rssi_stddev_dbm: float = 3.0) -> StaticField:
-        return cls({
-            ant: [FieldTag(bytes.fromhex(e), read_probability, rssi_mean_dbm, rssi_stddev_dbm)
-                  for e in epcs]
-            for ant, epcs in epcs_by_antenna.items()
-        })
+               rssi_mean_dbm: float = -55.0, rssi_stddev_dbm: float = 3.0,
+               clones: Sequence[str] = ()) -> StaticField:
+        """`clones`: EPCs that a second chip carries too, beside the original (other TID)."""
+        out: dict[int, list[FieldTag]] = {}
+        for ant, epcs in epcs_by_antenna.items():
+            out[ant] = [FieldTag(bytes.fromhex(e), read_probability, rssi_mean_dbm,
+                                 rssi_stddev_dbm) for e in epcs]
+            out[ant] += [FieldTag(bytes.fromhex(e), read_probability, rssi_mean_dbm,
+                                  rssi_stddev_dbm, tid=tid_for(bytes.fromhex(e), clone=1))
+                         for e in epcs if e in clones]
+        return cls(out)
 
     def __call__(self, antenna: int) -> Sequence[FieldTag]:
         return self._tags.get(antenna, ())
@@ -64,11 +78,70 @@ class StaticField:
 
 @dataclass
 class ReaderQuirks:
-    """Standing deviations from the standard that real readers show (not one-off faults)."""
+    """Standing deviations from the standard that real readers show (not one-off faults).
+
+    Each has a `--quirks` name (QUIRKS below) for `rfidd-sim` and the scenario files."""
 
     error_on_enable_events: bool = False  # answer ENABLE_EVENTS_AND_REPORTS with ERROR_MESSAGE
     reject_spec_id_zero: bool = False  # DELETE_ROSPEC(0) / DELETE_ACCESSSPEC(0) fail
     omit_optional_fields: bool = False  # reports carry only the EPC, whatever was asked
+    # An Immediate-trigger ROSpec stays Inactive after ENABLE_ROSPEC until START_ROSPEC.
+    needs_start_rospec: bool = False
+    # START_ROSPEC of an already active ROSpec is refused ("already active").
+    start_active_refused: bool = False
+    # GET_ROSPECS answered with ERROR_MESSAGE (not supported).
+    no_get_rospecs: bool = False
+    # Only antenna 1 reports unless each antenna has its AntennaConfiguration in the ROSpec.
+    antenna1_unless_configured: bool = False
+    # C1G2RFControl.ModeIndex is taken as a position in the mode table, not an identifier.
+    mode_index_is_position: bool = False
+    # Capabilities and reports carry a vendor parameter sllurp cannot decode (Zebra FX).
+    undecodable_vendor_params: bool = False
+    # Buffered reads are reported on ENABLE_ROSPEC, before its response.
+    reports_before_enable_response: bool = False
+    # The inventory engine restarts after this many seconds of inventory: the ROSpec is lost,
+    # the LLRP connection and its keepalives go on (0: never).
+    loses_rospec_after_s: float = 0.0
+
+    @classmethod
+    def from_names(cls, names: Sequence[str]) -> ReaderQuirks:
+        """From `--quirks` names; an unknown name is an error listing the known ones."""
+        values: dict[str, Any] = {}
+        for name in names:
+            key, _, arg = name.strip().partition("=")
+            field_name = QUIRKS.get(key)
+            if field_name is None:
+                raise ValueError(f"unknown quirk {key!r}; known: {', '.join(sorted(QUIRKS))}")
+            values[field_name] = float(arg or 2.0) if field_name == "loses_rospec_after_s" \
+                else True
+        return cls(**values)
+
+
+# `--quirks` name -> ReaderQuirks field (loses-rospec takes "=SECONDS", default 2).
+QUIRKS: dict[str, str] = {
+    "error-on-enable-events": "error_on_enable_events",
+    "reject-spec-id-zero": "reject_spec_id_zero",
+    "omit-optional-fields": "omit_optional_fields",
+    "needs-start-rospec": "needs_start_rospec",
+    "start-active-refused": "start_active_refused",
+    "no-get-rospecs": "no_get_rospecs",
+    "antenna1-unless-configured": "antenna1_unless_configured",
+    "mode-index-is-position": "mode_index_is_position",
+    "undecodable-vendor-params": "undecodable_vendor_params",
+    "reports-before-enable-response": "reports_before_enable_response",
+    "loses-rospec": "loses_rospec_after_s",
+}
+
+IMPINJ_PEN = 25882
+MOTOROLA_PEN = 161
+# What the simulated reader can claim to be (`identity` presets): manufacturer, model, firmware.
+IDENTITIES: dict[str, codec.ReaderIdentity] = {
+    "generic": codec.ReaderIdentity(),
+    "impinj": codec.ReaderIdentity(manufacturer=IMPINJ_PEN, model=2001002,
+                                   firmware="8.0.0.240 (simulated Speedway R420)"),
+    "zebra": codec.ReaderIdentity(manufacturer=MOTOROLA_PEN, model=7500,
+                                  firmware="3.10.30 (simulated FX7500)"),
+}
 
 
 @dataclass
@@ -84,6 +157,12 @@ class ReaderStats:
     keepalive_acks: int = 0
     requests: dict[str, int] = field(default_factory=dict)
     bad_frames: int = 0
+    rospecs_lost: int = 0
+    rospec_events: int = 0  # ROSpecEvent notifications sent
+    impinj_extensions: bool = False  # IMPINJ_ENABLE_EXTENSIONS accepted on this connection
+    vendor_rospec_parameters: int = 0  # custom parameters in the last ROSpec added
+    antennas_configured: list[int] = field(default_factory=list)  # in the last ROSpec added
+    mode_selected: int | None = None  # ModeIdentifier the last ROSpec selected
 
 
 @dataclass
@@ -94,6 +173,7 @@ class _Conn:
     silent: bool = False
     keepalive_ms: int = 0
     next_keepalive: float = 0.0
+    rospec_events: bool = False  # the client asked for ROSpecEvent notifications
 
 
 class SimulatedReader:
@@ -110,6 +190,7 @@ class SimulatedReader:
         reads_per_s: float = 1000.0,
         identity: codec.ReaderIdentity | None = None,
         quirks: ReaderQuirks | None = None,
+        buffered: Sequence[FieldTag] = (),
         seed: int = 0,
         max_frame_bytes: int = DEFAULT_MAX_FRAME,
         clock: Callable[[], float] = time.monotonic,
@@ -126,6 +207,10 @@ class SimulatedReader:
         self.reads_per_s = reads_per_s
         self.identity = identity or codec.ReaderIdentity(max_antennas=max(4, *self.antennas))
         self.quirks = quirks or ReaderQuirks()
+        # Reads the reader took while no client was connected (reported on the next enable).
+        self.buffered = list(buffered)
+        # A dead radio: START_ROSPEC is accepted but the ROSpec never becomes active.
+        self.refuse_start = False
         self.stats = ReaderStats()
         self._field = tag_field
         self._rng = random.Random(seed)
@@ -143,9 +228,11 @@ class SimulatedReader:
         self._rospecs: dict[int, codec.RoSpec] = {}
         self._enabled: set[int] = set()
         self._active: int | None = None
-        self._pending: dict[tuple[bytes, int], codec.TagObservation] = {}
+        self._pending: dict[tuple[bytes, int, bytes | None], codec.TagObservation] = {}
+        self._access: dict[int, tuple[codec.AccessRead, bool]] = {}  # id -> (read, enabled)
         self._pending_since = 0.0
         self._ai_started = 0.0
+        self._activated_at = 0.0
         self._budget = 0.0
         self._cursor: dict[int, int] = {}
         self._ant_turn = 0
@@ -323,6 +410,10 @@ class SimulatedReader:
                 self._reboot_until = now + max(float(arg), 1e-3)
             elif cmd == "hold":
                 self._held = bool(arg)
+            elif cmd == "lose_rospec":
+                self._forget_rospecs()
+            elif cmd == "stop_rospec" and self._active is not None:
+                self._deactivate(self._active, now)
 
     def _next_id(self) -> int:
         self._msg_id = (self._msg_id + 1) & 0xFFFFFFFF
@@ -365,6 +456,7 @@ class SimulatedReader:
         """A new connection starts from a clean reader: no specs, no pending reads."""
         self._rospecs.clear()
         self._enabled.clear()
+        self._access.clear()
         self._active = None
         self._pending.clear()
         self._budget = 0.0
@@ -438,6 +530,9 @@ class SimulatedReader:
         if t == MessageType.KEEPALIVE_ACK:
             self.stats.keepalive_acks += 1
             return
+        if t == MessageType.CUSTOM_MESSAGE:
+            self._custom(hdr, body)
+            return
         if t == MessageType.ENABLE_EVENTS_AND_REPORTS:
             if self.quirks.error_on_enable_events:
                 self._send(codec.error_message(hdr.msg_id, Status.UNSUPPORTED_MESSAGE,
@@ -454,12 +549,27 @@ class SimulatedReader:
         t, mid = hdr.msg_type, hdr.msg_id
         resp = codec.RESPONSE_OF.get(t)
         if t == MessageType.GET_READER_CAPABILITIES:
-            self._send(codec.capabilities_response(mid, self.identity))
+            extra = b""
+            if self.quirks.undecodable_vendor_params:  # MotoGeneralCapabilities, truncated
+                extra = codec.custom_parameter(MOTOROLA_PEN, 1, b"\x01")
+            self._send(codec.capabilities_response(mid, self.identity, extra))
+        elif t == MessageType.GET_ROSPECS:
+            if self.quirks.no_get_rospecs:
+                self._send(codec.error_message(mid, Status.UNSUPPORTED_MESSAGE,
+                                               "GET_ROSPECS not supported"))
+                return
+            self._send(codec.get_rospecs_response(mid, [
+                (sid, spec.priority, 2 if sid == self._active else
+                 1 if sid in self._enabled else 0)
+                for sid, spec in sorted(self._rospecs.items())]))
         elif t == MessageType.GET_READER_CONFIG:
             ka = self._conn.keepalive_ms if self._conn else 0
             self._send(codec.config_response(mid, self.identity, self.antennas, ka))
         elif t == MessageType.SET_READER_CONFIG:
             ka_ms = codec.parse_keepalive_ms(body)
+            events = codec.parse_rospec_events(body)
+            if events is not None and self._conn is not None:
+                self._conn.rospec_events = events
             if ka_ms is not None and self._conn is not None:
                 self._conn.keepalive_ms = ka_ms
                 self._conn.next_keepalive = self._clock() + ka_ms / 1000.0
@@ -475,18 +585,44 @@ class SimulatedReader:
             elif spec.rospec_id in self._rospecs:
                 self._send(codec.status_response(resp or 0, mid, Status.A_INVALID,
                                                  f"ROSpec {spec.rospec_id} already exists"))
+            elif (problem := self._mode_problem(spec)) is not None:
+                self._send(codec.status_response(resp or 0, mid, Status.FIELD_ERROR, problem))
             else:
                 self._rospecs[spec.rospec_id] = spec
+                self.stats.vendor_rospec_parameters = spec.custom_parameters
+                self.stats.antennas_configured = list(spec.configured_antennas)
                 self._send(codec.status_response(resp or 0, mid))
         elif t in (MessageType.DELETE_ROSPEC, MessageType.ENABLE_ROSPEC,
                    MessageType.DISABLE_ROSPEC, MessageType.START_ROSPEC, MessageType.STOP_ROSPEC):
             self._rospec_op(t, codec.u32_field(body, hdr.name), mid)
+        elif t == MessageType.ADD_ACCESSSPEC:
+            read = codec.parse_add_accessspec(body)
+            if read is None or read.access_spec_id == 0 or read.access_spec_id in self._access:
+                self._send(codec.status_response(resp or 0, mid, Status.A_INVALID,
+                                                 "only one C1G2Read AccessSpec (id > 0, new) "
+                                                 "is supported"))
+            else:
+                self._access[read.access_spec_id] = (read, False)
+                self._send(codec.status_response(resp or 0, mid))
+        elif t in (MessageType.ENABLE_ACCESSSPEC, MessageType.DISABLE_ACCESSSPEC):
+            spec_id = codec.u32_field(body, hdr.name)
+            if spec_id not in self._access:
+                self._send(codec.status_response(resp or 0, mid, Status.A_INVALID,
+                                                 f"no AccessSpec {spec_id}"))
+            else:
+                self._access[spec_id] = (self._access[spec_id][0],
+                                         t == MessageType.ENABLE_ACCESSSPEC)
+                self._send(codec.status_response(resp or 0, mid))
         elif t == MessageType.DELETE_ACCESSSPEC:
             spec_id = codec.u32_field(body, hdr.name)
             if spec_id == 0 and self.quirks.reject_spec_id_zero:
                 self._send(codec.status_response(MessageType.DELETE_ACCESSSPEC_RESPONSE, mid,
                                                  Status.A_INVALID, "AccessSpecID 0 not supported"))
-            elif spec_id == 0:
+            elif spec_id == 0 or spec_id in self._access:
+                if spec_id == 0:
+                    self._access.clear()
+                else:
+                    del self._access[spec_id]
                 self._send(codec.status_response(MessageType.DELETE_ACCESSSPEC_RESPONSE, mid))
             else:
                 self._send(codec.status_response(MessageType.DELETE_ACCESSSPEC_RESPONSE, mid,
@@ -511,11 +647,18 @@ class SimulatedReader:
             self._send(codec.status_response(resp, mid, Status.A_INVALID,
                                              f"no ROSpec {spec_id}"))
             return
+        if t == MessageType.START_ROSPEC and self._active == spec_id and \
+                self.quirks.start_active_refused:
+            self._send(codec.status_response(resp, mid, Status.A_INVALID,
+                                             f"ROSpec {spec_id} is already active"))
+            return
         if spec_id == 0 and t in (MessageType.START_ROSPEC, MessageType.STOP_ROSPEC):
             self._send(codec.status_response(resp, mid, Status.FIELD_ERROR,
                                              "ROSpecID 0 is reserved"))
             return
         now = self._clock()
+        if t == MessageType.ENABLE_ROSPEC and self.quirks.reports_before_enable_response:
+            self._report_buffered(spec_id)  # before the answer: what this quirk is about
         # Answer first: a client drops reports that arrive before the ENABLE response.
         if t == MessageType.START_ROSPEC and spec_id not in self._enabled:
             self._send(codec.status_response(resp, mid, Status.A_INVALID,
@@ -534,13 +677,70 @@ class SimulatedReader:
                 self._deactivate(sid, now)
             elif t == MessageType.ENABLE_ROSPEC:
                 self._enabled.add(sid)
-                if self._rospecs[sid].start_trigger in (1, 2) and self._active is None:
+                if self._rospecs[sid].start_trigger in (1, 2) and self._active is None \
+                        and not self.quirks.needs_start_rospec:
                     self._activate(sid, now)
-            elif t == MessageType.START_ROSPEC and self._active is None:
+            elif t == MessageType.START_ROSPEC and self._active is None \
+                    and not self.refuse_start:
                 self._activate(sid, now)
 
+    def _mode_problem(self, spec: codec.RoSpec) -> str | None:
+        """Why the ROSpec's ModeIndex is refused, or None (and the mode it selects is noted)."""
+        if spec.mode_index is None:
+            self.stats.mode_selected = None
+            return None
+        ids = [m[0] for m in codec.RF_MODES]
+        if self.quirks.mode_index_is_position:
+            if spec.mode_index >= len(ids):
+                return (f"C1G2RFControl ModeIndex {spec.mode_index} out of range "
+                        f"(0-{len(ids) - 1})")
+            self.stats.mode_selected = ids[spec.mode_index]
+        elif spec.mode_index not in ids:
+            return f"C1G2RFControl ModeIndex {spec.mode_index}: no such mode identifier"
+        else:
+            self.stats.mode_selected = spec.mode_index
+        return None
+
+    def _custom(self, hdr: codec.Header, body: bytes) -> None:
+        """Vendor messages: only IMPINJ_ENABLE_EXTENSIONS, and only if we claim to be Impinj."""
+        vendor, subtype = struct.unpack_from("!IB", body) if len(body) >= 5 else (0, 0)
+        if vendor == IMPINJ_PEN and subtype == 21 and self.identity.manufacturer == IMPINJ_PEN:
+            self.stats.impinj_extensions = True
+            self._send(codec.custom_message(hdr.msg_id, IMPINJ_PEN, 22, codec.llrp_status()))
+            return
+        self._send(codec.error_message(hdr.msg_id, Status.UNSUPPORTED_MESSAGE,
+                                       f"custom message of vendor {vendor} not supported"))
+
+    def _report_buffered(self, sid: int) -> None:
+        if not self.buffered or sid not in self._rospecs:
+            return
+        micros = self._micros()
+        tags = [codec.TagObservation(t.epc, self.antennas[0], int(t.rssi_mean_dbm), micros,
+                                     micros) for t in self.buffered]
+        self.buffered = []
+        if self._send(codec.ro_access_report(self._next_id(), tags, self._rospecs[sid].selector,
+                                             sid)):
+            self.stats.reports_sent += 1
+            self.stats.tags_reported += len(tags)
+            self.stats.reads_reported += len(tags)
+
+    def lose_rospec(self) -> None:
+        """The inventory engine restarts: every ROSpec is forgotten, the connection stays."""
+        self._commands.put(("lose_rospec", None))
+
+    def stop_rospec(self) -> None:
+        """The reader stops its ROSpec on its own (another client's STOP, a radio fault)."""
+        self._commands.put(("stop_rospec", None))
+
+    def _rospec_event(self, event_type: int, sid: int) -> None:
+        if self._conn is not None and self._conn.rospec_events:
+            self.stats.rospec_events += 1
+            self._send(codec.rospec_event(self._next_id(), self._micros(), event_type, sid))
+
     def _activate(self, sid: int, now: float) -> None:
+        self._rospec_event(0, sid)
         self._active = sid
+        self._activated_at = now
         self._pending.clear()
         self._ai_started = now
         self._last_tick = now
@@ -550,12 +750,25 @@ class SimulatedReader:
         if self._active == sid:
             self._flush(now)  # end of ROSpec: report what is pending
             self._active = None
+            self._rospec_event(1, sid)
 
     # ---------------------------------------------------------------- inventory
+    def _forget_rospecs(self) -> None:
+        self.stats.rospecs_lost += 1
+        self._rospecs.clear()
+        self._enabled.clear()
+        self._active = None
+        self._pending.clear()
+
     def _inventory(self, now: float) -> None:
         dt = now - self._last_tick
         self._last_tick = now
         if self._active is None or self._is_silent():
+            return
+        lose_after = self.quirks.loses_rospec_after_s
+        if lose_after and now - self._activated_at >= lose_after and not self.stats.rospecs_lost:
+            log.info("simulated reader %s: inventory engine restarts, ROSpecs lost", self.name)
+            self._forget_rospecs()
             return
         spec = self._rospecs[self._active]
         if not self._held:
@@ -574,6 +787,8 @@ class SimulatedReader:
     def _generate(self, spec: codec.RoSpec, dt: float, now: float) -> None:
         ants = [a for a in spec.antennas if a in self.antennas] if spec.antennas and \
             spec.antennas != [0] else self.antennas
+        if self.quirks.antenna1_unless_configured:
+            ants = [a for a in ants if a == 1 or a in spec.configured_antennas]
         fields = [(a, self._field(a)) for a in ants]
         fields = [(a, f) for a, f in fields if f]
         if not fields:
@@ -588,6 +803,8 @@ class SimulatedReader:
         rng = self._rng
         micros = self._micros()
         n_tags = spec.n_tags
+        reads = [r for r, on in self._access.values() if on]
+        access = reads[0] if reads else None
         attempts = wanted * 4 + 8
         got = 0
         while got < wanted and attempts > 0:
@@ -601,12 +818,15 @@ class SimulatedReader:
                 continue
             got += 1
             rssi = round(rng.gauss(tag.rssi_mean_dbm, tag.rssi_stddev_dbm))
-            key = (tag.epc, ant)
+            data = None if access is None else self._read_bank(tag, access)
+            key = (tag.epc, ant, data)
             obs = self._pending.get(key)
             if obs is None:
                 if not self._pending:
                     self._pending_since = now
-                self._pending[key] = codec.TagObservation(tag.epc, ant, rssi, micros, micros)
+                self._pending[key] = codec.TagObservation(
+                    tag.epc, ant, rssi, micros, micros, read_data=data,
+                    op_spec_id=access.op_spec_id if access is not None else 1)
                 if n_tags and len(self._pending) >= n_tags:
                     self._flush(now)
                     if self._conn is None:
@@ -615,6 +835,15 @@ class SimulatedReader:
                 obs.seen_count += 1
                 obs.last_seen_us = micros
                 obs.peak_rssi = max(obs.peak_rssi, rssi)
+
+    @staticmethod
+    def _read_bank(tag: FieldTag, read: codec.AccessRead) -> bytes:
+        """What a C1G2Read returns: words of the TID bank (or EPC bank), zero-padded."""
+        bank = (tag.tid or tid_for(tag.epc)) if read.bank == 2 else \
+            b"\x00\x00\x00\x00" + tag.epc if read.bank == 1 else b""
+        count = read.word_count or max(len(bank) // 2 - read.word_ptr, 0)
+        words = bank[read.word_ptr * 2:(read.word_ptr + count) * 2]
+        return words.ljust(count * 2, b"\x00")
 
     def _flush(self, now: float) -> None:
         if not self._pending or self._conn is None:
@@ -626,7 +855,10 @@ class SimulatedReader:
                                         tag_seen_count=False)
         tags = list(self._pending.values())
         self._pending.clear()
-        data = codec.ro_access_report(self._next_id(), tags, sel, self._active or 0)
+        extra = b""
+        if self.quirks.undecodable_vendor_params:
+            extra = codec.custom_parameter(MOTOROLA_PEN, 1, b"\x02")
+        data = codec.ro_access_report(self._next_id(), tags, sel, self._active or 0, extra)
         if self._send(data):
             self.stats.reports_sent += 1
             self.stats.tags_reported += len(tags)

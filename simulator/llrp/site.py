@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from simulator.llrp.reader import FieldTag, ReaderQuirks, SimulatedReader
+from simulator.llrp.reader import IDENTITIES, FieldTag, ReaderQuirks, SimulatedReader
 from simulator.scenario import FAULTS, SERIAL_FAULTS, Action, Scenario, ScenarioItem, World
 from simulator.serial_sim import SerialReaderSim, SimTag, TagSource
 
@@ -74,8 +74,11 @@ class SimulatedSite:
         only: Sequence[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
         serial_links: Mapping[str, str] | None = None,
+        quirks: Sequence[str] | None = None,
+        identity: str | None = None,
     ) -> None:
-        """`serial_links` overrides a serial reader's device path (the scenario's `link`)."""
+        """`serial_links` overrides a serial reader's device path (the scenario's `link`);
+        `quirks` and `identity` override every LLRP reader's (`rfidd-sim --quirks`)."""
         if time_scale <= 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale}")
         self.scenario = scenario
@@ -103,12 +106,14 @@ class SimulatedSite:
             serial = [(n, s) for n, s in serial if n in only]
         for i, (name, spec) in enumerate(chosen):
             zones = spec.antenna_zones()
-            quirks = ReaderQuirks(**{q: True for q in spec.quirks})
+            names = spec.quirks if quirks is None else quirks
             self.readers[name] = SimulatedReader(
                 name, self._field_for(zones), host=host,
                 port=base_port + i if base_port else 0, antennas=sorted(zones),
                 reads_per_s=reads_per_s if reads_per_s is not None else spec.reads_per_s,
-                quirks=quirks, seed=scenario.spec.scenario.seed * 1000 + i,
+                quirks=ReaderQuirks.from_names([q.replace("_", "-") for q in names]),
+                identity=IDENTITIES[identity or spec.identity],
+                seed=scenario.spec.scenario.seed * 1000 + i,
             )
         zone_specs = scenario.zones
         links = dict(serial_links or {})

@@ -97,3 +97,64 @@ def test_unknown_products_are_located_and_counted_once(tmp_path: Path, sqlite_ur
     finally:
         daemon.stop()
         sim.stop()
+
+
+def test_tsl_handheld_counts_a_zone_and_finds_an_item_through_the_api(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """A stockroom without fixed readers: a TSL handheld counts it; `rfidd find` follows one
+    item's RSSI (the API the CLI and the staff page use)."""
+    import urllib.error
+    import urllib.request
+
+    epcs = [sgtin96_hex("03760001000014", 6000 + i, 7) for i in range(6)]
+    sim = SerialReaderSim(epcs, protocol="tsl", link_path=str(tmp_path / "ttyTSL"))
+    path = sim.start()
+    cfg = Config.model_validate({
+        "site": {"id": "tsl-test", "name": "TSL", "sgln": "urn:epc:id:sgln:3760001.00001.0",
+                 "company_prefixes": ["3760001"]},
+        "database": {"url": sqlite_url, "batch_max_ms": 50},
+        "mqtt": {"enabled": False}, "http": {"enabled": True, "port": 0},
+        "zones": {"stockroom": {"kind": "stock"}},
+        "readers": {"handheld": {"kind": "serial", "address": path,
+                                 "antennas": {"1": "stockroom"},
+                                 "serial": {"protocol": "tsl", "poll_interval_ms": 50}}},
+    })
+    daemon = Daemon(cfg, timings=Timings(supervisor_s=0.1))
+    daemon.start()
+
+    def api(method: str, route: str, body: object = None) -> tuple[int, dict[str, object]]:
+        assert daemon.api is not None
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{daemon.api.port}{route}", method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    try:
+        assert daemon.db is not None
+        deadline = time.monotonic() + 20
+        located: dict[str, str] = {}
+        while time.monotonic() < deadline and len(located) < len(epcs):
+            with daemon.db.session() as s:
+                located = {r.epc: r.zone for r in s.query(ZonePresence)}
+            time.sleep(0.1)
+        assert located == dict.fromkeys(epcs, "stockroom")
+        status, body = api("POST", "/api/v1/readers/handheld/find", {"epc": epcs[2]})
+        assert status == 200 and body["epc"] == epcs[2]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and body.get("last_rssi_dbm") is None:
+            time.sleep(0.1)
+            _, body = api("GET", "/api/v1/readers/handheld/find")
+        assert body["last_rssi_dbm"] == -55.0 and body["samples"]
+        assert api("POST", "/api/v1/readers/handheld/find", {"epc": "12Z"})[0] == 400
+        assert api("GET", "/api/v1/readers/nope/find")[0] == 404
+        _, listing = api("GET", "/api/v1/readers")
+        assert listing["readers"]["handheld"]["finding"] == epcs[2]  # type: ignore[index]
+    finally:
+        daemon.stop()
+        sim.stop()

@@ -258,6 +258,12 @@ relay_share_group = ""
 
 [http]
 port = {self.hq_port}
+
+[epcis]
+port = 0
+
+[sites]
+accept_unknown = true
 """)
         self.ws = Process("workshop", ["run", "-c", str(ws_conf)], tmp / "ws.log")
         self.st = Process("store", ["run", "-c", str(st_conf)], tmp / "st.log")

@@ -207,7 +207,7 @@ def test_migration_matches_the_tables_and_reopening_is_harmless(db_url: str) -> 
     s.dispose()
     s = HqStore.open(db_url)  # second upgrade: nothing to do, nothing breaks
     try:
-        assert s.current_revision() == "hq0001"
+        assert s.current_revision() == "hq0003"
         with s.engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"compare_type": True})
             diff = [d for d in compare_metadata(ctx, metadata)
@@ -552,8 +552,12 @@ def test_run_command_serves_http_and_stops_on_sigterm(
         f'[database]\nurl = "{postgres_url}"\nbatch_max_ms = 10\n'
         f'[mqtt]\nurl = "mqtt://{b.host}:{b.port}"\ntopic_prefix = "{feed["prefix"]}"\n'
         f'share_group = "{feed["group"]}"\nclient_id = "hq-{feed["tag"]}-run"\n'
-        f"session_expiry_s = 60\n[http]\nport = {port}\n"
+        f"session_expiry_s = 60\n[http]\nport = {port}\n[epcis]\nport = 0\n"
     )
+    # HQ stores only registered sites: the operator registers the store first.
+    added = CliRunner().invoke(hq_command, ["site", "add", "st-01", "--name", "Paris Opera",
+                                            "-c", str(conf)])
+    assert added.exit_code == 0 and "registered" in added.output, added.output
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen(
         [sys.executable, "-c", "from rfidd.hq import hq_command; hq_command()",

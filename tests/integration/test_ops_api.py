@@ -8,20 +8,23 @@ import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from inventory.presence import PresenceTracker
-from rfidd.api import Api
 from rfidd.app import build_ops
 from rfidd.config import Config
+from rfidd.config_http import HttpConfig
 from rfidd.context import ServiceContext
+from rfidd.credentials import auth_headers
 from rfidd.health import DomainLock
 from rfidd.metrics import Metrics
 from rfidd.ops import ops_cli
 from rfidd.store.db import open_database
+from rfidd.web import AuditLog, WebServer
 
 pytestmark = pytest.mark.integration
 
@@ -38,8 +41,8 @@ def api_url(sqlite_url: str) -> Iterator[str]:
     ctx = ServiceContext(cfg, db, metrics, PresenceTracker(300, 0, 1), DomainLock())
     ops = build_ops(ctx)
     ops.start()
-    api = Api(metrics.registry, "127.0.0.1", 0)
-    ops.register_routes(api)
+    api = WebServer(HttpConfig(port=0), metrics, audit=AuditLog(db))
+    ops.register_routes(api)  # type: ignore[arg-type]
     api.start()
     try:
         yield f"http://127.0.0.1:{api.port}"
@@ -61,6 +64,7 @@ def cli(url: str, *args: str) -> Any:
 
 def http(url: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     req = urllib.request.Request(url + path, method=method,
+                                 headers={"Content-Type": "application/json", **auth_headers()},
                                  data=None if body is None else json.dumps(body).encode())
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
@@ -97,7 +101,7 @@ def test_errors_name_the_field_and_set_the_exit_code(api_url: str) -> None:
     res = cli(api_url, "reception", "open", "NOPE")
     assert res.exit_code == 1 and "unknown ASN(s) NOPE" in res.output
     assert http(api_url, "POST", "/api/v1/ops/asns", {"format": "xml", "text": ""}) == (
-        400, {"error": "format: 'xml' is not csv or json"})
+        422, {"error": "format: Input should be 'csv' or 'json'"})
     status, body = http(api_url, "POST", "/api/v1/ops/asns",
                         {"format": "csv", "text": "asn_id,epc\nA,3034\n"})
     assert status == 422 and any("shipped_at" in e for e in body["errors"])
@@ -105,3 +109,48 @@ def test_errors_name_the_field_and_set_the_exit_code(api_url: str) -> None:
     assert http(api_url, "GET", "/api/v1/ops/counts/nope")[0] == 404
     unreachable = cli(f"http://127.0.0.1:{free_port()}", "count", "list")
     assert unreachable.exit_code == 2 and "cannot reach rfidd" in unreachable.output
+
+
+def test_json_lists_wide_tables_and_the_audit(api_url: str) -> None:
+    assert cli(api_url, "count", "start", "floor", "stockroom").exit_code == 0
+    rows = json.loads(cli(api_url, "count", "list", "--json").output)
+    cid = rows[0]["session_id"]
+    # Piped (CliRunner is not a terminal): the table keeps every id whole, on one line.
+    assert any(cid in line for line in cli(api_url, "count", "list").output.splitlines())
+    assert json.loads(cli(api_url, "reception", "list", "--json").output) == []
+    assert json.loads(cli(api_url, "count", "schedule", "list", "--json").output) == []
+    assert cli(api_url, "count", "stop").exit_code == 0
+    entries = json.loads(cli(api_url, "audit", "--since", "1h", "--json").output)
+    writes = [(e["method"], e["path"], e["status"], e["actor"]) for e in entries]
+    assert writes == [("POST", "/api/v1/ops/counts", 201, "cli"),
+                      ("POST", f"/api/v1/ops/counts/{cid}/stop", 200, "cli")]
+    assert json.loads(entries[0]["detail"])["zones"] == ["floor", "stockroom"]
+    table = cli(api_url, "audit", "--since", "1h").output
+    assert f"/api/v1/ops/counts/{cid}/stop" in table and "cli (cli)" in table
+    assert json.loads(cli(api_url, "audit", "--since", "2999-01-01T00:00:00Z", "--json")
+                      .output) == []
+    bad = cli(api_url, "audit", "--since", "yesterday")
+    assert bad.exit_code == 2 and "--since" in bad.output
+
+
+def test_the_cli_without_a_token_is_told_how_to_get_one(api_url: str,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          tmp_path: Path) -> None:
+    monkeypatch.setenv("RFIDD_TOKEN_FILE", str(tmp_path / "absent"))
+    res = cli(api_url, "count", "list")
+    assert res.exit_code == 1 and "not authenticated" in res.output
+    assert http(api_url, "GET", "/api/v1/ops/counts")[0] == 401
+
+
+def test_users_add_writes_an_argon2_hash(tmp_path: Path) -> None:
+    from rfidd.cli import main
+    from rfidd.web.auth import load_users
+
+    users = tmp_path / "users.json"
+    res = CliRunner().invoke(main, ["users", "add", "Léa", "--file", str(users), "--role",
+                                    "staff", "--role", "manager", "--pin", "9753"])
+    assert res.exit_code == 0, res.output
+    (user,) = load_users(users).values()
+    assert user.name == "Léa" and user.hash.startswith("$argon2id$") and "9753" not in \
+        users.read_text()
+    assert (users.stat().st_mode & 0o077) == 0o040  # readable by the daemon's group only

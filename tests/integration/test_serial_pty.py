@@ -322,3 +322,34 @@ def test_throughput_through_a_pty(protocol: str, sims: list[SerialReaderSim]) ->
     sent = sim.stats.tag_frames if protocol == "binary" else sim.stats.lines
     assert r.stats.reads == sent
     assert len({x.epc for x in sink.reads}) == 200
+
+
+def test_tsl_handheld_inventory_trigger_find_and_replug(sims: list[SerialReaderSim]) -> None:
+    """A TSL ASCII 2.0 handheld: inventory, trigger pulls, find one item, unplug/replug."""
+    tags = [SimTag(e, antenna=1, rssi_dbm=-40.0 - i) for i, e in enumerate(sgtin_like_epcs(8))]
+    sim = start_sim(sims, tags, "tsl")
+    sink = Sink()
+    r = reader(sim.path, sink, "tsl", antennas=(1,), poll_interval_ms=3_600_000)
+    r.start()
+    try:
+        sink.wait(lambda: sink.epcs() == {t.epc for t in tags}, "the first inventory round")
+        assert r.state is ReaderState.ONLINE
+        assert_reads_match(sink, tags)
+        with sink.cond:
+            before = len(sink.reads)
+        sim.pull_trigger()  # the next poll is an hour away: these reads come unasked
+        sink.wait(lambda: len(sink.reads) == before + len(tags), "reads of the trigger pull")
+        target = tags[5].epc
+        r.poll_interval_s = 0.02
+        r.find(target)  # starts at once, without waiting for the next poll
+        sink.wait(lambda: len(r.finder.samples) >= 5, "RSSI samples of the item looked for")
+        with sink.cond:
+            assert {x.epc for x in sink.reads[-3:]} == {target}  # only that item now
+        assert {rssi for _, rssi in r.finder.samples} == {-45.0}
+        r.find(None)
+        sim.unplug(0.3)
+        sink.wait(lambda: ReaderState.OFFLINE in transitions(sink.states), "offline on unplug")
+        sink.wait(lambda: transitions(sink.states)[-1] is ReaderState.ONLINE, "back online")
+        assert r.info()["vendor"] == "tsl" and sink.kinds("bad_line") == 0
+    finally:
+        r.stop()

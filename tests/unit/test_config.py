@@ -94,3 +94,5 @@ def test_impinj_search_mode_needs_the_extensions() -> None:
     assert "impinj_extensions" in errors[0]
     ok = text.replace("search_mode = 2", "search_mode = 2\nimpinj_extensions = true")
     assert parse_config(ok).readers["floor-1"].llrp.search_mode == 2
+    impinj = text.replace("search_mode = 2", "search_mode = 2\nvendor = 'impinj'")
+    assert parse_config(impinj).readers["floor-1"].llrp.vendor == "impinj"  # the profile allows

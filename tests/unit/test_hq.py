@@ -210,11 +210,13 @@ def test_subscriptions_shared_under_v5_plain_under_v311() -> None:
         "$share/g1/acme/rfidd/v1/+/epcis",
         "$share/g1/acme/rfidd/v1/+/alerts",
         "$share/g1/acme/rfidd/v1/+/reports/+",
+        "$share/g1/acme/rfidd/v1/+/replay",
         "acme/rfidd/v1/+/status",  # retained messages never reach a shared subscription
+        "acme/rfidd/v1/+/seq",
     ]
     assert _consumer("3.1.1").subscriptions() == [
         "acme/rfidd/v1/+/epcis", "acme/rfidd/v1/+/alerts", "acme/rfidd/v1/+/reports/+",
-        "acme/rfidd/v1/+/status",
+        "acme/rfidd/v1/+/replay", "acme/rfidd/v1/+/status", "acme/rfidd/v1/+/seq",
     ]
 
 
@@ -223,8 +225,27 @@ def test_route() -> None:
     assert c._route("acme/rfidd/v1/paris-01/epcis") == ("paris-01", "epcis")
     assert c._route("acme/rfidd/v1/paris-01/status") == ("paris-01", "status")
     assert c._route("acme/rfidd/v1/paris-01/alerts") == ("paris-01", "alert")
+    assert c._route("acme/rfidd/v1/paris-01/seq") == ("paris-01", "seq")
+    assert c._route("acme/rfidd/v1/paris-01/replay") == ("paris-01", "replay")
     assert c._route("acme/rfidd/v1/w1/reports/count") == ("w1", "report/count")
     for bad in ("other/v1/s/epcis", "acme/rfidd/v1/s/epcis/x", "acme/rfidd/v1/$bad/epcis",
                 "acme/rfidd/v1/s/reports", "acme/rfidd/v1/s/readers/r1/status"):
         with pytest.raises(ValueError):
             c._route(bad)
+
+
+def test_hq_daemon_starts_in_order_and_stops_last_first(tmp_path: Path) -> None:
+    """The HQ composition root (rfidd/hq/app.py) on SQLite with its interfaces off: the
+    consumer does not need a reachable broker to start (paho connects in the background)."""
+    from rfidd.hq.app import HqDaemon
+    from rfidd.hq.config import HqConfig
+
+    cfg = HqConfig.model_validate({
+        "database": {"url": f"sqlite:///{tmp_path / 'hq.db'}"},
+        "mqtt": {"url": "mqtt://127.0.0.1:1", "relay_asns": False},
+        "http": {"enabled": False}, "epcis": {"enabled": False},
+    })
+    hq = HqDaemon(cfg)
+    hq.start()
+    hq.stop()
+    assert hq.stopped == ["gap repair", "consumer", "store"]

@@ -121,6 +121,7 @@ class FakeSession:
     def __init__(self, clock: list[float]) -> None:
         self.clock = clock
         self.is_ready = False
+        self.is_reading: bool | None = None  # None: reading as soon as ready
         self.is_alive = True
         self.why: str | None = None
         self.last = clock[0]
@@ -128,6 +129,12 @@ class FakeSession:
 
     def ready(self) -> bool:
         return self.is_ready
+
+    def reading(self) -> bool:
+        return self.is_ready if self.is_reading is None else self.is_reading
+
+    def not_reading_reason(self) -> str:
+        return "ROSpec Inactive"
 
     def alive(self) -> bool:
         return self.is_alive
@@ -243,3 +250,68 @@ def test_reader_clock_minutes_off_is_replaced_by_ours() -> None:
     reader.convert_and_deliver([tag(FirstSeenTimestampUTC=int((NOW - 2) * 1e6))])
     assert [r.seen_at for r in sink.reads] == [NOW, NOW - 2]
     assert [k for _, k, _ in sink.anomalies].count("reader_clock") == 1
+
+
+def test_connected_is_not_online_until_reading_and_stuck_sessions_are_restarted() -> None:
+    h = Harness()
+    h.sup = Supervisor("r", h.sink, h.connect, watchdog_s=30.0, handshake_timeout_s=15.0,
+                       clock=lambda: h.clock[0], not_reading_reconnect_s=60.0)
+    h.sup.start()
+    try:
+        assert wait_until(lambda: len(h.sessions) == 1)
+        s = h.sessions[0]
+        s.is_reading = False
+        s.is_ready = True  # handshake done, ROSpec not active
+        assert wait_until(lambda: h.sup.state is ReaderState.CONNECTED_NOT_READING)
+        s.is_reading = True
+        assert wait_until(lambda: h.sup.state is ReaderState.ONLINE)
+        s.is_reading = False  # the reader stopped inventorying
+        assert wait_until(lambda: h.sup.state is ReaderState.CONNECTED_NOT_READING)
+        h.clock[0] += 20  # within the limit, and within the watchdog
+        s.last = h.clock[0]
+        h.sup.wake()
+        assert wait_until(lambda: len(h.sink.states) >= 4)
+        assert len(h.sessions) == 1
+        h.clock[0] += 41  # 61 s not reading: start afresh
+        s.last = h.clock[0]
+        assert wait_until(lambda: len(h.sessions) == 2)
+    finally:
+        h.sup.stop()
+    states = h.states()
+    assert [st for st, _ in states[:4]] == [ReaderState.CONNECTING,
+                                            ReaderState.CONNECTED_NOT_READING,
+                                            ReaderState.ONLINE, ReaderState.CONNECTED_NOT_READING]
+    assert states[1][1] == "ROSpec Inactive"
+    offline = [why for st, why in states if st is ReaderState.OFFLINE]
+    assert offline[0].startswith("connected but not inventorying for 61.0s")
+
+
+def test_sllurp_config_sends_no_impinj_extension_before_knowing_the_vendor() -> None:
+    r = make_reader(RecordingSink(), impinj_extensions=True, search_mode=2)
+    cfg = r.sllurp_config()
+    assert "impinj_search_mode" not in cfg and cfg["event_selector"] == {"ROSpecEvent": True}
+
+
+def test_device_profile_detected_beats_configured() -> None:
+    from readers.llrp_profiles import DeviceInfo
+
+    sink = RecordingSink()
+    r = make_reader(sink, vendor="impinj")
+    assert r.profile.vendor == "impinj"
+    profile = r.on_device(DeviceInfo(161, 7500, "3.10", 4, (0, 1, 2)))
+    assert profile.vendor == "zebra" and not profile.impinj_extensions
+    assert "vendor_mismatch" in sink.anomaly_kinds()
+    info = r.info()
+    assert (info["vendor"], info["vendor_configured"], info["model"]) == ("zebra", "impinj", 7500)
+
+
+def test_tid_from_an_access_spec_read_or_impinj_serialized_tid() -> None:
+    sink = RecordingSink()
+    r = make_reader(sink)
+    r.convert_and_deliver([
+        tag(C1G2ReadOpSpecResult={"Result": 0, "OpSpecID": 1,
+                                   "ReadData": bytes.fromhex("E2801160200074CF")}),
+        tag(ImpinjSerializedTID={"TID": bytes.fromhex("E2801105200078AA")}),
+        tag(),
+    ])
+    assert [x.tid for x in sink.reads] == ["E2801160200074CF", "E2801105200078AA", None]

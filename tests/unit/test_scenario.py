@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from epcpy.epc_schemes.sgtin import SGTIN
 
+from simulator.llrp.reader import tid_for
 from simulator.scenario import Scenario, ScenarioError, World, action, load_catalog
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "simulator" / "scenarios"
@@ -94,6 +95,37 @@ def test_misspelled_key_and_rate_limit(tmp_path: Path) -> None:
     body = MINIMAL.replace("[readers.r1]", "[readers.r1]\nreads_per_s = 5000\n")
     with pytest.raises(ScenarioError, match="reads_per_s"):
         Scenario.load(write(tmp_path, body))
+
+
+def test_reader_quirks_and_identity_by_name(tmp_path: Path) -> None:
+    from simulator.llrp.site import SimulatedSite
+
+    body = MINIMAL.replace("[readers.r1]", "[readers.r1]\nquirks = ['needs-start-rospec', "
+                           "'loses-rospec=4', 'reject_spec_id_zero']\nidentity = 'zebra'\n")
+    site = SimulatedSite(Scenario.load(write(tmp_path, body)), run_timeline=False)
+    q = site.readers["r1"].quirks
+    assert q.needs_start_rospec and q.reject_spec_id_zero and q.loses_rospec_after_s == 4.0
+    assert site.readers["r1"].identity.manufacturer == 161
+    site = SimulatedSite(Scenario.load(write(tmp_path, body)), run_timeline=False,
+                         quirks=["no-get-rospecs"], identity="impinj")  # rfidd-sim --quirks
+    q = site.readers["r1"].quirks
+    assert q.no_get_rospecs and not q.needs_start_rospec
+    assert site.readers["r1"].identity.manufacturer == 25882
+    body = MINIMAL.replace("[readers.r1]", "[readers.r1]\nquirks = ['needs-start']\n")
+    with pytest.raises(ScenarioError, match="unknown quirk 'needs-start'; known: antenna1"):
+        Scenario.load(write(tmp_path, body))
+
+
+def test_zone_clones_put_a_second_chip_with_the_same_epc(tmp_path: Path) -> None:
+    scenario = Scenario.load(write(tmp_path, MINIMAL.replace("[zones.a]", "[zones.a]\nclones = 2")))
+    world = World(scenario)
+    tags = world.tags_in("a")
+    epcs = [t.epc for t in tags]
+    doubled = {e for e in epcs if epcs.count(e) == 2}
+    assert len(doubled) == 2 and len(tags) == world.count("a") + 2 == 12
+    for e in doubled:
+        a, b = (t for t in tags if t.epc == e)
+        assert a.tid is None and b.tid is not None and b.tid != tid_for(e)
 
 
 def test_bad_catalog_rows_are_reported_by_line(tmp_path: Path) -> None:

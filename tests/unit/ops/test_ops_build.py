@@ -10,12 +10,12 @@ from opskit import BAG, arrive, asn, epc, feed, hook
 from waits import wait_until
 
 from inventory.epc import decode
-from rfidd.api import ApiError
 from rfidd.app import build_ops
 from rfidd.context import ServiceContext
 from rfidd.ops import OpsSettings
 from rfidd.ops.api import parse_time
 from rfidd.ops.store import gtin_of_uri
+from rfidd.web.errors import ApiError
 
 
 def test_registers_components_and_commands(ctx: ServiceContext) -> None:

@@ -54,7 +54,8 @@ def test_attach_adds_the_tick_and_every_stored_schedule(ctx: ServiceContext) -> 
     scheduler = BackgroundScheduler(timezone="UTC")  # never started: jobs stay pending
     schedules.attach_scheduler(scheduler)
     jobs = {j.id: j for j in scheduler.get_jobs()}
-    assert set(jobs) == {"ops-tick", f"ops-count-{stored['id']}"}
+    # (no shrinkage-report job: this service was given nothing to publish it with)
+    assert set(jobs) == {"ops-tick", f"ops-count-{stored['id']}", "ops-retention"}
     jobs["ops-tick"].func()
     assert ticks == [1]
     later = schedules.add_schedule("0 7 * * 1", ["floor"], 60)
@@ -63,7 +64,10 @@ def test_attach_adds_the_tick_and_every_stored_schedule(ctx: ServiceContext) -> 
     schedules.delete_schedule(later["id"])
     assert f"ops-count-{later['id']}" not in {j.id for j in scheduler.get_jobs()}
     job = jobs[f"ops-count-{stored['id']}"]
-    job.func(*job.args)
+    assert job.args == (f"count-{stored['id']}",)
+    job.func(*job.args)  # not due yet (06:30 has not come since it was added): no count
+    assert starts.calls == []
+    schedules.scheduled_count(["stockroom"], stored["duration_s"])
     assert starts.calls == [(["stockroom"], "schedule", 90.0)]
 
 

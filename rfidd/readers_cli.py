@@ -1,0 +1,92 @@
+"""`rfidd readers`: each reader's state and what it says it is, from the running daemon."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from rfidd.lifecycle.cli import DEFAULT_API, call
+
+_STYLE = {"online": "green", "connected_not_reading": "red", "connecting": "yellow",
+          "offline": "red"}
+
+
+def _antennas(row: dict[str, Any]) -> str:
+    mapped = row.get("antennas")
+    seen = row.get("antennas_reporting")
+    if not mapped:
+        return ""
+    silent = [a for a in mapped if seen is not None and a not in seen]
+    text = ",".join(str(a) for a in (seen or []))
+    return text + (f" [red](silent: {','.join(map(str, silent))})[/]" if silent else "")
+
+
+@click.command("readers")
+@click.option("--api", default=DEFAULT_API, show_default=True, envvar="RFIDD_API",
+              help="Local HTTP API of the running daemon.")
+@click.option("--json", "as_json", is_flag=True, help="Print the daemon's JSON answer.")
+def readers_command(api: str, as_json: bool) -> None:
+    """Each reader: state, vendor, model, firmware, RF mode, antennas reporting, anomalies."""
+    status, body = call(api, "GET", "/api/v1/readers")
+    if as_json or status >= 400:
+        click.echo(json.dumps(body, indent=2))
+        if status >= 400:
+            sys.exit(1)
+        return
+    table = Table(title=f"readers of {body.get('site', '?')}")
+    for col in ("reader", "state", "vendor", "model", "firmware", "mode", "antennas reporting",
+                "anomalies"):
+        table.add_column(col)
+    for name, row in sorted(body.get("readers", {}).items()):
+        state = row.get("state", "?")
+        shown = f"[{_STYLE.get(state, 'white')}]{state}[/]"
+        if row.get("silent"):
+            shown += " [yellow](silent)[/]"
+        anomalies = row.get("anomalies") or {}
+        mode = row.get("mode")
+        table.add_row(
+            name, shown, str(row.get("vendor") or row.get("kind") or ""),
+            str(row.get("model") or ""), str(row.get("firmware") or ""),
+            "" if mode is None else f"{mode} (by {row.get('mode_index', 'identifier')})",
+            _antennas(row),
+            ", ".join(f"{k} {v}" for k, v in sorted(anomalies.items())),
+        )
+    Console().print(table)
+
+
+@click.command("find")
+@click.argument("epc")
+@click.option("--reader", "reader_name", required=True, help="The handheld (a TSL reader).")
+@click.option("--seconds", default=60.0, show_default=True, help="How long to look.")
+@click.option("--api", default=DEFAULT_API, show_default=True, envvar="RFIDD_API",
+              help="Local HTTP API of the running daemon.")
+def find_command(epc: str, reader_name: str, seconds: float, api: str) -> None:
+    """Find one item with a handheld: its RSSI as you walk, louder when closer."""
+    path = f"/api/v1/readers/{reader_name}/find"
+    status, body = call(api, "POST", path, {"epc": epc})
+    if status >= 400:
+        raise click.ClickException(str(body.get("error", body)))
+    click.echo(f"looking for {body['epc']} with {reader_name} (Ctrl-C to stop)")
+    deadline = time.monotonic() + seconds
+    last = ""
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            _s, body = call(api, "GET", path)
+            for sample in body.get("samples", []):
+                if sample["at"] <= last:
+                    continue
+                last = sample["at"]
+                rssi = sample["rssi_dbm"]
+                bar = "#" * max(0, int((rssi or -90) + 90) // 2)
+                click.echo(f"{sample['at']}  {rssi if rssi is not None else '?':>5} dBm  {bar}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        call(api, "POST", path, {"epc": None})

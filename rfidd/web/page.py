@@ -1,0 +1,280 @@
+"""The staff page: its files, and view routes that answer display-ready data (words, numbers,
+money and dates in the reader's language and the site's time zone), live progress as
+server-sent events, and charts drawn as SVG by pygal (served by the daemon: no CDN)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pygal
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pygal.style import Style
+from starlette.concurrency import run_in_threadpool
+
+from rfidd.config import Config
+from rfidd.config_http import Role
+from rfidd.web.deps import require
+from rfidd.web.errors import ApiError
+from rfidd.web.i18n import LANGS, Formatter, pick_lang
+
+STATIC = Path(__file__).parent / "static"
+LIVE_INTERVAL_S = 1.0  # tests set it small
+LANG_COOKIE = "rfidd_lang"
+_STAFF = require(Role.STAFF)
+_CHART_STYLE = Style(background="transparent", plot_background="transparent",
+                     font_family="system-ui, sans-serif", colors=("#1f6f5c", "#c0392b",
+                                                                  "#d68910", "#2e86c1"))
+
+
+def fmt_for(request: Request, timezone: str) -> Formatter:
+    return Formatter(pick_lang(request.query_params.get("lang"),
+                               request.cookies.get(LANG_COOKIE),
+                               request.headers.get("accept-language")), timezone)
+
+
+def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
+    """Routes of the page; `ops` is the daemon's OpsServices (catalog, counting, reception,
+    exits, replenishment), `lifecycle` the LifecycleService (or None)."""
+    tz = config.site.timezone
+    r = APIRouter(tags=["page"])
+
+    @r.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        # The page itself holds no data (everything comes from authenticated routes).
+        return FileResponse(STATIC / "index.html", headers={
+            "Cache-Control": "no-store", "X-Frame-Options": "DENY",
+            "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+                                       "frame-ancestors 'none'"})
+
+    @r.get("/words.json", include_in_schema=False)
+    def words() -> dict[str, dict[str, str]]:
+        """The sign-in screen's words in both languages (no data: no credential needed)."""
+        return {lang: Formatter(lang, tz).words() for lang in LANGS}
+
+    v = APIRouter(prefix="/api/v1/page", dependencies=[Depends(_STAFF)])
+
+    @v.get("/context")
+    def context(request: Request, response: Response) -> dict[str, Any]:
+        f = fmt_for(request, tz)
+        response.set_cookie(LANG_COOKIE, f.lang, samesite="strict", max_age=365 * 86400)
+        p = request.state.principal
+        return {"lang": f.lang, "words": f.words(), "site": config.site.name,
+                "user": p.display or p.name, "zones": sorted(config.zones),
+                "counts": _count_rows(ops.counting.counts(), f)}
+
+    def count_view(cid: str, f: Formatter) -> dict[str, Any]:
+        data = ops.counting.count(cid)
+        if data["status"] == "running":
+            prog = data["progress"]
+            missing = ops.counting.count_missing(cid)
+            return {"status": "running", "found": prog["found"], "expected": prog["expected"],
+                    "ratio": prog["found"] / prog["expected"] if prog["expected"] else 0.0,
+                    "headline": f.found_of(prog["found"], prog["expected"]),
+                    "missing": [_product_line(m) for m in missing],
+                    "missing_total": f.number(prog["expected"] - prog["found"])}
+        doc = data.get("report") or {}
+        totals = doc.get("totals", {})
+        return {"status": data["status"], "found": totals.get("found", 0),
+                "expected": totals.get("expected", 0), "ratio": _ratio(totals),
+                "headline": f.found_of(totals.get("found", 0), totals.get("expected", 0)),
+                "accuracy": f.percent(_ratio(totals)),
+                "missing": [_product_line(m) for m in doc.get("missing", [])],
+                "unexpected": [_product_line(m) for m in doc.get("unexpected", [])],
+                "missing_total": f.number(totals.get("missing", 0))}
+
+    @v.get("/counts/{cid}")
+    def count(cid: str, request: Request) -> dict[str, Any]:
+        return count_view(cid, fmt_for(request, tz))
+
+    @v.get("/counts/{cid}/live")
+    async def count_live(cid: str, request: Request) -> StreamingResponse:
+        f = fmt_for(request, tz)
+        return _stream(request, lambda: count_view(cid, f), lambda d: d["status"] != "running")
+
+    def reception_view(sid: str, f: Formatter) -> dict[str, Any]:
+        data = ops.reception.reception(sid)
+        doc = data.get("report") or {}
+        lines = [{**ln, "expected_text": f.number(ln.get("expected") or 0),
+                  "received_text": f.number(ln.get("received") or 0)}
+                 for ln in doc.get("lines", [])]
+        totals = doc.get("totals", {})
+        return {"status": data.get("status", "open"), "session_id": sid,
+                "asn_ids": doc.get("asn_ids", []), "lines": lines,
+                "missing": len(doc.get("missing", [])),
+                "unexpected": len(doc.get("unexpected", [])),
+                "headline": f.t("found_of", found=f.number(totals.get("received", 0)),
+                                expected=f.number(totals.get("expected", 0)))}
+
+    @v.get("/receptions")
+    def receptions(request: Request) -> dict[str, Any]:
+        f = fmt_for(request, tz)
+        rows = ops.reception.receptions()
+        return {"receptions": [{**r, "opened_text": f.when(r.get("opened_at"))} for r in rows]}
+
+    @v.get("/receptions/{sid}")
+    def reception(sid: str, request: Request) -> dict[str, Any]:
+        return reception_view(sid, fmt_for(request, tz))
+
+    @v.get("/receptions/{sid}/live")
+    async def reception_live(sid: str, request: Request) -> StreamingResponse:
+        f = fmt_for(request, tz)
+        return _stream(request, lambda: reception_view(sid, f),
+                       lambda d: d["status"] == "closed")
+
+    @v.get("/find")
+    def find(q: str, request: Request) -> dict[str, Any]:
+        f = fmt_for(request, tz)
+        q = q.strip()
+        if not q:
+            raise ApiError(400, "q: give an EPC, a SKU or a name")
+        return {"results": _find(q, ops, lifecycle, f)}
+
+    @v.get("/replenishment")
+    def replenishment(request: Request) -> dict[str, Any]:
+        return {"lines": [ln.to_dict() for ln in ops.replenishment.replenishment(1)]}
+
+    @v.get("/alerts")
+    def alerts(request: Request) -> dict[str, Any]:
+        f = fmt_for(request, tz)
+        sus = ops.exits.suspected()["suspected"]
+        return {"suspected": [{**s, **_product_line({"epc": s["epc"],
+                                                      **ops.catalog.product(s["epc"])}),
+                               "confidence_text": f.percent(s["confidence"]),
+                               "since_text": f.when(s["suspected_at"])} for s in sus]}
+
+    @v.get("/charts/accuracy.svg")
+    def accuracy_chart(request: Request) -> Response:
+        f = fmt_for(request, tz)
+        rows = [r for r in ops.counting.counts() if r.get("totals")][:12][::-1]
+        chart = _chart(pygal.Line, f.t("count_accuracy"), range_=(0, 100))
+        chart.x_labels = [f.day(r["started_at"]) for r in rows]
+        chart.add(f.t("accuracy"), [round(100 * (_ratio(r["totals"]) or 0), 1) for r in rows])
+        return _svg(chart)
+
+    @v.get("/charts/shrinkage.svg")
+    def shrinkage_chart(request: Request, by: str = "zone") -> Response:
+        f = fmt_for(request, tz)
+        key = "by_category" if by == "category" else "by_zone"
+        end = time.time()
+        weeks = [(end - (i + 1) * 7 * 86400, end - i * 7 * 86400) for i in range(6)][::-1]
+        docs = [ops.exits.shrinkage(a, b).to_dict() for a, b in weeks]
+        names = sorted({k for d in docs for k in d[key]})
+        chart = _chart(pygal.StackedBar, f.t("shrinkage_category" if key == "by_category"
+                                             else "shrinkage_zone"))
+        chart.x_labels = [f.day(a) for a, _ in weeks]
+        for n in names:
+            chart.add(n, [(d[key].get(n) or {}).get("items", 0) for d in docs])
+        return _svg(chart)
+
+    r.include_router(v)
+    return r
+
+
+def mount_static(app: Any) -> None:
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+
+def _ratio(totals: dict[str, Any]) -> float | None:
+    exp = totals.get("expected") or 0
+    return (totals.get("found", 0) / exp) if exp else None
+
+
+def _product_line(m: dict[str, Any]) -> dict[str, Any]:
+    return {"epc": m.get("epc"), "name": m.get("name") or m.get("sku") or m.get("gtin") or "?",
+            "size": m.get("size") or "", "colour": m.get("colour") or "",
+            "zone": m.get("zone") or m.get("booked_zone") or ""}
+
+
+def _count_rows(rows: list[dict[str, Any]], f: Formatter) -> list[dict[str, Any]]:
+    return [{"session_id": r["session_id"], "status": r["status"], "zones": r["zones"],
+             "started": f.when(r["started_at"])} for r in rows[:10]]
+
+
+def _find(q: str, ops: Any, lifecycle: Any | None, f: Formatter) -> list[dict[str, Any]]:
+    """By EPC (hex), else by SKU or name in the catalog, then the items of those products."""
+    from sqlalchemy import select
+
+    from rfidd.store.models import Item
+
+    products = ops.catalog.catalog
+    hexq = q.upper()
+    with ops.catalog.ctx.db.session() as s:
+        if len(hexq) >= 16 and all(c in "0123456789ABCDEF" for c in hexq):
+            items = list(s.scalars(select(Item).where(Item.epc == hexq)))
+        else:
+            ql = q.casefold()
+            gtins = [g for g in products
+                     if ql in products[g].name.casefold() or ql == products[g].sku.casefold()]
+            items = list(s.scalars(select(Item).where(Item.gtin.in_(gtins[:50])).limit(50))) \
+                if gtins else []
+        rows = [(it.epc, it.gtin, it.zone, it.disposition, it.last_seen) for it in items]
+    out = []
+    for epc, gtin, zone, disposition, last_seen in rows:
+        p = products.get(gtin) if gtin else None
+        history: list[dict[str, Any]] = []
+        state = None
+        if lifecycle is not None:
+            from rfidd.lifecycle.trace import trace
+
+            state = lifecycle.item_state(epc)
+            history = [{"when": f.when(h.event_time) if hasattr(h, "event_time") else "",
+                        **h.to_json()} for h in trace(ops.catalog.ctx.db, epc)][-10:]
+        out.append({"epc": epc, "name": p.name if p else gtin, "size": p.size if p else "",
+                    "colour": p.colour if p else "",
+                    "price": f.money(p.price, p.currency) if p else "",
+                    "zone": zone or "", "state": (state or {}).get("status") if isinstance(
+                        state, dict) else disposition or "",
+                    "disposition": disposition or "", "last_seen": f.when(last_seen),
+                    "history": history})
+    return out
+
+
+def _chart(kind: Any, title: str, range_: tuple[int, int] | None = None) -> Any:
+    # js=[]: pygal's default loads its tooltip script from a CDN; the page must work offline.
+    chart = kind(title=title, style=_CHART_STYLE, js=[], width=640, height=300,
+                 show_legend=True, legend_at_bottom=True, disable_xml_declaration=True,
+                 range=range_, print_values=False)
+    return chart
+
+
+def _svg(chart: Any) -> Response:
+    return Response(chart.render(is_unicode=True), media_type="image/svg+xml",
+                    headers={"Cache-Control": "no-store"})
+
+
+def _stream(request: Request, snapshot: Callable[[], dict[str, Any]],
+            done: Callable[[dict[str, Any]], bool]) -> StreamingResponse:
+    """Server-sent events: a snapshot when it changes (and a comment every 15 s to keep the
+    connection), until `done` or the client goes away."""
+
+    async def events() -> AsyncIterator[bytes]:
+        last = None
+        quiet = 0.0
+        stopping = request.app.state.stopping
+        while not stopping.is_set() and not await request.is_disconnected():
+            try:
+                data = await run_in_threadpool(snapshot)
+            except Exception as exc:  # the session ended or vanished: say so, then stop
+                yield f"event: error\ndata: {json.dumps({'error': str(exc)})}\n\n".encode()
+                return
+            text = json.dumps(data, default=str)
+            if text != last:
+                last, quiet = text, 0.0
+                yield f"data: {text}\n\n".encode()
+            elif quiet >= 15:
+                quiet = 0.0
+                yield b": keep-alive\n\n"
+            if done(data):
+                return
+            await asyncio.sleep(LIVE_INTERVAL_S)
+            quiet += LIVE_INTERVAL_S
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

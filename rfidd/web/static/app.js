@@ -1,0 +1,236 @@
+"use strict";
+// The staff page: plain DOM, no framework. Every value shown comes from the daemon already
+// worded and formatted for the reader's language (textContent only: no markup from data).
+const S = { csrf: null, lang: null, words: {}, zones: [], count: null, reception: null,
+            live: null };
+const $ = (id) => document.getElementById(id);
+
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = text;
+  if (cls) e.className = cls;
+  return e;
+}
+
+async function api(method, path, body) {
+  const headers = { "Accept": "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (method !== "GET" && S.csrf) headers["X-CSRF-Token"] = S.csrf;
+  const sep = path.includes("?") ? "&" : "?";
+  const url = path.startsWith("/api/v1/page") && S.lang ? `${path}${sep}lang=${S.lang}` : path;
+  const r = await fetch(url, { method, headers, credentials: "same-origin",
+                               body: body === undefined ? undefined : JSON.stringify(body) });
+  const data = await r.json().catch(() => ({}));
+  if (!r.ok) { const e = new Error(data.error || r.status); e.status = r.status; throw e; }
+  return data;
+}
+
+function words() {
+  document.querySelectorAll("[data-w]").forEach((e) => {
+    const w = S.words[e.dataset.w]; if (w) e.textContent = w;
+  });
+  document.querySelectorAll("[data-ph]").forEach((e) => { e.placeholder = S.words[e.dataset.ph] || ""; });
+  document.documentElement.lang = S.lang || "en";
+  document.querySelectorAll(".langs button").forEach((b) =>
+    b.setAttribute("aria-pressed", String(b.dataset.lang === S.lang)));
+}
+
+async function loadContext() {
+  const ctx = await api("GET", "/api/v1/page/context");
+  S.lang = ctx.lang; S.words = ctx.words; S.zones = ctx.zones;
+  $("site").textContent = ctx.site; $("user").textContent = ctx.user;
+  words();
+  const zones = $("zones"); zones.replaceChildren();
+  for (const z of ctx.zones) {
+    const l = el("label"); const c = el("input"); c.type = "checkbox"; c.value = z;
+    c.className = "zone"; l.append(c, el("span", z)); zones.append(l);
+  }
+  const running = ctx.counts.find((c) => c.status === "running");
+  if (running) followCount(running.session_id);
+}
+
+function signedIn(on) {
+  $("sign-in-form").hidden = on;
+  $("tabs").hidden = !on; $("sign-out").hidden = !on; $("floor-toggle").hidden = !on;
+  if (!on) document.querySelectorAll(".tab").forEach((t) => { t.hidden = true; });
+}
+
+async function start() {
+  const qs = new URLSearchParams(location.search);
+  S.lang = qs.get("lang");
+  try {
+    const me = await api("GET", "/api/v1/session");
+    S.csrf = me.csrf; signedIn(true); await loadContext(); show("count");
+  } catch (e) {
+    signedIn(false);
+    try { const ctx = await fetch("/words.json").then((r) => r.json());
+          const lang = S.lang || (navigator.language || "en").slice(0, 2);
+          S.lang = ctx[lang] ? lang : "en"; S.words = ctx[S.lang]; words(); } catch (_) {}
+  }
+}
+
+function show(tab) {
+  document.querySelectorAll(".tab").forEach((t) => { t.hidden = t.id !== `tab-${tab}`; });
+  document.querySelectorAll("nav button").forEach((b) =>
+    b.toggleAttribute("aria-current", b.dataset.tab === tab));
+  const load = { reception: loadReceptions, replenish: loadReplenish, alerts: loadAlerts,
+                 charts: loadCharts }[tab];
+  if (load) load().catch(() => {});
+}
+
+function productLine(m) {
+  const li = el("li", [m.name, m.size, m.colour].filter(Boolean).join(" · "));
+  li.append(el("small", `${m.epc || ""} ${m.zone ? "— " + m.zone : ""}`));
+  return li;
+}
+
+function stopLive() { if (S.live) { S.live.close(); S.live = null; } }
+
+function followCount(cid) {
+  stopLive(); S.count = cid;
+  $("count-live").hidden = false; $("count-report").hidden = true;
+  S.live = new EventSource(`/api/v1/page/counts/${encodeURIComponent(cid)}/live?lang=${S.lang}`);
+  S.live.onmessage = (ev) => {
+    const d = JSON.parse(ev.data);
+    if (d.status !== "running") { stopLive(); showReport(d); return; }
+    $("count-headline").textContent = d.headline;
+    $("count-bar").style.width = `${Math.round(100 * d.ratio)}%`;
+    $("missing-total").textContent = d.missing_total;
+    $("missing-list").replaceChildren(...d.missing.map(productLine));
+    floorLine(d.headline);
+  };
+}
+
+function showReport(d) {
+  $("count-live").hidden = true; $("count-report").hidden = false;
+  $("report-headline").textContent = d.headline;
+  $("report-accuracy").textContent = d.accuracy || "";
+  $("report-missing").replaceChildren(...(d.missing || []).map(productLine));
+  $("report-unexpected").replaceChildren(...(d.unexpected || []).map(productLine));
+}
+
+async function startCount() {
+  const zones = [...document.querySelectorAll("input.zone:checked")].map((c) => c.value);
+  if (!zones.length) return;
+  const c = await api("POST", "/api/v1/ops/counts", { zones });
+  followCount(c.session_id);
+}
+
+async function closeCount() {
+  if (!S.count) return;
+  stopLive();
+  await api("POST", `/api/v1/ops/counts/${encodeURIComponent(S.count)}/stop`);
+  showReport(await api("GET", `/api/v1/page/counts/${encodeURIComponent(S.count)}`));
+}
+
+async function loadReceptions() {
+  const d = await api("GET", "/api/v1/page/receptions");
+  const open = d.receptions.filter((r) => r.status === "open");
+  const list = $("reception-list"); list.replaceChildren();
+  if (!open.length) list.append(el("li", S.words.no_reception));
+  for (const r of open) {
+    const li = el("li"); const btn = el("button", `${(r.asn_ids || []).join(", ")} — ${r.opened_text}`);
+    btn.className = "reception-open"; btn.onclick = () => followReception(r.session_id);
+    li.append(btn); list.append(li);
+  }
+  if (open.length === 1) followReception(open[0].session_id);
+}
+
+function followReception(sid) {
+  stopLive(); S.reception = sid; $("reception-live").hidden = false;
+  $("reception-status").textContent = "";
+  S.live = new EventSource(`/api/v1/page/receptions/${encodeURIComponent(sid)}/live?lang=${S.lang}`);
+  S.live.onmessage = (ev) => renderReception(JSON.parse(ev.data));
+}
+
+function renderReception(d) {
+  $("reception-headline").textContent = d.headline;
+  $("reception-lines").replaceChildren(...d.lines.map((ln) => {
+    const tr = el("tr"); if (ln.received >= ln.expected) tr.className = "done";
+    tr.append(el("td", ln.name || ln.sku || ln.gtin), el("td", ln.expected_text, "num"),
+              el("td", ln.received_text, "num"));
+    return tr;
+  }));
+  $("reception-missing").textContent = d.missing;
+  $("reception-unexpected").textContent = d.unexpected;
+  floorLine(`${S.words.reception}: ${d.headline}`);
+  if (d.status === "closed") { stopLive(); $("reception-status").textContent = S.words.closed; }
+}
+
+async function closeReception() {
+  if (!S.reception) return;
+  stopLive();
+  await api("POST", `/api/v1/ops/receptions/${encodeURIComponent(S.reception)}/close`,
+            { note: $("reception-note").value });
+  renderReception(await api("GET", `/api/v1/page/receptions/${encodeURIComponent(S.reception)}`));
+}
+
+async function find(ev) {
+  ev.preventDefault();
+  const q = $("find-q").value.trim(); if (!q) return;
+  const d = await api("GET", `/api/v1/page/find?q=${encodeURIComponent(q)}`);
+  const box = $("find-results"); box.replaceChildren();
+  if (!d.results.length) box.append(el("p", S.words.nothing_found));
+  for (const r of d.results) {
+    const card = el("div", null, "panel result");
+    card.append(el("h3", [r.name, r.size, r.colour].filter(Boolean).join(" · ")),
+                el("p", `${S.words.where}: ${r.zone || "—"} · ${S.words.state}: ${r.state || r.disposition || "—"}`),
+                el("p", `${S.words.last_seen}: ${r.last_seen || "—"}  ${r.price || ""}`),
+                el("small", r.epc));
+    if (r.history.length) {
+      const ul = el("ul", null, "lines");
+      for (const h of r.history) ul.append(el("li", [h.when, h.biz_step || h.step || "", h.zone || h.site || ""].filter(Boolean).join(" · ")));
+      card.append(el("h4", S.words.history), ul);
+    }
+    box.append(card);
+  }
+}
+
+async function loadReplenish() {
+  const d = await api("GET", "/api/v1/page/replenishment");
+  const ul = $("replenish-list"); ul.replaceChildren();
+  if (!d.lines.length) ul.append(el("li", S.words.none));
+  for (const ln of d.lines) ul.append(el("li", `${ln.name || ln.sku || ln.gtin} — ${ln.to_bring ?? ln.quantity ?? ""}`));
+}
+
+async function loadAlerts() {
+  const d = await api("GET", "/api/v1/page/alerts");
+  const ul = $("alert-list"); ul.replaceChildren();
+  if (!d.suspected.length) ul.append(el("li", S.words.none));
+  for (const s of d.suspected) { const li = productLine(s); li.append(el("small", `${s.confidence_text} · ${s.since_text}`)); ul.append(li); }
+}
+
+async function loadCharts() {
+  const q = `lang=${S.lang}&t=${Date.now()}`;
+  $("chart-accuracy").src = `/api/v1/page/charts/accuracy.svg?${q}`;
+  $("chart-shrinkage-zone").src = `/api/v1/page/charts/shrinkage.svg?by=zone&${q}`;
+  $("chart-shrinkage-category").src = `/api/v1/page/charts/shrinkage.svg?by=category&${q}`;
+}
+
+function floorLine(text) { $("floor-line").textContent = text; }
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("sign-in-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault(); $("sign-in-error").hidden = true;
+    try {
+      const r = await api("POST", "/api/v1/session", { login: $("login").value, secret: $("pin").value });
+      S.csrf = r.csrf; $("pin").value = ""; signedIn(true); await loadContext(); show("count");
+    } catch (e) { $("pin").value = ""; $("sign-in-error").hidden = false; }
+  });
+  $("sign-out").onclick = async () => { stopLive(); await api("POST", "/api/v1/session/close").catch(() => {}); S.csrf = null; signedIn(false); };
+  document.querySelectorAll(".langs button").forEach((btn) => btn.onclick = async () => {
+    S.lang = btn.dataset.lang;
+    if (S.csrf) { await loadContext(); const cur = document.querySelector("nav button[aria-current]"); if (cur) show(cur.dataset.tab); }
+    else { const all = await fetch("/words.json").then((r) => r.json()); S.words = all[S.lang]; words(); }
+  });
+  $("floor-toggle").onclick = () => {
+    const on = document.body.classList.toggle("floor"); $("floor-line").hidden = !on;
+    if (on && !$("floor-line").textContent) floorLine(S.words.none);
+  };
+  document.querySelectorAll("nav button").forEach((btn) => btn.onclick = () => show(btn.dataset.tab));
+  $("start-count").onclick = () => startCount().catch((e) => alert(e.message));
+  $("close-count").onclick = () => closeCount().catch((e) => alert(e.message));
+  $("close-reception").onclick = () => closeReception().catch((e) => alert(e.message));
+  $("find-form").addEventListener("submit", (ev) => find(ev).catch((e) => alert(e.message)));
+  start();
+});

@@ -1,0 +1,134 @@
+"""HQ's sequence bookkeeping on SQLite and PostgreSQL: contiguous mark, gaps, the repairer's
+requests and alerts, the site registry."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy import select
+
+from rfidd.hq.documents import EventRow
+from rfidd.hq.gaps import GapRepairer, site_sequences
+from rfidd.hq.registry import register_site, registered_sites
+from rfidd.hq.store import (
+    Batch,
+    HqStore,
+    SiteMessageRow,
+    hq_site_messages,
+    hq_sites,
+)
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[HqStore]:
+    s = HqStore.open(db_url, known_sites_only=True)
+    register_site(s.engine, "st", "Paris", T0)
+    yield s
+    s.dispose()
+
+
+def row(site: str, seq: int | None, n: int | None = None) -> EventRow:
+    k = seq if n is None else n
+    return EventRow(f"urn:uuid:{site}-{k}", site, "ObjectEvent", T0 + timedelta(seconds=k),
+                    "OBSERVE", None, None, None, None, None, {"n": k}, (f"urn:epc:x:{k}",),
+                    seq=seq)
+
+
+def put(store: HqStore, seqs: list[int], head: int | None = None, site: str = "st") -> Any:
+    b = Batch(events=[row(site, s) for s in seqs])
+    if head is not None:
+        b.heads[site] = head
+    return store.write_batch(b)
+
+
+def test_contiguous_mark_and_gaps(store: HqStore) -> None:
+    put(store, [1, 2, 3, 6, 7, 10], head=12)
+    (s,) = site_sequences(store.engine, ["st"])
+    assert (s.contiguous, s.published_through) == (3, 12)
+    assert s.gaps == ((4, 5), (8, 9), (11, 12)) and s.missing == 6
+    put(store, [4, 5, 5])  # a duplicate copy changes nothing
+    (s,) = site_sequences(store.engine, ["st"])
+    assert s.contiguous == 7 and s.gaps == ((8, 9), (11, 12))
+    put(store, [], head=9)  # an older head never moves it back
+    put(store, [8, 9, 11, 12])
+    (s,) = site_sequences(store.engine, ["st"])
+    assert (s.contiguous, s.gaps, s.published_through) == (12, (), 12)
+
+
+def test_nothing_received_is_one_gap_up_to_the_head(store: HqStore) -> None:
+    put(store, [], head=3000)
+    (s,) = site_sequences(store.engine, ["st"])
+    assert s.gaps == ((1, 3000),)
+
+
+def test_unregistered_sites_are_counted_not_stored(store: HqStore) -> None:
+    r = store.write_batch(Batch(
+        events=[row("st", 1), row("rogue", 1), row("rogue", 2)],
+        site_messages=[SiteMessageRow("rogue", "alert", {"x": 1}, T0)],
+    ))
+    assert (r.stored, r.rejected) == (1, 3)
+    with store.engine.connect() as c:
+        rejected = dict(c.execute(select(hq_sites.c.site, hq_sites.c.rejected)).all())
+        kinds = c.execute(select(hq_site_messages.c.site)).scalars().all()
+    assert rejected == {"st": 0, "rogue": 3} and kinds == []
+    assert registered_sites(store.engine) == {"st": "Paris"}
+    assert register_site(store.engine, "rogue", None, T0) is True
+    assert register_site(store.engine, "rogue", "Lyon", T0) is False
+    assert registered_sites(store.engine) == {"rogue": "Lyon", "st": "Paris"}
+
+
+def test_repairer_waits_for_grace_asks_retries_and_alerts(store: HqStore) -> None:
+    sent: list[tuple[str, dict[str, Any]]] = []
+    now = [1_800_000_000.0]
+
+    def publish(topic: str, payload: bytes) -> bool:
+        sent.append((topic, json.loads(payload)))
+        return True
+
+    reg = CollectorRegistry()
+    rep = GapRepairer(store.engine, publish, "p/rfidd/v1", reg, registered_only=True,
+                      grace_s=10, retry_s=30, alert_s=100, clock=lambda: now[0])
+    put(store, [1, 2, 5], head=6)
+    assert rep.check_once() == [] and sent == []  # just seen: maybe in flight
+    now[0] += 10
+    assert rep.check_once() == ["st"]
+    assert sent[-1][0] == "p/rfidd/v1/st/cmd/replay"
+    assert sent[-1][1]["ranges"] == [[3, 4], [6, 6]]
+    now[0] += 10
+    assert rep.check_once() == []  # asked 10 s ago: not again yet
+    now[0] += 20
+    assert rep.check_once() == ["st"]
+    assert reg.get_sample_value("rfidd_hq_missing_events") == 3
+    assert reg.get_sample_value("rfidd_hq_sequence_gap_alerts_total") == 0
+    now[0] += 100
+    rep.check_once()
+    assert reg.get_sample_value("rfidd_hq_sequence_gap_alerts_total") == 1
+    rep.check_once()  # one alert per open gap, not one per round
+    assert reg.get_sample_value("rfidd_hq_sequence_gap_alerts_total") == 1
+    put(store, [3, 4, 6])
+    asked = len(sent)
+    assert rep.check_once() == [] and len(sent) == asked
+    (s,) = site_sequences(store.engine, ["st"])
+    assert s.gap_since is None and s.contiguous == 6
+    with store.engine.connect() as c:
+        alerts = [p["type"] for p in c.execute(
+            select(hq_site_messages.c.payload).where(hq_site_messages.c.kind == "alert")
+            .order_by(hq_site_messages.c.id)).scalars()]
+    assert alerts == ["sequence_gap", "sequence_gap_closed"]
+
+
+def test_repairer_retries_when_not_connected(store: HqStore) -> None:
+    put(store, [2], head=2)
+    calls: list[str] = []
+    rep = GapRepairer(store.engine, lambda t, p: bool(calls.append(t)), "p", CollectorRegistry(),
+                      grace_s=0, retry_s=3600)
+    assert rep.check_once() == [] and len(calls) == 1  # refused: not counted as asked
+    assert rep.check_once() == [] and len(calls) == 2  # so asked again next round
