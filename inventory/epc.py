@@ -19,8 +19,9 @@ from epcpy.epc_schemes.base_scheme import GS1Keyed
 from epcpy.epc_schemes.sgtin import SGTIN, SGTINFilterValue
 from epcpy.utils.parsers import TAG_ENCODABLE_HEX_HEADERS, hex_to_tag_encodable
 
-DECODE_CACHE_SIZE = 200_000
-"""Bounded so a flood of garbage EPCs cannot grow memory; sized for a large store's stock."""
+DECODE_CACHE_SIZE = 20_000
+"""Bounded so a flood of garbage EPCs cannot grow memory. The ingest does not decode items
+already present, so the cache serves foreign tags in view and moves, not the whole stock."""
 
 # Schemes whose pure identity starts with a GS1 Company Prefix and whose binary encoding has a
 # 3-bit filter right after the 8-bit header (GS1 TDS §14). GID, USDOD and ADI are EPC schemes

@@ -16,7 +16,7 @@ strength, so such items move only when the margin has decayed (or is configured 
 from __future__ import annotations
 
 import enum
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
@@ -141,8 +141,10 @@ class PresenceTracker:
         self.move_margin_db = move_margin_db
         self.move_margin_decay_s = move_margin_decay_s
         self.rssi_alpha = rssi_alpha
-        # Recency order (least recently read first) makes the departure sweep stop early.
-        self._items: OrderedDict[str, _Item] = OrderedDict()
+        # Recency order (least recently read first) makes the departure sweep stop early. A
+        # plain dict (re-inserting an item moves it to the end) costs ~50 bytes an item less
+        # than an OrderedDict: at a million items that is 50 MiB.
+        self._items: dict[str, _Item] = {}
         self._zone_counts: Counter[str] = Counter()
         self._batch = 0
 
@@ -158,7 +160,7 @@ class PresenceTracker:
         batch = self._batch
         items = self._items
         get = items.get
-        touch = items.move_to_end
+        pop = items.pop
         alpha = self.rssi_alpha
         decay_s = self.move_margin_decay_s
         changes: list[PresenceChange] = []
@@ -173,8 +175,9 @@ class PresenceTracker:
                 continue
             t = r.seen_at
             it.count += r.count
-            it.batch = batch
-            touch(epc)
+            if it.batch != batch:  # the first read of the item in this batch
+                it.batch = batch
+                items[epc] = pop(epc)  # to the end of the recency order
             if t > it.last_seen:
                 it.last_seen = t
             if it.zone == r.zone:  # the hot path: a counter bump and a smoothing step
@@ -327,14 +330,20 @@ class PresenceTracker:
         return self._batch
 
     def touched_since(self, mark: int) -> list[PresenceRow]:
-        """Items read in batches after `mark`: the periodic last-seen flush to the database."""
-        rows: list[PresenceRow] = []
-        for epc in reversed(self._items):
-            it = self._items[epc]
-            if it.batch <= mark:
+        """Items read in batches after `mark` (a count's sightings)."""
+        items = self._items
+        return [_row(epc, items[epc]) for epc in self.touched_epcs_since(mark)]
+
+    def touched_epcs_since(self, mark: int) -> list[str]:
+        """EPCs of the items read in batches after `mark`, most recently read first: the
+        last-seen flush takes these and writes them a bounded chunk at a time."""
+        items = self._items
+        out: list[str] = []
+        for epc in reversed(items):
+            if items[epc].batch <= mark:
                 break
-            rows.append(_row(epc, it))
-        return rows
+            out.append(epc)
+        return out
 
     def zone_of(self, epc: str) -> str | None:
         it = self._items.get(epc)

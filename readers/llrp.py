@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 _CLOCK_SKEW_S = 30.0
 
 
+_HEX_DIGITS = frozenset("0123456789ABCDEF")
+
+
 @dataclass(frozen=True)
 class LlrpSettings:
     """Plain LLRP options (same names and meaning as rfidd.config.LlrpOptions)."""
@@ -331,7 +334,7 @@ class LlrpReader:
         if raw is None:
             raise ValueError("no EPC-96 or EPC field")
         epc = (raw.decode("ascii") if isinstance(raw, bytes | bytearray) else str(raw)).upper()
-        if not epc or len(epc) % 2 or any(c not in "0123456789ABCDEF" for c in epc):
+        if not epc or len(epc) % 2 or not _HEX_DIGITS.issuperset(epc):  # one C call a tag
             raise ValueError(f"EPC {epc[:40]!r} is not hex")
         if self._prefixes and not epc.startswith(self._prefixes):
             return None

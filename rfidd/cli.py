@@ -186,29 +186,6 @@ def demo(seconds: float | None, mqtt_url: str | None, mqtt_protocol: str, scenar
     sys.exit(result.exit_code)
 
 
-@main.command("bench-ingest")
-@click.option("--readers", default=20, show_default=True)
-@click.option("--rate", default=1100.0, show_default=True, help="Reads/s asked of each reader.")
-@click.option("--seconds", default=10.0, show_default=True)
-@click.option("--items-per-zone", default=100, show_default=True)
-@click.option("--database-url", default=None, help="Default: a temporary SQLite file.")
-@click.option("--mqtt-url", default=None, help="Also publish to this broker.")
-@click.option("--sim-process/--sim-in-process", default=True, show_default=True,
-              help="Run the simulated readers in their own process (as real readers are) or "
-              "in the daemon's (they then compete with it for the interpreter).")
-def bench_ingest(readers: int, rate: float, seconds: float, items_per_zone: int,
-                 database_url: str | None, mqtt_url: str | None, sim_process: bool) -> None:
-    """Measure the reads/s the whole daemon sustains from simulated LLRP readers."""
-    _setup_logging("warning")
-    from rfidd.app import tune_gc
-    from rfidd.bench_ingest import print_figures, run
-
-    tune_gc()  # as `rfidd run` does
-
-    print_figures(run(readers, rate, seconds, items_per_zone, database_url, mqtt_url,
-                      sim_process))
-
-
 @main.command("install-service", context_settings={"ignore_unknown_options": True,
                                                    "help_option_names": []})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
@@ -245,16 +222,19 @@ def users_add(name: str, users_file: Path, roles: tuple[str, ...], pin: str) -> 
 
 def _register_subcommands() -> None:
     from rfidd.backup import backup_command, restore_command
+    from rfidd.benchmark import bench_command
     from rfidd.hq import hq_command
     from rfidd.lifecycle.alerts_cli import alerts_cli
     from rfidd.lifecycle.cli import lifecycle_cli, trace_command
-    from rfidd.ops import bench_command, ops_cli
+    from rfidd.ops import bench_command as ops_bench_command
+    from rfidd.ops import ops_cli
     from rfidd.readers_cli import find_command, readers_command
 
     main.add_command(hq_command, "hq")
     main.add_command(lifecycle_cli)
     main.add_command(alerts_cli)
     main.add_command(trace_command)
+    ops_cli.add_command(ops_bench_command, "bench")  # count and reception figures
     main.add_command(ops_cli)
     main.add_command(bench_command)
     main.add_command(readers_command)

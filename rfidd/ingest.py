@@ -45,6 +45,8 @@ T = TypeVar("T")
 @dataclass(slots=True)
 class IngestStats:
     reads: int = 0
+    committed_reads: int = 0
+    """Reads whose batch is committed (or needed no write): what a benchmark may count."""
     batches: int = 0
     commits: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
@@ -83,6 +85,8 @@ class Ingestor:
 
     retry_initial_s = 0.5
     retry_max_s = 30.0
+    flush_rows_per_tx = 2000
+    """Last-seen rows per flush transaction: one chunk per loop turn, reads ingested between."""
 
     def __init__(
         self,
@@ -129,6 +133,7 @@ class Ingestor:
         self._pending_sweep = threading.Event()
         self._pending_flush = threading.Event()
         self._flush_mark = tracker.mark
+        self._flush_todo: list[str] = []  # EPCs of the flush under way, most recent first
         self._unknown_products: set[str] = set()
         self._last_read_at = 0.0  # latest seen_at processed (the backlog-aware sweep clock)
         self.heartbeat = time.monotonic()  # last loop turn: the supervisor's liveness check
@@ -167,9 +172,14 @@ class Ingestor:
                 if self._pending_sweep.is_set():
                     self._pending_sweep.clear()
                     self.sweep(time.time())
-                if self._pending_flush.is_set() or self.stop_event.is_set():
+                if self.stop_event.is_set():
                     self._pending_flush.clear()
                     self.flush_last_seen()
+                elif self._pending_flush.is_set() and not self._flush_todo:
+                    self._pending_flush.clear()
+                    self._start_flush()
+                if self._flush_todo and not self.stop_event.is_set():
+                    self._flush_chunk()
             except Exception:  # a bug on one batch must not end ingestion for good
                 self.stats.batch_errors += 1
                 log.exception("ingest: batch failed; carrying on with the next one")
@@ -201,15 +211,24 @@ class Ingestor:
         """Decode, locate and persist one batch: the unit of one database transaction."""
         zone_reads: list[ZoneRead] = []
         decoded: dict[str, DecodedEpc] = {}
+        # The ingest thread is the tracker's only writer: it may read it without the lock.
+        known = self.tracker.__contains__
+        n = 0
         for reader, reads in batch:
             self.stats.batches += 1
+            n += len(reads)
             for r in reads:
-                self.stats.reads += 1
                 zone = self.zone_of.get((reader, r.antenna))
                 if zone is None:
                     self.stats.unmapped += 1
                     self.source.on_anomaly(reader, "unmapped_antenna",
                                            f"antenna {r.antenna} is not mapped to a zone")
+                    continue
+                if known(r.epc):  # classified when it arrived: no decode, no classify
+                    zone_reads.append(ZoneRead(r.epc, zone, r.rssi_dbm, r.seen_at,
+                                               r.seen_count))
+                    if r.seen_at > self._last_read_at:
+                        self._last_read_at = r.seen_at
                     continue
                 d = decoded.get(r.epc)
                 if d is None:
@@ -227,10 +246,12 @@ class Ingestor:
                 zone_reads.append(ZoneRead(r.epc, zone, r.rssi_dbm, r.seen_at, r.seen_count))
                 if r.seen_at > self._last_read_at:
                     self._last_read_at = r.seen_at
+        self.stats.reads += n
         with self._lock.waiting():
             changes = self.tracker.observe(zone_reads)
             self.zone_counts = self.tracker.zone_counts()
-        self._handle(changes, decoded, self._first_reads(zone_reads))
+        if self._handle(changes, decoded, self._first_reads(zone_reads)):
+            self.stats.committed_reads += n
 
     def sweep(self, now: float) -> None:
         """Departures. When reads are waiting in the queue, the clock is the time of the last
@@ -269,10 +290,11 @@ class Ingestor:
         return [(e, z, t) for (e, z), t in first.items()]
 
     def _handle(self, changes: list[PresenceChange], decoded: dict[str, DecodedEpc],
-                reads: list[tuple[str, str, float]]) -> None:
-        """View -> plans -> commit -> apply, the commit retried with the same plans."""
+                reads: list[tuple[str, str, float]]) -> bool:
+        """View -> plans -> commit -> apply, the commit retried with the same plans. False:
+        the batch was lost (the database failed while stopping)."""
         if not changes and not reads:
-            return
+            return True
         for c in changes:
             if c.epc not in decoded:
                 decoded[c.epc] = decode(c.epc)
@@ -295,7 +317,7 @@ class Ingestor:
         dup = self._retry(attempt, f"a batch of {len(changes)} changes")
         if dup is None:
             self.stats.lost_batches += 1
-            return
+            return False
         self.stats.commits += 1
         assert staged is not None
         events = [*base.events, *(e for x in staged if not x.skipped for e in x.plan.events)]
@@ -305,6 +327,7 @@ class Ingestor:
                 self.metrics.events.labels(e.biz_step or "observe").inc()
         if self.on_commit is not None:
             self.on_commit()
+        return True
 
     def _view(self, changes: list[PresenceChange], decoded: dict[str, DecodedEpc],
               reads: list[tuple[str, str, float]]) -> BatchView:
@@ -425,24 +448,46 @@ class Ingestor:
 
     # -- periodic ----------------------------------------------------------------------------
     def flush_last_seen(self) -> int:
-        """Write last-seen times of items read since the previous flush; returns how many."""
-        with self._lock.waiting():
-            rows = self.tracker.touched_since(self._flush_mark)
-            mark = self.tracker.mark
+        """Write last-seen times of items read since the previous flush, all at once (at stop,
+        in tests); returns how many rows were written."""
+        self._start_flush()
+        written = 0
+        while self._flush_todo:
+            n = self._flush_chunk()
+            if n < 0:
+                break
+            written += n
+        return written
+
+    def _start_flush(self) -> None:
+        """Take the EPCs read since the last flush (no lock: this thread is the only writer
+        of the tracker); they are written `flush_rows_per_tx` at a time, between batches."""
+        todo = self.tracker.touched_epcs_since(self._flush_mark)
+        self._flush_mark = self.tracker.mark
+        self._flush_todo.extend(todo)
+
+    def _flush_chunk(self) -> int:
+        """One bounded transaction of the flush under way; rows are read at write time (an
+        item that departed meanwhile is skipped: its departure wrote it). -1: given up."""
+        chunk = self._flush_todo[-self.flush_rows_per_tx:]
+        del self._flush_todo[-self.flush_rows_per_tx:]
+        get = self.tracker.get
+        with self._lock.waiting():  # a few thousand attribute reads: milliseconds
+            rows = [r for r in map(get, chunk) if r is not None]
         if not rows:
-            self._flush_mark = mark
             return 0
         presence = [repo.PresenceRow(epc=r.epc, zone=r.zone, since=r.since,
                                      last_seen=r.last_seen, rssi_dbm=r.rssi_dbm) for r in rows]
         items = [repo.ItemUpsert(epc=r.epc, seen_at=r.last_seen) for r in rows]
 
-        def write() -> None:
+        def write() -> bool:  # not None: `_retry` says None for "given up"
             with self.db.write() as s:
                 repo.apply_batch(s, items, presence=presence)
+            return True
 
-        if self._retry(write, f"the last-seen flush of {len(rows)} items") is None:
-            return 0
-        self._flush_mark = mark
+        if self._retry(write, f"a last-seen flush of {len(rows)} items") is None:
+            self._flush_todo.clear()
+            return -1
         return len(rows)
 
     def paused_zones(self) -> set[str]:

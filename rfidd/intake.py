@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from readers.base import ReaderState, TagRead
 from rfidd.metrics import Metrics
@@ -74,7 +75,12 @@ class IngestQueue:
     ) -> None:
         """`activity` is the reader monitor's (rfidd.reader_monitor), which owns reader states
         and is `on_state`: this sink records each change there, then tells it."""
-        self.q: queue.Queue[tuple[str, list[TagRead]]] = queue.Queue(maxsize)
+        # A SimpleQueue (C, no Python-level mutex or condition): with 20-80 reader threads a
+        # queue.Queue's lock, taken for every put and qsize, became a convoy that kept the
+        # readers from delivering. The bound is checked before the put: concurrent readers can
+        # overshoot it by at most one batch each.
+        self.q: queue.SimpleQueue[tuple[str, list[TagRead]]] = queue.SimpleQueue()
+        self.maxsize = maxsize
         self.metrics = metrics
         self.activity: dict[str, ReaderActivity] = {} if activity is None else activity
         self.tids = TidMemory()
@@ -83,6 +89,7 @@ class IngestQueue:
         self._dropped = 0
         self._dropped_logged = -1e9
         self._drop_lock = threading.Lock()
+        self._read_counters: dict[tuple[str, int], Any] = {}
 
     def on_reads(self, reader: str, reads: list[TagRead]) -> None:
         act = self.activity.setdefault(reader, ReaderActivity())
@@ -96,12 +103,17 @@ class IngestQueue:
             with_tid = with_tid or r.tid is not None
         if with_tid:
             self.tids.record(reads)
+        counters = self._read_counters
         for antenna, n in per_antenna.items():
-            self.metrics.reads.labels(reader, str(antenna)).inc(n)
-        try:
+            c = counters.get((reader, antenna))
+            if c is None:  # fetched once per read point (labels() takes a shared lock)
+                c = counters[(reader, antenna)] = self.metrics.reads.labels(reader, str(antenna))
+            c.inc(n)
+        if self.q.qsize() < self.maxsize:
             self.q.put_nowait((reader, reads))
-        except queue.Full:
+        else:
             self.metrics.ingest_dropped.inc()
+            self.metrics.ingest_dropped_reads.labels(reader).inc(len(reads))
             with self._drop_lock:  # reader threads drop concurrently; one line per 10 s
                 self._dropped += len(reads)
                 now = time.monotonic()
@@ -111,7 +123,6 @@ class IngestQueue:
             log.warning("ingest queue full: dropped %d reads (the ingest thread cannot keep "
                         "up; rfidd_ingest_dropped_batches_total counts the batches); next "
                         "report in 10 s", dropped)
-        self.metrics.ingest_queue_depth.set(self.q.qsize())
 
     def on_state(self, reader: str, state: ReaderState, reason: str) -> None:
         act = self.activity.setdefault(reader, ReaderActivity())

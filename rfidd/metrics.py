@@ -67,6 +67,11 @@ class Metrics:
             "ingest_dropped_batches", "Read batches dropped because the ingest queue was full.",
             namespace=NS, registry=r,
         )
+        self.ingest_dropped_reads = Counter(
+            "ingest_dropped_reads", "Tag reads shed because the ingest queue was full, by reader "
+            "(overload: each reader loses its share, none is starved).", ["reader"],
+            namespace=NS, registry=r,
+        )
         self.batch_commit = Histogram(
             "batch_commit_duration_seconds", "Time to commit one ingest batch.",
             namespace=NS, registry=r,
@@ -142,6 +147,7 @@ class Metrics:
             self.reader_last_report_age.labels(name)
             self.reader_reconnects.labels(name)
             self.reader_thread_restarts.labels(name)
+            self.ingest_dropped_reads.labels(name)
             for a in antennas:
                 self.reads.labels(name, str(a))
 

@@ -1,0 +1,204 @@
+"""`rfidd bench`: every performance figure of issue 12 beside its floor, measured in one run.
+
+Table by default, `--json` one object. `--smoke` runs the same code on small sizes (the suite
+runs it so the benchmark cannot rot); its figures are not the product's.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from rfidd.benchmark import e2e, parts
+
+
+@dataclass(frozen=True)
+class Sizes:
+    seconds: float
+    readers: int
+    rate: float
+    overload_readers: int
+    overload_rate: float
+    latency_readers: int
+    latency_rate: float
+    rss_items: int
+    reread_small: int
+    reconcile: tuple[int, int]
+    publish_rows: int
+    hq_events: int
+    idle_s: float
+
+
+FULL = Sizes(5.0, 20, 1100.0, 80, 1300.0, 40, 1250.0, 1_000_000, 20_000,
+             (100_000, 1_000_000), 10_000, 20_000, 5.0)
+SMOKE = Sizes(1.0, 2, 200.0, 3, 300.0, 2, 200.0, 5_000, 1_000, (2_000, 5_000), 500, 500, 1.0)
+
+# key -> (floor key or None, target: ("ratio>=", x) | ("ratio<=", x) | ("<", x) | None)
+TARGETS: dict[str, tuple[str | None, tuple[str, float] | None]] = {
+    "ingest_reads_per_s": ("decode_only_reads_per_s", ("ratio>=", 0.8)),
+    "ingest_cpu_per_1k_reads_per_s": ("decode_only_cpu_per_1k_reads_per_s", ("ratio<=", 1.5)),
+    "overload_reads_per_s": ("ingest_reads_per_s", ("ratio>=", 0.9)),
+    "p99_read_to_publish_s": (None, ("<", 0.25)),
+    "rss_1m_epcs_mib": ("rss_1m_dict_floor_mib", ("<", 250.0)),
+    "reread_1m_reads_per_s": ("reread_20k_reads_per_s", ("ratio>=", 0.8)),
+    "reconcile_100k_s": ("reconcile_100k_floor_s", None),
+    "reconcile_1m_s": ("reconcile_1m_floor_s", ("ratio<=", 3.0)),
+    "publish_events_per_s": (None, None),
+    "hq_store_events_per_s": ("hq_copy_floor_events_per_s", ("ratio>=", 0.5)),
+    "idle_rss_mib": (None, ("<", 60.0)),
+    "idle_cpu_ratio": (None, ("<", 0.005)),
+}
+
+
+def run(sizes: Sizes, mqtt_url: str, pg_url: str | None,
+        progress: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+    """Every figure, in one object (floors and the sizes used included)."""
+    out: dict[str, Any] = {"smoke": sizes is SMOKE, "sizes": sizes.__dict__ | {}}
+    t_start = time.monotonic()
+    phase_s: dict[str, float] = {}
+    out["phase_seconds"] = phase_s
+    started = [t_start]
+    current = [""]
+
+    def step(name: str) -> None:
+        now = time.monotonic()
+        if current[0]:
+            phase_s[current[0]] = now - started[0]
+        started[0], current[0] = now, name
+        if name:
+            progress(name)
+
+    step("ingest (and bare sllurp clients on the same stream)")
+    e2e.bare_cpu.clear()
+    run1, floor = e2e.ingest(sizes.readers, sizes.rate, sizes.seconds, mqtt_url,
+                             decode_only=True)
+    out["ingest_reads_per_s"] = run1.committed_reads_per_s
+    out["ingest_offered_reads_per_s"] = run1.offered_per_s
+    out["decode_only_reads_per_s"] = floor
+    out["ingest_cpu_per_1k_reads_per_s"] = run1.cpu_per_1k_reads_per_s
+    out["decode_only_cpu_per_1k_reads_per_s"] = e2e.bare_cpu[-1] if e2e.bare_cpu else None
+    out["ingest_events"] = run1.events
+    out["ingest_events_pubacked"] = run1.published_events
+    out["ingest_lost_reads"] = run1.lost
+
+    step("latency at the high sustained rate")
+    run2, _ = e2e.ingest(sizes.latency_readers, sizes.latency_rate, sizes.seconds, mqtt_url)
+    out["p99_read_to_publish_s"] = run2.p99_read_to_publish_s
+    out["p99_offered_reads_per_s"] = run2.offered_per_s
+    out["p99_run_reads_per_s"] = run2.committed_reads_per_s
+
+    step("overload")
+    run3, _ = e2e.ingest(sizes.overload_readers, sizes.overload_rate, sizes.seconds, mqtt_url)
+    out["overload_reads_per_s"] = run3.committed_reads_per_s
+    out["overload_offered_reads_per_s"] = run3.offered_per_s
+    out["overload_dropped_batches"] = run3.dropped_batches
+    out["overload_lost_reads"] = run3.lost  # neither ingested nor counted as shed
+
+    step("memory at a million EPCs")
+    out["rss_1m_epcs_mib"] = parts.rss(sizes.rss_items, "tracker")
+    out["rss_1m_dict_floor_mib"] = parts.rss(sizes.rss_items, "floor")
+
+    step("re-reading present items")
+    out["reread_20k_reads_per_s"] = parts.reread_rate(sizes.reread_small)
+    out["reread_1m_reads_per_s"] = parts.reread_rate(sizes.rss_items)
+
+    step("count reconcile with the database")
+    for key, n in zip(("100k", "1m"), sizes.reconcile, strict=True):
+        total, fl, ok = parts.reconcile(n)
+        out[f"reconcile_{key}_s"] = total
+        out[f"reconcile_{key}_floor_s"] = fl
+        out[f"reconcile_{key}_ok"] = ok
+
+    step("outbox publishing")
+    out["publish_events_per_s"] = parts.publish(mqtt_url, sizes.publish_rows)
+
+    step("HQ storage")
+    if pg_url is not None:
+        out["hq_store_events_per_s"], out["hq_copy_floor_events_per_s"] = parts.hq_store(
+            pg_url, sizes.hq_events)
+    else:
+        out["hq_store_events_per_s"] = out["hq_copy_floor_events_per_s"] = None
+
+    step("idle daemon")
+    out["idle_rss_mib"], out["idle_cpu_ratio"] = e2e.idle(mqtt_url, sizes.idle_s)
+    step("")
+    out["bench_seconds"] = time.monotonic() - t_start
+    return out
+
+
+def verdict(key: str, res: dict[str, Any]) -> tuple[Any, float | None, str]:
+    """(floor value, ratio to it, target text with met/missed) for one key."""
+    floor_key, target = TARGETS[key]
+    value = res.get(key)
+    floor = res.get(floor_key) if floor_key else None
+    ratio = value / floor if isinstance(value, int | float) and floor else None
+    if target is None or value is None:
+        return floor, ratio, ""
+    op, x = target
+    if op == "<":
+        ok = value < x
+        return floor, ratio, f"< {x:g} " + ("met" if ok else "MISSED")
+    if ratio is None:
+        return floor, ratio, ""
+    ok = ratio >= x if op == "ratio>=" else ratio <= x
+    return floor, ratio, f"{op[5:]} {x:g}x " + ("met" if ok else "MISSED")
+
+
+def table(res: dict[str, Any]) -> Table:
+    t = Table(title="rfidd bench" + (" (smoke sizes)" if res.get("smoke") else ""))
+    for c in ("figure", "value", "floor", "ratio", "target"):
+        t.add_column(c, justify="left" if c in ("figure", "target") else "right")
+    for key in TARGETS:
+        floor, ratio, target = verdict(key, res)
+        t.add_row(key, _fmt(res.get(key)), _fmt(floor),
+                  "" if ratio is None else f"{ratio:.2f}", target)
+    return t
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.4g}"
+    return str(v)
+
+
+@click.command("bench")
+@click.option("--smoke", is_flag=True, help="Small sizes (what the test suite runs).")
+@click.option("--seconds", type=float, default=None,
+              help="Measured window of each ingest run (default 5; smoke 1).")
+@click.option("--mqtt-url", default="mqtt://127.0.0.1:1883", show_default=True,
+              help="The broker the daemon publishes to (PUBACKs are part of the figures).")
+@click.option("--pg-url", default="postgresql+psycopg://127.0.0.1:5432/test",
+              show_default=True,
+              help="PostgreSQL for the HQ figures (a schema is created and dropped); '' skips.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_command(smoke: bool, seconds: float | None, mqtt_url: str, pg_url: str,
+                  as_json: bool) -> None:
+    """Measure every figure against its floor in one run (ingest end to end with MQTT, overload,
+    latency, memory, re-reads, reconcile, publishing, HQ storage, idle)."""
+    from rfidd.app import tune_gc
+
+    tune_gc()  # as `rfidd run` does
+    sizes = SMOKE if smoke else FULL
+    if seconds is not None:
+        if seconds <= 0:
+            raise click.BadParameter("must be > 0", param_hint="--seconds")
+        sizes = Sizes(**(sizes.__dict__ | {"seconds": seconds}))
+    err = Console(stderr=True)
+    res = run(sizes, mqtt_url, pg_url or None,
+              progress=lambda m: err.print(f"[dim]bench: {m}…[/]") if not as_json else None)
+    if as_json:
+        click.echo(json.dumps(res))
+    else:
+        Console().print(table(res))
+    if not all(res.get(k, True) for k in ("reconcile_100k_ok", "reconcile_1m_ok")):
+        sys.exit(1)

@@ -1,0 +1,298 @@
+"""End-to-end figures: simulated LLRP readers in their own process -> the whole daemon (sllurp
+drivers, ingest, database, outbox) -> MQTT QoS 1 to a real broker.
+
+A read counts when its batch is committed (`IngestStats.committed_reads`), not when the ingest
+thread takes it. The population churns all the run (shipments, moves, removals every half
+second), so commits, events and publishes happen in the measured window. Latency is first read
+(the event's `eventTime`, the simulators' clock on this machine) -> the document delivered to a
+subscriber of the same broker, which is after the broker's PUBACK to rfidd.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from rfidd.app import Daemon, Timings
+from rfidd.bench_ingest import _SimProcess, scenario_text
+from rfidd.demo import demo_config
+
+CHURN_EVERY_S = 0.5
+
+
+def churn_timeline(readers: int, seconds: float, per_step: int) -> str:
+    """Items arriving, moving and leaving throughout the run (zones z00..zNN)."""
+    out: list[str] = []
+    t, k = 0.5, 0
+    while t < seconds:
+        a, b = f"z{k % readers:02d}", f"z{(k + 1) % readers:02d}"
+        out.append(f'[[timeline]]\nt = {t:.2f}\naction = "shipment"\nzone = "{a}"\n'
+                   f"count = {per_step}\n")
+        out.append(f'[[timeline]]\nt = {t:.2f}\naction = "move"\nfrom = "{a}"\nto = "{b}"\n'
+                   f"count = {per_step}\n")
+        out.append(f'[[timeline]]\nt = {t:.2f}\naction = "remove"\nfrom = "{b}"\n'
+                   f"count = {per_step}\n")
+        t += CHURN_EVERY_S
+        k += 1
+    return "\n".join(out)
+
+
+@dataclass
+class IngestRun:
+    readers: int
+    offered_per_s: float
+    window_s: float
+    committed_reads_per_s: float
+    cpu_per_1k_reads_per_s: float
+    events: int
+    published_events: int
+    p99_read_to_publish_s: float | None
+    dropped_batches: int
+    lost: int
+
+
+class _Latency:
+    """Subscribes to the site's EPCIS topic and records first read -> delivery per event."""
+
+    def __init__(self, url: str, topic: str) -> None:
+        host, port = url.split("://", 1)[1].rsplit(":", 1)
+        self.samples: list[float] = []
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2,
+                             client_id=f"rfidd-bench-{uuid.uuid4().hex[:8]}")
+        self.c.on_message = self._msg
+        self.c.connect(host, int(port))
+        self.c.subscribe(topic, qos=1)
+        self.c.loop_start()
+        self.recording = False
+
+    def _msg(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        now = time.time()
+        doc = json.loads(msg.payload)
+        for ev in doc.get("epcisBody", {}).get("eventList", []):
+            if self.recording and "eventTime" in ev:
+                at = datetime.fromisoformat(ev["eventTime"].replace("Z", "+00:00")).timestamp()
+                self.samples.append(now - at)
+
+    def p99(self) -> float | None:
+        if not self.samples:
+            return None
+        s = sorted(self.samples)
+        return s[min(len(s) - 1, int(len(s) * 0.99))]
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def ingest(readers: int, rate: float, seconds: float, mqtt_url: str, items_per_zone: int = 200,
+           churn: int = 5, decode_only: bool = False) -> tuple[IngestRun, float | None]:
+    """One run of the daemon against `readers` x `rate`; with `decode_only`, first the same
+    stream into bare sllurp clients (the floor). Returns the run and the floor's reads/s."""
+    import simulator
+    from simulator import Scenario
+
+    catalog = Path(simulator.__file__).parent / "scenarios" / "maison-catalog.csv"
+    text = scenario_text(readers, items_per_zone, rate, catalog)
+    text += "\n" + churn_timeline(readers, 4 * seconds + 60, churn)
+    with tempfile.TemporaryDirectory(prefix="rfidd-bench-") as tmp:
+        path = Path(tmp) / "bench.toml"
+        path.write_text(text)
+        scenario = Scenario.parse(text, str(path), Path(tmp))
+        floor = None
+        if decode_only:  # the same scenario, its own simulators: their counts stay separate
+            bare = _SimProcess(path)
+            bare.expected = readers
+            with bare:
+                floor = bare_sllurp(bare.ports, seconds)
+        sim = _SimProcess(path)
+        sim.expected = readers
+        with sim:
+            run = _daemon_run(scenario, sim, seconds, readers, rate, f"sqlite:///{tmp}/b.db",
+                              mqtt_url)
+    return run, floor
+
+
+def _daemon_run(scenario: Any, sim: _SimProcess, seconds: float, readers: int, rate: float,
+                db_url: str, mqtt_url: str) -> IngestRun:
+    site = f"bench{uuid.uuid4().hex[:6]}"
+    cfg = demo_config(scenario, sim.ports, db_url, mqtt_url, site_id=site)
+    lat = _Latency(mqtt_url, f"rfidd/v1/{site}/epcis")
+    daemon = Daemon(cfg, timings=Timings(supervisor_s=0.5))
+    daemon.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and sum(
+                1 for a in (daemon.queue.activity.values() if daemon.queue else ())
+                if a.state.value == "online") < readers:
+            time.sleep(0.1)
+        ing = daemon.ingestor
+        assert ing is not None
+        # The initial population's arrivals (one event each) are not the steady state: the
+        # window opens once they are in and the backlog is gone.
+        population = len(scenario.items())
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (
+                len(ing.tracker) < 0.9 * population
+                or ing.source.q.qsize() > 2 * readers):  # the backlog is not the window
+            time.sleep(0.2)
+        time.sleep(min(1.0, seconds / 2))
+        lat.recording = True
+        counted = _committed(ing)
+        r0, c0, t0 = counted(), time.process_time(), time.monotonic()
+        time.sleep(seconds)
+        r1, c1, t1 = counted(), time.process_time(), time.monotonic()
+        lat.recording = False
+        sent = sim.hold()
+        deadline = time.monotonic() + 60
+        while ing.stats.reads < sent and time.monotonic() < deadline:
+            time.sleep(0.1)
+        link = daemon.hq
+        deadline = time.monotonic() + 30  # the outbox drains to the broker
+        while link is not None and time.monotonic() < deadline and (
+                link.stats.acked_rows < ing.stats.events):
+            time.sleep(0.1)
+        samples = daemon.metrics.registry.get_sample_value
+        dropped = int(samples("rfidd_ingest_dropped_batches_total") or 0)
+        reads_dropped = int(sum(
+            s.value for m in daemon.metrics.registry.collect()
+            if m.name == "rfidd_ingest_dropped_reads" for s in m.samples
+            if s.name.endswith("_total")))
+        lost = sent - ing.stats.reads - reads_dropped
+        events = ing.stats.events
+        published = link.stats.acked_rows if link is not None else 0
+    finally:
+        daemon.stop()
+        lat.close()
+    rps = (r1 - r0) / (t1 - t0)
+    return IngestRun(readers, readers * rate, t1 - t0, rps,
+                     (c1 - c0) / (t1 - t0) / max(rps / 1000, 1e-9), events, published,
+                     lat.p99(), dropped, max(0, lost))
+
+
+_BARE = r"""
+import sys, threading, time
+from sllurp.llrp import LLRPReaderClient, LLRPReaderConfig
+ports = [int(p) for p in sys.argv[1].split(",")]
+seconds = float(sys.argv[2])
+n = [0]
+lock = threading.Lock()
+def on_tags(_c, tags):
+    with lock:
+        n[0] += len(tags)
+clients = []
+for p in ports:
+    cfg = LLRPReaderConfig({"antennas": [1, 2], "report_every_n_tags": 50,
+        "report_timeout_ms": 100, "start_inventory": True, "reset_on_connect": True,
+        "reconnect": False, "tx_power": 0, "tag_content_selector": {
+        "EnableAntennaID": True, "EnablePeakRSSI": True, "EnableFirstSeenTimestamp": True,
+        "EnableTagSeenCount": True}})
+    c = LLRPReaderClient("127.0.0.1", p, cfg)
+    c.add_tag_report_callback(on_tags)
+    c.connect()
+    clients.append(c)
+time.sleep(1.0)
+n0, c0, t0 = n[0], time.process_time(), time.monotonic()
+time.sleep(seconds)
+n1, c1, t1 = n[0], time.process_time(), time.monotonic()
+print((n1 - n0) / (t1 - t0), (c1 - c0) / (t1 - t0), flush=True)
+for c in clients:
+    try:
+        c.hard_disconnect()
+    except Exception:
+        pass
+import os
+os._exit(0)
+"""
+
+bare_cpu: list[float] = []
+
+
+def bare_sllurp(ports: dict[str, int], seconds: float) -> float:
+    """Reads/s that bare sllurp clients (no rfidd) decode from the same simulators; the CPU
+    share they used goes to `bare_cpu`."""
+    out = subprocess.run([sys.executable, "-c", _BARE, ",".join(str(p) for p in ports.values()),
+                          str(seconds)], capture_output=True, text=True, timeout=seconds + 60,
+                         check=True)
+    rps, cpu = (float(x) for x in out.stdout.split()[:2])
+    bare_cpu.append(cpu / max(rps / 1000, 1e-9))
+    return rps
+
+
+_IDLE = r"""
+import sys, time
+from rfidd.app import Daemon
+from rfidd.config import Config
+cfg = Config.model_validate_json(sys.stdin.read())
+d = Daemon(cfg)
+d.start()
+print("started", flush=True)
+sys.stdin.close()
+time.sleep(3600)
+"""
+
+
+def idle(mqtt_url: str, seconds: float, readers: int = 4) -> tuple[float, float]:
+    """RSS (MiB) and CPU share of a daemon with `readers` connected readers that read nothing."""
+    import simulator
+    from simulator import Scenario
+
+    catalog = Path(simulator.__file__).parent / "scenarios" / "maison-catalog.csv"
+    text = scenario_text(readers, 0, 1.0, catalog).replace("count = 0", "count = 0")
+    with tempfile.TemporaryDirectory(prefix="rfidd-bench-") as tmp:
+        path = Path(tmp) / "idle.toml"
+        path.write_text(text)
+        scenario = Scenario.parse(text, str(path), Path(tmp))
+        sim = _SimProcess(path)
+        sim.expected = readers
+        with sim:
+            cfg = demo_config(scenario, sim.ports, f"sqlite:///{tmp}/i.db", mqtt_url,
+                              site_id=f"idle{uuid.uuid4().hex[:6]}")
+            proc = subprocess.Popen([sys.executable, "-c", _IDLE], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, text=True)
+            try:
+                assert proc.stdin is not None and proc.stdout is not None
+                proc.stdin.write(cfg.model_dump_json())
+                proc.stdin.close()
+                proc.stdout.readline()
+                time.sleep(min(3.0, seconds))  # connected, settled
+                j0, t0 = _jiffies(proc.pid), time.monotonic()
+                time.sleep(seconds)
+                j1, t1 = _jiffies(proc.pid), time.monotonic()
+                rss = _rss_mib(proc.pid)
+            finally:
+                proc.terminate()
+                proc.wait(30)
+    return rss, (j1 - j0) / os.sysconf("SC_CLK_TCK") / (t1 - t0)
+
+
+def _jiffies(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def _rss_mib(pid: int | str = "self") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _committed(ing: Any) -> Any:
+    """Reads whose batch is committed; an older ingest without that count (the "before" column
+    of a comparison) falls back to the reads it took."""
+    stats = ing.stats
+    if hasattr(stats, "committed_reads"):
+        return lambda: stats.committed_reads
+    return lambda: stats.reads

@@ -1,0 +1,38 @@
+"""`rfidd bench --smoke`: the benchmark's code runs end to end on small sizes so it cannot rot.
+
+No figure is compared with a time or a rate (the machine's speed is not the code's property):
+what is checked is that every key has a measured value, events were PUBACKed, nothing was lost
+and the reconcile results matched what was planted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from rich.console import Console
+
+from rfidd.benchmark import SMOKE, TARGETS, bench_command, run, table
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_smoke_measures_every_key(mqtt_broker: Any, postgres_url: str) -> None:
+    url = f"mqtt://{mqtt_broker.host}:{mqtt_broker.port}"
+    res = run(SMOKE, url, postgres_url)
+    missing = [k for k, (floor, _t) in TARGETS.items()
+               for key in (k, floor) if key is not None and not isinstance(res.get(key), float)]
+    assert missing == []
+    assert res["reconcile_100k_ok"] and res["reconcile_1m_ok"]
+    assert res["ingest_events"] > 0 and res["ingest_events_pubacked"] == res["ingest_events"]
+    assert res["ingest_lost_reads"] == 0 and res["overload_lost_reads"] == 0
+    assert res["ingest_reads_per_s"] > 0 and res["decode_only_reads_per_s"] > 0
+    console = Console(record=True, width=120)
+    console.print(table(res))
+    assert "ingest_reads_per_s" in console.export_text()
+
+
+def test_bench_command_rejects_a_bad_window() -> None:
+    res = CliRunner().invoke(bench_command, ["--smoke", "--seconds", "0"])
+    assert res.exit_code == 2 and "--seconds" in res.output
