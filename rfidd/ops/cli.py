@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rfidd.client import EXIT_CODES_HELP, EXIT_REFUSED, ApiClient
+from rfidd.console import table_console
 
 DEFAULT_API = "http://127.0.0.1:9750"
 PREFIX = "/api/v1/ops"
@@ -33,8 +34,7 @@ def _client(ctx: click.Context) -> ApiClient:
 
 
 def _console() -> Console:
-    """Terminal width on a terminal; piped, wide enough that no id is ever cut."""
-    return Console() if sys.stdout.isatty() else Console(width=10_000)
+    return table_console()
 
 
 def _fmt_time(t: float | None) -> str:
