@@ -8,9 +8,9 @@ import time
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from rfidd.console import table_console
 from rfidd.lifecycle.cli import DEFAULT_API, call
 
 _STYLE = {"online": "green", "connected_not_reading": "red", "connecting": "yellow",
@@ -57,7 +57,7 @@ def readers_command(api: str, as_json: bool) -> None:
             _antennas(row),
             ", ".join(f"{k} {v}" for k, v in sorted(anomalies.items())),
         )
-    Console().print(table)
+    table_console().print(table)
 
 
 @click.command("find")

@@ -164,8 +164,9 @@ def where_cmd(epc: str, config_file: Path | None, database_url: str | None,
     elif last is None:
         click.echo(f"{uri}: no event at HQ", err=True)
     else:
-        from rich.console import Console
         from rich.table import Table
+
+        from rfidd.console import table_console
 
         t = Table(title=uri, show_header=False)
         for k, v in (("site", last.site), ("since", last.event_time.isoformat()),
@@ -176,7 +177,7 @@ def where_cmd(epc: str, config_file: Path | None, database_url: str | None,
                      ("event", f"{last.type} {last.action or ''}".strip()),
                      ("eventID", last.event_id)):
             t.add_row(k, v)
-        Console().print(t)
+        table_console().print(t)
     if last is None:
         sys.exit(1)
 
@@ -196,8 +197,9 @@ def history_cmd(epc: str, config_file: Path | None, database_url: str | None,
     elif not events:
         click.echo(f"{uri}: no event at HQ", err=True)
     else:
-        from rich.console import Console
         from rich.table import Table
+
+        from rfidd.console import table_console
 
         t = Table(title=f"{uri} — {len(events)} events")
         for col in ("eventTime (UTC)", "site", "event", "bizStep", "disposition",
@@ -212,7 +214,7 @@ def history_cmd(epc: str, config_file: Path | None, database_url: str | None,
                       f"{e.type.removesuffix('Event')} {e.action or ''}".strip(),
                       _short(e.biz_step), _short(e.disposition), e.biz_location or "",
                       e.read_point or "", tx)
-        Console().print(t)
+        table_console().print(t)
     if not events:
         sys.exit(1)
 
@@ -231,8 +233,9 @@ def sites_cmd(config_file: Path | None, database_url: str | None, as_json: bool)
     if as_json:
         click.echo(json.dumps({"sites": [s.to_json() for s in rows]}))
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from rfidd.console import table_console
 
     t = Table(title=f"{len(rows)} sites")
     for col in ("site", "name", "registered", "status", "last seen", "last seq", "held",
@@ -252,7 +255,7 @@ def sites_cmd(config_file: Path | None, database_url: str | None, as_json: bool)
                   "" if q is None or q.published_through is None else str(q.published_through),
                   "" if q is None else str(q.contiguous), gaps or "none",
                   str(s.rejected) if s.rejected else "")
-    Console().print(t)
+    table_console().print(t)
 
 
 @hq_command.group("site")

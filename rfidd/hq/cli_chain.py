@@ -30,8 +30,9 @@ def stock_cmd(site: str | None, sku: str | None, size: str | None, colour: str |
     if as_json:
         click.echo(json.dumps({"stock": [r.to_json() for r in rows]}, ensure_ascii=False))
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from rfidd.console import table_console
 
     t = Table(title=f"{sum(r.count for r in rows)} items in stock")
     for col in ("SKU", "product", "size", "colour", "store", "in stock"):
@@ -39,7 +40,7 @@ def stock_cmd(site: str | None, sku: str | None, size: str | None, colour: str |
     for r in rows:
         t.add_row(r.sku or r.gtin, r.name or "(not in the HQ catalog)", r.size or "",
                   r.colour or "", r.site_name or r.site, str(r.count))
-    Console().print(t)
+    table_console().print(t)
 
 
 @hq_command.command("alerts")

@@ -8,9 +8,9 @@ import sys
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from rfidd.console import table_console
 from rfidd.lifecycle.cli import DEFAULT_API, call
 
 P = "/api/v1/alerts"
@@ -56,10 +56,10 @@ def list_(api: str, state: str | None, kind: str | None, as_json: bool) -> None:
     for c in ("id", "type", "EPC", "zone", "home zone", "raised", "state", "resolution", "by"):
         t.add_column(c)
     for a in body["alerts"]:
-        t.add_row(a["alert_id"][-12:], a["type"], a["epc"], a["zone"] or "",
+        t.add_row(a["alert_id"], a["type"], a["epc"], a["zone"] or "",
                   a["home_zone"] or "", a["raised_at"], a["state"], a["resolution"] or "",
                   a["resolved_by"] or a["acknowledged_by"] or "")
-    Console().print(t)
+    table_console().print(t)
 
 
 @alerts_cli.command()

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from rfidd.client import EXIT_CODES_HELP, EXIT_REFUSED, ApiClient
+from rfidd.console import table_console
 
 DEFAULT_API = "http://127.0.0.1:9750"
 
@@ -50,7 +50,7 @@ def _show(status: int, body: Any, as_json: bool) -> None:
     elif status >= 400 and isinstance(body, dict) and "error" in body:
         click.echo(f"error: {body['error']} (HTTP {status})", err=True)
     elif isinstance(body, dict) and "items" in body:
-        console = Console()
+        console = table_console()
         t = Table(title=f"{body['command']} {body.get('txn') or ''}: {body['accepted']} accepted, "
                   f"{body['duplicates']} already done, {body['rejected']} rejected")
         for col in ("EPC", "result", "reason"):
@@ -325,7 +325,7 @@ def trace_command(epc: str, config_file: Path | None, database_url: str | None,
         click.echo(json.dumps({"epc": epc_hex, "epc_uri": uri, "state": state,
                                "history": [h.to_json() for h in history]}, indent=2))
         return
-    console = Console()
+    console = table_console()
     if state is None and not history:
         console.print(f"{uri} ({epc_hex}): no history on this site")
         sys.exit(1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import click
 from rich.console import Console
 
 from rfidd.client import ApiClient
+from rfidd.console import table_console
 
 DEFAULT_API = "http://127.0.0.1:9750"
 PREFIX = "/api/v1/ops"
@@ -26,8 +26,7 @@ def _client(ctx: click.Context) -> ApiClient:
 
 
 def _console() -> Console:
-    """Terminal width on a terminal; piped, wide enough that no id is ever cut."""
-    return Console() if sys.stdout.isatty() else Console(width=10_000)
+    return table_console()
 
 
 def _fmt_time(t: float | None) -> str:

@@ -140,7 +140,8 @@ def ensure_cli_token(path: Path) -> str | None:
     except FileNotFoundError:
         pass
     except OSError as exc:
-        log.warning("CLI token file %s: %s; the local CLI needs RFIDD_TOKEN", path, exc.strerror)
+        log.warning("%s, for the CLI token file %s; the local CLI needs RFIDD_TOKEN",
+                    exc.strerror, path)
         return None
     token = secrets.token_urlsafe(32)
     try:
@@ -148,8 +149,8 @@ def ensure_cli_token(path: Path) -> str | None:
     except FileExistsError:  # another daemon of this machine won the race: share its token
         return ensure_cli_token(path)
     except OSError as exc:
-        log.warning("cannot create the CLI token file %s: %s; the local CLI needs RFIDD_TOKEN",
-                    path, exc.strerror)
+        log.warning("cannot create the CLI token file (%s, at %s); the local CLI needs "
+                    "RFIDD_TOKEN", exc.strerror, path)
         return None
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(token + "\n")

@@ -7,6 +7,7 @@ whose radio never starts, and one whose field goes quiet, each through the whole
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -38,7 +39,9 @@ class Store:
         cfg = demo_config(self.scenario, {"floor-1": self.site.ports["floor-1"]} | {
             n: 1 for n in self.scenario.readers if n != "floor-1"}, db_url, None)
         data = cfg.model_dump(mode="python")
-        data["http"] = {"enabled": True, "port": 0}
+        self.token_file = Path(tempfile.mkdtemp(prefix="rfidd-truth-")) / "cli-token"
+        data["http"] = {"enabled": True, "port": 0,
+                        "auth": {"cli_token_file": str(self.token_file)}}
         for name, reader in data["readers"].items():
             reader["enabled"] = name == "floor-1"
         data["readers"]["floor-1"]["silent_after_s"] = silent_after_s
@@ -61,8 +64,10 @@ class Store:
 
     def api(self, path: str) -> Any:
         assert self.daemon.api is not None
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.daemon.api.port}{path}",
-                                    timeout=5) as r:
+        token = self.token_file.read_text(encoding="utf-8").strip()  # every route needs one
+        req = urllib.request.Request(f"http://127.0.0.1:{self.daemon.api.port}{path}",
+                                     headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=5) as r:
             return json.loads(r.read())
 
     def close(self) -> None:
@@ -106,11 +111,13 @@ def test_rfidd_reads_every_tag_within_seconds_of_connecting(store: Any) -> None:
 
     assert s.daemon.api is not None
     api = f"http://127.0.0.1:{s.daemon.api.port}"
-    out = CliRunner(env={"COLUMNS": "200"}).invoke(readers_command, ["--api", api])
+    out = CliRunner(env={"RFIDD_TOKEN_FILE": str(s.token_file)}).invoke(readers_command,
+                                                                   ["--api", api])
     assert out.exit_code == 0, out.output
     assert "floor-1" in out.output and "online" in out.output
     assert "rospec_not_started 1" in out.output and "generic" in out.output
-    out = CliRunner().invoke(readers_command, ["--api", api, "--json"])
+    out = CliRunner(env={"RFIDD_TOKEN_FILE": str(s.token_file)}).invoke(
+        readers_command, ["--api", api, "--json"])
     assert out.exit_code == 0
     assert json.loads(out.output)["readers"]["floor-1"]["state"] == "online"
 
