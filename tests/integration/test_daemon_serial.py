@@ -107,6 +107,8 @@ def test_tsl_handheld_counts_a_zone_and_finds_an_item_through_the_api(
     import urllib.error
     import urllib.request
 
+    from rfidd.credentials import auth_headers
+
     epcs = [sgtin96_hex("03760001000014", 6000 + i, 7) for i in range(6)]
     sim = SerialReaderSim(epcs, protocol="tsl", link_path=str(tmp_path / "ttyTSL"))
     path = sim.start()
@@ -128,7 +130,7 @@ def test_tsl_handheld_counts_a_zone_and_finds_an_item_through_the_api(
         req = urllib.request.Request(
             f"http://127.0.0.1:{daemon.api.port}{route}", method=method,
             data=None if body is None else json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"})
+            headers={"Content-Type": "application/json", **auth_headers()})  # every route
         try:
             with urllib.request.urlopen(req, timeout=5) as r:
                 return r.status, json.loads(r.read())
