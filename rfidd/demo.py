@@ -8,6 +8,7 @@ database and metrics, next to the simulator's ground truth so a newcomer can com
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from collections import Counter
@@ -124,7 +125,11 @@ def run_demo(*, seconds: float | None = None, mqtt_url: str | None = None, mqtt_
 
         users = Path(tmp.name) / "users.json"
         add_user(users, DEMO_LOGIN, [Role.STAFF, Role.MANAGER], DEMO_PIN)
-        http = {"port": _free_or_any(http_port), "auth": {"users_file": str(users)}}
+        # The CLI's token: the daemon's default (/run/rfidd, the service's RuntimeDirectory)
+        # is not writable for a demo run by a user; the demo keeps it in its own directory.
+        token_file = os.environ.get("RFIDD_TOKEN_FILE") or str(Path(tmp.name) / "cli-token")
+        http = {"port": _free_or_any(http_port),
+                "auth": {"users_file": str(users), "cli_token_file": token_file}}
     with SimulatedSite(scenario) as site:
         cfg = demo_config(scenario, site.ports, f"sqlite:///{db_path}", mqtt_url, mqtt_protocol,
                           site_id, site.serial_paths, http)
@@ -136,8 +141,15 @@ def run_demo(*, seconds: float | None = None, mqtt_url: str | None = None, mqtt_
                 daemon.ops.catalog.import_catalog(
                     parse_catalog_records(scenario.catalog_rows(), "catalog"))
             if daemon.api is not None:
-                console.print(f"Staff page: [bold]http://127.0.0.1:{daemon.api.port}/[/] — sign "
+                port = daemon.api.port
+                console.print(f"Staff page: [bold]http://127.0.0.1:{port}/[/] — sign "
                               f"in as [bold]{DEMO_LOGIN}[/], PIN [bold]{DEMO_PIN}[/]")
+                console.print("CLI, in another terminal while the demo runs: [bold]export "
+                              f"RFIDD_TOKEN_FILE={cfg.http.auth.cli_token_file} "
+                              f"RFIDD_API=http://127.0.0.1:{port}[/]; then e.g. "
+                              "[bold]rfidd ops takeover stockroom floor[/] (stock from before "
+                              "rfidd goes on the books) and [bold]rfidd ops count start "
+                              "floor[/]", soft_wrap=True)  # one line: copied as is
             _run_with_progress(console, daemon, site, seconds, scenario)
             site.hold(True)
             reception = _close_reception(daemon)
