@@ -30,7 +30,8 @@ from inventory.catalog import (
 
 CSV_COLUMNS = ("asn_id", "origin", "destination", "shipped_at", "epc", "gtin", "quantity")
 HEADER_FIELDS = ("asn_id", "origin", "destination", "shipped_at")
-JSON_FIELDS = (*HEADER_FIELDS, "epcs", "lines")
+JSON_FIELDS = (*HEADER_FIELDS, "epcs", "lines", "tids")
+_TID = re.compile(r"^[0-9A-F]{8,64}$")
 MAX_QUANTITY = 1_000_000
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/#-]{0,127}$")
 _HEX = re.compile(r"^[0-9A-F]+$")
@@ -67,6 +68,9 @@ class Asn:
     shipped_at: datetime
     epcs: tuple[str, ...]
     quantities: tuple[tuple[str, int], ...]
+    tids: tuple[tuple[str, str], ...] = ()
+    """(epc, TID) of listed items bound at commissioning, sorted: the receiver checks the
+    chip it reads against them (a cloned EPC on another chip) and keeps them for returns."""
 
     @property
     def content_hash(self) -> str:
@@ -86,6 +90,7 @@ class Asn:
             "shipped_at": self.shipped_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
             "epcs": list(self.epcs),
             "lines": [{"gtin": g, "quantity": q} for g, q in self.quantities],
+            **({"tids": dict(self.tids)} if self.tids else {}),
         }
 
 
@@ -186,6 +191,7 @@ class _Builder:
         self.header_line: dict[str, int | None] = {}
         self.epcs: dict[str, int | None] = {}
         self.quantities: dict[str, int] = defaultdict(int)
+        self.tids: dict[str, str] = {}
         self.errors: list[ImportIssue] = []
 
     def error(self, line: int | None, field: str | None, msg: str, record: int | None) -> None:
@@ -257,7 +263,30 @@ class _Builder:
             shipped_at=self.header["shipped_at"],
             epcs=tuple(sorted(self.epcs)),
             quantities=tuple(sorted(self.quantities.items())),
+            tids=tuple(sorted(self.tids.items())),
         )
+
+    def add_tids(self, raw: Any, line: int | None, record: int | None) -> None:
+        """`tids`: {epc: TID hex} for listed EPCs (after the EPCs were added)."""
+        if not isinstance(raw, Mapping):
+            self.error(line, "tids", "must be an object {epc: TID hex}", record)
+            return
+        for key, tid in raw.items():
+            where = f"tids.{key}"
+            try:
+                epc = self.normalize_epc(key) if isinstance(key, str) else ""
+            except ValueError as exc:
+                self.error(line, where, str(exc), record)
+                continue
+            if epc not in self.epcs:
+                self.error(line, where, "EPC not listed in epcs", record)
+                continue
+            text = tid.strip().upper() if isinstance(tid, str) else ""
+            if not _TID.match(text) or len(text) % 4:
+                self.error(line, where, f"TID must be 8-64 hex digits in whole words, got "
+                           f"{tid!r}", record)
+                continue
+            self.tids[epc] = text
 
 
 def parse_asn_csv(
@@ -367,6 +396,8 @@ def _asn_from_object(
             for k in extra:
                 b.error(line, f"lines[{i}].{k}", "unknown field", record)
             b.add_quantity(ln.get("gtin"), ln.get("quantity"), line, record, f"lines[{i}].")
+    if "tids" in obj:
+        b.add_tids(obj["tids"], line, record)
     return b.build(line, record), b.errors
 
 

@@ -235,7 +235,8 @@ class Daemon:
         ctx, ingestor = self.ctx, self.ingestor
         assert ctx is not None and ingestor is not None
         if self.with_lifecycle:
-            self.lifecycle = LifecycleService(ctx)
+            self.lifecycle = LifecycleService(
+                ctx, tids=self.queue.tids if self.queue is not None else None)
             ingestor.add_component(self.lifecycle)
             self.lifecycle.start()
             self._on_stop("lifecycle", self.lifecycle.stop)
@@ -488,7 +489,8 @@ def build_ops(ctx: ServiceContext, settings: OpsSettings | None = None,
     replenishment then follow the books: rfidd/ops/books.py)."""
     settings = settings or OpsSettings()
     catalog = CatalogService(ctx)
-    reception = ReceptionService(ctx, catalog, settings)
+    reception = ReceptionService(ctx, catalog, settings,
+                                 authenticity=books.authenticity if books else None)
     exits = ExitService(ctx, catalog, settings, books=books)
     counting = CountingService(ctx, catalog, exits, settings, books=books)
 

@@ -35,32 +35,42 @@ class ReaderActivity:
 
 
 class TidMemory:
-    """The TIDs recently read with each EPC (bounded, least recently read EPC forgotten first).
+    """The TIDs recently read with each EPC, with when each was last read (bounded: least
+    recently read EPC forgotten first, at most `per_epc` chips kept per EPC).
 
     What an authenticity check needs at a return or repair desk: the chip(s) that carried the
-    EPC just now (inventory.authenticity.check_binding against the commissioning TID)."""
+    EPC just now (inventory.authenticity.check_binding against the commissioning TID). `of`
+    takes a `within_s` so that a chip read last week does not vouch for the one on the desk."""
 
-    def __init__(self, max_epcs: int = 50_000, per_epc: int = 4) -> None:
-        self._tids: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+    def __init__(self, max_epcs: int = 50_000, per_epc: int = 4,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._tids: OrderedDict[str, dict[str, float]] = OrderedDict()
         self._max = max_epcs
         self._per_epc = per_epc
+        self._clock = clock
         self._lock = threading.Lock()  # reader threads record concurrently
 
     def record(self, reads: list[TagRead]) -> None:
+        now = self._clock()
         with self._lock:
             for r in reads:
                 if r.tid is None:
                     continue
-                seen = self._tids.pop(r.epc, ())
-                if r.tid not in seen:
-                    seen = (*seen, r.tid)[-self._per_epc:]
+                seen = self._tids.pop(r.epc, None) or {}
+                seen[r.tid] = now  # first-read order kept; the time is the last read's
+                if len(seen) > self._per_epc:  # forget the chip read least recently
+                    del seen[min(seen, key=seen.__getitem__)]
                 self._tids[r.epc] = seen
             while len(self._tids) > self._max:
                 self._tids.popitem(last=False)
 
-    def of(self, epc: str) -> tuple[str, ...]:
+    def of(self, epc: str, within_s: float | None = None) -> tuple[str, ...]:
+        """The TIDs read with `epc` (in the last `within_s` seconds when given), in the order
+        first read."""
+        since = None if within_s is None else self._clock() - within_s
         with self._lock:
-            return self._tids.get(epc.upper(), ())
+            seen = self._tids.get(epc.upper(), {})
+            return tuple(t for t, at in seen.items() if since is None or at >= since)
 
 
 class IngestQueue:

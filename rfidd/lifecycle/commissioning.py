@@ -4,17 +4,23 @@ commissions (the commissioning itself happens in the lifecycle service's presenc
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
 
+from inventory.epc import decode
+from inventory.events import ItemEvent
+from inventory.lifecycle import ItemState, Lifecycle, Step, Transition
+from inventory.presence import PresenceChange
 from rfidd.config import ZoneKind
 from rfidd.context import ServiceContext
 from rfidd.lifecycle import commands as C
+from rfidd.lifecycle.authenticity import TagAuthenticity
 from rfidd.lifecycle.books import Books
 from rfidd.lifecycle.models import CommissioningBind, CommissioningSession
+from rfidd.pipeline import BatchView
 
 
 @dataclass(slots=True)
@@ -24,6 +30,21 @@ class Session:
     expected: int
     commissioned: int
     zone: str | None
+
+
+@dataclass(slots=True)
+class BenchPlan:
+    """What a batch's bench reads commission (committed by the lifecycle service's plan)."""
+
+    events: list[ItemEvent] = field(default_factory=list)
+    new_states: dict[str, ItemState] = field(default_factory=dict)
+    tids: dict[str, str | None] = field(default_factory=dict)  # the bindings made
+    counted: dict[str, int] = field(default_factory=dict)  # session -> items commissioned
+    used_binds: list[tuple[str, float]] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # how each TID was bound (counted later)
+
+
+Reject = Callable[[ItemState | None, Transition, str, str], None]
 
 
 def _iso(t: float) -> str:
@@ -118,6 +139,50 @@ class Commissioning:
         return {"id": r.id, "gtin": r.gtin, "expected": r.expected,
                 "commissioned": r.commissioned, "zone": r.zone, "opened_at": _iso(r.opened_at),
                 "closed_at": _iso(r.closed_at) if r.closed_at else None}
+
+    def plan_bench(self, view: BatchView, bench: list[PresenceChange],
+                   tr_of: Callable[..., Transition], lifecycle: Lifecycle,
+                   authenticity: TagAuthenticity, reject: Reject) -> BenchPlan:
+        """Unknown tags read at a bench: commissioned by their bind or an open session of
+        their product, bound to the TID of the bind or the one chip the bench read (caller
+        holds the domain lock)."""
+        bp = BenchPlan()
+        for c in bench:
+            if view.record(c.epc) is not None or c.epc in bp.new_states:
+                continue  # only unknown tags are commissioned
+            d = view.decoded.get(c.epc) or decode(c.epc)
+            sid, tid = self.binds.get(c.epc, (None, None))
+            session = None
+            if sid is None:
+                candidates = [x for x in self.open.values()
+                              if x.zone in (None, c.zone)
+                              and x.commissioned + bp.counted.get(x.id, 0) < x.expected]
+                session = next((x for x in candidates if x.gtin == d.gtin14), None)
+                if session is None:
+                    if candidates:
+                        tr = tr_of(Step.COMMISSION, c.epc, c.at, zone=c.zone,
+                                   txn=candidates[0].id)
+                        gtins = ", ".join(sorted({x.gtin or "?" for x in candidates}))
+                        reject(None, tr, f"commission rejected for {c.epc}: GTIN {d.gtin14} "
+                               f"is not the product of the open session(s) ({gtins})",
+                               "wrong_product")
+                    continue
+            else:
+                bp.used_binds.append((c.epc, c.at))
+            out = lifecycle.apply(None, tr_of(Step.COMMISSION, c.epc, c.at, zone=c.zone))
+            if not out.accepted or out.state is None:  # pragma: no cover - unknown item
+                continue
+            evs = list(out.events)
+            tid, how = authenticity.commissioning_tid(c.epc, tid)
+            bp.sources.append(how)
+            if tid:
+                evs = [replace(e, extensions={**e.extensions, "tid": tid}) for e in evs]
+                bp.tids[c.epc] = tid
+            bp.events.extend(evs)
+            bp.new_states[c.epc] = out.state
+            if session is not None:
+                bp.counted[session.id] = bp.counted.get(session.id, 0) + 1
+        return bp
 
     def bench_zones(self) -> list[str]:
         return sorted(z for z, k in self._zone_kinds.items() if k is ZoneKind.BENCH)

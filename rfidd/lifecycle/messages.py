@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from inventory.authenticity import TidCheck
 from inventory.epc import decode
 from inventory.events import stable_event_id
 from inventory.lifecycle import ItemState, Transition
@@ -59,3 +60,18 @@ def loan_overdue(site: str, r: LifecycleItem, now: float) -> repo.Message:
         "overdue_days": round((now - r.loan_due) / 86400, 2),
         "since": _iso(r.since), "time": _iso(now),
     }, event_id=stable_event_id(site, "loan-overdue", r.epc, r.loan_due))
+
+
+def cloned_tag(site: str, chk: TidCheck, point: str, at: float, *, step: str | None = None,
+               txn: str | None = None, zone: str | None = None, source: str | None = None,
+               refused: bool = False) -> repo.Message:
+    """A cloned EPC: the chip read now is not the one bound at commissioning. One alert per
+    (EPC, point, transaction or time): a repeated command is the same alert."""
+    payload = {"type": "cloned_tag", "site": site, "epc": chk.epc,
+               "epc_uri": decode(chk.epc).epcis_uri, "point": point, "step": step,
+               "txn": txn, "zone": zone, "bound_tid": chk.bound, "read_tids": list(chk.seen),
+               "refused": refused, "message": chk.reason(), "source": source,
+               "time": _iso(at)}
+    return repo.Message(ALERT_STREAM, ALERT_TOPIC, payload,
+                        event_id=stable_event_id(site, "cloned-tag", point, chk.epc,
+                                                 txn if txn else at))

@@ -23,6 +23,7 @@ REASONS = (
     "held",
     "awaiting_collection",
     "present_unsold",
+    "cloned_tag",
 )
 """The bounded label values of rfidd_lifecycle_rejections_total{reason}."""
 
@@ -38,10 +39,13 @@ class ItemResult:
     note: str | None = None
     note_code: str | None = None
     state: str | None = None  # a rejected item's status (None: not on the books)
+    tag_check: str | None = None  # the authenticity verdict at a return or repair
+    tag_note: str | None = None  # why it proves nothing (no binding, no TID read...)
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"epc": self.epc, "result": self.result}
-        for k in ("reason", "reason_code", "note", "note_code", "state"):
+        for k in ("reason", "reason_code", "note", "note_code", "state", "tag_check",
+                  "tag_note"):
             if getattr(self, k) is not None:
                 d[k] = getattr(self, k)
         if self.event_ids:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,7 +34,7 @@ from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from inventory.epc import decode
+from inventory.authenticity import TidCheck
 from inventory.epcis import biz_transaction_uri
 from inventory.events import ItemEvent, stable_event_id
 from inventory.lifecycle import (
@@ -55,6 +54,7 @@ from rfidd.context import ServiceContext
 from rfidd.lifecycle import commands as C
 from rfidd.lifecycle import messages as M
 from rfidd.lifecycle.alerts import AlertWorkflow
+from rfidd.lifecycle.authenticity import INTAKE_POINTS, TagAuthenticity, TidSource
 from rfidd.lifecycle.books import Books, describe, item_upserts, set_home_zones, write_rows
 from rfidd.lifecycle.commissioning import Commissioning
 from rfidd.lifecycle.counts import CountBooks
@@ -109,12 +109,14 @@ def _iso(t: float) -> str:
 
 
 class LifecycleService:
-    """Wired by app.py: `LifecycleService(ctx)`; HQ commands and the change hook are registered
-    here, so constructing it is enough. `clock` is injectable for tests."""
+    """Wired by app.py: `LifecycleService(ctx, tids=queue.tids)`; HQ commands and the change
+    hook are registered here, so constructing it is enough. `tids`: the TIDs the readers
+    report (commissioning binds them, returns and repairs check them). `clock` for tests."""
 
     def __init__(self, ctx: ServiceContext, *, clock: Callable[[], float] = time.time,
-                 lifecycle: Lifecycle | None = None) -> None:
+                 lifecycle: Lifecycle | None = None, tids: TidSource | None = None) -> None:
         self.ctx = ctx
+        self.authenticity = TagAuthenticity(ctx.metrics, tids)
         self.site = ctx.config.site.id
         self.sgln = ctx.config.site.sgln
         self.clock = clock
@@ -190,6 +192,8 @@ class LifecycleService:
         due = due_dt.timestamp() if due_dt is not None else None
         extra = C.transition_fields(cmd)
         seen = self._seen(cmd.epcs) if step is Step.RETURN else {}
+        point = INTAKE_POINTS.get(step)  # returns and repairs: a cloned tag is refused
+        clones: list[repo.Message] = []
         result = ApplyResult(name, cmd.txn)
         with self._lock, self.ctx.transaction() as s:
             states, rows = self.books.load(s, cmd.epcs)
@@ -201,6 +205,15 @@ class LifecycleService:
             for epc in cmd.epcs:
                 if epc in done:
                     result.items.append(ItemResult(epc, "duplicate", event_ids=[done[epc]]))
+                    continue
+                row = rows.get(epc)
+                chk = self.authenticity.check(point, epc, row.tid if row else None) \
+                    if point is not None else None
+                if chk is not None and chk.refuse_at_intake:
+                    clones.append(self._clone(s, chk, point or "", step, cmd.txn, at, source))
+                    result.items.append(ItemResult(
+                        epc, "rejected", chk.reason(), "cloned_tag", tag_check=chk.verdict.value,
+                        state=st0.status.value if (st0 := states.get(epc)) else None))
                     continue
                 trs = []
                 if step in _SHIPPING and carton:
@@ -226,8 +239,10 @@ class LifecycleService:
                 assert st is not None
                 new_states[epc] = st
                 events.extend(evs)
-                result.items.append(ItemResult(epc, "accepted", event_ids=[e.event_id for e in evs],
-                                               note=out.note, note_code=out.note_code))
+                result.items.append(ItemResult(
+                    epc, "accepted", event_ids=[e.event_id for e in evs], note=out.note,
+                    note_code=out.note_code, tag_check=chk.verdict.value if chk else None,
+                    tag_note=chk.reason() if chk and chk.verdict.value != "match" else None))
                 if out.note_code is not None:
                     self.notes.labels(tr.step.value, out.note_code).inc()
                     if out.note_code == "unverified_return":
@@ -247,15 +262,34 @@ class LifecycleService:
                     "asn_id": cmd.txn, "origin": self.site, "destination": to_site,
                     "shipped_at": _iso(at), "epcs": sorted(new_states), "lines": [],
                 }
+                bound = {e: r.tid for e in new_states if (r := rows.get(e)) and r.tid}
+                if bound:  # the receiver checks the chips against them (authenticity)
+                    result.asn["tids"] = dict(sorted(bound.items()))
                 messages.append(repo.Message(ASN_STREAM, ASN_TOPIC, result.asn,
                                              event_id=stable_event_id(self.site, "asn", cmd.txn)))
             applied = [(r.epc, step, cmd.txn, r.event_ids[-1]) for r in result.items
                        if r.result == "accepted"]
-            self.books.commit(s, rows, new_states, events, messages, applied)
+            self.books.commit(s, rows, new_states, events, messages + clones, applied)
+        if clones:
+            self.rejections.labels(step.value, "cloned_tag").inc(len(clones))
+            self.authenticity.cloned(len(clones))
         if result.rejected:
             log.warning("lifecycle %s", result.summary())
         return result
 
+
+    def _clone(self, s: Session, chk: TidCheck, point: str, step: Step, txn: str | None,
+               at: float, source: str) -> repo.Message:
+        """A clone refused at a return or repair desk: the cloned_tag alert, in the workflow
+        (staff acknowledge and resolve it) and for HQ, in the command's transaction."""
+        zone = self._zone_now(chk.epc)
+        msg = M.cloned_tag(self.site, chk, point, at, step=step.value, txn=txn, zone=zone,
+                           source=source, refused=True)
+        self.alerts.raise_alert(s, msg.event_id or "", "cloned_tag", chk.epc, zone, at,
+                                detail={"point": point, "step": step.value, "txn": txn,
+                                        "bound_tid": chk.bound, "read_tids": list(chk.seen),
+                                        "message": chk.reason()})
+        return msg
 
     def _tr(self, step: Step, epc: str, at: float, *, txn: str | None = None,
             to_site: str | None = None, due: float | None = None,
@@ -333,49 +367,16 @@ class LifecycleService:
         messages: list[repo.Message] = []
         rejected: list[tuple[str, str]] = []
         new_states: dict[str, ItemState] = {}
-        tids: dict[str, str | None] = {}
-        counted: dict[str, int] = {}
-        used_binds: list[tuple[str, float]] = []
 
         def reject(st: ItemState | None, tr: Transition, text: str, code: str) -> None:
             messages.append(self._rejection(st, tr, text, code, "reader", count=False))
             rejected.append((tr.step.value, code))
 
-        for c in bench:
-            if view.record(c.epc) is not None or c.epc in new_states:
-                continue  # only unknown tags are commissioned
-            d = view.decoded.get(c.epc) or decode(c.epc)
-            sid, tid = self._binds.get(c.epc, (None, None))
-            session = None
-            if sid is None:
-                candidates = [x for x in self._sessions.values()
-                              if x.zone in (None, c.zone)
-                              and x.commissioned + counted.get(x.id, 0) < x.expected]
-                session = next((x for x in candidates if x.gtin == d.gtin14), None)
-                if session is None:
-                    if candidates:
-                        tr = self._tr(Step.COMMISSION, c.epc, c.at, zone=c.zone,
-                                      txn=candidates[0].id)
-                        gtins = ", ".join(sorted({x.gtin or "?" for x in candidates}))
-                        reject(None, tr, f"commission rejected for {c.epc}: GTIN {d.gtin14} "
-                               f"is not the product of the open session(s) ({gtins})",
-                               "wrong_product")
-                    continue
-                sid = session.id
-            else:
-                used_binds.append((c.epc, c.at))
-            tr = self._tr(Step.COMMISSION, c.epc, c.at, zone=c.zone)
-            out = self.lifecycle.apply(None, tr)
-            if not out.accepted or out.state is None:  # pragma: no cover - unknown item
-                continue
-            evs = list(out.events)
-            if tid:
-                evs = [replace(e, extensions={**e.extensions, "tid": tid}) for e in evs]
-                tids[c.epc] = tid
-            events.extend(evs)
-            new_states[c.epc] = out.state
-            if session is not None:
-                counted[session.id] = counted.get(session.id, 0) + 1
+        bp = self.commissioning.plan_bench(view, bench, self._tr, self.lifecycle,
+                                           self.authenticity, reject)
+        events.extend(bp.events)
+        new_states.update(bp.new_states)
+        tids, counted, used_binds, bind_sources = bp.tids, bp.counted, bp.used_binds, bp.sources
         for c in moves:
             st = new_states.get(c.epc) or view.record(c.epc)
             if st is None or st.status not in STOCK_STATUSES:
@@ -429,6 +430,8 @@ class LifecycleService:
                     log.info("commissioning session %s complete: %d items", sid, n)
                 for epc in new_states:
                     self._binds.pop(epc, None)
+            for how in bind_sources:
+                self.authenticity.count_binding(how)
             for step, code in rejected:
                 self.rejections.labels(step, code).inc()
                 self.ctx.metrics.alerts.labels("lifecycle_rejected").inc()

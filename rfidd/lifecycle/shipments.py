@@ -49,7 +49,8 @@ def announce_shipment(ctx: ServiceContext, books: Books, data: Any, source: str 
                 ItemState.shipped_to(epc, site, at, asn.asn_id),
                 site=st.site if st is not None else asn.origin)
             result.items.append(ItemResult(epc, "accepted"))
-        books.commit(s, rows, booked, (), (), ())
+        # The commissioning binding travels with the ASN: a return here checks the chip.
+        books.commit(s, rows, booked, (), (), (), tids=dict(asn.tids))
     return result
 
 

@@ -26,6 +26,7 @@ from inventory.asn import (
     parse_asn_json,
     parse_asn_object,
 )
+from inventory.authenticity import Verdict
 from inventory.catalog import ImportIssue
 from inventory.epc import epc_hex_from_uri
 from inventory.events import ItemEvent, stable_event_id
@@ -35,6 +36,8 @@ from inventory.reception import ReceptionSession
 from inventory.reports import reception_csv, to_csv
 from rfidd.config import ZoneKind
 from rfidd.context import ServiceContext
+from rfidd.lifecycle.authenticity import TagAuthenticity
+from rfidd.lifecycle.messages import cloned_tag
 from rfidd.ops import store
 from rfidd.ops.catalog import CatalogService
 from rfidd.ops.common import (
@@ -58,6 +61,7 @@ class _Reception:
     opened_by: str
     session: ReceptionSession
     reads: dict[str, tuple[float, str]] = field(default_factory=dict)  # epc -> (first, zone)
+    tids: dict[str, tuple[str, ...]] = field(default_factory=dict)  # epc -> TIDs read with it
     last_new_read: float = field(default_factory=time.time)  # opened, or the latest new item
 
 
@@ -65,8 +69,12 @@ class ReceptionService:
     """ASN import and reception sessions; registers the HQ command `asn`."""
 
     def __init__(self, ctx: ServiceContext, catalog: CatalogService,
-                 settings: OpsSettings | None = None) -> None:
+                 settings: OpsSettings | None = None,
+                 authenticity: TagAuthenticity | None = None) -> None:
+        """`authenticity`: checks the chips received against the ASNs' commissioning TIDs
+        (the lifecycle service's; None: no check, the report says so)."""
         self.ctx = ctx
+        self.authenticity = authenticity
         self.catalog = catalog
         self.settings = settings or OpsSettings()
         self.site_id = ctx.config.site.id
@@ -227,6 +235,7 @@ class ReceptionService:
                 asns = cur.asns + [found[a][0] for a in new_ids]
                 rec = self._build_reception(cur.id, asns, cur.opened_by,
                                             cur.session.opened_at, cur.reads)
+                rec.tids.update(cur.tids)
                 with self.ctx.transaction() as s:
                     store.update_reception_asns(s, cur.id, [a.asn_id for a in asns])
                     store.set_asn_session(s, new_ids, cur.id)
@@ -273,11 +282,12 @@ class ReceptionService:
             rows = [r for r in self.ctx.tracker.snapshot() if r.zone in self.reception_zones]
         self._feed_reception(rec, [(r.epc, r.since, r.zone) for r in rows])
 
-    @staticmethod
-    def _feed_reception(rec: _Reception, reads: Iterable[tuple[str, float, str]]) -> None:
+    def _feed_reception(self, rec: _Reception, reads: Iterable[tuple[str, float, str]]) -> None:
         for epc, at, zone in reads:
             if epc in rec.reads:
                 continue
+            if self.authenticity is not None:  # the chips read with it as it arrives
+                rec.tids[epc] = self.authenticity.read_now(epc)
             rec.reads[epc] = (at, zone)
             rec.session.observe((epc,), at=at)
             rec.last_new_read = time.time()
@@ -322,19 +332,46 @@ class ReceptionService:
             report = rec.session.close(at=now)
             events, upserts = self._receiving_events(rec)
             doc = report.to_dict()
+            doc["authenticity"], clones = self._tag_checks(rec, report.received, now)
             message = repo.Message(REPORT_STREAM, self.ctx.topic("reports", "reception"), doc,
                                    event_id=stable_event_id(self.site_id, "reception_report",
                                                             rec.id))
             try:
                 with self.ctx.transaction() as s:
-                    self.ctx.stage(s, events, [message], upserts)
+                    self.ctx.stage(s, events, [message, *clones], upserts)
                     store.close_reception(s, rec.id, now, doc)
             except Exception:
                 rec.session.closed_at = None  # still open: reads keep feeding it, retry later
                 raise
             self._reception = None
+        if clones and self.authenticity is not None:
+            self.authenticity.cloned(len(clones))
         log.info("ops: reception %s closed: %s", rec.id, report.totals())
         return doc
+
+    def _tag_checks(self, rec: _Reception, received: Sequence[str], now: float
+                    ) -> tuple[dict[str, Any], list[repo.Message]]:
+        """The received items' chips against the ASNs' commissioning TIDs: a section of the
+        report (counts per verdict, each clone named) and a cloned_tag alert per clone. A
+        clone is flagged, not refused: the carton is here; staff and HQ decide."""
+        if self.authenticity is None:
+            return {"checked": False}, []
+        bound = {e: tid for a in rec.asns for e, tid in a.tids}
+        counts: dict[str, int] = {v.value: 0 for v in Verdict}
+        clones: list[dict[str, Any]] = []
+        messages: list[repo.Message] = []
+        for epc in received:
+            seen = tuple(dict.fromkeys((*rec.tids.get(epc, ()),
+                                        *self.authenticity.read_now(epc))))
+            chk = self.authenticity.check("reception", epc, bound.get(epc), seen)
+            counts[chk.verdict.value] += 1
+            if chk.verdict is Verdict.MISMATCH:
+                zone = rec.reads.get(epc, (now, None))[1]
+                clones.append({"epc": epc, "bound_tid": chk.bound, "read_tids": list(chk.seen),
+                               "message": chk.reason()})
+                messages.append(cloned_tag(self.site_id, chk, "reception", now, txn=rec.id,
+                                           zone=zone, source="reception"))
+        return {"checked": True, "counts": counts, "cloned": clones}, messages
 
     def _receiving_events(self, rec: _Reception) -> tuple[list[ItemEvent], list[repo.ItemUpsert]]:
         """One `receiving` event per received item, from the lifecycle rules (desadv = ASN)."""

@@ -177,3 +177,38 @@ def test_asn_with_epc_uris_matches_the_tags_read(ctx: ServiceContext,
     bad["epcs"] = ["urn:epc:id:sscc:0614141.1234567890"]
     out = reception.import_asn_text(json.dumps(bad), "json", "b.json")
     assert "only SGTIN URIs" in " ".join(out["errors"])
+
+
+def test_reception_checks_the_chips_against_the_asn_bindings(
+        ctx: ServiceContext, catalog: CatalogService, settings: OpsSettings) -> None:
+    """The ASN carries the commissioning TIDs: a received clone is flagged in the report and
+    alerted (not refused: the carton is here); unbound and unread items are counted apart."""
+    from readers.base import TagRead
+    from rfidd.intake import TidMemory
+    from rfidd.lifecycle.authenticity import TagAuthenticity
+
+    tids = TidMemory()
+    auth = TagAuthenticity(ctx.metrics, tids)
+    reception = ReceptionService(ctx, catalog, settings, authenticity=auth)
+    feed(ctx, reception)
+    reception.start()
+    e1, e2, e3, e4 = (epc(BAG, i) for i in range(1, 5))
+    t1, t2 = "E2801160200000000000A001", "E2801160200000000000A002"
+    clone = "E2801160200000000000C002"
+    doc = {**asn("A-T", [e1, e2, e3, e4]), "tids": {e1: t1, e2: t2, e3: t1[:-1] + "3"}}
+    reception.import_asn_text(json.dumps(doc), "json", "a.json")
+    tids.record([TagRead(e1, "r", 1, -50.0, 0.0, tid=t1), TagRead(e2, "r", 1, -50.0, 0.0,
+                                                                  tid=clone),
+                 TagRead(e4, "r", 1, -50.0, 0.0, tid=t2)])  # e3: read without a TID
+    hook(ctx, *(arrive(e, "reception") for e in (e1, e2, e3, e4)))
+    report = reception.close_reception()
+    assert report["authenticity"]["counts"] == {"match": 1, "mismatch": 1, "unbound": 1,
+                                                "unread": 1, "unserialized": 0}
+    assert [(c["epc"], c["bound_tid"], c["read_tids"]) for c in
+            report["authenticity"]["cloned"]] == [(e2, t2, [clone])]
+    alerts = outbox(ctx, "alerts")
+    assert [(a["type"], a["epc"], a["point"], a["refused"]) for a in alerts] == [
+        ("cloned_tag", e2, "reception", False)]
+    assert ctx.metrics.registry.get_sample_value("rfidd_alerts_total",
+                                                 {"kind": "cloned_tag"}) == 1
+    assert {r["epc"] for r in report["received"]} == {e1, e2, e3, e4}  # received all the same
