@@ -32,6 +32,7 @@ class ReaderActivity:
     since: float = field(default_factory=time.time)  # when it last went up or down
     connects: int = 0
     down_alerted: bool = False
+    reads: int = 0  # tag reads reported since start (one writer: the reader's own thread)
 
 
 class TidMemory:
@@ -106,6 +107,7 @@ class IngestQueue:
         act.last_report = time.time()
         if not reads:
             return
+        act.reads += len(reads)
         per_antenna: dict[int, int] = {}
         with_tid = False
         for r in reads:

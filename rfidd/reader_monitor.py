@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +37,8 @@ STATUS_PAYLOAD = {
 }
 
 AlertFactory = Callable[[str, dict[str, Any], str], Any]
+RATE_WINDOW_S = 10.0
+"""reads/s in `rfidd readers` is over about this long (from the samples of the tick)."""
 
 
 class ReaderMonitor:
@@ -64,6 +67,7 @@ class ReaderMonitor:
         self._clock = clock
         self._published: dict[str, str] = {}
         self._silent: dict[str, float] = {}  # reader -> last_report the silence was raised for
+        self._rates: dict[str, deque[tuple[float, int]]] = {}  # reader -> (time, reads) samples
         self._lock = threading.Lock()  # on_state runs on reader threads, check on the tick
         self._state_gauges = {
             (name, st): metrics.reader_state.labels(name, st.value)
@@ -95,6 +99,7 @@ class ReaderMonitor:
         alerts: list[Any] = []
         raised: list[tuple[str, str, float]] = []  # (reader, kind, silent mark) to re-arm
         for name, act in list(self.activity.items()):
+            self._sample_rate(name, act, now)
             if act.last_report:
                 self._metrics.reader_last_report_age.labels(name).set(now - act.last_report)
             if stopping:
@@ -134,6 +139,24 @@ class ReaderMonitor:
             if kind == "silent":
                 self._metrics.reader_anomalies.labels(name, "silent").inc()
 
+    def _sample_rate(self, name: str, act: ReaderActivity, now: float) -> None:
+        with self._lock:
+            q = self._rates.setdefault(name, deque())
+            q.append((now, act.reads))
+            while len(q) > 2 and now - q[1][0] >= RATE_WINDOW_S:
+                q.popleft()
+
+    def reads_per_s(self, reader: str, now: float | None = None) -> float | None:
+        """Tag reads per second over the last RATE_WINDOW_S or so; None before two ticks."""
+        now = self._clock() if now is None else now
+        act = self.activity.get(reader)
+        with self._lock:
+            q = self._rates.get(reader)
+            first = q[0] if q else None
+        if act is None or first is None or now - first[0] <= 0:
+            return None
+        return round((act.reads - first[1]) / (now - first[0]), 1)
+
     def is_silent(self, reader: str) -> bool:
         act = self.activity.get(reader)
         return act is not None and act.state is ReaderState.ONLINE and \
@@ -151,6 +174,7 @@ class ReaderMonitor:
                 "since": _iso(act.since),
                 "last_report": _iso(act.last_report) if act.last_report else None,
                 "connects": act.connects,
+                "reads_per_s": self.reads_per_s(name),
             }
             driver = self._drivers.get(name)
             info = getattr(driver, "info", None)

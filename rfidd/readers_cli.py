@@ -32,7 +32,8 @@ def _antennas(row: dict[str, Any]) -> str:
               help="Local HTTP API of the running daemon.")
 @click.option("--json", "as_json", is_flag=True, help="Print the daemon's JSON answer.")
 def readers_command(api: str, as_json: bool) -> None:
-    """Each reader: state, vendor, model, firmware, RF mode, antennas reporting, anomalies."""
+    """Each reader: state, reads/s, vendor, model, firmware, RF mode, antennas reporting,
+    anomalies."""
     status, body = call(api, "GET", "/api/v1/readers")
     if as_json or status >= 400:
         click.echo(json.dumps(body, indent=2))
@@ -40,8 +41,8 @@ def readers_command(api: str, as_json: bool) -> None:
             sys.exit(1)
         return
     table = Table(title=f"readers of {body.get('site', '?')}")
-    for col in ("reader", "state", "vendor", "model", "firmware", "mode", "antennas reporting",
-                "anomalies"):
+    for col in ("reader", "state", "reads/s", "vendor", "model", "firmware", "mode",
+                "antennas reporting", "anomalies"):
         table.add_column(col)
     for name, row in sorted(body.get("readers", {}).items()):
         state = row.get("state", "?")
@@ -50,8 +51,10 @@ def readers_command(api: str, as_json: bool) -> None:
             shown += " [yellow](silent)[/]"
         anomalies = row.get("anomalies") or {}
         mode = row.get("mode")
+        rate = row.get("reads_per_s")
         table.add_row(
-            name, shown, str(row.get("vendor") or row.get("kind") or ""),
+            name, shown, "" if rate is None else f"{rate:g}",
+            str(row.get("vendor") or row.get("kind") or ""),
             str(row.get("model") or ""), str(row.get("firmware") or ""),
             "" if mode is None else f"{mode} (by {row.get('mode_index', 'identifier')})",
             _antennas(row),

@@ -105,6 +105,8 @@ def test_rfidd_reads_every_tag_within_seconds_of_connecting(store: Any) -> None:
     assert row["antennas_reporting"] == row["antennas"] == [1, 2, 3, 4]
     assert row["anomalies"]["rospec_not_started"] == 1
     assert not s.alerts("reader_down")
+    wait_until(lambda: (s.api("/api/v1/readers")["readers"]["floor-1"]["reads_per_s"]
+                        or 0) > 0, "a reads/s figure for the reader")
     from click.testing import CliRunner
 
     from rfidd.readers_cli import readers_command
@@ -116,6 +118,7 @@ def test_rfidd_reads_every_tag_within_seconds_of_connecting(store: Any) -> None:
     assert out.exit_code == 0, out.output
     assert "floor-1" in out.output and "online" in out.output
     assert "rospec_not_started 1" in out.output and "generic" in out.output
+    assert "reads/s" in out.output
     out = CliRunner(env={"RFIDD_TOKEN_FILE": str(s.token_file)}).invoke(
         readers_command, ["--api", api, "--json"])
     assert out.exit_code == 0

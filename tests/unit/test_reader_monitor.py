@@ -113,3 +113,21 @@ def test_alerts_not_queued_while_the_database_is_down_are_raised_next_turn() -> 
     down[0] = False
     rig.monitor.check(since + 62)
     assert [a["type"] for a in rig.alerts] == ["reader_down"]
+
+
+def test_reads_per_second_per_reader_over_the_window() -> None:
+    from readers.base import TagRead
+    from rfidd import reader_monitor
+
+    rig = Rig()
+    rig.intake.on_state("dock", ReaderState.ONLINE, "inventorying")
+    assert rig.monitor.snapshot()["dock"]["reads_per_s"] is None  # no tick yet
+    rig.monitor.check(1000.0)
+    for _ in range(3):
+        rig.intake.on_reads("dock", [TagRead(f"{i:04X}", "dock", 1, -50.0, 0.0)
+                                     for i in range(100)])
+    assert rig.monitor.reads_per_s("dock", now=1005.0) == 60.0  # 300 reads in 5 s
+    for t in range(1001, 1031):  # then nothing for 30 s: the window forgets the burst
+        rig.monitor.check(float(t))
+    assert rig.monitor.reads_per_s("dock", now=1030.0) == 0.0
+    assert 2 <= len(rig.monitor._rates["dock"]) <= reader_monitor.RATE_WINDOW_S + 2
