@@ -17,11 +17,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from readers.base import ReaderSink, ReaderState, TagRead
-from readers.llrp_profiles import PROFILES, DeviceInfo, Profile, profile_for
+from readers.llrp_profiles import PROFILE_OPTIONS, PROFILES, DeviceInfo, Profile, profile_for
 from readers.llrp_session import SllurpSession
 from readers.supervise import WATCHDOG_FACTOR, Backoff, Supervisor
 
@@ -59,6 +59,14 @@ class LlrpSettings:
     antenna_check_s: float = 60.0
     read_tid: bool = False
     tid_words: int = 6
+    explicit: frozenset[str] = field(default_factory=frozenset)
+    """The options the configuration set: a profile never overrides those."""
+
+    def with_profile(self, profile: Profile) -> LlrpSettings:
+        """These settings with the family's defaults where the configuration set nothing."""
+        values = {k: v for k, v in profile.defaults.items()
+                  if k in PROFILE_OPTIONS and k not in self.explicit}
+        return replace(self, **values)
 
     @classmethod
     def from_any(cls, options: LlrpSettings | Mapping[str, Any] | Any | None) -> LlrpSettings:
@@ -67,14 +75,18 @@ class LlrpSettings:
             return cls()
         if isinstance(options, LlrpSettings):
             return options
-        names = [f.name for f in fields(cls)]
+        names = [f.name for f in fields(cls) if f.name != "explicit"]
         if isinstance(options, Mapping):
             unknown = sorted(set(options) - set(names))
             if unknown:
                 raise ValueError(f"unknown LLRP option(s): {', '.join(unknown)}")
             values = dict(options)
+            explicit = frozenset(values)
         else:
             values = {n: getattr(options, n) for n in names if hasattr(options, n)}
+            given = getattr(options, "model_fields_set", None)  # pydantic: what the file set
+            explicit = frozenset(given) if given is not None else frozenset(values)
+        values["explicit"] = explicit
         if "session" in values:
             values["session"] = int(values["session"])
         if "epc_filter" in values:
@@ -155,7 +167,8 @@ class LlrpReader:
     ) -> None:
         self.name = name
         self.host = host
-        self.settings = LlrpSettings.from_any(options)
+        self.configured = LlrpSettings.from_any(options)
+        self.settings = self.configured  # with the profile's defaults, below
         self.antennas = sorted({int(a) for a in antennas})
         if not self.antennas or self.antennas[0] < 1:
             raise ValueError(f"reader {name}: antennas must be numbers >= 1, got {antennas}")
@@ -171,6 +184,8 @@ class LlrpReader:
         # What the reader told us (kept across reconnects; read by `rfidd readers`).
         self.device: DeviceInfo | None = None
         self.profile: Profile = profile_for(self.settings.vendor, None)
+        self.settings = self.configured.with_profile(self.profile)
+        self._own_watchdog = watchdog_s is None  # follows the profile's keepalive
         self.mode_selected: int | None = None
         self.mode_by_position = False  # learnt: the reader takes ModeIndex as a position
         self.extensions: str | None = None
@@ -221,6 +236,7 @@ class LlrpReader:
             "vendor": d.vendor if d else None,
             "vendor_configured": self.settings.vendor,
             "profile": self.profile.vendor,
+            "profile_settings": {k: getattr(self.settings, k) for k in PROFILE_OPTIONS},
             "manufacturer": d.manufacturer if d else None,
             "model": d.model if d else None,
             "firmware": d.firmware if d else None,
@@ -245,6 +261,9 @@ class LlrpReader:
                      info.vendor, info.model, info.firmware, info.max_antennas, list(info.modes))
         self.device = info
         self.profile = PROFILES.get(info.vendor, PROFILES["generic"])
+        self.settings = self.configured.with_profile(self.profile)
+        if self._own_watchdog:
+            self._supervisor.set_watchdog(WATCHDOG_FACTOR * self.settings.keepalive_s)
         return self.profile
 
     # internals ------------------------------------------------------------------------------

@@ -22,25 +22,74 @@ VENDORS = ("impinj", "zebra", "generic")
 
 @dataclass(frozen=True)
 class Profile:
-    """What a family gets by default (every field has a reason in the field notes)."""
+    """What a family gets by default. `defaults` are LLRP option values (rfidd.config
+    LlrpOptions names) used where the configuration leaves the option unset; an option set
+    in the configuration always wins. `sources`: where each choice comes from."""
 
     vendor: str
     impinj_extensions: bool  # may send IMPINJ_ENABLE_EXTENSIONS and Impinj ROSpec parameters
-    search_mode: int | None  # Impinj search mode used when the config leaves it unset
+    defaults: Mapping[str, Any]
     note: str
+    sources: tuple[str, ...] = ()
 
+    @property
+    def search_mode(self) -> int | None:
+        """The Impinj search mode this family uses when the config leaves it unset."""
+        value = self.defaults.get("search_mode")
+        return None if value is None else int(value)
+
+
+# Defaults shared by every family, each with its reason:
+# - mode: none; the reader's default mode. Mode tables differ by model and region, and the
+#   mode is selected by identifier from the capabilities' table (sllurp README "Known Issues",
+#   #63, #124, #125), so a family-wide identifier would be wrong on some model.
+# - report_timeout_ms 500: the AISpec stop trigger that carries report_every_n_tags (sllurp
+#   implements it as UponNTags-or-timeout); without it a quiet field reports only at the
+#   next N tags.
+_COMMON: dict[str, Any] = {"report_timeout_ms": 500, "tag_population": 32}
 
 PROFILES: dict[str, Profile] = {
-    "impinj": Profile("impinj", True, None,
-                      "Impinj: extensions allowed once the capabilities confirm Impinj; "
-                      "ModeIndex carries the mode identifier"),
-    "zebra": Profile("zebra", False, None,
-                     "Zebra FX: no Impinj extensions; vendor parameters sllurp cannot decode "
-                     "are skipped and counted; radio-busy gaps show as report gaps"),
-    "generic": Profile("generic", False, None,
-                       "generic LLRP: standard messages only; START_ROSPEC sent when the "
-                       "ROSpec is not active after ENABLE_ROSPEC"),
+    "impinj": Profile(
+        "impinj", True,
+        {**_COMMON, "session": 1, "search_mode": 2, "impinj_extensions": True,
+         "report_every_n_tags": 100, "keepalive_s": 10.0},
+        "Impinj: session 1 with Dual Target search (every tag re-inventoried from both A and "
+        "B, as presence tracking needs); IMPINJ_ENABLE_EXTENSIONS only once the capabilities "
+        "confirm Impinj; a report per 100 tags (~10 per second at the ~1,100 tags/s an R420 "
+        "quotes)",
+        ("Impinj, 'Understanding EPC Gen2 Search Modes and Sessions' (support.impinj.com "
+         "article 202756158, cited in sllurp #109 and #128): search mode 2 = Dual Target",
+         "sllurp #119, #118, #45: extensions sent to another reader are answered with "
+         "ERROR_MESSAGE", "sllurp #97, #193: read rate far below spec with small "
+         "report_every_n_tags; sllurp #134: report_every_n_tags 1 floods a small host")),
+    "zebra": Profile(
+        "zebra", False,
+        {**_COMMON, "session": 0, "search_mode": None, "impinj_extensions": False,
+         "report_every_n_tags": 50, "keepalive_s": 5.0},
+        "Zebra FX: no Impinj extensions; session 0 (the FX firmware forces A/B flip on S0, so "
+        "tags already read keep being reported); a report per 50 tags (~4 per second at the "
+        "~200 tags/s of dense-reader mode); keepalive 5 s, so a link lost while the reader "
+        "buffers reports is found within 15 s; vendor parameters sllurp cannot decode are "
+        "skipped and counted",
+        ("sllurp #75 (FX7500: tags read once are not reported again), #218 (FX9600 log: "
+         "'Forcing ABFlip for session S0')", "sllurp #168, #203, #115: vendor parameters "
+         "that sllurp cannot decode", "Zebra FX7500/FX9600 manual: ~66,000 messages buffered "
+         "while no client is connected; ~200 tags/s in dense-reader mode")),
+    "generic": Profile(
+        "generic", False,
+        {**_COMMON, "session": 1, "search_mode": None, "impinj_extensions": False,
+         "report_every_n_tags": 100, "keepalive_s": 10.0},
+        "generic LLRP: standard messages only (no vendor extension); session 1 (a tag's "
+        "inventoried flag persists 0.5-5 s, so each tag is re-read within seconds); "
+        "START_ROSPEC sent when the ROSpec is not active after ENABLE_ROSPEC",
+        ("EPC Gen2 (ISO/IEC 18000-63) session persistence: S1 0.5-5 s",
+         "sllurp #57, #177 (ThingMagic), #206 (Kathrein), #148 (Sensormatic): Impinj "
+         "parameters refused by other readers")),
 }
+PROFILE_OPTIONS = ("session", "search_mode", "impinj_extensions", "report_every_n_tags",
+                   "report_timeout_ms", "tag_population", "keepalive_s")
+"""The LLRP options a profile sets when the configuration leaves them unset."""
+assert all(set(p.defaults) == set(PROFILE_OPTIONS) for p in PROFILES.values())
 
 
 @dataclass(frozen=True)

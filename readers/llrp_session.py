@@ -242,18 +242,23 @@ class SllurpSession:
         llrp = client.llrp
         info = device_info(llrp.capabilities or {})
         profile = self.reader.on_device(info)
+        self.settings = s = self.reader.settings  # now with the family's defaults
+        # Read by sllurp after this point: SET_READER_CONFIG (keepalive) and the ROSpec.
+        llrp.config.session = int(s.session)
+        llrp.config.tag_population = s.tag_population
+        llrp.config.report_every_n_tags = s.report_every_n_tags
+        llrp.config.report_timeout_ms = s.report_timeout_ms
+        llrp.config.keepalive_interval = max(1, int(s.keepalive_s * 1000))
         if llrp.reader_mode is not None:
             self.reader.mode_selected = int(llrp.reader_mode["ModeIdentifier"])
             if self.reader.mode_by_position and info.modes:
                 position = info.modes.index(self.reader.mode_selected)
                 llrp.reader_mode = dict(llrp.reader_mode, ModeIdentifier=position)
-        search = self.settings.search_mode
-        if search is None:
-            search = profile.search_mode
+        search = s.search_mode
         if search is None:
             return
         if info.vendor == "impinj" and profile.impinj_extensions and \
-                (self.settings.impinj_extensions or self.settings.vendor == "impinj"):
+                (s.impinj_extensions or s.vendor == "impinj"):
             llrp.config.impinj_search_mode = search
             self._owe("IMPINJ_ENABLE_EXTENSIONS_RESPONSE")
             self.client.send_own({"IMPINJ_ENABLE_EXTENSIONS": {}})

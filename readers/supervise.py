@@ -112,6 +112,10 @@ class Supervisor:
         """The supervisor thread runs (False before start, after stop, or if it died)."""
         return self._thread is not None and self._thread.is_alive()
 
+    def set_watchdog(self, seconds: float | None) -> None:
+        """A new watchdog period (the reader's family asked for another keepalive)."""
+        self._watchdog_s = seconds
+
     def hung_for(self) -> float:
         """Seconds the loop is late past the turn it announced (0: on time). A driver call
         that never returns shows here; the daemon stops feeding the systemd watchdog then."""

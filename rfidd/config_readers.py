@@ -41,8 +41,9 @@ class LlrpOptions(_Strict):
         None, ge=0, description="Reader RF mode from its mode table; None: reader default."
     )
     search_mode: Literal[0, 1, 2, 3] | None = Field(
-        None, description="Impinj search mode (0 reader-selected, 1 dual, 2 single, 3 single "
-        "with suppression); needs impinj_extensions."
+        None, description="Impinj search mode (Impinj LTK ImpinjInventorySearchType: 0 reader "
+        "selected, 1 single target, 2 dual target, 3 single target with suppression); needs "
+        "impinj_extensions. Unset: the reader family's profile decides (impinj: 2)."
     )
     report_every_n_tags: int = Field(
         100, ge=1, le=65535, description="Ask the reader for a report every N tags."

@@ -123,6 +123,7 @@ class ParamType:
     ANTENNA_CONFIGURATION = 222
     C1G2_INVENTORY_COMMAND = 330
     C1G2_RF_CONTROL = 335
+    C1G2_SINGULATION_CONTROL = 336
     CUSTOM = 1023
     IDENTIFICATION = 218
     KEEPALIVE_SPEC = 220
@@ -516,10 +517,17 @@ class RoSpec:
     configured_antennas: list[int] = field(default_factory=list)  # AntennaConfiguration ids
     mode_index: int | None = None  # C1G2RFControl ModeIndex of the first antenna configuration
     custom_parameters: int = 0  # vendor parameters seen anywhere in the InventoryParameterSpec
+    session: int | None = None  # C1G2SingulationControl of the first antenna configuration
+    tag_population: int | None = None
+    search_mode: int | None = None  # ImpinjInventorySearchMode (Impinj custom parameter 23)
 
     @property
     def report_every(self) -> int:
         return self.n_tags
+
+
+IMPINJ_VENDOR = 25882
+IMPINJ_SEARCH_MODE = 23  # ImpinjInventorySearchMode subtype (Impinj LTK)
 
 
 def parse_add_rospec(body: bytes) -> RoSpec:
@@ -602,8 +610,15 @@ def _parse_inventory_parameter_spec(value: bytes, spec: RoSpec) -> None:
                 if itype == ParamType.C1G2_RF_CONTROL and spec.mode_index is None:
                     _need(isub, 4, "C1G2RFControl")
                     spec.mode_index = struct.unpack_from("!H", isub)[0]
+                elif itype == ParamType.C1G2_SINGULATION_CONTROL and spec.session is None:
+                    _need(isub, 3, "C1G2SingulationControl")
+                    bits, spec.tag_population = struct.unpack_from("!BH", isub)
+                    spec.session = bits >> 6
                 elif itype == ParamType.CUSTOM:
                     spec.custom_parameters += 1
+                    if len(isub) >= 10 and struct.unpack_from("!II", isub) == (
+                            IMPINJ_VENDOR, IMPINJ_SEARCH_MODE) and spec.search_mode is None:
+                        spec.search_mode = struct.unpack_from("!H", isub, 8)[0]
 
 
 @dataclass(frozen=True)

@@ -163,6 +163,8 @@ class ReaderStats:
     vendor_rospec_parameters: int = 0  # custom parameters in the last ROSpec added
     antennas_configured: list[int] = field(default_factory=list)  # in the last ROSpec added
     mode_selected: int | None = None  # ModeIdentifier the last ROSpec selected
+    rospec: codec.RoSpec | None = None  # the last ROSpec added, as parsed (what was asked)
+    keepalive_ms: int | None = None  # the keepalive period the client last asked for
 
 
 @dataclass
@@ -571,6 +573,7 @@ class SimulatedReader:
             if events is not None and self._conn is not None:
                 self._conn.rospec_events = events
             if ka_ms is not None and self._conn is not None:
+                self.stats.keepalive_ms = ka_ms
                 self._conn.keepalive_ms = ka_ms
                 self._conn.next_keepalive = self._clock() + ka_ms / 1000.0
             self._send(codec.status_response(MessageType.SET_READER_CONFIG_RESPONSE, mid))
@@ -591,6 +594,7 @@ class SimulatedReader:
                 self._rospecs[spec.rospec_id] = spec
                 self.stats.vendor_rospec_parameters = spec.custom_parameters
                 self.stats.antennas_configured = list(spec.configured_antennas)
+                self.stats.rospec = spec
                 self._send(codec.status_response(resp or 0, mid))
         elif t in (MessageType.DELETE_ROSPEC, MessageType.ENABLE_ROSPEC,
                    MessageType.DISABLE_ROSPEC, MessageType.START_ROSPEC, MessageType.STOP_ROSPEC):
