@@ -102,6 +102,9 @@ class ReaderQuirks:
     # The inventory engine restarts after this many seconds of inventory: the ROSpec is lost,
     # the LLRP connection and its keepalives go on (0: never).
     loses_rospec_after_s: float = 0.0
+    # No access operations (many fixed readers' LLRP lacks them): ADD_ACCESSSPEC refused, so
+    # reads carry no TID.
+    no_tid_read: bool = False
 
     @classmethod
     def from_names(cls, names: Sequence[str]) -> ReaderQuirks:
@@ -130,6 +133,7 @@ QUIRKS: dict[str, str] = {
     "undecodable-vendor-params": "undecodable_vendor_params",
     "reports-before-enable-response": "reports_before_enable_response",
     "loses-rospec": "loses_rospec_after_s",
+    "no-tid-read": "no_tid_read",
 }
 
 IMPINJ_PEN = 25882
@@ -601,7 +605,10 @@ class SimulatedReader:
             self._rospec_op(t, codec.u32_field(body, hdr.name), mid)
         elif t == MessageType.ADD_ACCESSSPEC:
             read = codec.parse_add_accessspec(body)
-            if read is None or read.access_spec_id == 0 or read.access_spec_id in self._access:
+            if self.quirks.no_tid_read:
+                self._send(codec.status_response(resp or 0, mid, Status.UNSUPPORTED_MESSAGE,
+                                                 "access operations not supported"))
+            elif read is None or read.access_spec_id == 0 or read.access_spec_id in self._access:
                 self._send(codec.status_response(resp or 0, mid, Status.A_INVALID,
                                                  "only one C1G2Read AccessSpec (id > 0, new) "
                                                  "is supported"))

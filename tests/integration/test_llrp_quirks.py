@@ -262,3 +262,14 @@ def test_tid_read_tells_a_cloned_tag_apart(make_rig: Any) -> None:
     mark = len(rig.sink.reads)
     wait_until(lambda: len(rig.sink.reads) > mark + 50, "more reads")
     assert all(r.tid is not None for r in rig.sink.reads[mark:])  # every read, once asked
+
+
+def test_reader_without_tid_support_reads_on_and_says_so(make_rig: Any) -> None:
+    """`no-tid-read`: ADD_ACCESSSPEC refused. Reads go on without TIDs, counted once; the
+    connection stays (a TID is a bonus, not a need)."""
+    rig = make_rig(quirks=ReaderQuirks(no_tid_read=True), read_tid=True)
+    wait_until(lambda: rig.online() and rig.sink.epcs() >= ALL, "reading")
+    wait_until(lambda: "tid_read_refused" in rig.sink.anomaly_kinds(), "the refusal counted")
+    assert rig.driver.info()["tid"] is False
+    assert all(r.tid is None for r in rig.sink.reads)
+    assert rig.sim.stats.connections == 1

@@ -28,7 +28,7 @@ from rfidd.app import Daemon, Timings
 from rfidd.config import Config
 from rfidd.lifecycle.cli import call, lifecycle_cli
 from rfidd.store.models import OutboxMessage
-from simulator.llrp.reader import FieldTag, SimulatedReader, tid_for
+from simulator.llrp.reader import FieldTag, ReaderQuirks, SimulatedReader, tid_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 GTIN = "00614141123452"
@@ -66,26 +66,30 @@ def site(tmp: Path, sid: str, kind: str, zone: str, zone_kind: str, port: int) -
 
 
 @pytest.fixture
-def sites(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-          ) -> Iterator[tuple[Daemon, Field, Daemon, Field]]:
-    """A workshop with a bench reader and a store with a reader at its returns counter."""
+def make_sites(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A workshop with a bench reader and a store with a reader at its returns counter
+    (`desk_quirks`: that reader's simulator quirks)."""
     monkeypatch.setattr(supervise, "BACKOFF_INITIAL_S", 0.05)
     monkeypatch.setattr(supervise, "POLL_S", 0.01)
-    ws_field, st_field = Field(), Field()
-    sims = [SimulatedReader("ws-bench", ws_field, reads_per_s=200),
-            SimulatedReader("st-counter", st_field, reads_per_s=200)]
-    for sim in sims:
-        sim.start()
+    sims: list[SimulatedReader] = []
     daemons: list[Daemon] = []
-    try:
+
+    def make(desk_quirks: Sequence[str] = ()) -> tuple[Daemon, Field, Daemon, Field]:
+        ws_field, st_field = Field(), Field()
+        sims.extend([SimulatedReader("ws-bench", ws_field, reads_per_s=200),
+                     SimulatedReader("st-counter", st_field, reads_per_s=200,
+                                     quirks=ReaderQuirks.from_names(desk_quirks))])
+        for sim in sims:
+            sim.start()
         daemons.append(site(tmp_path, "ws", "workshop", "bench", "bench", sims[0].port))
         daemons.append(site(tmp_path, "st", "store", "counter", "pos", sims[1].port))
-        yield daemons[0], ws_field, daemons[1], st_field
-    finally:
-        for d in daemons:
-            d.stop()
-        for sim in sims:
-            sim.stop()
+        return daemons[0], ws_field, daemons[1], st_field
+
+    yield make
+    for d in daemons:
+        d.stop()
+    for sim in sims:
+        sim.stop()
 
 
 def api_of(d: Daemon) -> str:
@@ -93,40 +97,44 @@ def api_of(d: Daemon) -> str:
     return f"http://127.0.0.1:{d.api.port}"
 
 
-def test_a_cloned_tag_is_refused_at_the_returns_desk_and_the_genuine_one_accepted(
-        sites: tuple[Daemon, Field, Daemon, Field]) -> None:
-    ws, ws_field, st, st_field = sites
+def item(api: str, epc: str) -> dict[str, Any]:
+    code, body = call(api, "GET", f"/api/v1/lifecycle/items/{epc}")
+    return body.get("state") or {} if code == 200 else {}
+
+
+def commissioned_shipped_sold(ws: Daemon, ws_field: Field, st: Daemon,
+                              raw: dict[str, bytes]) -> None:
+    """The workshop commissions the items at its bench (the original chips) and ships them;
+    the ASN goes to the store (HQ's relay, by hand), which receives and sells them."""
     ws_api, api = api_of(ws), api_of(st)
-    genuine, cloned = sgtin96_hex(GTIN, 501, 7), sgtin96_hex(GTIN, 502, 7)
-    raw = {e: bytes.fromhex(e) for e in (genuine, cloned)}
-
-    # Workshop: a session for two items; the bench reads the original chips.
     status, sess = call(ws_api, "POST", "/api/v1/lifecycle/commissioning/sessions",
-                        {"gtin": GTIN, "expected": 2})
+                        {"gtin": GTIN, "expected": len(raw)})
     assert status == 201, sess
-    ws_field.show(1, [FieldTag(raw[genuine]), FieldTag(raw[cloned])])
-
-    def item(a: str, epc: str) -> dict[str, Any]:
-        code, body = call(a, "GET", f"/api/v1/lifecycle/items/{epc}")
-        return body.get("state") or {} if code == 200 else {}
-
+    ws_field.show(1, [FieldTag(r) for r in raw.values()])
     wait_until(lambda: all(item(ws_api, e).get("tid") for e in raw),
-               "both commissioned, with TIDs", timeout=30)
+               "all commissioned, with TIDs", timeout=30)
     assert {e: item(ws_api, e)["tid"] for e in raw} == {e: tid_for(r).hex().upper()
                                                        for e, r in raw.items()}
     status, res = call(ws_api, "POST", "/api/v1/lifecycle/ship",
                        {"txn": "ASN-9", "to_site": "st", "epcs": sorted(raw)})
     assert status == 200 and sorted(res["asn"]["tids"]) == sorted(raw), res
-
-    # HQ's relay, by hand: the ASN (with the bindings) to the store; received, then sold.
     status, res = call(api, "POST", "/api/v1/lifecycle/shipment", res["asn"])
     assert status == 200, res
     asn_id = res["txn"]
     for cmd, body in (("receive", {"txn": asn_id}), ("sale", {"txn": "R-1"})):
         status, res = call(api, "POST", f"/api/v1/lifecycle/{cmd}",
                            {**body, "epcs": sorted(raw)})
-        assert status == 200 and res["accepted"] == 2, res
-    assert item(api, cloned)["tid"] == tid_for(raw[cloned]).hex().upper()
+        assert status == 200 and res["accepted"] == len(raw), res
+    assert all(item(api, e)["tid"] == tid_for(r).hex().upper() for e, r in raw.items())
+
+
+def test_a_cloned_tag_is_refused_at_the_returns_desk_and_the_genuine_one_accepted(
+        make_sites: Any) -> None:
+    ws, ws_field, st, st_field = make_sites()
+    api = api_of(st)
+    genuine, cloned = sgtin96_hex(GTIN, 501, 7), sgtin96_hex(GTIN, 502, 7)
+    raw = {e: bytes.fromhex(e) for e in (genuine, cloned)}
+    commissioned_shipped_sold(ws, ws_field, st, raw)
 
     # At the desk: the genuine item, and another chip carrying the second item's EPC.
     clone_tid = tid_for(raw[cloned], clone=1).hex().upper()
@@ -166,3 +174,30 @@ def test_a_cloned_tag_is_refused_at_the_returns_desk_and_the_genuine_one_accepte
                                 {"point": "return", "verdict": "mismatch"}) == 2
     assert ws.metrics.registry.get_sample_value("rfidd_tag_bindings_total",
                                                 {"source": "read"}) == 2
+
+
+def test_a_desk_reader_without_tid_support_refuses_nothing_and_says_so(
+        make_sites: Any) -> None:
+    """The ordinary day: the counter's reader cannot read TIDs (no access operations). A
+    return is accepted; the answer says the chip could not be checked, and that is counted."""
+    ws, ws_field, st, st_field = make_sites(desk_quirks=["no-tid-read"])
+    api = api_of(st)
+    epc = sgtin96_hex(GTIN, 601, 7)
+    raw = {epc: bytes.fromhex(epc)}
+    commissioned_shipped_sold(ws, ws_field, st, raw)
+    st_field.show(1, [FieldTag(raw[epc], tid=tid_for(raw[epc], clone=1))])  # even a clone
+    assert st.ctx is not None
+    ctx = st.ctx
+    wait_until(lambda: ctx.tracker.zone_of(epc) == "counter", "the item read at the desk",
+               timeout=15)
+    reg = st.metrics.registry
+    assert reg.get_sample_value("rfidd_reader_anomalies_total",
+                                {"reader": "r1", "kind": "tid_read_refused"}) == 1
+    status, res = call(api, "POST", "/api/v1/lifecycle/return", {"txn": "RMA-7", "epcs": [epc]})
+    assert status == 200, res
+    (row,) = res["items"]
+    assert row["result"] == "accepted" and row["tag_check"] == "unread", row
+    assert "no TID read" in row["tag_note"]
+    assert reg.get_sample_value("rfidd_tag_checks_total",
+                                {"point": "return", "verdict": "unread"}) == 1
+    assert reg.get_sample_value("rfidd_alerts_total", {"kind": "cloned_tag"}) == 0
