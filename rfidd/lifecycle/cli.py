@@ -57,8 +57,9 @@ def _show(status: int, body: Any, as_json: bool) -> None:
             t.add_column(col)
         for i in body["items"]:
             style = {"rejected": "red", "duplicate": "yellow"}.get(i["result"], "green")
-            t.add_row(i["epc"], f"[{style}]{i['result']}[/]", i.get("reason") or i.get("note")
-                      or "")
+            # the note, and why the tag's chip proves nothing (no binding, no TID read)
+            t.add_row(i["epc"], f"[{style}]{i['result']}[/]", i.get("reason") or "; ".join(
+                x for x in (i.get("note"), i.get("tag_note")) if x))
         console.print(t)
         if body.get("asn"):
             console.print(f"ASN {body['asn']['asn_id']} to {body['asn']['destination']}: "
