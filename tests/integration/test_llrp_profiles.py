@@ -84,11 +84,11 @@ def test_the_profiles_differ_where_the_families_do() -> None:
 
 
 def test_a_configured_value_wins_over_the_profile(connect: Any) -> None:
-    sim, driver = connect("zebra", session=2, keepalive_s=7.0)
+    sim, _ = connect("zebra", session=2, keepalive_s=7.0)
     got = sent(sim)
     assert (got["session"], got["keepalive_s"]) == (2, 7.0)
     assert got["report_every_n_tags"] == PROFILES["zebra"].defaults["report_every_n_tags"]
-    sim, driver = connect("impinj", impinj_extensions=False)
+    sim, _ = connect("impinj", impinj_extensions=False)
     got = sent(sim)
     assert got["search_mode"] is None and not got["impinj_extensions"]
 
