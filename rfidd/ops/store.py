@@ -278,43 +278,19 @@ def gtin_of_uri(uri: str) -> str | None:
 def sales_value(s: Session, start: float, end: float, catalog: Mapping[str, Product],
                 currency: str) -> tuple[Decimal, int]:
     """(value at retail price, items) of `retail_selling` events in [start, end)."""
-    total, n = Decimal(0), 0
     stmt = select(Event.payload).where(Event.biz_step == "retail_selling",
                                        Event.event_time >= start, Event.event_time < end)
-    for (payload,) in s.execute(stmt):
-        try:
-            epcs = json.loads(payload).get("epcList", [])
-        except (ValueError, AttributeError):
-            continue
-        for uri in epcs:
-            g = gtin_of_uri(uri) if isinstance(uri, str) else None
-            p = catalog.get(g) if g else None
-            n += 1
-            if p is not None and p.currency == currency:
-                total += p.price
-    return total, n
+    return _retail_value(s, stmt, catalog, currency)
 
 
 def returns_value(s: Session, start: float, end: float, catalog: Mapping[str, Product],
                   currency: str) -> tuple[Decimal, int]:
     """(value at retail price, items) of customer returns (`receiving`, disposition
     `returned`) in [start, end): what net sales deduct."""
-    total, n = Decimal(0), 0
     stmt = select(Event.payload).where(Event.biz_step == "receiving",
                                        Event.disposition == "returned",
                                        Event.event_time >= start, Event.event_time < end)
-    for (payload,) in s.execute(stmt):
-        try:
-            epcs = json.loads(payload).get("epcList", [])
-        except (ValueError, AttributeError):
-            continue
-        for uri in epcs:
-            g = gtin_of_uri(uri) if isinstance(uri, str) else None
-            p = catalog.get(g) if g else None
-            n += 1
-            if p is not None and p.currency == currency:
-                total += p.price
-    return total, n
+    return _retail_value(s, stmt, catalog, currency)
 
 
 # -- state --------------------------------------------------------------------------------------
@@ -338,3 +314,21 @@ def hex_by_uri(s: Session) -> dict[str, str]:
     """Pure-identity URI -> EPC hex of every item this site has decoded."""
     return {u: e for e, u in s.execute(select(Item.epc, Item.epc_uri)
                                        .where(Item.epc_uri.is_not(None))) if u is not None}
+
+
+def _retail_value(s: Session, stmt: Any, catalog: Mapping[str, Product],
+                  currency: str) -> tuple[Decimal, int]:
+    """(value at retail price in `currency`, items) of the events `stmt` selects."""
+    total, n = Decimal(0), 0
+    for (payload,) in s.execute(stmt):
+        try:
+            epcs = json.loads(payload).get("epcList", [])
+        except (ValueError, AttributeError):
+            continue
+        for uri in epcs:
+            g = gtin_of_uri(uri) if isinstance(uri, str) else None
+            p = catalog.get(g) if g else None
+            n += 1
+            if p is not None and p.currency == currency:
+                total += p.price
+    return total, n
