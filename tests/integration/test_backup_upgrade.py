@@ -7,7 +7,13 @@ result must equal a fresh database (models vs migrations).
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
+import stat
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -191,3 +197,40 @@ def test_upgrade_from_every_release(db_url: str, revision: str) -> None:
         assert (rows, items) == (1, 1)  # nothing lost on the way
     finally:
         db.dispose()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_backup_is_owner_only_and_a_restore_keeps_the_daemons_owner(tmp_path: Path) -> None:
+    """Run as root (as the guide does), a backup must not be world-readable, and the restored
+    database must stay the daemon's: a root-owned file would be read-only to the service."""
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    # The state directory is the daemon's (and reachable by it: pytest's own tmp is root-only).
+    state = Path(tempfile.mkdtemp(prefix="rfidd-restore-"))
+    os.chown(state, nobody.pw_uid, nobody.pw_gid)
+    db_file = state / "site.db"
+    db = open_database(f"sqlite:///{db_file}")
+    _messages(db, 0, 10)
+    db.dispose()
+    os.chown(db_file, nobody.pw_uid, nobody.pw_gid)
+    db_file.chmod(0o640)
+    cfg = str(_write_config(tmp_path, db_file))
+    res = CliRunner().invoke(main, ["backup", str(tmp_path / "b.db"), "-c", cfg])
+    assert res.exit_code == 0, res.output
+    assert stat.S_IMODE((tmp_path / "b.db").stat().st_mode) == 0o600
+    res = CliRunner().invoke(main, ["restore", str(tmp_path / "b.db"), "-c", cfg])
+    assert res.exit_code == 0, res.output
+    st = db_file.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (nobody.pw_uid, nobody.pw_gid,
+                                                                0o640)
+    # The daemon's user can write it (a read-only database otherwise).
+    code = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+            "c.execute('CREATE TABLE written_by_the_daemon (x)'); c.commit()")
+    # The system Python: this venv may sit where nobody cannot reach.
+    python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+    done = subprocess.run([python, "-c", code, str(db_file)], capture_output=True,
+                          text=True, user=nobody.pw_uid, group=nobody.pw_gid,
+                          cwd=state)
+    shutil.rmtree(state)
+    assert done.returncode == 0, done.stderr
