@@ -16,11 +16,11 @@ from sqlalchemy.orm import Session
 
 from inventory.asn import Asn, parse_asn_object
 from inventory.catalog import Catalog, Product, gtin_check_digit
+from rfidd.lifecycle.models import AlertRecord
 from rfidd.ops.models import (
     OpsAsn,
     OpsCountSchedule,
     OpsCountSession,
-    OpsExitAlert,
     OpsReceptionSession,
     OpsState,
 )
@@ -30,6 +30,8 @@ from rfidd.store.models import Product as ProductRow
 # Dispositions of items that are not stock of this site: a count does not expect them.
 NOT_IN_STOCK = ("retail_sold", "in_transit", "destroyed", "inactive")
 SOLD = "retail_sold"
+# The alert workflow's kind of an unsold item read at an exit (rfidd/lifecycle/service.py).
+EXIT_ALERT_KIND = "exit_unsold"
 
 
 def dumps(value: Any) -> str:
@@ -249,17 +251,15 @@ def item_zones(s: Session, epcs: Sequence[str]) -> dict[str, str | None]:
     return _item_column(s, Item.zone, epcs)
 
 
-def insert_exit_alert(s: Session, alert_id: str, epc: str, zone: str, at: float) -> None:
-    if s.get(OpsExitAlert, alert_id) is None:
-        s.add(OpsExitAlert(alert_id=alert_id, epc=epc, zone=zone, at=at))
-        s.flush()
-
-
 def exit_alerts(s: Session, start: float, end: float) -> list[tuple[str, str, str, float]]:
-    """(alert_id, epc, zone, at) of alerts in [start, end), oldest first."""
-    stmt = (select(OpsExitAlert.alert_id, OpsExitAlert.epc, OpsExitAlert.zone, OpsExitAlert.at)
-            .where(OpsExitAlert.at >= start, OpsExitAlert.at < end).order_by(OpsExitAlert.at))
-    return [(a, e, z, t) for a, e, z, t in s.execute(stmt)]
+    """(alert_id, epc, zone, at) of exit alerts raised in [start, end), oldest first: the
+    alert workflow's rows (one table for the page, HQ and the shrinkage report)."""
+    stmt = (select(AlertRecord.alert_id, AlertRecord.epc, AlertRecord.zone,
+                   AlertRecord.raised_at)
+            .where(AlertRecord.kind == EXIT_ALERT_KIND, AlertRecord.raised_at >= start,
+                   AlertRecord.raised_at < end)
+            .order_by(AlertRecord.raised_at))
+    return [(a, e, z or "", t) for a, e, z, t in s.execute(stmt)]
 
 
 def gtin_of_uri(uri: str) -> str | None:

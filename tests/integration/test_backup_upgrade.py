@@ -234,3 +234,45 @@ def test_backup_is_owner_only_and_a_restore_keeps_the_daemons_owner(tmp_path: Pa
                           cwd=state)
     shutil.rmtree(state)
     assert done.returncode == 0, done.stderr
+
+
+def test_exit_alerts_move_into_the_workflow_table_and_back(db_url: str) -> None:
+    """0007: one table for exit alerts. A row both tables had keeps its workflow state; a row
+    only the old table had (raised before 0004) arrives open; a downgrade gives both back."""
+    from alembic import command
+
+    db = Database(create_db_engine(db_url))
+    upgrade(db, "0006_event_seq")
+    with db.engine.begin() as c:
+        for aid, at in (("both", 10.0), ("old-only", 20.0)):
+            c.execute(text("INSERT INTO ops_exit_alerts (alert_id, epc, zone, at) "
+                           "VALUES (:a, :e, 'exit', :t)"), {"a": aid, "e": f"E-{aid}", "t": at})
+        c.execute(text("INSERT INTO alerts (alert_id, kind, epc, zone, raised_at, state, "
+                       "resolution) VALUES ('both', 'exit_unsold', 'E-both', 'exit', 10.0, "
+                       "'resolved', 'found')"))
+    upgrade(db)
+    with db.engine.connect() as c:
+        rows = {r[0]: r[1:] for r in c.execute(text(
+            "SELECT alert_id, kind, epc, zone, raised_at, state, resolution, detail "
+            "FROM alerts ORDER BY alert_id"))}
+        tables = set(inspect(c).get_table_names())
+    assert rows["both"] == ("exit_unsold", "E-both", "exit", 10.0, "resolved", "found", None)
+    assert rows["old-only"][:6] == ("exit_unsold", "E-old-only", "exit", 20.0, "open", None)
+    assert "ops_exit_alerts" in str(rows["old-only"][6])
+    assert "ops_exit_alerts" not in tables
+    # The shrinkage report reads them from there.
+    from sqlalchemy.orm import Session
+
+    from rfidd.ops.store import exit_alerts
+    with Session(db.engine) as s:
+        assert [a[0] for a in exit_alerts(s, 0.0, 100.0)] == ["both", "old-only"]
+        assert [a[0] for a in exit_alerts(s, 15.0, 100.0)] == ["old-only"]
+    cfg = alembic_config()
+    with db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0006_event_seq")
+    with db.engine.connect() as c:
+        back = sorted(c.execute(text("SELECT alert_id, epc, zone, at FROM ops_exit_alerts")))
+    assert [tuple(r) for r in back] == [("both", "E-both", "exit", 10.0),
+                                        ("old-only", "E-old-only", "exit", 20.0)]
+    db.dispose()
