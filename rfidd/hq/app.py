@@ -36,11 +36,13 @@ class HqDaemon:
         self.relay: Any = None
         self.api: Any = None
         self.epcis: Any = None
+        self.hub: Any = None
         self.stopped: list[str] = []
         self._stops: list[tuple[str, Callable[[], None]]] = []
 
     def start(self) -> None:
         self._open_store()
+        self._start_subscriptions()
         self._start_consumer()
         self._start_gap_repair()
         self._start_relay()
@@ -58,6 +60,23 @@ class HqDaemon:
             raise HqStartError(f"database: {exc}") from exc
         self._on_stop("store", self.store.dispose)
 
+    def _start_subscriptions(self) -> None:
+        """The query-subscription hub: before the consumer (which feeds it) and stopped
+        after it, so no stored event is offered to a stopped hub."""
+        from prometheus_client import CollectorRegistry
+
+        from rfidd.hq.consumer import HqMetrics
+        from rfidd.hq.subscriptions import SubscriptionHub
+
+        assert self.store is not None
+        self.metrics = HqMetrics(CollectorRegistry())
+        e = self.config.epcis
+        self.hub = SubscriptionHub(self.store.engine, self.metrics.registry,
+                                   max_attempts=e.webhook_attempts,
+                                   retry_max_s=e.webhook_retry_max_s)
+        self.hub.start()
+        self._on_stop("query subscriptions", self.hub.stop)
+
     def _start_consumer(self) -> None:
         from rfidd.hq.consumer import HqConsumerError
 
@@ -66,7 +85,8 @@ class HqDaemon:
         self.consumer = HqConsumer(
             cfg.mqtt, store, batch_max_messages=cfg.database.batch_max_messages,
             batch_max_s=cfg.database.batch_max_ms / 1000,
-            reconnect_max_s=cfg.mqtt.reconnect_max_s,
+            reconnect_max_s=cfg.mqtt.reconnect_max_s, metrics=self.metrics,
+            on_stored=self.hub.offer,
         )
         try:
             self.consumer.start()
@@ -131,7 +151,8 @@ class HqDaemon:
         self.epcis = EpcisServer(
             build_app(store, consumer.metrics.registry, capture_limit=e.capture_limit,
                       capture_size_limit=e.capture_size_limit_bytes,
-                      topic_prefix=cfg.mqtt.topic_prefix, publish=consumer.publish),
+                      topic_prefix=cfg.mqtt.topic_prefix, publish=consumer.publish,
+                      hub=self.hub, allow_http_webhooks=e.webhook_allow_http),
             e.listen, e.port,
             ssl_certfile=str(e.tls_cert_file) if e.tls_cert_file else None,
             ssl_keyfile=str(e.tls_key_file) if e.tls_key_file else None)

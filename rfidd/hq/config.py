@@ -220,6 +220,15 @@ class HqEpcisConfig(_Strict):
     capture_size_limit_bytes: int = Field(
         8 * 1024 * 1024, ge=1024,
         description="Largest POST /capture body (GS1-EPCIS-Capture-File-Size-Limit).")
+    webhook_allow_http: bool = Field(
+        False, description="Let query subscriptions deliver to plain http:// destinations "
+        "other than loopback (https:// otherwise; a signatureToken still signs each document).")
+    webhook_attempts: int = Field(
+        8, ge=1, le=100, description="Attempts per webhook delivery (the wait between them "
+        "doubles from 1 s) before the document is dropped and counted "
+        "(rfidd_hq_subscription_deliveries_total{result=\"dropped\"}).")
+    webhook_retry_max_s: float = Field(
+        60.0, gt=0, description="Longest wait between two attempts of a webhook delivery.")
 
     @model_validator(mode="after")
     def _remote_needs_tls(self) -> HqEpcisConfig:

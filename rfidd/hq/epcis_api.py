@@ -37,9 +37,10 @@ from sqlalchemy import Engine, delete, select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rfidd.hq import epcis_query as eq
-from rfidd.hq import tokens
+from rfidd.hq import subscriptions_web, tokens
 from rfidd.hq.documents import DocumentError, parse_document
 from rfidd.hq.store import Batch, HqStore, hq_captures, hq_events, hq_queries
+from rfidd.hq.subscriptions import SubscriptionHub, hq_subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +117,18 @@ def build_app(
     capture_size_limit: int = 8 * 1024 * 1024,
     topic_prefix: str = "rfidd/v1",
     publish: Callable[[str, bytes], bool] | None = None,
+    hub: SubscriptionHub | None = None,
+    allow_http_webhooks: bool = False,
 ) -> FastAPI:
-    """The FastAPI application of the EPCIS interface (served by EpcisServer)."""
+    """The FastAPI application of the EPCIS interface (served by EpcisServer). Without a
+    `hub` (tests of the queries alone) one is made here and started with the app's server."""
     engine: Engine = store.engine
     metrics = EpcisMetrics(registry)
+    if hub is None:
+        hub = SubscriptionHub(engine, registry)
+        own_hub = hub
+    else:
+        own_hub = None
     app = FastAPI(title="rfidd HQ EPCIS 2.0", version=EPCIS_VERSION, docs_url=None,
                   redoc_url=None, openapi_url=None)
     capture_headers = {"GS1-EPCIS-Capture-Limit": str(capture_limit),
@@ -152,7 +161,8 @@ def build_app(
     def who(request: Request, scope: str) -> tokens.Integrator:
         auth = request.headers.get("authorization", "")
         kind, _, token = auth.partition(" ")
-        if not auth and request.method == "GET":  # the HQ page's sign-in cookie (read only)
+        # The HQ page's sign-in cookie (read only; a WebSocket has no method: never).
+        if not auth and getattr(request, "method", "") == "GET":
             from rfidd.hq.chain_web import COOKIE
 
             kind, token = "bearer", request.cookies.get(COOKIE, "")
@@ -271,7 +281,9 @@ def build_app(
         who(request, "read")
         stored_query(name)
         with engine.begin() as conn:
+            conn.execute(delete(hq_subscriptions).where(hq_subscriptions.c.query_name == name))
             conn.execute(delete(hq_queries).where(hq_queries.c.name == name))
+        hub.changed()
         return Response(status_code=204)
 
     @app.get("/queries/{name}/events")
@@ -337,6 +349,7 @@ def build_app(
             log.warning("capture from %s refused: %s", owner.name, errors[0])
             raise Problem(400, "ValidationException", "; ".join(errors), capture_headers)
         result = store.write_batch(Batch(events=parsed.events, trusted=True))
+        hub.offer(result.event_ids)
         capture_id = uuid.uuid4().hex
         with engine.begin() as conn:
             conn.execute(hq_captures.insert().values(
@@ -364,6 +377,10 @@ def build_app(
     from rfidd.hq import chain_web
 
     chain_web.register(app, engine, who, topic_prefix=topic_prefix, publish=publish)
+    subscriptions_web.register(app, engine, who, hub, problem=Problem,
+                               stored_query=stored_query, allow_http=allow_http_webhooks)
+    app.state.hub = hub
+    app.state.own_hub = own_hub
     return app
 
 
@@ -373,6 +390,8 @@ class EpcisServer:
     def __init__(self, app: FastAPI, listen: str = "127.0.0.1", port: int = 0, *,
                  ssl_certfile: str | None = None, ssl_keyfile: str | None = None) -> None:
         self.listen = listen
+        # The app's own subscription hub (when none was given to build_app) runs with it.
+        self._own_hub: SubscriptionHub | None = getattr(app.state, "own_hub", None)
         self.config = uvicorn.Config(app, host=listen, port=port, log_level="warning",
                                      lifespan="off", access_log=False,
                                      ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
@@ -382,6 +401,8 @@ class EpcisServer:
         self.port = port
 
     def start(self, timeout: float = 10.0) -> None:
+        if self._own_hub is not None:
+            self._own_hub.start()
         self._thread = threading.Thread(target=self.server.run, name="hq-epcis", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout
@@ -398,3 +419,5 @@ class EpcisServer:
         self.server.should_exit = True
         if self._thread is not None:
             self._thread.join(10)
+        if self._own_hub is not None:
+            self._own_hub.stop()

@@ -207,7 +207,7 @@ def test_migration_matches_the_tables_and_reopening_is_harmless(db_url: str) -> 
     s.dispose()
     s = HqStore.open(db_url)  # second upgrade: nothing to do, nothing breaks
     try:
-        assert s.current_revision() == "hq0003"
+        assert s.current_revision() == "hq0004_subscriptions"
         with s.engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"compare_type": True})
             diff = [d for d in compare_metadata(ctx, metadata)

@@ -248,4 +248,31 @@ def test_hq_daemon_starts_in_order_and_stops_last_first(tmp_path: Path) -> None:
     hq = HqDaemon(cfg)
     hq.start()
     hq.stop()
-    assert hq.stopped == ["gap repair", "consumer", "store"]
+    assert hq.stopped == ["gap repair", "consumer", "query subscriptions", "store"]
+
+
+def test_subscription_schedules_fire_at_the_named_seconds_only() -> None:
+    """GS1's schedule fields: numbers, [a-b] ranges, comma lists; an omitted finer field is
+    its lowest value, an omitted coarser one any value."""
+    from datetime import UTC, datetime
+
+    from rfidd.hq.subscriptions import SubscriptionError, parse_schedule, schedule_matches
+
+    s = parse_schedule({"hour": "1", "minute": "5"})
+    t = datetime(2026, 12, 2, 1, 5, 0, tzinfo=UTC)
+    assert schedule_matches(s, t)
+    assert not schedule_matches(s, t.replace(second=1))
+    assert not schedule_matches(s, t.replace(hour=2))
+    assert schedule_matches(s, t.replace(day=3))  # any day
+    every = parse_schedule({"second": "0,[30-31]"})
+    assert [x for x in range(60) if schedule_matches(every, t.replace(second=x))] == [0, 30, 31]
+    monday = parse_schedule({"dayOfWeek": "1", "hour": "[8-9]"})  # 2026-12-07 is a Monday
+    assert schedule_matches(monday, datetime(2026, 12, 7, 8, 0, 0, tzinfo=UTC))
+    assert not schedule_matches(monday, datetime(2026, 12, 7, 8, 1, 0, tzinfo=UTC))
+    assert not schedule_matches(monday, datetime(2026, 12, 8, 8, 0, 0, tzinfo=UTC))
+    for bad, where in (({"hour": "24"}, "schedule/hour"), ({"minute": "[9-3]"},
+                       "schedule/minute"), ({"week": "1"}, "schedule/week"), ({}, "schedule"),
+                       ({"second": "0/30"}, "schedule/second")):
+        with pytest.raises(SubscriptionError) as err:
+            parse_schedule(bad)
+        assert err.value.field == where
