@@ -1,4 +1,5 @@
-"""HQ's EPCIS 2.0 REST interface (GS1 OpenAPI): query, named queries, capture. FastAPI.
+"""HQ's web interface: GS1's EPCIS 2.0 REST interface (query, named queries, subscriptions,
+capture), with HQ's own /api/v1, /metrics and the /chain page on the same FastAPI app and port.
 
 Why the standard: any EPCIS tool (a partner's, a workshop system that is not rfidd) can query
 HQ or feed it without an adapter. What follows GS1's EPCIS-2.0-openapi.json:
@@ -36,8 +37,9 @@ from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import Engine, delete, select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from rfidd.hq import api_v1, subscriptions_web, tokens
 from rfidd.hq import epcis_query as eq
-from rfidd.hq import subscriptions_web, tokens
+from rfidd.hq.consumer import HqConsumer
 from rfidd.hq.documents import DocumentError, parse_document
 from rfidd.hq.store import Batch, HqStore, hq_captures, hq_events, hq_queries
 from rfidd.hq.subscriptions import SubscriptionHub, hq_subscriptions
@@ -119,6 +121,7 @@ def build_app(
     publish: Callable[[str, bytes], bool] | None = None,
     hub: SubscriptionHub | None = None,
     allow_http_webhooks: bool = False,
+    consumer: HqConsumer | None = None,
 ) -> FastAPI:
     """The FastAPI application of the EPCIS interface (served by EpcisServer). Without a
     `hub` (tests of the queries alone) one is made here and started with the app's server."""
@@ -379,6 +382,7 @@ def build_app(
     chain_web.register(app, engine, who, topic_prefix=topic_prefix, publish=publish)
     subscriptions_web.register(app, engine, who, hub, problem=Problem,
                                stored_query=stored_query, allow_http=allow_http_webhooks)
+    api_v1.register(app, engine, who, registry, consumer)
     app.state.hub = hub
     app.state.own_hub = own_hub
     return app

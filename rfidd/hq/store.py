@@ -228,7 +228,8 @@ class BatchResult:
     messages_stored: int
     message_duplicates: int
     rejected: int = 0  # events and messages of unregistered sites, not stored
-    event_ids: tuple[str, ...] = ()  # the eventIDs stored by this batch (query subscriptions)
+    # The eventIDs this batch stored (query subscriptions push them); not part of equality.
+    event_ids: tuple[str, ...] = field(default=(), compare=False)
 
 
 def alembic_config() -> AlembicConfig:
