@@ -246,3 +246,35 @@ def test_websocket_needs_a_read_token_and_valid_controls(hq: tuple[HqDaemon, str
     assert asyncio.run(refused(f"{base}/q/events?stream=true&hour=1", read)) == 400
     assert asyncio.run(refused(f"{base}/nope/events?stream=true", read)) == 404
     assert asyncio.run(refused(f"{base}/q/events?stream=true", read)) == 101
+
+
+def test_scheduled_webhook_reports_each_event_once_and_empty_runs_when_asked(
+        hq: tuple[HqDaemon, str]) -> None:
+    from test_hq_epcis_api import document, event, sgtin
+
+    daemon, _ = hq
+    assert daemon.store is not None and daemon.epcis is not None and daemon.hub is not None
+    daemon.hub._settle_s = 0.0
+    now = datetime.now(UTC)
+    read = Client(daemon.epcis.port, tokens.create(daemon.store.engine, "r", "read", now))
+    cap = Client(daemon.epcis.port, tokens.create(daemon.store.engine, "c", "capture", now))
+    assert read.call("POST", "/queries", {"name": "all", "query": {}})[0] == 201
+    recv = Receiver()
+    try:
+        status, _, body = read.call("POST", "/queries/all/subscriptions", {
+            "dest": recv.url, "reportIfEmpty": True, "schedule": {"second": "[0-59]"}})
+        assert status == 201 and body["schedule"] == {"second": "[0-59]"}
+        assert "stream" not in body and body["reportIfEmpty"] is True
+        wait_until(lambda: len(recv.posts) >= 1, 10)  # an empty run, reported as asked
+        assert json.loads(recv.posts[0][0])["epcisBody"]["queryResults"]["subscriptionID"] \
+            == body["subscriptionID"]
+        evs = [event([sgtin(20 + i)], now, "storing", "sellable_accessible") for i in range(5)]
+        assert cap.call("POST", "/capture", document(*evs[:3]))[0] == 202
+        wait_until(lambda: len(recv.event_ids()) >= 3, 10)
+        assert cap.call("POST", "/capture", document(*evs[3:]))[0] == 202
+        wait_until(lambda: len(recv.event_ids()) >= 5, 10)
+        n = len(recv.posts)
+        wait_until(lambda: len(recv.posts) >= n + 2, 10)  # later runs: nothing new, no repeat
+        assert sorted(recv.event_ids()) == sorted(e["eventID"] for e in evs)
+    finally:
+        recv.close()
