@@ -21,7 +21,6 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -37,11 +36,10 @@ from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import Engine, delete, select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rfidd.hq import api_v1, subscriptions_web, tokens
+from rfidd.hq import api_v1, capture_api, subscriptions_web, tokens
 from rfidd.hq import epcis_query as eq
 from rfidd.hq.consumer import HqConsumer
-from rfidd.hq.documents import DocumentError, parse_document
-from rfidd.hq.store import Batch, HqStore, hq_captures, hq_events, hq_queries
+from rfidd.hq.store import HqStore, hq_events, hq_queries
 from rfidd.hq.subscriptions import SubscriptionHub, hq_subscriptions
 
 log = logging.getLogger(__name__)
@@ -50,7 +48,6 @@ EPCIS_VERSION = "2.0.0"
 CBV_VERSION = "2.0.0"
 CONTEXT = "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"
 SCHEMA = Path(__file__).resolve().parent / "schemas" / "EPCIS-JSON-Schema.json"
-_JSON_TYPES = ("application/json", "application/ld+json")
 
 
 @lru_cache(maxsize=1)
@@ -99,13 +96,14 @@ def schema_errors(doc: Any, limit: int = 10) -> list[str]:
 class EpcisMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.captures = Counter(
-            "hq_capture_documents", "POST /capture documents, by result (accepted, invalid: "
+            "hq_capture_documents", "POST /capture documents, by result (accepted; partial: "
+            "stored without its bad events, GS1-Capture-Error-Behaviour proceed; invalid: "
             "refused by the schema or too large).", ["result"], namespace="rfidd",
             registry=registry)
         self.queries = Counter(
             "hq_epcis_queries", "EPCIS queries answered, by result (ok, bad_request).",
             ["result"], namespace="rfidd", registry=registry)
-        for r in ("accepted", "invalid"):
+        for r in ("accepted", "partial", "invalid"):
             self.captures.labels(r)
         for r in ("ok", "bad_request"):
             self.queries.labels(r)
@@ -134,8 +132,6 @@ def build_app(
         own_hub = None
     app = FastAPI(title="rfidd HQ EPCIS 2.0", version=EPCIS_VERSION, docs_url=None,
                   redoc_url=None, openapi_url=None)
-    capture_headers = {"GS1-EPCIS-Capture-Limit": str(capture_limit),
-                       "GS1-EPCIS-Capture-File-Size-Limit": str(capture_size_limit)}
 
     def problem(p: Problem, instance: str) -> JSONResponse:
         body = {"type": f"epcisException:{p.kind}", "title": p.kind, "status": p.status,
@@ -303,79 +299,9 @@ def build_app(
         raw.update(extra)
         return page(request, parse(raw), name)
 
-    # -------------------------------------------------------------- capture
-
-    @app.options("/capture")
-    def capture_options() -> Response:
-        return Response(status_code=204, headers={**capture_headers,
-                                                  "Allow": "OPTIONS, POST"})
-
-    @app.post("/capture")
-    async def capture(request: Request) -> Response:
-        owner = who(request, "capture")
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype not in _JSON_TYPES:
-            raise Problem(415, "UnsupportedMediaTypeException",
-                          f"Content-Type {ctype or 'missing'}: send application/json or "
-                          "application/ld+json")
-        body = await request.body()
-        if len(body) > capture_size_limit:
-            metrics.captures.labels("invalid").inc()
-            raise Problem(413, "CaptureLimitExceededException",
-                          f"{len(body)} bytes, over the {capture_size_limit}-byte limit",
-                          capture_headers)
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            metrics.captures.labels("invalid").inc()
-            raise Problem(400, "ValidationException", f"/: not JSON: {exc}",
-                          capture_headers) from None
-        n = len(doc.get("epcisBody", {}).get("eventList", []) or []) \
-            if isinstance(doc, dict) and isinstance(doc.get("epcisBody"), dict) else 0
-        if n > capture_limit:
-            metrics.captures.labels("invalid").inc()
-            raise Problem(413, "CaptureLimitExceededException",
-                          f"{n} events, over the {capture_limit}-event limit", capture_headers)
-        errors = schema_errors(doc)
-        if not errors and (not isinstance(doc, dict) or doc.get("type") != "EPCISDocument"):
-            errors = ["/type: expected EPCISDocument"]
-        source = f"@{owner.name}"[:64]
-        parsed = None
-        if not errors:
-            try:
-                parsed = parse_document(body, source)
-                errors = [f"/epcisBody/{e}" for e in parsed.errors]
-            except DocumentError as exc:
-                errors = [f"/: {exc}"]
-        if errors or parsed is None:
-            metrics.captures.labels("invalid").inc()
-            log.warning("capture from %s refused: %s", owner.name, errors[0])
-            raise Problem(400, "ValidationException", "; ".join(errors), capture_headers)
-        result = store.write_batch(Batch(events=parsed.events, trusted=True))
-        hub.offer(result.event_ids)
-        capture_id = uuid.uuid4().hex
-        with engine.begin() as conn:
-            conn.execute(hq_captures.insert().values(
-                capture_id=capture_id, owner=owner.name, created_at=datetime.now(UTC),
-                events=len(parsed.events), stored=result.stored))
-        metrics.captures.labels("accepted").inc()
-        return Response(status_code=202, headers={**capture_headers,
-                                                  "Location": f"/capture/{capture_id}"})
-
-    @app.get("/capture/{capture_id}")
-    def capture_job(capture_id: str, request: Request) -> JSONResponse:
-        owner = who(request, "capture")
-        with engine.connect() as conn:
-            r = conn.execute(select(hq_captures).where(hq_captures.c.capture_id == capture_id,
-                                                       hq_captures.c.owner == owner.name)).first()
-        if r is None:
-            raise Problem(404, "NoSuchResourceException", f"no capture job {capture_id!r}")
-        created = r.created_at.isoformat()
-        return JSONResponse({
-            "captureID": r.capture_id, "createdAt": created, "finishedAt": created,
-            "running": False, "success": True, "captureErrorBehaviour": "rollback",
-            "errors": [], "rfidd:events": r.events, "rfidd:stored": r.stored,
-        })
+    capture_api.register(app, store, who, hub, metrics, problem=Problem,
+                         errors_of=schema_errors, capture_limit=capture_limit,
+                         capture_size_limit=capture_size_limit)
 
     from rfidd.hq import chain_web
 

@@ -1,5 +1,5 @@
 """Query subscriptions of the EPCIS interface (webhooks: destination, signing secret,
-stream or schedule, owner, last notification).
+stream or schedule, owner, last notification); capture jobs' error behaviour and errors.
 
 Revision ID: hq0004_subscriptions
 Revises: hq0003
@@ -37,8 +37,16 @@ def upgrade() -> None:
         sa.Column("cursor_at", Time),
     )
     op.create_index("ix_hq_subscriptions_query", "hq_subscriptions", ["query_name"])
+    # A capture job's GS1-Capture-Error-Behaviour and its errors (proceed: the events left out).
+    op.create_table(
+        "hq_capture_outcomes",
+        sa.Column("capture_id", sa.String(64), primary_key=True),
+        sa.Column("behaviour", sa.String(16), nullable=False),
+        sa.Column("errors", Json, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("hq_capture_outcomes")
     op.drop_index("ix_hq_subscriptions_query", "hq_subscriptions")
     op.drop_table("hq_subscriptions")
