@@ -211,7 +211,6 @@ def register(app: FastAPI, engine: Engine, who: Who, hub: SubscriptionHub, *,
                  "detail": getattr(exc, "detail", str(exc))}, status_code=status,
                 media_type="application/problem+json"))
             return
-        await websocket.accept()
         box: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=WS_QUEUE_MAX)
 
         def put(doc: dict[str, Any]) -> None:  # on the event loop
@@ -225,7 +224,14 @@ def register(app: FastAPI, engine: Engine, who: Who, hub: SubscriptionHub, *,
             loop.call_soon_threadsafe(put, doc)
 
         listener.deliver = deliver
+        # Attached before the handshake completes: an event stored once the client sees the
+        # connection open is in its stream (queued until the loop below sends it).
         hub.attach(listener)
+        try:
+            await websocket.accept()
+        except Exception:
+            hub.detach(listener.subscription_id)
+            raise
         closed = asyncio.ensure_future(_until_closed(websocket))
         try:
             while not closed.done():
