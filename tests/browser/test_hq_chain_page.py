@@ -5,13 +5,12 @@ stores published; in French and in English."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import missing_service
+from chromium import chromium
 from prometheus_client import CollectorRegistry
 
 from rfidd.hq import tokens
@@ -20,8 +19,6 @@ from rfidd.hq.registry import register_site
 from rfidd.hq.store import Batch, HqStore, SiteMessageRow
 
 pytestmark = pytest.mark.integration
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
 D1 = datetime(2026, 11, 2, 19, 0, tzinfo=UTC)
 D2 = D1 + timedelta(days=1)
 
@@ -68,21 +65,8 @@ def hq(postgres_url: str) -> Iterator[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if CHROMIUM is None or DRIVER is None:
-        missing_service("chromium and chromium-driver (Debian packages)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1000,1400",
-              "--disable-dev-shm-usage"):
-        opts.add_argument(a)
-    opts.binary_location = str(CHROMIUM)
-    driver = webdriver.Chrome(service=Service(str(DRIVER)), options=opts)
-    try:
+    with chromium("1000,1400") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def figures(driver: Any, chart: str) -> dict[str, list[str]]:
