@@ -211,14 +211,20 @@ def register(app: FastAPI, engine: Engine, who: Who, hub: SubscriptionHub, *,
                  "detail": getattr(exc, "detail", str(exc))}, status_code=status,
                 media_type="application/problem+json"))
             return
-        box: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=WS_QUEUE_MAX)
+        # Bounded by hand: past WS_QUEUE_MAX documents the client is too far behind; what is
+        # queued is sent, then the socket is closed (1013) so it knows to query again.
+        box: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        behind = False
 
         def put(doc: dict[str, Any]) -> None:  # on the event loop
-            try:
-                box.put_nowait(doc)
-            except asyncio.QueueFull:  # a client that does not read: let it go
+            nonlocal behind
+            if behind or box.qsize() >= WS_QUEUE_MAX:
                 hub.metrics.deliveries.labels("websocket", "dropped").inc()
-                box.put_nowait(None) if box.empty() else None
+                if not behind:
+                    behind = True
+                    box.put_nowait(None)
+                return
+            box.put_nowait(doc)
 
         def deliver(doc: dict[str, Any]) -> None:  # on the hub's thread
             loop.call_soon_threadsafe(put, doc)

@@ -278,3 +278,35 @@ def test_scheduled_webhook_reports_each_event_once_and_empty_runs_when_asked(
         assert sorted(recv.event_ids()) == sorted(e["eventID"] for e in evs)
     finally:
         recv.close()
+
+
+def test_a_websocket_too_far_behind_is_closed_and_counted(
+        hq: tuple[HqDaemon, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_hq_epcis_api import document, event, sgtin
+
+    from rfidd.hq import subscriptions_web
+
+    daemon, _ = hq
+    assert daemon.store is not None and daemon.epcis is not None and daemon.hub is not None
+    monkeypatch.setattr(subscriptions_web, "WS_QUEUE_MAX", 0)  # any document overflows
+    now = datetime.now(UTC)
+    read = tokens.create(daemon.store.engine, "r", "read", now)
+    cap = Client(daemon.epcis.port, tokens.create(daemon.store.engine, "c", "capture", now))
+    Client(daemon.epcis.port, read).call("POST", "/queries", {"name": "q", "query": {}})
+    url = f"ws://127.0.0.1:{daemon.epcis.port}/queries/q/events?stream=true"
+    dropped = daemon.hub.metrics.deliveries.labels("websocket", "dropped")
+    before = dropped._value.get()
+
+    async def listen() -> int:
+        async with websockets.connect(
+                url, additional_headers={"Authorization": f"Bearer {read}"}) as ws:
+            status = await asyncio.to_thread(cap.call, "POST", "/capture", document(
+                event([sgtin(40)], now, "storing", "sellable_accessible")))
+            assert status[0] == 202
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 20)
+            assert closed.value.rcvd is not None
+            return int(closed.value.rcvd.code)
+
+    assert asyncio.run(listen()) == 1013
+    assert dropped._value.get() == before + 1
