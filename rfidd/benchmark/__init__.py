@@ -61,7 +61,8 @@ TARGETS: dict[str, tuple[str | None, tuple[str, float] | None]] = {
 def run(sizes: Sizes, mqtt_url: str, pg_url: str | None,
         progress: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     """Every figure, in one object (floors and the sizes used included)."""
-    out: dict[str, Any] = {"smoke": sizes is SMOKE, "sizes": sizes.__dict__ | {}}
+    out: dict[str, Any] = {"smoke": sizes is SMOKE, "sizes": sizes.__dict__ | {},
+                           "llrp_process": e2e.llrp_process_default()}
     t_start = time.monotonic()
     phase_s: dict[str, float] = {}
     out["phase_seconds"] = phase_s

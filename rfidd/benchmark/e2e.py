@@ -32,6 +32,14 @@ from rfidd.demo import demo_config
 CHURN_EVERY_S = 0.5
 
 
+def llrp_process_default() -> bool:
+    """Whether the daemon runs its LLRP readers in a child process (what the figures measure;
+    `llrp_process = false` in a config keeps them in the daemon's threads)."""
+    from rfidd.config import Config
+
+    return bool(Config.model_fields["llrp_process"].default)
+
+
 def churn_timeline(readers: int, seconds: float, per_step: int) -> str:
     """Items arriving, moving and leaving throughout the run (zones z00..zNN)."""
     out: list[str] = []
@@ -150,9 +158,9 @@ def _daemon_run(scenario: Any, sim: _SimProcess, seconds: float, readers: int, r
         time.sleep(min(1.0, seconds / 2))
         lat.recording = True
         counted = _committed(ing)
-        r0, c0, t0 = counted(), time.process_time(), time.monotonic()
+        r0, c0, t0 = counted(), _cpu_s(daemon), time.monotonic()
         time.sleep(seconds)
-        r1, c1, t1 = counted(), time.process_time(), time.monotonic()
+        r1, c1, t1 = counted(), _cpu_s(daemon), time.monotonic()
         lat.recording = False
         sent = sim.hold()
         deadline = time.monotonic() + 60
@@ -277,16 +285,50 @@ def idle(mqtt_url: str, seconds: float, readers: int = 4) -> tuple[float, float]
     return rss, (j1 - j0) / os.sysconf("SC_CLK_TCK") / (t1 - t0)
 
 
+def _cpu_s(daemon: Daemon) -> float:
+    """CPU seconds of the daemon: this process and its reader host child (the readers'
+    decoding is the daemon's work wherever it runs)."""
+    host = getattr(daemon, "reader_host", None)
+    pid = host.pid if host is not None else None
+    child = _jiffies(pid) / os.sysconf("SC_CLK_TCK") if pid is not None else 0.0
+    return time.process_time() + child
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants (the daemon and its reader host)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            todo.extend(int(c) for c in task.read_text().split())
+    return out
+
+
 def _jiffies(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
+    """User + system clock ticks of `pid` and its descendants."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total
 
 
 def _rss_mib(pid: int | str = "self") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """Resident MiB of `pid` and its descendants."""
+    pids = _tree(os.getpid() if pid == "self" else int(pid))
+    total = 0
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            continue
+    return total / 1024
 
 
 def _committed(ing: Any) -> Any:
