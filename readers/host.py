@@ -12,7 +12,7 @@ the same program: the daemon spawns this module with its own interpreter):
   stops everything at once.
 - child -> parent (stdout): a list of messages, each one of `("r", name, [(epc, antenna, rssi,
   seen_at, seen_count, tid), ...])`, `("s", name, state, reason)`, `("a", name, kind, detail)`,
-  `("d", name, reads)` (shed here: the parent did not keep up), `("i", {name: (state, running,
+  `("d", name, {antenna: reads})` (shed here: the parent did not keep up), `("i", {name: (state, running,
   hung_for, info)})` (twice a second, at each state change, and before `("q", n)`, the answer to
   the parent's `("info", n)`), `("l", logger, level, text)`, and `("bye",)` last.
 
@@ -42,7 +42,7 @@ SNAPSHOT_S = 0.5
 MAX_PENDING = 20_000
 """Messages waiting for the pipe before the host sheds reads (counted per reader) instead of
 growing: the daemon's intake thread stopped reading."""
-TUNABLE_MODULES = ("readers.supervise", "readers.llrp", "readers.llrp_session")
+TUNABLE_MODULES = ("readers.supervise", "readers.llrp", "readers.llrp_session", "readers.host")
 """Modules whose UPPER_CASE numbers the daemon passes on (tests patch them to 0)."""
 
 Message = tuple[Any, ...]
@@ -84,10 +84,10 @@ class _Outbox:
     def __init__(self, out: IO[bytes]) -> None:
         self._q: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
         self._out = out
-        # Shed reads per reader: each count written by that reader's thread only, and what the
-        # writer reported of it by the writer only (no lock, no lost update).
-        self._dropped: dict[str, int] = {}
-        self._reported: dict[str, int] = {}
+        # Shed reads per reader and antenna: each count written by that reader's thread only,
+        # and what the writer reported of it by the writer only (no lock, no lost update).
+        self._dropped: dict[tuple[str, int], int] = {}
+        self._reported: dict[tuple[str, int], int] = {}
         self._thread = threading.Thread(target=self._run, name="host-writer", daemon=True)
         self._thread.start()
 
@@ -96,7 +96,10 @@ class _Outbox:
 
     def reads(self, name: str, reads: list[TagRead]) -> None:
         if self._q.qsize() > MAX_PENDING:
-            self._dropped[name] = self._dropped.get(name, 0) + len(reads)
+            dropped = self._dropped
+            for r in reads:
+                key = (name, r.antenna)
+                dropped[key] = dropped.get(key, 0) + 1
             return
         self._q.put(("r", name, [(r.epc, r.antenna, r.rssi_dbm, r.seen_at, r.seen_count, r.tid)
                                  for r in reads]))
@@ -120,10 +123,12 @@ class _Outbox:
                     done = True
                 else:
                     batch.append(m)
-            for name, n in list(self._dropped.items()):
-                if n != self._reported.get(name, 0):
-                    batch.append(("d", name, n - self._reported.get(name, 0)))
-                    self._reported[name] = n
+            shed: dict[str, dict[int, int]] = {}
+            for key, n in list(self._dropped.items()):
+                if n != self._reported.get(key, 0):
+                    shed.setdefault(key[0], {})[key[1]] = n - self._reported.get(key, 0)
+                    self._reported[key] = n
+            batch.extend(("d", name, per_antenna) for name, per_antenna in shed.items())
             if batch:
                 try:
                     write_frame(self._out, batch)
@@ -175,7 +180,8 @@ def _apply(values: Mapping[str, Mapping[str, float]]) -> None:
     import importlib
 
     for name, consts in values.items():
-        mod = importlib.import_module(name)
+        # This module runs as __main__ (python -m): its own constants are set there.
+        mod = sys.modules[__name__] if name == __spec__.name else importlib.import_module(name)
         for k, v in consts.items():
             setattr(mod, k, v)
 

@@ -120,12 +120,7 @@ class IngestQueue:
             with_tid = with_tid or r.tid is not None
         if with_tid:
             self.tids.record(reads)
-        counters = self._read_counters
-        for antenna, n in per_antenna.items():
-            c = counters.get((reader, antenna))
-            if c is None:  # fetched once per read point (labels() takes a shared lock)
-                c = counters[(reader, antenna)] = self.metrics.reads.labels(reader, str(antenna))
-            c.inc(n)
+        self._count_reads(reader, per_antenna)
         put = self._put
         mine = put.get(reader)
         if mine is None:  # a reader's first batch: the shares shrink
@@ -138,6 +133,22 @@ class IngestQueue:
             self.q.put_nowait((reader, reads))
         else:
             self.shed(reader, len(reads))
+
+    def _count_reads(self, reader: str, per_antenna: dict[int, int]) -> None:
+        counters = self._read_counters
+        for antenna, n in per_antenna.items():
+            c = counters.get((reader, antenna))
+            if c is None:  # fetched once per read point (labels() takes a shared lock)
+                c = counters[(reader, antenna)] = self.metrics.reads.labels(reader, str(antenna))
+            c.inc(n)
+
+    def shed_at_source(self, reader: str, per_antenna: dict[int, int]) -> None:
+        """Reads the reader host received but shed before sending them (this process fell
+        behind): counted as read, and as shed, like those shed here."""
+        act = self.activity.setdefault(reader, ReaderActivity())
+        act.last_report = time.time()
+        self._count_reads(reader, per_antenna)
+        self.shed(reader, sum(per_antenna.values()))
 
     def shed(self, reader: str, reads: int) -> None:
         """A batch of `reads` reads of `reader` dropped (here, or by the reader host when the

@@ -27,6 +27,8 @@ from rfidd.config import Config
 from rfidd.intake import IngestQueue
 
 log = logging.getLogger("rfidd.readers")
+REFRESH_S = 0.25
+"""A driver snapshot this recent is fresh enough for `rfidd readers` (no question asked)."""
 
 
 class ReaderHost:
@@ -50,18 +52,25 @@ class ReaderHost:
         self._send_lock = threading.Lock()
         self._question = 0
         self._answered = 0
+        self._asked_at = 0.0
+        self._fresh_at = -REFRESH_S
 
     def refresh(self, timeout: float = 2.0) -> None:
         """Have the child send what its drivers know now (`rfidd readers`), waiting for it at
         most `timeout` s; the last snapshot stands if it does not answer."""
-        if not self.alive():
-            return
+        if not self.alive() or time.monotonic() - self._fresh_at < REFRESH_S:
+            return  # one question serves a whole `rfidd readers` listing
         with self._asked:
+            if self._question > self._answered and \
+                    time.monotonic() - self._asked_at < timeout:
+                return  # a question unanswered: do not stack waits on a busy child
             self._question += 1
             n = self._question
+            self._asked_at = time.monotonic()
         self._send(("info", n))
         with self._asked:
-            self._asked.wait_for(lambda: self._answered >= n or not self.alive(), timeout)
+            if self._asked.wait_for(lambda: self._answered >= n or not self.alive(), timeout):
+                self._fresh_at = time.monotonic()
 
     @property
     def pid(self) -> int | None:
@@ -167,7 +176,7 @@ class ReaderHost:
                 elif kind == "a":
                     sink.on_anomaly(m[1], m[2], m[3])
                 elif kind == "d":
-                    sink.shed(m[1], m[2])
+                    sink.shed_at_source(m[1], m[2])
                 elif kind == "i":
                     self.snapshot = {**self.snapshot, **m[1]}
                 elif kind == "q":
@@ -177,6 +186,8 @@ class ReaderHost:
                 elif kind == "l":
                     logging.getLogger(m[1]).log(m[2], "%s", m[3])
         proc.wait()
+        with self._asked:  # nobody waits for an answer from a dead child
+            self._asked.notify_all()
         for name, state in self.states.items():  # the child's readers went with it
             if state is not ReaderState.OFFLINE:
                 self.states[name] = ReaderState.OFFLINE

@@ -89,12 +89,14 @@ def run(sizes: Sizes, mqtt_url: str, pg_url: str | None,
     out["ingest_events"] = run1.events
     out["ingest_events_pubacked"] = run1.published_events
     out["ingest_lost_reads"] = run1.lost
+    out["ingest_reader_host_cpu_per_1k_reads_per_s"] = run1.reader_host_cpu_per_1k_reads_per_s
 
     step("latency at the high sustained rate")
     run2, _ = e2e.ingest(sizes.latency_readers, sizes.latency_rate, sizes.seconds, mqtt_url)
     out["p99_read_to_publish_s"] = run2.p99_read_to_publish_s
     out["p99_offered_reads_per_s"] = run2.offered_per_s
     out["p99_run_reads_per_s"] = run2.committed_reads_per_s
+    out["p99_dropped_batches"] = run2.dropped_batches
 
     step("overload")
     run3, _ = e2e.ingest(sizes.overload_readers, sizes.overload_rate, sizes.seconds, mqtt_url)
@@ -102,6 +104,11 @@ def run(sizes: Sizes, mqtt_url: str, pg_url: str | None,
     out["overload_offered_reads_per_s"] = run3.offered_per_s
     out["overload_dropped_batches"] = run3.dropped_batches
     out["overload_lost_reads"] = run3.lost  # neither ingested nor counted as shed
+    out["overload_reader_share_min"] = run3.reader_share_min  # ingested / mean: 1.0 is fair
+    out["overload_reader_share_max"] = run3.reader_share_max
+    out["overload_cpu_per_1k_reads_per_s"] = run3.cpu_per_1k_reads_per_s
+    out["overload_reader_host_cpu_per_1k_reads_per_s"] = \
+        run3.reader_host_cpu_per_1k_reads_per_s
 
     step("memory at a million EPCs")
     out["rss_1m_epcs_mib"] = parts.rss(sizes.rss_items, "tracker")

@@ -163,3 +163,25 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"  # a zombie has exited (its reaper is not ours)
+
+
+def test_reads_the_host_cannot_pass_on_are_counted_as_read_and_shed(
+        sim: SimulatedReader, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A daemon that stops reading the pipe makes the host shed: per reader and antenna, in
+    this process's registry, so read = ingested + shed still holds."""
+    from readers import host as host_mod
+
+    monkeypatch.setattr(host_mod, "MAX_PENDING", -1)  # the child's outbox is always "full"
+    metrics = Metrics()
+    intake = IngestQueue(metrics)
+    host = ReaderHost([_spec(sim.port)], intake)
+    value = metrics.registry.get_sample_value
+    host.start()
+    try:
+        wait_until(lambda: (value("rfidd_ingest_dropped_reads_total", {"reader": "dock"})
+                            or 0) > 20, "reads shed by the host", timeout=20)
+    finally:
+        host.stop(timeout=2.0)
+    read = value("rfidd_reads_total", {"reader": "dock", "antenna": "1"})
+    assert read == value("rfidd_ingest_dropped_reads_total", {"reader": "dock"})
+    assert intake.q.qsize() == 0
