@@ -12,9 +12,10 @@ the same program: the daemon spawns this module with its own interpreter):
   stops everything at once.
 - child -> parent (stdout): a list of messages, each one of `("r", name, [(epc, antenna, rssi,
   seen_at, seen_count, tid), ...])`, `("s", name, state, reason)`, `("a", name, kind, detail)`,
-  `("d", name, {antenna: reads})` (shed here: the parent did not keep up), `("i", {name: (state, running,
-  hung_for, info)})` (twice a second, at each state change, and before `("q", n)`, the answer to
-  the parent's `("info", n)`), `("l", logger, level, text)`, and `("bye",)` last.
+  `("d", name, {antenna: reads})` (shed here: the parent did not keep up), `("i", {name:
+  (state, running, hung_for, info)})` (twice a second, at each state change, and before
+  `("q", n)`, the answer to the parent's `("info", n)`), `("l", logger, level, text)`, and
+  `("bye",)` last.
 
 Hardware only, like the rest of `readers/`: no business rule, nothing from the daemon.
 """
