@@ -11,11 +11,11 @@ the same program: the daemon spawns this module with its own interpreter):
   `("stop", timeout_s)`. End of file (the parent died)
   stops everything at once.
 - child -> parent (stdout): a list of messages, each one of `("r", name, [(epc, antenna, rssi,
-  seen_at, seen_count, tid), ...])`, `("s", name, state, reason)`, `("a", name, kind, detail)`,
-  `("d", name, {antenna: reads})` (shed here: the parent did not keep up), `("i", {name:
-  (state, running, hung_for, info)})` (twice a second, at each state change, and before
-  `("q", n)`, the answer to the parent's `("info", n)`), `("l", logger, level, text)`, and
-  `("bye",)` last.
+  seen_at, seen_count, tid), ...], {antenna: reads})`, `("s", name, state, reason)`, `("a",
+  name, kind, detail)`, `("d", name, {antenna: reads})` (shed here, each reader past its share:
+  the parent did not keep up), `("i", {name: (state, running, hung_for, info)})` (twice a
+  second, at each state change, and before `("q", n)`, the answer to the parent's `("info",
+  n)`), `("l", logger, level, text)`, and `("bye",)` last.
 
 Hardware only, like the rest of `readers/`: no business rule, nothing from the daemon.
 """
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 LENGTH = struct.Struct("<I")
 SNAPSHOT_S = 0.5
-MAX_PENDING = 20_000
+MAX_PENDING = 2_000
 """Messages waiting for the pipe before the host sheds reads (counted per reader) instead of
 growing: the daemon's intake thread stopped reading."""
 TUNABLE_MODULES = ("readers.supervise", "readers.llrp", "readers.llrp_session", "readers.host")
@@ -89,6 +89,11 @@ class _Outbox:
         # and what the writer reported of it by the writer only (no lock, no lost update).
         self._dropped: dict[tuple[str, int], int] = {}
         self._reported: dict[tuple[str, int], int] = {}
+        # Fair shedding when the daemon falls behind: each reader may have at most its share
+        # of MAX_PENDING batches waiting (same pattern: put by its thread, sent by the writer).
+        self._put: dict[str, int] = {}
+        self._sent: dict[str, int] = {}
+        self.share = MAX_PENDING
         self._thread = threading.Thread(target=self._run, name="host-writer", daemon=True)
         self._thread.start()
 
@@ -96,14 +101,19 @@ class _Outbox:
         self._q.put(msg)
 
     def reads(self, name: str, reads: list[TagRead]) -> None:
-        if self._q.qsize() > MAX_PENDING:
+        per_antenna: dict[int, int] = {}
+        for r in reads:
+            per_antenna[r.antenna] = per_antenna.get(r.antenna, 0) + 1
+        put = self._put.get(name, 0)
+        if put - self._sent.get(name, 0) >= self.share or self._q.qsize() > MAX_PENDING:
             dropped = self._dropped
-            for r in reads:
-                key = (name, r.antenna)
-                dropped[key] = dropped.get(key, 0) + 1
+            for antenna, n in per_antenna.items():
+                key = (name, antenna)
+                dropped[key] = dropped.get(key, 0) + n
             return
+        self._put[name] = put + 1
         self._q.put(("r", name, [(r.epc, r.antenna, r.rssi_dbm, r.seen_at, r.seen_count, r.tid)
-                                 for r in reads]))
+                                 for r in reads], per_antenna))
 
     def close(self) -> None:
         self._q.put(None)
@@ -124,6 +134,10 @@ class _Outbox:
                     done = True
                 else:
                     batch.append(m)
+            sent = self._sent
+            for m in batch:
+                if m[0] == "r":
+                    sent[m[1]] = sent.get(m[1], 0) + 1
             shed: dict[str, dict[int, int]] = {}
             for key, n in list(self._dropped.items()):
                 if n != self._reported.get(key, 0):
@@ -203,6 +217,7 @@ def main() -> None:
     sink = _Sink(outbox)
     drivers = sink.drivers = {spec["name"]: LlrpReader(spec["name"], spec["host"], spec["options"],
                                         spec["antennas"], sink) for spec in setup["readers"]}
+    outbox.share = max(1, MAX_PENDING // max(1, len(drivers)))
     for d in drivers.values():
         d.start()
     stopping = threading.Event()

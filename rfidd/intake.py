@@ -104,6 +104,14 @@ class IngestQueue:
         taken[item[0]] = taken.get(item[0], 0) + 1
         return item
 
+    def admits(self, reader: str) -> bool:
+        """Whether a batch of `reader` delivered now would be queued (within its share)."""
+        mine = self._put.get(reader)
+        if mine is None:
+            return self.q.qsize() < self.maxsize
+        return mine - self._taken.get(reader, 0) < self._share and \
+            self.q.qsize() < self.maxsize
+
     def queued(self, reader: str) -> int:
         """Batches of `reader` waiting in the queue."""
         return self._put.get(reader, 0) - self._taken.get(reader, 0)

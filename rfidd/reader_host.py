@@ -10,6 +10,7 @@ ReaderDriver as the daemon sees it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 import sys
@@ -29,6 +30,8 @@ from rfidd.intake import IngestQueue
 log = logging.getLogger("rfidd.readers")
 REFRESH_S = 0.25
 """A driver snapshot this recent is fresh enough for `rfidd readers` (no question asked)."""
+STOP_MAX_S = 20.0
+"""At stop, how long past its timeout the child may go on sending the reads it still holds."""
 
 
 class ReaderHost:
@@ -122,13 +125,17 @@ class ReaderHost:
         if proc is None:
             return
         self._send(("stop", timeout))
-        try:
-            proc.wait(timeout + 5.0)
-        except subprocess.TimeoutExpired:
-            log.error("reader host process %d did not stop within %.0f s: killed", proc.pid,
-                      timeout + 5.0)
-            proc.kill()
-            proc.wait(5.0)
+        started = time.monotonic()
+        while proc.poll() is None:  # patient while its last reads still flow in
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(0.5)
+            now = time.monotonic()
+            if now - started > timeout + 5.0 and (now - self.last_frame > 5.0
+                                                  or now - started > timeout + STOP_MAX_S):
+                log.error("reader host process %d did not stop within %.0f s: killed",
+                          proc.pid, now - started)
+                proc.kill()
+                proc.wait(5.0)
         if self._intake is not None:
             self._intake.join(5.0)
 
@@ -168,8 +175,11 @@ class ReaderHost:
                 kind = m[0]
                 if kind == "r":
                     reader = names.get(m[1], m[1])
-                    sink.on_reads(reader, [TagRead(e, reader, a, r, s, c, t)
-                                           for e, a, r, s, c, t in m[2]])
+                    if sink.admits(reader):
+                        sink.on_reads(reader, [TagRead(e, reader, a, r, s, c, t)
+                                               for e, a, r, s, c, t in m[2]])
+                    else:  # shed without building what would be dropped
+                        sink.shed_at_source(reader, m[3])
                 elif kind == "s":
                     self.states[m[1]] = ReaderState(m[2])
                     sink.on_state(m[1], ReaderState(m[2]), m[3])

@@ -290,8 +290,10 @@ time.sleep(3600)
 """
 
 
-def idle(mqtt_url: str, seconds: float, readers: int = 4) -> tuple[float, float]:
-    """RSS (MiB) and CPU share of a daemon with `readers` connected readers that read nothing."""
+def idle(mqtt_url: str, seconds: float, readers: int = 4,
+         llrp_process: bool | None = None) -> tuple[float, float]:
+    """RSS (MiB) and CPU share of a daemon with `readers` connected readers that read nothing
+    (its reader host included)."""
     import simulator
     from simulator import Scenario
 
@@ -306,6 +308,8 @@ def idle(mqtt_url: str, seconds: float, readers: int = 4) -> tuple[float, float]
         with sim:
             cfg = demo_config(scenario, sim.ports, f"sqlite:///{tmp}/i.db", mqtt_url,
                               site_id=f"idle{uuid.uuid4().hex[:6]}")
+            if llrp_process is not None:
+                cfg = cfg.model_copy(update={"llrp_process": llrp_process})
             proc = subprocess.Popen([sys.executable, "-c", _IDLE], stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, text=True)
             try:
