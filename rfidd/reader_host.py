@@ -252,7 +252,10 @@ def build_readers(cfg: Config, sink: IngestQueue,
     if factory is not None:
         return {n: factory(n, rc, sink) for n, rc in enabled.items()}
     out: dict[str, ReaderDriver] = {}
-    hosted = [{"name": n, "host": rc.address, "options": rc.llrp.model_dump(mode="json"),
+    # Only what the configuration set: the reader family's profile fills the rest (a value
+    # sent here would count as configured and override it: readers/llrp_profiles.py).
+    hosted = [{"name": n, "host": rc.address,
+               "options": rc.llrp.model_dump(mode="json", exclude_unset=True),
                "antennas": list(rc.antenna_zones())}
               for n, rc in enabled.items() if rc.kind == "llrp" and cfg.llrp_process]
     if hosted:

@@ -98,3 +98,35 @@ def test_a_configured_family_applies_before_detection_and_a_mismatch_follows_the
     sim, driver = connect("generic", vendor="zebra")
     assert sent(sim) == dict(PROFILES["generic"].defaults)
     assert driver.info()["anomalies"].get("vendor_mismatch") == 1
+
+
+@pytest.mark.parametrize("hosted", [True, False])
+def test_the_daemon_applies_the_profile_with_readers_hosted_or_in_process(
+        hosted: bool, tmp_path: Any) -> None:
+    """Through the real daemon and its config: only what the file sets counts as set, in the
+    reader host's child process as in a thread."""
+    from rfidd.app import Daemon, Timings
+    from rfidd.config import Config
+
+    sim = SimulatedReader("z", StaticField.of_hex(EPCS), antennas=[1], reads_per_s=200,
+                          identity=IDENTITIES["zebra"])
+    sim.start()
+    cfg = Config.model_validate({
+        "site": {"id": "p", "name": "p", "sgln": "urn:epc:id:sgln:0614141.00001.0"},
+        "database": {"url": f"sqlite:///{tmp_path / 'p.db'}"}, "llrp_process": hosted,
+        "mqtt": {"enabled": False}, "http": {"enabled": False},
+        "zones": {"z": {"kind": "stock"}},
+        "readers": {"z": {"kind": "llrp", "address": "127.0.0.1", "antennas": {"1": "z"},
+                          "llrp": {"port": sim.port, "report_every_n_tags": 20}}},
+    })
+    daemon = Daemon(cfg, timings=Timings(supervisor_s=0.1), ops_settings=None)
+    daemon.start()
+    try:
+        wait_until(lambda: sim.stats.rospec is not None and sim.stats.keepalive_ms is not None,
+                   "the ROSpec added", timeout=20)
+        got = sent(sim)
+        assert got["session"] == 0 and got["keepalive_s"] == 5.0  # the zebra profile
+        assert got["report_every_n_tags"] == 20  # the file's
+    finally:
+        daemon.stop()
+        sim.stop()
