@@ -64,9 +64,29 @@ def find_source(start: Path | None = None) -> Path | None:
     return None
 
 
-def render_unit(text: str, binary: Path) -> str:
-    """The unit with every ExecStart/ExecStartPre pointing at `binary` instead of /opt/rfidd."""
-    return text.replace(UNIT_BINARY, str(binary))
+def render_unit(text: str, binary: Path, config_dir: Path = DEFAULT_CONFIG_DIR) -> str:
+    """The unit with every ExecStart/ExecStartPre pointing at `binary` instead of /opt/rfidd,
+    and at the configs (and credential files) in `config_dir` instead of /etc/rfidd."""
+    text = text.replace(UNIT_BINARY, str(binary))
+    if config_dir == DEFAULT_CONFIG_DIR:
+        return text
+    text = text.replace(f"{DEFAULT_CONFIG_DIR}/", f"{config_dir}/")
+    try:  # systemd creates /etc/NAME for ConfigurationDirectory=NAME (relative to /etc only)
+        relative = config_dir.relative_to("/etc")
+        text = text.replace("\nConfigurationDirectory=rfidd\n",
+                            f"\nConfigurationDirectory={relative}\n")
+    except ValueError:
+        text = text.replace("\nConfigurationDirectory=rfidd\n",
+                            f"\n# The configs are in {config_dir} (ConfigurationDirectory= "
+                            "names a directory of /etc only).\n")
+    # What the sandbox hides must not hide the configs (systemd has no end-of-line comments).
+    if any(config_dir.is_relative_to(h) for h in ("/home", "/root", "/run/user")):
+        text = text.replace("\nProtectHome=yes\n", "\n# The configs are under a home.\n"
+                            "ProtectHome=read-only\n")
+    if any(config_dir.is_relative_to(t) for t in ("/tmp", "/var/tmp")):
+        text = text.replace("\nPrivateTmp=yes\n", "\n# The configs are in a temporary "
+                            "directory.\nPrivateTmp=no\n")
+    return text
 
 
 def _run(plan: Plan, argv: Sequence[str]) -> None:
@@ -102,7 +122,8 @@ def write_units(plan: Plan) -> list[Path]:
     written = []
     for role in plan.roles:
         name = UNITS[role]
-        text = render_unit((plan.source / "systemd" / name).read_text(), plan.binary)
+        text = render_unit((plan.source / "systemd" / name).read_text(), plan.binary,
+                           plan.config_dir)
         target = plan.unit_dir / name
         target.write_text(text)
         target.chmod(0o644)
