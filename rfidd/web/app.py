@@ -34,7 +34,7 @@ from rfidd.web.auth import SESSION_COOKIE, Authenticator, Principal, describe
 from rfidd.web.deps import authenticate, require
 from rfidd.web.errors import ApiError
 from rfidd.web.page import mount_static
-from rfidd.web.security import Guard, RequestCounter
+from rfidd.web.security import AddressCounter, Guard, RequestCounter
 
 log = logging.getLogger("rfidd.web")
 ANY_ROLE = tuple(Role)
@@ -59,6 +59,7 @@ def create_app(config: HttpConfig, metrics: Metrics, auth: Authenticator, *,
                   redoc_url=None)
     app.router.route_class = AnswerRoute  # answers are the services' dicts, as they are
     app.state.auth = auth
+    auth.throttle.on_failure = AddressCounter(metrics.http_auth_failures)
     app.state.stopping = threading.Event()  # live streams end when the server stops
     app.state.audit = audit
     for k, v in (state or {}).items():

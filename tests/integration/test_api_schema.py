@@ -136,7 +136,7 @@ def test_real_answers_validate_against_the_served_schema(site: Site) -> None:
     assert status == 200, imported
     assert c("GET", "/api/v1/ops/asns/DESADV-1")[0] == 200
     sid = imported["reception"]
-    site.readers["r1"].read(EPCS[:3] + [EPCS[5]], antenna=3)
+    site.readers["r1"].read([*EPCS[:3], EPCS[5]], antenna=3)
     wait_until(lambda: c("GET", f"/api/v1/ops/receptions/{sid}")[1]["progress"]["read"] >= 3,
                timeout=10, what="reception reads")
     for path in ("/api/v1/ops/receptions", f"/api/v1/ops/receptions/{sid}?format=csv",
