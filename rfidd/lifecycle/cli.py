@@ -298,6 +298,8 @@ def trace_command(epc: str, api: str, as_json: bool) -> None:
         raise click.BadParameter(str(exc), param_hint="EPC") from None
     client = ApiClient(api)
     r = client.send("GET", f"/api/v1/lifecycle/items/{quote(epc_hex)}")
+    state: dict[str, Any] | None
+    history: list[dict[str, Any]]
     if r.status == 404 and r.error and "no history" in r.error:
         state, history = None, []
     elif not r.ok:
