@@ -160,8 +160,8 @@ class ApiClient:
         except ValueError:
             if _is_html(ctype, raw):  # a web server, a router's page: not rfidd (its errors
                 raise Unreachable(  # are JSON), whatever the status
-                    f"{url} answered HTTP {status} with an HTML page, not JSON: is {self.base} "
-                    "an rfidd API? (see --api)") from None
+                    f"{url} answered HTTP {status} with an HTML page, which is not JSON: is "
+                    f"{self.base} an rfidd API? (see --api)") from None
             if 200 <= status < 300:
                 raise Unreachable(f"{url} answered HTTP {status} with something that is not "
                                   f"JSON: is {self.base} an rfidd API?") from None
