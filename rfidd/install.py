@@ -66,7 +66,8 @@ def find_source(start: Path | None = None) -> Path | None:
 
 def render_unit(text: str, binary: Path, config_dir: Path = DEFAULT_CONFIG_DIR) -> str:
     """The unit with every ExecStart/ExecStartPre pointing at `binary` instead of /opt/rfidd,
-    and at the configs (and credential files) in `config_dir` instead of /etc/rfidd."""
+    and at the configs and credentials in `config_dir` instead of /etc/rfidd (where the
+    example configs were put: a unit reading another directory would not start)."""
     text = text.replace(UNIT_BINARY, str(binary))
     if config_dir == DEFAULT_CONFIG_DIR:
         return text
@@ -210,8 +211,10 @@ def main(argv: Sequence[str] | None = None, euid: int | None = None) -> int:
     for line in plan.log:
         print(line)
     units = " ".join(UNITS[r].removesuffix(".service") for r in plan.roles)
-    print(f"installed rfidd in {plan.prefix}; then: {plan.binary} check-config "
-          f"{plan.config_dir / EXAMPLES[plan.roles[0]][1]} && systemctl enable --now {units}")
+    checks = " && ".join(
+        f"{plan.binary} {'hq ' if r == 'hq' else ''}check-config {plan.config_dir / EXAMPLES[r][1]}"
+        for r in plan.roles)
+    print(f"installed rfidd in {plan.prefix}; then: {checks} && systemctl enable --now {units}")
     return 0
 
 
