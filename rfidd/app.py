@@ -174,8 +174,8 @@ class Daemon:
         self.hq = HqLink(
             cfg.mqtt, cfg.site.id, self.db, self.metrics, self.stop_event,
             document_builder=epcis_document, command_handler=self._on_command,
-            sender=cfg.site.sgln, reconnect_max_s=cfg.mqtt.reconnect_max_s,
-            head_interval_s=self.timings.seq_head_s,
+            command_screen=self.command_guard.screen, sender=cfg.site.sgln,
+            reconnect_max_s=cfg.mqtt.reconnect_max_s, head_interval_s=self.timings.seq_head_s,
         )
         assert self.ctx is not None
         self.site_health = SiteHealth(cfg, self.ctx, self.metrics, self.notifier,

@@ -6,7 +6,8 @@ refused request):
 
   0  done
   1  the daemon refused (an HTTP error status; its message is printed)
-  2  cannot reach the daemon (nothing listening, timeout, not an rfidd API)
+  2  cannot reach the daemon (nothing listening, timeout, not an rfidd API: an HTML page,
+     whatever its status, is some other web server)
 
 The failures are click exceptions carrying those exit codes, so a command needs no handler.
 Authentication is added through `token` (sent as `Authorization: Bearer`) or the `headers` hook.
@@ -146,8 +147,10 @@ class ApiClient:
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 status, raw = resp.status, resp.read()
+                ctype = resp.headers.get("Content-Type", "")
         except urllib.error.HTTPError as exc:
             status, raw = exc.code, exc.read()
+            ctype = exc.headers.get("Content-Type", "") if exc.headers else ""
             exc.close()
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             raise Unreachable(f"cannot reach rfidd at {self.base}: {_reason(exc)} "
@@ -155,6 +158,10 @@ class ApiClient:
         try:
             parsed = json.loads(raw) if raw else None
         except ValueError:
+            if _is_html(ctype, raw):  # a web server, a router's page: not rfidd (its errors
+                raise Unreachable(  # are JSON), whatever the status
+                    f"{url} answered HTTP {status} with an HTML page, which is not JSON: is "
+                    f"{self.base} an rfidd API? (see --api)") from None
             if 200 <= status < 300:
                 raise Unreachable(f"{url} answered HTTP {status} with something that is not "
                                   f"JSON: is {self.base} an rfidd API?") from None
@@ -173,6 +180,11 @@ class ApiClient:
         if r.status == 401:
             raise Refused(401, AUTH_HINT, r.body)
         raise Refused(r.status, r.error or _short(r.body), r.body)
+
+
+def _is_html(ctype: str, raw: bytes) -> bool:
+    head = raw.lstrip()[:64].lower()
+    return "html" in ctype.lower() or head.startswith((b"<!doctype", b"<html", b"<?xml"))
 
 
 def _reason(exc: BaseException) -> str:

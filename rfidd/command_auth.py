@@ -40,6 +40,26 @@ class CommandGuard:
                 raise ValueError(f"mqtt.command_public_key_file {public_key_file}: not an "
                                  f"Ed25519 public key ({exc})") from None
 
+    def screen(self, name: str, payload: bytes) -> tuple[str, str | None]:
+        """On arrival, before a command is queued: who sent it — `hq` (its signature verifies
+        with HQ's key), `unsigned`, or `forged` (signed, but not by that key) — and why it is
+        refused at once, if it is (so a flood of refusals never takes a genuine command's
+        place in the queue). `check` stays the authority before anything is applied."""
+        body = payload.strip()
+        if body[:1] in (b"{", b"[") or body.count(b".") != 2:
+            if self.require_signed and name in STATE_CHANGING:
+                return "unsigned", (f"command {name}: must be signed by HQ "
+                                    "(mqtt.require_signed_commands)")
+            return "unsigned", None
+        if self.key is None:
+            return "forged", (f"command {name}: signed, but this site has no "
+                              "mqtt.command_public_key_file to verify it")
+        try:
+            jws.deserialize_compact(body, self.key, algorithms=ALGORITHMS)
+        except (JoseError, ValueError):
+            return "forged", f"command {name}: the signature does not verify"
+        return "hq", None
+
     def check(self, name: str, payload: bytes) -> bytes:
         """The command's JSON, verified; ValueError says why it is refused."""
         body = payload.strip()

@@ -297,6 +297,20 @@ def _locate(text: str, loc: tuple[Any, ...]) -> int | None:
     return start + 1 if start else None
 
 
+_KEY_PATH = re.compile(r"^(?:Value error, )?([A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)+)\b")
+
+
+def _named_key(loc: tuple[Any, ...], msg: str) -> tuple[Any, ...]:
+    """A table's own check (a model validator) is reported at the table; when its message
+    starts with the key it is about (`http.listen '0.0.0.0' is ...`), at that key's line."""
+    m = _KEY_PATH.match(msg)
+    if m is None:
+        return loc
+    keys = tuple(m.group(1).split("."))
+    names = tuple(str(k) for k in loc if not isinstance(k, int))
+    return keys if len(keys) > len(names) and keys[: len(names)] == names else loc
+
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -323,7 +337,7 @@ def validate_toml(
             if err["type"] == "value_error" and not loc and refs:
                 continue  # the model's own cross-reference check: reported from refs, with lines
             path = ".".join(str(p) for p in loc) or "(top)"
-            line = _locate(text, loc)
+            line = _locate(text, _named_key(loc, str(err["msg"])))
             where = f"{source}:{line}: " if line else f"{source}: "
             msg = ("unknown key (misspelled?)" if err["type"] == "extra_forbidden"
                    else str(err["msg"]).removeprefix("Value error, "))

@@ -69,8 +69,24 @@ def render_unit(text: str, binary: Path, config_dir: Path = DEFAULT_CONFIG_DIR) 
     and at the configs and credentials in `config_dir` instead of /etc/rfidd (where the
     example configs were put: a unit reading another directory would not start)."""
     text = text.replace(UNIT_BINARY, str(binary))
-    if config_dir != DEFAULT_CONFIG_DIR:
-        text = text.replace(f"{DEFAULT_CONFIG_DIR}/", f"{config_dir}/")
+    if config_dir == DEFAULT_CONFIG_DIR:
+        return text
+    text = text.replace(f"{DEFAULT_CONFIG_DIR}/", f"{config_dir}/")
+    try:  # systemd creates /etc/NAME for ConfigurationDirectory=NAME (relative to /etc only)
+        relative = config_dir.relative_to("/etc")
+        text = text.replace("\nConfigurationDirectory=rfidd\n",
+                            f"\nConfigurationDirectory={relative}\n")
+    except ValueError:
+        text = text.replace("\nConfigurationDirectory=rfidd\n",
+                            f"\n# The configs are in {config_dir} (ConfigurationDirectory= "
+                            "names a directory of /etc only).\n")
+    # What the sandbox hides must not hide the configs (systemd has no end-of-line comments).
+    if any(config_dir.is_relative_to(h) for h in ("/home", "/root", "/run/user")):
+        text = text.replace("\nProtectHome=yes\n", "\n# The configs are under a home.\n"
+                            "ProtectHome=read-only\n")
+    if any(config_dir.is_relative_to(t) for t in ("/tmp", "/var/tmp")):
+        text = text.replace("\nPrivateTmp=yes\n", "\n# The configs are in a temporary "
+                            "directory.\nPrivateTmp=no\n")
     return text
 
 

@@ -103,6 +103,19 @@ class Metrics:
             "commands", "Inbound HQ commands, by command and result.", ["command", "result"],
             namespace=NS, registry=r,
         )
+        self.command_senders = Counter(
+            "command_senders", "Inbound HQ commands by sender (hq: signed with HQ's key; "
+            "unsigned; forged: a signature that does not verify) and fate on arrival: queued, "
+            "refused (answered on .../errors), dropped (that sender's queue full: left "
+            "unacknowledged for redelivery).", ["sender", "result"],
+            namespace=NS, registry=r,
+        )
+        self.http_auth_failures = Counter(
+            "http_auth_failures", "Wrong credentials (token, session cookie, PIN) by client "
+            "address: the first 64 addresses seen, then 'other'.", ["client"],
+            namespace=NS, registry=r,
+        )
+        self.http_auth_failures.labels("other")
         self.reader_thread_restarts = Counter(
             "reader_thread_restarts", "Reader supervisor threads found dead and started again "
             "(a bug in a driver: the log has its traceback).", ["reader"],

@@ -41,7 +41,7 @@ from rfidd.mqtt_client import (
     is_auth_refusal,
     trust_source,
 )
-from rfidd.mqtt_commands import CommandHandler, CommandInbox
+from rfidd.mqtt_commands import CommandHandler, CommandInbox, CommandScreen
 from rfidd.store import repo
 from rfidd.store.db import Database
 
@@ -113,6 +113,7 @@ class HqLink:
         *,
         document_builder: DocumentBuilder,
         command_handler: CommandHandler | None = None,
+        command_screen: CommandScreen | None = None,
         sender: str = "",
         max_inflight: int = 20,
         poll_interval_s: float = 1.0,
@@ -169,6 +170,9 @@ class HqLink:
             # A command is acknowledged once handled (or answered with an error), so one that
             # was queued when the daemon stopped is redelivered by the broker, not lost.
             manual_ack=True, max_inflight=max_inflight, logger=f"{__name__}.paho",
+            # MQTT 5: the broker sends no more unacknowledged commands than one sender's queue
+            # holds, so a command left unacknowledged never holds its window until reconnect.
+            receive_maximum=command_queue_size,
         )
         self.tls = self.settings.tls is not None
         self.host = self.settings.host
@@ -196,7 +200,8 @@ class HqLink:
         self._readers_lock = threading.Lock()
         self.inbox = CommandInbox(
             site_id, f"{self.base}/cmd/", self.errors_topic, command_handler, metrics,
-            self.stats, max_command_bytes=max_command_bytes, queue_size=command_queue_size)
+            self.stats, max_command_bytes=max_command_bytes, queue_size=command_queue_size,
+            screen=command_screen)
         self._client: mqtt.Client | None = None
         self._publisher: threading.Thread | None = None
         self._command_thread: threading.Thread | None = None

@@ -1,19 +1,29 @@
-"""HQ commands arriving on the site link: bounded, acknowledged only once handled.
+"""HQ commands arriving on the site link: bounded, fair between senders, acknowledged only once
+handled.
 
 The HQ link's paho callback hands each message on `.../cmd/NAME` to `CommandInbox.receive`,
-which only checks its size and queues it (never blocking paho's network thread); one thread
-runs `run`, calls the daemon's handler, counts the result in `rfidd_commands_total` under a
-bounded label and answers a rejection on `.../errors`. A command is acknowledged after it was
-handled, on the connection that delivered it; a full queue leaves it unacknowledged, so the
-broker redelivers it (persistent session) rather than it being lost to a flood.
+which checks its size, tells who sent it (`screen`: `hq` when HQ's signature verifies,
+`unsigned`, `forged`), refuses at once what would be refused anyway (a forged signature, an
+unsigned state-changing command when signatures are required) and queues the rest in that
+sender's own bounded queue (never blocking paho's network thread). One thread runs `run`,
+taking the senders' queues in turn, calls the daemon's handler, counts the result in
+`rfidd_commands_total` under a bounded label and answers a rejection on `.../errors`. So a
+flood from one sender fills its own queue and never takes the place of another's commands;
+`rfidd_command_senders_total{sender,result}` counts each sender's commands.
+
+A command is acknowledged after it was handled, on the connection that delivered it; a full
+queue leaves it unacknowledged, so the broker redelivers it (persistent session) rather than it
+being lost to a flood.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import queue
 import re
+import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -30,6 +40,23 @@ _MAX_COMMAND_LABELS = 32
 CommandHandler = Callable[[str, bytes], None]
 """(name, payload) -> None; raises ValueError naming what is wrong in a rejected command."""
 
+CommandScreen = Callable[[str, bytes], tuple[str, "str | None"]]
+"""(name, payload) -> (sender, refusal or None), on arrival: see CommandGuard.screen."""
+
+SENDERS = ("hq", "unsigned", "forged")  # the bounded sender labels, and the queues
+RESULTS = ("queued", "refused", "dropped")
+LOG_BURST = 10
+
+
+def unsigned_screen(_name: str, payload: bytes) -> tuple[str, str | None]:
+    """Without a guard: JSON is `unsigned`; a compact JWS nobody can verify is `forged`."""
+    body = payload.strip()
+    if body[:1] in (b"{", b"[") or body.count(b".") != 2:
+        return "unsigned", None
+    return "forged", None
+
+_Queued = tuple[str, bytes, int, int, int]  # name, payload, mid, qos, connection generation
+
 
 class CommandStats(Protocol):
     commands_ok: int
@@ -42,7 +69,8 @@ class CommandInbox:
 
     def __init__(self, site_id: str, command_prefix: str, errors_topic: str,
                  handler: CommandHandler | None, metrics: Metrics, stats: CommandStats, *,
-                 max_command_bytes: int, queue_size: int) -> None:
+                 max_command_bytes: int, queue_size: int,
+                 screen: CommandScreen | None = None) -> None:
         self.site_id = site_id
         self.command_prefix = command_prefix
         self.errors_topic = errors_topic
@@ -50,12 +78,18 @@ class CommandInbox:
         self.metrics = metrics
         self.stats = stats
         self.max_command_bytes = max_command_bytes
+        self.screen = screen or unsigned_screen
         self._labels: set[str] = set()
-        # (name, payload, mid, qos, connection generation)
-        self._queue: queue.Queue[tuple[str, bytes, int, int, int]] = queue.Queue(queue_size)
+        self.queue_size = queue_size  # per sender
+        self._lanes: dict[str, deque[_Queued]] = {s: deque() for s in SENDERS}
+        self._turn = 0  # the sender served next (round robin)
+        self._ready = threading.Condition()
+        self._logged: dict[str, tuple[float, int]] = {}  # sender: (minute start, refusals)
+        self._senders = {(s, r): metrics.command_senders.labels(s, r)
+                         for s in SENDERS for r in RESULTS}
 
     def receive(self, client: mqtt.Client, msg: mqtt.MQTTMessage, generation: int) -> None:
-        """On paho's thread: check and queue, never block."""
+        """On paho's thread: check, tell the sender, queue; never block."""
         topic = msg.topic
         name = topic[len(self.command_prefix):] if topic.startswith(self.command_prefix) else ""
         payload = bytes(msg.payload)
@@ -64,20 +98,55 @@ class CommandInbox:
             client.ack(msg.mid, msg.qos)
             return
         if len(payload) > self.max_command_bytes:
+            self._senders["unsigned" if payload[:1] in (b"{", b"[") else "forged",
+                          "refused"].inc()
             self.reject(client, name, f"payload of {len(payload)} bytes exceeds the limit of "
                         f"{self.max_command_bytes} bytes")
             client.ack(msg.mid, msg.qos)
             return
-        if self.handler is None:
-            self.reject(client, name, "this site accepts no commands")
+        sender, refusal = self.screen(name, payload)
+        sender = sender if sender in self._lanes else "forged"
+        if self.handler is None or refusal is not None:
+            self._senders[sender, "refused"].inc()
+            self.reject(client, name, refusal or "this site accepts no commands", sender)
             client.ack(msg.mid, msg.qos)
             return
-        try:
-            self._queue.put_nowait((name, payload, msg.mid, msg.qos, generation))
-        except queue.Full:  # not acknowledged: the broker redelivers it (persistent session)
-            self.stats.commands_rejected += 1
-            self.metrics.commands.labels(self.label(name), "dropped").inc()
-            log.warning("HQ command %r not queued (queue full): left for redelivery", name[:100])
+        with self._ready:
+            lane = self._lanes[sender]
+            if len(lane) < self.queue_size:
+                lane.append((name, payload, msg.mid, msg.qos, generation))
+                self._ready.notify()
+                queued = True
+            else:
+                queued = False
+        if queued:
+            self._senders[sender, "queued"].inc()
+            return
+        # Not acknowledged: the broker redelivers it (persistent session).
+        self.stats.commands_rejected += 1
+        self._senders[sender, "dropped"].inc()
+        self.metrics.commands.labels(self.label(name), "dropped").inc()
+        if self._loud(f"{sender} (queue full)"):
+            log.warning("HQ command %r from %s not queued (its queue is full): left for "
+                        "redelivery", name[:100], sender)
+
+    def pending(self) -> dict[str, int]:
+        """Commands waiting, by sender."""
+        with self._ready:
+            return {s: len(q) for s, q in self._lanes.items()}
+
+    def _next(self, timeout: float) -> _Queued | None:
+        """The next command, taking the senders in turn; None after `timeout` without one."""
+        with self._ready:
+            for _ in range(2):
+                for i in range(len(SENDERS)):
+                    lane = self._lanes[SENDERS[(self._turn + i) % len(SENDERS)]]
+                    if lane:
+                        self._turn = (self._turn + i + 1) % len(SENDERS)
+                        return lane.popleft()
+                if not self._ready.wait(timeout):
+                    return None
+            return None
 
     def label(self, name: str) -> str:
         """Bounded metric label: commands come from the network, label values must not."""
@@ -90,11 +159,25 @@ class CommandInbox:
         self._labels.add(name)
         return name
 
-    def reject(self, client: mqtt.Client, name: str, reason: str) -> None:
+    def reject(self, client: mqtt.Client, name: str, reason: str, sender: str = "") -> None:
         self.stats.commands_rejected += 1
         self.metrics.commands.labels(self.label(name), "rejected").inc()
-        log.warning("rejected HQ command %r: %s", name[:100], reason)
+        if self._loud(sender):
+            log.warning("rejected HQ command %r: %s", name[:100], reason)
         self.reply_error(client, name, reason)
+
+    def _loud(self, sender: str) -> bool:
+        """A flood is not a flood of log lines: the first LOG_BURST refusals of a sender per
+        minute are logged, then one line says the rest are only counted."""
+        now = time.monotonic()
+        start, n = self._logged.get(sender, (now, 0))
+        if now - start > 60.0:
+            start, n = now, 0
+        self._logged[sender] = (start, n + 1)
+        if n == LOG_BURST:
+            log.warning("more commands from %s refused or dropped this minute: counted in "
+                        "rfidd_command_senders_total, not logged", sender or "HQ")
+        return n < LOG_BURST
 
     def reply_error(self, client: mqtt.Client, name: str, reason: str) -> None:
         body = {
@@ -109,12 +192,12 @@ class CommandInbox:
             stopping: Callable[[], bool]) -> None:
         """The command thread: handle each queued command, then acknowledge it."""
         while True:
-            try:
-                name, payload, mid, qos, generation = self._queue.get(timeout=0.2)
-            except queue.Empty:
+            item = self._next(0.2)
+            if item is None:
                 if stopping():
                     return
                 continue
+            name, payload, mid, qos, generation = item
             handler = self.handler
             assert handler is not None
             try:

@@ -10,6 +10,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from rfidd.cli_api import accept_api_everywhere
 from rfidd.console import table_console
 from rfidd.lifecycle.cli import DEFAULT_API, call
 
@@ -87,3 +88,6 @@ def resolve_(api: str, alert_id: str, resolution: str, who: str, note: str | Non
     """Resolve ALERT_ID; shrinkage and the books follow the resolution."""
     _out(*call(api, "POST", f"{P}/{alert_id}/resolve",
                {"resolution": resolution, "who": who, "note": note}), as_json)
+
+
+accept_api_everywhere(alerts_cli)  # `--api` after the command too, as everywhere

@@ -1,5 +1,6 @@
 """`rfidd lifecycle ...` (mutations through the running daemon's local API, so the daemon's
-lock, outbox and HQ link apply) and `rfidd trace EPC` (reads the site database directly)."""
+lock, outbox and HQ link apply) and `rfidd trace EPC` (reads through that API too: the daemon
+owns its database)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,15 @@ import json
 import sys
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import click
 from rich.table import Table
 
-from rfidd.client import EXIT_CODES_HELP, EXIT_REFUSED, ApiClient
+from rfidd.cli_api import accept_api_everywhere
+from rfidd.client import EXIT_CODES_HELP, EXIT_REFUSED, ApiClient, Refused
 from rfidd.console import table_console
+from rfidd.credentials import AUTH_HINT
 
 DEFAULT_API = "http://127.0.0.1:9750"
 
@@ -260,88 +262,80 @@ def commission(gtin: str | None, count: int | None, zone: str | None, epc: str |
     _show(status, out, as_json)
 
 
-def _local(t: float, tz: str) -> str:
-    from zoneinfo import ZoneInfo
-
-    return datetime.fromtimestamp(t, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S")
+accept_api_everywhere(lifecycle_cli)  # every command: `--api` on the group or on it
 
 
-@click.command("trace")
+def _site_time(h: dict[str, Any]) -> str:
+    """The event's time at the site (its recorded UTC offset), else UTC."""
+    from datetime import UTC
+
+    when = datetime.fromtimestamp(float(h["event_time"]), UTC)
+    offset = h.get("offset")
+    if offset:
+        try:
+            zone = datetime.fromisoformat(f"2000-01-01T00:00:00{offset}").tzinfo
+        except ValueError:
+            zone = None
+        when = when.astimezone(zone) if zone is not None else when
+    return when.strftime("%Y-%m-%d %H:%M:%S") + (f" {offset}" if offset else " UTC")
+
+
+@click.command("trace", epilog=EXIT_CODES_HELP)
 @click.argument("epc")
-@click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
-              envvar="RFIDD_CONFIG", help="The site's TOML configuration (for its database).")
-@click.option("--database-url", help="Site database URL (instead of -c).")
+@click.option("--api", default=DEFAULT_API, show_default=True, envvar="RFIDD_API",
+              help="Local HTTP API of the running daemon.")
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
-def trace_command(epc: str, config_file: Path | None, database_url: str | None,
-                  as_json: bool) -> None:
-    """Show the history of EPC (hex or SGTIN URI) on this site, from the events journal."""
-    from rfidd.config import ConfigError, load_config
+def trace_command(epc: str, api: str, as_json: bool) -> None:
+    """Show the history of EPC (hex or SGTIN URI) on this site, from the daemon's events
+    journal (through its API, with the CLI's credentials: the daemon owns the database)."""
+    from urllib.parse import quote
+
     from rfidd.lifecycle.commands import normalize_epc
-    from rfidd.lifecycle.models import LifecycleItem
-    from rfidd.lifecycle.trace import epc_uri_of, trace
-    from rfidd.store.db import DatabaseError, open_database
-    from rfidd.store.models import Item
+    from rfidd.lifecycle.trace import epc_uri_of
 
     try:
         epc_hex = normalize_epc(epc)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="EPC") from None
-    tz = "UTC"
-    if database_url is None:
-        if config_file is None:
-            raise click.UsageError("give -c CONFIG (or RFIDD_CONFIG) or --database-url")
-        try:
-            cfg = load_config(config_file)
-        except ConfigError as exc:
-            raise click.ClickException("; ".join(exc.errors)) from None
-        database_url, tz = cfg.database.url, cfg.site.timezone
-    try:
-        db = open_database(database_url, migrate=False)
-    except DatabaseError as exc:
-        raise click.ClickException(str(exc)) from None
-    try:
-        history = trace(db, epc_hex)
-        with db.session() as s:
-            row = s.get(LifecycleItem, epc_hex)
-            item = s.get(Item, epc_hex)
-            state: dict[str, Any] | None = None
-            if row is not None or item is not None:
-                state = {
-                    "status": row.status if row else None,
-                    "disposition": (row.disposition if row else None)
-                    or (item.disposition if item else None),
-                    "zone": item.zone if item else None,
-                    "last_seen": item.last_seen if item else None,
-                    "sale_txn": row.sale_txn if row else None,
-                    "loan_due": row.loan_due if row else None,
-                    "destination": row.destination if row else None,
-                    "tid": row.tid if row else None,
-                }
-    except Exception as exc:  # a database without the lifecycle tables, unreachable...
-        raise click.ClickException(f"cannot read {database_url}: {exc}") from None
-    finally:
-        db.dispose()
+    client = ApiClient(api)
+    r = client.send("GET", f"/api/v1/lifecycle/items/{quote(epc_hex)}")
+    state: dict[str, Any] | None
+    history: list[dict[str, Any]]
+    if r.status == 404 and r.error and "no history" in r.error:
+        state, history = None, []
+    elif not r.ok:
+        raise Refused(r.status, AUTH_HINT if r.status == 401 else r.error or str(r.body), r.body)
+    else:
+        state, history = r.body.get("state"), r.body.get("history") or []
+    where = client.send("GET", f"/api/v1/items/{quote(epc_hex)}")
+    if where.ok and isinstance(where.body, dict):
+        state = {**(state or {}), "zone": where.body.get("zone"),
+                 "last_seen": where.body.get("last_seen")}
     uri = epc_uri_of(epc_hex)
     if as_json:
         click.echo(json.dumps({"epc": epc_hex, "epc_uri": uri, "state": state,
-                               "history": [h.to_json() for h in history]}, indent=2))
+                               "history": history}, indent=2))
         return
     console = table_console()
     if state is None and not history:
         console.print(f"{uri} ({epc_hex}): no history on this site")
-        sys.exit(1)
+        sys.exit(EXIT_REFUSED)
     head = f"{uri}  ({epc_hex})"
     if state:
-        parts = [f"{k}: {v}" for k, v in state.items()
-                 if v is not None and k not in ("last_seen", "loan_due")]
-        if state.get("loan_due") is not None:
-            parts.append(f"loan due: {_local(float(state['loan_due']), tz)}")
-        head += "\n" + ", ".join(parts)
+        shown = ("status", "disposition", "zone", "sale_txn", "destination", "shipment",
+                 "loan_due", "tid")
+        head += "\n" + ", ".join(f"{k.replace('_', ' ')}: {state[k]}" for k in shown
+                                 if state.get(k) is not None)
+        hold = state.get("hold")
+        if hold:
+            head += f"\nheld for {hold.get('client')} until {hold.get('until') or '-'}"
     t = Table(title=head, title_justify="left")
-    for col in (f"time ({tz})", "event", "bizStep", "disposition", "where", "transactions"):
+    for col in ("time (site)", "event", "bizStep", "disposition", "where", "transactions"):
         t.add_column(col)
     for h in history:
-        t.add_row(_local(h.event_time, tz), f"{h.type.removesuffix('Event')} {h.action or ''}",
-                  h.biz_step or "", h.disposition or "", h.zone or h.read_point or "",
-                  "\n".join(h.biz_transactions) + (f"\nin {h.parent}" if h.parent else ""))
+        t.add_row(_site_time(h), f"{h['type'].removesuffix('Event')} {h.get('action') or ''}",
+                  h.get("biz_step") or "", h.get("disposition") or "",
+                  h.get("zone") or h.get("read_point") or "",
+                  "\n".join(h.get("biz_transactions") or [])
+                  + (f"\nin {h['parent']}" if h.get("parent") else ""))
     console.print(t)

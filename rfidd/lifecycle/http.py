@@ -13,10 +13,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from rfidd.config_http import Role
+from rfidd.lifecycle import answers as A
 from rfidd.lifecycle.alerts import AlertNotFound, AlertRejected
 from rfidd.lifecycle.commands import normalize_epc
 from rfidd.lifecycle.service import STEP_COMMANDS, LifecycleService
 from rfidd.lifecycle.trace import trace
+from rfidd.web.answers import ERRORS, AnswerRoute, ErrorAnswer
 from rfidd.web.deps import require
 from rfidd.web.errors import ApiError
 
@@ -26,6 +28,14 @@ POS_COMMANDS = frozenset({"sale", "return"})
 _POS = require(Role.POS, Role.MANAGER)
 _STAFF = require(Role.STAFF)
 _READ = require(Role.STAFF, Role.POS)
+
+
+def _errs(*codes: int) -> dict[int | str, dict[str, Any]]:
+    what = {400: "A malformed command or value; the message names the field.",
+            404: "No such item, session, alert or command.",
+            409: "Refused: the answer lists each item's result (commands), or says why the "
+                 "step does not apply (alerts)."}
+    return {c: {"model": ErrorAnswer, "description": what[c]} for c in codes}
 
 
 def _source(request: Request) -> str:
@@ -39,42 +49,48 @@ def router(service: LifecycleService) -> APIRouter:
     collect, shipment): 200 when
     every item was applied or was a duplicate, 409 when any was rejected (body lists each
     item's result), 400 for a malformed command."""
-    r = APIRouter(prefix=PREFIX, tags=["lifecycle"])
+    r = APIRouter(prefix=PREFIX, tags=["lifecycle"], route_class=AnswerRoute, responses=ERRORS)
 
-    @r.get("/commissioning/sessions", dependencies=[Depends(_STAFF)])
+    @r.get("/commissioning/sessions", dependencies=[Depends(_STAFF)],
+           response_model=A.CommissioningSessions)
     def list_sessions(request: Request) -> Any:
         every = "all" in request.query_params
         return {"sessions": service.commissioning.sessions(include_closed=every)}
 
-    @r.post("/commissioning/sessions", status_code=201, dependencies=[Depends(_STAFF)])
+    @r.post("/commissioning/sessions", status_code=201, dependencies=[Depends(_STAFF)],
+            response_model=A.CommissioningSession, responses=_errs(400))
     def open_session(body: dict[str, Any] = Body(...)) -> Any:
         try:
             return service.commissioning.open_session(body)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
 
-    @r.get("/commissioning/sessions/{sid}", dependencies=[Depends(_STAFF)])
+    @r.get("/commissioning/sessions/{sid}", dependencies=[Depends(_STAFF)],
+           response_model=A.CommissioningSession, responses=_errs(404))
     def get_session(sid: str) -> Any:
         try:
             return service.commissioning.session_json(sid)
         except KeyError:
             raise ApiError(404, f"no commissioning session {sid!r}") from None
 
-    @r.post("/commissioning/sessions/{sid}/close", dependencies=[Depends(_STAFF)])
+    @r.post("/commissioning/sessions/{sid}/close", dependencies=[Depends(_STAFF)],
+            response_model=A.CommissioningSession, responses=_errs(404))
     def close_session(sid: str) -> Any:
         try:
             return service.commissioning.close_session(sid)
         except KeyError:
             raise ApiError(404, f"no commissioning session {sid!r}") from None
 
-    @r.post("/commissioning/binds", status_code=201, dependencies=[Depends(_STAFF)])
+    @r.post("/commissioning/binds", status_code=201, dependencies=[Depends(_STAFF)],
+            response_model=A.Bind, responses=_errs(400))
     def bind(body: dict[str, Any] = Body(...)) -> Any:
         try:
             return service.commissioning.bind(body)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
 
-    @r.get("/items/{epc}", dependencies=[Depends(_READ)])
+    @r.get("/items/{epc}", dependencies=[Depends(_READ)], response_model=A.ItemHistory,
+           responses=_errs(400, 404))
     def item(epc: str) -> Any:
         try:
             norm = normalize_epc(epc)
@@ -86,7 +102,8 @@ def router(service: LifecycleService) -> APIRouter:
             raise ApiError(404, f"item {epc} has no history on this site")
         return {"state": state, "history": history}
 
-    @r.post("/loans/check-overdue", dependencies=[Depends(_STAFF)])
+    @r.post("/loans/check-overdue", dependencies=[Depends(_STAFF)],
+            response_model=A.OverdueAnswer)
     def overdue() -> Any:
         return {"new_alerts": service.check_overdue()}
 
@@ -94,7 +111,10 @@ def router(service: LifecycleService) -> APIRouter:
         name = request.path_params.get("command", "")
         await (_POS if name in POS_COMMANDS else _STAFF)(request)
 
-    @r.post("/{command}", dependencies=[Depends(role_for_command)])
+    @r.post("/{command}", dependencies=[Depends(role_for_command)],
+            response_model=A.CommandResult,
+            responses={**_errs(400, 404), 409: {"model": A.CommandResult, "description":
+                       "Some item was rejected: each item's result, with its reason."}})
     def command(command: str, request: Request,
                 body: Any = Body(None)) -> JSONResponse:
         if command not in STEP_COMMANDS and command != "shipment":
@@ -124,7 +144,8 @@ def alert_router(service: LifecycleService) -> APIRouter:
     {who, note} (staff) and .../{id}/resolve {resolution, who, note} (manager): 404 unknown
     alert, 409 a step that does not apply (the body names the alert's state), 422 a bad body."""
     alerts = service.alerts
-    r = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
+    r = APIRouter(prefix="/api/v1/alerts", tags=["alerts"], route_class=AnswerRoute,
+                  responses={**ERRORS, **_errs(404, 409)})
 
     def step(fn: Any, *args: Any) -> Any:
         try:
@@ -138,23 +159,26 @@ def alert_router(service: LifecycleService) -> APIRouter:
         p = getattr(request.state, "principal", None)
         return given or (p.name if p is not None else "")
 
-    @r.get("", dependencies=[Depends(_STAFF)])
+    @r.get("", dependencies=[Depends(_STAFF)], response_model=A.AlertList,
+           responses=_errs(400))
     def list_(state: str | None = None, type: str | None = None) -> Any:
         try:
             return {"alerts": alerts.list(state, type)}
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
 
-    @r.get("/{aid}", dependencies=[Depends(_STAFF)])
+    @r.get("/{aid}", dependencies=[Depends(_STAFF)], response_model=A.AlertAnswer)
     def get(aid: str) -> Any:
         return step(alerts.get, aid)
 
-    @r.post("/{aid}/acknowledge", dependencies=[Depends(_STAFF)])
+    @r.post("/{aid}/acknowledge", dependencies=[Depends(_STAFF)],
+            response_model=A.AlertAnswer)
     def ack(aid: str, request: Request, body: AlertAck | None = None) -> Any:
         b = body or AlertAck()
         return step(alerts.acknowledge, aid, who(request, b.who), b.note)
 
-    @r.post("/{aid}/resolve", dependencies=[Depends(require(Role.MANAGER))])
+    @r.post("/{aid}/resolve", dependencies=[Depends(require(Role.MANAGER))],
+            response_model=A.AlertAnswer)
     def resolve(aid: str, body: AlertResolve, request: Request) -> Any:
         return step(alerts.resolve, aid, body.resolution, who(request, body.who), body.note)
 

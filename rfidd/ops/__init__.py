@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 import rfidd.ops.count_cli  # noqa: F401  (registers takeover, count pass, count recount)
+from rfidd.cli_api import accept_api_everywhere
 from rfidd.ops.bench import bench_command
 from rfidd.ops.catalog import CatalogService
 from rfidd.ops.cli import ops_cli
@@ -32,12 +33,14 @@ from rfidd.ops.reception import ReceptionService
 from rfidd.ops.replenishment import ReplenishmentService
 from rfidd.ops.schedules import Schedules, ScheduleSettings
 
+accept_api_everywhere(ops_cli)  # `rfidd ops count list --api URL` as `rfidd ops --api URL ...`
 
 def register_routes(api: Any, **services: Any) -> None:
     """The HTTP routes (rfidd.ops.api), imported on use: the CLI needs no web framework."""
     from rfidd.ops.api import register_routes as register
 
     register(api, **services)
+
 
 __all__ = [
     "CatalogService",

@@ -15,11 +15,11 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 from inventory.reports import replenishment_csv
 from rfidd.config_http import Role
+from rfidd.ops import answers as A
 from rfidd.ops.catalog import CatalogService
 from rfidd.ops.common import OpsError
 from rfidd.ops.counting import CountingService
@@ -27,6 +27,7 @@ from rfidd.ops.exits import ExitService
 from rfidd.ops.reception import ReceptionService
 from rfidd.ops.replenishment import ReplenishmentService
 from rfidd.ops.schedules import Schedules
+from rfidd.web.answers import ERRORS, AnswerRoute, ErrorAnswer
 from rfidd.web.deps import require
 from rfidd.web.errors import ApiError
 
@@ -115,6 +116,15 @@ def _period(since: Any, until: Any) -> tuple[float, float]:
     return start, end
 
 
+# What a service's OpsError may answer, besides the errors of every route.
+_OPS_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorAnswer, "description": what} for code, what in (
+        (400, "A bad value; the message names the field."),
+        (404, "No such session, ASN or schedule."),
+        (409, "Not now: e.g. a count already runs over these zones, a reception is open."),
+    )}
+
+
 def _csv(text: str) -> dict[str, str]:
     return {"content_type": "text/csv", "text": text}
 
@@ -124,9 +134,9 @@ def router(*, catalog: CatalogService, reception: ReceptionService, counting: Co
            replenishment: ReplenishmentService) -> APIRouter:
     """The routes, each a call of the service that owns it."""
     r = APIRouter(prefix=P, tags=["ops"], dependencies=[Depends(require(Role.STAFF))],
-                  route_class=_OpsRoute)
+                  route_class=_OpsRoute, responses={**ERRORS, **_OPS_ERRORS})
 
-    @r.post("/catalog")
+    @r.post("/catalog", response_model=A.CatalogImported)
     def catalog_import(body: CatalogImport) -> JSONResponse:
         if body.products is not None:
             from inventory.catalog import parse_catalog_records
@@ -138,82 +148,82 @@ def router(*, catalog: CatalogService, reception: ReceptionService, counting: Co
             raise ApiError(422, "text: the file content (or products) is required")
         return JSONResponse(res, 422 if res["errors"] and not res["imported"] else 200)
 
-    @r.get("/catalog/classification")
+    @r.get("/catalog/classification", response_model=A.Classification)
     def classification() -> Any:
         return catalog.classification()
 
-    @r.post("/asns")
+    @r.post("/asns", response_model=A.AsnImported)
     def asn_import(body: AsnImport) -> JSONResponse:
         res = reception.import_asn_text(body.text, body.format, body.source,
                                         open_reception=body.open_reception)
         return JSONResponse(res, 422 if res["errors"] or res["conflicts"] else 200)
 
-    @r.get("/asns/{asn_id}")
+    @r.get("/asns/{asn_id}", response_model=A.AsnSummary)
     def asn_get(asn_id: str) -> Any:
         return reception.asn(asn_id)
 
-    @r.post("/receptions", status_code=201)
+    @r.post("/receptions", status_code=201, response_model=A.ReceptionStatus)
     def reception_open(body: ReceptionOpen, request: Request) -> Any:
         return reception.open_reception(body.asn_ids, opened_by=_who(request))
 
-    @r.get("/receptions")
+    @r.get("/receptions", response_model=list[A.ReceptionStatus])
     def receptions() -> Any:
         return reception.receptions()
 
-    @r.get("/receptions/{sid}")
+    @r.get("/receptions/{sid}", response_model=A.ReceptionAnswer)
     def reception_get(sid: str, format: str | None = None) -> Any:
         return _csv(reception.reception_csv(sid)) if format == "csv" else reception.reception(sid)
 
-    @r.post("/receptions/{sid}/close")
+    @r.post("/receptions/{sid}/close", response_model=A.ReceptionReport)
     def reception_close(sid: str, body: ReceptionClose | None = None) -> Any:
         return reception.close_reception(sid)
 
-    @r.post("/counts", status_code=201)
+    @r.post("/counts", status_code=201, response_model=A.CountStatus)
     def count_start(body: CountStart) -> Any:
         return counting.start_count(body.zones, duration_s=body.duration_s, adopt=body.adopt)
 
-    @r.get("/counts")
+    @r.get("/counts", response_model=list[A.CountStatus])
     def counts() -> Any:
         return counting.counts()
 
-    @r.get("/counts/{cid}")
+    @r.get("/counts/{cid}", response_model=A.CountAnswer)
     def count(cid: str, format: str | None = None) -> Any:
         return _csv(counting.count_csv(cid)) if format == "csv" else counting.count(cid)
 
-    @r.post("/counts/{cid}/stop")
+    @r.post("/counts/{cid}/stop", response_model=A.CountReport)
     def count_stop(cid: str) -> Any:
         return counting.stop_count(cid)
 
-    @r.post("/counts/{cid}/passes")
+    @r.post("/counts/{cid}/passes", response_model=A.CountStatus)
     def count_pass(cid: str, body: CountPass) -> Any:
         return counting.add_pass(cid, body.zone, body.epcs, body.device, body.operator)
 
-    @r.post("/counts/{cid}/recount", status_code=201)
+    @r.post("/counts/{cid}/recount", status_code=201, response_model=A.CountStatus)
     def count_recount(cid: str, body: CountRecount | None = None) -> Any:
         return counting.recount(cid, body.duration_s if body else None)
 
-    @r.post("/count-schedules", status_code=201)
+    @r.post("/count-schedules", status_code=201, response_model=A.Schedule)
     def schedule_add(body: ScheduleAdd) -> Any:
         return schedules.add_schedule(body.cron, body.zones, body.duration_s,
                                       body.misfire_grace_s)
 
-    @r.get("/count-schedules")
+    @r.get("/count-schedules", response_model=list[A.Schedule])
     def schedule_list() -> Any:
         return schedules.schedules()
 
-    @r.post("/count-schedules/{sid}/delete")
+    @r.post("/count-schedules/{sid}/delete", response_model=A.Deleted)
     def schedule_delete(sid: str) -> Any:
         if not sid.isdigit():
             raise ApiError(400, f"schedule id {sid!r} is not a number")
         schedules.delete_schedule(int(sid))
         return {"deleted": int(sid)}
 
-    @r.get("/schedules")
+    @r.get("/schedules", response_model=list[A.Job])
     def jobs() -> Any:
         """Every scheduled job with its next run, housekeeping included."""
         return schedules.jobs()
 
-    @r.get("/shrinkage")
+    @r.get("/shrinkage", response_model=A.ShrinkageAnswer)
     def shrinkage(since: str | None = None, until: str | None = None,
                   currency: str | None = None, format: str | None = None) -> Any:
         start, end = _period(since, until)
@@ -221,16 +231,16 @@ def router(*, catalog: CatalogService, reception: ReceptionService, counting: Co
             return _csv(exits.shrinkage_csv(start, end, currency))
         return exits.shrinkage(start, end, currency).to_dict()
 
-    @r.post("/shrinkage")
+    @r.post("/shrinkage", response_model=A.Shrinkage)
     def shrinkage_publish(body: ShrinkagePublish) -> Any:
         start, end = _period(body.since, body.until)
         return exits.shrinkage(start, end, body.currency, publish=True).to_dict()
 
-    @r.get("/shrinkage/suspected")
+    @r.get("/shrinkage/suspected", response_model=A.Suspected)
     def suspected() -> Any:
         return exits.suspected()
 
-    @r.get("/replenishment")
+    @r.get("/replenishment", response_model=A.ReplenishmentAnswer)
     def replenishment_get(floor_min: str = "1", format: str | None = None) -> Any:
         if not floor_min.isdigit():
             raise ApiError(400, f"floor_min: {floor_min!r} is not a whole number")
@@ -247,7 +257,7 @@ def _who(request: Request) -> str:
     return p.name if p is not None else "staff"
 
 
-class _OpsRoute(APIRoute):
+class _OpsRoute(AnswerRoute):
     """An OpsError is the answer it names (status and message)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:

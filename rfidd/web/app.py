@@ -20,12 +20,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from rfidd.config_http import HttpConfig, Role
 from rfidd.health import ServiceUnavailable
 from rfidd.metrics import Metrics
+from rfidd.web.answers import (
+    ERRORS,
+    AnswerRoute,
+    AuditAnswer,
+    ErrorAnswer,
+    SessionAnswer,
+    SignedOut,
+    StatusOk,
+)
 from rfidd.web.audit import AuditLog
 from rfidd.web.auth import SESSION_COOKIE, Authenticator, Principal, describe
 from rfidd.web.deps import authenticate, require
 from rfidd.web.errors import ApiError
 from rfidd.web.page import mount_static
-from rfidd.web.security import Guard, RequestCounter
+from rfidd.web.security import AddressCounter, Guard, RequestCounter
 
 log = logging.getLogger("rfidd.web")
 ANY_ROLE = tuple(Role)
@@ -48,7 +57,9 @@ def create_app(config: HttpConfig, metrics: Metrics, auth: Authenticator, *,
                audit: AuditLog | None = None, state: dict[str, Any] | None = None) -> FastAPI:
     app = FastAPI(title="rfidd site API", version="1", openapi_url=None, docs_url=None,
                   redoc_url=None)
+    app.router.route_class = AnswerRoute  # answers are the services' dicts, as they are
     app.state.auth = auth
+    auth.throttle.on_failure = AddressCounter(metrics.http_auth_failures)
     app.state.stopping = threading.Event()  # live streams end when the server stops
     app.state.audit = audit
     for k, v in (state or {}).items():
@@ -70,7 +81,7 @@ def create_app(config: HttpConfig, metrics: Metrics, auth: Authenticator, *,
     async def bad_body(_r: Request, exc: RequestValidationError) -> Response:
         return JSONResponse({"error": _field_errors(exc)}, 422)
 
-    @app.get("/healthz", include_in_schema=False)
+    @app.get("/healthz", include_in_schema=False, response_model=StatusOk)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
@@ -83,7 +94,8 @@ def create_app(config: HttpConfig, metrics: Metrics, auth: Authenticator, *,
     def openapi() -> dict[str, Any]:
         return app.openapi()
 
-    @app.post("/api/v1/session")
+    @app.post("/api/v1/session", response_model=SessionAnswer, tags=["session"],
+              responses={401: {"model": ErrorAnswer}, 422: ERRORS[422]})
     def sign_in(body: SignIn, request: Request, response: Response) -> dict[str, Any]:
         """Staff sign-in: sets the session cookie; writes then echo `csrf` in X-CSRF-Token."""
         addr = request.client.host if request.client else "?"
@@ -102,21 +114,28 @@ def create_app(config: HttpConfig, metrics: Metrics, auth: Authenticator, *,
                             secure=config.tls.configured)
         return {"user": describe(principal), "csrf": principal.csrf}
 
-    @app.get("/api/v1/session")
+    @app.get("/api/v1/session", response_model=SessionAnswer, tags=["session"],
+             responses=ERRORS)
     def whoami(p: Principal = Depends(authenticate)) -> dict[str, Any]:
+        """Who the credential is (and the CSRF token of a cookie session)."""
         return {"user": describe(p), "csrf": p.csrf}
 
-    @app.post("/api/v1/session/close")
+    @app.post("/api/v1/session/close", response_model=SignedOut, tags=["session"],
+              responses=ERRORS)
     def sign_out(request: Request, response: Response,
                  _p: Principal = Depends(authenticate)) -> dict[str, bool]:
+        """Sign out: the session cookie is forgotten."""
         cookie = request.cookies.get(SESSION_COOKIE)
         if cookie:
             auth.sign_out(cookie)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return {"signed_out": True}
 
-    @app.get("/api/v1/ops/audit", dependencies=[Depends(require(Role.MANAGER, Role.OPS))])
+    @app.get("/api/v1/ops/audit", dependencies=[Depends(require(Role.MANAGER, Role.OPS))],
+             response_model=AuditAnswer, tags=["ops"],
+             responses={**ERRORS, 404: {"model": ErrorAnswer}})
     def audit_list(since: float = 0.0, limit: int = 1000) -> dict[str, Any]:
+        """Every write through the API since `since` (epoch seconds): who, when, from where."""
         if audit is None:
             raise HTTPException(404, "no audit log on this server")
         return {"entries": audit.since(since, max(1, min(limit, 10_000)))}

@@ -17,6 +17,7 @@ import secrets
 import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,7 @@ class Throttle:
     forget_after_s: float = 900.0
     max_delay_s: float = 30.0
     max_addresses: int = 10_000
+    on_failure: Callable[[str], None] | None = None  # the metric, per address
     _by_addr: dict[str, _Failures] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -196,6 +198,8 @@ class Throttle:
                 f.count = 0
             f.count += 1
             f.last = now
+        if self.on_failure is not None:
+            self.on_failure(addr)
 
     def succeeded(self, addr: str) -> None:
         with self._lock:

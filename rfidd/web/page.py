@@ -20,6 +20,8 @@ from starlette.concurrency import run_in_threadpool
 
 from rfidd.config import Config
 from rfidd.config_http import Role
+from rfidd.web import page_answers as V
+from rfidd.web.answers import ERRORS, AnswerRoute
 from rfidd.web.deps import require
 from rfidd.web.errors import ApiError
 from rfidd.web.i18n import LANGS, Formatter, pick_lang
@@ -45,7 +47,7 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
     tz = config.site.timezone
     r = APIRouter(tags=["page"])
 
-    @r.get("/", include_in_schema=False)
+    @r.get("/", include_in_schema=False, response_class=FileResponse)
     def index() -> FileResponse:
         # The page itself holds no data (everything comes from authenticated routes).
         return FileResponse(STATIC / "index.html", headers={
@@ -58,9 +60,10 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
         """The sign-in screen's words in both languages (no data: no credential needed)."""
         return {lang: Formatter(lang, tz).words() for lang in LANGS}
 
-    v = APIRouter(prefix="/api/v1/page", dependencies=[Depends(_STAFF)])
+    v = APIRouter(prefix="/api/v1/page", dependencies=[Depends(_STAFF)], tags=["page"],
+                  route_class=AnswerRoute, responses=ERRORS)
 
-    @v.get("/context")
+    @v.get("/context", response_model=V.PageContext)
     def context(request: Request, response: Response) -> dict[str, Any]:
         f = fmt_for(request, tz)
         response.set_cookie(LANG_COOKIE, f.lang, samesite="strict", max_age=365 * 86400)
@@ -89,11 +92,11 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
                 "unexpected": [_product_line(m) for m in doc.get("unexpected", [])],
                 "missing_total": f.number(totals.get("missing", 0))}
 
-    @v.get("/counts/{cid}")
+    @v.get("/counts/{cid}", response_model=V.CountView)
     def count(cid: str, request: Request) -> dict[str, Any]:
         return count_view(cid, fmt_for(request, tz))
 
-    @v.get("/counts/{cid}/live")
+    @v.get("/counts/{cid}/live", response_class=V.EventStream)
     async def count_live(cid: str, request: Request) -> StreamingResponse:
         f = fmt_for(request, tz)
         return _stream(request, lambda: count_view(cid, f), lambda d: d["status"] != "running")
@@ -112,23 +115,23 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
                 "headline": f.t("found_of", found=f.number(totals.get("received", 0)),
                                 expected=f.number(totals.get("expected", 0)))}
 
-    @v.get("/receptions")
+    @v.get("/receptions", response_model=V.ReceptionList)
     def receptions(request: Request) -> dict[str, Any]:
         f = fmt_for(request, tz)
         rows = ops.reception.receptions()
         return {"receptions": [{**r, "opened_text": f.when(r.get("opened_at"))} for r in rows]}
 
-    @v.get("/receptions/{sid}")
+    @v.get("/receptions/{sid}", response_model=V.ReceptionView)
     def reception(sid: str, request: Request) -> dict[str, Any]:
         return reception_view(sid, fmt_for(request, tz))
 
-    @v.get("/receptions/{sid}/live")
+    @v.get("/receptions/{sid}/live", response_class=V.EventStream)
     async def reception_live(sid: str, request: Request) -> StreamingResponse:
         f = fmt_for(request, tz)
         return _stream(request, lambda: reception_view(sid, f),
                        lambda d: d["status"] == "closed")
 
-    @v.get("/find")
+    @v.get("/find", response_model=V.FindResults)
     def find(q: str, request: Request) -> dict[str, Any]:
         f = fmt_for(request, tz)
         q = q.strip()
@@ -136,11 +139,11 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
             raise ApiError(400, "q: give an EPC, a SKU or a name")
         return {"results": _find(q, ops, lifecycle, f)}
 
-    @v.get("/replenishment")
+    @v.get("/replenishment", response_model=V.PageReplenishment)
     def replenishment(request: Request) -> dict[str, Any]:
         return {"lines": [ln.to_dict() for ln in ops.replenishment.replenishment(1)]}
 
-    @v.get("/alerts")
+    @v.get("/alerts", response_model=V.PageAlerts)
     def alerts(request: Request) -> dict[str, Any]:
         f = fmt_for(request, tz)
         sus = ops.exits.suspected()["suspected"]
@@ -149,7 +152,7 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
                                "confidence_text": f.percent(s["confidence"]),
                                "since_text": f.when(s["suspected_at"])} for s in sus]}
 
-    @v.get("/charts/accuracy.svg")
+    @v.get("/charts/accuracy.svg", response_class=V.Svg)
     def accuracy_chart(request: Request) -> Response:
         f = fmt_for(request, tz)
         rows = [r for r in ops.counting.counts() if r.get("totals")][:12][::-1]
@@ -158,7 +161,7 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
         chart.add(f.t("accuracy"), [round(100 * (_ratio(r["totals"]) or 0), 1) for r in rows])
         return _svg(chart)
 
-    @v.get("/charts/shrinkage.svg")
+    @v.get("/charts/shrinkage.svg", response_class=V.Svg)
     def shrinkage_chart(request: Request, by: str = "zone") -> Response:
         f = fmt_for(request, tz)
         key = "by_category" if by == "category" else "by_zone"

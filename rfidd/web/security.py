@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -84,6 +85,26 @@ class RequestCounter:
         if c is None:
             c = self._children[key] = self._counter.labels(route, code)
         return c
+
+
+class AddressCounter:
+    """Counts by client address with a bounded label set: the first `limit` addresses seen
+    get their own child, later ones share 'other' (a scan of the network cannot grow it)."""
+
+    def __init__(self, counter: Counter, limit: int = 64) -> None:
+        self._counter = counter
+        self._limit = limit
+        self._children: dict[str, Any] = {}
+        self._other = counter.labels("other")
+        self._lock = threading.Lock()
+
+    def __call__(self, addr: str) -> None:
+        with self._lock:
+            c = self._children.get(addr)
+            if c is None:
+                c = self._other if len(self._children) >= self._limit else \
+                    self._children.setdefault(addr, self._counter.labels(addr))
+        c.inc()
 
 
 class Guard:

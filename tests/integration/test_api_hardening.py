@@ -322,3 +322,19 @@ def test_a_client_that_goes_away_early_is_no_traceback(server: Server,
     wait_until(lambda: server.counted("/api/v1/session", 200) >= 5, "the abandoned answers")
     assert not [r for r in caplog.records if r.levelno >= 40 or r.exc_info], [
         r.getMessage() for r in caplog.records]
+
+
+def test_wrong_credentials_are_counted_per_client_address(server: Server) -> None:
+    def failures(client: str) -> float:
+        return server.metrics.registry.get_sample_value(
+            "rfidd_http_auth_failures_total", {"client": client}) or 0.0
+
+    assert failures("other") == 0.0  # initialised at start
+    for _ in range(3):
+        status, _body, _ = server.request("POST", "/api/v1/test/echo", {},
+                                          {"Authorization": "Bearer not-the-token"})
+        assert status == 401
+    assert server.request("POST", "/api/v1/session", {"login": "Alice", "secret": "0000"})[0] \
+        == 401
+    assert server.request("POST", "/api/v1/test/echo", {})[0] == 401  # none given: no guess
+    assert failures("127.0.0.1") == 4

@@ -118,6 +118,13 @@ def test_install_service_into_a_temporary_prefix(tmp_path: Path) -> None:
         assert f"ExecStart={prefix}/bin/rfidd " in text and UNIT_BINARY not in text
         # The unit reads the config (and credentials) where the examples were put.
         assert f" -c {etc}/" in text and "/etc/rfidd/" not in text, text
+        assert "/etc/rfidd" not in text.replace(str(etc), "<dir>") and f"{etc}/" in text
+        if etc.is_relative_to("/tmp"):  # the sandbox's private /tmp would hide them
+            assert "PrivateTmp=no" in text and "PrivateTmp=yes" not in text
+    site_unit = (units / UNITS["site"]).read_text()
+    assert f"ExecStartPre={prefix}/bin/rfidd check-config {etc}/rfidd.toml\n" in site_unit
+    assert f"ExecStart={prefix}/bin/rfidd run -c {etc}/rfidd.toml\n" in site_unit
+    assert f"hq run -c {etc}/hq.toml\n" in (units / UNITS["hq"]).read_text()
     assert (etc / "rfidd.toml").read_text().startswith("# the site's own config")
     assert (etc / "rfidd.example.toml").is_file() and (etc / "hq.example.toml").is_file()
     # Upgrading in place reuses the venv.

@@ -199,9 +199,8 @@ def test_commissioning_to_sale_across_two_daemons(
     assert len(ids) == len(set(ids))
     assert relay.stats["forwarded"] == 1
 
-    # trace from the store's database
-    r = runner.invoke(trace_command, [epcs[0], "--database-url",
-                                      st.daemon.config.database.url, "--json"])
+    # trace through the store daemon's API
+    r = runner.invoke(trace_command, [epcs[0], "--api", st.api, "--json"])
     assert r.exit_code == 0, r.output
     hist = json.loads(r.output)
     assert [h["biz_step"] for h in hist["history"] if h["biz_step"]] == [
