@@ -53,6 +53,7 @@ class DemoResult:
     sent: int = 0
     alerts: list[dict[str, Any]] = field(default_factory=list)
     reception: dict[str, Any] | None = None
+    taken_over: int = 0  # items the installation-day take-over put on the books
 
 
 def default_scenario() -> Path:
@@ -141,12 +142,14 @@ def run_demo(*, seconds: float | None = None, mqtt_url: str | None = None, mqtt_
                 daemon.ops.catalog.import_catalog(
                     parse_catalog_records(scenario.catalog_rows(), "catalog"))
             taken = take_over(daemon)
+            taken_over = 0
             if taken is not None:
                 books = taken.get("books") or {}
+                taken_over = len(books.get("taken_over", []))
                 console.print(
                     f"Installation day: the stock already on the shelves was taken over as a "
                     f"manager does on going live ([bold]rfidd ops takeover "
-                    f"{' '.join(taken['zones'])}[/]): {len(books.get('taken_over', []))} items "
+                    f"{' '.join(taken['zones'])}[/]): {taken_over} items "
                     f"put on the books where they were found; counts now expect them.")
             if daemon.api is not None:
                 port = daemon.api.port
@@ -168,6 +171,7 @@ def run_demo(*, seconds: float | None = None, mqtt_url: str | None = None, mqtt_
         if reception is not None:
             _print_reception(console, reception)
         result.reception = reception
+        result.taken_over = taken_over
         result.presented_epcs = presented
         tmp.cleanup()
         return result

@@ -197,10 +197,11 @@ def floor_router(config: Config, ops: Any, lifecycle: Any, feed: FloorFeed,
         f = fmt_for(request, tz)
         rows = lifecycle.alerts.list("open") + lifecycle.alerts.list("acknowledged")
         rows.sort(key=lambda a: a["raised_at"] or "", reverse=True)
+        names = request.app.state.auth.user_names()  # staff ids -> names, on this page only
         out = []
         for a in rows:
             if a["state"] == "acknowledged":
-                text = f.t("alert_acknowledged", who=a.get("acknowledged_by") or "?",
+                text = f.t("alert_acknowledged", who=names.get(a.get("acknowledged_by") or "", a.get("acknowledged_by") or "?"),
                            when=f.when(_epoch(a.get("acknowledged_at"))))
             else:
                 text = f.t("alert_open", when=f.when(_epoch(a.get("raised_at"))))

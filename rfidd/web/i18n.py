@@ -97,8 +97,7 @@ WORDS: dict[str, dict[str, str]] = {
     "on_desk": {"en": "On the desk reader", "fr": "Sur le lecteur de caisse"},
     "desk_wait": {"en": "Put an item on the desk reader to see it here.",
                   "fr": "Posez un article sur le lecteur de caisse pour le voir ici."},
-    "find_handheld": {"en": "Find it with the handheld {reader}",
-                      "fr": "Le chercher avec le lecteur portable {reader}"},
+    "find_handheld": {"en": "Find it with {reader}", "fr": "Le chercher avec {reader}"},
     "stop_finding": {"en": "Stop searching", "fr": "Arrêter la recherche"},
     "signal": {"en": "Signal {rssi} dBm (best {best} dBm): the fuller, the closer",
                "fr": "Signal {rssi} dBm (meilleur {best} dBm)\u202f: plus la barre est "

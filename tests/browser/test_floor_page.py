@@ -287,7 +287,8 @@ def test_alerts_acknowledged_by_staff_resolved_by_a_manager(browser: Any,
     """, aid)
     assert status == 403
     _click(browser, f"{row} button.acknowledge")
-    wait_until(lambda: "acknowledged by" in _text(browser, row), "acknowledged", timeout=10)
+    wait_until(lambda: "acknowledged by Camille" in _text(browser, row), "acknowledged",
+               timeout=10)
     assert lifecycle.alerts.get(aid)["state"] == "acknowledged"
     _shot(browser, "alerts-en")
 

@@ -236,6 +236,7 @@ async function startFinder(reader, epc, card) {
   const stop = el("button", S.words.stop_finding); stop.id = "stop-finding";
   stop.onclick = () => stopFinder().catch(() => {});
   box.append(bar, text, stop); card.append(box);
+  box.scrollIntoView({ block: "center" });
   await api("POST", `/api/v1/floor/find/${encodeURIComponent(reader)}`, { epc });
   S.finderReader = reader;
   S.finder = new EventSource(`/api/v1/floor/find/${encodeURIComponent(reader)}/live?lang=${S.lang}`);
