@@ -306,6 +306,39 @@ def test_alerts_acknowledged_by_staff_resolved_by_a_manager(browser: Any,
     assert got["state"] == "resolved" and got["resolution"] == "false_alarm"
 
 
+def test_every_screen_fits_a_phone_held_in_one_hand(browser: Any, floor: Floor) -> None:
+    """390 x 844 (a phone): no screen scrolls sideways, every tab stays within thumb reach at
+    the bottom, buttons are at least 44 px high."""
+    _sign_in(browser, floor, "camille", "1357", "fr")
+    browser.set_window_size(390, 844)
+    try:
+        for tab in ("count", "reception", "find", "holds", "replenish", "alerts", "charts"):
+            _click(browser, f'nav button[data-tab="{tab}"]')
+            wait_until(lambda t=tab: _by(browser, f"#tab-{t}").is_displayed(), tab)
+            wide = browser.execute_script(
+                "return document.documentElement.scrollWidth - window.innerWidth")
+            assert wide <= 0, (tab, wide)
+            nav = browser.execute_script(
+                "const r = document.getElementById('tabs').getBoundingClientRect();"
+                "return [r.bottom - window.innerHeight, Math.min(...[...document.querySelectorAll"
+                "('nav button')].map((b) => b.getBoundingClientRect().height))]")
+            assert nav[0] <= 1 and nav[1] >= 44, (tab, nav)
+            cut = browser.execute_script(
+                "return [...document.querySelectorAll('nav button, main button')]"
+                ".filter((b) => b.offsetParent && b.scrollWidth > b.clientWidth + 1)"
+                ".map((b) => b.innerText)")
+            assert not cut, (tab, cut)  # no label cut off
+            hidden = browser.execute_script(
+                "const n = document.getElementById('tabs');"
+                "return n.scrollWidth > n.clientWidth && !['auto', 'scroll'].includes("
+                "getComputedStyle(n).overflowX)")
+            assert not hidden, tab  # tabs past the edge can be scrolled to
+        _click(browser, 'nav button[data-tab="holds"]')
+        _shot(browser, "holds-phone-fr")
+    finally:
+        browser.set_window_size(820, 1180)
+
+
 def test_favicon_needs_no_credential_but_nothing_else_opens(floor: Floor) -> None:
     with urllib.request.urlopen(floor.url + "favicon.ico", timeout=5) as r:
         assert r.status == 200 and r.headers["Content-Type"] == "image/x-icon"

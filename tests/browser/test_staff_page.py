@@ -234,6 +234,8 @@ def test_switch_to_french(browser: Any, store: Store) -> None:
     _click(browser, "#start-count")
     wait_until(lambda: "trouvés" in _by(browser, "#count-headline").text, "French progress",
                timeout=20)
+    wait_until(lambda: not _by(browser, "#count-headline").text.startswith("0 "),
+               "items found", timeout=20)
     _shot(browser, "count-fr")
     _click(browser, "#close-count")
     wait_until(lambda: _by(browser, "#count-report").is_displayed(), "the report")
