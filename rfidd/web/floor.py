@@ -91,16 +91,27 @@ class AlertList(_Out):
     resolutions: list[Choice] = Field(description="The resolutions a manager may choose.")
 
 
+class FoundItem(Product):
+    price: str = Field("", description="Price in the reader's locale.")
+    zone: str = Field("", description="The last zone it was seen in.")
+    state: str = Field("", description="Its lifecycle status (in_stock, held, sold...).")
+    disposition: str = Field("", description="Its CBV disposition.")
+    last_seen: str = Field("", description="When a reader last saw it, in words.")
+    present: bool = Field(description="True while a reader sees it in a zone.")
+    where_text: str = Field(description="Where it is now; for a missing one, where and when "
+                            "it was last seen.")
+    history: list[dict[str, Any]] = Field(description="Its last EPCIS events (trace).")
+
+
 class FindResults(_Out):
-    results: list[dict[str, Any]] = Field(description="Items found: product, where, state, "
-                                          "history (as /api/v1/page/find), and where_text.")
+    results: list[FoundItem] = Field(description="The items found.")
 
 
 class DeskScan(_Out):
     seq: int = Field(description="Increases with every new item put on a desk reader.")
     zone: str = Field("", description="The desk reader's zone.")
     at_text: str = Field("", description="When it was put there.")
-    item: dict[str, Any] | None = Field(None, description="The item as /page/find shows it.")
+    item: FoundItem | None = Field(None, description="The item, as find shows it.")
     waiting_text: str = Field("", description="What to do when nothing was scanned yet.")
 
 
@@ -201,7 +212,8 @@ def floor_router(config: Config, ops: Any, lifecycle: Any, feed: FloorFeed,
         out = []
         for a in rows:
             if a["state"] == "acknowledged":
-                text = f.t("alert_acknowledged", who=names.get(a.get("acknowledged_by") or "", a.get("acknowledged_by") or "?"),
+                by = a.get("acknowledged_by") or "?"
+                text = f.t("alert_acknowledged", who=names.get(by, by),
                            when=f.when(_epoch(a.get("acknowledged_at"))))
             else:
                 text = f.t("alert_open", when=f.when(_epoch(a.get("raised_at"))))
@@ -223,15 +235,18 @@ def floor_router(config: Config, ops: Any, lifecycle: Any, feed: FloorFeed,
                              .where(Item.epc.in_(epcs))).all()
         return {epc: (here, zone, seen) for epc, here, zone, seen in rows}
 
-    def find_items(q: str, f: Formatter) -> list[dict[str, Any]]:
+    def find_items(q: str, f: Formatter) -> list[FoundItem]:
         """The page's find, with where each item is now (or, missing, last seen where/when)."""
         rows = _find(q, ops, lifecycle, f)
         where = locate([row["epc"] for row in rows])
+        out = []
         for row in rows:
             here, zone, seen = where.get(row["epc"], (None, None, None))
-            row["present"] = here is not None
-            row["where_text"] = _where(f, here, zone, seen)
-        return rows
+            out.append(FoundItem.model_validate({
+                **{k: v or "" for k, v in row.items() if k != "history"},
+                "name": row["name"] or row["epc"], "history": row["history"],
+                "present": here is not None, "where_text": _where(f, here, zone, seen)}))
+        return out
 
     @r.get("/find")
     def find(q: str, request: Request) -> FindResults:

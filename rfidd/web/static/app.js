@@ -3,7 +3,7 @@
 // worded and formatted for the reader's language (textContent only: no markup from data).
 const S = { csrf: null, lang: null, words: {}, zones: [], count: null, reception: null,
             live: null, roles: [], desk: null, line: null, finder: null, handhelds: [],
-            deskSeq: 0 };
+            deskSeq: null };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, text, cls) {
@@ -211,16 +211,23 @@ async function find(ev) {
 // The item a staff member puts on the desk reader shows up by itself (server-sent events).
 function followDesk() {
   if (S.desk) return;
-  $("desk").hidden = false;
+  $("desk").hidden = false; S.deskSeq = null;
   S.desk = new EventSource(`/api/v1/floor/desk/live?lang=${S.lang}`);
   S.desk.onmessage = (ev) => {
     const d = JSON.parse(ev.data);
     const box = $("desk-item");
-    if (!d.item) { box.replaceChildren(el("p", d.waiting_text, "note")); return; }
+    if (!d.item) { if (S.deskSeq === null) S.deskSeq = 0; box.replaceChildren(el("p", d.waiting_text, "note")); return; }
     const card = itemCard(d.item); card.id = "desk-card";
     card.prepend(el("p", `${d.zone} · ${d.at_text}`, "note"));
     box.replaceChildren(card);
-    if (d.seq !== S.deskSeq) { S.deskSeq = d.seq; $("hold-epc").value = d.item.epc; }
+    // What was on the desk before the page looked is shown, not used; a new scan fills the
+    // holds form unless the staff member typed an EPC there.
+    const field = $("hold-epc");
+    if (S.deskSeq === null) S.deskSeq = d.seq;
+    else if (d.seq !== S.deskSeq) {
+      S.deskSeq = d.seq;
+      if (!field.value || field.dataset.desk === "1") { field.value = d.item.epc; field.dataset.desk = "1"; }
+    }
   };
 }
 
@@ -374,6 +381,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("close-count").onclick = () => closeCount().catch((e) => alert(e.message));
   $("close-reception").onclick = () => closeReception().catch((e) => alert(e.message));
   $("find-form").addEventListener("submit", (ev) => find(ev).catch((e) => alert(e.message)));
+  $("hold-epc").addEventListener("input", () => { $("hold-epc").dataset.desk = ""; });
   $("hold-form").addEventListener("submit", (ev) => placeHold(ev).catch((e) => holdStatus(e.message)));
   start();
 });
