@@ -30,6 +30,7 @@ from rfidd.web.i18n import Formatter
 from rfidd.web.page import STATIC, _find, _stream, fmt_for
 
 PREFIX = "/api/v1/floor"
+MAX_HOLDS = 1000  # the holds screen's list, oldest first
 RESOLUTIONS = ("false_alarm", "recovered", "confirmed_loss")
 RSSI_FAR_DBM, RSSI_NEAR_DBM = -80.0, -30.0  # the proximity bar's empty and full ends
 
@@ -170,7 +171,8 @@ def floor_router(config: Config, ops: Any, lifecycle: Any, feed: FloorFeed,
                        LifecycleItem.hold_until, ZonePresence.zone, Item.zone, Item.last_seen)
                 .outerjoin(ZonePresence, ZonePresence.epc == LifecycleItem.epc)
                 .outerjoin(Item, Item.epc == LifecycleItem.epc)
-                .where(LifecycleItem.status == "held").order_by(LifecycleItem.since)).all()
+                .where(LifecycleItem.status == "held").order_by(LifecycleItem.since)
+                .limit(MAX_HOLDS)).all()
         return HoldList(holds=[HoldRow(
             **product(epc), client=client or "", since_text=f.t("held_since", when=f.when(since)),
             until_text=f.t("held_until", when=f.when(until)) if until else "",
@@ -184,8 +186,11 @@ def floor_router(config: Config, ops: Any, lifecycle: Any, feed: FloorFeed,
             raise ApiError(422, f"epc: {exc}") from None
         who = request.state.principal.name
         txn = f"page-{command}-{norm[-8:]}-{int(time.time() * 1000)}"
-        res = lifecycle.handle(command, {"txn": txn, "epcs": [norm], **extra},
-                               source=f"api:{who}")
+        try:
+            res = lifecycle.handle(command, {"txn": txn, "epcs": [norm], **extra},
+                                   source=f"api:{who}")
+        except ValueError as exc:  # the command's own validation names the field
+            raise ApiError(422, str(exc)) from None
         item = res.items[0]
         if item.result == "rejected":
             f = fmt_for(request, tz)
