@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chromium import chromium
 from sqlalchemy import select
 from test_staff_page import _all, _by, _click, _shot, _texts
-from test_staff_page import browser as chromium  # noqa: F401 (the module's Chromium fixture)
 from waits import wait_until
 
 import simulator
@@ -83,9 +83,10 @@ class Floor:
         return cat.catalog[cat.gtin_of(epc)].name  # type: ignore[index]
 
 
-@pytest.fixture
-def browser(chromium: Any) -> Any:  # noqa: F811
-    return chromium
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with chromium() as driver:
+        yield driver
 
 
 @pytest.fixture(scope="module")
