@@ -60,6 +60,8 @@ from rfidd.site_health import SiteHealth
 from rfidd.store import repo
 from rfidd.store.db import Database, DatabaseError, open_database
 from rfidd.web import AuditLog, WebServer, site_router
+from rfidd.web.floor import favicon_router, floor_router
+from rfidd.web.floor_feed import FloorFeed
 from rfidd.web.page import page_router
 from rfidd.web.readers import readers_router
 
@@ -108,6 +110,7 @@ class Daemon:
         self.ctx: ServiceContext | None = None
         self.lifecycle: LifecycleService | None = None
         self.ops: OpsServices | None = None
+        self.floor: FloorFeed | None = None  # holds arriving, desk scans: the staff page
         self.stopped: list[str] = []
         """Names of the components stopped, in order (the shutdown-order test reads it)."""
         self._stops: list[tuple[str, Callable[[], None]]] = []
@@ -247,6 +250,9 @@ class Daemon:
                 ingestor.add_component(component)
             self.ops.start()
             self._on_stop("store operations", self.ops.stop)
+        if self.ops is not None and self.lifecycle is not None:
+            self.floor = FloorFeed({z: str(zc.kind) for z, zc in self.config.zones.items()})
+            ingestor.add_component(self.floor)
 
     def _start_ingest(self) -> None:
         assert self.ingestor is not None
@@ -421,6 +427,10 @@ class Daemon:
         if self.ops is not None:
             self.ops.register_routes(api)
             api.include_router(page_router(self.config, self.ops, self.lifecycle))
+        if self.floor is not None:
+            api.include_router(floor_router(self.config, self.ops, self.lifecycle, self.floor,
+                                            self.monitor))
+        api.include_router(favicon_router())
         if self.lifecycle is not None:
             register_lifecycle_routes(api, self.lifecycle)
 

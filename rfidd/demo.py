@@ -53,6 +53,7 @@ class DemoResult:
     sent: int = 0
     alerts: list[dict[str, Any]] = field(default_factory=list)
     reception: dict[str, Any] | None = None
+    taken_over: int = 0  # items the installation-day take-over put on the books
 
 
 def default_scenario() -> Path:
@@ -140,6 +141,16 @@ def run_demo(*, seconds: float | None = None, mqtt_url: str | None = None, mqtt_
             if daemon.ops is not None:  # the catalog names the products in reports
                 daemon.ops.catalog.import_catalog(
                     parse_catalog_records(scenario.catalog_rows(), "catalog"))
+            taken = take_over(daemon)
+            taken_over = 0
+            if taken is not None:
+                books = taken.get("books") or {}
+                taken_over = len(books.get("taken_over", []))
+                console.print(
+                    f"Installation day: the stock already on the shelves was taken over as a "
+                    f"manager does on going live ([bold]rfidd ops takeover "
+                    f"{' '.join(taken['zones'])}[/]): {taken_over} items "
+                    f"put on the books where they were found; counts now expect them.")
             if daemon.api is not None:
                 port = daemon.api.port
                 console.print(f"Staff page: [bold]http://127.0.0.1:{port}/[/] — sign "
@@ -147,9 +158,8 @@ def run_demo(*, seconds: float | None = None, mqtt_url: str | None = None, mqtt_
                 console.print("CLI, in another terminal while the demo runs: [bold]export "
                               f"RFIDD_TOKEN_FILE={cfg.http.auth.cli_token_file} "
                               f"RFIDD_API=http://127.0.0.1:{port}[/]; then e.g. "
-                              "[bold]rfidd ops takeover stockroom floor[/] (stock from before "
-                              "rfidd goes on the books) and [bold]rfidd ops count start "
-                              "floor[/]", soft_wrap=True)  # one line: copied as is
+                              "[bold]rfidd ops count start floor[/] (or start a count on "
+                              "the page)", soft_wrap=True)  # one line: copied as is
             _run_with_progress(console, daemon, site, seconds, scenario)
             site.hold(True)
             reception = _close_reception(daemon)
@@ -161,9 +171,59 @@ def run_demo(*, seconds: float | None = None, mqtt_url: str | None = None, mqtt_
         if reception is not None:
             _print_reception(console, reception)
         result.reception = reception
+        result.taken_over = taken_over
         result.presented_epcs = presented
         tmp.cleanup()
         return result
+
+
+def take_over(daemon: Daemon, timeout_s: float = 30.0,
+              settle_s: float = 1.5) -> dict[str, Any] | None:
+    """Installation day, as a manager does it: once the readers have located the stock on the
+    shelves (stock and floor zones), a take-over count puts every item found on the books at
+    its zone (`rfidd ops takeover`), so later counts expect what is really there instead of
+    "0 of 0". Returns the count's report (None without store operations)."""
+    if daemon.ops is None or daemon.ingestor is None or daemon.lifecycle is None:
+        return None
+    from rfidd.config import ZoneKind
+
+    zones = sorted(z for z, zc in daemon.config.zones.items()
+                   if zc.kind in (ZoneKind.STOCK, ZoneKind.FLOOR))
+    if not zones:
+        return None
+    ingestor = daemon.ingestor
+
+    def settled(value: Any) -> int:
+        """`value()` once it stopped rising for `settle_s` (or at the timeout)."""
+        deadline = time.monotonic() + timeout_s
+        last, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            n = int(value())
+            if n != last:
+                last, since = n, time.monotonic()
+            elif n > 0 and time.monotonic() - since >= settle_s:
+                break
+            time.sleep(0.2)
+        return last
+
+    def online() -> int:  # stock read before every reader is up would be settled too early
+        acts = daemon.queue.activity.values() if daemon.queue is not None else ()
+        if sum(1 for a in acts if a.state.value == "online") < len(daemon.readers):
+            return 0
+        return sum(ingestor.zone_counts.get(z, 0) for z in zones)
+
+    located = settled(online)
+    counting = daemon.ops.counting
+    cid = counting.start_count(zones, trigger="takeover", adopt=True)["session_id"]
+
+    def seen() -> int:
+        p = counting.count(cid)["progress"]
+        return int(p["found"] + p["unexpected"])
+
+    deadline = time.monotonic() + timeout_s
+    while seen() < located and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return counting.stop_count(cid)
 
 
 def _free_or_any(port: int) -> int:

@@ -187,6 +187,12 @@ class ReaderMonitor:
         return out
 
 
+    def finders(self) -> list[str]:
+        """The readers with a "find this item" mode (handhelds), for the staff page."""
+        # Serial drivers all have find(); only the TSL protocol has the mode.
+        return sorted(n for n, d in self._drivers.items() if callable(getattr(d, "find", None))
+                      and getattr(d, "protocol", "tsl") == "tsl")
+
     def find(self, reader: str, epc: str | None) -> dict[str, Any]:
         """Start (or stop, epc None) "find this item" on a handheld; ValueError names why not."""
         driver = self._drivers.get(reader)

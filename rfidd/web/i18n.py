@@ -62,6 +62,56 @@ WORDS: dict[str, dict[str, str]] = {
     "finished": {"en": "finished", "fr": "terminé"},
     "closed": {"en": "closed", "fr": "clôturée"},
     "week_of": {"en": "week of {date}", "fr": "semaine du {date}"},
+    "sep": {"en": ": ", "fr": "\u202f: "},  # a label and its value ("Manquants : 2")
+    "holds": {"en": "Holds", "fr": "Réservations"},
+    "holds_title": {"en": "Held for clients", "fr": "Réservés pour des clients"},
+    "client_ref": {"en": "Client reference (not a name)", "fr": "Référence client (pas de nom)"},
+    "item_epc": {"en": "Item EPC (or put it on the desk reader)",
+                 "fr": "EPC de l'article (ou posez-le sur le lecteur de caisse)"},
+    "place_hold": {"en": "Hold for the client", "fr": "Réserver pour le client"},
+    "release": {"en": "Release", "fr": "Libérer"},
+    "held_for": {"en": "for client {client}", "fr": "pour le client {client}"},
+    "held_since": {"en": "since {when}", "fr": "depuis le {when}"},
+    "held_until": {"en": "until {when}", "fr": "jusqu'au {when}"},
+    "now_in": {"en": "now in {zone}", "fr": "actuellement en {zone}"},
+    "missing_since": {"en": "missing — last seen in {zone} on {when}",
+                      "fr": "manquant — vu en dernier en {zone} le {when}"},
+    "never_seen": {"en": "never seen by a reader", "fr": "jamais vu par un lecteur"},
+    "no_holds": {"en": "No item is held.", "fr": "Aucun article réservé."},
+    "refused": {"en": "Refused: {reason}", "fr": "Refusé\u202f: {reason}"},
+    "open_alerts": {"en": "Open alerts", "fr": "Alertes ouvertes"},
+    "acknowledge": {"en": "Acknowledge", "fr": "Prendre en compte"},
+    "resolve": {"en": "Resolve", "fr": "Résoudre"},
+    "resolve_needs_manager": {
+        "en": "Resolving an alert needs a manager: ask one to sign in.",
+        "fr": "Résoudre une alerte demande un responsable\u202f: demandez-lui de se connecter."},
+    "alert_open": {"en": "open since {when}", "fr": "ouverte depuis le {when}"},
+    "alert_acknowledged": {"en": "acknowledged by {who} on {when}",
+                           "fr": "prise en compte par {who} le {when}"},
+    "res_false_alarm": {"en": "False alarm", "fr": "Fausse alerte"},
+    "res_recovered": {"en": "Recovered", "fr": "Récupéré"},
+    "res_confirmed_loss": {"en": "Confirmed loss", "fr": "Perte confirmée"},
+    "type_exit_unsold": {"en": "Left through the exit unsold", "fr": "Sorti sans être vendu"},
+    "type_return_refused": {"en": "Return refused", "fr": "Retour refusé"},
+    "no_alerts": {"en": "No open alert.", "fr": "Aucune alerte ouverte."},
+    "on_desk": {"en": "On the desk reader", "fr": "Sur le lecteur de caisse"},
+    "desk_wait": {"en": "Put an item on the desk reader to see it here.",
+                  "fr": "Posez un article sur le lecteur de caisse pour le voir ici."},
+    "find_handheld": {"en": "Find it with {reader}", "fr": "Le chercher avec {reader}"},
+    "stop_finding": {"en": "Stop searching", "fr": "Arrêter la recherche"},
+    "signal": {"en": "Signal {rssi} dBm (best {best} dBm): the fuller, the closer",
+               "fr": "Signal {rssi} dBm (meilleur {best} dBm)\u202f: plus la barre est "
+                     "pleine, plus l'article est près"},
+    "not_heard": {"en": "Not heard yet: walk the zone with the handheld.",
+                  "fr": "Pas encore capté\u202f: parcourez la zone avec le lecteur portable."},
+    "notice_reception": {
+        "en": "The item held for client {client} has arrived at reception: {name}",
+        "fr": "L'article réservé pour le client {client} est arrivé en réception\u202f: {name}"},
+    "notice_floor": {
+        "en": "The item held for client {client} is on the sales floor: {name}",
+        "fr": "L'article réservé pour le client {client} est arrivé en surface de "
+              "vente\u202f: {name}"},
+    "no_notice": {"en": "No news for the floor.", "fr": "Rien de nouveau pour la vente."},
 }
 
 
@@ -87,6 +137,10 @@ class Formatter:
     def t(self, key: str, **kw: object) -> str:
         text = WORDS[key][self.lang]
         return text.format(**kw) if kw else text
+
+    def label(self, key: str, value: str) -> str:
+        """"Missing: 2" / "Manquants : 2" (French: a narrow no-break space before the colon)."""
+        return f"{self.t(key)}{self.t('sep')}{value}"
 
     def words(self) -> dict[str, str]:
         return {k: v[self.lang] for k, v in WORDS.items()}

@@ -22,7 +22,7 @@ from waits import wait_until
 from inventory.catalog import parse_catalog_records
 from rfidd.app import Daemon, Timings
 from rfidd.config_http import Role
-from rfidd.demo import _send_asn, default_scenario, demo_config
+from rfidd.demo import _send_asn, default_scenario, demo_config, take_over
 from rfidd.store.models import Event
 from rfidd.web import page
 from rfidd.web.auth import add_user
@@ -61,25 +61,12 @@ def store() -> Iterator[Store]:
                 assert daemon.ops is not None and daemon.ctx is not None
                 daemon.ops.catalog.import_catalog(
                     parse_catalog_records(scenario.catalog_rows(), "catalog"))
-                _take_over(daemon, len(scenario.items()))
+                taken = take_over(daemon)  # go-live, as `rfidd demo` does it
+                assert taken is not None and len(taken["books"]["taken_over"]) >= 300
                 yield Store(daemon, site, scenario)
             finally:
                 daemon.stop()
     page.LIVE_INTERVAL_S = 1.0
-
-
-def _take_over(daemon: Daemon, items: int) -> None:
-    """Go-live: a take-over count puts the stock on the shelves on the books (counts expect
-    the books' stock), as a store does before its first real count."""
-    assert daemon.ops is not None and daemon.ctx is not None
-    tracker = daemon.ctx.tracker
-    wait_until(lambda: sum(tracker.zone_counts().values()) >= items, "every item located",
-               timeout=60)
-    counting = daemon.ops.counting
-    cid = counting.start_count(["floor", "stockroom"], adopt=True)["session_id"]
-    wait_until(lambda: counting.count(cid)["progress"]["unexpected"] >= 300, "the take-over",
-               timeout=30)
-    counting.stop_count(cid)
 
 
 @pytest.fixture(scope="module")
@@ -229,6 +216,8 @@ def test_switch_to_french(browser: Any, store: Store) -> None:
     _click(browser, "#start-count")
     wait_until(lambda: "trouvés" in _by(browser, "#count-headline").text, "French progress",
                timeout=20)
+    wait_until(lambda: not _by(browser, "#count-headline").text.startswith("0 "),
+               "items found", timeout=20)
     _shot(browser, "count-fr")
     _click(browser, "#close-count")
     wait_until(lambda: _by(browser, "#count-report").is_displayed(), "the report")

@@ -2,7 +2,8 @@
 // The staff page: plain DOM, no framework. Every value shown comes from the daemon already
 // worded and formatted for the reader's language (textContent only: no markup from data).
 const S = { csrf: null, lang: null, words: {}, zones: [], count: null, reception: null,
-            live: null };
+            live: null, roles: [], desk: null, line: null, finder: null, handhelds: [],
+            deskSeq: null };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, text, cls) {
@@ -25,10 +26,14 @@ async function api(method, path, body) {
   return data;
 }
 
+// "Missing: " / "Manquants : " (French puts a narrow no-break space before the colon).
+function lab(key) { return `${S.words[key] || key}${S.words.sep || ": "}`; }
+
 function words() {
   document.querySelectorAll("[data-w]").forEach((e) => {
     const w = S.words[e.dataset.w]; if (w) e.textContent = w;
   });
+  document.querySelectorAll("[data-wl]").forEach((e) => { e.textContent = lab(e.dataset.wl); });
   document.querySelectorAll("[data-ph]").forEach((e) => { e.placeholder = S.words[e.dataset.ph] || ""; });
   document.documentElement.lang = S.lang || "en";
   document.querySelectorAll(".langs button").forEach((b) =>
@@ -47,12 +52,17 @@ async function loadContext() {
   }
   const running = ctx.counts.find((c) => c.status === "running");
   if (running) followCount(running.session_id);
+  followLine();
+  api("GET", "/api/v1/floor/handhelds").then((d) => { S.handhelds = d.handhelds; }).catch(() => {});
 }
 
 function signedIn(on) {
   $("sign-in-form").hidden = on;
   $("tabs").hidden = !on; $("sign-out").hidden = !on; $("floor-toggle").hidden = !on;
-  if (!on) document.querySelectorAll(".tab").forEach((t) => { t.hidden = true; });
+  if (!on) {
+    document.querySelectorAll(".tab").forEach((t) => { t.hidden = true; });
+    for (const k of ["line", "desk", "finder"]) { if (S[k]) { S[k].close(); S[k] = null; } }
+  }
 }
 
 async function start() {
@@ -60,7 +70,7 @@ async function start() {
   S.lang = qs.get("lang");
   try {
     const me = await api("GET", "/api/v1/session");
-    S.csrf = me.csrf; signedIn(true); await loadContext(); show("count");
+    S.csrf = me.csrf; S.roles = me.user.roles || []; signedIn(true); await loadContext(); show("count");
   } catch (e) {
     signedIn(false);
     try { const ctx = await fetch("/words.json").then((r) => r.json());
@@ -74,8 +84,9 @@ function show(tab) {
   document.querySelectorAll("nav button").forEach((b) =>
     b.toggleAttribute("aria-current", b.dataset.tab === tab));
   const load = { reception: loadReceptions, replenish: loadReplenish, alerts: loadAlerts,
-                 charts: loadCharts }[tab];
+                 charts: loadCharts, holds: loadHolds }[tab];
   if (load) load().catch(() => {});
+  if (tab === "find" || tab === "holds") followDesk(); else stopDesk();
 }
 
 function productLine(m) {
@@ -97,7 +108,6 @@ function followCount(cid) {
     $("count-bar").style.width = `${Math.round(100 * d.ratio)}%`;
     $("missing-total").textContent = d.missing_total;
     $("missing-list").replaceChildren(...d.missing.map(productLine));
-    floorLine(d.headline);
   };
 }
 
@@ -153,7 +163,6 @@ function renderReception(d) {
   }));
   $("reception-missing").textContent = d.missing;
   $("reception-unexpected").textContent = d.unexpected;
-  floorLine(`${S.words.reception}: ${d.headline}`);
   if (d.status === "closed") { stopLive(); $("reception-status").textContent = S.words.closed; }
 }
 
@@ -165,25 +174,135 @@ async function closeReception() {
   renderReception(await api("GET", `/api/v1/page/receptions/${encodeURIComponent(S.reception)}`));
 }
 
+function itemCard(r) {
+  const card = el("div", null, "panel result");
+  card.append(el("h3", [r.name, r.size, r.colour].filter(Boolean).join(" · ")),
+              el("p", `${lab("where")}${r.where_text || r.zone || "—"}`, r.present === false ? "missing" : ""),
+              el("p", `${lab("state")}${r.state || r.disposition || "—"}  ${r.price || ""}`),
+              el("p", `${lab("last_seen")}${r.last_seen || "—"}`),
+              el("small", r.epc));
+  if (r.history.length) {
+    const ul = el("ul", null, "lines");
+    for (const h of r.history) ul.append(el("li", [h.when, h.biz_step || h.step || "", h.zone || h.site || ""].filter(Boolean).join(" · ")));
+    card.append(el("h4", S.words.history), ul);
+  }
+  const acts = el("div", null, "actions");
+  const hold = el("button", S.words.place_hold, "hold-this");
+  hold.onclick = () => { $("hold-epc").value = r.epc; show("holds"); $("hold-client").focus(); };
+  acts.append(hold);
+  for (const h of S.handhelds) {
+    const b = el("button", h.label, "find-handheld"); b.dataset.reader = h.reader;
+    b.onclick = () => startFinder(h.reader, r.epc, card).catch((e) => alert(e.message));
+    acts.append(b);
+  }
+  card.append(acts);
+  return card;
+}
+
 async function find(ev) {
   ev.preventDefault();
   const q = $("find-q").value.trim(); if (!q) return;
-  const d = await api("GET", `/api/v1/page/find?q=${encodeURIComponent(q)}`);
+  const d = await api("GET", `/api/v1/floor/find?q=${encodeURIComponent(q)}`);
   const box = $("find-results"); box.replaceChildren();
   if (!d.results.length) box.append(el("p", S.words.nothing_found));
-  for (const r of d.results) {
-    const card = el("div", null, "panel result");
-    card.append(el("h3", [r.name, r.size, r.colour].filter(Boolean).join(" · ")),
-                el("p", `${S.words.where}: ${r.zone || "—"} · ${S.words.state}: ${r.state || r.disposition || "—"}`),
-                el("p", `${S.words.last_seen}: ${r.last_seen || "—"}  ${r.price || ""}`),
-                el("small", r.epc));
-    if (r.history.length) {
-      const ul = el("ul", null, "lines");
-      for (const h of r.history) ul.append(el("li", [h.when, h.biz_step || h.step || "", h.zone || h.site || ""].filter(Boolean).join(" · ")));
-      card.append(el("h4", S.words.history), ul);
+  for (const r of d.results) box.append(itemCard(r));
+}
+
+// The item a staff member puts on the desk reader shows up by itself (server-sent events).
+function followDesk() {
+  if (S.desk) return;
+  $("desk").hidden = false; S.deskSeq = null;
+  S.desk = new EventSource(`/api/v1/floor/desk/live?lang=${S.lang}`);
+  S.desk.onmessage = (ev) => {
+    const d = JSON.parse(ev.data);
+    const box = $("desk-item");
+    if (!d.item) { if (S.deskSeq === null) S.deskSeq = 0; box.replaceChildren(el("p", d.waiting_text, "note")); return; }
+    const card = itemCard(d.item); card.id = "desk-card";
+    card.prepend(el("p", `${d.zone} · ${d.at_text}`, "note"));
+    box.replaceChildren(card);
+    // What was on the desk before the page looked is shown, not used; a new scan fills the
+    // holds form unless the staff member typed an EPC there.
+    const field = $("hold-epc");
+    if (S.deskSeq === null) S.deskSeq = d.seq;
+    else if (d.seq !== S.deskSeq) {
+      S.deskSeq = d.seq;
+      if (!field.value || field.dataset.desk === "1") { field.value = d.item.epc; field.dataset.desk = "1"; }
     }
-    box.append(card);
+  };
+}
+
+function stopDesk() { if (S.desk) { S.desk.close(); S.desk = null; } }
+
+// "Find this item": the handheld's RSSI of one EPC, live, as a bar that fills as it nears.
+async function startFinder(reader, epc, card) {
+  await stopFinder();
+  const box = el("div", null, "proximity"); box.id = "proximity";
+  const bar = el("div", null, "bar"); const fill = el("div", null, "fill"); fill.id = "proximity-bar";
+  bar.append(fill);
+  const text = el("p", S.words.not_heard); text.id = "proximity-text";
+  const stop = el("button", S.words.stop_finding); stop.id = "stop-finding";
+  stop.onclick = () => stopFinder().catch(() => {});
+  box.append(bar, text, stop); card.append(box);
+  box.scrollIntoView({ block: "center" });
+  await api("POST", `/api/v1/floor/find/${encodeURIComponent(reader)}`, { epc });
+  S.finderReader = reader;
+  S.finder = new EventSource(`/api/v1/floor/find/${encodeURIComponent(reader)}/live?lang=${S.lang}`);
+  S.finder.onmessage = (ev) => {
+    const d = JSON.parse(ev.data);
+    fill.style.width = `${Math.round(100 * d.ratio)}%`; text.textContent = d.text;
+    bar.setAttribute("aria-valuenow", String(Math.round(100 * d.ratio)));
+  };
+}
+
+async function stopFinder() {
+  if (S.finder) { S.finder.close(); S.finder = null; }
+  const old = $("proximity"); if (old) old.remove();
+  if (S.finderReader) {
+    const reader = S.finderReader; S.finderReader = null;
+    await api("POST", `/api/v1/floor/find/${encodeURIComponent(reader)}`, { epc: null });
   }
+}
+
+async function loadHolds() {
+  const d = await api("GET", "/api/v1/floor/holds");
+  const ul = $("hold-list"); ul.replaceChildren();
+  if (!d.holds.length) ul.append(el("li", S.words.no_holds));
+  for (const h of d.holds) {
+    const li = el("li"); li.className = "hold";
+    li.append(el("b", [h.name, h.size, h.colour].filter(Boolean).join(" · "), "title"),
+              el("span", `${S.words.held_for.replace("{client}", h.client)} · ${h.since_text}${h.until_text ? " · " + h.until_text : ""}`),
+              el("span", h.where_text, h.present ? "where" : "where missing"),
+              el("small", h.epc));
+    const rel = el("button", S.words.release, "release");
+    rel.onclick = async () => {
+      const r = await api("POST", `/api/v1/floor/holds/${encodeURIComponent(h.epc)}/release`);
+      if (!r.accepted) { holdStatus(r.reason); return; }
+      loadHolds().catch(() => {});
+    };
+    const acts = el("div", null, "actions"); acts.append(rel); li.append(acts);
+    ul.append(li);
+  }
+}
+
+function holdStatus(text) { const p = $("hold-status"); p.textContent = text || ""; p.hidden = !text; }
+
+async function placeHold(ev) {
+  ev.preventDefault(); holdStatus("");
+  const epc = $("hold-epc").value.trim(); const client = $("hold-client").value.trim();
+  if (!epc || !client) return;
+  try {
+    const r = await api("POST", "/api/v1/floor/holds", { epc, client });
+    if (!r.accepted) { holdStatus(r.reason); return; }
+    $("hold-epc").value = ""; $("hold-client").value = "";
+  } catch (e) { holdStatus(e.message); return; }
+  await loadHolds();
+}
+
+// The sales floor's one line: a held item arriving at reception or on the floor.
+function followLine() {
+  if (S.line) S.line.close();
+  S.line = new EventSource(`/api/v1/floor/line/live?lang=${S.lang}`);
+  S.line.onmessage = (ev) => { const d = JSON.parse(ev.data); floorLine(d.text); };
 }
 
 async function loadReplenish() {
@@ -194,7 +313,37 @@ async function loadReplenish() {
 }
 
 async function loadAlerts() {
-  const d = await api("GET", "/api/v1/page/alerts");
+  const [open, d] = await Promise.all([api("GET", "/api/v1/floor/alerts"),
+                                       api("GET", "/api/v1/page/alerts")]);
+  const note = $("resolve-note"); note.textContent = open.resolve_note; note.hidden = !open.resolve_note;
+  const list = $("open-alerts"); list.replaceChildren();
+  if (!open.alerts.length) list.append(el("li", S.words.no_alerts));
+  for (const a of open.alerts) {
+    const li = el("li"); li.className = "alert"; li.dataset.alert = a.alert_id;
+    li.append(el("b", `${a.type_text}${a.zone ? " — " + a.zone : ""}`, "title"),
+              el("span", [a.name, a.size, a.colour].filter(Boolean).join(" · ")),
+              el("span", a.state_text, "where"), el("small", a.epc));
+    const err = el("p", null, "error"); err.hidden = true;
+    const acts = el("div", null, "actions");
+    const step = async (path, body) => {
+      err.hidden = true;
+      try { await api("POST", `/api/v1/alerts/${encodeURIComponent(a.alert_id)}/${path}`, body); }
+      catch (e) { err.textContent = e.message; err.hidden = false; return; }
+      loadAlerts().catch(() => {});
+    };
+    if (a.state === "open") {
+      const ack = el("button", S.words.acknowledge, "acknowledge");
+      ack.onclick = () => step("acknowledge", {}); acts.append(ack);
+    }
+    if (open.can_resolve) {
+      const sel = el("select"); sel.className = "resolution";
+      for (const c of open.resolutions) { const o = el("option", c.text); o.value = c.value; sel.append(o); }
+      const res = el("button", S.words.resolve || "Resolve", "resolve");
+      res.onclick = () => step("resolve", { resolution: sel.value });
+      acts.append(sel, res);
+    }
+    li.append(acts, err); list.append(li);
+  }
   const ul = $("alert-list"); ul.replaceChildren();
   if (!d.suspected.length) ul.append(el("li", S.words.none));
   for (const s of d.suspected) { const li = productLine(s); li.append(el("small", `${s.confidence_text} · ${s.since_text}`)); ul.append(li); }
@@ -214,13 +363,13 @@ document.addEventListener("DOMContentLoaded", () => {
     ev.preventDefault(); $("sign-in-error").hidden = true;
     try {
       const r = await api("POST", "/api/v1/session", { login: $("login").value, secret: $("pin").value });
-      S.csrf = r.csrf; $("pin").value = ""; signedIn(true); await loadContext(); show("count");
+      S.csrf = r.csrf; S.roles = r.user.roles || []; $("pin").value = ""; signedIn(true); await loadContext(); show("count");
     } catch (e) { $("pin").value = ""; $("sign-in-error").hidden = false; }
   });
   $("sign-out").onclick = async () => { stopLive(); await api("POST", "/api/v1/session/close").catch(() => {}); S.csrf = null; signedIn(false); };
   document.querySelectorAll(".langs button").forEach((btn) => btn.onclick = async () => {
     S.lang = btn.dataset.lang;
-    if (S.csrf) { await loadContext(); const cur = document.querySelector("nav button[aria-current]"); if (cur) show(cur.dataset.tab); }
+    if (S.csrf) { stopDesk(); await loadContext(); const cur = document.querySelector("nav button[aria-current]"); if (cur) show(cur.dataset.tab); }
     else { const all = await fetch("/words.json").then((r) => r.json()); S.words = all[S.lang]; words(); }
   });
   $("floor-toggle").onclick = () => {
@@ -232,5 +381,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("close-count").onclick = () => closeCount().catch((e) => alert(e.message));
   $("close-reception").onclick = () => closeReception().catch((e) => alert(e.message));
   $("find-form").addEventListener("submit", (ev) => find(ev).catch((e) => alert(e.message)));
+  $("hold-epc").addEventListener("input", () => { $("hold-epc").dataset.desk = ""; });
+  $("hold-form").addEventListener("submit", (ev) => placeHold(ev).catch((e) => holdStatus(e.message)));
   start();
 });
