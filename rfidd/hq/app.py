@@ -1,6 +1,6 @@
 """The HQ program's composition root: builds, starts and stops its components.
 
-`HqDaemon.start` runs small named steps — store -> consumer -> gap repair -> ASN relay -> HQ
+`HqDaemon.start` runs small named steps — store -> partitions -> consumer -> gap repair -> ASN relay -> HQ
 API -> EPCIS 2.0 interface — each registering its stop; `stop` runs them last-in-first-out, so
 the interfaces close before the consumer and the store goes last. `rfidd hq run` and the tests
 build HQ here, never by hand.
@@ -33,6 +33,7 @@ class HqDaemon:
         self.store: HqStore | None = None
         self.consumer: HqConsumer | None = None
         self.gaps: GapRepairer | None = None
+        self.partitions: Any = None
         self.relay: Any = None
         self.api: Any = None
         self.epcis: Any = None
@@ -41,6 +42,7 @@ class HqDaemon:
 
     def start(self) -> None:
         self._open_store()
+        self._start_partitions()
         self._start_consumer()
         self._start_gap_repair()
         self._start_relay()
@@ -57,6 +59,19 @@ class HqDaemon:
         except HqDatabaseError as exc:
             raise HqStartError(f"database: {exc}") from exc
         self._on_stop("store", self.store.dispose)
+
+    def _start_partitions(self) -> None:
+        """PostgreSQL: the coming months' partitions of hq_events, made now and every few
+        hours (an event of a month without one gets it on demand, before its batch)."""
+        store = self.store
+        assert store is not None
+        if store.dialect != "postgresql":
+            return
+        from rfidd.hq.partitions import PartitionKeeper
+
+        self.partitions = PartitionKeeper(store.engine)
+        self.partitions.start()
+        self._on_stop("partitions", self.partitions.stop)
 
     def _start_consumer(self) -> None:
         from rfidd.hq.consumer import HqConsumerError

@@ -140,7 +140,9 @@ def _cbv(name: str, values: list[str]) -> list[str]:
     return out
 
 
-def _epc_filter(values: list[str]) -> Any:
+def _epc_filter(values: list[str], *, listed_only: bool) -> Any:
+    """MATCH_epc (listed_only) looks at epcList and childEPCs only; MATCH_anyEPC also at
+    parentID, inputEPCList and outputEPCList. Filtered in SQL, so a page is always full."""
     conds: list[Any] = []
     for v in values:
         if v.startswith("urn:epc:idpat:") and v.endswith("*"):
@@ -149,7 +151,13 @@ def _epc_filter(values: list[str]) -> Any:
             conds.append(hq_event_epcs.c.epc.like(stem + "%", escape="\\"))
         else:
             conds.append(hq_event_epcs.c.epc == v)
-    return exists().where(hq_event_epcs.c.event_id == hq_events.c.event_id, or_(*conds))
+    x = hq_event_epcs
+    match = or_(*conds)
+    if listed_only:
+        match = and_(match, x.c.listed)
+    # event_time too: on PostgreSQL the join then prunes to the event's monthly partition
+    return exists().where(x.c.event_id == hq_events.c.event_id,
+                          x.c.event_time == hq_events.c.event_time, match)
 
 
 def statement(q: EventQuery) -> Select[Any]:
@@ -163,7 +171,7 @@ def statement(q: EventQuery) -> Select[Any]:
             conds.append(col.in_(_cbv(name, q.lists[name])))
     for name in ("MATCH_epc", "MATCH_anyEPC"):
         if name in q.lists:
-            conds.append(_epc_filter(q.lists[name]))
+            conds.append(_epc_filter(q.lists[name], listed_only=name == "MATCH_epc"))
     t = q.times
     if "GE_eventTime" in t:
         conds.append(e.c.event_time >= t["GE_eventTime"])
@@ -176,19 +184,6 @@ def statement(q: EventQuery) -> Select[Any]:
     return select(e.c.id, e.c.raw).where(and_(*conds)).order_by(e.c.id).limit(q.per_page + 1)
 
 
-def _matches_epc(raw: dict[str, Any], values: list[str]) -> bool:
-    """MATCH_epc looks at epcList and childEPCs only (not parentID, inputs or outputs)."""
-    epcs = [*(raw.get("epcList") or []), *(raw.get("childEPCs") or [])]
-    for v in values:
-        if v.startswith("urn:epc:idpat:") and v.endswith("*"):
-            stem = "urn:epc:id:" + v[len("urn:epc:idpat:"):-1]
-            if any(isinstance(x, str) and x.startswith(stem) for x in epcs):
-                return True
-        elif v in epcs:
-            return True
-    return False
-
-
 def run(engine: Engine, q: EventQuery) -> tuple[list[dict[str, Any]], str | None]:
     """(events of this page as stored, the next page's token or None)."""
     with engine.connect() as conn:
@@ -196,6 +191,4 @@ def run(engine: Engine, q: EventQuery) -> tuple[list[dict[str, Any]], str | None
     more = len(rows) > q.per_page
     rows = rows[: q.per_page]
     events = [dict(r.raw) for r in rows]
-    if "MATCH_epc" in q.lists:
-        events = [ev for ev in events if _matches_epc(ev, q.lists["MATCH_epc"])]
     return events, (encode_token(rows[-1].id) if more and rows else None)

@@ -47,7 +47,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
 
 from rfidd.hq import partitions, pgwrite
-from rfidd.hq.documents import EventRow
+from rfidd.hq.documents import EventRow, listed_epcs
 from rfidd.store.db import create_db_engine
 
 log = logging.getLogger(__name__)
@@ -80,10 +80,9 @@ hq_events = Table(
     Column("received_at", Time, nullable=False),
     Column("seq", BigInteger),  # the site's gap-free number (None: captured from elsewhere)
     Index("ix_hq_events_event_id", "event_id"),
-    Index("ix_hq_events_site_time", "site", "event_time"),
     Index("ix_hq_events_site_seq", "site", "seq"),
     Index("ix_hq_events_step_time", "biz_step", "event_time"),
-    Index("ix_hq_events_received_at", "received_at"),
+    Index("ix_hq_events_received_at", "received_at", postgresql_using="brin"),
     # EQ_bizLocation / EQ_readPoint come back in record (id) order: these read a page directly.
     Index("ix_hq_events_location_id", "biz_location", "id"),
     Index("ix_hq_events_read_point_id", "read_point", "id"),
@@ -249,12 +248,6 @@ def alembic_config() -> AlembicConfig:
     return cfg
 
 
-def listed_epcs(raw: dict[str, Any]) -> set[str]:
-    """The EPCs MATCH_epc looks at: epcList and childEPCs (not parentID, inputs or outputs)."""
-    return {x for key in ("epcList", "childEPCs") for x in raw.get(key) or []
-            if isinstance(x, str)}
-
-
 def utc(t: datetime | None) -> datetime | None:
     """SQLite hands back naive datetimes: every time stored here is UTC."""
     if t is None:
@@ -324,25 +317,21 @@ class HqStore:
         if self.dialect == "postgresql" and events:
             self._partitions_for(events)
         with self.engine.begin() as conn:
-            try:
-                if self.known_sites_only and not batch.trusted:
-                    events, site_messages, rejected = self._registered_only(conn, batch)
-                unique: dict[str, EventRow] = {}
-                for ev in events:
-                    unique.setdefault(ev.event_id, ev)
-                rows = [unique[k] for k in sorted(unique)]
-                if rows and self.dialect == "postgresql":
-                    stored = pgwrite.store_events(conn, rows, batch.received_at)
-                elif rows:
-                    stored = self._insert_events(conn, rows, batch.received_at)
-                self._update_sites(conn, batch)
-                messages_stored = self._insert_site_messages(conn, site_messages)
-                for site in sorted({ev.site for ev in rows if ev.seq is not None}
-                                   | set(batch.heads)):
-                    self._advance(conn, site)
-            except BaseException:
-                conn.info.pop(pgwrite.STAGED, None)  # a rolled-back CREATE TEMP TABLE is gone
-                raise
+            if self.known_sites_only and not batch.trusted:
+                events, site_messages, rejected = self._registered_only(conn, batch)
+            unique: dict[str, EventRow] = {}
+            for ev in events:
+                unique.setdefault(ev.event_id, ev)
+            rows = [unique[k] for k in sorted(unique)]
+            if rows and self.dialect == "postgresql":
+                stored = pgwrite.store_events(conn, rows, batch.received_at)
+            elif rows:
+                stored = self._insert_events(conn, rows, batch.received_at)
+            self._update_sites(conn, batch)
+            messages_stored = self._insert_site_messages(conn, site_messages)
+            for site in sorted({ev.site for ev in rows if ev.seq is not None}
+                               | set(batch.heads)):
+                self._advance(conn, site)
         return BatchResult(
             stored=stored,
             duplicates=len(events) - stored,
