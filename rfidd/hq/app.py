@@ -1,9 +1,9 @@
 """The HQ program's composition root: builds, starts and stops its components.
 
-`HqDaemon.start` runs small named steps — store -> partitions -> consumer -> gap repair -> ASN relay -> HQ
-API -> EPCIS 2.0 interface — each registering its stop; `stop` runs them last-in-first-out, so
-the interfaces close before the consumer and the store goes last. `rfidd hq run` and the tests
-build HQ here, never by hand.
+`HqDaemon.start` runs small named steps — store -> partitions -> consumer -> gap repair -> ASN
+relay -> HQ API -> EPCIS 2.0 interface — each registering its stop; `stop` runs them
+last-in-first-out, so the interfaces close before the consumer and the store goes last.
+`rfidd hq run` and the tests build HQ here, never by hand.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ a backfill of last year's events lands in last year's partitions, where retentio
 age can drop whole months. GE_recordTime queries look at every partition's received_at index
 (one probe each), which is the price of that choice.
 
-Creating a partition takes a lock on the parent table, so it happens in its own short
-transaction, serialised between HQ processes by an advisory lock, never inside a batch's write.
+A partition is made in its own short transaction (never inside a batch's write), serialised
+between HQ processes by an advisory lock, and attached rather than created as PARTITION OF so
+that the writers going on meanwhile are not blocked.
 """
 
 from __future__ import annotations
@@ -75,8 +76,12 @@ def create(engine: Engine, months: Iterable[Month]) -> list[Month]:
             if m in have:
                 continue
             nxt = add_months(m, 1)
+            name = partition_name(m)
+            # CREATE + ATTACH, not CREATE ... PARTITION OF: ATTACH takes SHARE UPDATE EXCLUSIVE
+            # on hq_events, which writers' ROW EXCLUSIVE does not wait for (nor it for them).
+            conn.execute(text(f"CREATE TABLE {name} (LIKE hq_events INCLUDING DEFAULTS)"))
             conn.execute(text(
-                f"CREATE TABLE {partition_name(m)} PARTITION OF hq_events FOR VALUES "
+                f"ALTER TABLE hq_events ATTACH PARTITION {name} FOR VALUES "
                 f"FROM ('{m[0]:04d}-{m[1]:02d}-01 00:00:00+00') "
                 f"TO ('{nxt[0]:04d}-{nxt[1]:02d}-01 00:00:00+00')"))
             made.append(m)

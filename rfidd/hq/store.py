@@ -82,7 +82,8 @@ hq_events = Table(
     Index("ix_hq_events_event_id", "event_id"),
     Index("ix_hq_events_site_seq", "site", "seq"),
     Index("ix_hq_events_step_time", "biz_step", "event_time"),
-    Index("ix_hq_events_received_at", "received_at", postgresql_using="brin"),
+    # GE_recordTime pages are read in (recordTime, id) order: one range scan from the token.
+    Index("ix_hq_events_received_at", "received_at", "id"),
     # EQ_bizLocation / EQ_readPoint come back in record (id) order: these read a page directly.
     Index("ix_hq_events_location_id", "biz_location", "id"),
     Index("ix_hq_events_read_point_id", "read_point", "id"),

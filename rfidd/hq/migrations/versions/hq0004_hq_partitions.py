@@ -43,7 +43,8 @@ OLD_INDEXES = (
     ("ix_hq_events_step_time", ["biz_step", "event_time"]),
     ("ix_hq_events_received_at", ["received_at"]),
 )
-# ix_hq_events_site_time goes: no query reads it (the standard ones have their own indexes).
+# ix_hq_events_site_time goes: no query reads it (the standard ones have their own indexes);
+# ix_hq_events_received_at becomes (received_at, id): GE_recordTime pages in that order.
 KEPT_INDEXES = (
     ("ix_hq_events_site_seq", ["site", "seq"]),
     ("ix_hq_events_step_time", ["biz_step", "event_time"]),
@@ -95,6 +96,8 @@ def upgrade() -> None:
     with op.batch_alter_table("hq_events") as b:
         b.drop_constraint("uq_hq_events_event_id", type_="unique")
     op.drop_index("ix_hq_events_site_time", "hq_events")
+    op.drop_index("ix_hq_events_received_at", "hq_events")
+    op.create_index("ix_hq_events_received_at", "hq_events", ["received_at", "id"])
     for name, cols in NEW_INDEXES:
         op.create_index(name, "hq_events", cols)
 
@@ -132,10 +135,7 @@ def _upgrade_pg() -> None:
     op.execute("DROP TABLE hq_events_unpartitioned")
     for name, cols in KEPT_INDEXES + NEW_INDEXES:  # built after the copy: one sort each
         op.create_index(name, "hq_events", cols)
-    # Rows arrive in received_at order, so a block-range index answers GE_recordTime at a
-    # fraction of a B-tree's cost per insert.
-    op.create_index("ix_hq_events_received_at", "hq_events", ["received_at"],
-                    postgresql_using="brin")
+    op.create_index("ix_hq_events_received_at", "hq_events", ["received_at", "id"])
     op.execute(_listed_false_pg())
 
 
@@ -165,6 +165,8 @@ def downgrade() -> None:
         for name, _cols in NEW_INDEXES:
             op.drop_index(name, "hq_events")
         op.create_index("ix_hq_events_site_time", "hq_events", ["site", "event_time"])
+        op.drop_index("ix_hq_events_received_at", "hq_events")
+        op.create_index("ix_hq_events_received_at", "hq_events", ["received_at"])
         with op.batch_alter_table("hq_events") as b:
             b.create_unique_constraint("uq_hq_events_event_id", ["event_id"])
     with op.batch_alter_table("hq_event_epcs") as b:
