@@ -253,7 +253,37 @@ def test_upgrade_from_hq0003_keeps_the_events_and_their_ids(db_url: str) -> None
         s.dispose()
 
 
-def test_hq_bench_runs_end_to_end_with_the_bulk_loader(postgres_url: str) -> None:
+def test_record_time_paging_is_exact_across_pages(any_store: HqStore) -> None:
+    """GE_recordTime pages in (recordTime, id) order: every event once, in arrival order,
+    also when the batches' recordTimes do not follow their ids."""
+    base = datetime(2026, 11, 1, tzinfo=UTC)
+    order: list[tuple[datetime, str]] = []
+    for k, minutes in enumerate([5, 1, 3, 0, 4, 2]):  # arrival clocks out of id order
+        evs = [obj([f"urn:epc:id:sgtin:0614141.107346.{k * 10 + i}"], T0) for i in range(3)]
+        at = base + timedelta(minutes=minutes)
+        any_store.write_batch(Batch(events=rows(*evs), received_at=at))
+        order += [(at, e["eventID"]) for e in sorted(evs, key=lambda e: e["eventID"])]
+    since = {"GE_recordTime": [(base + timedelta(minutes=1)).isoformat()], "perPage": ["4"]}
+    pages = all_pages(any_store, since)
+    want = [eid for at, eid in sorted(order) if at >= base + timedelta(minutes=1)]
+    assert [len(p) for p in pages] == [4, 4, 4, 3]
+    assert [e for p in pages for e in p] == want
+    _evs, token = eq.run(any_store.engine, eq.parse_query(since))
+    assert token is not None
+    with pytest.raises(eq.QueryParameterError, match="another query"):
+        eq.parse_query({"nextPageToken": [token]})  # an id-order query cannot use it
+
+
+def test_hq_bench_runs_end_to_end_with_the_bulk_loader(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rfidd.hq import bench_load
+
+    monkeypatch.setattr(bench_load, "REBUILD_FROM", 1000)  # the drop-and-rebuild path too
+    s = HqStore.open(postgres_url)
+    with s.engine.connect() as c:
+        indexes = sorted(c.execute(text("SELECT indexdef FROM pg_indexes WHERE tablename IN "
+                                        "('hq_events', 'hq_event_epcs')")).scalars())
+    s.dispose()
     res = CliRunner().invoke(hq_command, [
         "bench", "--database-url", postgres_url, "--events", "3000", "--real-events", "1000",
         "--queries", "10", "--replay-events", "1000", "--sites", "3", "--json"])
@@ -270,5 +300,8 @@ def test_hq_bench_runs_end_to_end_with_the_bulk_loader(postgres_url: str) -> Non
         with s.engine.connect() as c:  # the loader's rows are the writer's: sequences complete
             marks = c.execute(text("SELECT site, contiguous_seq FROM hq_sites ORDER BY site"))
             assert [m for _s, m in marks] == [1000, 1000, 1000]
+            assert sorted(c.execute(text(
+                "SELECT indexdef FROM pg_indexes WHERE tablename IN "
+                "('hq_events', 'hq_event_epcs')")).scalars()) == indexes
     finally:
         s.dispose()
