@@ -54,7 +54,7 @@ class BenchResult:
                        f"{self.bulk / self.bulk_s:,.0f} events/s (the loader, not HQ's path)")
         out.append(f"stored {self.real:,} events through HQ's batch writer in "
                    f"{self.store_s:.1f} s = {self.real / self.store_s:,.0f} events/s "
-                   f"(on top of {self.events - self.real:,})")
+                   f"(into a database of {self.events - self.real:,} before them)")
         for name, (p50, p99) in self.queries.items():
             out.append(f"query {name} at {self.events:,} events: p50 {p50:.1f} ms, "
                        f"p99 {p99:.1f} ms")
@@ -158,7 +158,8 @@ def run(store: HqStore, events: int, sites: int = 10, batch: int = 2000, queries
         with store.engine.begin() as conn:
             for table in ("hq_events", "hq_event_epcs", "hq_event_ids"):
                 conn.execute(text(f"ANALYZE {table}"))
-    progress("  queries...")
+    held = _count(store)
+    progress(f"  queries at {held:,} events...")
     results = _queries(store, lay, queries)
     queue_rate = _site_requeue_rate(replay_events)
     # HQ receiving a backfill of what it already holds: every copy is a counted duplicate.
@@ -168,7 +169,17 @@ def run(store: HqStore, events: int, sites: int = 10, batch: int = 2000, queries
         store.write_batch(Batch(events=[lay.row(n) for n in range(lo, min(n_replay, lo + batch))],
                                 trusted=True))
     replay_store = n_replay / max(1e-9, time.perf_counter() - t1)
-    return BenchResult(events, bulk, bulk_s, real, store_s, results, queue_rate, replay_store)
+    return BenchResult(held, bulk, bulk_s, real, store_s, results, queue_rate, replay_store)
+
+
+def _count(store: HqStore) -> int:
+    """Events in the database when the queries run (this run's and any before it)."""
+    from sqlalchemy import func, select
+
+    from rfidd.hq.store import hq_events
+
+    with store.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(hq_events)).scalar_one())
 
 
 def _queries(store: HqStore, lay: Layout, n: int) -> dict[str, tuple[float, float]]:

@@ -35,7 +35,9 @@ def _drop_secondary_indexes(conn: Any) -> list[tuple[str, str]]:
             "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid "
             "WHERE t.relname IN ('hq_events', 'hq_event_epcs') AND NOT x.indisunique "
             "AND pg_table_is_visible(t.oid) ORDER BY i.relname")
-        found = [(str(a), str(b)) for a, b in cur.fetchall()]
+        # a partitioned table's definition says ON ONLY (the parent alone, left invalid):
+        # rebuilt without it, the index is built on every partition and attached
+        found = [(str(a), str(b).replace(" ON ONLY ", " ON ", 1)) for a, b in cur.fetchall()]
         for name, _ddl in found:
             cur.execute(f'DROP INDEX "{name}"')
     conn.commit()

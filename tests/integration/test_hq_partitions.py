@@ -303,5 +303,14 @@ def test_hq_bench_runs_end_to_end_with_the_bulk_loader(
             assert sorted(c.execute(text(
                 "SELECT indexdef FROM pg_indexes WHERE tablename IN "
                 "('hq_events', 'hq_event_epcs')")).scalars()) == indexes
+            # and built: valid, on every month's partition, used by the queries
+            assert not c.execute(text("SELECT count(*) FROM pg_index WHERE NOT indisvalid "
+                                      "AND pg_table_is_visible(indexrelid)")).scalar()
+            per_partition = c.execute(text(
+                "SELECT count(*) FROM pg_inherits i JOIN pg_index x ON x.indrelid = i.inhrelid "
+                "WHERE i.inhparent = 'hq_events'::regclass GROUP BY i.inhrelid")).scalars()
+            n_parent = c.execute(text("SELECT count(*) FROM pg_index "
+                                      "WHERE indrelid = 'hq_events'::regclass")).scalar()
+            assert set(per_partition) == {n_parent}
     finally:
         s.dispose()
