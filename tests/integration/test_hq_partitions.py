@@ -274,6 +274,10 @@ def test_record_time_paging_is_exact_across_pages(any_store: HqStore) -> None:
         eq.parse_query({"nextPageToken": [token]})  # an id-order query cannot use it
 
 
+OUR_INDEXES = ("SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+               "AND tablename IN ('hq_events', 'hq_event_epcs')")
+
+
 def test_hq_bench_runs_end_to_end_with_the_bulk_loader(
         postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from rfidd.hq import bench_load
@@ -281,8 +285,7 @@ def test_hq_bench_runs_end_to_end_with_the_bulk_loader(
     monkeypatch.setattr(bench_load, "REBUILD_FROM", 1000)  # the drop-and-rebuild path too
     s = HqStore.open(postgres_url)
     with s.engine.connect() as c:
-        indexes = sorted(c.execute(text("SELECT indexdef FROM pg_indexes WHERE tablename IN "
-                                        "('hq_events', 'hq_event_epcs')")).scalars())
+        indexes = sorted(c.execute(text(OUR_INDEXES)).scalars())
     s.dispose()
     res = CliRunner().invoke(hq_command, [
         "bench", "--database-url", postgres_url, "--events", "3000", "--real-events", "1000",
@@ -300,9 +303,7 @@ def test_hq_bench_runs_end_to_end_with_the_bulk_loader(
         with s.engine.connect() as c:  # the loader's rows are the writer's: sequences complete
             marks = c.execute(text("SELECT site, contiguous_seq FROM hq_sites ORDER BY site"))
             assert [m for _s, m in marks] == [1000, 1000, 1000]
-            assert sorted(c.execute(text(
-                "SELECT indexdef FROM pg_indexes WHERE tablename IN "
-                "('hq_events', 'hq_event_epcs')")).scalars()) == indexes
+            assert sorted(c.execute(text(OUR_INDEXES)).scalars()) == indexes
             # and built: valid, on every month's partition, used by the queries
             assert not c.execute(text("SELECT count(*) FROM pg_index WHERE NOT indisvalid "
                                       "AND pg_table_is_visible(indexrelid)")).scalar()
