@@ -50,7 +50,7 @@ def latest_per_item(engine: Engine) -> list[tuple[str, str, str | None]]:
                func.row_number().over(partition_by=x.c.epc,
                                       order_by=(x.c.event_time.desc(), e.c.received_at.desc(),
                                                 e.c.id.desc())).label("rn"))
-        .join(e, e.c.event_id == x.c.event_id)
+        .join(e, (e.c.event_id == x.c.event_id) & (e.c.event_time == x.c.event_time))
         .where(e.c.disposition.is_not(None))
         .subquery()
     )

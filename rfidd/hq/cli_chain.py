@@ -133,8 +133,13 @@ def catalog_publish(file: Path, config_file: Path, sites: tuple[str, ...]) -> No
 @click.option("--queries", type=click.IntRange(10), default=200, show_default=True,
               help="Runs of each standard query (for p50/p99).")
 @click.option("--replay-events", type=click.IntRange(1000), default=20_000, show_default=True)
+@click.option("--real-events", type=click.IntRange(1), default=None,
+              help="Of --events, how many go through HQ's batch writer (timed); the rest are "
+              "COPYed first by the bench's loader. Default: all on SQLite, 200,000 on "
+              "PostgreSQL.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of lines.")
 def bench_cmd(database_url: str, events: int, sites: int, queries: int,
-              replay_events: int) -> None:
+              replay_events: int, real_events: int | None, as_json: bool) -> None:
     """Events/s stored, p50/p99 of the standard EPCIS queries, backfill rate."""
     from rfidd.hq import bench
     from rfidd.hq.store import HqDatabaseError, HqStore
@@ -145,8 +150,13 @@ def bench_cmd(database_url: str, events: int, sites: int, queries: int,
         raise click.ClickException(str(exc)) from None
     try:
         result = bench.run(store, events, sites, queries=queries, replay_events=replay_events,
-                           progress=lambda s: click.echo(s, err=True))
+                           real=real_events, progress=lambda s: click.echo(s, err=True))
     finally:
         store.dispose()
+    if as_json:
+        import json
+
+        click.echo(json.dumps(result.to_json()))
+        return
     for line in result.lines():
         click.echo(line)

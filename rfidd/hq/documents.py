@@ -104,6 +104,12 @@ def _epcs(event: dict[str, Any]) -> tuple[str, ...]:
     return tuple(seen)
 
 
+def listed_epcs(raw: dict[str, Any]) -> set[str]:
+    """The EPCs MATCH_epc looks at: epcList and childEPCs (not parentID, inputs or outputs)."""
+    return {x for key in ("epcList", "childEPCs") for x in raw.get(key) or []
+            if isinstance(x, str)}
+
+
 def parse_event(event: Any, site: str) -> EventRow:
     """One event -> row; ValueError says which field is wrong."""
     if not isinstance(event, dict):

@@ -7,8 +7,10 @@ refused with its name: a tool that asks for a filter HQ does not apply must not 
 unfiltered answer it takes for the truth. Several values of one parameter are OR-ed (pipe
 delimited or repeated); different parameters are AND-ed.
 
-Results are in record order (the HQ row id), so a page token is the last id seen: stable while
-new events arrive.
+Results are in record order, so a page token is the last position seen: stable while new events
+arrive. Record order is the HQ row id; for a query on recordTime (GE_/LT_recordTime) it is
+(recordTime, id), so each page is one index range scan from the token on, however many events
+are older than the window.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Select, and_, exists, or_, select
+from sqlalchemy import BigInteger, Engine, Select, and_, exists, literal, or_, select, tuple_
 
 from rfidd.hq.documents import EVENT_TYPES, parse_time
-from rfidd.hq.store import hq_event_epcs, hq_events
+from rfidd.hq.store import Time, hq_event_epcs, hq_events, utc
 
 MAX_PER_PAGE = 1000
 DEFAULT_PER_PAGE = 100
@@ -54,6 +56,11 @@ class EventQuery:
     times: dict[str, datetime] = field(default_factory=dict)
     per_page: int = DEFAULT_PER_PAGE
     after_id: int = 0
+    after_recorded: datetime | None = None  # recordTime of the token's row (recordTime order)
+
+    @property
+    def by_record_time(self) -> bool:
+        return "GE_recordTime" in self.times or "LT_recordTime" in self.times
 
     def to_definition(self) -> dict[str, Any]:
         """As a named query's stored definition (no paging)."""
@@ -111,21 +118,26 @@ def parse_query(params: Mapping[str, Sequence[str]], *, paging: bool = True) -> 
                                       f"{raw!r}")
         q.per_page = int(raw)
     if "nextPageToken" in params:
-        q.after_id = decode_token(params["nextPageToken"][-1])
+        q.after_id, q.after_recorded = decode_token(params["nextPageToken"][-1])
+        if (q.after_recorded is not None) != q.by_record_time:
+            raise QueryParameterError("nextPageToken", "nextPageToken belongs to another query")
     return q
 
 
-def encode_token(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"after:{last_id}".encode()).decode().rstrip("=")
+def encode_token(last_id: int, recorded: datetime | None = None) -> str:
+    text = f"after:{last_id}" if recorded is None else f"rt:{last_id}:{recorded.isoformat()}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def decode_token(token: str) -> int:
+def decode_token(token: str) -> tuple[int, datetime | None]:
+    """(the last id, its recordTime or None for id order)."""
     try:
         text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        kind, _, n = text.partition(":")
-        if kind != "after" or not n.isdigit():
+        kind, _, rest = text.partition(":")
+        n, _, at = rest.partition(":")
+        if kind not in ("after", "rt") or not n.isdigit() or (kind == "after") != (not at):
             raise ValueError
-        return int(n)
+        return int(n), (parse_time(at) if at else None)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise QueryParameterError("nextPageToken", "nextPageToken is not one this server "
                                   "gave") from None
@@ -140,7 +152,9 @@ def _cbv(name: str, values: list[str]) -> list[str]:
     return out
 
 
-def _epc_filter(values: list[str]) -> Any:
+def _epc_filter(values: list[str], *, listed_only: bool) -> Any:
+    """MATCH_epc (listed_only) looks at epcList and childEPCs only; MATCH_anyEPC also at
+    parentID, inputEPCList and outputEPCList. Filtered in SQL, so a page is always full."""
     conds: list[Any] = []
     for v in values:
         if v.startswith("urn:epc:idpat:") and v.endswith("*"):
@@ -149,12 +163,23 @@ def _epc_filter(values: list[str]) -> Any:
             conds.append(hq_event_epcs.c.epc.like(stem + "%", escape="\\"))
         else:
             conds.append(hq_event_epcs.c.epc == v)
-    return exists().where(hq_event_epcs.c.event_id == hq_events.c.event_id, or_(*conds))
+    x = hq_event_epcs
+    match = or_(*conds)
+    if listed_only:
+        match = and_(match, x.c.listed)
+    # event_time too: on PostgreSQL the join then prunes to the event's monthly partition
+    return exists().where(x.c.event_id == hq_events.c.event_id,
+                          x.c.event_time == hq_events.c.event_time, match)
 
 
 def statement(q: EventQuery) -> Select[Any]:
     e = hq_events
-    conds: list[Any] = [e.c.id > q.after_id]
+    conds: list[Any] = []
+    if not q.by_record_time:
+        conds.append(e.c.id > q.after_id)
+    elif q.after_recorded is not None:
+        conds.append(tuple_(e.c.received_at, e.c.id)
+                     > tuple_(literal(q.after_recorded, Time), literal(q.after_id, BigInteger)))
     columns = {"eventType": e.c.type, "EQ_action": e.c.action, "EQ_bizStep": e.c.biz_step,
                "EQ_disposition": e.c.disposition, "EQ_readPoint": e.c.read_point,
                "EQ_bizLocation": e.c.biz_location, "EQ_eventID": e.c.event_id}
@@ -163,7 +188,7 @@ def statement(q: EventQuery) -> Select[Any]:
             conds.append(col.in_(_cbv(name, q.lists[name])))
     for name in ("MATCH_epc", "MATCH_anyEPC"):
         if name in q.lists:
-            conds.append(_epc_filter(q.lists[name]))
+            conds.append(_epc_filter(q.lists[name], listed_only=name == "MATCH_epc"))
     t = q.times
     if "GE_eventTime" in t:
         conds.append(e.c.event_time >= t["GE_eventTime"])
@@ -173,20 +198,9 @@ def statement(q: EventQuery) -> Select[Any]:
         conds.append(e.c.received_at >= t["GE_recordTime"])
     if "LT_recordTime" in t:
         conds.append(e.c.received_at < t["LT_recordTime"])
-    return select(e.c.id, e.c.raw).where(and_(*conds)).order_by(e.c.id).limit(q.per_page + 1)
-
-
-def matches_epc(raw: dict[str, Any], values: list[str]) -> bool:
-    """MATCH_epc looks at epcList and childEPCs only (not parentID, inputs or outputs)."""
-    epcs = [*(raw.get("epcList") or []), *(raw.get("childEPCs") or [])]
-    for v in values:
-        if v.startswith("urn:epc:idpat:") and v.endswith("*"):
-            stem = "urn:epc:id:" + v[len("urn:epc:idpat:"):-1]
-            if any(isinstance(x, str) and x.startswith(stem) for x in epcs):
-                return True
-        elif v in epcs:
-            return True
-    return False
+    order = (e.c.received_at, e.c.id) if q.by_record_time else (e.c.id,)
+    return (select(e.c.id, e.c.received_at, e.c.raw).where(and_(*conds)).order_by(*order)
+            .limit(q.per_page + 1))
 
 
 def run(engine: Engine, q: EventQuery) -> tuple[list[dict[str, Any]], str | None]:
@@ -196,6 +210,7 @@ def run(engine: Engine, q: EventQuery) -> tuple[list[dict[str, Any]], str | None
     more = len(rows) > q.per_page
     rows = rows[: q.per_page]
     events = [dict(r.raw) for r in rows]
-    if "MATCH_epc" in q.lists:
-        events = [ev for ev in events if matches_epc(ev, q.lists["MATCH_epc"])]
-    return events, (encode_token(rows[-1].id) if more and rows else None)
+    if not (more and rows):
+        return events, None
+    last = rows[-1]
+    return events, encode_token(last.id, utc(last.received_at) if q.by_record_time else None)

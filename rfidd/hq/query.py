@@ -114,7 +114,9 @@ def _row(r: Any) -> ItemEvent:
 def _base(epc: str) -> Any:
     return (
         select(*_COLS)
-        .join(hq_event_epcs, hq_event_epcs.c.event_id == hq_events.c.event_id)
+        # event_time too: on PostgreSQL each event is looked up in its own month's partition
+        .join(hq_event_epcs, (hq_event_epcs.c.event_id == hq_events.c.event_id)
+              & (hq_event_epcs.c.event_time == hq_events.c.event_time))
         .where(hq_event_epcs.c.epc == epc)
     )
 

@@ -2,8 +2,10 @@
 
 A metadata of its own (never the site daemon's), migrated by its own Alembic scripts with their
 own version table `hq_alembic_version`, so an HQ schema can share a database with anything.
-Deduplication is the database's job: `event_id` is UNIQUE and every insert is
-ON CONFLICT DO NOTHING, which also holds when several consumers race on the same event.
+Deduplication is the database's job: an event is stored only by the transaction that claims its
+eventID in `hq_event_ids` (primary key, INSERT ... ON CONFLICT DO NOTHING), which also holds when
+several consumers race on the same event. On PostgreSQL `hq_events` is partitioned by month of
+eventTime (rfidd.hq.partitions; the write path is rfidd.hq.pgwrite); SQLite keeps one table.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Connection,
     DateTime,
     Engine,
-    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -38,13 +40,14 @@ from sqlalchemy import (
     func,
     literal,
     select,
+    true,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DataError as SaDataError
 
-from rfidd.hq.documents import EventRow
+from rfidd.hq import partitions, pgwrite
+from rfidd.hq.documents import EventRow, listed_epcs
 from rfidd.store.db import create_db_engine
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,7 @@ metadata = MetaData()
 hq_events = Table(
     "hq_events",
     metadata,
+    # PostgreSQL: PRIMARY KEY (id, event_time), the partition key must be in it.
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("event_id", String(512), nullable=False),
     Column("site", String(64), nullable=False),
@@ -75,25 +79,34 @@ hq_events = Table(
     Column("raw", Json, nullable=False),
     Column("received_at", Time, nullable=False),
     Column("seq", BigInteger),  # the site's gap-free number (None: captured from elsewhere)
-    UniqueConstraint("event_id", name="uq_hq_events_event_id"),
-    Index("ix_hq_events_site_time", "site", "event_time"),
+    Index("ix_hq_events_event_id", "event_id"),
     Index("ix_hq_events_site_seq", "site", "seq"),
     Index("ix_hq_events_step_time", "biz_step", "event_time"),
-    Index("ix_hq_events_received_at", "received_at"),
+    # GE_recordTime pages are read in (recordTime, id) order: one range scan from the token.
+    Index("ix_hq_events_received_at", "received_at", "id"),
+    # EQ_bizLocation / EQ_readPoint come back in record (id) order: these read a page directly.
+    Index("ix_hq_events_location_id", "biz_location", "id"),
+    Index("ix_hq_events_read_point_id", "read_point", "id"),
+)
+
+# eventID uniqueness (a partitioned table cannot have it without the partition key); the
+# event's time is kept so a lookup by eventID prunes to its month.
+hq_event_ids = Table(
+    "hq_event_ids",
+    metadata,
+    Column("event_id", String(512), primary_key=True),
+    Column("event_time", Time, nullable=False),
 )
 
 # event_time is repeated here so "where is it now" is one index range scan on (epc, event_time).
+# listed: the EPC is in epcList/childEPCs (MATCH_epc), not only parentID/input/output (anyEPC).
 hq_event_epcs = Table(
     "hq_event_epcs",
     metadata,
-    Column(
-        "event_id",
-        String(512),
-        ForeignKey("hq_events.event_id", ondelete="CASCADE", name="fk_hq_event_epcs_event"),
-        primary_key=True,
-    ),
+    Column("event_id", String(512), primary_key=True),
     Column("epc", String(512), primary_key=True),
     Column("event_time", Time, nullable=False),
+    Column("listed", Boolean, nullable=False, server_default=true()),
     Index("ix_hq_event_epcs_epc_time", "epc", "event_time"),
 )
 
@@ -253,6 +266,7 @@ class HqStore:
         # Store only what registered sites send (`rfidd hq site add`); count the rest.
         self.known_sites_only = known_sites_only
         self.dialect = engine.dialect.name
+        self._months: set[partitions.Month] = set()  # months known to have a partition
         if self.dialect not in ("postgresql", "sqlite"):
             raise HqDatabaseError(f"unsupported database dialect {self.dialect}")
 
@@ -303,30 +317,25 @@ class HqStore:
         """
         stored = messages_stored = rejected = 0
         inserted: set[str] = set()
+        events, site_messages = batch.events, batch.site_messages
+        if self.dialect == "postgresql" and events:
+            self._partitions_for(events)
         with self.engine.begin() as conn:
-            events, site_messages = batch.events, batch.site_messages
             if self.known_sites_only and not batch.trusted:
                 events, site_messages, rejected = self._registered_only(conn, batch)
             unique: dict[str, EventRow] = {}
             for ev in events:
                 unique.setdefault(ev.event_id, ev)
             rows = [unique[k] for k in sorted(unique)]
-            if rows:
+            if rows and self.dialect == "postgresql":
+                inserted = pgwrite.store_events(conn, rows, batch.received_at)
+            elif rows:
                 inserted = self._insert_events(conn, rows, batch.received_at)
-                stored = len(inserted)
-                epc_rows = [
-                    {"event_id": ev.event_id, "epc": epc, "event_time": ev.event_time}
-                    for ev in rows if ev.event_id in inserted for epc in ev.epcs
-                ]
-                if epc_rows and self.dialect == "postgresql":
-                    self._copy_epcs(conn, epc_rows)
-                elif epc_rows:
-                    conn.execute(
-                        self._insert(hq_event_epcs).on_conflict_do_nothing(), epc_rows
-                    )
+            stored = len(inserted)
             self._update_sites(conn, batch)
             messages_stored = self._insert_site_messages(conn, site_messages)
-            for site in sorted({ev.site for ev in rows if ev.seq is not None} | set(batch.heads)):
+            for site in sorted({ev.site for ev in rows if ev.seq is not None}
+                               | set(batch.heads)):
                 self._advance(conn, site)
         return BatchResult(
             stored=stored,
@@ -336,6 +345,22 @@ class HqStore:
             rejected=rejected,
             event_ids=tuple(sorted(inserted)),
         )
+
+    def _partitions_for(self, events: Sequence[EventRow]) -> None:
+        """On demand: a partition for every month the batch's events fall in (their own
+        transaction, before the batch's; usually all are known and this is a set lookup)."""
+        months = {partitions.month_of(ev.event_time) for ev in events}
+        if months <= self._months:
+            return
+        with self.engine.connect() as conn:
+            if not partitions.is_partitioned(conn):  # a database not migrated past hq0003
+                self._months |= months
+                return
+            self._months |= partitions.existing(conn)
+        missing = months - self._months
+        if missing:
+            partitions.create(self.engine, missing)
+            self._months |= missing
 
     def _registered_only(
         self, conn: Connection, batch: Batch
@@ -386,86 +411,31 @@ class HqStore:
             conn.execute(hq_sites.update().where(hq_sites.c.site == site)  # never backwards
                          .values(contiguous_seq=greatest(hq_sites.c.contiguous_seq, c)))
 
-    def _copy_epcs(self, conn: Connection, epc_rows: list[dict[str, Any]]) -> None:
-        """Rows of events this transaction inserted: nobody else can hold them, so a plain
-        COPY (no conflict possible)."""
-        import psycopg
-
-        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            with cur.copy("COPY hq_event_epcs (event_id, epc, event_time) FROM STDIN") as cp:
-                for r in epc_rows:
-                    cp.write_row((r["event_id"], r["epc"], r["event_time"]))
-        except psycopg.DataError as exc:
-            raise SaDataError("COPY hq_event_epcs", None, exc) from exc
-
-    _COLS = ("event_id", "site", "type", "event_time", "action", "biz_step", "disposition",
-             "read_point", "biz_location", "biz_transactions", "raw", "received_at", "seq")
-
     def _insert_events(
         self, conn: Connection, rows: Sequence[EventRow], received_at: datetime
     ) -> set[str]:
-        if self.dialect == "postgresql":
-            return self._copy_events(conn, rows, received_at)
-        params = [
-            {
-                "event_id": ev.event_id,
-                "site": ev.site,
-                "type": ev.type,
-                "event_time": ev.event_time,
-                "action": ev.action,
-                "biz_step": ev.biz_step,
-                "disposition": ev.disposition,
-                "read_point": ev.read_point,
-                "biz_location": ev.biz_location,
-                "biz_transactions": ev.biz_transactions,
-                "raw": ev.raw,
-                "received_at": received_at,
-                "seq": ev.seq,
-            }
-            for ev in rows
-        ]
-        stmt = (
-            self._insert(hq_events)
-            .on_conflict_do_nothing(index_elements=["event_id"])
-            .returning(hq_events.c.event_id)
-        )
-        result = conn.execute(stmt, params)
-        return {r[0] for r in result}
-
-    def _copy_events(
-        self, conn: Connection, rows: Sequence[EventRow], received_at: datetime
-    ) -> set[str]:
-        import psycopg
-
-        try:
-            return self._copy_events_raw(conn, rows, received_at)
-        except psycopg.DataError as exc:  # the data's fault: the consumer isolates the message
-            raise SaDataError("COPY hq_events_stage", None, exc) from exc
-
-    def _copy_events_raw(
-        self, conn: Connection, rows: Sequence[EventRow], received_at: datetime
-    ) -> set[str]:
-        """PostgreSQL: COPY into a session-local staging table, then one INSERT ... SELECT
-        ON CONFLICT DO NOTHING (measured 10x faster than a multi-row INSERT with RETURNING at
-        2,000 events a batch; dedup and lock order are the same: rows go in key order)."""
-        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        cols = ", ".join(self._COLS)
-        cur.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS hq_events_stage (event_id text, site text, "
-            "type text, event_time timestamptz, action text, biz_step text, disposition text, "
-            "read_point text, biz_location text, biz_transactions jsonb, raw jsonb, "
-            "received_at timestamptz, seq bigint) ON COMMIT DELETE ROWS")
-        with cur.copy(f"COPY hq_events_stage ({cols}) FROM STDIN") as cp:
-            for ev in rows:
-                cp.write_row((
-                    ev.event_id, ev.site, ev.type, ev.event_time, ev.action, ev.biz_step,
-                    ev.disposition, ev.read_point, ev.biz_location,
-                    None if ev.biz_transactions is None else json.dumps(ev.biz_transactions),
-                    json.dumps(ev.raw), received_at, ev.seq))
-        cur.execute(f"INSERT INTO hq_events ({cols}) SELECT {cols} FROM hq_events_stage "
-                    "ORDER BY event_id ON CONFLICT (event_id) DO NOTHING RETURNING event_id")
-        return {r[0] for r in cur.fetchall()}
+        """SQLite: claim the eventIDs, then store the claimed events and their EPC rows; the
+        eventIDs stored."""
+        claimed = {r[0] for r in conn.execute(
+            self._insert(hq_event_ids).on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(hq_event_ids.c.event_id),
+            [{"event_id": ev.event_id, "event_time": ev.event_time} for ev in rows])}
+        new = [ev for ev in rows if ev.event_id in claimed]
+        if not new:
+            return claimed
+        conn.execute(hq_events.insert(), [
+            {"event_id": ev.event_id, "site": ev.site, "type": ev.type,
+             "event_time": ev.event_time, "action": ev.action, "biz_step": ev.biz_step,
+             "disposition": ev.disposition, "read_point": ev.read_point,
+             "biz_location": ev.biz_location, "biz_transactions": ev.biz_transactions,
+             "raw": ev.raw, "received_at": received_at, "seq": ev.seq}
+            for ev in new])
+        epc_rows = [{"event_id": ev.event_id, "epc": epc, "event_time": ev.event_time,
+                     "listed": epc in listed_epcs(ev.raw)}
+                    for ev in new for epc in ev.epcs]
+        if epc_rows:
+            conn.execute(hq_event_epcs.insert(), epc_rows)
+        return claimed
 
     def _update_sites(self, conn: Connection, batch: Batch) -> None:
         touched = sorted({s.site for s in batch.statuses} | set(batch.seen) | set(batch.heads))

@@ -413,7 +413,7 @@ class SubscriptionHub:
                     sent = True
                 if token is None:
                     break
-                q.after_id = eq.decode_token(token)
+                q.after_id, q.after_recorded = eq.decode_token(token)
             x.cursor_at = until
             if x.channel == "webhook":
                 with self.engine.begin() as conn:
@@ -429,7 +429,4 @@ def _run_restricted(engine: Engine, q: eq.EventQuery, ids: Sequence[str]
     stmt = eq.statement(q).where(hq_events.c.event_id.in_(ids))
     with engine.connect() as conn:
         rows = conn.execute(stmt).all()
-    events = [dict(r.raw) for r in rows]
-    if "MATCH_epc" in q.lists:
-        events = [ev for ev in events if eq.matches_epc(ev, q.lists["MATCH_epc"])]
-    return events
+    return [dict(r.raw) for r in rows]
