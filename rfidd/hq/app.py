@@ -1,17 +1,10 @@
 """The HQ program's composition root: builds, starts and stops its components.
 
-<<<<<<< HEAD
-`HqDaemon.start` runs small named steps — store -> subscription hub -> consumer -> gap repair
--> ASN relay -> web interface (EPCIS 2.0, /api/v1, /chain, /metrics: one FastAPI app on one
-port) — each registering its stop; `stop` runs them last-in-first-out, so the interface closes
-before the consumer, the hub after the consumer, and the store goes last. `rfidd hq run` and
-the tests build HQ here, never by hand.
-=======
-`HqDaemon.start` runs small named steps — store -> partitions -> consumer -> gap repair -> ASN
-relay -> HQ API -> EPCIS 2.0 interface — each registering its stop; `stop` runs them
-last-in-first-out, so the interfaces close before the consumer and the store goes last.
+`HqDaemon.start` runs small named steps — store -> partitions -> subscription hub ->
+consumer -> gap repair -> ASN relay -> web interface (EPCIS 2.0, /api/v1, /chain, /metrics: one
+FastAPI app on one port) — each registering its stop; `stop` runs them last-in-first-out, so the
+interface closes before the consumer, the hub after the consumer, and the store goes last.
 `rfidd hq run` and the tests build HQ here, never by hand.
->>>>>>> hqstore
 """
 
 from __future__ import annotations
@@ -50,11 +43,8 @@ class HqDaemon:
 
     def start(self) -> None:
         self._open_store()
-<<<<<<< HEAD
-        self._start_subscriptions()
-=======
         self._start_partitions()
->>>>>>> hqstore
+        self._start_subscriptions()
         self._start_consumer()
         self._start_gap_repair()
         self._start_relay()
@@ -71,7 +61,6 @@ class HqDaemon:
             raise HqStartError(f"database: {exc}") from exc
         self._on_stop("store", self.store.dispose)
 
-<<<<<<< HEAD
     def _start_subscriptions(self) -> None:
         """The query-subscription hub: before the consumer (which feeds it) and stopped
         after it, so no stored event is offered to a stopped hub."""
@@ -88,7 +77,7 @@ class HqDaemon:
                                    retry_max_s=e.webhook_retry_max_s)
         self.hub.start()
         self._on_stop("query subscriptions", self.hub.stop)
-=======
+
     def _start_partitions(self) -> None:
         """PostgreSQL: the coming months' partitions of hq_events, made now and every few
         hours (an event of a month without one gets it on demand, before its batch)."""
@@ -101,7 +90,6 @@ class HqDaemon:
         self.partitions = PartitionKeeper(store.engine)
         self.partitions.start()
         self._on_stop("partitions", self.partitions.stop)
->>>>>>> hqstore
 
     def _start_consumer(self) -> None:
         from rfidd.hq.consumer import HqConsumerError
