@@ -196,7 +196,7 @@ class Ingestor:
             if timeout <= 0:
                 break
             try:
-                item = self.source.q.get(timeout=min(timeout, 0.05))
+                item = self.source.get(timeout=min(timeout, 0.05))
             except queue.Empty:
                 if self.stop_event.is_set() or (batch and self._pending_sweep.is_set()):
                     break

@@ -410,7 +410,6 @@ class RealHq(LoggedProcess):
             "database": {"url": db_url, "batch_max_ms": 100},
             "mqtt": {"url": f"mqtt://{host}:{port}", "share_group": "", "relay_asns": False,
                      "client_id": f"hq-{uuid.uuid4().hex[:8]}", "reconnect_max_s": 2},
-            "http": {"enabled": False},
             # Fault sites are not registered; the EPCIS port must not collide between runs.
             "sites": {"accept_unknown": True},
             "epcis": {"port": 0},
