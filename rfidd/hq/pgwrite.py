@@ -27,8 +27,9 @@ COLS = ("event_id", "site", "type", "event_time", "action", "biz_step", "disposi
 _C = ", ".join(COLS)
 
 
-def store_events(conn: Connection, rows: Sequence[EventRow], received_at: datetime) -> int:
-    """Store the rows (unique eventIDs) not held yet; how many were stored. A row the
+def store_events(conn: Connection, rows: Sequence[EventRow],
+                 received_at: datetime) -> set[str]:
+    """Store the rows (unique eventIDs) not held yet; the eventIDs stored. A row the
     database refuses (a NUL byte, a time out of range) raises SQLAlchemy's DataError, so the
     consumer can isolate the message."""
     import psycopg
@@ -67,12 +68,12 @@ def _claim(cur: Any, rows: Sequence[EventRow]) -> set[str]:
     return {ev.event_id for ev in rows}
 
 
-def _store(conn: Connection, rows: Sequence[EventRow], received_at: datetime) -> int:
+def _store(conn: Connection, rows: Sequence[EventRow], received_at: datetime) -> set[str]:
     pooled: Any = conn.connection
     cur = pooled.dbapi_connection.cursor()
     claimed = _claim(cur, rows)
     if not claimed:
-        return 0
+        return claimed
     new = rows if len(claimed) == len(rows) else [ev for ev in rows if ev.event_id in claimed]
     dumps = json.dumps
     with cur.copy(f"COPY hq_events ({_C}) FROM STDIN") as cp:
@@ -90,4 +91,4 @@ def _store(conn: Connection, rows: Sequence[EventRow], received_at: datetime) ->
             listed = ev.epcs if only_listed else listed_epcs(raw)
             for epc in ev.epcs:
                 write((ev.event_id, epc, ev.event_time, epc in listed))
-    return len(new)
+    return claimed

@@ -241,6 +241,8 @@ class BatchResult:
     messages_stored: int
     message_duplicates: int
     rejected: int = 0  # events and messages of unregistered sites, not stored
+    # The eventIDs this batch stored (query subscriptions push them); not part of equality.
+    event_ids: tuple[str, ...] = field(default=(), compare=False)
 
 
 def alembic_config() -> AlembicConfig:
@@ -314,6 +316,7 @@ class HqStore:
         row locks in the same order and cannot deadlock.
         """
         stored = messages_stored = rejected = 0
+        inserted: set[str] = set()
         events, site_messages = batch.events, batch.site_messages
         if self.dialect == "postgresql" and events:
             self._partitions_for(events)
@@ -325,9 +328,10 @@ class HqStore:
                 unique.setdefault(ev.event_id, ev)
             rows = [unique[k] for k in sorted(unique)]
             if rows and self.dialect == "postgresql":
-                stored = pgwrite.store_events(conn, rows, batch.received_at)
+                inserted = pgwrite.store_events(conn, rows, batch.received_at)
             elif rows:
-                stored = self._insert_events(conn, rows, batch.received_at)
+                inserted = self._insert_events(conn, rows, batch.received_at)
+            stored = len(inserted)
             self._update_sites(conn, batch)
             messages_stored = self._insert_site_messages(conn, site_messages)
             for site in sorted({ev.site for ev in rows if ev.seq is not None}
@@ -339,6 +343,7 @@ class HqStore:
             messages_stored=messages_stored,
             message_duplicates=len(site_messages) - messages_stored,
             rejected=rejected,
+            event_ids=tuple(sorted(inserted)),
         )
 
     def _partitions_for(self, events: Sequence[EventRow]) -> None:
@@ -348,7 +353,7 @@ class HqStore:
         if months <= self._months:
             return
         with self.engine.connect() as conn:
-            if not partitions.is_partitioned(conn):  # a database not migrated past hq0003
+            if not partitions.is_partitioned(conn):  # a database not migrated to hq0005 yet
                 self._months |= months
                 return
             self._months |= partitions.existing(conn)
@@ -408,7 +413,7 @@ class HqStore:
 
     def _insert_events(
         self, conn: Connection, rows: Sequence[EventRow], received_at: datetime
-    ) -> int:
+    ) -> set[str]:
         """SQLite: claim the eventIDs, then store the claimed events and their EPC rows."""
         claimed = {r[0] for r in conn.execute(
             self._insert(hq_event_ids).on_conflict_do_nothing(index_elements=["event_id"])
@@ -416,7 +421,7 @@ class HqStore:
             [{"event_id": ev.event_id, "event_time": ev.event_time} for ev in rows])}
         new = [ev for ev in rows if ev.event_id in claimed]
         if not new:
-            return 0
+            return claimed
         conn.execute(hq_events.insert(), [
             {"event_id": ev.event_id, "site": ev.site, "type": ev.type,
              "event_time": ev.event_time, "action": ev.action, "biz_step": ev.biz_step,
@@ -429,7 +434,7 @@ class HqStore:
                     for ev in new for epc in ev.epcs]
         if epc_rows:
             conn.execute(hq_event_epcs.insert(), epc_rows)
-        return len(new)
+        return claimed
 
     def _update_sites(self, conn: Connection, batch: Batch) -> None:
         touched = sorted({s.site for s in batch.statuses} | set(batch.seen) | set(batch.heads))

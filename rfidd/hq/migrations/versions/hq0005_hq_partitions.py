@@ -12,8 +12,8 @@ parentID/inputEPCList/outputEPCList (which MATCH_anyEPC adds), so MATCH_epc filt
 The foreign key from `hq_event_epcs` to `hq_events.event_id` goes (no unique key to refer to):
 both are written by the same statement.
 
-Revision ID: hq0004_hq_partitions
-Revises: hq0003
+Revision ID: hq0005_hq_partitions
+Revises: hq0004_subscriptions
 Create Date: 2026-12-02
 """
 
@@ -24,8 +24,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "hq0004_hq_partitions"
-down_revision: str | None = "hq0003"
+revision: str = "hq0005_hq_partitions"
+down_revision: str | None = "hq0004_subscriptions"
 branch_labels: str | None = None
 depends_on: str | None = None
 
