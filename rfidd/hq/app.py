@@ -1,10 +1,10 @@
 """The HQ program's composition root: builds, starts and stops its components.
 
-`HqDaemon.start` runs small named steps — store -> partitions -> subscription hub -> consumer -> gap repair
--> ASN relay -> web interface (EPCIS 2.0, /api/v1, /chain, /metrics: one FastAPI app on one
-port) — each registering its stop; `stop` runs them last-in-first-out, so the interface closes
-before the consumer, the hub after the consumer, and the store goes last. `rfidd hq run` and
-the tests build HQ here, never by hand.
+`HqDaemon.start` runs small named steps — store -> partitions -> subscription hub -> consumer
+-> gap repair -> ASN relay -> web interface (EPCIS 2.0, /api/v1, /chain, /metrics: one FastAPI
+app on one port) — each registering its stop; `stop` runs them last-in-first-out, so the
+interface closes before the consumer, the hub after the consumer, and the store goes last.
+`rfidd hq run` and the tests build HQ here, never by hand.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """HQ storage at scale: monthly partitions (PostgreSQL), eventID dedup through `hq_event_ids`,
-MATCH_epc filtered in SQL so pages are full, the hq0004_subscriptions -> hq0005_hq_partitions upgrade with data in it,
+MATCH_epc filtered in SQL so pages are full, the upgrade to hq0005_hq_partitions with data in it,
 and `rfidd hq bench` end to end at a smoke size (no figure is compared with anything).
 """
 
@@ -186,7 +186,8 @@ def test_two_writers_racing_on_the_same_events_store_each_once(pg_store: HqStore
 
 
 def _old_schema_rows(store: HqStore) -> list[dict[str, Any]]:
-    """Rows as hq0004_subscriptions held them (inserted by SQL: the writer of today no longer fits)."""
+    """Rows as the previous revision held them (inserted by SQL: today's writer no longer
+    fits)."""
     out = []
     for i, e in enumerate([obj([X], T0 - timedelta(days=40)), packed_in(X, T0),
                            obj([X, "urn:epc:id:sgtin:0614141.107346.2"], T0 + timedelta(days=1)),
