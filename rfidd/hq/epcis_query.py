@@ -203,20 +203,6 @@ def statement(q: EventQuery) -> Select[Any]:
             .limit(q.per_page + 1))
 
 
-def matches_epc(raw: dict[str, Any], values: list[str]) -> bool:
-    """MATCH_epc on one event in memory (a query subscription's pushed events): epcList and
-    childEPCs only, as the SQL filter (hq_event_epcs.listed) does for stored ones."""
-    epcs = [*(raw.get("epcList") or []), *(raw.get("childEPCs") or [])]
-    for v in values:
-        if v.startswith("urn:epc:idpat:") and v.endswith("*"):
-            stem = "urn:epc:id:" + v[len("urn:epc:idpat:"):-1]
-            if any(isinstance(x, str) and x.startswith(stem) for x in epcs):
-                return True
-        elif v in epcs:
-            return True
-    return False
-
-
 def run(engine: Engine, q: EventQuery) -> tuple[list[dict[str, Any]], str | None]:
     """(events of this page as stored, the next page's token or None)."""
     with engine.connect() as conn:
