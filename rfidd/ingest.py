@@ -85,6 +85,8 @@ class Ingestor:
 
     retry_initial_s = 0.5
     retry_max_s = 30.0
+    idle_wait_s = 0.5
+    """How long an idle ingest thread sleeps waiting for a read (a read ends the wait)."""
     flush_rows_per_tx = 2000
     """Last-seen rows per flush transaction: one chunk per loop turn, reads ingested between."""
 
@@ -190,6 +192,16 @@ class Ingestor:
     def _collect(self) -> list[tuple[str, list[TagRead]]]:
         batch: list[tuple[str, list[TagRead]]] = []
         rows = 0
+        if not (self._pending_sweep.is_set() or self._pending_flush.is_set()
+                or self._flush_todo or self.stop_event.is_set()):
+            # Nothing read and nothing to do: wait for the first read in one long wait (a
+            # read ends it at once) instead of twenty 50 ms polls a second; the batch window
+            # opens with it. Stop and sweep requests are seen within `idle_wait_s`.
+            try:
+                batch.append(self.source.q.get(timeout=self.idle_wait_s))
+            except queue.Empty:
+                return batch
+            rows = len(batch[0][1])
         deadline = time.monotonic() + self.batch_max_s
         while rows < self.batch_max_rows:
             timeout = deadline - time.monotonic()

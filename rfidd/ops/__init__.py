@@ -21,16 +21,28 @@ from __future__ import annotations
 
 from typing import Any
 
-import rfidd.ops.count_cli  # noqa: F401  (registers takeover, count pass, count recount)
-from rfidd.ops.bench import bench_command
 from rfidd.ops.catalog import CatalogService
-from rfidd.ops.cli import ops_cli
 from rfidd.ops.common import OpsError, OpsSettings
 from rfidd.ops.counting import CountingService
 from rfidd.ops.exits import ExitService
 from rfidd.ops.reception import ReceptionService
 from rfidd.ops.replenishment import ReplenishmentService
 from rfidd.ops.schedules import Schedules, ScheduleSettings
+
+
+def __getattr__(name: str) -> Any:
+    """The click commands, imported on first use: the daemon needs neither click's CLI nor
+    rich (~5 MiB of an idle daemon's memory)."""
+    if name == "ops_cli":
+        import rfidd.ops.count_cli  # noqa: F401  (registers takeover, count pass, count recount)
+        from rfidd.ops.cli import ops_cli
+
+        return ops_cli
+    if name == "bench_command":
+        from rfidd.ops.bench import bench_command
+
+        return bench_command
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def register_routes(api: Any, **services: Any) -> None:
