@@ -38,6 +38,24 @@ class EpcisError(ValueError):
     """An event that cannot be written as EPCIS; the message names the event and the field."""
 
 
+def parse_datetime(value: Any, what: str) -> datetime:
+    """An ISO 8601 date-time with its offset ("Z" or +hh:mm) as an aware datetime: a time
+    without offset means something else at each site, so it is refused. One parser for what
+    sites and HQ receive (replay's `since`, EPCIS eventTime); the ValueError names `what`."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} is {type(value).__name__}, expected an ISO 8601 string")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{what} {value!r} is not an ISO 8601 date-time") from None
+    if t.tzinfo is None:
+        raise ValueError(f"{what} {value!r} has no time zone offset")
+    return t
+
+
 def gs1_check_digit(digits: str) -> str:
     """GS1 mod-10 check digit of a digit string (GLN, GTIN, SSCC bodies)."""
     total = 0

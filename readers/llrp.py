@@ -34,6 +34,8 @@ _CLOCK_SKEW_S = 30.0
 
 
 _HEX_DIGITS = frozenset("0123456789ABCDEF")
+_TID_KEYS = frozenset(("ImpinjSerializedTID", "OpSpecResult", "C1G2ReadOpSpecResult"))
+"""Where a tag report carries a TID (most carry none: one C call decides)."""
 
 
 @dataclass(frozen=True)
@@ -365,5 +367,5 @@ class LlrpReader:
             epc=epc, reader=self.name, antenna=antenna,
             rssi_dbm=None if rssi is None else float(rssi), seen_at=seen_at,
             seen_count=max(1, int(count)) if count is not None else 1,
-            tid=_tid(tag),
+            tid=_tid(tag) if _TID_KEYS.intersection(tag) else None,
         )

@@ -30,8 +30,6 @@ from inventory.lifecycle import ItemState
 from inventory.presence import PresenceTracker
 from inventory.rules import SiteRules
 from readers.base import ReaderDriver
-from readers.llrp import LlrpReader
-from readers.serial import SerialReader
 from rfidd.command_auth import CommandGuard
 from rfidd.config import Config
 from rfidd.context import ServiceContext
@@ -54,6 +52,7 @@ from rfidd.ops import (
 )
 from rfidd.ops import register_routes as register_ops_routes
 from rfidd.pipeline import BatchComponent
+from rfidd.reader_host import HostedReader, ReaderHost, build_readers
 from rfidd.reader_monitor import ReaderMonitor
 from rfidd.replay import ReplayService
 from rfidd.sdnotify import Notifier
@@ -104,6 +103,8 @@ class Daemon:
         self.scheduler: BackgroundScheduler | None = None
         self.api: WebServer | None = None
         self.readers: dict[str, ReaderDriver] = {}
+        self.reader_host: ReaderHost | None = None
+        """The child process of the LLRP readers (config `llrp_process`), None without it."""
         self.ctx: ServiceContext | None = None
         self.lifecycle: LifecycleService | None = None
         self.ops: OpsServices | None = None
@@ -282,28 +283,13 @@ class Daemon:
         log.info("HTTP API and /metrics on http://%s:%d", cfg.http.listen, self.api.port)
 
     def _start_readers(self) -> None:
-        for name, rc in self.config.readers.items():
-            if not rc.enabled:
-                continue
-            reader = self._make_reader(name, rc)
-            self.readers[name] = reader
-            reader.start()
-        self._on_stop("readers", self._stop_readers)
-
-    def _make_reader(self, name: str, rc: Any) -> ReaderDriver:
         assert self.queue is not None
-        if self.reader_factory is not None:
-            return self.reader_factory(name, rc, self.queue)
-        antennas = list(rc.antenna_zones())
-        if rc.kind == "llrp":
-            return LlrpReader(name, rc.address, rc.llrp, antennas, self.queue,
-                              stop_event=None)
-        s = rc.serial
-        return SerialReader(
-            name, rc.address, protocol=s.protocol, baudrate=s.baudrate, address=s.address,
-            line_pattern=s.line_pattern, poll_interval_ms=s.poll_interval_ms,
-            antennas=antennas, sink=self.queue,
-        )
+        self.readers.update(build_readers(self.config, self.queue, self.reader_factory))
+        self.reader_host = next((r.host for r in self.readers.values()
+                                 if isinstance(r, HostedReader)), None)
+        for reader in self.readers.values():
+            reader.start()  # the host's readers: its one child process, spawned once
+        self._on_stop("readers", self._stop_readers)
 
     # -- run and stop ----------------------------------------------------------------------
     def run_until_stopped(self) -> None:

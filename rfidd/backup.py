@@ -10,6 +10,7 @@ restored schema to this version (migrations also run at every start).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import sys
 import time
@@ -85,6 +86,9 @@ def _copy(src: sqlite3.Connection, target: Path) -> None:
     """Online backup of `src` into a new file at `target` (written beside it, then renamed)."""
     tmp = target.with_name(target.name + ".partial")
     tmp.unlink(missing_ok=True)
+    # Owner-only from the first byte: a backup holds the audit log and every sale (umask 022
+    # would leave it readable by every account on the PC).
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     dst = sqlite3.connect(tmp)
     try:
         src.backup(dst, pages=PAGES_PER_STEP, sleep=0.005)
@@ -152,12 +156,21 @@ def restore(source: Path, db_file: Path) -> tuple[Copied, Path | None]:
             _copy(src, kept)  # consistent even if a WAL is pending
         finally:
             src.close()
+    # The daemon's own user must still write it: under DynamicUser= systemd does not chown a
+    # state directory whose top is already the service's, so a root-owned file restored there
+    # would be a read-only database at the next start. Same owner and mode as the file it
+    # replaces, else the directory's owner with the daemon's 0640 (UMask=0027).
+    ref = os.stat(db_file if db_file.exists() else db_file.parent)
+    mode = (ref.st_mode & 0o666) if db_file.exists() else 0o640
     t0 = time.monotonic()
     src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     try:
         _copy(src, db_file)
     finally:
         src.close()
+    if os.geteuid() == 0:
+        os.chown(db_file, ref.st_uid, ref.st_gid)
+    db_file.chmod(mode)
     for suffix in ("-wal", "-shm"):  # the replaced database's; they would corrupt the new one
         Path(f"{db_file}{suffix}").unlink(missing_ok=True)
     return Copied(db_file, db_file.stat().st_size, time.monotonic() - t0, revision), kept

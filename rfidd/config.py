@@ -229,6 +229,11 @@ class Config(_Strict):
     readers: dict[Annotated[str, Field(pattern=_ID)], ReaderConfig] = Field(
         default_factory=dict, description="Readers by name."
     )
+    llrp_process: bool = Field(
+        True, description="Run the LLRP readers in a child process (the reader host, restarted "
+        "if it dies) so their decoding never starves the ingest of the interpreter lock; false "
+        "runs them as threads of the daemon (one process, as before 0.3)."
+    )
 
     @model_validator(mode="after")
     def _check_refs(self) -> Config:

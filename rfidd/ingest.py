@@ -208,7 +208,7 @@ class Ingestor:
             if timeout <= 0:
                 break
             try:
-                item = self.source.q.get(timeout=min(timeout, 0.05))
+                item = self.source.get(timeout=min(timeout, 0.05))
             except queue.Empty:
                 if self.stop_event.is_set() or (batch and self._pending_sweep.is_set()):
                     break
@@ -441,9 +441,14 @@ class Ingestor:
                 self.stats.db_errors += 1
                 self.metrics.database_errors.inc()
                 self.metrics.database_up.set(0)
+                before = self.health.state
                 if self.health.failed(reason):
                     log.error("database unavailable (%s); retrying %s with backoff", reason,
                               what)
+                    if self.on_database is not None:
+                        self.on_database(False, reason)
+                elif reason != before.reason:  # e.g. cut off, then a read-only standby
+                    log.warning("database still unavailable, now: %s", reason)
                     if self.on_database is not None:
                         self.on_database(False, reason)
                 if self.stop_event.is_set():

@@ -64,9 +64,14 @@ def find_source(start: Path | None = None) -> Path | None:
     return None
 
 
-def render_unit(text: str, binary: Path) -> str:
-    """The unit with every ExecStart/ExecStartPre pointing at `binary` instead of /opt/rfidd."""
-    return text.replace(UNIT_BINARY, str(binary))
+def render_unit(text: str, binary: Path, config_dir: Path = DEFAULT_CONFIG_DIR) -> str:
+    """The unit with every ExecStart/ExecStartPre pointing at `binary` instead of /opt/rfidd,
+    and at the configs and credentials in `config_dir` instead of /etc/rfidd (where the
+    example configs were put: a unit reading another directory would not start)."""
+    text = text.replace(UNIT_BINARY, str(binary))
+    if config_dir != DEFAULT_CONFIG_DIR:
+        text = text.replace(f"{DEFAULT_CONFIG_DIR}/", f"{config_dir}/")
+    return text
 
 
 def _run(plan: Plan, argv: Sequence[str]) -> None:
@@ -102,7 +107,8 @@ def write_units(plan: Plan) -> list[Path]:
     written = []
     for role in plan.roles:
         name = UNITS[role]
-        text = render_unit((plan.source / "systemd" / name).read_text(), plan.binary)
+        text = render_unit((plan.source / "systemd" / name).read_text(), plan.binary,
+                           plan.config_dir)
         target = plan.unit_dir / name
         target.write_text(text)
         target.chmod(0o644)
@@ -189,8 +195,10 @@ def main(argv: Sequence[str] | None = None, euid: int | None = None) -> int:
     for line in plan.log:
         print(line)
     units = " ".join(UNITS[r].removesuffix(".service") for r in plan.roles)
-    print(f"installed rfidd in {plan.prefix}; then: {plan.binary} check-config "
-          f"{plan.config_dir / EXAMPLES[plan.roles[0]][1]} && systemctl enable --now {units}")
+    checks = " && ".join(
+        f"{plan.binary} {'hq ' if r == 'hq' else ''}check-config {plan.config_dir / EXAMPLES[r][1]}"
+        for r in plan.roles)
+    print(f"installed rfidd in {plan.prefix}; then: {checks} && systemctl enable --now {units}")
     return 0
 
 

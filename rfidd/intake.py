@@ -90,6 +90,31 @@ class IngestQueue:
         self._dropped_logged = -1e9
         self._drop_lock = threading.Lock()
         self._read_counters: dict[tuple[str, int], Any] = {}
+        # Fair shedding: each reader may hold at most its share of the queue (maxsize / the
+        # readers that delivered). Two counts per reader, each with one writer (the thread
+        # delivering that reader's batches; the ingest thread), so no lock: queued = put - taken.
+        self._put: dict[str, int] = {}
+        self._taken: dict[str, int] = {}
+        self._share = maxsize
+
+    def get(self, timeout: float) -> tuple[str, list[TagRead]]:
+        """The next batch (the ingest thread, its only consumer); queue.Empty on timeout."""
+        item = self.q.get(timeout=timeout)
+        taken = self._taken
+        taken[item[0]] = taken.get(item[0], 0) + 1
+        return item
+
+    def admits(self, reader: str) -> bool:
+        """Whether a batch of `reader` delivered now would be queued (within its share)."""
+        mine = self._put.get(reader)
+        if mine is None:
+            return self.q.qsize() < self.maxsize
+        return mine - self._taken.get(reader, 0) < self._share and \
+            self.q.qsize() < self.maxsize
+
+    def queued(self, reader: str) -> int:
+        """Batches of `reader` waiting in the queue."""
+        return self._put.get(reader, 0) - self._taken.get(reader, 0)
 
     def on_reads(self, reader: str, reads: list[TagRead]) -> None:
         act = self.activity.setdefault(reader, ReaderActivity())
@@ -103,26 +128,50 @@ class IngestQueue:
             with_tid = with_tid or r.tid is not None
         if with_tid:
             self.tids.record(reads)
+        self._count_reads(reader, per_antenna)
+        put = self._put
+        mine = put.get(reader)
+        if mine is None:  # a reader's first batch: the shares shrink
+            mine = put[reader] = 0
+            self._share = max(1, self.maxsize // len(put))
+        # Past capacity every reader keeps its share and loses the rest: one that offers more
+        # than the others is shed more, none is starved by the others' luck.
+        if mine - self._taken.get(reader, 0) < self._share and self.q.qsize() < self.maxsize:
+            put[reader] = mine + 1
+            self.q.put_nowait((reader, reads))
+        else:
+            self.shed(reader, len(reads))
+
+    def _count_reads(self, reader: str, per_antenna: dict[int, int]) -> None:
         counters = self._read_counters
         for antenna, n in per_antenna.items():
             c = counters.get((reader, antenna))
             if c is None:  # fetched once per read point (labels() takes a shared lock)
                 c = counters[(reader, antenna)] = self.metrics.reads.labels(reader, str(antenna))
             c.inc(n)
-        if self.q.qsize() < self.maxsize:
-            self.q.put_nowait((reader, reads))
-        else:
-            self.metrics.ingest_dropped.inc()
-            self.metrics.ingest_dropped_reads.labels(reader).inc(len(reads))
-            with self._drop_lock:  # reader threads drop concurrently; one line per 10 s
-                self._dropped += len(reads)
-                now = time.monotonic()
-                if now - self._dropped_logged < 10.0:
-                    return
-                dropped, self._dropped, self._dropped_logged = self._dropped, 0, now
-            log.warning("ingest queue full: dropped %d reads (the ingest thread cannot keep "
-                        "up; rfidd_ingest_dropped_batches_total counts the batches); next "
-                        "report in 10 s", dropped)
+
+    def shed_at_source(self, reader: str, per_antenna: dict[int, int]) -> None:
+        """Reads the reader host received but shed before sending them (this process fell
+        behind): counted as read, and as shed, like those shed here."""
+        act = self.activity.setdefault(reader, ReaderActivity())
+        act.last_report = time.time()
+        self._count_reads(reader, per_antenna)
+        self.shed(reader, sum(per_antenna.values()))
+
+    def shed(self, reader: str, reads: int) -> None:
+        """A batch of `reads` reads of `reader` dropped (here, or by the reader host when the
+        daemon fell behind): counted per reader, logged at most once per 10 s."""
+        self.metrics.ingest_dropped.inc()
+        self.metrics.ingest_dropped_reads.labels(reader).inc(reads)
+        with self._drop_lock:  # reader threads drop concurrently; one line per 10 s
+            self._dropped += reads
+            now = time.monotonic()
+            if now - self._dropped_logged < 10.0:
+                return
+            dropped, self._dropped, self._dropped_logged = self._dropped, 0, now
+        log.warning("ingest queue full: dropped %d reads (the ingest thread cannot keep up; "
+                    "each reader is shed past its share of the queue, counted in "
+                    "rfidd_ingest_dropped_reads_total{reader}); next report in 10 s", dropped)
 
     def on_state(self, reader: str, state: ReaderState, reason: str) -> None:
         act = self.activity.setdefault(reader, ReaderActivity())

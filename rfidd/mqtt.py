@@ -92,6 +92,7 @@ class LinkStats:
     commands_rejected: int = 0
     connects: int = 0
     disconnects: int = 0
+    refusals: int = 0  # CONNACKs refusing the connection (bad password, not authorised)
     by_stream: dict[str, int] = field(default_factory=dict)
 
 
@@ -180,6 +181,7 @@ class HqLink:
         self._closing = False
         self._connect_fail_reason: str | None = None  # the last one logged
         self._refused = False  # the last CONNACK was a refusal (paho's network thread only)
+        self._last_refusal: str | None = None  # its reason, logged once until it changes
         self._generation = 0  # connections so far: a command is acked on its own connection
         self._attempt = 0
         self._acks: collections.deque[tuple[int, bool, str]] = collections.deque()
@@ -334,11 +336,17 @@ class HqLink:
             if is_auth_refusal(reason):
                 hint = (f"; check mqtt.username ({self.config.username!r}) and "
                         f"mqtt.password_file ({self.config.password_file})")
-            log.error("HQ broker %s:%d refused the connection: %s%s", self.host, self.port,
-                      reason, hint)
+            self.stats.refusals += 1
+            # Once per change (a wrong password refused at every retry is one state); the
+            # repeats at debug level.
+            level = logging.DEBUG if str(reason) == self._last_refusal else logging.ERROR
+            self._last_refusal = str(reason)
+            log.log(level, "HQ broker %s:%d refused the connection: %s%s", self.host, self.port,
+                    reason, hint)
             self._refused = True  # the disconnect that follows needs no second message
             return
         self._refused = False
+        self._last_refusal = None
         self._generation += 1  # message ids are per connection: acks never cross one
         self._attempt = 0
         self._set_backoff(client)

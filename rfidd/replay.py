@@ -21,6 +21,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from inventory.epcis import parse_datetime
 from rfidd.context import ServiceContext
 from rfidd.store import repo
 
@@ -39,18 +40,7 @@ def _int(data: dict[str, Any], key: str, where: str = "") -> int:
 
 
 def _since(value: Any) -> float:
-    if not isinstance(value, str):
-        raise ValueError(f"replay: since must be an ISO 8601 date-time string, got {value!r}")
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"replay: since {value!r} is not an ISO 8601 date-time") from None
-    if t.tzinfo is None:
-        raise ValueError(f"replay: since {value!r} has no time zone offset")
-    return t.timestamp()
+    return parse_datetime(value, "replay: since").timestamp()
 
 
 def parse_request(data: Any) -> tuple[str | None, list[tuple[int, int]] | None, float | None]:

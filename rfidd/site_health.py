@@ -43,7 +43,8 @@ class SiteHealth:
         self.hq = hq
         self.outbox_depth = 0
         self._backlog_alerted = False
-        self._db_down: tuple[float, str] | None = None  # (since, reason) while it is down
+        # (since, first reason, latest reason) while it is down
+        self._db_down: tuple[float, str, str] | None = None
 
     def refresh_outbox(self) -> None:
         """Scheduler job: the outbox gauges (skipped while the database is down)."""
@@ -59,7 +60,7 @@ class SiteHealth:
         """Supervisor turn: an outbox backlog past its bound is one alert until it drains; a
         database outage keeps systemd's STATUS= current."""
         if self._db_down is not None:
-            since, reason = self._db_down
+            since, _first, reason = self._db_down
             self.notifier.status(f"database unavailable for {now - since:.0f} s, retrying: "
                                  f"{reason}")
         depth, limit = self.outbox_depth, self.config.mqtt.outbox_alert_rows
@@ -80,8 +81,12 @@ class SiteHealth:
         """From the ingest thread, between batches (it holds no lock here)."""
         now = time.time()
         site = self.config.site.id
+        if not up and self._db_down is not None:  # still down, for another reason now
+            self._db_down = (self._db_down[0], self._db_down[1], reason)
+            self.notifier.status(f"database unavailable, retrying: {reason}")
+            return
         if not up:
-            self._db_down = (now, reason)
+            self._db_down = (now, reason, reason)
             self.notifier.status(f"database unavailable, retrying: {reason}")
             self.metrics.alerts.labels("database_unavailable").inc()
             if self.hq is not None and self.config.mqtt.enabled:
@@ -90,12 +95,13 @@ class SiteHealth:
             return
         if self._db_down is None:
             return
-        since, why = self._db_down
+        since, why, last = self._db_down
         self._db_down = None
         self.notifier.status(f"database back after {now - since:.0f} s")
         msg = repo.Message("alert", "alerts", {
             "type": "database_unavailable", "site": site, "at": _iso(since),
             "until": _iso(now), "down_s": round(now - since, 1), "reason": why,
+            **({"last_reason": last} if last != why else {}),
         }, event_id=stable_event_id(site, "database_unavailable", since))
         try:
             self.ctx.emit(messages=[msg])

@@ -34,6 +34,9 @@ REQUIRE_SERVICES = os.environ.get("RFIDD_REQUIRE_SERVICES") == "1"
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--long", action="store_true", default=False,
                      help="fault suite (tests/faults): outages of minutes instead of seconds")
+    parser.addoption("--faults-table", default=None, metavar="FILE",
+                     help="fault suite: also write its table, ready to quote in a note "
+                          "(Markdown, with the outage length and the machine's load), to FILE")
 
 
 def missing_service(what: str) -> None:
@@ -472,6 +475,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if rows:
         terminalreporter.write_sep("=", "fault suite")
         terminalreporter.write_line(harness.table(rows))  # type: ignore[union-attr]
+        out = terminalreporter.config.getoption("--faults-table")
+        if out:
+            long = bool(terminalreporter.config.getoption("--long"))
+            Path(out).write_text(harness.note(rows, long))  # type: ignore[union-attr]
+            terminalreporter.write_line(f"fault table written to {out}")
 
 
 @pytest.fixture(autouse=True)

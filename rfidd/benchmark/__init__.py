@@ -59,9 +59,13 @@ TARGETS: dict[str, tuple[str | None, tuple[str, float] | None]] = {
 
 
 def run(sizes: Sizes, mqtt_url: str, pg_url: str | None,
-        progress: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
-    """Every figure, in one object (floors and the sizes used included)."""
-    out: dict[str, Any] = {"smoke": sizes is SMOKE, "sizes": sizes.__dict__ | {}}
+        progress: Callable[[str], None] = lambda _m: None,
+        llrp_process: bool | None = None) -> dict[str, Any]:
+    """Every figure, in one object (floors and the sizes used included). `llrp_process`
+    overrides the config default (False: the LLRP readers as threads of the daemon)."""
+    lp = e2e.llrp_process_default() if llrp_process is None else llrp_process
+    out: dict[str, Any] = {"smoke": sizes is SMOKE, "sizes": sizes.__dict__ | {},
+                           "llrp_process": lp}
     t_start = time.monotonic()
     phase_s: dict[str, float] = {}
     out["phase_seconds"] = phase_s
@@ -79,7 +83,7 @@ def run(sizes: Sizes, mqtt_url: str, pg_url: str | None,
     step("ingest (and bare sllurp clients on the same stream)")
     e2e.bare_cpu.clear()
     run1, floor = e2e.ingest(sizes.readers, sizes.rate, sizes.seconds, mqtt_url,
-                             decode_only=True)
+                             decode_only=True, llrp_process=lp)
     out["ingest_reads_per_s"] = run1.committed_reads_per_s
     out["ingest_offered_reads_per_s"] = run1.offered_per_s
     out["decode_only_reads_per_s"] = floor
@@ -88,19 +92,28 @@ def run(sizes: Sizes, mqtt_url: str, pg_url: str | None,
     out["ingest_events"] = run1.events
     out["ingest_events_pubacked"] = run1.published_events
     out["ingest_lost_reads"] = run1.lost
+    out["ingest_reader_host_cpu_per_1k_reads_per_s"] = run1.reader_host_cpu_per_1k_reads_per_s
 
     step("latency at the high sustained rate")
-    run2, _ = e2e.ingest(sizes.latency_readers, sizes.latency_rate, sizes.seconds, mqtt_url)
+    run2, _ = e2e.ingest(sizes.latency_readers, sizes.latency_rate, sizes.seconds, mqtt_url,
+                         llrp_process=lp)
     out["p99_read_to_publish_s"] = run2.p99_read_to_publish_s
     out["p99_offered_reads_per_s"] = run2.offered_per_s
     out["p99_run_reads_per_s"] = run2.committed_reads_per_s
+    out["p99_dropped_batches"] = run2.dropped_batches
 
     step("overload")
-    run3, _ = e2e.ingest(sizes.overload_readers, sizes.overload_rate, sizes.seconds, mqtt_url)
+    run3, _ = e2e.ingest(sizes.overload_readers, sizes.overload_rate, sizes.seconds, mqtt_url,
+                         llrp_process=lp)
     out["overload_reads_per_s"] = run3.committed_reads_per_s
     out["overload_offered_reads_per_s"] = run3.offered_per_s
     out["overload_dropped_batches"] = run3.dropped_batches
     out["overload_lost_reads"] = run3.lost  # neither ingested nor counted as shed
+    out["overload_reader_share_min"] = run3.reader_share_min  # ingested / mean: 1.0 is fair
+    out["overload_reader_share_max"] = run3.reader_share_max
+    out["overload_cpu_per_1k_reads_per_s"] = run3.cpu_per_1k_reads_per_s
+    out["overload_reader_host_cpu_per_1k_reads_per_s"] = \
+        run3.reader_host_cpu_per_1k_reads_per_s
 
     step("memory at a million EPCs")
     out["rss_1m_epcs_mib"] = parts.rss(sizes.rss_items, "tracker")
@@ -128,7 +141,8 @@ def run(sizes: Sizes, mqtt_url: str, pg_url: str | None,
         out["hq_store_events_per_s"] = out["hq_copy_floor_events_per_s"] = None
 
     step("idle daemon")
-    out["idle_rss_mib"], out["idle_cpu_ratio"] = e2e.idle(mqtt_url, sizes.idle_s)
+    out["idle_rss_mib"], out["idle_cpu_ratio"] = e2e.idle(mqtt_url, sizes.idle_s,
+                                                          llrp_process=lp)
     step("")
     out["bench_seconds"] = time.monotonic() - t_start
     return out
@@ -181,8 +195,11 @@ def _fmt(v: Any) -> str:
               show_default=True,
               help="PostgreSQL for the HQ figures (a schema is created and dropped); '' skips.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--llrp-threads", is_flag=True,
+              help="Run the LLRP readers as threads of the daemon (llrp_process = false) "
+                   "instead of the reader host process: the figures before it, for a ratio.")
 def bench_command(smoke: bool, seconds: float | None, mqtt_url: str, pg_url: str,
-                  as_json: bool) -> None:
+                  as_json: bool, llrp_threads: bool) -> None:
     """Measure every figure against its floor in one run (ingest end to end with MQTT, overload,
     latency, memory, re-reads, reconcile, publishing, HQ storage, idle)."""
     from rfidd.app import tune_gc
@@ -195,7 +212,8 @@ def bench_command(smoke: bool, seconds: float | None, mqtt_url: str, pg_url: str
         sizes = Sizes(**(sizes.__dict__ | {"seconds": seconds}))
     err = Console(stderr=True)
     res = run(sizes, mqtt_url, pg_url or None,
-              progress=lambda m: err.print(f"[dim]bench: {m}…[/]") if not as_json else None)
+              progress=lambda m: err.print(f"[dim]bench: {m}…[/]") if not as_json else None,
+              llrp_process=False if llrp_threads else None)
     if as_json:
         click.echo(json.dumps(res))
     else:

@@ -32,6 +32,14 @@ from rfidd.demo import demo_config
 CHURN_EVERY_S = 0.5
 
 
+def llrp_process_default() -> bool:
+    """Whether the daemon runs its LLRP readers in a child process (what the figures measure;
+    `llrp_process = false` in a config keeps them in the daemon's threads)."""
+    from rfidd.config import Config
+
+    return bool(Config.model_fields["llrp_process"].default)
+
+
 def churn_timeline(readers: int, seconds: float, per_step: int) -> str:
     """Items arriving, moving and leaving throughout the run (zones z00..zNN)."""
     out: list[str] = []
@@ -61,6 +69,11 @@ class IngestRun:
     p99_read_to_publish_s: float | None
     dropped_batches: int
     lost: int
+    reader_host_cpu_per_1k_reads_per_s: float
+    """The part of `cpu_per_1k_reads_per_s` spent in the reader host (0: readers in-process)."""
+    reader_share_min: float | None
+    reader_share_max: float | None
+    """The least and most served reader's reads ingested over the mean (1.0 each: fair)."""
 
 
 class _Latency:
@@ -97,9 +110,11 @@ class _Latency:
 
 
 def ingest(readers: int, rate: float, seconds: float, mqtt_url: str, items_per_zone: int = 200,
-           churn: int = 5, decode_only: bool = False) -> tuple[IngestRun, float | None]:
+           churn: int = 5, decode_only: bool = False, llrp_process: bool | None = None,
+           ) -> tuple[IngestRun, float | None]:
     """One run of the daemon against `readers` x `rate`; with `decode_only`, first the same
-    stream into bare sllurp clients (the floor). Returns the run and the floor's reads/s."""
+    stream into bare sllurp clients (the floor). Returns the run and the floor's reads/s.
+    `llrp_process` overrides the config's default (False: readers as the daemon's threads)."""
     import simulator
     from simulator import Scenario
 
@@ -120,14 +135,16 @@ def ingest(readers: int, rate: float, seconds: float, mqtt_url: str, items_per_z
         sim.expected = readers
         with sim:
             run = _daemon_run(scenario, sim, seconds, readers, rate, f"sqlite:///{tmp}/b.db",
-                              mqtt_url)
+                              mqtt_url, llrp_process)
     return run, floor
 
 
 def _daemon_run(scenario: Any, sim: _SimProcess, seconds: float, readers: int, rate: float,
-                db_url: str, mqtt_url: str) -> IngestRun:
+                db_url: str, mqtt_url: str, llrp_process: bool | None = None) -> IngestRun:
     site = f"bench{uuid.uuid4().hex[:6]}"
     cfg = demo_config(scenario, sim.ports, db_url, mqtt_url, site_id=site)
+    if llrp_process is not None:
+        cfg = cfg.model_copy(update={"llrp_process": llrp_process})
     lat = _Latency(mqtt_url, f"rfidd/v1/{site}/epcis")
     daemon = Daemon(cfg, timings=Timings(supervisor_s=0.5))
     daemon.start()
@@ -150,13 +167,14 @@ def _daemon_run(scenario: Any, sim: _SimProcess, seconds: float, readers: int, r
         time.sleep(min(1.0, seconds / 2))
         lat.recording = True
         counted = _committed(ing)
-        r0, c0, t0 = counted(), time.process_time(), time.monotonic()
+        r0, c0, t0, h0 = counted(), _cpu_s(daemon), time.monotonic(), _host_cpu_s(daemon)
         time.sleep(seconds)
-        r1, c1, t1 = counted(), time.process_time(), time.monotonic()
+        r1, c1, t1 = counted(), _cpu_s(daemon), time.monotonic()
         lat.recording = False
+        h1 = _host_cpu_s(daemon)
         sent = sim.hold()
         deadline = time.monotonic() + 60
-        while ing.stats.reads < sent and time.monotonic() < deadline:
+        while ing.stats.reads + _shed(daemon) < sent and time.monotonic() < deadline:
             time.sleep(0.1)
         link = daemon.hq
         deadline = time.monotonic() + 30  # the outbox drains to the broker
@@ -165,20 +183,49 @@ def _daemon_run(scenario: Any, sim: _SimProcess, seconds: float, readers: int, r
             time.sleep(0.1)
         samples = daemon.metrics.registry.get_sample_value
         dropped = int(samples("rfidd_ingest_dropped_batches_total") or 0)
-        reads_dropped = int(sum(
-            s.value for m in daemon.metrics.registry.collect()
-            if m.name == "rfidd_ingest_dropped_reads" for s in m.samples
-            if s.name.endswith("_total")))
+        reads_dropped = _shed(daemon)
         lost = sent - ing.stats.reads - reads_dropped
+        shares = _reader_shares(daemon)
         events = ing.stats.events
         published = link.stats.acked_rows if link is not None else 0
     finally:
         daemon.stop()
         lat.close()
     rps = (r1 - r0) / (t1 - t0)
+    per_1k = max(rps / 1000, 1e-9)
     return IngestRun(readers, readers * rate, t1 - t0, rps,
-                     (c1 - c0) / (t1 - t0) / max(rps / 1000, 1e-9), events, published,
-                     lat.p99(), dropped, max(0, lost))
+                     (c1 - c0) / (t1 - t0) / per_1k, events, published,
+                     lat.p99(), dropped, max(0, lost), (h1 - h0) / (t1 - t0) / per_1k,
+                     min(shares, default=None), max(shares, default=None))
+
+
+def _shed(daemon: Daemon) -> int:
+    """Reads shed (counted per reader) so far."""
+    return int(sum(s.value for m in daemon.metrics.registry.collect()
+                   if m.name == "rfidd_ingest_dropped_reads" for s in m.samples
+                   if s.name.endswith("_total")))
+
+
+def _reader_shares(daemon: Daemon) -> list[float]:
+    """Per reader, the reads ingested (received less shed) over the readers' mean: 1.0 for
+    each when shedding is fair to readers that offer alike."""
+    got: dict[str, float] = {}
+    shed: dict[str, float] = {}
+    for m in daemon.metrics.registry.collect():
+        for smp in m.samples:
+            if smp.name == "rfidd_reads_total":
+                got[smp.labels["reader"]] = got.get(smp.labels["reader"], 0.0) + smp.value
+            elif smp.name == "rfidd_ingest_dropped_reads_total":
+                shed[smp.labels["reader"]] = smp.value
+    kept = [n - shed.get(r, 0.0) for r, n in got.items()]
+    mean = sum(kept) / len(kept) if kept else 0.0
+    return [k / mean for k in kept] if mean else []
+
+
+def _host_cpu_s(daemon: Daemon) -> float:
+    host = getattr(daemon, "reader_host", None)
+    pid = host.pid if host is not None else None
+    return _jiffies(pid) / os.sysconf("SC_CLK_TCK") if pid is not None else 0.0
 
 
 _BARE = r"""
@@ -243,8 +290,10 @@ time.sleep(3600)
 """
 
 
-def idle(mqtt_url: str, seconds: float, readers: int = 4) -> tuple[float, float]:
-    """RSS (MiB) and CPU share of a daemon with `readers` connected readers that read nothing."""
+def idle(mqtt_url: str, seconds: float, readers: int = 4,
+         llrp_process: bool | None = None) -> tuple[float, float]:
+    """RSS (MiB) and CPU share of a daemon with `readers` connected readers that read nothing
+    (its reader host included)."""
     import simulator
     from simulator import Scenario
 
@@ -259,6 +308,8 @@ def idle(mqtt_url: str, seconds: float, readers: int = 4) -> tuple[float, float]
         with sim:
             cfg = demo_config(scenario, sim.ports, f"sqlite:///{tmp}/i.db", mqtt_url,
                               site_id=f"idle{uuid.uuid4().hex[:6]}")
+            if llrp_process is not None:
+                cfg = cfg.model_copy(update={"llrp_process": llrp_process})
             proc = subprocess.Popen([sys.executable, "-c", _IDLE], stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, text=True)
             try:
@@ -277,16 +328,47 @@ def idle(mqtt_url: str, seconds: float, readers: int = 4) -> tuple[float, float]
     return rss, (j1 - j0) / os.sysconf("SC_CLK_TCK") / (t1 - t0)
 
 
+def _cpu_s(daemon: Daemon) -> float:
+    """CPU seconds of the daemon: this process and its reader host child (the readers'
+    decoding is the daemon's work wherever it runs)."""
+    return time.process_time() + _host_cpu_s(daemon)
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants (the daemon and its reader host)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            todo.extend(int(c) for c in task.read_text().split())
+    return out
+
+
 def _jiffies(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
+    """User + system clock ticks of `pid` and its descendants."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total
 
 
 def _rss_mib(pid: int | str = "self") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """Resident MiB of `pid` and its descendants."""
+    pids = _tree(os.getpid() if pid == "self" else int(pid))
+    total = 0
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            continue
+    return total / 1024
 
 
 def _committed(ing: Any) -> Any:

@@ -1,9 +1,10 @@
 """The HQ program's composition root: builds, starts and stops its components.
 
-`HqDaemon.start` runs small named steps — store -> consumer -> gap repair -> ASN relay -> HQ
-API -> EPCIS 2.0 interface — each registering its stop; `stop` runs them last-in-first-out, so
-the interfaces close before the consumer and the store goes last. `rfidd hq run` and the tests
-build HQ here, never by hand.
+`HqDaemon.start` runs small named steps — store -> subscription hub -> consumer -> gap repair
+-> ASN relay -> web interface (EPCIS 2.0, /api/v1, /chain, /metrics: one FastAPI app on one
+port) — each registering its stop; `stop` runs them last-in-first-out, so the interface closes
+before the consumer, the hub after the consumer, and the store goes last. `rfidd hq run` and
+the tests build HQ here, never by hand.
 """
 
 from __future__ import annotations
@@ -34,17 +35,17 @@ class HqDaemon:
         self.consumer: HqConsumer | None = None
         self.gaps: GapRepairer | None = None
         self.relay: Any = None
-        self.api: Any = None
         self.epcis: Any = None
+        self.hub: Any = None
         self.stopped: list[str] = []
         self._stops: list[tuple[str, Callable[[], None]]] = []
 
     def start(self) -> None:
         self._open_store()
+        self._start_subscriptions()
         self._start_consumer()
         self._start_gap_repair()
         self._start_relay()
-        self._start_api()
         self._start_epcis()
 
     def _open_store(self) -> None:
@@ -58,6 +59,23 @@ class HqDaemon:
             raise HqStartError(f"database: {exc}") from exc
         self._on_stop("store", self.store.dispose)
 
+    def _start_subscriptions(self) -> None:
+        """The query-subscription hub: before the consumer (which feeds it) and stopped
+        after it, so no stored event is offered to a stopped hub."""
+        from prometheus_client import CollectorRegistry
+
+        from rfidd.hq.consumer import HqMetrics
+        from rfidd.hq.subscriptions import SubscriptionHub
+
+        assert self.store is not None
+        self.metrics = HqMetrics(CollectorRegistry())
+        e = self.config.epcis
+        self.hub = SubscriptionHub(self.store.engine, self.metrics.registry,
+                                   max_attempts=e.webhook_attempts,
+                                   retry_max_s=e.webhook_retry_max_s)
+        self.hub.start()
+        self._on_stop("query subscriptions", self.hub.stop)
+
     def _start_consumer(self) -> None:
         from rfidd.hq.consumer import HqConsumerError
 
@@ -66,7 +84,8 @@ class HqDaemon:
         self.consumer = HqConsumer(
             cfg.mqtt, store, batch_max_messages=cfg.database.batch_max_messages,
             batch_max_s=cfg.database.batch_max_ms / 1000,
-            reconnect_max_s=cfg.mqtt.reconnect_max_s,
+            reconnect_max_s=cfg.mqtt.reconnect_max_s, metrics=self.metrics,
+            on_stored=self.hub.offer,
         )
         try:
             self.consumer.start()
@@ -104,22 +123,6 @@ class HqDaemon:
         self._on_stop("asn relay", self.relay.stop)
         log.info("ASN relay: %s -> {destination}/cmd/{asn,shipment}", self.relay.topic_filter)
 
-    def _start_api(self) -> None:
-        cfg, store, consumer = self.config, self.store, self.consumer
-        assert store is not None and consumer is not None
-        if not cfg.http.enabled:
-            return
-        from rfidd.hq.http import build_api
-
-        self.api = build_api(store.engine, consumer.metrics.registry, listen=cfg.http.listen,
-                             port=cfg.http.port, consumer=consumer)
-        try:
-            self.api.start()
-        except OSError as exc:
-            raise HqStartError(f"HTTP {cfg.http.listen}:{cfg.http.port}: {exc}") from exc
-        self._on_stop("hq api", self.api.stop)
-        log.info("HQ API on http://%s:%d/api/v1/", self.api.listen, self.api.port)
-
     def _start_epcis(self) -> None:
         cfg, store, consumer = self.config, self.store, self.consumer
         assert store is not None and consumer is not None
@@ -131,7 +134,9 @@ class HqDaemon:
         self.epcis = EpcisServer(
             build_app(store, consumer.metrics.registry, capture_limit=e.capture_limit,
                       capture_size_limit=e.capture_size_limit_bytes,
-                      topic_prefix=cfg.mqtt.topic_prefix, publish=consumer.publish),
+                      topic_prefix=cfg.mqtt.topic_prefix, publish=consumer.publish,
+                      hub=self.hub, allow_http_webhooks=e.webhook_allow_http,
+                      consumer=consumer),
             e.listen, e.port,
             ssl_certfile=str(e.tls_cert_file) if e.tls_cert_file else None,
             ssl_keyfile=str(e.tls_key_file) if e.tls_key_file else None)
@@ -140,7 +145,8 @@ class HqDaemon:
         except OSError as exc:
             raise HqStartError(f"EPCIS interface {e.listen}:{e.port}: {exc}") from exc
         self._on_stop("epcis interface", self.epcis.stop)
-        log.info("EPCIS 2.0 interface on http%s://%s:%d/events",
+        log.info("HQ web interface (EPCIS 2.0 /events, /api/v1, /chain, /metrics) on "
+                 "http%s://%s:%d/",
                  "s" if e.tls_cert_file else "", self.epcis.listen, self.epcis.port)
 
     def stop(self) -> None:

@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from sqlalchemy import Engine
 
 from inventory.catalog import parse_catalog_records
-from rfidd.hq import chain, tokens
+from rfidd.hq import chain, chain_charts, tokens
 
 COOKIE = "rfidd_hq_token"
 Who = Callable[[Request, str], tokens.Integrator]
@@ -31,19 +31,24 @@ TEXT = {
            "search": "Search", "none": "Nothing yet.", "when": "Received", "kind": "Kind",
            "detail": "Detail", "login": "Sign in with your HQ read token", "token": "Token",
            "go": "Sign in", "other": "Français", "total": "items in stock",
-           "unknown": "(not in the HQ catalog)"},
+           "unknown": "(not in the HQ catalog)", "trends": "Over time",
+           "accuracy": "Count accuracy (items found / expected)",
+           "shrinkage": "Shrinkage (lost value / net sales)", "chain": "Chain"},
     "fr": {"title": "rfidd HQ — la chaîne", "stock": "Stock par magasin", "sku": "Référence",
            "product": "Produit", "size": "Taille", "colour": "Couleur", "store": "Magasin",
            "count": "En stock", "alerts": "Dernières alertes", "reports": "Derniers rapports",
            "search": "Chercher", "none": "Rien pour l'instant.", "when": "Reçu",
            "kind": "Type", "detail": "Détail", "login": "Connexion avec votre jeton HQ "
            "(lecture)", "token": "Jeton", "go": "Se connecter", "other": "English",
-           "total": "articles en stock", "unknown": "(absent du catalogue HQ)"},
+           "total": "articles en stock", "unknown": "(absent du catalogue HQ)",
+           "trends": "Dans le temps",
+           "accuracy": "Exactitude des inventaires (articles trouvés / attendus)",
+           "shrinkage": "Démarque (valeur perdue / ventes nettes)", "chain": "Chaîne"},
 }
 _STYLE = ("body{font-family:system-ui,sans-serif;margin:2rem;color:#222}"
           "table{border-collapse:collapse;margin:1rem 0}td,th{border-bottom:1px solid #ddd;"
           "padding:.3rem .8rem;text-align:left}th{background:#f4f4f4}"
-          "td.n{text-align:right}form{margin:1rem 0}")
+          "td.n{text-align:right}form{margin:1rem 0}.chart{max-width:760px}")
 
 
 def _lang(request: Request) -> str:
@@ -96,6 +101,14 @@ def register(app: FastAPI, engine: Engine, who: Who, *, topic_prefix: str = "rfi
         who(request, "read")
         return JSONResponse({"alerts": chain.site_messages(
             engine, "alert", site=request.query_params.get("site"))})
+
+    @app.get("/chain/trends")
+    def trends_json(request: Request) -> JSONResponse:
+        """The figures the charts draw: percentages by day, per store and for the chain."""
+        who(request, "read")
+        site = request.query_params.get("site") or None
+        return JSONResponse({"accuracy": chain_charts.accuracy_trend(engine, site).to_json(),
+                             "shrinkage": chain_charts.shrinkage_trend(engine, site).to_json()})
 
     @app.get("/chain/reports")
     def reports_json(request: Request) -> JSONResponse:
@@ -201,6 +214,7 @@ def register(app: FastAPI, engine: Engine, who: Who, *, topic_prefix: str = "rfi
             parts.append("</table>")
         else:
             parts.append(f"<p>{t['none']}</p>")
+        parts.append(_trends(engine, t, lang, f["site"]))
         for title, items in ((t["alerts"], chain.site_messages(engine, "alert", limit=20)),
                              (t["reports"], chain.latest_reports(engine)[:30])):
             parts.append(f"<h2>{title}</h2>")
@@ -219,3 +233,17 @@ def register(app: FastAPI, engine: Engine, who: Who, *, topic_prefix: str = "rfi
                     f"<td>{e(json.dumps(p, ensure_ascii=False)[:200])}</td></tr>")
             parts.append("</table>")
         return _page(lang, t["title"], "".join(parts))
+
+
+def _trends(engine: Engine, t: dict[str, str], lang: str, site: str | None) -> str:
+    """The two charts over time (inline SVG drawn here), or "nothing yet"."""
+    out = [f"<h2>{t['trends']}</h2>"]
+    for key, trend, top in (("accuracy", chain_charts.accuracy_trend(engine, site), 100),
+                            ("shrinkage", chain_charts.shrinkage_trend(engine, site), None)):
+        if not trend.days:
+            out.append(f"<h3>{t[key]}</h3><p>{t['none']}</p>")
+            continue
+        svg = chain_charts.chart_svg(trend, t[key], t["chain"], percent_max=top,
+                                     decimal_comma=lang == "fr")
+        out.append(f"<figure class=chart id=chart-{key}>{svg}</figure>")
+    return "".join(out)

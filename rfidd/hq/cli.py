@@ -115,7 +115,11 @@ def check_config(file: Path, syntax_only: bool) -> None:
              if cfg.mqtt.protocol == "5" and cfg.mqtt.share_group
              else "plain subscriptions (each instance gets every message)")
     relay = "ASN relay on" if cfg.mqtt.relay_asns else "ASN relay off"
-    click.echo(f"{file}: OK — {cfg.mqtt.url} {cfg.mqtt.topic_prefix}/+/..., {share}, {relay}")
+    e = cfg.epcis
+    web = (f"web (EPCIS, /api/v1, /chain, /metrics) on http{'s' if e.tls_cert_file else ''}://"
+           f"{e.listen}:{e.port}" if e.enabled else "web interface off")
+    click.echo(f"{file}: OK — {cfg.mqtt.url} {cfg.mqtt.topic_prefix}/+/..., {share}, {relay}, "
+               f"{web}")
 
 
 @hq_command.command("run")

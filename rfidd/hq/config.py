@@ -201,18 +201,15 @@ class HqMqttConfig(_Strict):
         return f"{self.client_id}-asn"
 
 
-class HqHttpConfig(_Strict):
-    enabled: bool = Field(True, description="HTTP query API (/api/v1/...) and /metrics.")
-    listen: str = Field("127.0.0.1", description="Address to bind.")
-    port: int = Field(9760, ge=0, le=65535, description="Port of the API and /metrics (0: any).")
-
-
 class HqEpcisConfig(_Strict):
-    enabled: bool = Field(True, description="Serve the EPCIS 2.0 REST interface (GS1 OpenAPI: "
-                          "/events, /queries, /capture) for integrators with a token.")
+    enabled: bool = Field(True, description="Serve HQ's web interface: the EPCIS 2.0 REST "
+                          "interface (GS1 OpenAPI: /events, /queries, /capture), /api/v1, "
+                          "/chain and /metrics, for holders of a token.")
     listen: str = Field("127.0.0.1", description="Address to bind; other than loopback only "
                         "with tls_cert_file and tls_key_file.")
-    port: int = Field(9761, ge=0, le=65535, description="Port of the EPCIS interface (0: any).")
+    port: int = Field(9761, ge=0, le=65535, description="HQ's one web port: EPCIS interface, "
+                      "/api/v1, /chain, /metrics (0: any; the former [http] port 9760 is "
+                      "gone).")
     tls_cert_file: Path | None = Field(None, description="TLS certificate (PEM) for HTTPS.")
     tls_key_file: Path | None = Field(None, description="TLS private key (PEM) for HTTPS.")
     capture_limit: int = Field(10_000, ge=1, description="Most events one POST /capture may "
@@ -220,6 +217,15 @@ class HqEpcisConfig(_Strict):
     capture_size_limit_bytes: int = Field(
         8 * 1024 * 1024, ge=1024,
         description="Largest POST /capture body (GS1-EPCIS-Capture-File-Size-Limit).")
+    webhook_allow_http: bool = Field(
+        False, description="Let query subscriptions deliver to plain http:// destinations "
+        "other than loopback (https:// otherwise; a signatureToken still signs each document).")
+    webhook_attempts: int = Field(
+        8, ge=1, le=100, description="Attempts per webhook delivery (the wait between them "
+        "doubles from 1 s) before the document is dropped and counted "
+        "(rfidd_hq_subscription_deliveries_total{result=\"dropped\"}).")
+    webhook_retry_max_s: float = Field(
+        60.0, gt=0, description="Longest wait between two attempts of a webhook delivery.")
 
     @model_validator(mode="after")
     def _remote_needs_tls(self) -> HqEpcisConfig:
@@ -258,11 +264,26 @@ class HqConfig(_Strict):
         default_factory=HqDatabaseConfig, description="Where events are stored."
     )
     mqtt: HqMqttConfig = Field(default_factory=HqMqttConfig, description="The sites' feed.")
-    http: HqHttpConfig = Field(default_factory=HqHttpConfig, description="Query API, metrics.")
+    http: Any = Field(
+        None, description="Removed: HQ has one web port, [epcis] (see its fields); a [http] "
+        "section is an error saying where its keys went.")
     epcis: HqEpcisConfig = Field(
-        default_factory=HqEpcisConfig, description="The EPCIS 2.0 REST interface.")
+        default_factory=HqEpcisConfig, description="HQ's one web port: the EPCIS 2.0 REST "
+        "interface, /api/v1, the /chain page and /metrics.")
     sites: HqSitesConfig = Field(
         default_factory=HqSitesConfig, description="Site registry and sequence gap repair.")
+
+
+    @field_validator("http", mode="before")
+    @classmethod
+    def _http_moved(cls, v: Any) -> Any:
+        if v is not None:
+            raise ValueError(
+                "the [http] section is gone: HQ serves /api/v1 and /metrics on its one web "
+                "port, [epcis] (default 127.0.0.1:9761), with a read token. Move http.port to "
+                "epcis.port (9760 was the old default), http.listen to epcis.listen, "
+                "http.enabled to epcis.enabled, and remove [http]")
+        return v
 
 
 def parse_hq_config(text: str, source: str = "<hq config>") -> HqConfig:

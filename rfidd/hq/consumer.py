@@ -24,6 +24,7 @@ import queue
 import re
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -151,6 +152,7 @@ class HqConsumer:
         retry_max_s: float = 30.0,
         reconnect_min_s: int = 1,
         reconnect_max_s: int = 60,
+        on_stored: Callable[[Sequence[str]], None] | None = None,
     ) -> None:
         if batch_max_messages < 1:
             raise ValueError("batch_max_messages must be at least 1")
@@ -163,6 +165,7 @@ class HqConsumer:
         self.retry_max_s = retry_max_s
         self.reconnect_min_s = reconnect_min_s
         self.reconnect_max_s = reconnect_max_s
+        self.on_stored = on_stored  # eventIDs just committed (query subscriptions); no blocking
 
         self.prefix = config.topic_prefix
         # The same certificate checks and secret handling as the site link (credential:NAME,
@@ -538,6 +541,9 @@ class HqConsumer:
                     s.site_messages_stored += result.messages_stored
             for ev in events:
                 s.by_site[ev.site] = s.by_site.get(ev.site, 0) + 1
+        for result in results:
+            if result is not None and self.on_stored is not None:
+                self.on_stored(result.event_ids)
         for result in results:
             if result is not None:
                 self.metrics.events_stored.inc(result.stored)

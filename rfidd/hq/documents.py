@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from inventory.epcis import parse_datetime
+
 EVENT_TYPES = frozenset(
     {"ObjectEvent", "AggregationEvent", "TransactionEvent", "TransformationEvent",
      "AssociationEvent"}
@@ -53,18 +55,7 @@ class ParsedDocument:
 
 def parse_time(value: Any) -> datetime:
     """An EPCIS dateTimeStamp (offset required) as an aware UTC datetime."""
-    if not isinstance(value, str):
-        raise ValueError(f"eventTime is {type(value).__name__}, expected an ISO 8601 string")
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"eventTime {value!r} is not an ISO 8601 date-time") from None
-    if t.tzinfo is None:
-        raise ValueError(f"eventTime {value!r} has no time zone offset")
-    return t.astimezone(UTC)
+    return parse_datetime(value, "eventTime").astimezone(UTC)
 
 
 def _short(v: Any) -> str:

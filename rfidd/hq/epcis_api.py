@@ -1,4 +1,5 @@
-"""HQ's EPCIS 2.0 REST interface (GS1 OpenAPI): query, named queries, capture. FastAPI.
+"""HQ's web interface: GS1's EPCIS 2.0 REST interface (query, named queries, subscriptions,
+capture), with HQ's own /api/v1, /metrics and the /chain page on the same FastAPI app and port.
 
 Why the standard: any EPCIS tool (a partner's, a workshop system that is not rfidd) can query
 HQ or feed it without an adapter. What follows GS1's EPCIS-2.0-openapi.json:
@@ -20,7 +21,6 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -36,10 +36,11 @@ from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import Engine, delete, select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from rfidd.hq import api_v1, capture_api, subscriptions_web, tokens
 from rfidd.hq import epcis_query as eq
-from rfidd.hq import tokens
-from rfidd.hq.documents import DocumentError, parse_document
-from rfidd.hq.store import Batch, HqStore, hq_captures, hq_events, hq_queries
+from rfidd.hq.consumer import HqConsumer
+from rfidd.hq.store import HqStore, hq_events, hq_queries
+from rfidd.hq.subscriptions import SubscriptionHub, hq_subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,6 @@ EPCIS_VERSION = "2.0.0"
 CBV_VERSION = "2.0.0"
 CONTEXT = "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"
 SCHEMA = Path(__file__).resolve().parent / "schemas" / "EPCIS-JSON-Schema.json"
-_JSON_TYPES = ("application/json", "application/ld+json")
 
 
 @lru_cache(maxsize=1)
@@ -96,13 +96,14 @@ def schema_errors(doc: Any, limit: int = 10) -> list[str]:
 class EpcisMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.captures = Counter(
-            "hq_capture_documents", "POST /capture documents, by result (accepted, invalid: "
+            "hq_capture_documents", "POST /capture documents, by result (accepted; partial: "
+            "stored without its bad events, GS1-Capture-Error-Behaviour proceed; invalid: "
             "refused by the schema or too large).", ["result"], namespace="rfidd",
             registry=registry)
         self.queries = Counter(
             "hq_epcis_queries", "EPCIS queries answered, by result (ok, bad_request).",
             ["result"], namespace="rfidd", registry=registry)
-        for r in ("accepted", "invalid"):
+        for r in ("accepted", "partial", "invalid"):
             self.captures.labels(r)
         for r in ("ok", "bad_request"):
             self.queries.labels(r)
@@ -116,14 +117,21 @@ def build_app(
     capture_size_limit: int = 8 * 1024 * 1024,
     topic_prefix: str = "rfidd/v1",
     publish: Callable[[str, bytes], bool] | None = None,
+    hub: SubscriptionHub | None = None,
+    allow_http_webhooks: bool = False,
+    consumer: HqConsumer | None = None,
 ) -> FastAPI:
-    """The FastAPI application of the EPCIS interface (served by EpcisServer)."""
+    """The FastAPI application of the EPCIS interface (served by EpcisServer). Without a
+    `hub` (tests of the queries alone) one is made here and started with the app's server."""
     engine: Engine = store.engine
     metrics = EpcisMetrics(registry)
+    if hub is None:
+        hub = SubscriptionHub(engine, registry)
+        own_hub = hub
+    else:
+        own_hub = None
     app = FastAPI(title="rfidd HQ EPCIS 2.0", version=EPCIS_VERSION, docs_url=None,
                   redoc_url=None, openapi_url=None)
-    capture_headers = {"GS1-EPCIS-Capture-Limit": str(capture_limit),
-                       "GS1-EPCIS-Capture-File-Size-Limit": str(capture_size_limit)}
 
     def problem(p: Problem, instance: str) -> JSONResponse:
         body = {"type": f"epcisException:{p.kind}", "title": p.kind, "status": p.status,
@@ -152,7 +160,8 @@ def build_app(
     def who(request: Request, scope: str) -> tokens.Integrator:
         auth = request.headers.get("authorization", "")
         kind, _, token = auth.partition(" ")
-        if not auth and request.method == "GET":  # the HQ page's sign-in cookie (read only)
+        # The HQ page's sign-in cookie (read only; a WebSocket has no method: never).
+        if not auth and getattr(request, "method", "") == "GET":
             from rfidd.hq.chain_web import COOKIE
 
             kind, token = "bearer", request.cookies.get(COOKIE, "")
@@ -271,7 +280,9 @@ def build_app(
         who(request, "read")
         stored_query(name)
         with engine.begin() as conn:
+            conn.execute(delete(hq_subscriptions).where(hq_subscriptions.c.query_name == name))
             conn.execute(delete(hq_queries).where(hq_queries.c.name == name))
+        hub.changed()
         return Response(status_code=204)
 
     @app.get("/queries/{name}/events")
@@ -288,82 +299,18 @@ def build_app(
         raw.update(extra)
         return page(request, parse(raw), name)
 
-    # -------------------------------------------------------------- capture
-
-    @app.options("/capture")
-    def capture_options() -> Response:
-        return Response(status_code=204, headers={**capture_headers,
-                                                  "Allow": "OPTIONS, POST"})
-
-    @app.post("/capture")
-    async def capture(request: Request) -> Response:
-        owner = who(request, "capture")
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype not in _JSON_TYPES:
-            raise Problem(415, "UnsupportedMediaTypeException",
-                          f"Content-Type {ctype or 'missing'}: send application/json or "
-                          "application/ld+json")
-        body = await request.body()
-        if len(body) > capture_size_limit:
-            metrics.captures.labels("invalid").inc()
-            raise Problem(413, "CaptureLimitExceededException",
-                          f"{len(body)} bytes, over the {capture_size_limit}-byte limit",
-                          capture_headers)
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            metrics.captures.labels("invalid").inc()
-            raise Problem(400, "ValidationException", f"/: not JSON: {exc}",
-                          capture_headers) from None
-        n = len(doc.get("epcisBody", {}).get("eventList", []) or []) \
-            if isinstance(doc, dict) and isinstance(doc.get("epcisBody"), dict) else 0
-        if n > capture_limit:
-            metrics.captures.labels("invalid").inc()
-            raise Problem(413, "CaptureLimitExceededException",
-                          f"{n} events, over the {capture_limit}-event limit", capture_headers)
-        errors = schema_errors(doc)
-        if not errors and (not isinstance(doc, dict) or doc.get("type") != "EPCISDocument"):
-            errors = ["/type: expected EPCISDocument"]
-        source = f"@{owner.name}"[:64]
-        parsed = None
-        if not errors:
-            try:
-                parsed = parse_document(body, source)
-                errors = [f"/epcisBody/{e}" for e in parsed.errors]
-            except DocumentError as exc:
-                errors = [f"/: {exc}"]
-        if errors or parsed is None:
-            metrics.captures.labels("invalid").inc()
-            log.warning("capture from %s refused: %s", owner.name, errors[0])
-            raise Problem(400, "ValidationException", "; ".join(errors), capture_headers)
-        result = store.write_batch(Batch(events=parsed.events, trusted=True))
-        capture_id = uuid.uuid4().hex
-        with engine.begin() as conn:
-            conn.execute(hq_captures.insert().values(
-                capture_id=capture_id, owner=owner.name, created_at=datetime.now(UTC),
-                events=len(parsed.events), stored=result.stored))
-        metrics.captures.labels("accepted").inc()
-        return Response(status_code=202, headers={**capture_headers,
-                                                  "Location": f"/capture/{capture_id}"})
-
-    @app.get("/capture/{capture_id}")
-    def capture_job(capture_id: str, request: Request) -> JSONResponse:
-        owner = who(request, "capture")
-        with engine.connect() as conn:
-            r = conn.execute(select(hq_captures).where(hq_captures.c.capture_id == capture_id,
-                                                       hq_captures.c.owner == owner.name)).first()
-        if r is None:
-            raise Problem(404, "NoSuchResourceException", f"no capture job {capture_id!r}")
-        created = r.created_at.isoformat()
-        return JSONResponse({
-            "captureID": r.capture_id, "createdAt": created, "finishedAt": created,
-            "running": False, "success": True, "captureErrorBehaviour": "rollback",
-            "errors": [], "rfidd:events": r.events, "rfidd:stored": r.stored,
-        })
+    capture_api.register(app, store, who, hub, metrics, problem=Problem,
+                         errors_of=schema_errors, capture_limit=capture_limit,
+                         capture_size_limit=capture_size_limit)
 
     from rfidd.hq import chain_web
 
     chain_web.register(app, engine, who, topic_prefix=topic_prefix, publish=publish)
+    subscriptions_web.register(app, engine, who, hub, problem=Problem,
+                               stored_query=stored_query, allow_http=allow_http_webhooks)
+    api_v1.register(app, engine, who, registry, consumer)
+    app.state.hub = hub
+    app.state.own_hub = own_hub
     return app
 
 
@@ -373,6 +320,8 @@ class EpcisServer:
     def __init__(self, app: FastAPI, listen: str = "127.0.0.1", port: int = 0, *,
                  ssl_certfile: str | None = None, ssl_keyfile: str | None = None) -> None:
         self.listen = listen
+        # The app's own subscription hub (when none was given to build_app) runs with it.
+        self._own_hub: SubscriptionHub | None = getattr(app.state, "own_hub", None)
         self.config = uvicorn.Config(app, host=listen, port=port, log_level="warning",
                                      lifespan="off", access_log=False,
                                      ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
@@ -382,6 +331,8 @@ class EpcisServer:
         self.port = port
 
     def start(self, timeout: float = 10.0) -> None:
+        if self._own_hub is not None:
+            self._own_hub.start()
         self._thread = threading.Thread(target=self.server.run, name="hq-epcis", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout
@@ -398,3 +349,5 @@ class EpcisServer:
         self.server.should_exit = True
         if self._thread is not None:
             self._thread.join(10)
+        if self._own_hub is not None:
+            self._own_hub.stop()

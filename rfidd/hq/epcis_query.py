@@ -176,7 +176,7 @@ def statement(q: EventQuery) -> Select[Any]:
     return select(e.c.id, e.c.raw).where(and_(*conds)).order_by(e.c.id).limit(q.per_page + 1)
 
 
-def _matches_epc(raw: dict[str, Any], values: list[str]) -> bool:
+def matches_epc(raw: dict[str, Any], values: list[str]) -> bool:
     """MATCH_epc looks at epcList and childEPCs only (not parentID, inputs or outputs)."""
     epcs = [*(raw.get("epcList") or []), *(raw.get("childEPCs") or [])]
     for v in values:
@@ -197,5 +197,5 @@ def run(engine: Engine, q: EventQuery) -> tuple[list[dict[str, Any]], str | None
     rows = rows[: q.per_page]
     events = [dict(r.raw) for r in rows]
     if "MATCH_epc" in q.lists:
-        events = [ev for ev in events if _matches_epc(ev, q.lists["MATCH_epc"])]
+        events = [ev for ev in events if matches_epc(ev, q.lists["MATCH_epc"])]
     return events, (encode_token(rows[-1].id) if more and rows else None)

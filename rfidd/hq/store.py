@@ -228,6 +228,8 @@ class BatchResult:
     messages_stored: int
     message_duplicates: int
     rejected: int = 0  # events and messages of unregistered sites, not stored
+    # The eventIDs this batch stored (query subscriptions push them); not part of equality.
+    event_ids: tuple[str, ...] = field(default=(), compare=False)
 
 
 def alembic_config() -> AlembicConfig:
@@ -300,6 +302,7 @@ class HqStore:
         row locks in the same order and cannot deadlock.
         """
         stored = messages_stored = rejected = 0
+        inserted: set[str] = set()
         with self.engine.begin() as conn:
             events, site_messages = batch.events, batch.site_messages
             if self.known_sites_only and not batch.trusted:
@@ -331,6 +334,7 @@ class HqStore:
             messages_stored=messages_stored,
             message_duplicates=len(site_messages) - messages_stored,
             rejected=rejected,
+            event_ids=tuple(sorted(inserted)),
         )
 
     def _registered_only(

@@ -68,8 +68,11 @@ def book_count(books: LifecycleService, s: Session, session: CountSession, count
 
 def record_exit(books: LifecycleService | None, s: Session, alert_id: str, epc: str,
                 zone: str, at: float, detail: dict[str, Any]) -> tuple[str | None, bool]:
-    """(home zone, mark the item stolen) for an exit alert; without books: (None, True)."""
+    """(home zone, mark the item stolen) for an exit alert; without books: (None, True), the
+    alert still kept in the workflow's table (what the shrinkage report reads)."""
     if books is None:
+        AlertWorkflow.raise_alert(s, alert_id, store.EXIT_ALERT_KIND, epc, zone, at,
+                                  detail=detail)
         return None, True
     return books.record_exit(s, alert_id, epc, zone, at, detail)
 

@@ -146,7 +146,6 @@ class ExitService:
 
         def write(s: Session) -> None:
             for a, body in zip(alerts, bodies, strict=True):
-                store.insert_exit_alert(s, a.alert_id, a.epc, a.zone, a.at)
                 B.record_exit(self.books, s, a.alert_id, a.epc, a.zone, a.at, body)
 
         def apply() -> None:

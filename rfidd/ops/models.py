@@ -58,17 +58,6 @@ class OpsCountSession(Base):
     report: Mapped[str | None] = mapped_column(Text)  # JSON document published to HQ
 
 
-class OpsExitAlert(Base):
-    """Exit alerts (confirmed shrinkage in the shrinkage report)."""
-
-    __tablename__ = "ops_exit_alerts"
-
-    alert_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    epc: Mapped[str] = mapped_column(String(64), index=True)
-    zone: Mapped[str] = mapped_column(String(64))
-    at: Mapped[float] = mapped_column(Time, index=True)
-
-
 class OpsCountSchedule(Base):
     __tablename__ = "ops_count_schedules"
 
@@ -93,7 +82,6 @@ __all__ = [
     "OpsAsn",
     "OpsCountSchedule",
     "OpsCountSession",
-    "OpsExitAlert",
     "OpsReceptionSession",
     "OpsState",
 ]

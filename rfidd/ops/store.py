@@ -16,11 +16,11 @@ from sqlalchemy.orm import Session
 
 from inventory.asn import Asn, parse_asn_object
 from inventory.catalog import Catalog, Product, gtin_check_digit
+from rfidd.lifecycle.models import AlertRecord
 from rfidd.ops.models import (
     OpsAsn,
     OpsCountSchedule,
     OpsCountSession,
-    OpsExitAlert,
     OpsReceptionSession,
     OpsState,
 )
@@ -30,6 +30,8 @@ from rfidd.store.models import Product as ProductRow
 # Dispositions of items that are not stock of this site: a count does not expect them.
 NOT_IN_STOCK = ("retail_sold", "in_transit", "destroyed", "inactive")
 SOLD = "retail_sold"
+# The alert workflow's kind of an unsold item read at an exit (rfidd/lifecycle/service.py).
+EXIT_ALERT_KIND = "exit_unsold"
 
 
 def dumps(value: Any) -> str:
@@ -249,17 +251,15 @@ def item_zones(s: Session, epcs: Sequence[str]) -> dict[str, str | None]:
     return _item_column(s, Item.zone, epcs)
 
 
-def insert_exit_alert(s: Session, alert_id: str, epc: str, zone: str, at: float) -> None:
-    if s.get(OpsExitAlert, alert_id) is None:
-        s.add(OpsExitAlert(alert_id=alert_id, epc=epc, zone=zone, at=at))
-        s.flush()
-
-
 def exit_alerts(s: Session, start: float, end: float) -> list[tuple[str, str, str, float]]:
-    """(alert_id, epc, zone, at) of alerts in [start, end), oldest first."""
-    stmt = (select(OpsExitAlert.alert_id, OpsExitAlert.epc, OpsExitAlert.zone, OpsExitAlert.at)
-            .where(OpsExitAlert.at >= start, OpsExitAlert.at < end).order_by(OpsExitAlert.at))
-    return [(a, e, z, t) for a, e, z, t in s.execute(stmt)]
+    """(alert_id, epc, zone, at) of exit alerts raised in [start, end), oldest first: the
+    alert workflow's rows (one table for the page, HQ and the shrinkage report)."""
+    stmt = (select(AlertRecord.alert_id, AlertRecord.epc, AlertRecord.zone,
+                   AlertRecord.raised_at)
+            .where(AlertRecord.kind == EXIT_ALERT_KIND, AlertRecord.raised_at >= start,
+                   AlertRecord.raised_at < end)
+            .order_by(AlertRecord.raised_at))
+    return [(a, e, z or "", t) for a, e, z, t in s.execute(stmt)]
 
 
 def gtin_of_uri(uri: str) -> str | None:
@@ -278,43 +278,19 @@ def gtin_of_uri(uri: str) -> str | None:
 def sales_value(s: Session, start: float, end: float, catalog: Mapping[str, Product],
                 currency: str) -> tuple[Decimal, int]:
     """(value at retail price, items) of `retail_selling` events in [start, end)."""
-    total, n = Decimal(0), 0
     stmt = select(Event.payload).where(Event.biz_step == "retail_selling",
                                        Event.event_time >= start, Event.event_time < end)
-    for (payload,) in s.execute(stmt):
-        try:
-            epcs = json.loads(payload).get("epcList", [])
-        except (ValueError, AttributeError):
-            continue
-        for uri in epcs:
-            g = gtin_of_uri(uri) if isinstance(uri, str) else None
-            p = catalog.get(g) if g else None
-            n += 1
-            if p is not None and p.currency == currency:
-                total += p.price
-    return total, n
+    return _retail_value(s, stmt, catalog, currency)
 
 
 def returns_value(s: Session, start: float, end: float, catalog: Mapping[str, Product],
                   currency: str) -> tuple[Decimal, int]:
     """(value at retail price, items) of customer returns (`receiving`, disposition
     `returned`) in [start, end): what net sales deduct."""
-    total, n = Decimal(0), 0
     stmt = select(Event.payload).where(Event.biz_step == "receiving",
                                        Event.disposition == "returned",
                                        Event.event_time >= start, Event.event_time < end)
-    for (payload,) in s.execute(stmt):
-        try:
-            epcs = json.loads(payload).get("epcList", [])
-        except (ValueError, AttributeError):
-            continue
-        for uri in epcs:
-            g = gtin_of_uri(uri) if isinstance(uri, str) else None
-            p = catalog.get(g) if g else None
-            n += 1
-            if p is not None and p.currency == currency:
-                total += p.price
-    return total, n
+    return _retail_value(s, stmt, catalog, currency)
 
 
 # -- state --------------------------------------------------------------------------------------
@@ -338,3 +314,21 @@ def hex_by_uri(s: Session) -> dict[str, str]:
     """Pure-identity URI -> EPC hex of every item this site has decoded."""
     return {u: e for e, u in s.execute(select(Item.epc, Item.epc_uri)
                                        .where(Item.epc_uri.is_not(None))) if u is not None}
+
+
+def _retail_value(s: Session, stmt: Any, catalog: Mapping[str, Product],
+                  currency: str) -> tuple[Decimal, int]:
+    """(value at retail price in `currency`, items) of the events `stmt` selects."""
+    total, n = Decimal(0), 0
+    for (payload,) in s.execute(stmt):
+        try:
+            epcs = json.loads(payload).get("epcList", [])
+        except (ValueError, AttributeError):
+            continue
+        for uri in epcs:
+            g = gtin_of_uri(uri) if isinstance(uri, str) else None
+            p = catalog.get(g) if g else None
+            n += 1
+            if p is not None and p.currency == currency:
+                total += p.price
+    return total, n

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import missing_service
+from chromium import chromium
 from sqlalchemy import select
 from waits import wait_until
 
@@ -32,8 +31,6 @@ from simulator import Scenario, SimulatedSite
 pytestmark = pytest.mark.integration
 
 SHOTS = Path(os.environ.get("RFIDD_SCREENSHOTS") or tempfile.mkdtemp(prefix="rfidd-shots-"))
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
 
 
 class Store:
@@ -87,23 +84,8 @@ def _take_over(daemon: Daemon, items: int) -> None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if CHROMIUM is None or DRIVER is None:
-        missing_service("chromium and chromium-driver (Debian packages)")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        missing_service("selenium (pip install -e '.[test]')")
-    opts = webdriver.ChromeOptions()
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=820,1180",
-              "--disable-dev-shm-usage"):
-        opts.add_argument(a)
-    opts.binary_location = str(CHROMIUM)
-    driver = webdriver.Chrome(service=Service(str(DRIVER)), options=opts)
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _by(driver: Any, css: str) -> Any:

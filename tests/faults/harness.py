@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tomlout import to_toml
 from waits import wait_until
 
 from rfidd.demo import demo_config
@@ -65,30 +67,17 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"no TOML for {v!r}")
+def note(rows: list[Row], long: bool) -> str:
+    """The table as a note quotes it: Markdown, with what it was measured under."""
+    from datetime import UTC, datetime
 
-
-def to_toml(d: dict[str, Any], prefix: str = "") -> str:
-    """Just enough TOML for a Config dump (tables, scalars, lists of scalars)."""
-    scalars = [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in d.items()
-               if not isinstance(v, dict) and v is not None]
-    out = ([f"[{prefix}]"] if prefix and scalars else []) + scalars
-    for k, v in d.items():
-        if isinstance(v, dict):
-            key = f"{prefix}.{json.dumps(k)}" if prefix else json.dumps(k)
-            sub = to_toml(v, key)
-            if sub:
-                out.append(sub)
-    return "\n".join(out)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    head = (f"Fault suite, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: outages of "
+            f"{outage_s(long):.0f} s ({'--long' if long else 'CI scale'}), "
+            f"{os.cpu_count()} cores, load average {load} (1, 5, 15 min). "
+            "Lost = journaled at the site, never received at HQ.")
+    lines = table(rows).splitlines()
+    return "\n".join([head, "", *(f"| {ln} |" for ln in lines)]) + "\n"
 
 
 HQ_SCRIPT = textwrap.dedent("""
@@ -98,11 +87,15 @@ HQ_SCRIPT = textwrap.dedent("""
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
     host, port, topic, client_id, out = sys.argv[1:6]
+    alerts = topic.rsplit("/", 1)[0] + "/alerts"
     f = open(out, "a", buffering=1)
     def on_connect(c, u, fl, rc, p):
-        c.subscribe(topic, qos=1)
+        c.subscribe([(topic, 1), (alerts, 1)])
         f.write("#connected\\n")
     def on_message(c, u, m):  # written before paho acknowledges: at-least-once
+        if m.topic == alerts:  # the site's alerts, one line each
+            f.write("#alert " + m.payload.decode(errors="replace").replace("\\n", " ") + "\\n")
+            return
         try:
             doc = json.loads(m.payload)
             ids = [e["eventID"] for e in doc["epcisBody"]["eventList"]]
@@ -161,38 +154,74 @@ class Hq:
     def bad(self) -> list[str]:
         return [ln for ln in self._lines() if ln.startswith("#bad")]
 
+    def alerts(self) -> list[dict[str, Any]]:
+        """The alerts the site published (`rfidd/v1/<site>/alerts`), oldest first."""
+        return [json.loads(ln[len("#alert "):]) for ln in self._lines()
+                if ln.startswith("#alert ")]
 
-class DaemonProcess:
-    """`rfidd run -c FILE` as a child process with its log in a file."""
 
-    def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
-        self.config_file = workdir / "rfidd.toml"
-        self.config_file.write_text(to_toml(config) + "\n")
-        self.log = workdir / "rfidd.log"
+class NotifySocket:
+    """A systemd notification socket of the test's own (abstract: no path to clean up): what
+    the daemon would tell systemd (READY=1, STATUS=...), as systemd would receive it."""
+
+    def __init__(self) -> None:
+        self.address = f"@rfidd-fault-{uuid.uuid4().hex}"
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind("\0" + self.address[1:])
+        self._sock.settimeout(0.2)
+        self.messages: list[str] = []
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="notify-socket")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._closed.is_set():
+            try:
+                data = self._sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.messages.extend(data.decode(errors="replace").splitlines())
+
+    def statuses(self) -> list[str]:
+        return [m[len("STATUS="):] for m in list(self.messages) if m.startswith("STATUS=")]
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(2)
+        self._sock.close()
+
+
+class LoggedProcess:
+    """A child process with its output in a log file; `start()` returns once the log shows
+    `marker` once more than before (the process says it is up)."""
+
+    def __init__(self, args: list[str], log: Path, marker: str, what: str) -> None:
+        self.args, self.log, self.marker, self.what = args, log, marker, what
+        self.env: dict[str, str] = dict(os.environ)
         self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
+
+    def _marks(self) -> int:
+        return self.log.read_text().count(self.marker) if self.log.exists() else 0
 
     def start(self) -> None:
+        before = self._marks()
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "rfidd.cli", "run", "-c", str(self.config_file),
-                 "--log-format", "kv"], stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, "RFIDD_LOG_FORMAT": "kv"})
-        self.starts += 1
-        n = self.starts
-        wait_until(lambda: self.log.read_text().count(" up: ") >= n, "the daemon up",
-                   timeout=60)
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
+                                         env=self.env)
+        wait_until(lambda: self._marks() > before, self.what, timeout=60)
 
     def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
-        self.proc = None
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
 
-    def terminate(self) -> int:
+    def terminate(self, timeout: float = 60) -> int:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(60)
+        code = self.proc.wait(timeout)
         self.proc = None
         return code
 
@@ -200,12 +229,32 @@ class DaemonProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+
+class DaemonProcess(LoggedProcess):
+    """`rfidd run -c FILE` as a child process with its log in a file; `notify`: with a
+    systemd notification socket (`self.notify`) as under `Type=notify`."""
+
+    def __init__(self, workdir: Path, config: dict[str, Any], notify: bool = False) -> None:
+        self.config_file = workdir / "rfidd.toml"
+        self.config_file.write_text(to_toml(config) + "\n")
+        super().__init__([sys.executable, "-m", "rfidd.cli", "run", "-c", str(self.config_file),
+                          "--log-format", "kv"], workdir / "rfidd.log", " up: ", "the daemon up")
+        self.env["RFIDD_LOG_FORMAT"] = "kv"
+        self.notify = NotifySocket() if notify else None
+        if self.notify is not None:
+            self.env["NOTIFY_SOCKET"] = self.notify.address
+
     def errors(self) -> list[str]:
         """rfidd's own errors. sllurp logs its own disconnect during a clean stop as an error
         ("Disconnected because of a reader configuration error"): that line is not ours."""
         return [ln for ln in self.log.read_text().splitlines()
                 if ("level=error" in ln or "level=critical" in ln)
                 and "logger=sllurp" not in ln]
+
+    def close(self) -> None:
+        self.kill()
+        if self.notify is not None:
+            self.notify.close()
 
 
 @dataclass
@@ -216,19 +265,25 @@ class FaultStore:
     broker: Any  # conftest.MosquittoProcess
     site_id: str = field(default_factory=lambda: f"fault-{uuid.uuid4().hex[:8]}")
     db_dir: Path | None = None  # e.g. a small filesystem of the test's own
+    db_url: str | None = None  # another database than SQLite in db_dir (PostgreSQL)
+    http_port: int | None = None  # the local API (/metrics) on this port; None: off
+    notify: bool = False  # a systemd notification socket (daemon.notify)
 
     def __post_init__(self) -> None:
         self.scenario = Scenario.load(SCENARIO)
         self.sim = SimulatedSite(self.scenario, run_timeline=False)
         self.sim.start()
         self.db_file = (self.db_dir or self.workdir) / "site.db"
-        cfg = demo_config(self.scenario, self.sim.ports, f"sqlite:///{self.db_file}",
+        self._engine: Any = None
+        url = self.db_url or f"sqlite:///{self.db_file}"
+        http = None if self.http_port is None else {"enabled": True, "port": self.http_port}
+        cfg = demo_config(self.scenario, self.sim.ports, url,
                           f"mqtt://{self.broker.host}:{self.broker.port}", "5",
-                          site_id=self.site_id)
+                          site_id=self.site_id, http=http)
         data = cfg.model_dump(mode="json", exclude_none=True)
         data["mqtt"]["client_id"] = f"rfidd-{self.site_id}"
         data["mqtt"]["reconnect_max_s"] = 2
-        self.daemon = DaemonProcess(self.workdir, data)
+        self.daemon = DaemonProcess(self.workdir, data, notify=self.notify)
         self.hq = Hq(self.workdir, self.broker.host, self.broker.port, self.site_id)
         self._streaming = threading.Event()
         self._stream_thread: threading.Thread | None = None
@@ -253,6 +308,8 @@ class FaultStore:
 
     # -- what the site journaled and what HQ got ---------------------------------------------
     def journal(self) -> set[str]:
+        if self.db_url is not None:
+            return self._journal_sqlalchemy()
         if not self.db_file.exists():
             return set()
         with sqlite3.connect(f"file:{self.db_file}?mode=ro", uri=True, timeout=30) as c:
@@ -262,6 +319,41 @@ class FaultStore:
                     "NULL UNION SELECT event_id FROM events")}
             except sqlite3.OperationalError:  # not migrated yet
                 return set()
+
+    def _journal_sqlalchemy(self) -> set[str]:
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.exc import DBAPIError
+
+        if self._engine is None:
+            self._engine = create_engine(str(self.db_url), pool_pre_ping=True)
+        try:
+            with self._engine.connect() as c:
+                return {r[0] for r in c.execute(text(
+                    "SELECT event_id FROM outbox WHERE stream = 'epcis' AND event_id IS NOT "
+                    "NULL UNION SELECT event_id FROM events"))}
+        except DBAPIError:  # not migrated yet, or our connection terminated: next poll
+            return set()
+
+    def metric(self, name: str) -> float | None:
+        """One unlabelled sample of the daemon's /metrics (None: not exposed, or no answer)."""
+        import urllib.request
+
+        assert self.http_port is not None, "FaultStore(http_port=...) for /metrics"
+        # The token the daemon wrote for the local CLI (conftest points RFIDD_TOKEN_FILE at a
+        # file of the test's own), as a Prometheus scrape would carry its own.
+        token_file = Path(os.environ["RFIDD_TOKEN_FILE"])
+        token = token_file.read_text().strip() if token_file.exists() else ""
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}/metrics",
+                                     headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                body = r.read().decode()
+        except OSError:
+            return None
+        for ln in body.splitlines():
+            if ln.startswith(name + " "):
+                return float(ln.split()[1])
+        return None
 
     def wait_delivered(self, timeout: float) -> float:
         """Block until HQ holds every event journaled so far; returns when that first held."""
@@ -297,13 +389,14 @@ class FaultStore:
 
     def close(self) -> None:
         self.stop_stream()
-        if self.daemon.alive:
-            self.daemon.kill()
+        self.daemon.close()
         self.hq.kill()
         self.sim.stop()
+        if self._engine is not None:
+            self._engine.dispose()
 
 
-class RealHq:
+class RealHq(LoggedProcess):
     """`rfidd hq run` as a child process storing into PostgreSQL (deduplicated on eventID)."""
 
     def __init__(self, workdir: Path, host: str, port: int, db_url: str) -> None:
@@ -317,37 +410,20 @@ class RealHq:
             "database": {"url": db_url, "batch_max_ms": 100},
             "mqtt": {"url": f"mqtt://{host}:{port}", "share_group": "", "relay_asns": False,
                      "client_id": f"hq-{uuid.uuid4().hex[:8]}", "reconnect_max_s": 2},
-            "http": {"enabled": False},
             # Fault sites are not registered; the EPCIS port must not collide between runs.
             "sites": {"accept_unknown": True},
             "epcis": {"port": 0},
         }) + "\n")
-        self.log = workdir / "hq.log"
-        self.proc: subprocess.Popen[bytes] | None = None
         from sqlalchemy import create_engine
 
         self.engine = create_engine(reader_url, pool_pre_ping=True)
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "rfidd.cli", "hq", "run", "-c", str(self.config_file)],
-                stdout=log, stderr=subprocess.STDOUT)
-        n = self.log.read_text().count("msg=\"connected to") if self.log.exists() else 0
-        wait_until(lambda: self.log.read_text().count("msg=\"connected to") > n,
-                   "HQ consumer connected", timeout=60)
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
-            self.proc = None
+        super().__init__([sys.executable, "-m", "rfidd.cli", "hq", "run", "-c",
+                          str(self.config_file)], workdir / "hq.log", 'msg="connected to',
+                         "HQ consumer connected")
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(30)
-            self.proc = None
+            self.terminate(30)
 
     def stored(self) -> set[str]:
         from sqlalchemy import text

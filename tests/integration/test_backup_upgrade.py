@@ -7,7 +7,13 @@ result must equal a fresh database (models vs migrations).
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
+import stat
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -191,3 +197,82 @@ def test_upgrade_from_every_release(db_url: str, revision: str) -> None:
         assert (rows, items) == (1, 1)  # nothing lost on the way
     finally:
         db.dispose()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_backup_is_owner_only_and_a_restore_keeps_the_daemons_owner(tmp_path: Path) -> None:
+    """Run as root (as the guide does), a backup must not be world-readable, and the restored
+    database must stay the daemon's: a root-owned file would be read-only to the service."""
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    # The state directory is the daemon's (and reachable by it: pytest's own tmp is root-only).
+    state = Path(tempfile.mkdtemp(prefix="rfidd-restore-"))
+    os.chown(state, nobody.pw_uid, nobody.pw_gid)
+    db_file = state / "site.db"
+    db = open_database(f"sqlite:///{db_file}")
+    _messages(db, 0, 10)
+    db.dispose()
+    os.chown(db_file, nobody.pw_uid, nobody.pw_gid)
+    db_file.chmod(0o640)
+    cfg = str(_write_config(tmp_path, db_file))
+    res = CliRunner().invoke(main, ["backup", str(tmp_path / "b.db"), "-c", cfg])
+    assert res.exit_code == 0, res.output
+    assert stat.S_IMODE((tmp_path / "b.db").stat().st_mode) == 0o600
+    res = CliRunner().invoke(main, ["restore", str(tmp_path / "b.db"), "-c", cfg])
+    assert res.exit_code == 0, res.output
+    st = db_file.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (nobody.pw_uid, nobody.pw_gid,
+                                                                0o640)
+    # The daemon's user can write it (a read-only database otherwise).
+    code = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+            "c.execute('CREATE TABLE written_by_the_daemon (x)'); c.commit()")
+    # The system Python: this venv may sit where nobody cannot reach.
+    python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+    done = subprocess.run([python, "-c", code, str(db_file)], capture_output=True,
+                          text=True, user=nobody.pw_uid, group=nobody.pw_gid,
+                          cwd=state)
+    shutil.rmtree(state)
+    assert done.returncode == 0, done.stderr
+
+
+def test_exit_alerts_move_into_the_workflow_table_and_back(db_url: str) -> None:
+    """0007: one table for exit alerts. A row both tables had keeps its workflow state; a row
+    only the old table had (raised before 0004) arrives open; a downgrade gives both back."""
+    from alembic import command
+
+    db = Database(create_db_engine(db_url))
+    upgrade(db, "0006_event_seq")
+    with db.engine.begin() as c:
+        for aid, at in (("both", 10.0), ("old-only", 20.0)):
+            c.execute(text("INSERT INTO ops_exit_alerts (alert_id, epc, zone, at) "
+                           "VALUES (:a, :e, 'exit', :t)"), {"a": aid, "e": f"E-{aid}", "t": at})
+        c.execute(text("INSERT INTO alerts (alert_id, kind, epc, zone, raised_at, state, "
+                       "resolution) VALUES ('both', 'exit_unsold', 'E-both', 'exit', 10.0, "
+                       "'resolved', 'found')"))
+    upgrade(db)
+    with db.engine.connect() as c:
+        rows = {r[0]: r[1:] for r in c.execute(text(
+            "SELECT alert_id, kind, epc, zone, raised_at, state, resolution, detail "
+            "FROM alerts ORDER BY alert_id"))}
+        tables = set(inspect(c).get_table_names())
+    assert rows["both"] == ("exit_unsold", "E-both", "exit", 10.0, "resolved", "found", None)
+    assert rows["old-only"][:6] == ("exit_unsold", "E-old-only", "exit", 20.0, "open", None)
+    assert "ops_exit_alerts" in str(rows["old-only"][6])
+    assert "ops_exit_alerts" not in tables
+    # The shrinkage report reads them from there.
+    from sqlalchemy.orm import Session
+
+    from rfidd.ops.store import exit_alerts
+    with Session(db.engine) as s:
+        assert [a[0] for a in exit_alerts(s, 0.0, 100.0)] == ["both", "old-only"]
+        assert [a[0] for a in exit_alerts(s, 15.0, 100.0)] == ["old-only"]
+    cfg = alembic_config()
+    with db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0006_event_seq")
+    with db.engine.connect() as c:
+        back = sorted(c.execute(text("SELECT alert_id, epc, zone, at FROM ops_exit_alerts")))
+    assert [tuple(r) for r in back] == [("both", "E-both", "exit", 10.0),
+                                        ("old-only", "E-old-only", "exit", 20.0)]
+    db.dispose()

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,12 @@ def test_rules_and_dashboard_use_metrics_the_daemon_exports() -> None:
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"]) >= 10
 
 
+# Unit settings that add up when repeated (systemd.exec(5), systemd.unit(5)).
+ACCUMULATING = {"LoadCredential", "DeviceAllow", "ExecStartPre", "ExecStartPost", "Environment",
+                "SupplementaryGroups", "ReadWritePaths", "After", "Wants", "Requires",
+                "SystemCallFilter", "RestrictAddressFamilies", "WantedBy"}
+
+
 @pytest.mark.parametrize("role", sorted(UNITS))
 def test_units_pass_systemd_analyze_verify(tmp_path: Path, role: str) -> None:
     analyze = _tool("systemd-analyze")
@@ -86,6 +93,11 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path, role: str) -> None:
     # line about our file is a failure too.
     ours = [ln for ln in out.splitlines() if UNITS[role] in ln]
     assert done.returncode == 0 and not ours, out
+    # A single-valued setting given twice: systemd silently keeps the last one.
+    keys = Counter(ln.split("=", 1)[0] for ln in text.splitlines()
+                   if "=" in ln and not ln.startswith("#"))
+    twice = {k for k, n in keys.items() if n > 1} - ACCUMULATING
+    assert not twice, f"{UNITS[role]} sets {sorted(twice)} more than once"
 
 
 def test_install_service_into_a_temporary_prefix(tmp_path: Path) -> None:
@@ -104,6 +116,8 @@ def test_install_service_into_a_temporary_prefix(tmp_path: Path) -> None:
     for name in UNITS.values():
         text = (units / name).read_text()
         assert f"ExecStart={prefix}/bin/rfidd " in text and UNIT_BINARY not in text
+        # The unit reads the config (and credentials) where the examples were put.
+        assert f" -c {etc}/" in text and "/etc/rfidd/" not in text, text
     assert (etc / "rfidd.toml").read_text().startswith("# the site's own config")
     assert (etc / "rfidd.example.toml").is_file() and (etc / "hq.example.toml").is_file()
     # Upgrading in place reuses the venv.

@@ -131,10 +131,13 @@ class Process:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
 
 
-def http_ready(api: str, proc: Process) -> bool:
+def http_ready(api: str, proc: Process,
+               get: Callable[..., tuple[int, Any]] | None = None) -> bool:
     if not proc.alive():
         pytest.fail(f"{proc.name} exited ({proc.proc and proc.proc.returncode}):\n{proc.tail()}")
     try:
+        if get is not None:
+            return get("/api/v1/status", timeout=2)[0] == 200
         return call(api, "GET", "/api/v1/status", timeout=2)[0] == 200
     except Exception:
         return False
@@ -256,11 +259,8 @@ relay_asns = true
 share_group = ""
 relay_share_group = ""
 
-[http]
-port = {self.hq_port}
-
 [epcis]
-port = 0
+port = {self.hq_port}
 
 [sites]
 accept_unknown = true
@@ -268,11 +268,25 @@ accept_unknown = true
         self.ws = Process("workshop", ["run", "-c", str(ws_conf)], tmp / "ws.log")
         self.st = Process("store", ["run", "-c", str(st_conf)], tmp / "st.log")
         self.hq = Process("hq", ["hq", "run", "-c", str(self.hq_conf)], tmp / "hq.log")
+        # HQ's API takes an integrator token (read scope), made as an operator would.
+        from click.testing import CliRunner
+
+        from rfidd.hq import hq_command
+        added = CliRunner().invoke(hq_command, ["token", "add", "e2e", "--scope", "read",
+                                                "-c", str(self.hq_conf)])
+        assert added.exit_code == 0, added.output
+        self.hq_token = added.stdout.strip().splitlines()[-1]
+
+    def hq_call(self, path: str, timeout: float = 30.0) -> tuple[int, Any]:
+        from rfidd.client import ApiClient
+
+        r = ApiClient(self.hq_api, timeout=timeout, token=self.hq_token).send("GET", path)
+        return r.status, r.body
 
     def start(self) -> None:
         for p in (self.hq, self.ws, self.st):
             p.start()
-        wait(lambda: http_ready(self.hq_api, self.hq), 30, "HQ's HTTP API")
+        wait(lambda: http_ready(self.hq_api, self.hq, self.hq_call), 30, "HQ's HTTP API")
         wait(lambda: http_ready(self.ws_api, self.ws), 30, "the workshop's HTTP API")
         wait(lambda: http_ready(self.st_api, self.st), 30, "the store's HTTP API")
 
@@ -302,7 +316,7 @@ accept_unknown = true
 
     # -- HQ queries -------------------------------------------------------------------------
     def hq_steps(self, epc: str) -> list[str]:
-        code, body = call(self.hq_api, "GET", f"/api/v1/items/{decode(epc).uri}/history")
+        code, body = self.hq_call(f"/api/v1/items/{decode(epc).uri}/history")
         if code != 200:
             return []
         return [s for e in body["events"] if (s := short(e["biz_step"]))]
@@ -311,7 +325,7 @@ accept_unknown = true
         return all(set(steps) <= set(self.hq_steps(e)) for e in epcs)
 
     def hq_status(self) -> dict[str, Any]:
-        code, body = call(self.hq_api, "GET", "/api/v1/status")
+        code, body = self.hq_call("/api/v1/status")
         assert code == 200, body
         return dict(body)
 

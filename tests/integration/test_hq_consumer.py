@@ -35,7 +35,7 @@ from rfidd.hq import hq_command
 from rfidd.hq.config import parse_hq_config
 from rfidd.hq.consumer import HqConsumer
 from rfidd.hq.documents import parse_document
-from rfidd.hq.http import build_api
+from rfidd.hq.epcis_api import EpcisServer, build_app
 from rfidd.hq.query import history, sites, where
 from rfidd.hq.store import (
     Batch,
@@ -207,7 +207,7 @@ def test_migration_matches_the_tables_and_reopening_is_harmless(db_url: str) -> 
     s.dispose()
     s = HqStore.open(db_url)  # second upgrade: nothing to do, nothing breaks
     try:
-        assert s.current_revision() == "hq0003"
+        assert s.current_revision() == "hq0004_subscriptions"
         with s.engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"compare_type": True})
             diff = [d for d in compare_metadata(ctx, metadata)
@@ -368,12 +368,17 @@ def test_two_sites_with_duplicates_and_malformed_input(
     assert {x["site"] for x in json.loads(r.output)["sites"]} == {"ws-01", "st-01"}
 
     # -- ... and from HTTP.
-    api = build_api(pg_store.engine, CollectorRegistry(), port=0)
+    api = EpcisServer(build_app(pg_store, CollectorRegistry()))
     api.start()
+    from rfidd.hq import tokens
+    token = tokens.create(pg_store.engine, "ops", "read", T0)
     try:
-        def get(path: str) -> tuple[int, Any]:
+        def get(path: str, auth: bool = True) -> tuple[int, Any]:
+            req = urllib.request.Request(f"http://127.0.0.1:{api.port}{path}")
+            if auth:
+                req.add_header("Authorization", f"Bearer {token}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{api.port}{path}", timeout=5) as r:
+                with urllib.request.urlopen(req, timeout=5) as r:
                     return r.status, json.loads(r.read())
             except urllib.error.HTTPError as exc:
                 return exc.code, json.loads(exc.read())
@@ -388,6 +393,7 @@ def test_two_sites_with_duplicates_and_malformed_input(
         assert code == 400
         code, body = get("/api/v1/sites")
         assert code == 200 and len(body["sites"]) == 2
+        assert get("/api/v1/sites", auth=False)[0] == 401  # the same tokens as /events
     finally:
         api.stop()
 
@@ -552,8 +558,12 @@ def test_run_command_serves_http_and_stops_on_sigterm(
         f'[database]\nurl = "{postgres_url}"\nbatch_max_ms = 10\n'
         f'[mqtt]\nurl = "mqtt://{b.host}:{b.port}"\ntopic_prefix = "{feed["prefix"]}"\n'
         f'share_group = "{feed["group"]}"\nclient_id = "hq-{feed["tag"]}-run"\n'
-        f"session_expiry_s = 60\n[http]\nport = {port}\n[epcis]\nport = 0\n"
+        f"session_expiry_s = 60\n[epcis]\nport = {port}\n"
     )
+    made = CliRunner().invoke(hq_command, ["token", "add", "ops", "--scope", "read",
+                                           "-c", str(conf)])
+    assert made.exit_code == 0, made.output
+    token = made.stdout.strip().splitlines()[-1]
     # HQ stores only registered sites: the operator registers the store first.
     added = CliRunner().invoke(hq_command, ["site", "add", "st-01", "--name", "Paris Opera",
                                             "-c", str(conf)])
@@ -565,8 +575,13 @@ def test_run_command_serves_http_and_stops_on_sigterm(
         cwd=root, stderr=subprocess.PIPE, text=True,
     )
     try:
+        def get(path: str) -> Any:
+            req = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
+                                         headers={"Authorization": f"Bearer {token}"})
+            return urllib.request.urlopen(req, timeout=2)
+
         def api(path: str) -> Any:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            with get(path) as r:
                 return json.loads(r.read())
 
         def up() -> bool:
@@ -587,7 +602,7 @@ def test_run_command_serves_http_and_stops_on_sigterm(
                 return False
 
         wait_until("the item over HTTP", found)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+        with get("/metrics") as r:
             assert b"rfidd_hq_events_stored_total 1.0" in r.read()
     finally:
         proc.send_signal(signal.SIGTERM)

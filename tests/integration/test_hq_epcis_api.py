@@ -227,3 +227,41 @@ def test_named_queries(api: Any) -> None:
     assert status == 400 and "'EQ_nope'" in body["detail"]
     assert read.call("DELETE", "/queries/receptions")[0] == 204
     assert read.call("GET", "/queries/receptions/events")[0] == 404
+
+
+def test_capture_error_behaviour_proceed_stores_the_good_events_and_lists_the_bad(
+        api: Any) -> None:
+    _, read, cap = api
+    fine = event([sgtin(30)], T0, "repairing", "needs_replacement")
+    bad = event([sgtin(31)], T0, "repairing", "needs_replacement", action="TELEPORT")
+    also = event([sgtin(32)], T0, "repairing", "needs_replacement")
+
+    def post(behaviour: str) -> tuple[int, Any, Any]:
+        req = urllib.request.Request(cap.base + "/capture", method="POST",
+                                     data=json.dumps(document(fine, bad, also)).encode())
+        req.add_header("Authorization", f"Bearer {cap.token}")
+        req.add_header("Content-Type", "application/json")
+        req.add_header("GS1-Capture-Error-Behaviour", behaviour)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.headers, None
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers, json.loads(e.read())
+
+    status, _, body = post("all")
+    assert status == 400 and "GS1-Capture-Error-Behaviour" in body["detail"]
+    status, _, body = post("rollback")
+    assert status == 400 and "/epcisBody/eventList/1/action" in body["detail"]
+    status, headers, _ = post("proceed")
+    assert status == 202
+    _, _, job = cap.call("GET", headers["Location"])
+    assert job["success"] is False and job["captureErrorBehaviour"] == "proceed"
+    assert job["rfidd:events"] == 3 and job["rfidd:stored"] == 2
+    assert job["errors"] and all(e.startswith(("/epcisBody/eventList/1/",
+                                             "/epcisBody/eventList/1:")) for e in job["errors"])
+    assert ids(read.call("GET", "/events?MATCH_anyEPC=" + "|".join(
+        sgtin(i) for i in (30, 31, 32)))[2]) == of(fine, also)
+    status, _, jobs = cap.call("GET", "/capture")
+    assert status == 200 and [j["captureID"] for j in jobs] == [
+        headers["Location"].rsplit("/", 1)[1]]
+    assert read.call("GET", "/capture")[0] == 403

@@ -100,7 +100,7 @@ def hq_config(prefix: str, broker: Any, db_url: str, tag: str) -> str:
     return (f'[database]\nurl = "{db_url}"\nbatch_max_ms = 20\n'
             f'[mqtt]\nurl = "mqtt://{broker.host}:{broker.port}"\ntopic_prefix = "{prefix}"\n'
             f'client_id = "hq-{tag}"\nsession_expiry_s = 300\nrelay_asns = false\n'
-            'share_group = ""\n[http]\nenabled = false\n[epcis]\nport = 0\n')
+            'share_group = ""\n[epcis]\nport = 0\n')
 
 
 def held(store: HqStore, site: str) -> tuple[int, int, int]:

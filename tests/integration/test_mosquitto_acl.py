@@ -151,6 +151,25 @@ def test_a_site_publishes_only_under_its_own_prefix(clients: dict[str, Client]) 
                for t, p in hq.received)
 
 
+def test_every_topic_hq_reads_from_a_site_is_one_the_site_may_publish(
+        clients: dict[str, Client]) -> None:
+    """HQ's subscriptions are the feed contract: a leaf the ACL misses (the retained `seq`
+    head, `replay` announcements) is silently missing at HQ, and gap repair with it."""
+    from types import SimpleNamespace
+
+    from rfidd.hq.consumer import HqConsumer
+
+    fake = SimpleNamespace(prefix="rfidd/v1", v5=True, config=SimpleNamespace(share_group=""))
+    filters = HqConsumer.subscriptions(fake)  # type: ignore[arg-type]
+    s1 = clients["store1"]
+    for f in filters:
+        parts = f.split("/")
+        assert parts[:3] == ["rfidd", "v1", "+"], f
+        topic = "/".join(["rfidd", "v1", "store1", *("x" if p == "+" else p for p in parts[3:])])
+        code = s1.publish(topic)  # 0x10 "no matching subscribers" is a success too
+        assert code < 0x80, f"the ACL refuses {topic} (HQ reads {f}): reason code {code}"
+
+
 def test_a_site_reads_only_its_own_commands_and_hq_sends_them(clients: dict[str, Client]
                                                               ) -> None:
     hq, s1, s2 = clients["rfidd-hq"], clients["store1"], clients["store2"]

@@ -57,7 +57,7 @@ def test_example_config_is_valid() -> None:
 
 def test_defaults_and_every_field_described() -> None:
     cfg = parse_hq_config("")
-    assert cfg.mqtt.topic_prefix == "rfidd/v1" and cfg.http.port == 9760
+    assert cfg.mqtt.topic_prefix == "rfidd/v1" and cfg.epcis.port == 9761
     assert cfg.mqtt.client_id.startswith("rfidd-hq-")
 
     def check(model: Any, path: str) -> None:
@@ -75,7 +75,7 @@ def test_config_errors_are_all_reported_with_lines() -> None:
         "[database]\nurl = \"mysql://x\"\n"
         "[mqtt]\nurl = \"http://broker\"\nprotocl = \"5\"\nshare_group = \"a/b\"\n"
         "topic_prefix = \"rfidd/+/v1\"\n"
-        "[http]\nport = 70000\n"
+        "[epcis]\nport = 70000\n"
     )
     with pytest.raises(ConfigError) as info:
         parse_hq_config(text, "hq.toml")
@@ -86,7 +86,17 @@ def test_config_errors_are_all_reported_with_lines() -> None:
     assert "hq.toml:5: mqtt.protocl: unknown key (misspelled?)" in errs
     assert "hq.toml:6: mqtt.share_group" in errs
     assert "hq.toml:7: mqtt.topic_prefix" in errs and "# or +" in errs
-    assert "hq.toml:9: http.port" in errs
+    assert "hq.toml:9: epcis.port" in errs
+
+
+def test_the_former_http_section_is_an_error_saying_where_its_keys_went() -> None:
+    """HQ has one web port now ([epcis]): an old [http] section must not be silently ignored
+    (an operator's port 9760 would stop answering without a word)."""
+    with pytest.raises(ConfigError) as info:
+        parse_hq_config("[http]\nport = 9760\n", "hq.toml")
+    errs = "\n".join(info.value.errors)
+    assert "hq.toml:1: http: " in errs or "hq.toml:2: http" in errs, errs
+    assert "epcis.port" in errs and "9761" in errs
 
 
 def test_config_syntax_and_unreadable_file(tmp_path: Path) -> None:
@@ -243,9 +253,36 @@ def test_hq_daemon_starts_in_order_and_stops_last_first(tmp_path: Path) -> None:
     cfg = HqConfig.model_validate({
         "database": {"url": f"sqlite:///{tmp_path / 'hq.db'}"},
         "mqtt": {"url": "mqtt://127.0.0.1:1", "relay_asns": False},
-        "http": {"enabled": False}, "epcis": {"enabled": False},
+        "epcis": {"enabled": False},
     })
     hq = HqDaemon(cfg)
     hq.start()
     hq.stop()
-    assert hq.stopped == ["gap repair", "consumer", "store"]
+    assert hq.stopped == ["gap repair", "consumer", "query subscriptions", "store"]
+
+
+def test_subscription_schedules_fire_at_the_named_seconds_only() -> None:
+    """GS1's schedule fields: numbers, [a-b] ranges, comma lists; an omitted finer field is
+    its lowest value, an omitted coarser one any value."""
+    from datetime import UTC, datetime
+
+    from rfidd.hq.subscriptions import SubscriptionError, parse_schedule, schedule_matches
+
+    s = parse_schedule({"hour": "1", "minute": "5"})
+    t = datetime(2026, 12, 2, 1, 5, 0, tzinfo=UTC)
+    assert schedule_matches(s, t)
+    assert not schedule_matches(s, t.replace(second=1))
+    assert not schedule_matches(s, t.replace(hour=2))
+    assert schedule_matches(s, t.replace(day=3))  # any day
+    every = parse_schedule({"second": "0,[30-31]"})
+    assert [x for x in range(60) if schedule_matches(every, t.replace(second=x))] == [0, 30, 31]
+    monday = parse_schedule({"dayOfWeek": "1", "hour": "[8-9]"})  # 2026-12-07 is a Monday
+    assert schedule_matches(monday, datetime(2026, 12, 7, 8, 0, 0, tzinfo=UTC))
+    assert not schedule_matches(monday, datetime(2026, 12, 7, 8, 1, 0, tzinfo=UTC))
+    assert not schedule_matches(monday, datetime(2026, 12, 8, 8, 0, 0, tzinfo=UTC))
+    for bad, where in (({"hour": "24"}, "schedule/hour"), ({"minute": "[9-3]"},
+                       "schedule/minute"), ({"week": "1"}, "schedule/week"), ({}, "schedule"),
+                       ({"second": "0/30"}, "schedule/second")):
+        with pytest.raises(SubscriptionError) as err:
+            parse_schedule(bad)
+        assert err.value.field == where

@@ -76,3 +76,29 @@ def test_shed_reads_are_counted_per_reader() -> None:
     value = ing.metrics.registry.get_sample_value
     assert value("rfidd_ingest_dropped_reads_total", {"reader": "r1"}) == 3
     assert value("rfidd_ingest_dropped_reads_total", {"reader": "r2"}) == 5
+
+
+def test_past_capacity_each_reader_keeps_its_share_of_the_queue() -> None:
+    """A reader that floods the full queue is shed past its share; a quieter one is not shed
+    at all (without shares, whoever delivers after the flood loses everything)."""
+    ing, q = _ingestor(maxsize=10)
+    one = [TagRead(EPCS[0], "r1", 1, -50.0, 1000.0)]
+    q.on_reads("r1", one)
+    q.on_reads("r2", [TagRead(EPCS[1], "r2", 1, -50.0, 1000.0)])  # both readers known
+    value = ing.metrics.registry.get_sample_value
+
+    def dropped(reader: str) -> float:
+        return value("rfidd_ingest_dropped_reads_total", {"reader": reader}) or 0.0
+
+    offered = {"r1": 0, "r2": 0}
+    for _turn in range(50):  # r1 offers four times what r2 does; the ingest takes 2 a turn
+        for _ in range(4):
+            q.on_reads("r1", one)
+            offered["r1"] += 1
+        q.on_reads("r2", [TagRead(EPCS[1], "r2", 1, -50.0, 1000.0)])
+        offered["r2"] += 1
+        for _ in range(2):
+            q.get(0.01)
+    assert dropped("r2") == 0
+    assert dropped("r1") >= offered["r1"] - 2 * 50  # what did not fit is r1's, counted
+    assert q.queued("r1") <= 5 and q.q.qsize() <= 10
