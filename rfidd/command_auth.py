@@ -58,6 +58,9 @@ class CommandGuard:
         if self.key is None:
             return "forged", (f"command {name}: signed, but this site has no "
                               "mqtt.command_public_key_file to verify it")
+        from joserfc import jws  # on first use: an idle daemon without signatures needs none
+        from joserfc.errors import JoseError
+
         try:
             jws.deserialize_compact(body, self.key, algorithms=ALGORITHMS)
         except (JoseError, ValueError):
