@@ -22,14 +22,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from inventory.epc import DecodedEpc, EpcClass, EpcClassifier, decode
 from inventory.events import ItemEvent
 from inventory.presence import ChangeKind, PresenceChange, PresenceTracker, ZoneRead
 from inventory.rules import SiteRules
 from readers.base import ReaderState, TagRead
-from rfidd.health import DatabaseHealth, DomainLock
+from rfidd.health import DatabaseHealth, DomainLock, retry_database
 from rfidd.intake import IngestQueue
 from rfidd.metrics import Metrics
 from rfidd.pipeline import BatchComponent, BatchPlan, BatchView, BooksLoader
@@ -430,41 +430,19 @@ class Ingestor:
                       "the rest of the batch goes on", name, phase, n)
 
     def _retry(self, fn: Callable[[], T], what: str) -> T | None:
-        """Run `fn` until the database takes it or the daemon stops (None: given up). No lock
-        is held while waiting; the heartbeat shows the supervisor we wait, not hang."""
-        delay = self.retry_initial_s
-        while True:
-            try:
-                out = fn()
-            except DBAPIError as exc:
-                reason = str(exc.orig if exc.orig is not None else exc).splitlines()[0][:200]
-                self.stats.db_errors += 1
-                self.metrics.database_errors.inc()
-                self.metrics.database_up.set(0)
-                before = self.health.state
-                if self.health.failed(reason):
-                    log.error("database unavailable (%s); retrying %s with backoff", reason,
-                              what)
-                    if self.on_database is not None:
-                        self.on_database(False, reason)
-                elif reason != before.reason:  # e.g. cut off, then a read-only standby
-                    log.warning("database still unavailable, now: %s", reason)
-                    if self.on_database is not None:
-                        self.on_database(False, reason)
-                if self.stop_event.is_set():
-                    log.error("database error while stopping: %s lost: %s", what, reason)
-                    return None
-                self.stop_event.wait(delay)
-                self.heartbeat = time.monotonic()  # waiting on the database, not hung
-                delay = min(delay * 2, self.retry_max_s)
-                continue
-            down_s = self.health.recovered()
-            if down_s is not None:
-                self.metrics.database_up.set(1)
-                log.warning("database back after %.1f s; writing what waited", down_s)
-                if self.on_database is not None:
-                    self.on_database(True, f"back after {down_s:.1f} s")
-            return out
+        """Run `fn` until the database takes it or the daemon stops (None: given up), with
+        rfidd.health.retry_database; the heartbeat shows the supervisor we wait, not hang."""
+
+        def failed() -> None:
+            self.stats.db_errors += 1
+
+        def waited() -> None:
+            self.heartbeat = time.monotonic()  # waiting on the database, not hung
+
+        return retry_database(fn, what, health=self.health, metrics=self.metrics,
+                              stop=self.stop_event, initial_s=self.retry_initial_s,
+                              max_s=self.retry_max_s, log=log, on_database=self.on_database,
+                              on_error=failed, on_wait=waited)
 
     # -- periodic ----------------------------------------------------------------------------
     def flush_last_seen(self) -> int:

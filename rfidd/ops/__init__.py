@@ -14,7 +14,7 @@
   books.py                                what the services ask the lifecycle books
   bench.py          bench_command         the `rfidd bench` click command
 
-rfidd/app.py (`build_ops`) builds and wires them.
+rfidd/builders.py (`build_ops`) builds and wires them, called by rfidd/app.py.
 """
 
 from __future__ import annotations
