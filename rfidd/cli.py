@@ -32,7 +32,45 @@ def install_signal_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-@click.group(epilog="\b\nExit codes of the commands that talk to a running daemon (ops, "
+# Each subcommand's module, imported only when that command runs (or `--help` lists them):
+# importing them all made every `rfidd ...` pay for the whole daemon (rfidd.benchmark imports
+# rfidd.app, FastAPI, sllurp...), ~4 s on a loaded machine for a one-line `rfidd hq history`.
+LAZY_COMMANDS: dict[str, str] = {
+    "hq": "rfidd.hq:hq_command",
+    "lifecycle": "rfidd.lifecycle.cli:lifecycle_cli",
+    "alerts": "rfidd.lifecycle.alerts_cli:alerts_cli",
+    "trace": "rfidd.lifecycle.cli:trace_command",
+    "ops": "rfidd.ops:ops_cli",
+    "bench": "rfidd.benchmark:bench_command",
+    "readers": "rfidd.readers_cli:readers_command",
+    "find": "rfidd.readers_cli:find_command",
+    "backup": "rfidd.backup:backup_command",
+    "restore": "rfidd.backup:restore_command",
+}
+
+
+class _LazyGroup(click.Group):
+    """`main`: the commands defined here, plus LAZY_COMMANDS loaded on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context | None, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in LAZY_COMMANDS:
+            import importlib
+
+            module, attr = LAZY_COMMANDS[cmd_name].split(":")
+            cmd: click.Command = getattr(importlib.import_module(module), attr)
+            if cmd_name == "ops" and isinstance(cmd, click.Group):
+                from rfidd.ops import bench_command as ops_bench_command
+
+                cmd.add_command(ops_bench_command, "bench")  # count and reception figures
+            self.add_command(cmd, cmd_name)
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=_LazyGroup,
+             epilog="\b\nExit codes of the commands that talk to a running daemon (ops, "
              "lifecycle):\n  0  done\n  1  the daemon refused the request (its message is "
              "printed)\n  2  cannot reach the daemon (or the command line is wrong)\n"
              "check-config and run exit 78 for a bad configuration.")
@@ -219,31 +257,6 @@ def users_add(name: str, users_file: Path, roles: tuple[str, ...], pin: str) -> 
     click.echo(f"{user.name}: id {user.id}, roles {', '.join(sorted(user.roles))} "
                f"(restart rfidd to apply)")
 
-
-def _register_subcommands() -> None:
-    from rfidd.backup import backup_command, restore_command
-    from rfidd.benchmark import bench_command
-    from rfidd.hq import hq_command
-    from rfidd.lifecycle.alerts_cli import alerts_cli
-    from rfidd.lifecycle.cli import lifecycle_cli, trace_command
-    from rfidd.ops import bench_command as ops_bench_command
-    from rfidd.ops import ops_cli
-    from rfidd.readers_cli import find_command, readers_command
-
-    main.add_command(hq_command, "hq")
-    main.add_command(lifecycle_cli)
-    main.add_command(alerts_cli)
-    main.add_command(trace_command)
-    ops_cli.add_command(ops_bench_command, "bench")  # count and reception figures
-    main.add_command(ops_cli)
-    main.add_command(bench_command)
-    main.add_command(readers_command)
-    main.add_command(find_command)
-    main.add_command(backup_command)
-    main.add_command(restore_command)
-
-
-_register_subcommands()
 
 if __name__ == "__main__":
     main()
