@@ -155,10 +155,10 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
     @v.get("/charts/accuracy.svg", response_class=V.Svg)
     def accuracy_chart(request: Request) -> Response:
         f = fmt_for(request, tz)
-        rows = [r for r in ops.counting.counts() if r.get("totals")][:12][::-1]
+        points = accuracy_points(ops.counting.counts())
         chart = _chart(pygal.Line, f.t("count_accuracy"), range_=(0, 100))
-        chart.x_labels = [f.day(r["started_at"]) for r in rows]
-        chart.add(f.t("accuracy"), [round(100 * (_ratio(r["totals"]) or 0), 1) for r in rows])
+        chart.x_labels = [f.day(at) for at, _ in points]
+        chart.add(f.t("accuracy"), [pct for _, pct in points])
         return _svg(chart)
 
     @v.get("/charts/shrinkage.svg", response_class=V.Svg)
@@ -182,6 +182,15 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
 
 def mount_static(app: Any) -> None:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+
+def accuracy_points(counts: list[dict[str, Any]], last: int = 12) -> list[tuple[float, float]]:
+    """(start, item accuracy %) of the last finished counts, oldest first. A count that
+    expected nothing (the go-live take-over, a count of the exit) has no accuracy: plotted
+    as 0 % it would read as a count that found nothing."""
+    rows = [r for r in counts if r.get("totals") and _ratio(r["totals"]) is not None]
+    return [(r["started_at"], round(100 * (_ratio(r["totals"]) or 0.0), 1))
+            for r in rows[:last]][::-1]
 
 
 def _ratio(totals: dict[str, Any]) -> float | None:

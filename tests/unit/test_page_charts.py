@@ -1,0 +1,23 @@
+"""The staff page's count-accuracy chart: which counts it plots and with what figure."""
+
+from __future__ import annotations
+
+from rfidd.web.page import accuracy_points
+
+
+def _count(started: float, expected: int, found: int) -> dict[str, object]:
+    return {"started_at": started, "totals": {"expected": expected, "found": found}}
+
+
+def test_a_count_that_expected_nothing_is_not_plotted_as_zero() -> None:
+    # newest first, as the count list is: a count of two zones, then the go-live take-over
+    # (310 items found, none expected: it put them on the books)
+    rows = [_count(200.0, 95, 94), _count(100.0, 0, 0), {"started_at": 50.0, "totals": None}]
+    assert accuracy_points(rows) == [(200.0, 98.9)]
+
+
+def test_the_last_counts_oldest_first() -> None:
+    rows = [_count(float(t), 10, t % 11) for t in range(20, 0, -1)]
+    pts = accuracy_points(rows, last=3)
+    assert [t for t, _ in pts] == [18.0, 19.0, 20.0]
+    assert pts[-1] == (20.0, 90.0)
