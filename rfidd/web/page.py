@@ -238,7 +238,11 @@ def _find(q: str, ops: Any, lifecycle: Any | None, f: Formatter) -> list[dict[st
             state = lifecycle.item_state(epc)
             history = [{"when": f.when(h.event_time) if hasattr(h, "event_time") else "",
                         **h.to_json()} for h in trace(ops.catalog.ctx.db, epc)][-10:]
+            for h in history:
+                h["step_text"] = f.term(h.get("biz_step") or h.get("step"))
+        status = (state or {}).get("status") if isinstance(state, dict) else disposition
         out.append({"epc": epc, "name": p.name if p else gtin, "size": p.size if p else "",
+                    "state_text": f.term(status),
                     "colour": p.colour if p else "",
                     "price": f.money(p.price, p.currency) if p else "",
                     "zone": zone or "", "state": (state or {}).get("status") if isinstance(

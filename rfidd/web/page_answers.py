@@ -90,9 +90,11 @@ class FoundItem(Answer):
     price: str = Field(description="Price, formatted with its currency.")
     zone: str = Field(description="Where it was last read.")
     state: str | None = Field(description="Its lifecycle state (else disposition).")
+    state_text: str = Field(description="That state in the reader's language.")
     disposition: str = Field(description="CBV disposition.")
     last_seen: str = Field(description="Last read, in the reader's language.")
-    history: list[dict[str, Any]] = Field(description="Its last 10 events, with `when`.")
+    history: list[dict[str, Any]] = Field(
+        description="Its last 10 events, with `when` and `step_text` (the step in words).")
 
 
 class FindResults(Answer):

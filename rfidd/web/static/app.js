@@ -178,12 +178,12 @@ function itemCard(r) {
   const card = el("div", null, "panel result");
   card.append(el("h3", [r.name, r.size, r.colour].filter(Boolean).join(" · ")),
               el("p", `${lab("where")}${r.where_text || r.zone || "—"}`, r.present === false ? "missing" : ""),
-              el("p", `${lab("state")}${r.state || r.disposition || "—"}  ${r.price || ""}`),
+              el("p", `${lab("state")}${r.state_text || r.state || r.disposition || "—"}  ${r.price || ""}`),
               el("p", `${lab("last_seen")}${r.last_seen || "—"}`),
               el("small", r.epc));
   if (r.history.length) {
     const ul = el("ul", null, "lines");
-    for (const h of r.history) ul.append(el("li", [h.when, h.biz_step || h.step || "", h.zone || h.site || ""].filter(Boolean).join(" · ")));
+    for (const h of r.history) ul.append(el("li", [h.when, h.step_text || h.biz_step || h.step || "", h.zone || h.site || ""].filter(Boolean).join(" · ")));
     card.append(el("h4", S.words.history), ul);
   }
   const acts = el("div", null, "actions");
