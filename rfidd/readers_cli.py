@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from rfidd.client import ApiClient
+from rfidd.client import Response, refusal
 from rfidd.console import table_console
 from rfidd.lifecycle.cli import DEFAULT_API, call
 
@@ -35,7 +35,9 @@ def readers_command(api: str, as_json: bool) -> None:
     """Each reader: state, reads/s, vendor, model, firmware, RF mode, antennas reporting,
     anomalies."""
     # a refusal (a wrong token...) is one line on stderr and exit 1, as for `rfidd ops`
-    body = ApiClient(api).call("GET", "/api/v1/readers")
+    status, body = call(api, "GET", "/api/v1/readers")
+    if status >= 400:
+        raise refusal(Response(status, body))
     if as_json:
         click.echo(json.dumps(body, indent=2))
         return
