@@ -104,8 +104,12 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
     def reception_view(sid: str, f: Formatter) -> dict[str, Any]:
         data = ops.reception.reception(sid)
         doc = data.get("report") or {}
+        products = ops.catalog.catalog
+        # size and colour: two colours of one bag are two lines of the same name
         lines = [{**ln, "expected_text": f.number(ln.get("expected") or 0),
-                  "received_text": f.number(ln.get("received") or 0)}
+                  "received_text": f.number(ln.get("received") or 0),
+                  "size": getattr(products.get(ln.get("gtin")), "size", "") or "",
+                  "colour": getattr(products.get(ln.get("gtin")), "colour", "") or ""}
                  for ln in doc.get("lines", [])]
         totals = doc.get("totals", {})
         return {"status": data.get("status", "open"), "session_id": sid,

@@ -76,7 +76,8 @@ class ReceptionView(Answer):
     asn_ids: list[str] = Field(description="The ASNs received against.")
     lines: list[dict[str, Any]] = Field(description="Per product line: expected and received, "
                                                     "with formatted expected_text and "
-                                                    "received_text.")
+                                                    "received_text, and the product's size "
+                                                    "and colour.")
     missing: int = Field(description="Expected items not read.")
     unexpected: int = Field(description="Items read, not expected.")
     headline: str = Field(description="'received of expected', in words.")

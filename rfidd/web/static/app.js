@@ -157,7 +157,8 @@ function renderReception(d) {
   $("reception-headline").textContent = d.headline;
   $("reception-lines").replaceChildren(...d.lines.map((ln) => {
     const tr = el("tr"); if (ln.received >= ln.expected) tr.className = "done";
-    tr.append(el("td", ln.name || ln.sku || ln.gtin), el("td", ln.expected_text, "num"),
+    tr.append(el("td", [ln.name || ln.sku || ln.gtin, ln.size, ln.colour].filter(Boolean).join(" · ")),
+              el("td", ln.expected_text, "num"),
               el("td", ln.received_text, "num"));
     return tr;
   }));
@@ -369,7 +370,11 @@ document.addEventListener("DOMContentLoaded", () => {
   $("sign-out").onclick = async () => { stopLive(); await api("POST", "/api/v1/session/close").catch(() => {}); S.csrf = null; signedIn(false); };
   document.querySelectorAll(".langs button").forEach((btn) => btn.onclick = async () => {
     S.lang = btn.dataset.lang;
-    if (S.csrf) { stopDesk(); await loadContext(); const cur = document.querySelector("nav button[aria-current]"); if (cur) show(cur.dataset.tab); }
+    if (S.csrf) {
+      stopDesk(); await loadContext(); const cur = document.querySelector("nav button[aria-current]"); if (cur) show(cur.dataset.tab);
+      // what Find already shows is in the former language: ask again
+      if ($("find-q").value.trim() && $("find-results").childElementCount) await find({ preventDefault() {} }).catch(() => {});
+    }
     else { const all = await fetch("/words.json").then((r) => r.json()); S.words = all[S.lang]; words(); }
   });
   $("floor-toggle").onclick = () => {
