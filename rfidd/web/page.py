@@ -88,8 +88,9 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
                 "expected": totals.get("expected", 0), "ratio": _ratio(totals),
                 "headline": f.found_of(totals.get("found", 0), totals.get("expected", 0)),
                 "accuracy": f.percent(_ratio(totals)),
-                "missing": [_product_line(m) for m in doc.get("missing", [])],
-                "unexpected": [_product_line(m) for m in doc.get("unexpected", [])],
+                "missing": [report_line(m, ops.catalog.catalog) for m in doc.get("missing", [])],
+                "unexpected": [report_line(m, ops.catalog.catalog)
+                               for m in doc.get("unexpected", [])],
                 "missing_total": f.number(totals.get("missing", 0))}
 
     @v.get("/counts/{cid}", response_model=V.CountView)
@@ -200,6 +201,14 @@ def accuracy_points(counts: list[dict[str, Any]], last: int = 12) -> list[tuple[
 def _ratio(totals: dict[str, Any]) -> float | None:
     exp = totals.get("expected") or 0
     return (totals.get("found", 0) / exp) if exp else None
+
+
+def report_line(m: dict[str, Any], products: dict[str, Any]) -> dict[str, Any]:
+    """A line of a finished count's report: the report names the product but not its size
+    and colour, which the live list shows; the catalog gives them, so both read the same."""
+    p = products.get(m.get("gtin") or "")
+    return _product_line({**m, "size": m.get("size") or getattr(p, "size", "") or "",
+                          "colour": m.get("colour") or getattr(p, "colour", "") or ""})
 
 
 def _product_line(m: dict[str, Any]) -> dict[str, Any]:

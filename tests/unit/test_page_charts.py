@@ -1,4 +1,4 @@
-"""The staff page's count-accuracy chart: which counts it plots and with what figure."""
+"""The staff page: which counts its accuracy chart plots, and the report lines."""
 
 from __future__ import annotations
 
@@ -21,3 +21,16 @@ def test_the_last_counts_oldest_first() -> None:
     pts = accuracy_points(rows, last=3)
     assert [t for t, _ in pts] == [18.0, 19.0, 20.0]
     assert pts[-1] == (20.0, 90.0)
+
+
+def test_a_report_line_names_size_and_colour_like_the_live_list() -> None:
+    from types import SimpleNamespace
+
+    from rfidd.web.page import report_line
+
+    products = {"03760001001044": SimpleNamespace(size="", colour="bordeaux")}
+    line = report_line({"epc": "3034E57E04001A00000003F3", "gtin": "03760001001044",
+                        "name": "Pochette Aube", "zone": "exit"}, products)
+    assert (line["name"], line["colour"], line["zone"]) == ("Pochette Aube", "bordeaux", "exit")
+    unknown = report_line({"epc": "E1", "gtin": None, "name": None, "sku": "X-1"}, products)
+    assert (unknown["name"], unknown["size"], unknown["colour"]) == ("X-1", "", "")
