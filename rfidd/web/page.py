@@ -177,8 +177,11 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
         chart = _chart(pygal.StackedBar, f.t("shrinkage_category" if key == "by_category"
                                              else "shrinkage_zone"))
         chart.x_labels = [f.day(a) for a, _ in weeks]
-        for n in names:
-            chart.add(n, [(d[key].get(n) or {}).get("items", 0) for d in docs])
+        series = {n: [(d[key].get(n) or {}).get("items", 0) for d in docs] for n in names}
+        for n, values in series.items():
+            chart.add(n, values)
+        tops = [sum(v[i] for v in series.values()) for i in range(len(weeks))]
+        chart.y_labels = item_axis(max(tops, default=0))
         return _svg(chart)
 
     r.include_router(v)
@@ -201,6 +204,13 @@ def accuracy_points(counts: list[dict[str, Any]], last: int = 12) -> list[tuple[
 def _ratio(totals: dict[str, Any]) -> float | None:
     exp = totals.get("expected") or 0
     return (totals.get("found", 0) / exp) if exp else None
+
+
+def item_axis(top: int, ticks: int = 10) -> list[int]:
+    """Whole-item labels for a stacked chart of items whose tallest bar is `top`: pygal's
+    own axis would read 0.1, 0.2 ... for a single lost item."""
+    step = max(1, -(-top // ticks))
+    return list(range(0, max(top, 1) + step, step))
 
 
 def report_line(m: dict[str, Any], products: dict[str, Any]) -> dict[str, Any]:

@@ -34,3 +34,12 @@ def test_a_report_line_names_size_and_colour_like_the_live_list() -> None:
     assert (line["name"], line["colour"], line["zone"]) == ("Pochette Aube", "bordeaux", "exit")
     unknown = report_line({"epc": "E1", "gtin": None, "name": None, "sku": "X-1"}, products)
     assert (unknown["name"], unknown["size"], unknown["colour"]) == ("X-1", "", "")
+
+
+def test_the_shrinkage_axis_counts_whole_items() -> None:
+    from rfidd.web.page import item_axis
+
+    assert item_axis(0) == [0, 1]
+    assert item_axis(1) == [0, 1]
+    assert item_axis(7) == list(range(8))
+    assert item_axis(35) == [0, 4, 8, 12, 16, 20, 24, 28, 32, 36]
