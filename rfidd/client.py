@@ -177,9 +177,15 @@ class ApiClient:
         r = self.send(method, path, body, query)
         if r.ok or (r.status in accept and r.error is None):
             return r.body
-        if r.status == 401:
-            raise Refused(401, AUTH_HINT, r.body)
-        raise Refused(r.status, r.error or _short(r.body), r.body)
+        raise refusal(r)
+
+
+def refusal(r: Response) -> Refused:
+    """The error for an answer with an error status: the daemon's message, or for a 401 what
+    to do about the credential."""
+    if r.status == 401:
+        return Refused(401, AUTH_HINT, r.body)
+    return Refused(r.status, r.error or _short(r.body), r.body)
 
 
 def _is_html(ctype: str, raw: bytes) -> bool:

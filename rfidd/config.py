@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rfidd.config_http import HttpConfig as HttpConfig
+from rfidd.config_http import raw_exposure_error
 from rfidd.config_mqtt import (  # re-exported: one place to import any setting from
     CREDENTIAL_PREFIX as CREDENTIAL_PREFIX,
 )
@@ -336,6 +337,8 @@ def validate_toml(
             loc = tuple(err["loc"])
             if err["type"] == "value_error" and not loc and refs:
                 continue  # the model's own cross-reference check: reported from refs, with lines
+            if any(str(err["msg"]).removeprefix("Value error, ") == m for _, m in refs):
+                continue  # a table's own check that the raw checks also made
             path = ".".join(str(p) for p in loc) or "(top)"
             line = _locate(text, _named_key(loc, str(err["msg"])))
             where = f"{source}:{line}: " if line else f"{source}: "
@@ -369,6 +372,9 @@ def _reference_errors(raw: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
     readers = raw.get("readers") if isinstance(raw.get("readers"), dict) else {}
     assert isinstance(zones, dict) and isinstance(readers, dict)
     out: list[tuple[tuple[str, ...], str]] = []
+    exposed = raw_exposure_error(raw.get("http"))
+    if exposed is not None:
+        out.append((("http",), exposed))
     for name, reader in readers.items():
         antennas = reader.get("antennas") if isinstance(reader, dict) else None
         if not isinstance(antennas, dict):
@@ -387,7 +393,7 @@ def _with_lines(
 ) -> list[str]:
     result = []
     for loc, msg in errors:
-        line = _locate(text, loc)
+        line = _locate(text, _named_key(loc, msg))
         where = f"{source}:{line}: " if line else f"{source}: "
         result.append(f"{where}{'.'.join(loc)}: {msg}")
     return result

@@ -117,8 +117,23 @@ class HttpConfig(_Strict):
     @model_validator(mode="after")
     def _check_exposure(self) -> HttpConfig:
         if self.enabled and not is_loopback(self.listen) and not self.tls.configured:
-            raise ValueError(
-                f"http.listen {self.listen!r} is not a loopback address: set http.tls.cert_file "
-                "and http.tls.key_file (staff credentials must not cross the network in clear)"
-            )
+            raise ValueError(exposure_message(self.listen))
         return self
+
+
+def exposure_message(listen: str) -> str:
+    return (f"http.listen {listen!r} is not a loopback address: set http.tls.cert_file "
+            "and http.tls.key_file (staff credentials must not cross the network in clear)")
+
+
+def raw_exposure_error(http: object) -> str | None:
+    """The exposure check on the raw `[http]` table, so that check-config reports it beside
+    the file's other mistakes (the model's own check only runs once every field is valid)."""
+    if not isinstance(http, dict) or http.get("enabled") is False:
+        return None
+    listen, tls = http.get("listen"), http.get("tls")
+    if not isinstance(listen, str) or is_loopback(listen):
+        return None
+    if isinstance(tls, dict) and tls.get("cert_file") and tls.get("key_file"):
+        return None
+    return exposure_message(listen)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from typing import Any
 
 import click
 from rich.table import Table
 
+from rfidd.client import Response, refusal
 from rfidd.console import table_console
 from rfidd.lifecycle.cli import DEFAULT_API, call
 
@@ -34,11 +34,12 @@ def _antennas(row: dict[str, Any]) -> str:
 def readers_command(api: str, as_json: bool) -> None:
     """Each reader: state, reads/s, vendor, model, firmware, RF mode, antennas reporting,
     anomalies."""
+    # a refusal (a wrong token...) is one line on stderr and exit 1, as for `rfidd ops`
     status, body = call(api, "GET", "/api/v1/readers")
-    if as_json or status >= 400:
+    if status >= 400:
+        raise refusal(Response(status, body))
+    if as_json:
         click.echo(json.dumps(body, indent=2))
-        if status >= 400:
-            sys.exit(1)
         return
     table = Table(title=f"readers of {body.get('site', '?')}")
     for col in ("reader", "state", "reads/s", "vendor", "model", "firmware", "mode",

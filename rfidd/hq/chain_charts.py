@@ -103,6 +103,8 @@ def accuracy_trend(engine: Engine, site: str | None = None) -> Trend:
         if key in seen or found is None or expected is None or day is None:
             continue
         seen.add(key)  # newest first: a count published again counts once
+        if expected == 0:
+            continue  # expected nothing (a go-live take-over): no accuracy, not a 0 % day
         f0, e0 = points.get((s, day), (Decimal(0), Decimal(0)))
         points[(s, day)] = (f0 + found, e0 + expected)
     return _trend(points, site_names(engine))

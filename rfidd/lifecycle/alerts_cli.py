@@ -11,6 +11,7 @@ import click
 from rich.table import Table
 
 from rfidd.cli_api import accept_api_everywhere
+from rfidd.client import Response, refusal
 from rfidd.console import table_console
 from rfidd.lifecycle.cli import DEFAULT_API, call
 
@@ -49,9 +50,12 @@ def alerts_cli(ctx: click.Context, api_url: str) -> None:
 def list_(api: str, state: str | None, kind: str | None, as_json: bool) -> None:
     """Alerts, newest first."""
     q = "&".join(f"{k}={v}" for k, v in (("state", state), ("type", kind)) if v)
+    # a refusal (a wrong token...) is one line on stderr and exit 1, as for `rfidd ops`
     status, body = call(api, "GET", P + (f"?{q}" if q else ""))
-    if as_json or status >= 400:
-        _out(status, body, True)
+    if status >= 400:
+        raise refusal(Response(status, body))
+    if as_json:
+        click.echo(json.dumps(body, indent=2))
         return
     t = Table(title=f"{len(body['alerts'])} alert(s)")
     for c in ("id", "type", "EPC", "zone", "home zone", "raised", "state", "resolution", "by"):

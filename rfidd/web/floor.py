@@ -100,6 +100,7 @@ class FoundItem(Product):
     price: str = Field("", description="Price in the reader's locale.")
     zone: str = Field("", description="The last zone it was seen in.")
     state: str = Field("", description="Its lifecycle status (in_stock, held, sold...).")
+    state_text: str = Field("", description="That status in the reader's language.")
     disposition: str = Field("", description="Its CBV disposition.")
     last_seen: str = Field("", description="When a reader last saw it, in words.")
     present: bool = Field(description="True while a reader sees it in a zone.")

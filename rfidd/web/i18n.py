@@ -111,6 +111,39 @@ WORDS: dict[str, dict[str, str]] = {
     "no_notice": {"en": "No news for the floor.", "fr": "Rien de nouveau pour la vente."},
 }
 
+# An item's lifecycle state (inventory.lifecycle.Status) and the CBV business steps of its
+# history, in words: the page shows these, never the codes.
+TERMS: dict[str, dict[str, str]] = {
+    "commissioned": {"en": "commissioned", "fr": "mis en service"},
+    "packed": {"en": "packed", "fr": "emballé"},
+    "in_transit": {"en": "in transit", "fr": "en transit"},
+    "in_stock": {"en": "in stock (stockroom)", "fr": "en stock (réserve)"},
+    "on_floor": {"en": "on the sales floor", "fr": "en surface de vente"},
+    "sold": {"en": "sold", "fr": "vendu"},
+    "returned": {"en": "returned by a client", "fr": "retourné par un client"},
+    "in_repair": {"en": "in repair", "fr": "en réparation"},
+    "on_loan": {"en": "on loan", "fr": "prêté"},
+    "missing": {"en": "missing (left through the exit)", "fr": "manquant (sorti par la porte)"},
+    "held": {"en": "held for a client", "fr": "réservé pour un client"},
+    "awaiting_collection": {"en": "sold, awaiting collection", "fr": "vendu, à retirer"},
+    "destroyed": {"en": "destroyed", "fr": "détruit"},
+    "decommissioned": {"en": "decommissioned", "fr": "désactivé"},
+    "commissioning": {"en": "commissioned", "fr": "mise en service"},
+    "packing": {"en": "packed", "fr": "emballage"},
+    "shipping": {"en": "shipped", "fr": "expédition"},
+    "receiving": {"en": "received", "fr": "réception"},
+    "stocking": {"en": "stocked", "fr": "mise en stock"},
+    "storing": {"en": "stored", "fr": "rangement"},
+    "retail_selling": {"en": "sold", "fr": "vente"},
+    "cycle_counting": {"en": "counted", "fr": "inventaire"},
+    "entering_exiting": {"en": "through the exit", "fr": "passage en sortie"},
+    "repairing": {"en": "repaired", "fr": "réparation"},
+    "destroying": {"en": "destroyed", "fr": "destruction"},
+    "holding": {"en": "held", "fr": "réservation"},
+    "departing": {"en": "departed", "fr": "départ"},
+    "decommissioning": {"en": "decommissioned", "fr": "désactivation"},
+}
+
 
 def pick_lang(query: str | None, cookie: str | None, accept: str | None) -> str:
     for v in (query, cookie):
@@ -134,6 +167,13 @@ class Formatter:
     def t(self, key: str, **kw: object) -> str:
         text = WORDS[key][self.lang]
         return text.format(**kw) if kw else text
+
+    def term(self, code: str | None) -> str:
+        """A state or business step in words; an unknown code reads as itself, unspaced."""
+        if not code:
+            return ""
+        known = TERMS.get(code)
+        return known[self.lang] if known else code.replace("_", " ")
 
     def label(self, key: str, value: str) -> str:
         """"Missing: 2" / "Manquants : 2" (French: a narrow no-break space before the colon)."""

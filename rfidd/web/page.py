@@ -83,8 +83,9 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
                 "expected": totals.get("expected", 0), "ratio": _ratio(totals),
                 "headline": f.found_of(totals.get("found", 0), totals.get("expected", 0)),
                 "accuracy": f.percent(_ratio(totals)),
-                "missing": [_product_line(m) for m in doc.get("missing", [])],
-                "unexpected": [_product_line(m) for m in doc.get("unexpected", [])],
+                "missing": [report_line(m, ops.catalog.catalog) for m in doc.get("missing", [])],
+                "unexpected": [report_line(m, ops.catalog.catalog)
+                               for m in doc.get("unexpected", [])],
                 "missing_total": f.number(totals.get("missing", 0))}
 
     @v.get("/counts/{cid}", response_model=V.CountView)
@@ -99,8 +100,12 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
     def reception_view(sid: str, f: Formatter) -> dict[str, Any]:
         data = ops.reception.reception(sid)
         doc = data.get("report") or {}
+        products = ops.catalog.catalog
+        # size and colour: two colours of one bag are two lines of the same name
         lines = [{**ln, "expected_text": f.number(ln.get("expected") or 0),
-                  "received_text": f.number(ln.get("received") or 0)}
+                  "received_text": f.number(ln.get("received") or 0),
+                  "size": getattr(products.get(ln.get("gtin")), "size", "") or "",
+                  "colour": getattr(products.get(ln.get("gtin")), "colour", "") or ""}
                  for ln in doc.get("lines", [])]
         totals = doc.get("totals", {})
         return {"status": data.get("status", "open"), "session_id": sid,
@@ -150,10 +155,10 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
     @v.get("/charts/accuracy.svg", response_class=V.Svg)
     def accuracy_chart(request: Request) -> Response:
         f = fmt_for(request, tz)
-        rows = [r for r in ops.counting.counts() if r.get("totals")][:12][::-1]
+        points = accuracy_points(ops.counting.counts())
         chart = _chart("Line", f.t("count_accuracy"), range_=(0, 100))
-        chart.x_labels = [f.day(r["started_at"]) for r in rows]
-        chart.add(f.t("accuracy"), [round(100 * (_ratio(r["totals"]) or 0), 1) for r in rows])
+        chart.x_labels = [f.day(at) for at, _ in points]
+        chart.add(f.t("accuracy"), [pct for _, pct in points])
         return _svg(chart)
 
     @v.get("/charts/shrinkage.svg", response_class=V.Svg)
@@ -167,8 +172,11 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
         chart = _chart("StackedBar", f.t("shrinkage_category" if key == "by_category"
                                              else "shrinkage_zone"))
         chart.x_labels = [f.day(a) for a, _ in weeks]
-        for n in names:
-            chart.add(n, [(d[key].get(n) or {}).get("items", 0) for d in docs])
+        series = {n: [(d[key].get(n) or {}).get("items", 0) for d in docs] for n in names}
+        for n, values in series.items():
+            chart.add(n, values)
+        tops = [sum(v[i] for v in series.values()) for i in range(len(weeks))]
+        chart.y_labels = item_axis(max(tops, default=0))
         return _svg(chart)
 
     r.include_router(v)
@@ -179,9 +187,33 @@ def mount_static(app: Any) -> None:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
 
+def accuracy_points(counts: list[dict[str, Any]], last: int = 12) -> list[tuple[float, float]]:
+    """(start, item accuracy %) of the last finished counts, oldest first. A count that
+    expected nothing (the go-live take-over, a count of the exit) has no accuracy: plotted
+    as 0 % it would read as a count that found nothing."""
+    rows = [r for r in counts if r.get("totals") and _ratio(r["totals"]) is not None]
+    return [(r["started_at"], round(100 * (_ratio(r["totals"]) or 0.0), 1))
+            for r in rows[:last]][::-1]
+
+
 def _ratio(totals: dict[str, Any]) -> float | None:
     exp = totals.get("expected") or 0
     return (totals.get("found", 0) / exp) if exp else None
+
+
+def item_axis(top: int, ticks: int = 10) -> list[int]:
+    """Whole-item labels for a stacked chart of items whose tallest bar is `top`: pygal's
+    own axis would read 0.1, 0.2 ... for a single lost item."""
+    step = max(1, -(-top // ticks))
+    return list(range(0, max(top, 1) + step, step))
+
+
+def report_line(m: dict[str, Any], products: dict[str, Any]) -> dict[str, Any]:
+    """A line of a finished count's report: the report names the product but not its size
+    and colour, which the live list shows; the catalog gives them, so both read the same."""
+    p = products.get(m.get("gtin") or "")
+    return _product_line({**m, "size": m.get("size") or getattr(p, "size", "") or "",
+                          "colour": m.get("colour") or getattr(p, "colour", "") or ""})
 
 
 def _product_line(m: dict[str, Any]) -> dict[str, Any]:
@@ -224,7 +256,11 @@ def _find(q: str, ops: Any, lifecycle: Any | None, f: Formatter) -> list[dict[st
             state = lifecycle.item_state(epc)
             history = [{"when": f.when(h.event_time) if hasattr(h, "event_time") else "",
                         **h.to_json()} for h in trace(ops.catalog.ctx.db, epc)][-10:]
+            for h in history:
+                h["step_text"] = f.term(h.get("biz_step") or h.get("step"))
+        status = (state or {}).get("status") if isinstance(state, dict) else disposition
         out.append({"epc": epc, "name": p.name if p else gtin, "size": p.size if p else "",
+                    "state_text": f.term(status),
                     "colour": p.colour if p else "",
                     "price": f.money(p.price, p.currency) if p else "",
                     "zone": zone or "", "state": (state or {}).get("status") if isinstance(

@@ -76,7 +76,8 @@ class ReceptionView(Answer):
     asn_ids: list[str] = Field(description="The ASNs received against.")
     lines: list[dict[str, Any]] = Field(description="Per product line: expected and received, "
                                                     "with formatted expected_text and "
-                                                    "received_text.")
+                                                    "received_text, and the product's size "
+                                                    "and colour.")
     missing: int = Field(description="Expected items not read.")
     unexpected: int = Field(description="Items read, not expected.")
     headline: str = Field(description="'received of expected', in words.")
@@ -90,9 +91,11 @@ class FoundItem(Answer):
     price: str = Field(description="Price, formatted with its currency.")
     zone: str = Field(description="Where it was last read.")
     state: str | None = Field(description="Its lifecycle state (else disposition).")
+    state_text: str = Field(description="That state in the reader's language.")
     disposition: str = Field(description="CBV disposition.")
     last_seen: str = Field(description="Last read, in the reader's language.")
-    history: list[dict[str, Any]] = Field(description="Its last 10 events, with `when`.")
+    history: list[dict[str, Any]] = Field(
+        description="Its last 10 events, with `when` and `step_text` (the step in words).")
 
 
 class FindResults(Answer):

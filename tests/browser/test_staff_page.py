@@ -183,6 +183,9 @@ def test_close_a_reception_with_a_note(browser: Any, store: Store) -> None:
     wait_until(lambda: _texts(browser, "#reception-lines tr"), "the ASN lines", timeout=20)
     wait_until(lambda: any(int(t.split()[-1]) > 0 for t in
                            _texts(browser, "#reception-lines tr")), "items received", timeout=20)
+    colours = {str(r["colour"]) for r in store.scenario.catalog_rows() if r.get("colour")}
+    # two colours of one product are two lines: each names its colour
+    assert any(c in t for t in _texts(browser, "#reception-lines tr") for c in colours)
     _by(browser, "#reception-note").send_keys("two cartons, one dented")
     _shot(browser, "reception-en")
     _click(browser, "#close-reception")
@@ -210,6 +213,16 @@ def test_switch_to_french(browser: Any, store: Store) -> None:
     wait_until(lambda: _by(browser, 'nav button[data-tab="count"]').text == "Inventaire",
                "French words")
     assert browser.find_element("css selector", "html").get_attribute("lang") == "fr"
+    # a search shown in English is asked again in French, its state in words
+    _click(browser, 'nav button[data-tab="find"]')
+    _by(browser, "#find-q").send_keys("no-such-product-anywhere")
+    _click(browser, "#find-go")
+    wait_until(lambda: _by(browser, "#find-results").text == "Rien trouvé.", "nothing, in French")
+    _click(browser, "#lang-en")
+    wait_until(lambda: _by(browser, "#find-results").text == "Nothing found.", "in English again")
+    _click(browser, "#lang-fr")
+    wait_until(lambda: _by(browser, "#find-results").text == "Rien trouvé.", "French again")
+    _click(browser, 'nav button[data-tab="count"]')
     for box in _all(browser, "input.zone"):
         if box.get_attribute("value") == "floor":
             box.click()

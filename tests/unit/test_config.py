@@ -96,3 +96,22 @@ def test_impinj_search_mode_needs_the_extensions() -> None:
     assert parse_config(ok).readers["floor-1"].llrp.search_mode == 2
     impinj = text.replace("search_mode = 2", "search_mode = 2\nvendor = 'impinj'")
     assert parse_config(impinj).readers["floor-1"].llrp.vendor == "impinj"  # the profile allows
+
+
+def test_an_exposed_listen_is_reported_beside_the_other_mistakes() -> None:
+    """The listen-without-TLS check is a table check: it used to be silent while any other
+    field of the file was wrong, so fixing the typos revealed one more error."""
+    text = EXAMPLE.read_text().replace("tx_power_dbm = 30.0", "tx_powr_dbm = 30.0")
+    text = text.replace('listen = "127.0.0.1"  ', 'listen = "0.0.0.0"    ', 1)
+    errors = _errors(text)
+    assert len(errors) == 2, errors
+    line = next(i for i, ln in enumerate(text.splitlines(), 1)
+                if ln.startswith('listen = "0.0.0.0"'))
+    assert any("tx_powr_dbm: unknown key" in e for e in errors)
+    assert f"t.toml:{line}: http: http.listen '0.0.0.0' is not a loopback address" in errors[1]
+
+
+def test_an_exposed_listen_alone_is_reported_once() -> None:
+    text = EXAMPLE.read_text().replace('listen = "127.0.0.1"  ', 'listen = "0.0.0.0"    ', 1)
+    errors = _errors(text)
+    assert len(errors) == 1 and "is not a loopback address" in errors[0], errors

@@ -38,3 +38,20 @@ def test_the_page_does_not_glue_punctuation_onto_words() -> None:
     assert not re.findall(r"S\.words\.\w+\}\s*[:;?!]", js)
     assert not re.findall(r'data-w="\w+"></span>\s*[:;?!]', html)
     assert "lab(" in js and "data-wl=" in html
+
+
+def test_every_lifecycle_state_and_history_step_is_in_words() -> None:
+    """The Find tab shows an item's state and its history's steps: words, never codes."""
+    from inventory.lifecycle import BIZ_STEP, Status
+    from rfidd.web.i18n import TERMS, Formatter
+
+    codes = {s.value for s in Status} | set(BIZ_STEP.values()) | {"entering_exiting",
+                                                                  "cycle_counting"}
+    for lang in ("en", "fr"):
+        f = Formatter(lang, "Europe/Paris")
+        for code in codes:
+            assert code in TERMS, code
+            assert "_" not in f.term(code), (lang, code)
+    assert Formatter("fr", "Europe/Paris").term("in_stock") == "en stock (réserve)"
+    assert Formatter("en", "UTC").term("some_new_code") == "some new code"
+    assert Formatter("en", "UTC").term(None) == ""

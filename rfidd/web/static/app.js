@@ -157,7 +157,8 @@ function renderReception(d) {
   $("reception-headline").textContent = d.headline;
   $("reception-lines").replaceChildren(...d.lines.map((ln) => {
     const tr = el("tr"); if (ln.received >= ln.expected) tr.className = "done";
-    tr.append(el("td", ln.name || ln.sku || ln.gtin), el("td", ln.expected_text, "num"),
+    tr.append(el("td", [ln.name || ln.sku || ln.gtin, ln.size, ln.colour].filter(Boolean).join(" · ")),
+              el("td", ln.expected_text, "num"),
               el("td", ln.received_text, "num"));
     return tr;
   }));
@@ -178,12 +179,12 @@ function itemCard(r) {
   const card = el("div", null, "panel result");
   card.append(el("h3", [r.name, r.size, r.colour].filter(Boolean).join(" · ")),
               el("p", `${lab("where")}${r.where_text || r.zone || "—"}`, r.present === false ? "missing" : ""),
-              el("p", `${lab("state")}${r.state || r.disposition || "—"}  ${r.price || ""}`),
+              el("p", `${lab("state")}${r.state_text || r.state || r.disposition || "—"}  ${r.price || ""}`),
               el("p", `${lab("last_seen")}${r.last_seen || "—"}`),
               el("small", r.epc));
   if (r.history.length) {
     const ul = el("ul", null, "lines");
-    for (const h of r.history) ul.append(el("li", [h.when, h.biz_step || h.step || "", h.zone || h.site || ""].filter(Boolean).join(" · ")));
+    for (const h of r.history) ul.append(el("li", [h.when, h.step_text || h.biz_step || h.step || "", h.zone || h.site || ""].filter(Boolean).join(" · ")));
     card.append(el("h4", S.words.history), ul);
   }
   const acts = el("div", null, "actions");
@@ -369,7 +370,11 @@ document.addEventListener("DOMContentLoaded", () => {
   $("sign-out").onclick = async () => { stopLive(); await api("POST", "/api/v1/session/close").catch(() => {}); S.csrf = null; signedIn(false); };
   document.querySelectorAll(".langs button").forEach((btn) => btn.onclick = async () => {
     S.lang = btn.dataset.lang;
-    if (S.csrf) { stopDesk(); await loadContext(); const cur = document.querySelector("nav button[aria-current]"); if (cur) show(cur.dataset.tab); }
+    if (S.csrf) {
+      stopDesk(); await loadContext(); const cur = document.querySelector("nav button[aria-current]"); if (cur) show(cur.dataset.tab);
+      // what Find already shows is in the former language: ask again
+      if ($("find-q").value.trim() && $("find-results").childElementCount) await find({ preventDefault() {} }).catch(() => {});
+    }
     else { const all = await fetch("/words.json").then((r) => r.json()); S.words = all[S.lang]; words(); }
   });
   $("floor-toggle").onclick = () => {
