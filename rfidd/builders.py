@@ -5,9 +5,11 @@ scheduler, HTTP API). Nothing here is started or registered on its own.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from rfidd.context import ServiceContext
+from rfidd.health import ServiceUnavailable
 from rfidd.lifecycle.service import LifecycleService
 from rfidd.ops import (
     CatalogService,
@@ -21,6 +23,8 @@ from rfidd.ops import (
 from rfidd.ops import register_routes as register_ops_routes
 from rfidd.pipeline import BatchComponent
 from rfidd.web import WebServer
+
+log = logging.getLogger("rfidd.ops")
 
 
 @dataclass(frozen=True)
@@ -70,9 +74,14 @@ def build_ops(ctx: ServiceContext, settings: OpsSettings | None = None,
     counting = CountingService(ctx, catalog, exits, settings, books=books)
 
     def ops_tick() -> None:
-        """The periodic ops job: live counts and their timed stops, then the reception rules."""
-        counting.tick()
-        reception.tick()
+        """The periodic ops job: live counts and their timed stops, then the reception rules.
+        When the store's state is busy (a long staff commit, the database down) the tick is
+        skipped, not a traceback: the next one, a second later, does the same work."""
+        try:
+            counting.tick()
+            reception.tick()
+        except ServiceUnavailable as exc:
+            log.debug("ops tick skipped: %s", exc)
 
     return OpsServices(catalog, reception, exits, counting,
                        ReplenishmentService(ctx, catalog, books=books),
