@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 _CLOCK_SKEW_S = 30.0
 
 
-FAST_DECODE = True
-"""RO_ACCESS_REPORTs through readers.llrp_wire's struct decoder (False: all through sllurp)."""
+FAST_DECODE = 1
+"""1: RO_ACCESS_REPORTs through readers.llrp_wire's struct decoder; 0: all through sllurp (the
+figures before it, `rfidd bench --sllurp-decode`). A number, so the reader host gets it too."""
 
 _HEX_DIGITS = frozenset("0123456789ABCDEF")
 _TID_KEYS = frozenset(("ImpinjSerializedTID", "OpSpecResult", "C1G2ReadOpSpecResult"))
@@ -197,7 +198,7 @@ class LlrpReader:
         self.extensions: str | None = None
         self.antennas_seen: set[int] = set()
         self.tid_reading = False
-        self.fast_decode = FAST_DECODE
+        self.fast_decode = bool(FAST_DECODE)
         self._supervisor = Supervisor(
             name, sink, self._open_session,
             watchdog_s=watchdog_s if watchdog_s is not None
