@@ -161,7 +161,8 @@ def _sllurp_custom_keys() -> frozenset[tuple[int, int]]:
     return frozenset((v, s) for (t, v, s) in Param_Type2Name if t == CUSTOM)
 
 
-_SLLURP_CUSTOM = _sllurp_custom_keys()
+_sllurp_custom: list[frozenset[tuple[int, int]]] = []
+"""Filled on first use (the daemon imports this module without needing sllurp's tables)."""
 
 
 def decode_report(frame: bytes) -> list[RawTag]:
@@ -266,7 +267,9 @@ def _compile(frame: bytes, pos: int, end: int) -> _Layout:
 def _check_custom(frame: bytes, pos: int, plen: int) -> None:
     if plen < 12:
         raise NotFast(f"vendor parameter at byte {pos} is {plen} bytes")
-    if _VENDOR_SUBTYPE.unpack_from(frame, pos + 4) in _SLLURP_CUSTOM:
+    if not _sllurp_custom:
+        _sllurp_custom.append(_sllurp_custom_keys())
+    if _VENDOR_SUBTYPE.unpack_from(frame, pos + 4) in _sllurp_custom[0]:
         raise NotFast(f"vendor parameter sllurp decodes at byte {pos}")
 
 
