@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from typing import IO, TYPE_CHECKING, Any
 
 from readers.base import ReaderState, TagRead
+from readers.llrp_wire import Row
 
 if TYPE_CHECKING:
     from readers.llrp import LlrpReader
@@ -100,20 +101,40 @@ class _Outbox:
     def put(self, msg: Message) -> None:
         self._q.put(msg)
 
+    def over_share(self, name: str) -> bool:
+        """This reader's next batch would be shed (called on that reader's thread)."""
+        return (self._put.get(name, 0) - self._sent.get(name, 0) >= self.share
+                or self._q.qsize() > MAX_PENDING)
+
+    def shed(self, name: str, per_antenna: Mapping[int, int]) -> None:
+        dropped = self._dropped
+        for antenna, n in per_antenna.items():
+            key = (name, antenna)
+            dropped[key] = dropped.get(key, 0) + n
+
     def reads(self, name: str, reads: list[TagRead]) -> None:
         per_antenna: dict[int, int] = {}
         for r in reads:
             per_antenna[r.antenna] = per_antenna.get(r.antenna, 0) + 1
         put = self._put.get(name, 0)
-        if put - self._sent.get(name, 0) >= self.share or self._q.qsize() > MAX_PENDING:
-            dropped = self._dropped
-            for antenna, n in per_antenna.items():
-                key = (name, antenna)
-                dropped[key] = dropped.get(key, 0) + n
+        if self.over_share(name):
+            self.shed(name, per_antenna)
             return
         self._put[name] = put + 1
         self._q.put(("r", name, [(r.epc, r.antenna, r.rssi_dbm, r.seen_at, r.seen_count, r.tid)
                                  for r in reads], per_antenna))
+
+    def rows(self, name: str, rows: list[Row]) -> None:
+        """Rows the fast decoder made (already in the pipe's format)."""
+        per_antenna: dict[int, int] = {}
+        for r in rows:
+            a = r[1]
+            per_antenna[a] = per_antenna.get(a, 0) + 1
+        if self.over_share(name):
+            self.shed(name, per_antenna)
+            return
+        self._put[name] = self._put.get(name, 0) + 1
+        self._q.put(("r", name, rows, per_antenna))
 
     def close(self) -> None:
         self._q.put(None)
@@ -162,6 +183,16 @@ class _Sink:
 
     def on_reads(self, reader: str, reads: list[TagRead]) -> None:
         self._out.reads(reader, reads)
+
+    def on_rows(self, reader: str, rows: list[Row]) -> None:
+        self._out.rows(reader, rows)
+
+    def would_shed(self, reader: str) -> bool:
+        """Asked before a report is decoded: shed it undecoded when over this reader's share."""
+        return self._out.over_share(reader)
+
+    def shed(self, reader: str, per_antenna: Mapping[int, int]) -> None:
+        self._out.shed(reader, per_antenna)
 
     def on_state(self, reader: str, state: ReaderState, reason: str) -> None:
         d = self.drivers.get(reader)

@@ -23,6 +23,7 @@ from typing import Any
 from readers.base import ReaderSink, ReaderState, TagRead
 from readers.llrp_profiles import PROFILE_OPTIONS, PROFILES, DeviceInfo, Profile, profile_for
 from readers.llrp_session import SllurpSession
+from readers.llrp_wire import RawTag, Row
 from readers.supervise import WATCHDOG_FACTOR, Backoff, Supervisor
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 # slow would otherwise make every item depart and arrive at each sweep.
 _CLOCK_SKEW_S = 30.0
 
+
+FAST_DECODE = 1
+"""1: RO_ACCESS_REPORTs through readers.llrp_wire's struct decoder; 0: all through sllurp (the
+figures before it, `rfidd bench --sllurp-decode`). A number, so the reader host gets it too."""
 
 _HEX_DIGITS = frozenset("0123456789ABCDEF")
 _TID_KEYS = frozenset(("ImpinjSerializedTID", "OpSpecResult", "C1G2ReadOpSpecResult"))
@@ -193,6 +198,7 @@ class LlrpReader:
         self.extensions: str | None = None
         self.antennas_seen: set[int] = set()
         self.tid_reading = False
+        self.fast_decode = bool(FAST_DECODE)
         self._supervisor = Supervisor(
             name, sink, self._open_session,
             watchdog_s=watchdog_s if watchdog_s is not None
@@ -335,6 +341,9 @@ class LlrpReader:
                 continue
             if read is not None:
                 reads.append(read)
+        self._deliver(reads, missing)
+
+    def _deliver(self, reads: list[TagRead], missing: Mapping[str, int]) -> None:
         for what, n in missing.items():
             self.anomaly("missing_field", f"{n} tag(s) reported without {what}")
         self.reports_total += 1
@@ -347,6 +356,79 @@ class LlrpReader:
             log.exception("reader %s: sink.on_reads raised", self.name)
             self.anomaly("sink_error", repr(exc))
 
+    def sheds(self) -> bool:
+        """The sink would shed this reader's next batch (the reader host's outbox is over this
+        reader's share): then a report is counted, not decoded."""
+        would_shed = getattr(self.sink, "would_shed", None)
+        if would_shed is None or self._prefixes:  # filtered tags are never counted as read
+            return False
+        return bool(would_shed(self.name))
+
+    def shed(self, per_antenna: Mapping[int, int]) -> None:
+        """A report shed before decoding: counted as read (per antenna) and as shed."""
+        n = sum(per_antenna.values())
+        self.reports_total += 1
+        self.reads_total += n
+        for antenna in per_antenna:
+            if antenna and antenna not in self.antennas_seen:
+                self.antennas_seen = self.antennas_seen | {antenna}
+        self.sink.shed(self.name, dict(per_antenna))  # type: ignore[attr-defined]
+
+    def default_antenna(self) -> int:
+        """What a tag reported without AntennaID is counted on."""
+        return self.antennas[0] if len(self.antennas) == 1 else 0
+
+    def deliver_raw(self, tags: Sequence[RawTag]) -> None:
+        """Tags the fast decoder (readers.llrp_wire) took from a report -> one batch, by the
+        same rules as `_make` (inlined: this runs for every tag of every report). A sink with
+        `on_rows` (the reader host's) gets the rows it would have built from TagReads."""
+        now = self.wall_clock()
+        missing: dict[str, int] = {}
+        prefixes = self._prefixes
+        default = self.default_antenna()
+        seen = self.antennas_seen
+        rows: list[Row] = []
+        append = rows.append
+        for epc, antenna, rssi, micros, count, tid in tags:
+            if prefixes and not epc.startswith(prefixes):
+                continue
+            if antenna is None:
+                missing["AntennaID"] = missing.get("AntennaID", 0) + 1
+                antenna = default
+            if rssi is None:
+                missing["PeakRSSI"] = missing.get("PeakRSSI", 0) + 1
+                dbm = None
+            else:
+                dbm = float(rssi)
+            if micros is None:
+                missing["a UTC timestamp"] = missing.get("a UTC timestamp", 0) + 1
+                seen_at = now
+            else:
+                seen_at = micros / 1e6
+                if abs(seen_at - now) > _CLOCK_SKEW_S:
+                    self.anomaly("reader_clock", f"reader clock off by {seen_at - now:+.0f} s: "
+                                 "its reads are stamped with our time (set NTP on the reader)")
+                    seen_at = now
+            if antenna and antenna not in seen:
+                seen = self.antennas_seen = seen | {antenna}  # copy on write (see info)
+            append((epc, antenna, dbm, seen_at, count if count else 1, tid))
+        on_rows = getattr(self.sink, "on_rows", None)
+        if on_rows is None:
+            name = self.name
+            self._deliver([TagRead(e, name, a, r, t, n, tid) for e, a, r, t, n, tid in rows],
+                          missing)
+            return
+        for what, n in missing.items():
+            self.anomaly("missing_field", f"{n} tag(s) reported without {what}")
+        self.reports_total += 1
+        if rows:
+            self.reads_total += len(rows)
+            try:
+                on_rows(self.name, rows)
+            except Exception as exc:
+                log.exception("reader %s: sink.on_rows raised", self.name)
+                self.anomaly("sink_error", repr(exc))
+
     def _convert(self, tag: Mapping[str, Any], now: float,
                  missing: dict[str, int]) -> TagRead | None:
         raw = tag.get("EPC-96")
@@ -357,18 +439,23 @@ class LlrpReader:
         epc = (raw.decode("ascii") if isinstance(raw, bytes | bytearray) else str(raw)).upper()
         if not epc or len(epc) % 2 or not _HEX_DIGITS.issuperset(epc):  # one C call a tag
             raise ValueError(f"EPC {epc[:40]!r} is not hex")
-        if self._prefixes and not epc.startswith(self._prefixes):
-            return None
-        antenna = tag.get("AntennaID")
-        if antenna is None:
-            missing["AntennaID"] = missing.get("AntennaID", 0) + 1
-            antenna = self.antennas[0] if len(self.antennas) == 1 else 0
-        rssi = tag.get("PeakRSSI")
-        if rssi is None:
-            missing["PeakRSSI"] = missing.get("PeakRSSI", 0) + 1
         micros = tag.get("FirstSeenTimestampUTC")
         if micros is None:
             micros = tag.get("LastSeenTimestampUTC")
+        return self._make(epc, tag.get("AntennaID"), tag.get("PeakRSSI"), micros,
+                          tag.get("TagSeenCount"),
+                          _tid(tag) if _TID_KEYS.intersection(tag) else None, now, missing)
+
+    def _make(self, epc: str, antenna: Any, rssi: Any, micros: Any, count: Any,
+              tid: str | None, now: float, missing: dict[str, int]) -> TagRead | None:
+        """One TagRead from a tag's fields, whichever decoder found them."""
+        if self._prefixes and not epc.startswith(self._prefixes):
+            return None
+        if antenna is None:
+            missing["AntennaID"] = missing.get("AntennaID", 0) + 1
+            antenna = self.default_antenna()
+        if rssi is None:
+            missing["PeakRSSI"] = missing.get("PeakRSSI", 0) + 1
         seen_at = now
         if micros is None:
             missing["a UTC timestamp"] = missing.get("a UTC timestamp", 0) + 1
@@ -378,7 +465,6 @@ class LlrpReader:
                 self.anomaly("reader_clock", f"reader clock off by {seen_at - now:+.0f} s: "
                              "its reads are stamped with our time (set NTP on the reader)")
                 seen_at = now
-        count = tag.get("TagSeenCount")
         antenna = int(antenna)
         if antenna and antenna not in self.antennas_seen:
             self.antennas_seen = self.antennas_seen | {antenna}  # copy on write (see info)
@@ -386,5 +472,5 @@ class LlrpReader:
             epc=epc, reader=self.name, antenna=antenna,
             rssi_dbm=None if rssi is None else float(rssi), seen_at=seen_at,
             seen_count=max(1, int(count)) if count is not None else 1,
-            tid=_tid(tag) if _TID_KEYS.intersection(tag) else None,
+            tid=tid,
         )

@@ -17,6 +17,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+import readers.llrp
 from rfidd.benchmark import e2e, parts
 
 
@@ -65,7 +66,8 @@ def run(sizes: Sizes, mqtt_url: str, pg_url: str | None,
     overrides the config default (False: the LLRP readers as threads of the daemon)."""
     lp = e2e.llrp_process_default() if llrp_process is None else llrp_process
     out: dict[str, Any] = {"smoke": sizes is SMOKE, "sizes": sizes.__dict__ | {},
-                           "llrp_process": lp}
+                           "llrp_process": lp,
+                           "llrp_fast_decode": bool(readers.llrp.FAST_DECODE)}
     t_start = time.monotonic()
     phase_s: dict[str, float] = {}
     out["phase_seconds"] = phase_s
@@ -198,13 +200,20 @@ def _fmt(v: Any) -> str:
 @click.option("--llrp-threads", is_flag=True,
               help="Run the LLRP readers as threads of the daemon (llrp_process = false) "
                    "instead of the reader host process: the figures before it, for a ratio.")
+@click.option("--sllurp-decode", is_flag=True,
+              help="Decode every RO_ACCESS_REPORT with sllurp instead of the struct decoder "
+                   "(readers.llrp_wire): the figures before it, for a ratio.")
 def bench_command(smoke: bool, seconds: float | None, mqtt_url: str, pg_url: str,
-                  as_json: bool, llrp_threads: bool) -> None:
+                  as_json: bool, llrp_threads: bool, sllurp_decode: bool) -> None:
     """Measure every figure against its floor in one run (ingest end to end with MQTT, overload,
     latency, memory, re-reads, reconcile, publishing, HQ storage, idle)."""
     from rfidd.app import tune_gc
 
     tune_gc()  # as `rfidd run` does
+    if sllurp_decode:
+        import readers.llrp
+
+        readers.llrp.FAST_DECODE = 0  # the reader host gets it with the other tunables
     sizes = SMOKE if smoke else FULL
     if seconds is not None:
         if seconds <= 0:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from waits import wait_until
 
-from readers import supervise
+from readers import llrp_session, supervise
 from readers.base import ReaderState
 from readers.llrp import LlrpReader
 from simulator.llrp import IDENTITIES, FieldTag, ReaderQuirks, SimulatedReader, StaticField
@@ -149,6 +149,28 @@ def test_undecodable_vendor_parameters_skipped_and_counted(make_rig: Any) -> Non
     assert "undecodable_vendor_parameter" in rig.sink.anomaly_kinds()
     assert rig.driver.anomaly_counts()["undecodable_vendor_parameter"] > 2  # caps + reports
     assert rig.sim.stats.connections == 1
+    # A report with a vendor parameter sllurp knows goes to sllurp, as before: counted.
+    assert "report_decoded_by_sllurp" in rig.sink.anomaly_kinds()
+
+
+def test_reports_never_become_sllurp_objects(make_rig: Any,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The struct decoder takes every standard report; sllurp decodes every other message."""
+    decoded: list[str] = []
+
+    class Counting(llrp_session.LLRPMessage):  # type: ignore[misc,name-defined]
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, **kw)
+            decoded.append(self.getName())
+
+    monkeypatch.setattr(llrp_session, "LLRPMessage", Counting)
+    rig = make_rig(identity="impinj", clones=(EPCS[1][0],), read_tid=True)
+    wait_until(lambda: rig.online() and rig.sink.epcs() >= ALL, "reading")
+    wait_until(lambda: any(r.tid for r in rig.sink.reads), "a TID through the fast decoder")
+    wait_until(lambda: "KEEPALIVE" in decoded, "a keepalive, through sllurp")
+    assert "RO_ACCESS_REPORT" not in decoded
+    assert {"ADD_ROSPEC_RESPONSE", "ENABLE_ROSPEC_RESPONSE"} <= set(decoded), decoded
+    assert "report_decoded_by_sllurp" not in rig.sink.anomaly_kinds()
 
 
 def test_mode_by_identifier(make_rig: Any) -> None:
