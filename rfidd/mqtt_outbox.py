@@ -96,9 +96,13 @@ class OutboxPublisher:
                 # ingest still commits its last batch, which must reach HQ too.
                 if self._closing:
                     return
-                if self._connected.is_set() and time.monotonic() >= self._retry_at:
+                # One reading of the connection per round: read twice, a connection made in
+                # between announced the head before the rows it was issued with.
+                connected = self._connected.is_set()
+                if connected and time.monotonic() >= self._retry_at:
                     self._fill_window()
-                self._publish_head()
+                if connected:
+                    self._publish_head()
                 self._update_stats()
             except Exception:  # a database hiccup must not end publishing for good
                 log.exception("outbox publisher error; retrying")
