@@ -226,6 +226,11 @@ class HqLink(OutboxPublisher):
         client = self._client
         if client is not None:
             if self._connected.is_set():
+                try:  # the exact head: what a restore of this site continues above
+                    self._process_acks()
+                    self._publish_head(force=True)
+                except Exception as exc:  # the database may be what is failing
+                    log.warning("could not publish the final sequence head: %s", exc)
                 info = client.publish(self.status_topic, OFFLINE, qos=1, retain=True)
                 try:
                     info.wait_for_publish(max(0.1, deadline - time.monotonic()))

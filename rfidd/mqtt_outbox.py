@@ -22,7 +22,7 @@ from paho.mqtt.enums import MQTTErrorCode
 
 from rfidd.config import MqttConfig
 from rfidd.metrics import Metrics
-from rfidd.store import repo
+from rfidd.store import repo, sequence
 from rfidd.store.db import Database
 
 log = logging.getLogger("rfidd.mqtt")
@@ -230,26 +230,35 @@ class OutboxPublisher:
                             rows[0].id, rows[-1].id, exc)
             return None
 
-    def _publish_head(self) -> None:
+    def _publish_head(self, force: bool = False) -> mqtt.MQTTMessageInfo | None:
         """Retained sequence head, after each reconnect and at most every head_interval_s when
-        it moved: the broker may lose what it acknowledged, HQ then asks for a replay."""
+        it moved (`force`: now, at a clean stop): the broker may lose what it acknowledged, HQ
+        then asks for a replay. It also says the highest number taken (a restored site
+        continues above it) and the numbers skipped after a restore (HQ does not wait for
+        them)."""
         client = self._client
         now = time.monotonic()
         if client is None or not self._connected.is_set():
-            return
+            return None
         generation = self._generation
-        if self._head is not None and self._head[0] == generation and now < self._next_head:
-            return
+        if (not force and self._head is not None and self._head[0] == generation
+                and now < self._next_head):
+            return None
         with self.db.session() as s:
             seq = repo.published_through(s)
+            last = sequence.last_seq(s)
+            skipped = sequence.skips(s)
         self._next_head = now + self.head_interval_s
-        if self._head == (generation, seq):
-            return
-        body = {"site": self.site_id, "published_through": seq,
-                "time": datetime.now(UTC).isoformat(timespec="milliseconds")
-                .replace("+00:00", "Z")}
-        client.publish(self.head_topic, json.dumps(body).encode(), qos=1, retain=True)
+        if self._head == (generation, seq) and not force:
+            return None
+        body: dict[str, Any] = {
+            "site": self.site_id, "published_through": seq, "last_seq": last,
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
+        if skipped:
+            body["skipped"] = [[a, b, reason] for a, b, reason in skipped]
+        info = client.publish(self.head_topic, json.dumps(body).encode(), qos=1, retain=True)
         self._head = (generation, seq)
+        return info
 
     def _fail(self, rows: list[repo.OutboxRow], error: str) -> None:
         log.error("%s; row kept in the outbox as failed", error)
