@@ -255,7 +255,7 @@ class OutboxPublisher:
             "site": self.site_id, "published_through": seq, "last_seq": last,
             "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
         if skipped:
-            body["skipped"] = [[a, b, reason] for a, b, reason in skipped]
+            body["skipped"] = [list(x) for x in skipped]
         info = client.publish(self.head_topic, json.dumps(body).encode(), qos=1, retain=True)
         self._head = (generation, seq)
         return info

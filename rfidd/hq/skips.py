@@ -1,11 +1,12 @@
 """Sequence numbers a site declares skipped (after a restore), and the loss they may hide.
 
 A restored site continues its sequence above anything it numbered before the restore and
-announces the numbers it jumped over with its retained head (`skipped`: [first, last, reason]).
-Some of those numbers were used before the restore: the events made after the backup, which
-HQ holds unless the broker lost them. HQ stores each skip once (kind `seq_skip`), never asks
-for a replay inside one (no site has those events any more) and moves the contiguous mark
-over it; what it lacks inside a skip, up to the highest number it holds there, is a real,
+announces the numbers it jumped over with its retained head (`skipped`: [first, last, reason,
+used_through]). The numbers up to used_through (the highest it had announced; null: unknown)
+were used before the restore: the events made after the backup, which HQ holds unless they
+were lost on the way. HQ stores each skip once (kind `seq_skip`), never asks for a replay
+inside one (no site has those events any more) and moves the contiguous mark over it; what it
+lacks inside a skip, up to used_through or the highest number it holds there, is a real,
 unrecoverable loss: logged as an error and stored as a `sequence_lost` alert naming the ranges.
 """
 
@@ -31,18 +32,20 @@ def parse_skips(site: str, value: Any, at: datetime) -> list[SiteMessageRow]:
     if value is None:
         return []
     if not isinstance(value, list) or len(value) > MAX_SKIPS:
-        raise ValueError(f"skipped: expected a list of at most {MAX_SKIPS} [first, last, reason]")
+        raise ValueError(f"skipped: expected a list of at most {MAX_SKIPS} skips")
     rows = []
     for i, entry in enumerate(value):
-        ok = (isinstance(entry, list) and len(entry) == 3
+        ok = (isinstance(entry, list) and len(entry) == 4
               and all(isinstance(x, int) and not isinstance(x, bool) for x in entry[:2])
-              and isinstance(entry[2], str) and 1 <= entry[0] <= entry[1] < 2**63)
+              and isinstance(entry[2], str) and 1 <= entry[0] <= entry[1] < 2**63
+              and (entry[3] is None or (isinstance(entry[3], int)
+                                        and not isinstance(entry[3], bool) and entry[3] >= 0)))
         if not ok:
-            raise ValueError(f"skipped[{i}]: {str(entry)[:60]!r} is not [first, last, reason] "
-                             f"with 1 <= first <= last")
+            raise ValueError(f"skipped[{i}]: {str(entry)[:60]!r} is not [first, last, reason, "
+                             f"used_through] with 1 <= first <= last")
         rows.append(SiteMessageRow(site, SKIP_KIND, {
             "type": "sequence_skip", "site": site, "first": entry[0], "last": entry[1],
-            "reason": entry[2][:200]}, at))
+            "reason": entry[2][:200], "used_through": entry[3]}, at))
     return rows
 
 
@@ -91,13 +94,15 @@ def record_skips(
             continue
         first, last = int(r.payload["first"]), int(r.payload["last"])
         e = hq_events
-        top = conn.execute(select(func.max(e.c.seq)).where(
+        held_top = conn.execute(select(func.max(e.c.seq)).where(
             e.c.site == r.site, e.c.seq >= first, e.c.seq <= last)).scalar()
-        if top is None:
+        used = r.payload.get("used_through")
+        top = max(int(held_top or 0), min(int(used or 0), last))
+        if top < first:
             log.info("site %s skips sequence %d-%d (%s); HQ holds none of them", r.site, first,
                      last, r.payload["reason"])
             continue
-        lost = find_gaps(conn, r.site, first - 1, int(top))
+        lost = find_gaps(conn, r.site, first - 1, top)
         if not lost:
             log.info("site %s skips sequence %d-%d (%s); HQ holds every number it saw there",
                      r.site, first, last, r.payload["reason"])

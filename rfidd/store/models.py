@@ -144,6 +144,9 @@ class SequenceSkip(Base):
     first_seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
     last_seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
     reason: Mapped[str] = mapped_column(String(200), nullable=False)
+    # The highest number the site had announced before the restore (None: unknown): HQ
+    # counts every number up to it that it lacks in the skip as lost.
+    used_through: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[float] = mapped_column(Float, nullable=False)
 
 

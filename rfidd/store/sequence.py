@@ -124,14 +124,16 @@ def continue_after_restore(session: Session, announced: int | None, reason: str,
               else max(local, announced) + RESTORE_MARGIN)
     session.execute(t.update().where(t.c.id == 1).values(last_seq=target, restored_at=None))
     session.add(SequenceSkip(first_seq=local + 1, last_seq=target, reason=reason[:200],
-                             created_at=now))
+                             used_through=announced, created_at=now))
     return local + 1, target
 
 
-def skips(session: Session, limit: int = 20) -> list[tuple[int, int, str]]:
-    """The latest known skips, oldest first: announced with the head so HQ never waits for
-    them (and reports what it lacks among the numbers it had seen)."""
+def skips(session: Session, limit: int = 20) -> list[tuple[int, int, str, int | None]]:
+    """The latest known skips (first, last, reason, used_through), oldest first: announced
+    with the head so HQ never waits for them and reports what it lacks among those used."""
     rows = session.execute(
-        select(SequenceSkip.first_seq, SequenceSkip.last_seq, SequenceSkip.reason)
+        select(SequenceSkip.first_seq, SequenceSkip.last_seq, SequenceSkip.reason,
+               SequenceSkip.used_through)
         .order_by(SequenceSkip.id.desc()).limit(limit)).all()
-    return [(int(a), int(b), str(r)) for a, b, r in reversed(rows)]
+    return [(int(a), int(b), str(r), None if u is None else int(u))
+            for a, b, r, u in reversed(rows)]

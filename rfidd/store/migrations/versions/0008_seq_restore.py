@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("first_seq", sa.BigInteger(), nullable=False),
         sa.Column("last_seq", sa.BigInteger(), nullable=False),
         sa.Column("reason", sa.String(200), nullable=False),
+        sa.Column("used_through", sa.BigInteger()),
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_sequence_skips"),
     )
