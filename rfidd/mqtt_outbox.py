@@ -256,6 +256,8 @@ class OutboxPublisher:
             "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
         if skipped:
             body["skipped"] = [list(x) for x in skipped]
+        if force:  # a clean stop: nothing is numbered after it until the next start
+            body["final"] = True
         info = client.publish(self.head_topic, json.dumps(body).encode(), qos=1, retain=True)
         self._head = (generation, seq)
         return info

@@ -4,7 +4,8 @@ The restored journal ends at the backup's last number; the events made after the
 numbers HQ already holds. Numbering them again would hide a loss among reused numbers (HQ
 dedups by eventID and its head never goes backwards). So the first start after a restore,
 before anything is journaled or published, reads the site's retained sequence head from the
-broker (the highest numbers the site announced), continues RESTORE_MARGIN above it and records
+broker (the highest numbers the site announced), continues above it (RESTORE_MARGIN above,
+unless the head is the exact one of a clean stop) and records
 the numbers jumped over as a known skip, announced to HQ with the head: HQ does not wait for
 them, and reports as lost those it never received that the site no longer has.
 
@@ -39,6 +40,7 @@ class Head:
 
     highest: int | None
     source: str  # for the log and the skip's reason
+    final: bool = False  # announced at a clean stop: exact, no margin needed
 
 
 def read_retained_head(config: MqttConfig, site_id: str, *, wait_s: float,
@@ -95,7 +97,9 @@ def read_retained_head(config: MqttConfig, site_id: str, *, wait_s: float,
             raise ValueError("no published_through")
     except (ValueError, AttributeError) as exc:
         return Head(None, f"head unknown: retained {topic} unreadable ({exc})")
-    return Head(max(nums), f"retained head {max(nums)}")
+    final = body.get("final") is True
+    return Head(max(nums), f"retained head {max(nums)}{' (clean stop)' if final else ''}",
+                final)
 
 
 def continue_sequence(db: Database, config: MqttConfig, site_id: str, *,
@@ -110,11 +114,17 @@ def continue_sequence(db: Database, config: MqttConfig, site_id: str, *,
             else Head(None, "head unknown: MQTT disabled"))
     reason = f"restored {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(at))}; {head.source}"
     with db.write() as s:
-        first, last = sequence.continue_after_restore(s, head.highest, reason, time.time())
+        skip = sequence.continue_after_restore(s, head.highest, reason, time.time(),
+                                               exact=head.final)
+    if skip is None:
+        log.info("sequence continued after a restore: nothing was numbered after the backup "
+                 "(%s)", reason)
+        return None
+    first, last = skip
     (log.info if head.highest is not None else log.warning)(
         "sequence continued after a restore: numbers %d-%d skipped (%s); HQ is told with the "
         "sequence head and reports any event it lacks among them", first, last, reason)
-    return first, last
+    return skip
 
 
 __all__ = ["Head", "continue_sequence", "read_retained_head"]

@@ -112,17 +112,20 @@ def restored_at(session: Session) -> float | None:
 
 
 def continue_after_restore(session: Session, announced: int | None, reason: str,
-                           now: float) -> tuple[int, int]:
+                           now: float, *, exact: bool = False) -> tuple[int, int] | None:
     """Continue the sequence above anything the site may have numbered before the restore:
-    above `announced` (the highest number of its retained head) plus RESTORE_MARGIN, or
-    RESTORE_JUMP_UNKNOWN above the restored last_seq when the head is unknown (None). The
-    numbers jumped over are a known skip (never used, announced to HQ with `reason`); clears
-    the restored mark. Returns the skip (first, last)."""
+    above `announced` (the highest number of its retained head) plus RESTORE_MARGIN (none if
+    `exact`: the head of a clean stop), or RESTORE_JUMP_UNKNOWN above the restored last_seq
+    when the head is unknown (None). The numbers jumped over are a known skip (never used
+    again, announced to HQ with `reason`); clears the restored mark. Returns the skip (first,
+    last), None when nothing was numbered after the backup."""
     t: Table = EventSequence.__table__  # type: ignore[assignment]
     local = take_seq(session, 0) - 1
     target = (local + RESTORE_JUMP_UNKNOWN if announced is None
-              else max(local, announced) + RESTORE_MARGIN)
+              else max(local, announced + (0 if exact else RESTORE_MARGIN)))
     session.execute(t.update().where(t.c.id == 1).values(last_seq=target, restored_at=None))
+    if target == local:
+        return None
     session.add(SequenceSkip(first_seq=local + 1, last_seq=target, reason=reason[:200],
                              used_through=announced, created_at=now))
     return local + 1, target

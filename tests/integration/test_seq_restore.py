@@ -111,17 +111,17 @@ def test_a_restored_site_continues_above_hq_and_the_lost_range_is_reported(
         with d.db.session() as s:
             assert sequence.restored_at(s) is None
             skipped = sequence.skips(s)
-        assert [(a, b, u) for a, b, _r, u in skipped] == [
-            (101, 150 + sequence.RESTORE_MARGIN, 150)]
-        assert "retained head 150" in skipped[0][2]
+        # The head of a clean stop is exact: the skip is what the backup lacks.
+        assert [(a, b, u) for a, b, _r, u in skipped] == [(101, 150, 150)]
+        assert "retained head 150 (clean stop)" in skipped[0][2]
         new = sorted(q for e, q in rows if q > 150)
-        assert new == list(range(151 + sequence.RESTORE_MARGIN, 171 + sequence.RESTORE_MARGIN))
+        assert new == list(range(151, 171))
         # The unrecoverable range is reported, once; HQ waits for nothing in the skip.
         wait_until(lambda: hq_alerts(store, site, "sequence_lost"), "the loss reported", 20)
         lost = hq_alerts(store, site, "sequence_lost")
         assert len(lost) == 1 and lost[0]["ranges"] == [[131, 150]] and lost[0]["missing"] == 20
-        wait_until(lambda: site_sequences(store.engine, [site])[0].contiguous
-                   == 170 + sequence.RESTORE_MARGIN, "HQ's contiguous mark over the skip", 20)
+        wait_until(lambda: site_sequences(store.engine, [site])[0].contiguous == 170,
+                   "HQ's contiguous mark over the skip", 20)
         assert site_sequences(store.engine, [site])[0].gaps == ()
     finally:
         d.stop()
@@ -182,3 +182,21 @@ def test_hq_skips_parse_subtract_and_name_bad_input() -> None:
         parse_skips("st", [[1, 2, "x", None], [5, 3, "x", None]], at)
     assert without_skips([(90, 210), (300, 310)], [(101, 200)]) == [(90, 100), (201, 210),
                                                                    (300, 310)]
+
+
+def test_a_head_not_from_a_clean_stop_gets_a_margin_and_an_exact_one_none(
+        tmp_path: Path) -> None:
+    """A daemon killed between two announcements numbered more than its head says."""
+    from rfidd.store import open_database
+
+    db = open_database(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        with db.write() as s:
+            sequence.take_seq(s, 10)
+            assert sequence.continue_after_restore(s, 40, "r", 1.0) == (
+                11, 40 + sequence.RESTORE_MARGIN)
+            assert sequence.continue_after_restore(
+                s, 40, "r", 1.0, exact=True) is None  # already above: nothing to skip
+            assert sequence.last_seq(s) == 40 + sequence.RESTORE_MARGIN
+    finally:
+        db.dispose()
