@@ -2,8 +2,8 @@
 
 The tracker sees every read of the site (20 readers x ~1,100 reads/s), so the common case — an
 item read again in the zone it is already in — only bumps counters and its place in the
-recency order. Everything else is O(1) per read too: per item a handful of floats and, only
-for items straddling zones, a small dict of the other zones that see it.
+recency order. Everything else is O(1) per read too: per item a 56-byte record in one array
+and, only for items straddling zones, a small dict of the other zones that see it.
 
 Zone choice: an item is in the zone of the read point that sees it, smoothed by RSSI. To move to
 another zone, the new zone's EWMA-smoothed RSSI must beat the current zone's by `move_margin_db`,
@@ -16,9 +16,10 @@ strength, so such items move only when the margin has decayed (or is configured 
 from __future__ import annotations
 
 import enum
-from collections import Counter
-from collections.abc import Collection, Iterable
+from array import array
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
+from itertools import repeat
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,27 +93,15 @@ class _Pending:
         return self.rssi_sum / self.n_rssi if self.n_rssi else None
 
 
-class _Item:
-    __slots__ = ("batch", "count", "last_seen", "others", "rssi", "since", "zone", "zone_seen")
+_NO_RSSI = float("nan")
+"""An absent RSSI in a record (a NaN read is taken as no RSSI: it compares as nothing)."""
 
-    def __init__(
-        self,
-        zone: str,
-        since: float,
-        zone_seen: float,
-        last_seen: float,
-        rssi: float | None,
-        count: int,
-        batch: int,
-    ) -> None:
-        self.zone = zone
-        self.since = since
-        self.zone_seen = zone_seen  # last read by the current zone
-        self.last_seen = last_seen  # last read by any zone
-        self.rssi = rssi  # EWMA RSSI in the current zone
-        self.count = count
-        self.batch = batch
-        self.others: dict[str, _Seen] | None = None  # created for items straddling zones
+# One item's record in `PresenceTracker._rec`, at offset `slot * _STRIDE`. All doubles: counts
+# and batch numbers are exact up to 2**53, zone indexes far below.
+_ZONE, _ZONE_SEEN, _LAST_SEEN, _RSSI, _COUNT, _BATCH, _SINCE = range(7)
+_STRIDE = 7
+_BLOCK = 4096
+_EMPTY_BLOCK = array("d", bytes(8 * _STRIDE * _BLOCK))
 
 
 class PresenceTracker:
@@ -120,6 +109,13 @@ class PresenceTracker:
 
     `rssi_alpha` is the EWMA weight of a new RSSI sample. A zone's smoothing restarts when it
     has not seen the item for `move_margin_decay_s` (an old reading says nothing about now).
+
+    Memory (a store holds up to a million items): one dict EPC -> record offset, in recency
+    order (least recently read first: the departure sweep stops early; re-inserting moves an
+    item to the end), and each item's record — zone index, times, RSSI, read count, batch — as
+    seven doubles side by side in one `array` (56 bytes, one or two cache lines: a re-read at a
+    million items costs a few cache misses, not one per boxed field). Records of departed items
+    are reused; other zones that see an item are kept only for items straddling zones.
     """
 
     def __init__(
@@ -141,12 +137,58 @@ class PresenceTracker:
         self.move_margin_db = move_margin_db
         self.move_margin_decay_s = move_margin_decay_s
         self.rssi_alpha = rssi_alpha
-        # Recency order (least recently read first) makes the departure sweep stop early. A
-        # plain dict (re-inserting an item moves it to the end) costs ~50 bytes an item less
-        # than an OrderedDict: at a million items that is 50 MiB.
-        self._items: dict[str, _Item] = {}
-        self._zone_counts: Counter[str] = Counter()
+        self._slots: dict[str, int] = {}  # EPC -> offset of its record in _rec
+        self._rec = array("d")
+        self._free: list[int] = []  # offsets of departed items' records
+        self._zones: list[str] = []  # zone index -> name
+        self._zone_ix: dict[str, float] = {}  # name -> index (a float: see _rec)
+        self._counts: list[int] = []  # items present per zone index
+        # Other zones that see an item (offset -> zone -> state): only items straddling zones.
+        self._others: dict[int, dict[str, _Seen]] = {}
         self._batch = 0
+
+    # -- records ---------------------------------------------------------------------------------
+
+    def _zone_index(self, zone: str) -> int:
+        ix = self._zone_ix.get(zone)
+        if ix is None:
+            ix = self._zone_ix[zone] = float(len(self._zones))
+            self._zones.append(zone)
+            self._counts.append(0)
+        return int(ix)
+
+    def _new_record(self, zone: str, since: float, zone_seen: float, last_seen: float,
+                    rssi: float | None, count: int, batch: float) -> int:
+        zi = self._zone_index(zone)
+        rec = (float(zi), zone_seen, last_seen, _NO_RSSI if rssi is None else rssi,
+               float(count), float(batch), since)
+        if not self._free:
+            self._grow()
+        o = self._free.pop()
+        self._rec[o:o + _STRIDE] = array("d", rec)
+        self._counts[zi] += 1
+        return o
+
+    def _grow(self) -> None:
+        """Room for `_BLOCK` more records. Their offset ints are made together, so they sit
+        side by side in memory instead of scattered among a batch's short-lived objects (which
+        would keep half-empty memory pools alive: ~30 MiB at a million items)."""
+        start = len(self._rec)
+        self._rec.extend(_EMPTY_BLOCK)
+        self._free.extend(range(start + (_BLOCK - 1) * _STRIDE, start - 1, -_STRIDE))
+
+    def _drop(self, epc: str) -> int:
+        """Forget an item; returns the zone index it was in."""
+        o = self._slots.pop(epc)
+        zi = int(self._rec[o + _ZONE])
+        self._counts[zi] -= 1
+        self._others.pop(o, None)
+        self._free.append(o)
+        return zi
+
+    def _rssi_at(self, o: int) -> float | None:
+        v = self._rec[o + _RSSI]
+        return None if v != v else v
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -157,55 +199,74 @@ class PresenceTracker:
         whole batch, at their earliest read: the outcome does not depend on read order.
         """
         self._batch += 1
-        batch = self._batch
-        items = self._items
-        get = items.get
-        pop = items.pop
+        batch = float(self._batch)  # compared with the records' doubles: no int/float mix
+        slots = self._slots
+        get = slots.get
+        pop = slots.pop
+        zone_ix = self._zone_ix
+        rec = self._rec
         alpha = self.rssi_alpha
         decay_s = self.move_margin_decay_s
         changes: list[PresenceChange] = []
         pending: dict[str, dict[str, _Pending]] | None = None
-        for r in reads:
+        last_zone: str | None = None
+        zi = -1.0
+        if not isinstance(reads, list):
+            reads = list(reads)
+        # Look every EPC up, then touch every record, in C loops before the Python loop: at a
+        # million items each lookup and record is a cache miss, and a tight C loop lets the CPU
+        # overlap them (the Python loop then finds them in cache) instead of paying each in turn.
+        offsets = list(map(get, [r.epc for r in reads], repeat(-1)))
+        if rec:
+            sum(map(rec.__getitem__, offsets))
+        for r, o in zip(reads, offsets, strict=True):
             epc = r.epc
-            it = get(epc)
-            if it is None:
+            if o < 0:
                 if pending is None:
                     pending = {}
                 _pend(pending, r)
                 continue
             t = r.seen_at
-            it.count += r.count
-            if it.batch != batch:  # the first read of the item in this batch
-                it.batch = batch
-                items[epc] = pop(epc)  # to the end of the recency order
-            if t > it.last_seen:
-                it.last_seen = t
-            if it.zone == r.zone:  # the hot path: a counter bump and a smoothing step
+            rec[o + 4] += r.count  # _COUNT
+            if rec[o + 5] != batch:  # _BATCH: the first read of the item in this batch
+                rec[o + 5] = batch
+                slots[epc] = pop(epc)  # to the end of the recency order
+            if t > rec[o + 2]:  # _LAST_SEEN
+                rec[o + 2] = t
+            zone = r.zone
+            if zone is not last_zone:  # a reader's batch shares one zone string
+                last_zone = zone
+                zi = zone_ix.get(zone, -1.0)
+            if rec[o] == zi:  # _ZONE; the hot path: a counter bump and a smoothing step
+                seen = rec[o + 1]  # _ZONE_SEEN
                 rssi = r.rssi_dbm
-                if rssi is not None:
-                    cur = it.rssi
-                    if cur is None or t - it.zone_seen > decay_s:
-                        it.rssi = rssi
+                if rssi is not None and rssi == rssi:
+                    cur = rec[o + 3]  # _RSSI
+                    if cur != cur or t - seen > decay_s:
+                        rec[o + 3] = rssi
                     else:
-                        it.rssi = cur + alpha * (rssi - cur)
-                if t > it.zone_seen:
-                    it.zone_seen = t
+                        rec[o + 3] = cur + alpha * (rssi - cur)
+                if t > seen:
+                    rec[o + 1] = t
             else:
-                change = self._other_zone(epc, it, r)
+                last_zone = None  # a move may have given the zone its index just now
+                change = self._other_zone(epc, o, r)
                 if change is not None:
                     changes.append(change)
         if pending:
             changes.extend(self._arrive(pending, batch))
         return changes
 
-    def _other_zone(self, epc: str, it: _Item, r: ZoneRead) -> PresenceChange | None:
+    def _other_zone(self, epc: str, o: int, r: ZoneRead) -> PresenceChange | None:
         t = r.seen_at
         zone = r.zone
         rssi = r.rssi_dbm
+        if rssi is not None and rssi != rssi:
+            rssi = None
         decay_s = self.move_margin_decay_s
-        others = it.others
+        others = self._others.get(o)
         if others is None:
-            others = it.others = {}
+            others = self._others[o] = {}
         st = others.get(zone)
         if st is None or t - st.seen > decay_s:
             st = others[zone] = _Seen(rssi, t)
@@ -215,48 +276,44 @@ class PresenceTracker:
                 st.rssi = rssi if cur is None else cur + self.rssi_alpha * (rssi - cur)
             if t > st.seen:
                 st.seen = t
-        elapsed = t - it.zone_seen
+        rec = self._rec
+        zone_seen = rec[o + _ZONE_SEEN]
+        elapsed = t - zone_seen
         if elapsed < decay_s:
             margin = self.move_margin_db * (1.0 - elapsed / decay_s if elapsed > 0 else 1.0)
-            new, cur = st.rssi, it.rssi
+            new, cur = st.rssi, self._rssi_at(o)
             diff = 0.0 if new is None or cur is None else new - cur
             if diff < margin:
                 return None
         # Move: the current zone becomes one of the others, so the item can move back.
-        old = it.zone
-        others[old] = _Seen(it.rssi, it.zone_seen)
+        old_ix = int(rec[o + _ZONE])
+        old = self._zones[old_ix]
+        others[old] = _Seen(self._rssi_at(o), zone_seen)
         del others[zone]
-        it.zone = zone
-        it.rssi = st.rssi
-        it.zone_seen = st.seen
-        it.since = t
-        counts = self._zone_counts
-        counts[old] -= 1
-        counts[zone] += 1
+        new_ix = self._zone_index(zone)
+        rec[o + _ZONE] = new_ix
+        rec[o + _RSSI] = _NO_RSSI if st.rssi is None else st.rssi
+        rec[o + _ZONE_SEEN] = st.seen
+        rec[o + _SINCE] = t
+        self._counts[old_ix] -= 1
+        self._counts[new_ix] += 1
         return PresenceChange(ChangeKind.MOVED, epc, zone, old, t)
 
-    def _arrive(self, pending: dict[str, dict[str, _Pending]], batch: int) -> list[PresenceChange]:
+    def _arrive(self, pending: dict[str, dict[str, _Pending]],
+                batch: float) -> list[PresenceChange]:
         arrivals: list[PresenceChange] = []
-        items = self._items
-        counts = self._zone_counts
+        slots = self._slots
         for epc, zones in pending.items():
             zone = _best_zone(zones)
             s = zones[zone]
             first = min(p.first for p in zones.values())
             last = max(p.last for p in zones.values())
-            it = _Item(
-                zone=zone,
-                since=first,
-                zone_seen=s.last,
-                last_seen=last,
-                rssi=s.rssi,
-                count=sum(p.count for p in zones.values()),
-                batch=batch,
-            )
+            o = self._new_record(zone, first, s.last, last, s.rssi,
+                                 sum(p.count for p in zones.values()), batch)
             if len(zones) > 1:
-                it.others = {z: _Seen(p.rssi, p.last) for z, p in zones.items() if z != zone}
-            items[epc] = it
-            counts[zone] += 1
+                self._others[o] = {z: _Seen(p.rssi, p.last)
+                                   for z, p in zones.items() if z != zone}
+            slots[epc] = o
             arrivals.append(PresenceChange(ChangeKind.ARRIVED, epc, zone, None, first))
         arrivals.sort(key=lambda c: (c.at, c.epc))
         return arrivals
@@ -275,20 +332,21 @@ class PresenceTracker:
         `touched_since` relies on: the walk steps over them (O(stale paused items) per sweep).
         """
         cutoff = now - self.departure_s
-        items = self._items
-        gone: list[str] = []
-        for epc, it in items.items():
-            if it.last_seen >= cutoff:
+        rec = self._rec
+        paused = {self._zone_ix[z] for z in paused_zones if z in self._zone_ix}
+        gone: list[tuple[str, float]] = []
+        for epc, o in self._slots.items():
+            last = rec[o + _LAST_SEEN]
+            if last >= cutoff:
                 break
-            if not (paused_zones and it.zone in paused_zones):
-                gone.append(epc)
+            if not (paused and rec[o + _ZONE] in paused):
+                gone.append((epc, last))
         changes: list[PresenceChange] = []
-        counts = self._zone_counts
         departed = ChangeKind.DEPARTED
-        for epc in gone:
-            it = items.pop(epc)
-            counts[it.zone] -= 1
-            changes.append(PresenceChange(departed, epc, None, it.zone, it.last_seen))
+        zones = self._zones
+        for epc, last in gone:
+            zone = zones[self._drop(epc)]
+            changes.append(PresenceChange(departed, epc, None, zone, last))
         return changes
 
     # -- state ---------------------------------------------------------------------------------
@@ -301,28 +359,32 @@ class PresenceTracker:
         `(epc, zone, last_seen)`. Unusable rows are skipped, not fatal: the returned list says
         which and why (the item simply arrives again on its next read).
         """
-        self._items.clear()
-        self._zone_counts.clear()
-        loaded: list[tuple[str, _Item]] = []
+        self._slots.clear()
+        self._others.clear()
+        self._free.clear()
+        del self._rec[:]
+        self._counts = [0] * len(self._zones)
+        loaded: list[PresenceRow] = []
         problems: list[str] = []
         for i, row in enumerate(rows):
             try:
                 loaded.append(_restored(row))
-            except (TypeError, ValueError, AttributeError) as exc:
+            except (TypeError, ValueError, AttributeError, OverflowError) as exc:
                 problems.append(f"presence row {i} ({row!r}): {exc}")
-        loaded.sort(key=lambda pair: pair[1].last_seen)
-        for epc, it in loaded:
-            old = self._items.pop(epc, None)
-            if old is not None:
-                self._zone_counts[old.zone] -= 1
-                problems.append(f"presence row for {epc}: duplicate, kept the latest")
-            self._items[epc] = it
-            self._zone_counts[it.zone] += 1
+        loaded.sort(key=lambda p: p.last_seen)
+        slots = self._slots
+        for p in loaded:
+            if p.epc in slots:
+                self._drop(p.epc)
+                problems.append(f"presence row for {p.epc}: duplicate, kept the latest")
+            slots[p.epc] = self._new_record(p.zone, p.since, p.last_seen, p.last_seen,
+                                            p.rssi_dbm, p.read_count, 0)
         return problems
 
     def snapshot(self) -> list[PresenceRow]:
         """Every present item, least recently read first."""
-        return [_row(epc, it) for epc, it in self._items.items()]
+        row = self._row
+        return [row(epc, o) for epc, o in self._slots.items()]
 
     @property
     def mark(self) -> int:
@@ -331,40 +393,52 @@ class PresenceTracker:
 
     def touched_since(self, mark: int) -> list[PresenceRow]:
         """Items read in batches after `mark` (a count's sightings)."""
-        items = self._items
-        return [_row(epc, items[epc]) for epc in self.touched_epcs_since(mark)]
+        slots = self._slots
+        return [self._row(epc, slots[epc]) for epc in self.touched_epcs_since(mark)]
 
     def touched_epcs_since(self, mark: int) -> list[str]:
         """EPCs of the items read in batches after `mark`, most recently read first: the
         last-seen flush takes these and writes them a bounded chunk at a time."""
-        items = self._items
+        slots = self._slots
+        rec = self._rec
         out: list[str] = []
-        for epc in reversed(items):
-            if items[epc].batch <= mark:
+        for epc in reversed(slots):
+            if rec[slots[epc] + _BATCH] <= mark:
                 break
             out.append(epc)
         return out
 
     def zone_of(self, epc: str) -> str | None:
-        it = self._items.get(epc)
-        return None if it is None else it.zone
+        o = self._slots.get(epc)
+        return None if o is None else self._zones[int(self._rec[o + _ZONE])]
 
     def get(self, epc: str) -> PresenceRow | None:
-        it = self._items.get(epc)
-        return None if it is None else _row(epc, it)
+        o = self._slots.get(epc)
+        return None if o is None else self._row(epc, o)
 
     def zone_counts(self) -> dict[str, int]:
         """Items present per zone (for metrics and the staff UI)."""
-        return {z: n for z, n in self._zone_counts.items() if n}
+        return {z: n for z, n in zip(self._zones, self._counts, strict=True) if n}
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._slots)
 
     def __contains__(self, epc: object) -> bool:
-        return epc in self._items
+        return epc in self._slots
+
+    @property
+    def knows(self) -> Callable[[object], bool]:
+        """`epc in tracker` as a C function (the dict's own `__contains__`), for `map` over a
+        reader's batch."""
+        return self._slots.__contains__
+
+    def _row(self, epc: str, o: int) -> PresenceRow:
+        rec = self._rec
+        return PresenceRow(epc, self._zones[int(rec[o + _ZONE])], rec[o + _SINCE],
+                           rec[o + _LAST_SEEN], int(rec[o + _COUNT]), self._rssi_at(o))
 
 
-def _restored(row: object) -> tuple[str, _Item]:
+def _restored(row: object) -> PresenceRow:
     if isinstance(row, tuple | list):
         if len(row) != 3:
             raise ValueError("a tuple row must be (epc, zone, last_seen)")
@@ -382,20 +456,12 @@ def _restored(row: object) -> tuple[str, _Item]:
     last = float(last_seen)
     if last != last:
         raise ValueError("last_seen is NaN")
-    it = _Item(
-        zone=zone,
-        since=last if since is None else float(since),
-        zone_seen=last,
-        last_seen=last,
-        rssi=None if rssi is None else float(rssi),
-        count=int(count),
-        batch=0,
-    )
-    return epc, it
-
-
-def _row(epc: str, it: _Item) -> PresenceRow:
-    return PresenceRow(epc, it.zone, it.since, it.last_seen, it.count, it.rssi)
+    n = int(count)
+    if not 0 <= n <= 2**53:
+        raise ValueError(f"read_count must be in [0, 2**53], got {n}")
+    r = None if rssi is None else float(rssi)
+    return PresenceRow(epc, zone, last if since is None else float(since), last, n,
+                       None if r is None or r != r else r)
 
 
 def _pend(pending: dict[str, dict[str, _Pending]], r: ZoneRead) -> None:

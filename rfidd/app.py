@@ -5,6 +5,8 @@ ingest -> services (lifecycle, store operations) -> scheduler -> HTTP API -> rea
 READY=1. Each step registers its stop; `stop` runs them last-in-first-out, so reads still in
 flight are ingested, committed and published before the HQ link says `offline`. The demo, the
 benchmarks and the tests build their daemon here too (`Daemon(config, ...)`), never by hand.
+A group of services wired to each other (the store operations) is built by a builder in
+rfidd/builders.py that a step here calls.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from inventory.lifecycle import ItemState
 from inventory.presence import PresenceTracker
 from inventory.rules import SiteRules
 from readers.base import ReaderDriver
+from rfidd.builders import OpsServices, build_ops
 from rfidd.command_auth import CommandGuard
 from rfidd.config import Config
 from rfidd.context import ServiceContext
@@ -41,17 +44,7 @@ from rfidd.lifecycle.http import register_routes as register_lifecycle_routes
 from rfidd.lifecycle.service import LifecycleService
 from rfidd.metrics import Metrics
 from rfidd.mqtt import HqLink
-from rfidd.ops import (
-    CatalogService,
-    CountingService,
-    ExitService,
-    OpsSettings,
-    ReceptionService,
-    ReplenishmentService,
-    Schedules,
-)
-from rfidd.ops import register_routes as register_ops_routes
-from rfidd.pipeline import BatchComponent
+from rfidd.ops import OpsSettings
 from rfidd.reader_host import HostedReader, ReaderHost, build_readers
 from rfidd.reader_monitor import ReaderMonitor
 from rfidd.replay import ReplayService
@@ -449,62 +442,7 @@ def tune_gc() -> None:
     gc.freeze()  # what start-up loaded (config, models, restored presence) is never garbage
 
 
-@dataclass(frozen=True)
-class OpsServices:
-    """The store-operations services of a daemon, one job each (see rfidd/ops/)."""
-
-    catalog: CatalogService
-    reception: ReceptionService
-    exits: ExitService
-    counting: CountingService
-    replenishment: ReplenishmentService
-    schedules: Schedules
-
-    def start(self) -> None:
-        """The catalog first: receptions resumed and counts need its products."""
-        self.catalog.start()
-        self.exits.start()
-        self.counting.start()
-        self.reception.start()
-
-    def stop(self) -> None:
-        """Only the loss tracker has state to save; sessions stay open in the database."""
-        self.exits.stop()
-
-    def components(self) -> tuple[BatchComponent, ...]:
-        """The services the ingest feeds with every batch."""
-        return (self.reception, self.exits)
-
-    def register_routes(self, api: WebServer) -> None:
-        """The /api/v1/ops routes, each on the service that owns it."""
-        register_ops_routes(api, catalog=self.catalog, reception=self.reception,
-                            counting=self.counting, schedules=self.schedules,
-                            exits=self.exits, replenishment=self.replenishment)
-
-
-def build_ops(ctx: ServiceContext, settings: OpsSettings | None = None,
-              books: LifecycleService | None = None) -> OpsServices:
-    """Build the store-operations services on `ctx` (each registers its own ingest hooks and
-    HQ commands); start them with `.start()`, add their jobs with `schedules.attach_scheduler`.
-    `books`: the lifecycle service, when the daemon runs one (counts, exits, shrinkage and
-    replenishment then follow the books: rfidd/ops/books.py)."""
-    settings = settings or OpsSettings()
-    catalog = CatalogService(ctx)
-    reception = ReceptionService(ctx, catalog, settings,
-                                 authenticity=books.authenticity if books else None)
-    exits = ExitService(ctx, catalog, settings, books=books)
-    counting = CountingService(ctx, catalog, exits, settings, books=books)
-
-    def ops_tick() -> None:
-        """The periodic ops job: live counts and their timed stops, then the reception rules."""
-        counting.tick()
-        reception.tick()
-
-    return OpsServices(catalog, reception, exits, counting,
-                       ReplenishmentService(ctx, catalog, books=books),
-                       Schedules(ctx, counting.start_count, ops_tick, settings,
-                                 publish_shrinkage=lambda a, b: exits.shrinkage(a, b,
-                                                                                publish=True)))
+__all__ = ["Daemon", "OpsServices", "Timings", "build_ops", "tune_gc"]
 
 
 def _iso(t: float) -> str:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from joserfc import jws
-from joserfc.errors import JoseError
-from joserfc.jwk import OKPKey
+if TYPE_CHECKING:
+    from joserfc.jwk import OKPKey
+
 
 # Commands that change what the site believes about an item (the rest only inform).
 STATE_CHANGING = frozenset({
@@ -31,6 +31,10 @@ class CommandGuard:
         self.require_signed = require_signed
         self.key: OKPKey | None = None
         if public_key_file is not None:
+            # joserfc (and cryptography, ~6 MiB) only for a site that verifies HQ's signatures
+            from joserfc.errors import JoseError
+            from joserfc.jwk import OKPKey
+
             try:
                 self.key = OKPKey.import_key(public_key_file.read_bytes())
             except OSError as exc:
@@ -54,6 +58,9 @@ class CommandGuard:
         if self.key is None:
             return "forged", (f"command {name}: signed, but this site has no "
                               "mqtt.command_public_key_file to verify it")
+        from joserfc import jws  # on first use: an idle daemon without signatures needs none
+        from joserfc.errors import JoseError
+
         try:
             jws.deserialize_compact(body, self.key, algorithms=ALGORITHMS)
         except (JoseError, ValueError):
@@ -68,6 +75,9 @@ class CommandGuard:
             if self.key is None:
                 raise ValueError(f"command {name}: signed, but this site has no "
                                  "mqtt.command_public_key_file to verify it")
+            from joserfc import jws
+            from joserfc.errors import JoseError
+
             try:
                 body = jws.deserialize_compact(body, self.key, algorithms=ALGORITHMS).payload
             except (JoseError, ValueError):

@@ -8,11 +8,20 @@ failing database; reads keep queueing in the bounded ingest queue and land once 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+from sqlalchemy.exc import DBAPIError
+
+if TYPE_CHECKING:
+    from rfidd.metrics import Metrics
+
+T = TypeVar("T")
 
 
 class ServiceUnavailable(Exception):
@@ -95,3 +104,50 @@ class DomainLock:
             yield
         finally:
             self._lock.release()
+
+
+def retry_database(
+    fn: Callable[[], T], what: str, *, health: DatabaseHealth, metrics: Metrics,
+    stop: threading.Event, initial_s: float, max_s: float, log: logging.Logger,
+    on_database: Callable[[bool, str], None] | None = None,
+    on_error: Callable[[], None] | None = None, on_wait: Callable[[], None] | None = None,
+) -> T | None:
+    """Run `fn` until the database takes it or `stop` is set (None: given up), with backoff
+    from `initial_s` to `max_s`. No lock is held while waiting. Marks `health` down and up,
+    counts each error (`on_error` too), calls `on_database(up, reason)` on every change and
+    `on_wait` after each wait (the ingest's heartbeat); logs on the caller's `log`."""
+    delay = initial_s
+    while True:
+        try:
+            out = fn()
+        except DBAPIError as exc:
+            reason = str(exc.orig if exc.orig is not None else exc).splitlines()[0][:200]
+            if on_error is not None:
+                on_error()
+            metrics.database_errors.inc()
+            metrics.database_up.set(0)
+            before = health.state
+            if health.failed(reason):
+                log.error("database unavailable (%s); retrying %s with backoff", reason,
+                          what)
+                if on_database is not None:
+                    on_database(False, reason)
+            elif reason != before.reason:  # e.g. cut off, then a read-only standby
+                log.warning("database still unavailable, now: %s", reason)
+                if on_database is not None:
+                    on_database(False, reason)
+            if stop.is_set():
+                log.error("database error while stopping: %s lost: %s", what, reason)
+                return None
+            stop.wait(delay)
+            if on_wait is not None:
+                on_wait()  # waiting on the database, not hung
+            delay = min(delay * 2, max_s)
+            continue
+        down_s = health.recovered()
+        if down_s is not None:
+            metrics.database_up.set(1)
+            log.warning("database back after %.1f s; writing what waited", down_s)
+            if on_database is not None:
+                on_database(True, f"back after {down_s:.1f} s")
+        return out

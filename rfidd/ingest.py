@@ -22,14 +22,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from inventory.epc import DecodedEpc, EpcClass, EpcClassifier, decode
 from inventory.events import ItemEvent
 from inventory.presence import ChangeKind, PresenceChange, PresenceTracker, ZoneRead
 from inventory.rules import SiteRules
 from readers.base import ReaderState, TagRead
-from rfidd.health import DatabaseHealth, DomainLock
+from rfidd.health import DatabaseHealth, DomainLock, retry_database
 from rfidd.intake import IngestQueue
 from rfidd.metrics import Metrics
 from rfidd.pipeline import BatchComponent, BatchPlan, BatchView, BooksLoader
@@ -85,6 +85,8 @@ class Ingestor:
 
     retry_initial_s = 0.5
     retry_max_s = 30.0
+    idle_wait_s = 0.5
+    """How long an idle ingest thread sleeps waiting for a read (a read ends the wait)."""
     flush_rows_per_tx = 2000
     """Last-seen rows per flush transaction: one chunk per loop turn, reads ingested between."""
 
@@ -190,6 +192,16 @@ class Ingestor:
     def _collect(self) -> list[tuple[str, list[TagRead]]]:
         batch: list[tuple[str, list[TagRead]]] = []
         rows = 0
+        if not (self._pending_sweep.is_set() or self._pending_flush.is_set()
+                or self._flush_todo or self.stop_event.is_set()):
+            # Nothing read and nothing to do: wait for the first read in one long wait (a
+            # read ends it at once) instead of twenty 50 ms polls a second; the batch window
+            # opens with it. Stop and sweep requests are seen within `idle_wait_s`.
+            try:
+                batch.append(self.source.q.get(timeout=self.idle_wait_s))
+            except queue.Empty:
+                return batch
+            rows = len(batch[0][1])
         deadline = time.monotonic() + self.batch_max_s
         while rows < self.batch_max_rows:
             timeout = deadline - time.monotonic()
@@ -212,19 +224,22 @@ class Ingestor:
         zone_reads: list[ZoneRead] = []
         decoded: dict[str, DecodedEpc] = {}
         # The ingest thread is the tracker's only writer: it may read it without the lock.
-        known = self.tracker.__contains__
+        known = self.tracker.knows
         n = 0
         for reader, reads in batch:
             self.stats.batches += 1
             n += len(reads)
-            for r in reads:
+            # Which EPCs are known, in one C loop: at a million items each lookup is a cache
+            # miss, and a tight loop lets the CPU overlap them instead of paying each in turn.
+            present = list(map(known, [r.epc for r in reads]))
+            for r, is_known in zip(reads, present, strict=True):
                 zone = self.zone_of.get((reader, r.antenna))
                 if zone is None:
                     self.stats.unmapped += 1
                     self.source.on_anomaly(reader, "unmapped_antenna",
                                            f"antenna {r.antenna} is not mapped to a zone")
                     continue
-                if known(r.epc):  # classified when it arrived: no decode, no classify
+                if is_known:  # classified when it arrived: no decode, no classify
                     zone_reads.append(ZoneRead(r.epc, zone, r.rssi_dbm, r.seen_at,
                                                r.seen_count))
                     if r.seen_at > self._last_read_at:
@@ -415,41 +430,19 @@ class Ingestor:
                       "the rest of the batch goes on", name, phase, n)
 
     def _retry(self, fn: Callable[[], T], what: str) -> T | None:
-        """Run `fn` until the database takes it or the daemon stops (None: given up). No lock
-        is held while waiting; the heartbeat shows the supervisor we wait, not hang."""
-        delay = self.retry_initial_s
-        while True:
-            try:
-                out = fn()
-            except DBAPIError as exc:
-                reason = str(exc.orig if exc.orig is not None else exc).splitlines()[0][:200]
-                self.stats.db_errors += 1
-                self.metrics.database_errors.inc()
-                self.metrics.database_up.set(0)
-                before = self.health.state
-                if self.health.failed(reason):
-                    log.error("database unavailable (%s); retrying %s with backoff", reason,
-                              what)
-                    if self.on_database is not None:
-                        self.on_database(False, reason)
-                elif reason != before.reason:  # e.g. cut off, then a read-only standby
-                    log.warning("database still unavailable, now: %s", reason)
-                    if self.on_database is not None:
-                        self.on_database(False, reason)
-                if self.stop_event.is_set():
-                    log.error("database error while stopping: %s lost: %s", what, reason)
-                    return None
-                self.stop_event.wait(delay)
-                self.heartbeat = time.monotonic()  # waiting on the database, not hung
-                delay = min(delay * 2, self.retry_max_s)
-                continue
-            down_s = self.health.recovered()
-            if down_s is not None:
-                self.metrics.database_up.set(1)
-                log.warning("database back after %.1f s; writing what waited", down_s)
-                if self.on_database is not None:
-                    self.on_database(True, f"back after {down_s:.1f} s")
-            return out
+        """Run `fn` until the database takes it or the daemon stops (None: given up), with
+        rfidd.health.retry_database; the heartbeat shows the supervisor we wait, not hang."""
+
+        def failed() -> None:
+            self.stats.db_errors += 1
+
+        def waited() -> None:
+            self.heartbeat = time.monotonic()  # waiting on the database, not hung
+
+        return retry_database(fn, what, health=self.health, metrics=self.metrics,
+                              stop=self.stop_event, initial_s=self.retry_initial_s,
+                              max_s=self.retry_max_s, log=log, on_database=self.on_database,
+                              on_error=failed, on_wait=waited)
 
     # -- periodic ----------------------------------------------------------------------------
     def flush_last_seen(self) -> int:

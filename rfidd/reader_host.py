@@ -51,6 +51,7 @@ class ReaderHost:
         self.snapshot: dict[str, tuple[str, bool, float, dict[str, Any]]] = {}
         self.states: dict[str, ReaderState] = {s["name"]: ReaderState.OFFLINE for s in specs}
         self.readers = {s["name"]: HostedReader(s["name"], self) for s in specs}
+        self._names = {n: n for n in self.states}
         self._asked = threading.Condition()
         self._send_lock = threading.Lock()
         self._question = 0
@@ -96,9 +97,13 @@ class ReaderHost:
                 [sys.executable, "-m", "readers.host"], stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, bufsize=1 << 16)
             assert self.proc.stdin is not None
-            wire.write_frame(self.proc.stdin, {
-                "readers": self.specs, "tunables": wire.tunables(),
-                "log_level": logging.getLogger("readers").getEffectiveLevel()})
+            try:
+                wire.write_frame(self.proc.stdin, {
+                    "readers": self.specs, "tunables": wire.tunables(),
+                    "log_level": logging.getLogger("readers").getEffectiveLevel()})
+            except OSError as exc:  # it died at once: the intake sees EOF, the next turn retries
+                log.error("reader host process %d: cannot send its readers: %s",
+                          self.proc.pid, exc)
             self.last_frame = time.monotonic()
             self.snapshot = {}
             self._intake = threading.Thread(target=self._read, args=(self.proc,),
@@ -160,7 +165,6 @@ class ReaderHost:
         assert proc.stdout is not None
         inp = proc.stdout
         sink = self.sink
-        names = {n: n for n in self.states}
         while True:
             try:
                 frame = wire.read_frame(inp)
@@ -172,29 +176,10 @@ class ReaderHost:
                 break
             self.last_frame = time.monotonic()
             for m in frame:
-                kind = m[0]
-                if kind == "r":
-                    reader = names.get(m[1], m[1])
-                    if sink.admits(reader):
-                        sink.on_reads(reader, [TagRead(e, reader, a, r, s, c, t)
-                                               for e, a, r, s, c, t in m[2]])
-                    else:  # shed without building what would be dropped
-                        sink.shed_at_source(reader, m[3])
-                elif kind == "s":
-                    self.states[m[1]] = ReaderState(m[2])
-                    sink.on_state(m[1], ReaderState(m[2]), m[3])
-                elif kind == "a":
-                    sink.on_anomaly(m[1], m[2], m[3])
-                elif kind == "d":
-                    sink.shed_at_source(m[1], m[2])
-                elif kind == "i":
-                    self.snapshot = {**self.snapshot, **m[1]}
-                elif kind == "q":
-                    self._answered = max(self._answered, m[1])
-                    with self._asked:
-                        self._asked.notify_all()
-                elif kind == "l":
-                    logging.getLogger(m[1]).log(m[2], "%s", m[3])
+                try:
+                    self._handle(m)
+                except Exception:  # one bad message must not stop the intake (and the child)
+                    log.exception("reader host: message %.40r failed", m)
         proc.wait()
         with self._asked:  # nobody waits for an answer from a dead child
             self._asked.notify_all()
@@ -203,6 +188,33 @@ class ReaderHost:
                 self.states[name] = ReaderState.OFFLINE
                 sink.on_state(name, ReaderState.OFFLINE,
                               "stopped" if self._stopping else "reader host process died")
+
+    def _handle(self, m: tuple[Any, ...]) -> None:
+        """One message of the child (see readers.host for the protocol)."""
+        sink = self.sink
+        kind = m[0]
+        if kind == "r":
+            reader = self._names.get(m[1], m[1])  # one string object per reader
+            if sink.admits(reader):
+                sink.on_reads(reader, [TagRead(e, reader, a, r, s, c, t)
+                                       for e, a, r, s, c, t in m[2]])
+            else:  # shed without building what would be dropped
+                sink.shed_at_source(reader, m[3])
+        elif kind == "s":
+            self.states[m[1]] = ReaderState(m[2])
+            sink.on_state(m[1], ReaderState(m[2]), m[3])
+        elif kind == "a":
+            sink.on_anomaly(m[1], m[2], m[3])
+        elif kind == "d":
+            sink.shed_at_source(m[1], m[2])
+        elif kind == "i":
+            self.snapshot = {**self.snapshot, **m[1]}
+        elif kind == "q":
+            self._answered = max(self._answered, m[1])
+            with self._asked:
+                self._asked.notify_all()
+        elif kind == "l":
+            logging.getLogger(m[1]).log(m[2], "%s", m[3])
 
 
 class HostedReader:

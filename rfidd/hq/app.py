@@ -1,8 +1,8 @@
 """The HQ program's composition root: builds, starts and stops its components.
 
-`HqDaemon.start` runs small named steps — store -> partitions -> subscription hub ->
-consumer -> gap repair -> ASN relay -> web interface (EPCIS 2.0, /api/v1, /chain, /metrics: one
-FastAPI app on one port) — each registering its stop; `stop` runs them last-in-first-out, so the
+`HqDaemon.start` runs small named steps — store -> partitions -> subscription hub -> consumer
+-> gap repair -> ASN relay -> web interface (EPCIS 2.0, /api/v1, /chain, /metrics: one FastAPI
+app on one port) — each registering its stop; `stop` runs them last-in-first-out, so the
 interface closes before the consumer, the hub after the consumer, and the store goes last.
 `rfidd hq run` and the tests build HQ here, never by hand.
 """
@@ -61,6 +61,19 @@ class HqDaemon:
             raise HqStartError(f"database: {exc}") from exc
         self._on_stop("store", self.store.dispose)
 
+    def _start_partitions(self) -> None:
+        """PostgreSQL: the coming months' partitions of hq_events, made now and every few
+        hours (an event of a month without one gets it on demand, before its batch)."""
+        store = self.store
+        assert store is not None
+        if store.dialect != "postgresql":
+            return
+        from rfidd.hq.partitions import PartitionKeeper
+
+        self.partitions = PartitionKeeper(store.engine)
+        self.partitions.start()
+        self._on_stop("partitions", self.partitions.stop)
+
     def _start_subscriptions(self) -> None:
         """The query-subscription hub: before the consumer (which feeds it) and stopped
         after it, so no stored event is offered to a stopped hub."""
@@ -77,19 +90,6 @@ class HqDaemon:
                                    retry_max_s=e.webhook_retry_max_s)
         self.hub.start()
         self._on_stop("query subscriptions", self.hub.stop)
-
-    def _start_partitions(self) -> None:
-        """PostgreSQL: the coming months' partitions of hq_events, made now and every few
-        hours (an event of a month without one gets it on demand, before its batch)."""
-        store = self.store
-        assert store is not None
-        if store.dialect != "postgresql":
-            return
-        from rfidd.hq.partitions import PartitionKeeper
-
-        self.partitions = PartitionKeeper(store.engine)
-        self.partitions.start()
-        self._on_stop("partitions", self.partitions.stop)
 
     def _start_consumer(self) -> None:
         from rfidd.hq.consumer import HqConsumerError

@@ -18,10 +18,8 @@ message that was never stored.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,16 +34,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy.exc import DataError
 
 from rfidd.hq.config import HqMqttConfig
-from rfidd.hq.documents import DocumentError, parse_document
-from rfidd.hq.skips import parse_skips
-from rfidd.hq.store import Batch, BatchResult, HqStore, SiteMessageRow, StatusRow
+from rfidd.hq.feed import FeedParser, _Incoming, route
+from rfidd.hq.store import Batch, BatchResult, HqStore
 from rfidd.mqtt_client import ClientSettings, MqttSetupError, build_client, connect
 
 log = logging.getLogger(__name__)
 
 NS = "rfidd"
-_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_STATUSES = {"online", "offline"}
 
 
 class _Aborted(Exception):
@@ -124,17 +119,6 @@ class ConsumerStats:
     by_site: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class _Incoming:
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    retain: bool
-    generation: int
-    received_at: datetime
-
-
 class HqConsumer:
     """Subscribes to every site's feed and stores it. `start()` returns at once.
 
@@ -184,6 +168,7 @@ class HqConsumer:
 
         self.stats = ConsumerStats()
         self._stats_lock = threading.Lock()
+        self._parser = FeedParser(config, self.metrics, self.stats, self._stats_lock)
         self._queue: queue.Queue[_Incoming] = queue.Queue()
         self._ack_lock = threading.Lock()
         self._generation = 0
@@ -207,22 +192,8 @@ class HqConsumer:
         return [*feeds, f"{self.prefix}/+/status", f"{self.prefix}/+/seq"]
 
     def _route(self, topic: str) -> tuple[str, str]:
-        """topic -> (site, kind); ValueError for a topic outside the contract."""
-        head = self.prefix + "/"
-        if not topic.startswith(head):
-            raise ValueError(f"topic {topic!r} is outside {head}")
-        parts = topic[len(head):].split("/")
-        site = parts[0]
-        if not _SEGMENT.match(site):
-            raise ValueError(f"topic {topic!r}: {site!r} is not a site id")
-        rest = parts[1:]
-        if rest in (["epcis"], ["status"], ["seq"], ["replay"]):
-            return site, rest[0]
-        if rest == ["alerts"]:
-            return site, "alert"
-        if len(rest) == 2 and rest[0] == "reports" and _SEGMENT.match(rest[1]):
-            return site, f"report/{rest[1]}"
-        raise ValueError(f"topic {topic!r} is not a feed topic")
+        """topic -> (site, kind); ValueError for a topic outside the contract (feed.py)."""
+        return route(self.prefix, topic)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -377,87 +348,6 @@ class HqConsumer:
                               " and will be redelivered after a reconnect", len(msgs))
             self.metrics.queue_depth.set(self._queue.qsize())
 
-    def _classify(self, msg: _Incoming, batch: Batch) -> None:
-        """Add one message to the batch; a bad one is logged, counted and skipped."""
-        kind = "unknown"
-        try:
-            site, kind = self._route(msg.topic)
-            label = kind.split("/", 1)[0]
-            self.metrics.messages.labels(label).inc()
-            if len(msg.payload) > self.config.max_message_bytes:
-                raise ValueError(f"{len(msg.payload)} bytes, over mqtt.max_message_bytes")
-            if kind == "status":
-                self._add_status(msg, site, batch)
-                return
-            if kind == "seq":
-                self._add_head(msg, site, batch)
-                return
-            if not msg.retain:
-                batch.saw(site, msg.received_at)
-            if kind == "epcis":
-                self._add_epcis(msg, site, batch)
-            else:
-                payload = json.loads(msg.payload)
-                if not isinstance(payload, dict | list):
-                    raise ValueError(f"payload is JSON {type(payload).__name__}, expected an "
-                                     "object")
-                batch.site_messages.append(
-                    SiteMessageRow(site, kind, payload, msg.received_at)
-                )
-        except Exception as exc:  # pure parsing, no I/O: any failure is the message's fault
-            label = kind.split("/", 1)[0]
-            if label not in HqMetrics.KINDS:
-                label = "unknown"
-            self.metrics.messages_malformed.labels(label).inc()
-            with self._stats_lock:
-                self.stats.messages_malformed += 1
-            log.warning("skipped malformed message on %s (%d bytes): %s", msg.topic,
-                        len(msg.payload), exc)
-
-    def _add_status(self, msg: _Incoming, site: str, batch: Batch) -> None:
-        if not msg.payload:
-            return  # a retained status being cleared
-        status = msg.payload.decode("utf-8").strip()
-        if status not in _STATUSES:
-            raise ValueError(f"status {status[:40]!r}, expected online or offline")
-        batch.statuses.append(StatusRow(site, status, msg.received_at, msg.retain))
-        if not msg.retain:
-            batch.saw(site, msg.received_at)
-
-    def _add_head(self, msg: _Incoming, site: str, batch: Batch) -> None:
-        """The site's retained sequence head: every event up to it was sent."""
-        if not msg.payload:
-            return  # a retained head being cleared
-        body = json.loads(msg.payload)
-        head = body.get("published_through") if isinstance(body, dict) else None
-        if isinstance(head, bool) or not isinstance(head, int) or not 0 <= head < 2**63:
-            raise ValueError(f"sequence head {str(head)[:40]!r} is not a number >= 0")
-        # A restored site's skipped numbers: HQ stops waiting for them, reports what it lacks.
-        batch.site_messages.extend(parse_skips(site, body.get("skipped"), msg.received_at))
-        batch.heads[site] = max(head, batch.heads.get(site, 0))
-
-    def _add_epcis(self, msg: _Incoming, site: str, batch: Batch) -> None:
-        try:
-            doc = parse_document(msg.payload, site)
-        except DocumentError as exc:
-            raise ValueError(f"EPCIS document from {site}: {exc}") from None
-        if doc.errors:
-            self.metrics.events_malformed.inc(len(doc.errors))
-            with self._stats_lock:
-                self.stats.events_malformed += len(doc.errors)
-            for err in doc.errors[:5]:
-                log.warning("skipped malformed event from %s on %s: %s", site, msg.topic, err)
-            if len(doc.errors) > 5:
-                log.warning("... and %d more malformed events in that document",
-                            len(doc.errors) - 5)
-        batch.events.extend(doc.events)
-
-    def _build(self, msgs: list[_Incoming]) -> Batch:
-        batch = Batch(received_at=msgs[0].received_at)
-        for m in msgs:
-            self._classify(m, batch)
-        return batch
-
     def _write(self, batch: Batch, n: int) -> BatchResult | None:
         """Commit, retrying transient failures (database down, deadlock) with backoff.
 
@@ -488,7 +378,7 @@ class HqConsumer:
             return result
 
     def _process(self, msgs: list[_Incoming]) -> None:
-        parts = [self._build([m]) for m in msgs]  # parsed once, kept for isolation below
+        parts = [self._parser.build([m]) for m in msgs]  # parsed once, kept for isolation below
         batch = Batch(received_at=msgs[0].received_at)
         for part in parts:
             for site, head in part.heads.items():

@@ -27,9 +27,8 @@ COLS = ("event_id", "site", "type", "event_time", "action", "biz_step", "disposi
 _C = ", ".join(COLS)
 
 
-def store_events(
-    conn: Connection, rows: Sequence[EventRow], received_at: datetime
-) -> set[str]:
+def store_events(conn: Connection, rows: Sequence[EventRow],
+                 received_at: datetime) -> set[str]:
     """Store the rows (unique eventIDs) not held yet; the eventIDs stored. A row the
     database refuses (a NUL byte, a time out of range) raises SQLAlchemy's DataError, so the
     consumer can isolate the message."""

@@ -361,7 +361,7 @@ class HqStore:
         if months <= self._months:
             return
         with self.engine.connect() as conn:
-            if not partitions.is_partitioned(conn):  # a database not migrated past hq0003
+            if not partitions.is_partitioned(conn):  # a database not migrated to hq0005 yet
                 self._months |= months
                 return
             self._months |= partitions.existing(conn)
@@ -429,8 +429,7 @@ class HqStore:
     def _insert_events(
         self, conn: Connection, rows: Sequence[EventRow], received_at: datetime
     ) -> set[str]:
-        """SQLite: claim the eventIDs, then store the claimed events and their EPC rows; the
-        eventIDs stored."""
+        """SQLite: claim the eventIDs, then store the claimed events and their EPC rows."""
         claimed = {r[0] for r in conn.execute(
             self._insert(hq_event_ids).on_conflict_do_nothing(index_elements=["event_id"])
             .returning(hq_event_ids.c.event_id),

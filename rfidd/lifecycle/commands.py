@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from inventory.epc import decode, sgtin96_hex
-from inventory.lifecycle import Hold
+from inventory.lifecycle import Hold, Step
 
 TXN_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/#-]{0,127}$"
 SITE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -230,3 +230,26 @@ def parse(model: type[_Strict], data: Any, command: str) -> Any:
         return model.model_validate(data)
     except ValidationError as exc:
         raise ValueError(describe_errors(exc, command)) from None
+
+
+# command name -> (step, model). The same names on MQTT (cmd/<name>) and HTTP.
+STEP_COMMANDS: dict[str, tuple[Step, type[ItemsCommand]]] = {
+    "sale": (Step.SELL, SaleCommand),
+    "restock": (Step.RESTOCK, RestockCommand),
+    "hold": (Step.HOLD, HoldCommand),
+    "release": (Step.RELEASE, ItemsCommand),
+    "collect": (Step.COLLECT, ItemsCommand),
+    "return": (Step.RETURN, ReturnCommand),
+    "ship": (Step.SHIP, ShipCommand),
+    "transfer_out": (Step.TRANSFER_OUT, ShipCommand),
+    "transfer_in": (Step.TRANSFER_IN, ItemsCommand),
+    "receive": (Step.RECEIVE, ItemsCommand),
+    "loan_out": (Step.LOAN_OUT, LoanOutCommand),
+    "loan_back": (Step.LOAN_BACK, ItemsCommand),
+    "repair_in": (Step.REPAIR_IN, ItemsCommand),
+    "repair_out": (Step.REPAIR_OUT, ItemsCommand),
+}
+MQTT_COMMANDS = ("sale", "return", "ship", "transfer_out", "transfer_in", "loan_out",
+                 "loan_back", "repair_in", "repair_out", "shipment", "restock", "hold",
+                 "release", "collect")
+"""`receive` is HTTP only: HQ's reception of ASNs is the store-operations `asn` command."""

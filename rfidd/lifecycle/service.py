@@ -56,6 +56,7 @@ from rfidd.lifecycle import messages as M
 from rfidd.lifecycle.alerts import AlertWorkflow
 from rfidd.lifecycle.authenticity import INTAKE_POINTS, TagAuthenticity, TidSource
 from rfidd.lifecycle.books import Books, describe, item_upserts, set_home_zones, write_rows
+from rfidd.lifecycle.commands import MQTT_COMMANDS, STEP_COMMANDS
 from rfidd.lifecycle.commissioning import Commissioning
 from rfidd.lifecycle.counts import CountBooks
 from rfidd.lifecycle.models import CommissioningBind, CommissioningSession, LifecycleItem
@@ -66,32 +67,8 @@ from rfidd.store import repo
 
 log = logging.getLogger("rfidd.lifecycle")
 
-ALERT_STREAM = "alert"
-ALERT_TOPIC = "alerts"
 ASN_STREAM = "asn"
 ASN_TOPIC = "asn"
-
-# command name -> (step, model). The same names on MQTT (cmd/<name>) and HTTP.
-STEP_COMMANDS: dict[str, tuple[Step, type[C.ItemsCommand]]] = {
-    "sale": (Step.SELL, C.SaleCommand),
-    "restock": (Step.RESTOCK, C.RestockCommand),
-    "hold": (Step.HOLD, C.HoldCommand),
-    "release": (Step.RELEASE, C.ItemsCommand),
-    "collect": (Step.COLLECT, C.ItemsCommand),
-    "return": (Step.RETURN, C.ReturnCommand),
-    "ship": (Step.SHIP, C.ShipCommand),
-    "transfer_out": (Step.TRANSFER_OUT, C.ShipCommand),
-    "transfer_in": (Step.TRANSFER_IN, C.ItemsCommand),
-    "receive": (Step.RECEIVE, C.ItemsCommand),
-    "loan_out": (Step.LOAN_OUT, C.LoanOutCommand),
-    "loan_back": (Step.LOAN_BACK, C.ItemsCommand),
-    "repair_in": (Step.REPAIR_IN, C.ItemsCommand),
-    "repair_out": (Step.REPAIR_OUT, C.ItemsCommand),
-}
-MQTT_COMMANDS = ("sale", "return", "ship", "transfer_out", "transfer_in", "loan_out",
-                 "loan_back", "repair_in", "repair_out", "shipment", "restock", "hold",
-                 "release", "collect")
-"""`receive` is HTTP only: HQ's reception of ASNs is the store-operations `asn` command."""
 
 _SHIPPING = (Step.SHIP, Step.TRANSFER_OUT)
 _SHELF_KINDS = (ZoneKind.STOCK, ZoneKind.FLOOR, ZoneKind.FITTING)
@@ -504,4 +481,4 @@ class LifecycleService:
             return describe(st, rows.get(epc))
 
 
-__all__ = ["REASONS", "LifecycleService"]
+__all__ = ["MQTT_COMMANDS", "REASONS", "STEP_COMMANDS", "LifecycleService"]

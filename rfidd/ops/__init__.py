@@ -14,18 +14,14 @@
   books.py                                what the services ask the lifecycle books
   bench.py          bench_command         the `rfidd bench` click command
 
-rfidd/app.py (`build_ops`) builds and wires them.
+rfidd/builders.py (`build_ops`) builds and wires them, called by rfidd/app.py.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import rfidd.ops.count_cli  # noqa: F401  (registers takeover, count pass, count recount)
-from rfidd.cli_api import accept_api_everywhere
-from rfidd.ops.bench import bench_command
 from rfidd.ops.catalog import CatalogService
-from rfidd.ops.cli import ops_cli
 from rfidd.ops.common import OpsError, OpsSettings
 from rfidd.ops.counting import CountingService
 from rfidd.ops.exits import ExitService
@@ -33,7 +29,25 @@ from rfidd.ops.reception import ReceptionService
 from rfidd.ops.replenishment import ReplenishmentService
 from rfidd.ops.schedules import Schedules, ScheduleSettings
 
-accept_api_everywhere(ops_cli)  # `rfidd ops count list --api URL` as `rfidd ops --api URL ...`
+
+def __getattr__(name: str) -> Any:
+    """The click commands, imported on first use: the daemon needs neither click's CLI nor
+    rich (~5 MiB of an idle daemon's memory)."""
+    if name == "ops_cli":
+        import rfidd.ops.count_cli  # noqa: F401  (registers takeover, count pass, count recount)
+        from rfidd.cli_api import accept_api_everywhere
+        from rfidd.ops.cli import ops_cli
+
+        # `rfidd ops count list --api URL` as `rfidd ops --api URL ...`; once, then cached
+        accept_api_everywhere(ops_cli)
+        globals()["ops_cli"] = ops_cli
+        return ops_cli
+    if name == "bench_command":
+        from rfidd.ops.bench import bench_command
+
+        return bench_command
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 def register_routes(api: Any, **services: Any) -> None:
     """The HTTP routes (rfidd.ops.api), imported on use: the CLI needs no web framework."""

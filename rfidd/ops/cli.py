@@ -28,6 +28,7 @@ from rfidd.ops.cli_common import (
     _console,
     _echo_json,
     _fmt_time,
+    _list_table,
     _pct,
     _read_file,
     _write_text,
@@ -136,22 +137,17 @@ def reception_open(ctx: click.Context, asn_ids: tuple[str, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def reception_list(ctx: click.Context, as_json: bool) -> None:
-    rows = _client(ctx).call("GET", "/receptions")
-    if as_json:
-        _echo_json(rows)
-        return
-    t = Table(title="Reception sessions")
-    for c in ("session", "status", "ASNs", "opened", "closed", "received", "missing",
-              "unexpected"):
-        t.add_column(c)
-    for r in rows:
+    def row(r: dict[str, Any]) -> list[str]:
         tot = r.get("totals") or {}
         prog = r.get("progress") or {}
-        t.add_row(r["session_id"], r["status"], ", ".join(r["asn_ids"]),
-                  _fmt_time(r["opened_at"]), _fmt_time(r["closed_at"]),
-                  str(tot.get("received", prog.get("received_listed", ""))),
-                  str(tot.get("missing", "")), str(tot.get("unexpected", "")))
-    _console().print(t)
+        return [r["session_id"], r["status"], ", ".join(r["asn_ids"]),
+                _fmt_time(r["opened_at"]), _fmt_time(r["closed_at"]),
+                str(tot.get("received", prog.get("received_listed", ""))),
+                str(tot.get("missing", "")), str(tot.get("unexpected", ""))]
+
+    _list_table(ctx, "/receptions", as_json, "Reception sessions",
+                ("session", "status", "ASNs", "opened", "closed", "received", "missing",
+                 "unexpected"), row)
 
 
 def _open_reception_id(client: ApiClient) -> str:

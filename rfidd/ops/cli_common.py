@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
+from rich.table import Table
 
 from rfidd.client import ApiClient
 from rfidd.console import table_console
@@ -58,3 +60,18 @@ def _write_text(text: str, out: Path) -> None:
     else:
         out.write_text(text, encoding="utf-8")
         click.echo(f"wrote {out}")
+
+
+def _list_table(ctx: click.Context, path: str, as_json: bool, title: str,
+                columns: Sequence[str], row: Callable[[dict[str, Any]], Sequence[str]]) -> None:
+    """A `... list` command: GET `path`; the objects as JSON, or a table of one row each."""
+    rows = _client(ctx).call("GET", path)
+    if as_json:
+        _echo_json(rows)
+        return
+    t = Table(title=title)
+    for col in columns:
+        t.add_column(col)
+    for r in rows:
+        t.add_row(*row(r))
+    _console().print(t)

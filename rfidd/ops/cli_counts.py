@@ -18,6 +18,7 @@ from rfidd.ops.cli_common import (
     _console,
     _echo_json,
     _fmt_time,
+    _list_table,
     _pct,
     _write_text,
 )
@@ -135,21 +136,16 @@ def count_stop(ctx: click.Context, count_id: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def count_list(ctx: click.Context, as_json: bool) -> None:
-    rows = _client(ctx).call("GET", "/counts")
-    if as_json:
-        _echo_json(rows)
-        return
-    t = Table(title="Counts")
-    for c in ("count", "status", "zones", "started", "finished", "expected", "found",
-              "record accuracy"):
-        t.add_column(c)
-    for r in rows:
+    def row(r: dict[str, Any]) -> list[str]:
         tot = r.get("totals") or {}
         found = tot.get("found", (r.get("progress") or {}).get("found", ""))
-        t.add_row(r["session_id"], r["status"], ", ".join(r["zones"]),
-                  _fmt_time(r["started_at"]), _fmt_time(r["finished_at"]), str(r["expected"]),
-                  str(found), _pct(r["record_accuracy"]) if r["status"] == "finished" else "")
-    _console().print(t)
+        return [r["session_id"], r["status"], ", ".join(r["zones"]),
+                _fmt_time(r["started_at"]), _fmt_time(r["finished_at"]), str(r["expected"]),
+                str(found), _pct(r["record_accuracy"]) if r["status"] == "finished" else ""]
+
+    _list_table(ctx, "/counts", as_json, "Counts",
+                ("count", "status", "zones", "started", "finished", "expected", "found",
+                 "record accuracy"), row)
 
 
 @count_group.command("report")

@@ -280,7 +280,8 @@ class CountingService:
                     if self.books is not None:  # one event per item, from the books
                         doc["books"] = B.book_count(self.books, s, final, c.id, c.adopt, now)
                     self.ctx.stage(s, events, [message])
-                    store.finish_count(s, c.id, now, doc, result.accuracy.record)
+                    store.finish_count(s, c.id, now, doc,
+                                       None if c.adopt else result.accuracy.record)
                     self.losses.save_loss_state(s, now)
             except Exception:
                 self.losses.restore_loss_state(loss_before)
@@ -297,6 +298,9 @@ class CountingService:
         doc["trigger"] = c.trigger
         doc["adopt"] = c.adopt
         doc["recount_of"] = c.recount_of
+        if c.adopt:  # the books were made from it, not checked against it: no accuracy
+            doc["accuracy"] = {k: (None if isinstance(v, float) else v)
+                               for k, v in doc["accuracy"].items()}
         for key in ("missing", "misplaced", "unexpected"):
             for entry in doc[key]:
                 entry.update(self.catalog.product(entry["epc"]))

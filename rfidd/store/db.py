@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +44,37 @@ def import_all_models() -> None:
 
 def alembic_config() -> AlembicConfig:
     """Alembic settings from the packaged migrations, independent of the current directory."""
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     return cfg
 
 
 def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+_REVISION = re.compile(r'^(down_revision|revision)\s*(?::[^=]*)?=\s*"([^"]+)"', re.M)
+
+
+def packaged_head() -> str | None:
+    """The newest migration, read from the version files without importing Alembic (and
+    Mako, Pygments: ~11 MiB a daemon would keep for good). None unless the chain has exactly
+    one head; `open_database` then asks Alembic."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        found = dict(_REVISION.findall(path.read_text(encoding="utf-8")))
+        if "revision" not in found:
+            return None
+        revisions.add(found["revision"])
+        if "down_revision" in found:
+            parents.add(found["down_revision"])
+    heads = revisions - parents
+    return next(iter(heads)) if len(heads) == 1 else None
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -105,8 +129,19 @@ class Database:
             yield s
 
     def current_revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
         with self.engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
+
+    def at_revision(self, revision: str) -> bool:
+        """Whether the schema is at exactly `revision` (one plain query, no Alembic)."""
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(text("SELECT version_num FROM alembic_version")).all()
+        except Exception:  # no version table yet (an empty database): not at it
+            return False
+        return [r[0] for r in rows] == [revision]
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -134,6 +169,8 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
 
 def upgrade(database: Database, revision: str = "head") -> None:
     """Run the packaged Alembic migrations up to `revision` inside one transaction."""
+    from alembic import command
+
     cfg = alembic_config()
     with database.engine.begin() as conn:
         cfg.attributes["connection"] = conn
@@ -156,7 +193,7 @@ def open_database(url: str, *, migrate: bool = True, echo: bool = False) -> Data
                             "PostgreSQL: pip install 'rfidd[postgres]'") from exc
     except Exception as exc:
         raise DatabaseError(f"{shown}: {exc}") from exc
-    if migrate:
+    if migrate and not _at_packaged_head(db):
         try:
             before = db.current_revision()
             upgrade(db)
@@ -167,3 +204,8 @@ def open_database(url: str, *, migrate: bool = True, echo: bool = False) -> Data
         if before != after:
             log.info("database %s migrated from %s to %s", shown, before or "empty", after)
     return db
+
+
+def _at_packaged_head(db: Database) -> bool:
+    head = packaged_head()
+    return head is not None and db.at_revision(head)

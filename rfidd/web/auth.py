@@ -20,27 +20,35 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
+from typing import TYPE_CHECKING, Any
 
 from rfidd.config import resolve_secret_file
 from rfidd.config_http import AuthConfig, Role
+
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
 
 log = logging.getLogger("rfidd.web")
 
 ALL_ROLES = frozenset(Role)
 SESSION_COOKIE = "rfidd_session"
 CSRF_HEADER = "x-csrf-token"
-_HASHER = PasswordHasher()
+
+
+@functools.cache
+def _hasher() -> PasswordHasher:
+    """argon2, imported when a PIN is first set or checked (an idle daemon without staff
+    accounts never loads it)."""
+    from argon2 import PasswordHasher
+
+    return PasswordHasher()
 
 
 @functools.cache
 def _dummy_hash() -> str:
     """Verified when the user is unknown, so a wrong name costs as long as a wrong PIN
     (made on first use: an argon2 hash costs a second of a loaded store PC at import)."""
-    return _HASHER.hash("not a pin")
+    return _hasher().hash("not a pin")
 
 
 class AuthSetupError(Exception):
@@ -116,7 +124,7 @@ def add_user(path: Path, name: str, roles: list[Role], secret: str) -> User:
     users = load_users(path) if path.exists() else {}
     old = next((u for u in users.values() if u.name == name), None)
     uid = old.id if old is not None else "s-" + secrets.token_hex(5)
-    users[uid] = User(uid, name, frozenset(roles), _HASHER.hash(secret))
+    users[uid] = User(uid, name, frozenset(roles), _hasher().hash(secret))
     data = {"users": [{"id": u.id, "name": u.name, "roles": sorted(u.roles), "hash": u.hash}
                       for u in users.values()]}
     tmp = path.with_name(path.name + ".tmp")
@@ -244,8 +252,10 @@ class Authenticator:
         """(cookie value, principal) for a right id-or-name and PIN, else None."""
         user = self.users.get(login) or next(
             (u for u in self.users.values() if u.name.casefold() == login.casefold()), None)
+        from argon2.exceptions import InvalidHashError, VerificationError
+
         try:
-            _HASHER.verify(user.hash if user else _dummy_hash(), secret)
+            _hasher().verify(user.hash if user else _dummy_hash(), secret)
         except (VerificationError, InvalidHashError):
             return None
         if user is None:

@@ -23,16 +23,20 @@ from rfidd.config_http import Role
 from rfidd.lifecycle.commands import normalize_epc
 from rfidd.lifecycle.models import LifecycleItem
 from rfidd.store.models import Item, ZonePresence
+from rfidd.web.answers import ERRORS, ErrorAnswer
 from rfidd.web.deps import effective, require
 from rfidd.web.errors import ApiError
 from rfidd.web.floor_feed import FloorFeed, Notice
 from rfidd.web.i18n import Formatter
 from rfidd.web.page import STATIC, _find, _stream, fmt_for
+from rfidd.web.page_answers import EventStream
 
 PREFIX = "/api/v1/floor"
 MAX_HOLDS = 1000  # the holds screen's list, oldest first
 RESOLUTIONS = ("false_alarm", "recovered", "confirmed_loss")
 RSSI_FAR_DBM, RSSI_NEAR_DBM = -80.0, -30.0  # the proximity bar's empty and full ends
+NO_FINDER: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorAnswer, "description": "No such handheld, or it has no find mode."}}
 
 
 class _Out(BaseModel):
@@ -154,7 +158,8 @@ def floor_router(config: Config, ops: Any, lifecycle: Any, feed: FloorFeed,
                  monitor: Any | None) -> APIRouter:
     """`ops`: the daemon's OpsServices; `lifecycle`: the LifecycleService (holds, alerts)."""
     tz = config.site.timezone
-    r = APIRouter(prefix=PREFIX, tags=["floor"], dependencies=[Depends(require(Role.STAFF))])
+    r = APIRouter(prefix=PREFIX, tags=["floor"], dependencies=[Depends(require(Role.STAFF))],
+                  responses=ERRORS)
 
     def product(epc: str) -> dict[str, str]:
         g = ops.catalog.gtin_of(epc)
@@ -275,7 +280,7 @@ def floor_router(config: Config, ops: Any, lifecycle: Any, feed: FloorFeed,
     def desk(request: Request) -> DeskScan:
         return desk_view(fmt_for(request, tz))
 
-    @r.get("/desk/live")
+    @r.get("/desk/live", response_class=EventStream)
     async def desk_live(request: Request) -> StreamingResponse:
         f = fmt_for(request, tz)
         return _stream(request, lambda: desk_view(f).model_dump(), lambda _d: False)
@@ -291,7 +296,7 @@ def floor_router(config: Config, ops: Any, lifecycle: Any, feed: FloorFeed,
     def line(request: Request) -> FloorLine:
         return line_view(fmt_for(request, tz))
 
-    @r.get("/line/live")
+    @r.get("/line/live", response_class=EventStream)
     async def line_live(request: Request) -> StreamingResponse:
         f = fmt_for(request, tz)
         return _stream(request, lambda: line_view(f).model_dump(), lambda _d: False)
@@ -319,7 +324,7 @@ def floor_router(config: Config, ops: Any, lifecycle: Any, feed: FloorFeed,
         return Proximity(reader=reader, epc=st["epc"], ratio=proximity(rssi), rssi_dbm=rssi,
                          text=text)
 
-    @r.post("/find/{reader}")
+    @r.post("/find/{reader}", responses=NO_FINDER)
     def find_start(reader: str, body: FindStart, request: Request) -> Proximity:
         if monitor is None or reader not in finders():
             raise ApiError(404, f"reader {reader!r} has no find mode (handhelds: "
@@ -330,7 +335,7 @@ def floor_router(config: Config, ops: Any, lifecycle: Any, feed: FloorFeed,
             raise ApiError(422, f"epc: {exc}") from None
         return proximity_view(reader, fmt_for(request, tz))
 
-    @r.get("/find/{reader}/live")
+    @r.get("/find/{reader}/live", response_class=EventStream, responses=NO_FINDER)
     async def find_live(reader: str, request: Request) -> StreamingResponse:
         f = fmt_for(request, tz)
         proximity_view(reader, f)  # a 404 now, not an error event later

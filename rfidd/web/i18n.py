@@ -7,9 +7,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from babel.dates import format_datetime
-from babel.numbers import format_currency, format_decimal, format_percent
-
 LANGS = ("fr", "en")
 LOCALES = {"fr": "fr_FR", "en": "en_GB"}
 
@@ -146,22 +143,32 @@ class Formatter:
         return {k: v[self.lang] for k, v in WORDS.items()}
 
     def number(self, n: float | int) -> str:
+        from babel.numbers import format_decimal
+
         return format_decimal(n, locale=self.locale)
 
     def percent(self, ratio: float | None) -> str:
+        from babel.numbers import format_percent
+
         return "—" if ratio is None else format_percent(ratio, "#,##0.0%", locale=self.locale)
 
     def money(self, amount: Decimal | str | float, currency: str) -> str:
+        from babel.numbers import format_currency
+
         return format_currency(Decimal(str(amount)), currency, locale=self.locale)
 
     def when(self, t: float | None) -> str:
         if t is None:
             return ""
         dt = datetime.fromtimestamp(t, UTC).astimezone(self.tz)
+        from babel.dates import format_datetime
+
         return format_datetime(dt, "short", tzinfo=self.tz, locale=self.locale)
 
     def day(self, t: float) -> str:
         dt = datetime.fromtimestamp(t, UTC).astimezone(self.tz)
+        from babel.dates import format_datetime
+
         return format_datetime(dt, "d MMM", tzinfo=self.tz, locale=self.locale)
 
     def found_of(self, found: int, expected: int) -> str:

@@ -11,11 +11,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import pygal
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pygal.style import Style
 from starlette.concurrency import run_in_threadpool
 
 from rfidd.config import Config
@@ -30,9 +28,6 @@ STATIC = Path(__file__).parent / "static"
 LIVE_INTERVAL_S = 1.0  # tests set it small
 LANG_COOKIE = "rfidd_lang"
 _STAFF = require(Role.STAFF)
-_CHART_STYLE = Style(background="transparent", plot_background="transparent",
-                     font_family="system-ui, sans-serif", colors=("#1f6f5c", "#c0392b",
-                                                                  "#d68910", "#2e86c1"))
 
 
 def fmt_for(request: Request, timezone: str) -> Formatter:
@@ -156,7 +151,7 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
     def accuracy_chart(request: Request) -> Response:
         f = fmt_for(request, tz)
         rows = [r for r in ops.counting.counts() if r.get("totals")][:12][::-1]
-        chart = _chart(pygal.Line, f.t("count_accuracy"), range_=(0, 100))
+        chart = _chart("Line", f.t("count_accuracy"), range_=(0, 100))
         chart.x_labels = [f.day(r["started_at"]) for r in rows]
         chart.add(f.t("accuracy"), [round(100 * (_ratio(r["totals"]) or 0), 1) for r in rows])
         return _svg(chart)
@@ -169,7 +164,7 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
         weeks = [(end - (i + 1) * 7 * 86400, end - i * 7 * 86400) for i in range(6)][::-1]
         docs = [ops.exits.shrinkage(a, b).to_dict() for a, b in weeks]
         names = sorted({k for d in docs for k in d[key]})
-        chart = _chart(pygal.StackedBar, f.t("shrinkage_category" if key == "by_category"
+        chart = _chart("StackedBar", f.t("shrinkage_category" if key == "by_category"
                                              else "shrinkage_zone"))
         chart.x_labels = [f.day(a) for a, _ in weeks]
         for n in names:
@@ -239,9 +234,17 @@ def _find(q: str, ops: Any, lifecycle: Any | None, f: Formatter) -> list[dict[st
     return out
 
 
-def _chart(kind: Any, title: str, range_: tuple[int, int] | None = None) -> Any:
+def _chart(kind: str, title: str, range_: tuple[int, int] | None = None) -> Any:
+    """A pygal chart of class `kind`. pygal is imported when a chart is first drawn: a daemon
+    nobody looks at does not keep it (~6 MiB)."""
+    import pygal
+    from pygal.style import Style
+
+    style = Style(background="transparent", plot_background="transparent",
+                  font_family="system-ui, sans-serif",
+                  colors=("#1f6f5c", "#c0392b", "#d68910", "#2e86c1"))
     # js=[]: pygal's default loads its tooltip script from a CDN; the page must work offline.
-    chart = kind(title=title, style=_CHART_STYLE, js=[], width=640, height=300,
+    chart = getattr(pygal, kind)(title=title, style=style, js=[], width=640, height=300,
                  show_legend=True, legend_at_bottom=True, disable_xml_declaration=True,
                  range=range_, print_values=False)
     return chart

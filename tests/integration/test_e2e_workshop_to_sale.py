@@ -286,7 +286,8 @@ accept_unknown = true
     def start(self) -> None:
         for p in (self.hq, self.ws, self.st):
             p.start()
-        wait(lambda: http_ready(self.hq_api, self.hq, self.hq_call), 30, "HQ's HTTP API")
+        # HQ's web interface starts last (after FastAPI's imports): slow on a loaded machine.
+        wait(lambda: http_ready(self.hq_api, self.hq, self.hq_call), 90, "HQ's HTTP API")
         wait(lambda: http_ready(self.ws_api, self.ws), 30, "the workshop's HTTP API")
         wait(lambda: http_ready(self.st_api, self.st), 30, "the store's HTTP API")
 

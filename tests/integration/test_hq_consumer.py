@@ -598,7 +598,8 @@ def test_run_command_serves_http_and_stops_on_sigterm(
             except OSError:
                 return False
 
-        wait_until("the API and the broker connection", up)
+        # The web interface comes up last, after FastAPI's imports: slow on a loaded machine.
+        wait_until("the API and the broker connection", up, timeout=90)
         item = epc(5000)
         feed["pub"].send(f"{feed['prefix']}/st-01/epcis", document(
             event([item], T0, "receiving", "sellable_not_accessible", ST_SGLN)))

@@ -1,5 +1,5 @@
 """HQ storage at scale: monthly partitions (PostgreSQL), eventID dedup through `hq_event_ids`,
-MATCH_epc filtered in SQL so pages are full, the hq0003 -> hq0004 upgrade with data in it,
+MATCH_epc filtered in SQL so pages are full, the upgrade to hq0005_hq_partitions with data in it,
 and `rfidd hq bench` end to end at a smoke size (no figure is compared with anything).
 """
 
@@ -186,7 +186,8 @@ def test_two_writers_racing_on_the_same_events_store_each_once(pg_store: HqStore
 
 
 def _old_schema_rows(store: HqStore) -> list[dict[str, Any]]:
-    """Rows as hq0003 held them (inserted by SQL: the writer of today no longer fits)."""
+    """Rows as the previous revision held them (inserted by SQL: today's writer no longer
+    fits)."""
     out = []
     for i, e in enumerate([obj([X], T0 - timedelta(days=40)), packed_in(X, T0),
                            obj([X, "urn:epc:id:sgtin:0614141.107346.2"], T0 + timedelta(days=1)),
@@ -198,10 +199,10 @@ def _old_schema_rows(store: HqStore) -> list[dict[str, Any]]:
     return out
 
 
-def test_upgrade_from_hq0003_keeps_the_events_and_their_ids(db_url: str) -> None:
+def test_upgrade_from_the_previous_revision_keeps_the_events_and_their_ids(db_url: str) -> None:
     s = HqStore.open(db_url, migrate=False)
     try:
-        s.upgrade("hq0003")
+        s.upgrade("hq0004_subscriptions")
         old = _old_schema_rows(s)
         old_epcs = sa.table("hq_event_epcs", sa.column("event_id"), sa.column("epc"),
                             sa.column("event_time", sa.DateTime(timezone=True)))
@@ -244,10 +245,9 @@ def test_upgrade_from_hq0003_keeps_the_events_and_their_ids(db_url: str) -> None
             cfg = alembic_config()
             with s.engine.begin() as conn:
                 cfg.attributes["connection"] = conn
-                command.downgrade(cfg, "hq0003")
+                command.downgrade(cfg, "hq0004_subscriptions")
             with s.engine.connect() as c:
-                assert not c.execute(text(
-                    "SELECT EXISTS (SELECT 1 FROM pg_partitioned_table)")).scalar()
+                assert not partitions.is_partitioned(c)  # this schema's hq_events
                 assert c.execute(text("SELECT count(*) FROM hq_events")).scalar() == 5
     finally:
         s.dispose()

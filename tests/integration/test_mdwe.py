@@ -219,8 +219,6 @@ url = "{broker}"
 share_group = ""
 relay_asns = false
 client_id = "hq-mdwe-{uuid.uuid4().hex[:6]}"
-[http]
-enabled = false
 [sites]
 accept_unknown = true
 [epcis]

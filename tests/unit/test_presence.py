@@ -406,3 +406,41 @@ def test_touched_since_survives_a_sweep_over_a_paused_zone() -> None:
     assert {r.epc for r in t.touched_since(mark)} == {f"BB{i:02d}" for i in range(5)}
     assert {r.epc for r in t.sweep(200.0)} == {f"AA{i:02d}" for i in range(3)} | {
         f"BB{i:02d}" for i in range(5)}
+
+
+def test_a_zone_first_seen_by_a_move_is_that_items_zone_for_the_rest_of_the_batch() -> None:
+    """The zone index is cached per reader batch: a zone indexed by a move mid-batch must not
+    look foreign to the next read (it made a move from 'floor' to 'floor')."""
+    tr = tracker(move_margin_db=0.0)
+    tr.observe([r(A, "stock", None, T0)])
+    got = tr.observe([r(A, "floor", None, T0 + 1), r(A, "floor", None, T0 + 1)])
+    assert got == [PresenceChange(ChangeKind.MOVED, A, "floor", "stock", T0 + 1)]
+
+
+def test_a_departed_items_record_is_reused_clean() -> None:
+    tr = tracker(departure_s=10.0, move_margin_db=0.0)
+    tr.observe([r(A, "stock", -50, T0), r(A, "floor", -70, T0)])  # A straddles two zones
+    assert [c.epc for c in tr.sweep(T0 + 20)] == [A]
+    tr.observe([r(B, "fitting", None, T0 + 30, count=2)])
+    assert tr.get(B) == PresenceRow(B, "fitting", T0 + 30, T0 + 30, 2, None)
+    # B inherits nothing of A's other zones: a floor read is a fresh other zone, no RSSI.
+    assert tr.observe([r(B, "floor", None, T0 + 31)])[0].from_zone == "fitting"
+
+
+def test_a_nan_rssi_counts_as_no_rssi() -> None:
+    tr = tracker()
+    tr.observe([r(A, "stock", -60, T0)])
+    tr.observe([r(A, "stock", float("nan"), T0 + 1)])
+    row = tr.get(A)
+    assert row is not None and row.rssi_dbm == -60 and row.read_count == 2
+
+
+def test_many_items_past_one_block_of_records() -> None:
+    tr = tracker(departure_s=10.0)
+    epcs = [f"{i:024X}" for i in range(5000)]
+    tr.observe([r(e, "stock", -60, T0) for e in epcs])
+    tr.observe([r(e, "floor", -60, T0 + 8) for e in epcs[::2]])
+    assert len(tr) == 5000 and tr.zone_counts() == {"stock": 5000}
+    assert len(tr.sweep(T0 + 15)) == 2500
+    assert tr.zone_counts() == {"stock": 2500}
+    assert {row.epc for row in tr.snapshot()} == set(epcs[::2])
