@@ -121,3 +121,14 @@ def record_skips(
              "received_at": r.received_at})
         alerts.append(payload)
     return alerts
+
+
+def take_skips(conn: Connection, msgs: list[SiteMessageRow],
+               insert: Callable[[Any], Any]) -> list[SiteMessageRow]:
+    """Record the skips among a batch's site messages (after its events: a loss is what HQ
+    still lacks); returns the other messages."""
+    from rfidd.hq.gaps import find_gaps
+
+    record_skips(conn, [m for m in msgs if m.kind == SKIP_KIND], insert,
+                 lambda c, site, a, b: find_gaps(c, site, a, b, honour_skips=False))
+    return [m for m in msgs if m.kind != SKIP_KIND]

@@ -333,14 +333,10 @@ class HqStore:
                 inserted = self._insert_events(conn, rows, batch.received_at)
             stored = len(inserted)
             self._update_sites(conn, batch)
-            skips = [m for m in site_messages if m.kind == "seq_skip"]
-            if skips:  # after this batch's events: a loss is what HQ still lacks
-                from rfidd.hq.gaps import find_gaps
-                from rfidd.hq.skips import record_skips
+            if any(m.kind == "seq_skip" for m in site_messages):  # after this batch's events
+                from rfidd.hq.skips import take_skips
 
-                site_messages = [m for m in site_messages if m.kind != "seq_skip"]
-                record_skips(conn, skips, self._insert, lambda c, site, a, b: find_gaps(
-                    c, site, a, b, honour_skips=False))
+                site_messages = take_skips(conn, site_messages, self._insert)
             messages_stored = self._insert_site_messages(conn, site_messages)
             for site in sorted({ev.site for ev in rows if ev.seq is not None}
                                | set(batch.heads)):
