@@ -49,6 +49,7 @@ from rfidd.reader_host import HostedReader, ReaderHost, build_readers
 from rfidd.reader_monitor import ReaderMonitor
 from rfidd.replay import ReplayService
 from rfidd.sdnotify import Notifier
+from rfidd.seq_restore import continue_sequence
 from rfidd.site_health import SiteHealth
 from rfidd.store import repo
 from rfidd.store.db import Database, DatabaseError, open_database
@@ -74,6 +75,7 @@ class Timings:
     overdue_check_s: float = 900.0
     ingest_stuck_s: float = 300.0
     seq_head_s: float = 30.0  # how often, at most, the retained sequence head is republished
+    restore_head_wait_s: float = 30.0  # after a restore: how long the start waits for the broker
 
 
 @dataclass
@@ -165,6 +167,9 @@ class Daemon:
     def _start_hq_link(self) -> None:
         cfg = self.config
         assert self.db is not None
+        # Before anything is journaled or published: never reuse a number HQ already holds.
+        continue_sequence(self.db, cfg.mqtt, cfg.site.id,
+                          wait_s=self.timings.restore_head_wait_s)
         self.command_guard = CommandGuard(cfg.site.id, cfg.mqtt.require_signed_commands,
                                           cfg.mqtt.command_public_key_file)
         self.hq = HqLink(

@@ -33,8 +33,12 @@ AFTER_RESTORE = """\
 After a restore:
   1. Start rfidd (systemctl start rfidd): the schema is upgraded at start if the backup is older.
   2. HQ: events made after the backup are gone from this site's journal, but HQ stored them
-     (eventID dedup). Ask HQ to check this site's feed for gaps (HQ backfill), and expect the
-     site's outbox to resend what was unsent at backup time: HQ drops the duplicates.
+     (eventID dedup). At its next start rfidd reads its retained sequence head from the broker
+     (up to 30 s; without a broker it jumps far ahead) and numbers new events above anything it
+     numbered before, announcing the numbers it skipped: HQ does not wait for them and alerts
+     (sequence_lost) with the ranges it never received, which no site still has. The outbox
+     resends what was unsent at backup time: HQ drops the duplicates. HQ backfill
+     (rfidd hq backfill --since ...) fills whatever else HQ lacks of the restored journal.
   3. Readers re-sync by themselves: presence is re-learnt from the next reads (items not read
      within presence.departure_s after the start depart). Run a full cycle count of every zone
      (rfidd ops count start ...) before trusting shrinkage and replenishment figures.
@@ -224,10 +228,13 @@ def restore_command(file: Path, config_file: Path) -> None:
         click.echo(str(exc), err=True)
         sys.exit(EX_USAGE if "PostgreSQL" in str(exc) else EX_DATAERR)
     from rfidd.store.db import DatabaseError, open_database
+    from rfidd.store.sequence import mark_restored
 
     try:
         db = open_database(cfg.database.url)  # the schema of this version
         after = db.current_revision()
+        with db.write() as s:  # the next start continues the sequence above HQ's numbers
+            mark_restored(s, time.time())
         db.dispose()
     except DatabaseError as exc:
         click.echo(f"restored, but the schema upgrade failed: {exc}", err=True)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from rfidd.hq.config import HqMqttConfig
 from rfidd.hq.documents import DocumentError, parse_document
+from rfidd.hq.skips import parse_skips
 from rfidd.hq.store import Batch, SiteMessageRow, StatusRow
 
 if TYPE_CHECKING:
@@ -135,6 +136,8 @@ class FeedParser:
         head = body.get("published_through") if isinstance(body, dict) else None
         if isinstance(head, bool) or not isinstance(head, int) or not 0 <= head < 2**63:
             raise ValueError(f"sequence head {str(head)[:40]!r} is not a number >= 0")
+        # A restored site's skipped numbers: HQ stops waiting for them, reports what it lacks.
+        batch.site_messages.extend(parse_skips(site, body.get("skipped"), msg.received_at))
         batch.heads[site] = max(head, batch.heads.get(site, 0))
 
     def _add_epcis(self, msg: _Incoming, site: str, batch: Batch) -> None:

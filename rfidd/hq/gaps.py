@@ -57,10 +57,18 @@ class SiteSequence:
 
 
 def find_gaps(conn: Connection, site: str, contiguous: int, head: int,
-              limit: int = MAX_RANGES) -> list[tuple[int, int]]:
-    """Missing numbers in (contiguous, head], as at most `limit` inclusive ranges."""
+              limit: int = MAX_RANGES, *, honour_skips: bool = True) -> list[tuple[int, int]]:
+    """Missing numbers in (contiguous, head], as at most `limit` inclusive ranges; without
+    the numbers the site declared skipped (rfidd.hq.skips) unless `honour_skips` is False."""
     if head <= contiguous:
         return []
+    if honour_skips:
+        from rfidd.hq.skips import skip_ranges, without_skips
+
+        skips = skip_ranges(conn, site)
+        if skips:
+            return without_skips(find_gaps(conn, site, contiguous, head, limit,
+                                           honour_skips=False), skips)[:limit]
     e = hq_events
     in_range = (e.c.site == site, e.c.seq > contiguous, e.c.seq <= head)
     first = conn.execute(select(func.min(e.c.seq)).where(*in_range)).scalar()

@@ -333,6 +333,10 @@ class HqStore:
                 inserted = self._insert_events(conn, rows, batch.received_at)
             stored = len(inserted)
             self._update_sites(conn, batch)
+            if any(m.kind == "seq_skip" for m in site_messages):  # after this batch's events
+                from rfidd.hq.skips import take_skips
+
+                site_messages = take_skips(conn, site_messages, self._insert)
             messages_stored = self._insert_site_messages(conn, site_messages)
             for site in sorted({ev.site for ev in rows if ev.seq is not None}
                                | set(batch.heads)):
@@ -394,6 +398,9 @@ class HqStore:
         start = c = int(conn.execute(select(hq_sites.c.contiguous_seq)
                                      .where(hq_sites.c.site == site)).scalar() or 0)
         e = hq_events
+        from rfidd.hq.skips import skip_ranges
+
+        skips = skip_ranges(conn, site)  # declared skipped: nothing to wait for there
         while True:
             seqs = conn.execute(select(e.c.seq).where(e.c.site == site, e.c.seq > c)
                                 .order_by(e.c.seq).limit(1000)).scalars().all()
@@ -405,6 +412,10 @@ class HqStore:
             else:
                 if len(seqs) == 1000:
                     continue
+            over = max((b for a, b in skips if a <= c + 1 <= b), default=None)
+            if over is not None:
+                c = over
+                continue
             break
         if c > start:
             greatest = func.greatest if self.dialect == "postgresql" else func.max

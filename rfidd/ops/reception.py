@@ -36,6 +36,7 @@ from inventory.reception import ReceptionSession
 from inventory.reports import reception_csv, to_csv
 from rfidd.config import ZoneKind
 from rfidd.context import ServiceContext
+from rfidd.lifecycle.alerts import AlertWorkflow
 from rfidd.lifecycle.authenticity import TagAuthenticity
 from rfidd.lifecycle.messages import cloned_tag
 from rfidd.ops import store
@@ -63,6 +64,16 @@ class _Reception:
     reads: dict[str, tuple[float, str]] = field(default_factory=dict)  # epc -> (first, zone)
     tids: dict[str, tuple[str, ...]] = field(default_factory=dict)  # epc -> TIDs read with it
     last_new_read: float = field(default_factory=time.time)  # opened, or the latest new item
+
+
+@dataclass(frozen=True, slots=True)
+class _CloneAlert:
+    """A cloned tag found at reception, for the site's alert workflow (id = the HQ alert's)."""
+
+    alert_id: str
+    epc: str
+    zone: str | None
+    detail: dict[str, Any]
 
 
 class ReceptionService:
@@ -332,13 +343,16 @@ class ReceptionService:
             report = rec.session.close(at=now)
             events, upserts = self._receiving_events(rec)
             doc = report.to_dict()
-            doc["authenticity"], clones = self._tag_checks(rec, report.received, now)
+            doc["authenticity"], clones, alerts = self._tag_checks(rec, report.received, now)
             message = repo.Message(REPORT_STREAM, self.ctx.topic("reports", "reception"), doc,
                                    event_id=stable_event_id(self.site_id, "reception_report",
                                                             rec.id))
             try:
                 with self.ctx.transaction() as s:
                     self.ctx.stage(s, events, [message, *clones], upserts)
+                    for a in alerts:  # staff acknowledge and resolve it, as at a return desk
+                        AlertWorkflow.raise_alert(s, a.alert_id, "cloned_tag", a.epc, a.zone,
+                                                  now, detail=a.detail)
                     store.close_reception(s, rec.id, now, doc)
             except Exception:
                 rec.session.closed_at = None  # still open: reads keep feeding it, retry later
@@ -350,16 +364,18 @@ class ReceptionService:
         return doc
 
     def _tag_checks(self, rec: _Reception, received: Sequence[str], now: float
-                    ) -> tuple[dict[str, Any], list[repo.Message]]:
+                    ) -> tuple[dict[str, Any], list[repo.Message], list[_CloneAlert]]:
         """The received items' chips against the ASNs' commissioning TIDs: a section of the
-        report (counts per verdict, each clone named) and a cloned_tag alert per clone. A
-        clone is flagged, not refused: the carton is here; staff and HQ decide."""
+        report (counts per verdict, each clone named) and a cloned_tag alert per clone, for HQ
+        and for the site's alert workflow. A clone is flagged, not refused: the carton is
+        here; staff and HQ decide."""
         if self.authenticity is None:
-            return {"checked": False}, []
+            return {"checked": False}, [], []
         bound = {e: tid for a in rec.asns for e, tid in a.tids}
         counts: dict[str, int] = {v.value: 0 for v in Verdict}
         clones: list[dict[str, Any]] = []
         messages: list[repo.Message] = []
+        alerts: list[_CloneAlert] = []
         for epc in received:
             seen = tuple(dict.fromkeys((*rec.tids.get(epc, ()),
                                         *self.authenticity.read_now(epc))))
@@ -369,9 +385,14 @@ class ReceptionService:
                 zone = rec.reads.get(epc, (now, None))[1]
                 clones.append({"epc": epc, "bound_tid": chk.bound, "read_tids": list(chk.seen),
                                "message": chk.reason()})
-                messages.append(cloned_tag(self.site_id, chk, "reception", now, txn=rec.id,
-                                           zone=zone, source="reception"))
-        return {"checked": True, "counts": counts, "cloned": clones}, messages
+                msg = cloned_tag(self.site_id, chk, "reception", now, txn=rec.id, zone=zone,
+                                 source="reception")
+                messages.append(msg)
+                alerts.append(_CloneAlert(msg.event_id or "", epc, zone, {
+                    "point": "reception", "step": "receiving", "txn": rec.id,
+                    "bound_tid": chk.bound, "read_tids": list(chk.seen),
+                    "message": chk.reason()}))
+        return {"checked": True, "counts": counts, "cloned": clones}, messages, alerts
 
     def _receiving_events(self, rec: _Reception) -> tuple[list[ItemEvent], list[repo.ItemUpsert]]:
         """One `receiving` event per received item, from the lifecycle rules (desadv = ASN)."""

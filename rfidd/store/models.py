@@ -130,6 +130,24 @@ class EventSequence(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     last_seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # Set by `rfidd restore`: the numbers after last_seq may already be HQ's; cleared at the
+    # start that continued the sequence after the highest number ever announced.
+    restored_at: Mapped[float | None] = mapped_column(Float)
+
+
+class SequenceSkip(Base):
+    """Numbers the site jumped over (after a restore): never used again, announced to HQ."""
+
+    __tablename__ = "sequence_skips"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    first_seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    last_seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    reason: Mapped[str] = mapped_column(String(200), nullable=False)
+    # The highest number the site had announced before the restore (None: unknown): HQ
+    # counts every number up to it that it lacks in the skip as lost.
+    used_through: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)
 
 
 class OutboxMessage(Base):

@@ -12,7 +12,7 @@ import time
 from sqlalchemy import Table, func, literal, select
 from sqlalchemy.orm import Session
 
-from .models import Event, EventSequence, OutboxMessage
+from .models import Event, EventSequence, OutboxMessage, SequenceSkip
 
 EPCIS_STREAM = "epcis"
 EPCIS_TOPIC = "epcis"
@@ -85,3 +85,58 @@ def queue_replay(session: Session, first: int, last: int, now: float | None = No
     )
     ins = o.insert().from_select(["stream", "topic", "payload", "created_at", "seq"], src)
     return len(session.execute(ins.returning(o.c.id)).all())
+
+
+# -- after a restore ---------------------------------------------------------------------------
+# Numbers a restored site may have used after its backup, beyond the highest it announced: the
+# retained head is republished at most every head interval, so a daemon killed between two
+# announcements numbered more than it said. Far above what one interval can number.
+RESTORE_MARGIN = 100_000
+# No head to learn (no broker at start, none retained): the backup may be weeks old, so jump
+# far; numbers are cheap (BigInteger) and HQ reports a loss only among numbers it saw.
+RESTORE_JUMP_UNKNOWN = 10_000_000
+
+
+def mark_restored(session: Session, at: float) -> None:
+    """`rfidd restore`: the numbers after this database's last_seq may already be HQ's."""
+    t: Table = EventSequence.__table__  # type: ignore[assignment]
+    take_seq(session, 0)  # the counter row exists
+    session.execute(t.update().where(t.c.id == 1).values(restored_at=at))
+
+
+def restored_at(session: Session) -> float | None:
+    """When the database was restored and its sequence not yet continued (None: it was)."""
+    t = EventSequence.__table__
+    v = session.execute(select(t.c.restored_at).where(t.c.id == 1)).scalar_one_or_none()
+    return float(v) if v is not None else None
+
+
+def continue_after_restore(session: Session, announced: int | None, reason: str,
+                           now: float, *, exact: bool = False) -> tuple[int, int] | None:
+    """Continue the sequence above anything the site may have numbered before the restore:
+    above `announced` (the highest number of its retained head) plus RESTORE_MARGIN (none if
+    `exact`: the head of a clean stop), or RESTORE_JUMP_UNKNOWN above the restored last_seq
+    when the head is unknown (None). The numbers jumped over are a known skip (never used
+    again, announced to HQ with `reason`); clears the restored mark. Returns the skip (first,
+    last), None when nothing was numbered after the backup."""
+    t: Table = EventSequence.__table__  # type: ignore[assignment]
+    local = take_seq(session, 0) - 1
+    target = (local + RESTORE_JUMP_UNKNOWN if announced is None
+              else max(local, announced + (0 if exact else RESTORE_MARGIN)))
+    session.execute(t.update().where(t.c.id == 1).values(last_seq=target, restored_at=None))
+    if target == local:
+        return None
+    session.add(SequenceSkip(first_seq=local + 1, last_seq=target, reason=reason[:200],
+                             used_through=announced, created_at=now))
+    return local + 1, target
+
+
+def skips(session: Session, limit: int = 20) -> list[tuple[int, int, str, int | None]]:
+    """The latest known skips (first, last, reason, used_through), oldest first: announced
+    with the head so HQ never waits for them and reports what it lacks among those used."""
+    rows = session.execute(
+        select(SequenceSkip.first_seq, SequenceSkip.last_seq, SequenceSkip.reason,
+               SequenceSkip.used_through)
+        .order_by(SequenceSkip.id.desc()).limit(limit)).all()
+    return [(int(a), int(b), str(r), None if u is None else int(u))
+            for a, b, r, u in reversed(rows)]

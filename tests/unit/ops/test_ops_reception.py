@@ -212,3 +212,13 @@ def test_reception_checks_the_chips_against_the_asn_bindings(
     assert ctx.metrics.registry.get_sample_value("rfidd_alerts_total",
                                                  {"kind": "cloned_tag"}) == 1
     assert {r["epc"] for r in report["received"]} == {e1, e2, e3, e4}  # received all the same
+    # In the site's alert workflow too (`rfidd alerts list`), under the HQ message's id.
+    from rfidd.lifecycle.models import AlertRecord
+
+    with ctx.db.session() as s:
+        rows = s.scalars(select(AlertRecord)).all()
+        ids = set(s.scalars(select(repo.OutboxMessage.event_id)
+                            .where(repo.OutboxMessage.topic == "alerts")))
+        assert [(r.kind, r.epc, r.state, r.alert_id in ids) for r in rows] == [
+            ("cloned_tag", e2, "open", True)]
+        assert json.loads(rows[0].detail or "{}")["read_tids"] == [clone]
