@@ -224,14 +224,14 @@ class Ingestor:
         zone_reads: list[ZoneRead] = []
         decoded: dict[str, DecodedEpc] = {}
         # The ingest thread is the tracker's only writer: it may read it without the lock.
-        known = self.tracker.knows
+        known = self.tracker.known
         n = 0
         for reader, reads in batch:
             self.stats.batches += 1
             n += len(reads)
-            # Which EPCs are known, in one C loop: at a million items each lookup is a cache
-            # miss, and a tight loop lets the CPU overlap them instead of paying each in turn.
-            present = list(map(known, [r.epc for r in reads]))
+            # Which EPCs are known, in C loops: at a million items each lookup is a cache miss,
+            # and a tight loop lets the CPU overlap them instead of paying each in turn.
+            present = known([r.epc for r in reads])
             for r, is_known in zip(reads, present, strict=True):
                 zone = self.zone_of.get((reader, r.antenna))
                 if zone is None:
