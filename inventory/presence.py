@@ -20,7 +20,7 @@ from array import array
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from itertools import repeat
-from operator import add, and_
+from operator import add, and_, attrgetter
 
 from inventory.presence_keys import Key, epc_key, epc_keys, epc_of
 
@@ -100,16 +100,18 @@ _NO_RSSI = float("nan")
 """An absent RSSI in a record (a NaN read is taken as no RSSI: it compares as nothing)."""
 
 # One item's record in `PresenceTracker._rec`, `_STRIDE` doubles. All doubles: counts and
-# batch numbers are exact up to 2**53, zone indexes far below.
-_ZONE, _ZONE_SEEN, _LAST_SEEN, _RSSI, _COUNT, _BATCH, _SINCE = range(7)
-_STRIDE = 7
-# Records live in pages of `_PAGE`; an item's place in its page is its key's hash modulo
-# `_PAGE`, so the dict maps a key to its page's base offset, one int shared by the page's items
-# (a boxed int per item would be another 32 bytes of a million-item store).
+# batch numbers are exact up to 2**53, zone indexes far below. `_ORDER` is the tracker's clock
+# when the item last took its place at the end of the recency order.
+_ZONE, _ZONE_SEEN, _LAST_SEEN, _RSSI, _COUNT, _BATCH, _SINCE, _ORDER = range(8)
+_STRIDE = 8
+# Records live in pages of `_PAGE`; an item's place in its page comes from its key's hash, so
+# the dict maps a key to its page's base offset, one int shared by the page's items (a boxed
+# int per item would be another 32 bytes of a million-item store). `hash(key) & _PLACE` is the
+# record's offset from its page's base (bits 3-10 of the hash, times the stride of 8).
 _PAGE = 256
-_MASK = _PAGE - 1
-_POS = [p * _STRIDE for p in range(_PAGE)]  # place in the page -> offset from the page base
+_PLACE = (_PAGE - 1) * _STRIDE
 _EMPTY_PAGE = array("d", bytes(8 * _STRIDE * _PAGE))
+_seen_at = attrgetter("seen_at")
 
 
 class PresenceTracker:
@@ -118,14 +120,18 @@ class PresenceTracker:
     `rssi_alpha` is the EWMA weight of a new RSSI sample. A zone's smoothing restarts when it
     has not seen the item for `move_margin_decay_s` (an old reading says nothing about now).
 
-    Memory (a store holds up to a million items): one dict key -> record page, in recency
-    order (least recently read first: the departure sweep stops early; re-inserting moves an
-    item to the end), the key being the EPC's bytes (`presence_keys`), and each item's record —
-    zone index, times, RSSI, read count, batch — as seven doubles side by side in one `array`
-    (56 bytes, one or two cache lines: a re-read at a million items costs a few cache misses,
-    not one per boxed field), at a place in its page fixed by its key's hash. Records of
-    departed items are reused; other zones that see an item are kept only for items straddling
-    zones.
+    Memory (a store holds up to a million items): one dict key -> record page, the key being
+    the EPC's bytes (`presence_keys`), and each item's record — zone index, times, RSSI, read
+    count, batch — as eight doubles side by side in one `array` (64 bytes: a re-read at a
+    million items costs a few cache misses, not one per boxed field), at a place in its page
+    fixed by its key's hash. Records of departed items are reused; other zones that see an item
+    are kept only for items straddling zones.
+
+    The dict is in recency order, coarsely: an item read again goes to the end only if it last
+    went there more than `_order_slack_s` ago (re-inserting on every read was a quarter of a
+    re-read's cost), so an item's last read is at most that slack after its `_ORDER`. The
+    departure sweep walks from the front and stops at the first item placed after the cutoff:
+    O(departures + items read just once within the slack), not O(items).
     """
 
     def __init__(
@@ -157,6 +163,13 @@ class PresenceTracker:
         # Other zones that see an item (offset -> zone -> state): only items straddling zones.
         self._others: dict[int, dict[str, _Seen]] = {}
         self._batch = 0
+        self._clock = float("-inf")  # the latest read time processed: `_ORDER`'s clock
+        self._order_slack_s = min(departure_s / 16, 60.0)
+        self._mark_clocks: dict[int, float] = {}  # marks handed out -> the clock then
+        # How far the read that placed an item may lag `_ORDER` (reads of one batch span a
+        # little time; a reader's clock may run late): every item's last read is at least
+        # its `_ORDER` less this, which is what lets the sweep stop early and still be exact.
+        self._lag = 0.0
 
     # -- records ---------------------------------------------------------------------------------
 
@@ -169,20 +182,22 @@ class PresenceTracker:
         return int(ix)
 
     def _offset(self, key: Key) -> int:
-        return self._slots[key] + _POS[hash(key) & _MASK]
+        return self._slots[key] + (hash(key) & _PLACE)
 
     def _new_record(self, key: Key, zone: str, since: float, zone_seen: float,
-                    last_seen: float, rssi: float | None, count: int, batch: float) -> int:
-        """Store a record for `key` (not present) and enter it in the dict; returns its offset."""
+                    last_seen: float, rssi: float | None, count: int, batch: float,
+                    order: float) -> int:
+        """Store a record for `key` (not present) and enter it at the end of the dict; returns
+        its offset."""
         zi = self._zone_index(zone)
         rec = (float(zi), zone_seen, last_seen, _NO_RSSI if rssi is None else rssi,
-               float(count), float(batch), since)
-        place = hash(key) & _MASK
-        free = self._free[place]
+               float(count), float(batch), since, order)
+        place = hash(key) & _PLACE
+        free = self._free[place >> 3]
         if not free:
             self._new_page()
         base = free.pop()
-        o = base + _POS[place]
+        o = base + place
         self._rec[o:o + _STRIDE] = array("d", rec)
         self._counts[zi] += 1
         self._slots[key] = base
@@ -200,12 +215,12 @@ class PresenceTracker:
     def _drop(self, key: Key) -> int:
         """Forget an item; returns the zone index it was in."""
         base = self._slots.pop(key)
-        place = hash(key) & _MASK
-        o = base + _POS[place]
+        place = hash(key) & _PLACE
+        o = base + place
         zi = int(self._rec[o + _ZONE])
         self._counts[zi] -= 1
         self._others.pop(o, None)
-        self._free[place].append(base)
+        self._free[place >> 3].append(base)
         return zi
 
     def _rssi_at(self, o: int) -> float | None:
@@ -214,8 +229,19 @@ class PresenceTracker:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def observe(self, reads: Iterable[ZoneRead]) -> list[PresenceChange]:
+    def keys(self, epcs: list[str]) -> list[Key]:
+        """The tracker's keys of a batch's EPCs (for `known_keys` and `observe`)."""
+        return epc_keys(epcs)
+
+    def known_keys(self, keys: list[Key]) -> list[bool]:
+        """`epc in tracker` for each key of a reader's batch, in one C loop (at a million
+        items each lookup is a cache miss; a tight loop lets the CPU overlap them)."""
+        return list(map(self._slots.__contains__, keys))
+
+    def observe(self, reads: Iterable[ZoneRead],
+                keys: list[Key] | None = None) -> list[PresenceChange]:
         """Apply a batch of reads; returns moves (in read order), then arrivals by (time, EPC).
+        `keys`, if given, are `self.keys` of the reads' EPCs (the ingest has them already).
 
         Items first seen in this batch arrive once, in the zone that saw them best over the
         whole batch, at their earliest read: the outcome does not depend on read order.
@@ -239,12 +265,18 @@ class PresenceTracker:
         # million items each lookup and record is a cache miss, and a tight C loop lets the CPU
         # overlap them (the Python loop then finds them in cache) instead of paying each in turn.
         # An unknown key's "offset" is junk (its base is -1), not used but for that touch.
-        keys = epc_keys([r.epc for r in reads])
+        if keys is None:
+            keys = epc_keys([r.epc for r in reads])
         bases = list(map(get, keys, repeat(-1)))
-        offsets = list(map(add, bases, map(_POS.__getitem__,
-                                           map(and_, map(hash, keys), repeat(_MASK)))))
+        offsets = list(map(add, bases, map(and_, map(hash, keys), repeat(_PLACE))))
         if rec:
             sum(map(rec.__getitem__, offsets))
+        clock = self._clock
+        if reads:
+            latest = max(map(_seen_at, reads))
+            if latest > clock:  # never back (a NaN time is no time)
+                clock = self._clock = latest
+        slack = self._order_slack_s
         for r, key, base, o in zip(reads, keys, bases, offsets, strict=True):
             if base < 0:
                 if pending is None:
@@ -255,7 +287,11 @@ class PresenceTracker:
             rec[o + 4] += r.count  # _COUNT
             if rec[o + 5] != batch:  # _BATCH: the first read of the item in this batch
                 rec[o + 5] = batch
-                slots[key] = pop(key)  # to the end of the recency order
+                if clock - rec[o + 7] > slack:  # _ORDER: to the end of the recency order
+                    rec[o + 7] = clock
+                    slots[key] = pop(key)
+                    if clock - t > self._lag:
+                        self._lag = clock - t
             if t > rec[o + 2]:  # _LAST_SEEN
                 rec[o + 2] = t
             zone = r.zone
@@ -279,7 +315,7 @@ class PresenceTracker:
                 if change is not None:
                     changes.append(change)
         if pending:
-            changes.extend(self._arrive(pending, batch))
+            changes.extend(self._arrive(pending, batch, clock))
         return changes
 
     def _other_zone(self, epc: str, o: int, r: ZoneRead) -> PresenceChange | None:
@@ -324,8 +360,8 @@ class PresenceTracker:
         self._counts[new_ix] += 1
         return PresenceChange(ChangeKind.MOVED, epc, zone, old, t)
 
-    def _arrive(self, pending: dict[Key, dict[str, _Pending]],
-                batch: float) -> list[PresenceChange]:
+    def _arrive(self, pending: dict[Key, dict[str, _Pending]], batch: float,
+                clock: float) -> list[PresenceChange]:
         arrivals: list[PresenceChange] = []
         for key, zones in pending.items():
             zone = _best_zone(zones)
@@ -333,7 +369,9 @@ class PresenceTracker:
             first = min(p.first for p in zones.values())
             last = max(p.last for p in zones.values())
             o = self._new_record(key, zone, first, s.last, last, s.rssi,
-                                 sum(p.count for p in zones.values()), batch)
+                                 sum(p.count for p in zones.values()), batch, clock)
+            if clock - last > self._lag:
+                self._lag = clock - last
             if len(zones) > 1:
                 self._others[o] = {z: _Seen(p.rssi, p.last)
                                    for z, p in zones.items() if z != zone}
@@ -346,9 +384,11 @@ class PresenceTracker:
     def sweep(self, now: float, paused_zones: Collection[str] = ()) -> list[PresenceChange]:
         """Departures of items unseen by any zone for more than `departure_s` before `now`.
 
-        Walks from the least recently read item and stops at the first one still present, so
-        a sweep costs O(departures), not O(items). Reads whose `seen_at` lags the order they were
-        processed in (reader clock skew) can delay a departure by that skew, never advance it.
+        Walks the recency order from the front and stops at the first item placed there late
+        enough that it and all after it were read since the cutoff, so a sweep costs
+        O(departures + items read just once in the slack), not O(items); departures come in
+        that order. Exact whatever the reads' times: a reader whose clock runs late only makes
+        the walk longer (by the items placed within its lag).
 
         `paused_zones`: zones whose readers are offline. Their items are not departed (a reader
         outage is not 20,000 items leaving) and keep their place in the read order, which
@@ -358,12 +398,13 @@ class PresenceTracker:
         rec = self._rec
         paused = {self._zone_ix[z] for z in paused_zones if z in self._zone_ix}
         gone: list[tuple[Key, float]] = []
+        limit = cutoff + self._lag  # from here on, every item was read at or after the cutoff
         for key, base in self._slots.items():
-            o = base + _POS[hash(key) & _MASK]
-            last = rec[o + _LAST_SEEN]
-            if last >= cutoff:
+            o = base + (hash(key) & _PLACE)
+            if rec[o + _ORDER] >= limit:
                 break
-            if not (paused and rec[o + _ZONE] in paused):
+            last = rec[o + _LAST_SEEN]
+            if not last >= cutoff and not (paused and rec[o + _ZONE] in paused):
                 gone.append((key, last))
         changes: list[PresenceChange] = []
         departed = ChangeKind.DEPARTED
@@ -389,6 +430,8 @@ class PresenceTracker:
             free.clear()
         del self._rec[:]
         self._counts = [0] * len(self._zones)
+        self._mark_clocks.clear()
+        self._lag = 0.0
         loaded: list[PresenceRow] = []
         problems: list[str] = []
         for i, row in enumerate(rows):
@@ -404,18 +447,35 @@ class PresenceTracker:
                 self._drop(key)
                 problems.append(f"presence row for {p.epc}: duplicate, kept the latest")
             self._new_record(key, p.zone, p.since, p.last_seen, p.last_seen, p.rssi_dbm,
-                             p.read_count, 0)
+                             p.read_count, 0, p.last_seen)
+        if loaded and loaded[-1].last_seen > self._clock:
+            self._clock = loaded[-1].last_seen
         return problems
 
     def snapshot(self) -> list[PresenceRow]:
-        """Every present item, least recently read first."""
+        """Every present item, least recently read first (to the recency order's slack)."""
         row = self._row
         return [row(key, base) for key, base in self._slots.items()]
 
     @property
     def mark(self) -> int:
         """The number of the last observed batch; pass it to `touched_since` later."""
+        marks = self._mark_clocks
+        if self._batch not in marks:
+            if len(marks) >= 32:
+                del marks[next(iter(marks))]
+            marks[self._batch] = self._clock
         return self._batch
+
+    def _order_floor(self, mark: int) -> float:
+        """A time no item read in a batch after `mark` was placed before: the clock at `mark`
+        (or at an earlier mark handed out, the clock never goes back) less the slack; -inf
+        when no such mark is remembered (the walk then covers every item)."""
+        floor = float("-inf")
+        for m, clock in self._mark_clocks.items():
+            if m <= mark and clock - self._order_slack_s > floor:
+                floor = clock - self._order_slack_s
+        return floor
 
     def touched_since(self, mark: int) -> list[PresenceRow]:
         """Items read in batches after `mark` (a count's sightings)."""
@@ -428,13 +488,19 @@ class PresenceTracker:
         return list(map(epc_of, self._touched_keys(mark)))
 
     def _touched_keys(self, mark: int) -> list[Key]:
+        """Walks back from the end of the recency order down to `_order_floor(mark)`."""
+        out: list[Key] = []
+        if mark >= self._batch:
+            return out
         slots = self._slots
         rec = self._rec
-        out: list[Key] = []
+        floor = self._order_floor(mark)
         for key in reversed(slots):
-            if rec[slots[key] + _POS[hash(key) & _MASK] + _BATCH] <= mark:
+            o = slots[key] + (hash(key) & _PLACE)
+            if rec[o + _ORDER] < floor:
                 break
-            out.append(key)
+            if rec[o + _BATCH] > mark:
+                out.append(key)
         return out
 
     def zone_of(self, epc: str) -> str | None:
@@ -465,7 +531,7 @@ class PresenceTracker:
 
     def _row(self, key: Key, base: int) -> PresenceRow:
         rec = self._rec
-        o = base + _POS[hash(key) & _MASK]
+        o = base + (hash(key) & _PLACE)
         return PresenceRow(epc_of(key), self._zones[int(rec[o + _ZONE])], rec[o + _SINCE],
                            rec[o + _LAST_SEEN], int(rec[o + _COUNT]), self._rssi_at(o))
 
