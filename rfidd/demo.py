@@ -26,6 +26,7 @@ from inventory.asn import Asn
 from inventory.catalog import parse_catalog_records
 from rfidd.app import Daemon, Timings
 from rfidd.config import Config
+from rfidd.console import table_console
 from rfidd.ops import OpsError
 from rfidd.store.models import Event, OutboxMessage, ZonePresence
 
@@ -104,7 +105,7 @@ def run_demo(*, seconds: float | None = None, mqtt_url: str | None = None, mqtt_
              http_port: int | None = None) -> DemoResult:
     from simulator import Scenario, SimulatedSite
 
-    console = console or Console()
+    console = console or table_console()  # piped: no line cut, no id wrapped
     scenario = Scenario.load(scenario_path or default_scenario())
     if seconds is None:  # long enough for the whole story the scenario tells
         seconds = max(12.0, max((a.t for a in scenario.timeline), default=0.0) + 3.0)
