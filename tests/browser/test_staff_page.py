@@ -128,6 +128,33 @@ def _sign_in(driver: Any, store: Store, lang: str) -> None:
         raise
 
 
+def _console_errors(driver: Any) -> list[str]:
+    """The browser console's errors since the last call (the log is drained by reading it)."""
+    return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_first_visit_shows_the_sign_in_with_no_console_error(browser: Any,
+                                                             store: Store) -> None:
+    browser.get(store.url + "?lang=en")
+    browser.delete_all_cookies()
+    _console_errors(browser)  # a blank page's log, and what earlier loads left
+    browser.get(store.url + "?lang=fr")
+    wait_until(lambda: _by(browser, "#sign-in-form").is_displayed(), "the sign-in form")
+    # its French words come after the session probe: the marker that the probe answered
+    wait_until(lambda: _by(browser, "#sign-in").text == "Se connecter", "its words")
+    assert not _by(browser, "#tabs").is_displayed()
+    assert _console_errors(browser) == []
+    # signed in, a reload goes straight to the page, still without an error
+    _by(browser, "#login").send_keys("camille")
+    _by(browser, "#pin").send_keys("1357")
+    _click(browser, "#sign-in")
+    wait_until(lambda: _by(browser, "#tabs").is_displayed(), "the signed-in page")
+    browser.refresh()
+    wait_until(lambda: _all(browser, "input.zone"), "the zones, after a reload")
+    assert not _by(browser, "#sign-in-form").is_displayed()
+    assert _console_errors(browser) == []
+
+
 def test_count_with_live_progress_and_missing_list(browser: Any, store: Store) -> None:
     _sign_in(browser, store, "en")
     assert _by(browser, "#user").text == "Camille"

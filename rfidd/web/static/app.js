@@ -68,15 +68,16 @@ function signedIn(on) {
 async function start() {
   const qs = new URLSearchParams(location.search);
   S.lang = qs.get("lang");
-  try {
-    const me = await api("GET", "/api/v1/session");
-    S.csrf = me.csrf; S.roles = me.user.roles || []; signedIn(true); await loadContext(); show("count");
-  } catch (e) {
-    signedIn(false);
-    try { const ctx = await fetch("/words.json").then((r) => r.json());
-          const lang = S.lang || (navigator.language || "en").slice(0, 2);
-          S.lang = ctx[lang] ? lang : "en"; S.words = ctx[S.lang]; words(); } catch (_) {}
+  // 200 either way (a 401 here would be an error in the console of every first visit)
+  const me = await api("GET", "/api/v1/session/state").catch(() => ({ signed_in: false }));
+  if (me.signed_in) {
+    S.csrf = me.csrf; S.roles = me.user.roles || []; signedIn(true);
+    try { await loadContext(); show("count"); return; } catch (_) { /* signed out since */ }
   }
+  signedIn(false);
+  try { const ctx = await fetch("/words.json").then((r) => r.json());
+        const lang = S.lang || (navigator.language || "en").slice(0, 2);
+        S.lang = ctx[lang] ? lang : "en"; S.words = ctx[S.lang]; words(); } catch (_) {}
 }
 
 function show(tab) {
