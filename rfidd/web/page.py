@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from rfidd.config import Config
 from rfidd.config_http import Role
+from rfidd.ops.common import taken_over
 from rfidd.web import page_answers as V
 from rfidd.web.answers import ERRORS, AnswerRoute
 from rfidd.web.deps import require
@@ -74,15 +75,17 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
             missing = ops.counting.count_missing(cid)
             return {"status": "running", "found": prog["found"], "expected": prog["expected"],
                     "ratio": prog["found"] / prog["expected"] if prog["expected"] else 0.0,
-                    "headline": f.found_of(prog["found"], prog["expected"]),
+                    "headline": f.count_headline(prog["found"], prog["expected"],
+                                                 taken_over(data), running=True),
                     "missing": [_product_line(m) for m in missing],
                     "missing_total": f.number(prog["expected"] - prog["found"])}
         doc = data.get("report") or {}
         totals = doc.get("totals", {})
         return {"status": data["status"], "found": totals.get("found", 0),
                 "expected": totals.get("expected", 0), "ratio": _ratio(totals),
-                "headline": f.found_of(totals.get("found", 0), totals.get("expected", 0)),
-                "accuracy": f.percent(_ratio(totals)),
+                "headline": f.count_headline(totals.get("found", 0), totals.get("expected", 0),
+                                             taken_over(doc), running=False),
+                "accuracy": f.percent(None if doc.get("adopt") else _ratio(totals)),
                 "missing": [report_line(m, ops.catalog.catalog) for m in doc.get("missing", [])],
                 "unexpected": [report_line(m, ops.catalog.catalog)
                                for m in doc.get("unexpected", [])],

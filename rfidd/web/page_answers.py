@@ -53,7 +53,8 @@ class CountView(Answer):
     found: int = Field(description="Expected items found.")
     expected: int = Field(description="Items expected.")
     ratio: float | None = Field(description="found / expected (null when nothing expected).")
-    headline: str = Field(description="'found of expected', in words.")
+    headline: str = Field(description="'found of expected', in words; for a take-over count "
+                                      "what it put (or will put) on the books.")
     missing: list[ProductLine] = Field(description="Items not found (yet), with products.")
     missing_total: str = Field(description="How many are missing, formatted.")
     accuracy: str | None = Field(None, description="Accuracy, formatted (finished counts).")
