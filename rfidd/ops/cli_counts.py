@@ -23,7 +23,7 @@ from rfidd.ops.cli_common import (
     _pct,
     _write_text,
 )
-from rfidd.ops.common import taken_over
+from rfidd.ops.common import booked_by_takeover, taken_over
 
 
 @click.group("count", epilog=EXIT_CODES_HELP)
@@ -108,7 +108,7 @@ def count_progress(ctx: click.Context, count_id: str | None, watch_s: float | No
 
 def print_count(doc: dict[str, Any], console: Console) -> None:
     tot, acc = doc["totals"], doc["accuracy"]
-    taken = taken_over(doc)
+    taken, booked = taken_over(doc), booked_by_takeover(doc)
     if taken is not None:  # what it did, not "0 of 0 found"
         console.print(f"Take-over count [bold]{doc['session_id']}[/] over "
                       f"{', '.join(doc['zones'])}: {_items(taken)} put on the books"
@@ -135,7 +135,7 @@ def print_count(doc: dict[str, Any], console: Console) -> None:
     rows = ([("missing", m, m["booked_zone"], "") for m in doc["missing"]]
             + [("misplaced", m, m["booked_zone"], m["found_zone"]) for m in doc["misplaced"]]
             + [("unexpected", u, u.get("booked_zone") or "", u["zone"])
-               for u in doc["unexpected"]])
+               for u in doc["unexpected"] if u["epc"] not in booked])  # taken over: booked
     if rows:
         x = Table(title="Items to check")
         for c in ("status", "EPC", "SKU", "name", "booked", "seen in"):

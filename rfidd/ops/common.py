@@ -32,6 +32,13 @@ def taken_over(doc: Mapping[str, Any]) -> int | None:
     return None  # closed without lifecycle books: nothing was put on any
 
 
+def booked_by_takeover(doc: Mapping[str, Any]) -> set[str]:
+    """The EPCs a take-over count put on the books: "unexpected" in its report, yet no
+    exception to check (the report's headline counts them)."""
+    books = doc.get("books") if doc.get("adopt") else None
+    return set(books.get("taken_over") or []) if isinstance(books, Mapping) else set()
+
+
 class OpsError(Exception):
     """A request staff or HQ can fix; `status` is the HTTP status the API answers with."""
 

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from rfidd.config import Config
 from rfidd.config_http import Role
-from rfidd.ops.common import taken_over
+from rfidd.ops.common import booked_by_takeover, taken_over
 from rfidd.web import page_answers as V
 from rfidd.web.answers import ERRORS, AnswerRoute
 from rfidd.web.deps import require
@@ -81,14 +81,17 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
                     "missing_total": f.number(prog["expected"] - prog["found"])}
         doc = data.get("report") or {}
         totals = doc.get("totals", {})
+        booked = booked_by_takeover(doc)
         return {"status": data["status"], "found": totals.get("found", 0),
                 "expected": totals.get("expected", 0), "ratio": _ratio(totals),
                 "headline": f.count_headline(totals.get("found", 0), totals.get("expected", 0),
                                              taken_over(doc), running=False),
                 "accuracy": f.percent(None if doc.get("adopt") else _ratio(totals)),
                 "missing": [report_line(m, ops.catalog.catalog) for m in doc.get("missing", [])],
+                # a take-over's "unexpected" items it put on the books are the headline's
+                # figure, not exceptions to check
                 "unexpected": [report_line(m, ops.catalog.catalog)
-                               for m in doc.get("unexpected", [])],
+                               for m in doc.get("unexpected", []) if m.get("epc") not in booked],
                 "missing_total": f.number(totals.get("missing", 0))}
 
     @v.get("/counts/{cid}", response_model=V.CountView)

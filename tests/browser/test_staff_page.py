@@ -152,6 +152,12 @@ def test_first_visit_shows_the_sign_in_with_no_console_error(browser: Any,
     browser.refresh()
     wait_until(lambda: _all(browser, "input.zone"), "the zones, after a reload")
     assert not _by(browser, "#sign-in-form").is_displayed()
+    # nothing ticked, nothing to count: the button is disabled rather than ignoring a tap
+    assert not _by(browser, "#start-count").is_enabled()
+    _all(browser, "input.zone")[0].click()
+    assert _by(browser, "#start-count").is_enabled()
+    _all(browser, "input.zone")[0].click()
+    assert not _by(browser, "#start-count").is_enabled()
     assert _console_errors(browser) == []
 
 

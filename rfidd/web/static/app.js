@@ -46,10 +46,13 @@ async function loadContext() {
   $("site").textContent = ctx.site; $("user").textContent = ctx.user;
   words();
   const zones = $("zones"); zones.replaceChildren();
+  // no zone ticked, nothing to count: the button says so by being disabled, not by ignoring a tap
+  const ticked = () => { $("start-count").disabled = !zones.querySelector("input.zone:checked"); };
   for (const z of ctx.zones) {
     const l = el("label"); const c = el("input"); c.type = "checkbox"; c.value = z;
-    c.className = "zone"; l.append(c, el("span", z)); zones.append(l);
+    c.className = "zone"; c.onchange = ticked; l.append(c, el("span", z)); zones.append(l);
   }
+  ticked();
   const running = ctx.counts.find((c) => c.status === "running");
   if (running) followCount(running.session_id);
   followLine();
