@@ -36,11 +36,17 @@ def test_demo_piped_to_a_file_keeps_every_id_and_name_whole(tmp_path: Path) -> N
     assert len(listed) == 4, text
     for ln in listed:
         assert re.match(r"\s+(missing|unexpected): [0-9A-F]{24} \(GTIN \d{14}\)$", ln), ln
-    # the reception table: every shipped product's name on one row, not folded over two
-    names = {str(r["name"]) for r in Scenario.load(SCENARIO).catalog_rows()}
+    # the reception table: every shipped product on one row, not folded over two, named
+    # as the page names it (name · size · colour), so no two rows read the same
+    catalog = {str(r["gtin"]): r for r in Scenario.load(SCENARIO).catalog_rows()}
     rows = [ln for ln in lines if re.match(r"│ \d{14} ", ln)]
     assert rows, text
+    shown = []
     for row in rows:
-        name = row.split("│")[2].strip()
-        assert name in names, (name, row)
+        gtin, product = (c.strip() for c in row.split("│")[1:3])
+        want = " · ".join(str(x) for x in (catalog[gtin]["name"], catalog[gtin].get("size"),
+                                           catalog[gtin].get("colour")) if x)
+        assert product == want, (product, row)
+        shown.append(product)
+    assert len(set(shown)) == len(shown), shown
     assert any(len(ln) > 80 for ln in lines)  # wider than a terminal: it was not cut
