@@ -66,6 +66,7 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
         p = request.state.principal
         return {"lang": f.lang, "words": f.words(), "site": config.site.name,
                 "user": p.display or p.name, "zones": sorted(config.zones),
+                "zone_labels": {z: zc.label for z, zc in config.zones.items() if zc.label},
                 "counts": _count_rows(ops.counting.counts(), f)}
 
     def count_view(cid: str, f: Formatter) -> dict[str, Any]:

@@ -37,6 +37,8 @@ class PageContext(Answer):
     site: str = Field(description="The site's name.")
     user: str = Field(description="Who is signed in (name to show).")
     zones: list[str] = Field(description="The site's zones.")
+    zone_labels: dict[str, str] = Field(default_factory=dict, description="Each zone's label "
+                                        "from the config, where one is set (else its key).")
     counts: list[CountRow] = Field(description="The last 10 counts.")
 
 

@@ -145,6 +145,10 @@ def test_where_an_item_is_reads_as_words(site: Site) -> None:
         for epc, want in ((FLOOR[0], floor), (STOCK[0], stock)):
             got = site.get(f"/api/v1/floor/find?q={epc}&lang={lang}")["results"]
             assert [r["where_text"] for r in got] == [want], (lang, epc, got)
+    # the page's zone chooser names them the same way
+    ctx = site.get("/api/v1/page/context?lang=en")
+    assert ctx["zones"] == ["exit", "floor", "stock"] and ctx["zone_labels"] == {
+        "stock": "Réserve"}
 
 
 def test_every_listing_command_answers_json(site: Site) -> None:

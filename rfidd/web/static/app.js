@@ -50,7 +50,8 @@ async function loadContext() {
   const ticked = () => { $("start-count").disabled = !zones.querySelector("input.zone:checked"); };
   for (const z of ctx.zones) {
     const l = el("label"); const c = el("input"); c.type = "checkbox"; c.value = z;
-    c.className = "zone"; c.onchange = ticked; l.append(c, el("span", z)); zones.append(l);
+    c.className = "zone"; c.onchange = ticked;
+    l.append(c, el("span", (ctx.zone_labels || {})[z] || z)); zones.append(l);
   }
   ticked();
   const running = ctx.counts.find((c) => c.status === "running");
