@@ -198,8 +198,10 @@ def count_report(ctx: click.Context, count_id: str, csv_out: Path | None, as_jso
         return
     res = client.call("GET", f"/counts/{count_id}")
     if res.get("report") is None:
-        click.echo(f"count {count_id} is {res['status']}: no report yet")
-        return
+        # on stderr, exit 1: a script reading the report (--json) gets none, not some text
+        click.echo(f"error: count {count_id} is {res['status']}: no report yet (see `rfidd "
+                   f"ops count progress {count_id}`)", err=True)
+        sys.exit(EXIT_REFUSED)
     if as_json:
         _echo_json(res["report"])
         return

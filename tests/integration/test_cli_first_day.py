@@ -131,6 +131,9 @@ def test_the_take_over_count_says_what_it_put_on_the_books(site: Site) -> None:
         return int(site.json(ops_cli, "count", "progress", cid2)["progress"]["found"])
 
     wait_until(lambda: found() == 3, "the floor's 3 items found")
+    early = CliRunner().invoke(ops_cli, ["count", "report", cid2, "--json"], env=site.env)
+    assert early.exit_code == 1 and early.stdout == ""  # no report yet, said on stderr
+    assert f"count {cid2} is running: no report yet" in early.stderr
     assert _headline(site, cid2, "en") == "3 of 3 found"
     assert "3 of 3 found" in " ".join(site.run(ops_cli, "count", "stop", cid2).stdout.split())
 
@@ -152,6 +155,17 @@ def test_where_an_item_is_reads_as_words(site: Site) -> None:
 
 
 def test_every_listing_command_answers_json(site: Site) -> None:
+    started = site.json(ops_cli, "takeover", "floor")  # without --seconds: just started
+    assert started["adopt"] is True and started["status"] == "running"
+    assert site.json(ops_cli, "count", "list")[0]["status"] == "running"
+
+    def seen() -> int:  # on the books already (an earlier test's take-over) or taken over now
+        site.read()
+        p = site.json(ops_cli, "count", "progress", started["session_id"])["progress"]
+        return int(p["found"] + p["unexpected"])
+
+    wait_until(lambda: seen() == 3, "the floor's 3 items seen")
+    site.json(ops_cli, "count", "stop", started["session_id"])
     counts = site.json(ops_cli, "count", "list")
     assert isinstance(counts, list) and {c["status"] for c in counts} == {"finished"}
     assert all(re.fullmatch(r"[\w-]+", c["session_id"]) for c in counts)
