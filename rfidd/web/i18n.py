@@ -51,6 +51,8 @@ WORDS: dict[str, dict[str, str]] = {
     "history": {"en": "History", "fr": "Historique"},
     "nothing_found": {"en": "Nothing found.", "fr": "Rien trouvé."},
     "to_bring": {"en": "To bring to the floor", "fr": "À mettre en rayon"},
+    "to_bring_n": {"en": "bring out {n} ({stock} in the stockroom, {floor} on the floor)",
+                   "fr": "{n} à sortir ({stock} en réserve, {floor} en rayon)"},
     "suspected": {"en": "Suspected missing", "fr": "Disparitions suspectées"},
     "none": {"en": "Nothing to show.", "fr": "Rien à afficher."},
     "count_accuracy": {"en": "Count accuracy", "fr": "Exactitude des inventaires"},

@@ -148,7 +148,10 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
 
     @v.get("/replenishment", response_model=V.PageReplenishment)
     def replenishment(request: Request) -> dict[str, Any]:
-        return {"lines": [ln.to_dict() for ln in ops.replenishment.replenishment(1)]}
+        f = fmt_for(request, tz)
+        return {"lines": [{**ln.to_dict(), "text": f.t(
+            "to_bring_n", n=f.number(ln.suggested), stock=f.number(ln.stock_qty),
+            floor=f.number(ln.floor_qty))} for ln in ops.replenishment.replenishment(1)]}
 
     @v.get("/alerts", response_model=V.PageAlerts)
     def alerts(request: Request) -> dict[str, Any]:

@@ -105,8 +105,13 @@ class FindResults(Answer):
     results: list[FoundItem] = Field(description="Items matching the EPC, SKU or name.")
 
 
+class PageReplenishmentLine(ReplenishmentLine):
+    text: str = Field(description="How many to bring out, and what the stockroom and the "
+                                  "floor hold, in the reader's language.")
+
+
 class PageReplenishment(Answer):
-    lines: list[ReplenishmentLine] = Field(description="The pick list (floor minimum 1).")
+    lines: list[PageReplenishmentLine] = Field(description="The pick list (floor minimum 1).")
 
 
 class SuspectedLine(Answer):

@@ -276,3 +276,19 @@ def test_switch_to_french(browser: Any, store: Store) -> None:
     _shot(browser, "charts-fr")
     _click(browser, "#lang-en")
     wait_until(lambda: _by(browser, 'nav button[data-tab="count"]').text == "Count", "English")
+
+
+def test_replenish_says_how_many_to_bring_out(browser: Any, store: Store) -> None:
+    """Each line of the pick list: the product, then how many to bring out and what the
+    stockroom and the floor hold (the page showed "Porte-clés Étoile —" and no figure)."""
+    want = store.ops.replenishment.replenishment(1)
+    assert want, "the demo boutique has a product missing from the floor"
+    _sign_in(browser, store, "en")
+    _click(browser, 'nav button[data-tab="replenish"]')
+    wait_until(lambda: len(_texts(browser, "#replenish-list li small")) == len(want),
+               "the pick list", timeout=10)
+    shown = _texts(browser, "#replenish-list li small")
+    assert shown == [f"bring out {ln.suggested} ({ln.stock_qty} in the stockroom, "
+                     f"{ln.floor_qty} on the floor)" for ln in want]
+    assert all(ln.suggested > 0 for ln in want)
+    _shot(browser, "replenish-en")

@@ -315,7 +315,10 @@ async function loadReplenish() {
   const d = await api("GET", "/api/v1/page/replenishment");
   const ul = $("replenish-list"); ul.replaceChildren();
   if (!d.lines.length) ul.append(el("li", S.words.none));
-  for (const ln of d.lines) ul.append(el("li", `${ln.name || ln.sku || ln.gtin} — ${ln.to_bring ?? ln.quantity ?? ""}`));
+  for (const ln of d.lines) {
+    const li = el("li", [ln.name || ln.sku, ln.size, ln.colour].filter(Boolean).join(" · "));
+    li.append(el("small", ln.text, "words")); ul.append(li);
+  }
 }
 
 async function loadAlerts() {
