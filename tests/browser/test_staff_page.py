@@ -237,6 +237,7 @@ def test_find_an_item(browser: Any, store: Store) -> None:
     wait_until(lambda: _texts(browser, "#find-results .result"), "results", timeout=10)
     card = _texts(browser, "#find-results .result")[0]
     assert str(product["name"]) in card and "Where:" in card
+    assert "\nPrice: €" in card  # on its own line, not glued to the state
     _shot(browser, "find-en")
 
 

@@ -184,7 +184,8 @@ function itemCard(r) {
   const card = el("div", null, "panel result");
   card.append(el("h3", [r.name, r.size, r.colour].filter(Boolean).join(" · ")),
               el("p", `${lab("where")}${r.where_text || r.zone || "—"}`, r.present === false ? "missing" : ""),
-              el("p", `${lab("state")}${r.state_text || r.state || r.disposition || "—"}  ${r.price || ""}`),
+              el("p", `${lab("state")}${r.state_text || r.state || r.disposition || "—"}`),
+              ...(r.price ? [el("p", `${lab("price")}${r.price}`)] : []),
               el("p", `${lab("last_seen")}${r.last_seen || "—"}`),
               el("small", r.epc));
   if (r.history.length) {
