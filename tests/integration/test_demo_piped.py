@@ -28,6 +28,8 @@ def test_demo_piped_to_a_file_keeps_every_id_and_name_whole(tmp_path: Path) -> N
                               check=False)
     text = out.read_text(encoding="utf-8")
     assert proc.returncode == 0, text + proc.stderr.decode()
+    # a clean run logs no error (the readers' clean stop used to log three)
+    assert "level=error" not in text + proc.stderr.decode(), text
     lines = text.splitlines()
     # the first line names the database: one line, however long
     assert re.search(r"310 tagged items, database \S+rfidd\.db", lines[0]), lines[0]
