@@ -54,6 +54,7 @@ async function loadContext() {
     l.append(c, el("span", (ctx.zone_labels || {})[z] || z)); zones.append(l);
   }
   ticked();
+  $("start-count").hidden = false;  // hidden again below if a count is running
   const running = ctx.counts.find((c) => c.status === "running");
   if (running) followCount(running.session_id);
   followLine();
@@ -105,6 +106,7 @@ function stopLive() { if (S.live) { S.live.close(); S.live = null; } }
 function followCount(cid) {
   stopLive(); S.count = cid;
   $("count-live").hidden = false; $("count-report").hidden = true;
+  $("start-count").hidden = true;  // this count first: close it, then start the next
   S.live = new EventSource(`/api/v1/page/counts/${encodeURIComponent(cid)}/live?lang=${S.lang}`);
   S.live.onmessage = (ev) => {
     const d = JSON.parse(ev.data);
@@ -117,7 +119,7 @@ function followCount(cid) {
 }
 
 function showReport(d) {
-  $("count-live").hidden = true; $("count-report").hidden = false;
+  $("count-live").hidden = true; $("count-report").hidden = false; $("start-count").hidden = false;
   $("report-headline").textContent = d.headline;
   $("report-accuracy").textContent = d.accuracy || "";
   $("report-missing").replaceChildren(...(d.missing || []).map(productLine));
