@@ -85,6 +85,7 @@ WORDS: dict[str, dict[str, str]] = {
     "in_zone_label": {"en": "in {zone}", "fr": "en {zone}"},
     "in_zone_key": {"en": "in the {zone} zone", "fr": "dans la zone {zone}"},
     "in_zone_unknown": {"en": "in an unknown zone", "fr": "dans une zone inconnue"},
+    "seen": {"en": "seen by a reader", "fr": "vu par un lecteur"},
     "never_seen": {"en": "never seen by a reader", "fr": "jamais vu par un lecteur"},
     "no_holds": {"en": "No item is held.", "fr": "Aucun article réservé."},
     "refused": {"en": "Refused: {reason}", "fr": "Refusé\u202f: {reason}"},

@@ -266,8 +266,12 @@ def _find(q: str, ops: Any, lifecycle: Any | None, f: Formatter) -> list[dict[st
             state = lifecycle.item_state(epc)
             history = [{"when": f.when(h.event_time) if hasattr(h, "event_time") else "",
                         **h.to_json()} for h in trace(ops.catalog.ctx.db, epc)][-10:]
-            for h in history:
-                h["step_text"] = f.term(h.get("biz_step") or h.get("step"))
+            zones = ops.catalog.ctx.config.zones
+            for h in history:  # an OBSERVE without a business step: a reader saw it
+                h["step_text"] = f.term(h.get("biz_step") or h.get("step")) or f.t("seen")
+                z = h.get("zone")
+                h["where_text"] = f.place(z, zones[z].label if z in zones else None) if z \
+                    else ""
         status = (state or {}).get("status") if isinstance(state, dict) else disposition
         out.append({"epc": epc, "name": p.name if p else gtin, "size": p.size if p else "",
                     "state_text": f.term(status),

@@ -148,6 +148,11 @@ def test_where_an_item_is_reads_as_words(site: Site) -> None:
         for epc, want in ((FLOOR[0], floor), (STOCK[0], stock)):
             got = site.get(f"/api/v1/floor/find?q={epc}&lang={lang}")["results"]
             assert [r["where_text"] for r in got] == [want], (lang, epc, got)
+    # and so does each item's history: first a reader's sighting (then any count's)
+    history = site.get(f"/api/v1/floor/find?q={STOCK[0]}&lang=en")["results"][0]["history"]
+    assert history[0]["step_text"] == "seen by a reader", history
+    assert {h["where_text"] for h in history} == {"in Réserve"}
+    assert all(h["step_text"] for h in history), history
     # the page's zone chooser names them the same way
     ctx = site.get("/api/v1/page/context?lang=en")
     assert ctx["zones"] == ["exit", "floor", "stock"] and ctx["zone_labels"] == {

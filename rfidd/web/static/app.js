@@ -192,7 +192,7 @@ function itemCard(r) {
               el("small", r.epc));
   if (r.history.length) {
     const ul = el("ul", null, "lines");
-    for (const h of r.history) ul.append(el("li", [h.when, h.step_text || h.biz_step || h.step || "", h.zone || h.site || ""].filter(Boolean).join(" · ")));
+    for (const h of r.history) ul.append(el("li", [h.when, h.step_text || h.biz_step || h.step || "", h.where_text || h.zone || h.site || ""].filter(Boolean).join(" · ")));
     card.append(el("h4", S.words.history), ul);
   }
   const acts = el("div", null, "actions");
