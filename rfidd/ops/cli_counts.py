@@ -223,7 +223,8 @@ def schedule_group() -> None:
 @click.pass_context
 def schedule_add(ctx: click.Context, cron: str, zones: tuple[str, ...],
                  duration_s: float | None, misfire_grace_s: float | None) -> None:
-    """e.g. rfidd ops count schedule add '0 7 * * 1' stockroom floor --duration 900"""
+    """Count ZONES on CRON (crontab, site time zone), e.g. every Monday at 7:00:
+    rfidd ops count schedule add '0 7 * * 1' stockroom floor --duration 900"""
     res = _client(ctx).call("POST", "/count-schedules",
                             {"cron": cron, "zones": list(zones), "duration_s": duration_s,
                              "misfire_grace_s": misfire_grace_s})
