@@ -136,6 +136,11 @@ class Metrics:
             "apply (its part of the batch is skipped; the rest commits).", ["component"],
             namespace=NS, registry=r,
         )
+        self.ops_ticks_skipped = Counter(
+            "ops_ticks_skipped", "Periodic store-operations ticks (timed count stops, reception "
+            "rules) skipped because the database or the domain state was unavailable; the next "
+            "tick does the same work.", namespace=NS, registry=r,
+        )
         self.count_sessions = Counter(
             "count_sessions", "Cycle count sessions completed.", namespace=NS, registry=r,
         )
