@@ -107,7 +107,9 @@ class Metrics:
             "command_senders", "Inbound HQ commands by sender (hq: signed with HQ's key; "
             "unsigned; forged: a signature that does not verify) and fate on arrival: queued, "
             "refused (answered on .../errors), dropped (that sender's queue full: left "
-            "unacknowledged for redelivery).", ["sender", "result"],
+            "unacknowledged and redelivered through a reconnect once the queues drain; "
+            "without a persistent session, refused and answered on .../errors).",
+            ["sender", "result"],
             namespace=NS, registry=r,
         )
         self.http_auth_failures = Counter(
