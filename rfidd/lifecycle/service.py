@@ -169,7 +169,7 @@ class LifecycleService:
         due = due_dt.timestamp() if due_dt is not None else None
         extra = C.transition_fields(cmd)
         seen = self._seen(cmd.epcs) if step is Step.RETURN else {}
-        point = INTAKE_POINTS.get(step)  # returns and repairs: a cloned tag is refused
+        point = INTAKE_POINTS.get(step)  # returns, repairs, loans back: a clone refused
         clones: list[repo.Message] = []
         result = ApplyResult(name, cmd.txn)
         with self._lock, self.ctx.transaction() as s:
