@@ -11,6 +11,8 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from rfidd.version import package_version
+
 NS = "rfidd"
 # The CBV business steps the daemon produces ("observe": an arrival without a business step).
 BIZ_STEPS = (
@@ -154,6 +156,12 @@ class Metrics:
             "status code, refusals (401, 403, 400 foreign Host) included.", ["route", "code"],
             namespace=NS, registry=r,
         )
+
+        self.build_info = Gauge(
+            "build_info", "1, labelled with the version of this rfidd (the package's).",
+            ["version"], namespace=NS, registry=r,
+        )
+        self.build_info.labels(package_version()).set(1)
 
         for step in BIZ_STEPS:
             self.events.labels(step)
