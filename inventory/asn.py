@@ -27,6 +27,7 @@ from inventory.catalog import (
     iter_json_array,
     normalize_gtin,
 )
+from inventory.isotime import IsoTimeError, parse_iso_datetime
 
 CSV_COLUMNS = ("asn_id", "origin", "destination", "shipped_at", "epc", "gtin", "quantity", "tid")
 HEADER_FIELDS = ("asn_id", "origin", "destination", "shipped_at")
@@ -154,17 +155,15 @@ def _parse_id(raw: Any, field: str) -> str:
     return s
 
 
-def parse_timestamp(raw: Any) -> datetime:
-    """ISO 8601 with an explicit offset ('Z' or +hh:mm), returned in UTC."""
-    if not isinstance(raw, str) or not raw.strip():
+def parse_timestamp(raw: Any, field: str = "shipped_at") -> datetime:
+    """ISO 8601 with an explicit offset ('Z' or +hh:mm), returned in UTC; the ValueError says
+    the problem alone (the import issue names the line and field)."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
         raise ValueError("is required")
     try:
-        dt = datetime.fromisoformat(raw.strip())
-    except ValueError:
-        raise ValueError(f"is not an ISO 8601 time: {raw!r}") from None
-    if dt.tzinfo is None:
-        raise ValueError(f"needs a UTC offset (e.g. 'Z'): {raw!r}")
-    return dt.astimezone(UTC)
+        return parse_iso_datetime(raw, field).astimezone(UTC)
+    except IsoTimeError as exc:
+        raise ValueError(exc.problem) from None
 
 
 def _parse_quantity(raw: Any) -> int:

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from inventory.isotime import parse_iso_datetime
 from rfidd.config import Config
 from rfidd.config_http import Role
 from rfidd.lifecycle.commands import normalize_epc
@@ -360,7 +361,7 @@ def _where(f: Formatter, here: str | None, last_zone: str | None,
 
 
 def _epoch(iso: str | None) -> float | None:
-    return None if not iso else datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    return None if not iso else parse_iso_datetime(iso, "time").timestamp()
 
 
 def _has(key: str) -> bool:
