@@ -48,6 +48,8 @@ class IngestStats:
     committed_reads: int = 0
     """Reads whose batch is committed (or needed no write): what a benchmark may count."""
     batches: int = 0
+    processed: int = 0
+    """Calls of `process`: one ingest batch (the reader batches it gathered) each."""
     commits: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     unmapped: int = 0
@@ -262,6 +264,7 @@ class Ingestor:
                 if r.seen_at > self._last_read_at:
                     self._last_read_at = r.seen_at
         self.stats.reads += n
+        self.stats.processed += 1
         with self._lock.waiting():
             changes = self.tracker.observe(zone_reads)
             self.zone_counts = self.tracker.zone_counts()
