@@ -89,6 +89,7 @@ class _PushReader:
 
 def write_path(zones: int = 20, items_per_zone: int = 200, seconds: float = 5.0,
                report: int = 50, churn_per_s: int = 20, db_url: str | None = None,
+               batch_max_rows: int = 500,
                ) -> ThreadCost:
     """The ingest thread's CPU over `seconds` of a saturated queue (see the module doc).
     Each zone has one reader; `churn_per_s` items per zone arrive, move on to the next zone
@@ -102,7 +103,8 @@ def write_path(zones: int = 20, items_per_zone: int = 200, seconds: float = 5.0,
         cfg = Config.model_validate({
             "site": {"id": "bench", "name": "bench", "sgln": "urn:epc:id:sgln:3760001.00001.0",
                      "company_prefixes": ["3760001"]},
-            "database": {"url": db_url or f"sqlite:///{Path(tmp) / 'w.db'}"},
+            "database": {"url": db_url or f"sqlite:///{Path(tmp) / 'w.db'}",
+                         "batch_max_rows": batch_max_rows},
             "mqtt": {"enabled": False}, "http": {"enabled": False},
             "presence": {"departure_s": 2.0, "move_margin_db": 3.0, "move_margin_decay_s": 2.0},
             "zones": {z: {"kind": "stock"} for z in names},
@@ -115,7 +117,7 @@ def write_path(zones: int = 20, items_per_zone: int = 200, seconds: float = 5.0,
             drivers[name] = _PushReader(name, q)
             return drivers[name]
 
-        daemon = Daemon(cfg, timings=Timings(sweep_s=0.5), reader_factory=factory)  # type: ignore[arg-type]
+        daemon = Daemon(cfg, timings=Timings(sweep_s=0.5), reader_factory=factory)
         daemon.start()
         try:
             ing, q = daemon.ingestor, daemon.queue
