@@ -22,7 +22,7 @@ from inventory.events import ItemEvent
 from inventory.lifecycle import Hold, ItemState, Status, Step
 from rfidd.context import ServiceContext
 from rfidd.lifecycle.models import LifecycleApplied, LifecycleItem
-from rfidd.store import repo
+from rfidd.store import hot, repo
 from rfidd.store.models import Item
 
 # items.disposition written by another service -> the lifecycle status it stands for.
@@ -92,11 +92,20 @@ def load_states(s: Session, epcs: Sequence[str], site: str) -> dict[str, ItemSta
     """`load` without the rows: the ingest's view of a batch, read as plain rows (no ORM
     identity map: the view only reads them, once per batch)."""
     t = LifecycleItem.__table__
+    cols = ", ".join(c.name for c in t.c)
+    mark = hot.placeholder(s)
+    conn = s.connection()
     rows: dict[str, Row[Any]] = {}
+    items: dict[str, tuple[str | None, str | None, float]] = {}
     for i in range(0, len(epcs), 500):
-        part = list(epcs[i:i + 500])
-        rows.update((r.epc, r) for r in s.execute(select(t).where(t.c.epc.in_(part))))
-    return _states(epcs, rows, _items(s, epcs), site)
+        part = tuple(epcs[i:i + 500])
+        marks = ", ".join([mark] * len(part))
+        rows.update((r.epc, r) for r in conn.exec_driver_sql(
+            f"SELECT {cols} FROM {LifecycleItem.__tablename__} WHERE epc IN ({marks})", part))
+        items.update((e, (d, b, u)) for e, d, b, u in conn.exec_driver_sql(
+            f"SELECT epc, disposition, biz_step, updated FROM items WHERE epc IN ({marks})",
+            part))
+    return _states(epcs, rows, items, site)
 
 
 def _items(s: Session, epcs: Sequence[str]) -> dict[str, tuple[str | None, str | None, float]]:
