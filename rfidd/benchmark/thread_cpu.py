@@ -158,10 +158,10 @@ def write_path(zones: int = 20, items_per_zone: int = 200, seconds: float = 5.0,
             feeder.start()
             tid = ingest_thread_id(ing)
             time.sleep(2.0)  # the initial population's arrivals are not the steady state
-            r0, b0, c0, t0 = (ing.stats.committed_reads, _turns(ing), thread_cpu_s(tid),
+            r0, b0, c0, t0 = (ing.stats.committed_reads, turns(ing), thread_cpu_s(tid),
                               time.monotonic())
             time.sleep(seconds)
-            r1, b1, c1, t1 = (ing.stats.committed_reads, _turns(ing), thread_cpu_s(tid),
+            r1, b1, c1, t1 = (ing.stats.committed_reads, turns(ing), thread_cpu_s(tid),
                               time.monotonic())
             stop.set()
             feeder.join(5)
@@ -170,7 +170,7 @@ def write_path(zones: int = 20, items_per_zone: int = 200, seconds: float = 5.0,
     return ThreadCost(r1 - r0, b1 - b0, c1 - c0, t1 - t0)
 
 
-def _turns(ing: Any) -> int:
+def turns(ing: Any) -> int:
     """Batches processed (one `process` call each); an older ingest without the count falls
     back to its commits."""
     stats = ing.stats
