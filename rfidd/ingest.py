@@ -417,13 +417,16 @@ class Ingestor:
             rows = [r for r in map(get, chunk) if r is not None]
         if not rows:
             return 0
-        presence = [repo.PresenceRow(epc=r.epc, zone=r.zone, since=r.since,
-                                     last_seen=r.last_seen, rssi_dbm=r.rssi_dbm) for r in rows]
-        items = [repo.ItemUpsert(epc=r.epc, seen_at=r.last_seen) for r in rows]
+        # Tuples in rfidd.store.hot's column order: items get only their last-seen time.
+        presence = [(r.epc, r.zone, r.since, r.last_seen, None, None, r.rssi_dbm) for r in rows]
+        items = [(r.epc, None, None, None, None, None, None, r.last_seen, r.last_seen)
+                 for r in rows]
 
         def write() -> bool:  # not None: `_retry` says None for "given up"
             with self.db.write() as s:
-                repo.apply_batch(s, items, presence=presence)
+                now = time.time()
+                repo.apply_batch(s, now=now, item_rows=[(*r, now) for r in items],
+                                 presence_rows=presence)
             return True
 
         if self._retry(write, f"a last-seen flush of {len(rows)} items") is None:
