@@ -38,15 +38,16 @@ class Sizes:
     idle_s: float
     thread_s: float = 5.0
     """Window of the ingest thread's own run (rfidd.benchmark.thread_cpu.write_path)."""
-    max_readers: int = 80
-    max_rate: float = 2000.0
-    """The ceiling run: more offered than the daemon takes (its shed counted)."""
+    max_readers: int = 120
+    max_rate: float = 1300.0
+    """The ceiling run: more offered than the daemon takes (its shed counted); 1,300 reads/s
+    is what a simulated reader offers at most, as a real one."""
 
 
 FULL = Sizes(5.0, 20, 1100.0, 80, 1300.0, 40, 1250.0, 1_000_000, 20_000,
              (100_000, 1_000_000), 10_000, 20_000, 5.0)
 SMOKE = Sizes(1.0, 2, 200.0, 3, 300.0, 2, 200.0, 5_000, 1_000, (2_000, 5_000), 500, 500, 1.0,
-              1.0, 3, 500.0)
+              1.0, 4, 300.0)
 
 # key -> (floor key or None,
 #         target: ("ratio>=", x) | ("ratio<=", x) | ("<", x) | (">=", x) | None)
