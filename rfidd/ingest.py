@@ -5,7 +5,7 @@ is the database's batch writer (`batch_max_rows` reads or `batch_max_ms`, whiche
 batch it builds one read-only `BatchView` (changes, decoded EPCs, the first reads in watched
 zones, the books' records of the items involved: one query per table), asks the site rules and
 every `BatchComponent` for a plan, commits all plans in one transaction and only then lets each
-component apply its plan to memory (rfidd.pipeline).
+component apply its plan to memory (rfidd.pipeline; the commit and apply: rfidd.ingest_write).
 
 A database error is retried with backoff and the same plans, never holding the domain-state lock
 across the wait: staff calls get a prompt 503 (rfidd.health), the supervisor keeps feeding the
