@@ -207,6 +207,7 @@ class Ingestor:
         # The ingest thread is the tracker's only writer: it may read it without the lock.
         keys_of = self.tracker.keys
         known = self.tracker.known_keys
+        new = tuple.__new__  # a ZoneRead per read without its Python __new__ (half the cost)
         n = 0
         for reader, reads in batch:
             self.stats.batches += 1
@@ -223,8 +224,8 @@ class Ingestor:
                                            f"antenna {r.antenna} is not mapped to a zone")
                     continue
                 if is_known:  # classified when it arrived: no decode, no classify
-                    zone_reads.append(ZoneRead(r.epc, zone, r.rssi_dbm, r.seen_at,
-                                               r.seen_count))
+                    zone_reads.append(new(ZoneRead, (r.epc, zone, r.rssi_dbm, r.seen_at,
+                                                     r.seen_count)))
                     zone_keys.append(key)
                     if r.seen_at > self._last_read_at:
                         self._last_read_at = r.seen_at
@@ -242,7 +243,8 @@ class Ingestor:
                         self.metrics.rejected_epcs.labels(str(cls)).inc()
                         continue
                     decoded[r.epc] = d
-                zone_reads.append(ZoneRead(r.epc, zone, r.rssi_dbm, r.seen_at, r.seen_count))
+                zone_reads.append(new(ZoneRead, (r.epc, zone, r.rssi_dbm, r.seen_at,
+                                                 r.seen_count)))
                 zone_keys.append(key)
                 if r.seen_at > self._last_read_at:
                     self._last_read_at = r.seen_at

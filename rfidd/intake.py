@@ -11,15 +11,19 @@ import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import attrgetter, is_
 from typing import Any
 
 from readers.base import ReaderState, TagRead
 from rfidd.metrics import Metrics
 
 log = logging.getLogger("rfidd.ingest")
+_ANTENNA = attrgetter("antenna")
+_TID = attrgetter("tid")
 
 
 @dataclass(slots=True)
@@ -127,18 +131,19 @@ class IngestQueue:
         """Batches of `reader` waiting in the queue."""
         return self._put.get(reader, 0) - self._taken.get(reader, 0)
 
-    def on_reads(self, reader: str, reads: list[TagRead]) -> None:
+    def on_reads(self, reader: str, reads: list[TagRead],
+                 per_antenna: Mapping[int, int] | None = None) -> None:
+        """`per_antenna`: the reads' count per antenna, when the caller has it (the reader
+        host's child counts them); else counted here. Both in C loops: this runs on the
+        thread that delivers every read of the site."""
         act = self.activity.setdefault(reader, ReaderActivity())
         act.last_report = time.time()
         if not reads:
             return
         act.reads += len(reads)
-        per_antenna: dict[int, int] = {}
-        with_tid = False
-        for r in reads:
-            per_antenna[r.antenna] = per_antenna.get(r.antenna, 0) + 1
-            with_tid = with_tid or r.tid is not None
-        if with_tid:
+        if per_antenna is None:
+            per_antenna = Counter(map(_ANTENNA, reads))
+        if not all(map(is_, map(_TID, reads), repeat(None))):  # any read with a TID
             self.tids.record(reads)
         self._count_reads(reader, per_antenna)
         put = self._put
@@ -154,7 +159,7 @@ class IngestQueue:
         else:
             self.shed(reader, len(reads))
 
-    def _count_reads(self, reader: str, per_antenna: dict[int, int]) -> None:
+    def _count_reads(self, reader: str, per_antenna: Mapping[int, int]) -> None:
         counters = self._read_counters
         for antenna, n in per_antenna.items():
             c = counters.get((reader, antenna))

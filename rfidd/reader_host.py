@@ -196,8 +196,9 @@ class ReaderHost:
         if kind == "r":
             reader = self._names.get(m[1], m[1])  # one string object per reader
             if sink.admits(reader):
-                sink.on_reads(reader, [TagRead(e, reader, a, r, s, c, t)
-                                       for e, a, r, s, c, t in m[2]])
+                new = tuple.__new__  # TagRead without its Python __new__: this runs per read
+                sink.on_reads(reader, [new(TagRead, (e, reader, a, r, s, c, t))
+                                       for e, a, r, s, c, t in m[2]], m[3])
             else:  # shed without building what would be dropped
                 sink.shed_at_source(reader, m[3])
         elif kind == "s":

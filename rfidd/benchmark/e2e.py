@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from inventory.epcis import parse_datetime
 from rfidd.app import Daemon, Timings
 from rfidd.bench_ingest import _SimProcess, scenario_text
+from rfidd.benchmark import cpu_split
 from rfidd.benchmark.thread_cpu import ingest_thread_id, thread_cpu_s, turns
 from rfidd.demo import demo_config
 
@@ -81,6 +82,13 @@ class IngestRun:
     ingest_thread_us_per_read: float | None = None
     ingest_thread_ms_per_batch: float | None = None
     """CPU of the ingest thread alone (its schedstat) per committed read and per batch."""
+    sent_per_s: float | None = None
+    """Reads the simulators actually sent per second of the window (`offered_per_s` is what
+    they were asked for: on a loaded machine they may not manage it)."""
+    received_per_s: float | None = None
+    """Reads the daemon's readers received (ingested or shed) per second of the window."""
+    cpu: dict[str, float] = field(default_factory=dict)
+    """Cores used in the window, per process and per daemon thread (`cpu_split.split`)."""
 
 
 class _Latency:
@@ -175,11 +183,18 @@ def _daemon_run(scenario: Any, sim: _SimProcess, seconds: float, readers: int, r
         lat.recording = True
         counted = _committed(ing)
         tid = ingest_thread_id(ing)
+        host = getattr(daemon, "reader_host", None)
+        host_pid = host.pid if host is not None else None
+        sim_pid = sim.proc.pid
         s0, i0, b0 = _shed(daemon), thread_cpu_s(tid), turns(ing)
+        n0, g0 = sim.sent(), _received(daemon)
         r0, c0, t0, h0 = counted(), _cpu_s(daemon), time.monotonic(), _host_cpu_s(daemon)
+        p0 = cpu_split.sample(t0, sim_pid, host_pid)
         time.sleep(seconds)
         r1, c1, t1 = counted(), _cpu_s(daemon), time.monotonic()
+        cpu = cpu_split.split(p0, cpu_split.sample(t1, sim_pid, host_pid))  # threads alive
         s1, i1, b1 = _shed(daemon), thread_cpu_s(tid), turns(ing)
+        n1, g1 = sim.sent(), _received(daemon)
         lat.recording = False
         h1 = _host_cpu_s(daemon)
         sent = sim.hold()
@@ -209,7 +224,15 @@ def _daemon_run(scenario: Any, sim: _SimProcess, seconds: float, readers: int, r
                      min(shares, default=None), max(shares, default=None),
                      (s1 - s0) / (t1 - t0),
                      (i1 - i0) / (r1 - r0) * 1e6 if r1 > r0 and tid else None,
-                     (i1 - i0) / (b1 - b0) * 1e3 if b1 > b0 and tid else None)
+                     (i1 - i0) / (b1 - b0) * 1e3 if b1 > b0 and tid else None,
+                     (n1 - n0) / (t1 - t0), (g1 - g0) / (t1 - t0), cpu)
+
+
+def _received(daemon: Daemon) -> int:
+    """Reads the daemon's readers received so far (ingested or shed: rfidd_reads_total)."""
+    return int(sum(s.value for m in daemon.metrics.registry.collect()
+                   if m.name == "rfidd_reads" for s in m.samples
+                   if s.name.endswith("_total")))
 
 
 def _shed(daemon: Daemon) -> int:
