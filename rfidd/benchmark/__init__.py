@@ -60,6 +60,12 @@ TARGETS: dict[str, tuple[str | None, tuple[str, float] | None]] = {
     # decode of the same offered stream; its shed (`ingest_max_shed_reads_per_s` > 0) says it
     # is the daemon's ceiling, not the offered load's.
     "ingest_max_reads_per_s": ("ingest_max_decode_only_reads_per_s", (">=", 100_000.0)),
+    # What the simulators really sent in that run (on a loaded machine, less than asked), and
+    # the cores the simulators and everything else on the machine took from the daemon's two.
+    "ingest_max_offered_sent_reads_per_s": ("ingest_max_offered_reads_per_s", None),
+    "ingest_max_cpu_cores_daemon": ("ingest_max_cpu_cores_machine", None),
+    "ingest_max_cpu_cores_sim": ("ingest_max_cpu_cores_machine", None),
+    "ingest_max_cpu_cores_others": ("ingest_max_cpu_cores_machine", None),
     # The ingest thread's own CPU per read, saturated, with no reader I/O in the process.
     "ingest_thread_us_per_read": (None, None),
     "p99_read_to_publish_s": (None, ("<", 0.25)),
@@ -137,6 +143,7 @@ def run(sizes: Sizes, mqtt_url: str, pg_url: str | None,
     out["overload_cpu_per_1k_reads_per_s"] = run3.cpu_per_1k_reads_per_s
     out["overload_reader_host_cpu_per_1k_reads_per_s"] = \
         run3.reader_host_cpu_per_1k_reads_per_s
+    out.update(_load_keys("overload", run3))
 
     step("the ceiling (and bare sllurp clients on the same stream)")
     run4, floor4 = e2e.ingest(sizes.max_readers, sizes.max_rate, sizes.seconds, mqtt_url,
@@ -149,6 +156,7 @@ def run(sizes: Sizes, mqtt_url: str, pg_url: str | None,
     out["ingest_max_lost_reads"] = run4.lost
     out["ingest_max_ingest_thread_us_per_read"] = run4.ingest_thread_us_per_read
     out["ingest_max_ingest_thread_ms_per_batch"] = run4.ingest_thread_ms_per_batch
+    out.update(_load_keys("ingest_max", run4))
 
     step("the ingest thread alone, saturated")
     cost = thread_cpu.write_path(seconds=sizes.thread_s)
@@ -188,6 +196,34 @@ def run(sizes: Sizes, mqtt_url: str, pg_url: str | None,
     step("")
     out["bench_seconds"] = time.monotonic() - t_start
     return out
+
+
+def _load_keys(prefix: str, run: e2e.IngestRun) -> dict[str, Any]:
+    """What a run was really offered and where the machine's CPU went during it: the figure
+    reads honestly only beside these (e.g. a ceiling run whose simulators could not send what
+    was asked, or whose cores went to other processes, measures the machine, not the daemon).
+    `_offered_short`: the simulators sent under 95 % of what was asked."""
+    cpu = run.cpu
+    daemon = cpu.get("daemon", 0.0) + cpu.get("reader_host", 0.0)
+    sent = run.sent_per_s
+    return {
+        f"{prefix}_offered_sent_reads_per_s": sent,
+        f"{prefix}_offered_short": sent is not None and sent < 0.95 * run.offered_per_s,
+        f"{prefix}_received_reads_per_s": run.received_per_s,
+        f"{prefix}_cpu_cores_machine": cpu.get("machine"),
+        f"{prefix}_cpu_cores": cpu.get("cores"),
+        f"{prefix}_cpu_cores_sim": cpu.get("sim"),
+        f"{prefix}_cpu_cores_reader_host": cpu.get("reader_host"),
+        f"{prefix}_cpu_cores_daemon": daemon,  # its process and its reader host
+        f"{prefix}_cpu_cores_others": cpu.get("others"),
+        f"{prefix}_cpu_cores_ingest_thread": cpu.get("thread:ingest"),
+        f"{prefix}_cpu_cores_intake_thread": cpu.get("thread:reader-host-intake"),
+        # Runnable but not running: the ingest thread waited this share of a core for a CPU
+        # (the machine was short of cores; waiting for the GIL is not counted here).
+        f"{prefix}_ingest_thread_cpu_wait": cpu.get("wait:ingest"),
+        f"{prefix}_committed_reads_per_daemon_core":
+            run.committed_reads_per_s / daemon if daemon > 0 else None,
+    }
 
 
 def verdict(key: str, res: dict[str, Any]) -> tuple[Any, float | None, str]:

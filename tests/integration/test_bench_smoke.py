@@ -39,6 +39,16 @@ def test_bench_smoke_measures_every_key(mqtt_broker: Any, postgres_url: str) -> 
                 "ingest_max_ingest_thread_us_per_read"):
         assert isinstance(res[key], float) and res[key] > 0, key
     assert res["ingest_thread_reads_per_s"] > 0
+    # What the simulators really sent and where the machine's CPU went, in both loaded runs.
+    for run_ in ("overload", "ingest_max"):
+        assert res[f"{run_}_offered_sent_reads_per_s"] > 0
+        assert res[f"{run_}_received_reads_per_s"] > 0
+        assert res[f"{run_}_offered_short"] == (
+            res[f"{run_}_offered_sent_reads_per_s"] < 0.95 * res[f"{run_}_offered_reads_per_s"])
+        for part in ("sim", "daemon", "ingest_thread", "intake_thread"):
+            assert res[f"{run_}_cpu_cores_{part}"] > 0, (run_, part)
+        assert 0 < res[f"{run_}_cpu_cores_machine"] <= res[f"{run_}_cpu_cores"] * 1.05
+        assert res[f"{run_}_cpu_cores_others"] >= 0
     console = Console(record=True, width=120)
     console.print(table(res))
     text = console.export_text()
