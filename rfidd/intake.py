@@ -111,6 +111,9 @@ class IngestQueue:
         self._put: dict[str, int] = {}
         self._taken: dict[str, int] = {}
         self._share = maxsize
+        self.last_shed: dict[str, float] = {}
+        """Per reader, when (wall clock, as reads' seen_at) its reads were last shed: the
+        ingest does not depart items of its zones for that long (silence is not absence)."""
 
     def get(self, timeout: float) -> tuple[str, list[TagRead]]:
         """The next batch (the ingest thread, its only consumer); queue.Empty on timeout."""
@@ -178,6 +181,7 @@ class IngestQueue:
     def shed(self, reader: str, reads: int) -> None:
         """A batch of `reads` reads of `reader` dropped (here, or by the reader host when the
         daemon fell behind): counted per reader, logged at most once per 10 s."""
+        self.last_shed[reader] = time.time()
         self.metrics.ingest_dropped.inc()
         self.metrics.ingest_dropped_reads.labels(reader).inc(reads)
         with self._drop_lock:  # reader threads drop concurrently; one line per 10 s
