@@ -172,6 +172,12 @@ def count_stop(ctx: click.Context, count_id: str | None, as_json: bool) -> None:
 def count_list(ctx: click.Context, as_json: bool) -> None:
     """Counts, newest first: running ones with their progress, finished ones with totals."""
     def row(r: dict[str, Any]) -> list[str]:
+        if r.get("adopt"):  # expected nothing, made the books: its figure is what it booked
+            n = r.get("taken_over") or 0
+            what = (f"take-over: {n} put on the books" if r["status"] == "finished" else
+                    f"take-over: {n} found, to put on the books")
+            return [r["session_id"], r["status"], ", ".join(r["zones"]),
+                    _fmt_time(r["started_at"]), _fmt_time(r["finished_at"]), "—", what, "—"]
         tot = r.get("totals") or {}
         found = tot.get("found", (r.get("progress") or {}).get("found", ""))
         return [r["session_id"], r["status"], ", ".join(r["zones"]),

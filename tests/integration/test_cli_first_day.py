@@ -122,6 +122,12 @@ def test_the_take_over_count_says_what_it_put_on_the_books(site: Site) -> None:
     assert _headline(site, cid, "fr") == "5 articles mis en stock"
     view = site.get(f"/api/v1/page/counts/{cid}?lang=en")
     assert view["accuracy"] == "—" and view["unexpected"] == []
+    # and so does its row in the count listing, for people and for scripts
+    listed = {c["session_id"]: c for c in site.json(ops_cli, "count", "list")}
+    assert listed[cid]["adopt"] is True and listed[cid]["taken_over"] == 5, listed[cid]
+    table = site.run(ops_cli, "count", "list").stdout
+    assert "take-over: 5 put on the books" in " ".join(table.split()), table
+    assert "n/a" not in table
 
     # the next count expects what the take-over booked: an ordinary "found of expected"
     cid2 = site.json(ops_cli, "count", "start", "floor")["session_id"]
