@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -52,9 +53,8 @@ def test_monday_0030_local_is_sunday_in_utc() -> None:
 
 def test_last_weeks_run_midnight_to_midnight_across_dst_and_new_year() -> None:
     weeks = last_weeks(at(2027, 1, 1, 10), 11, PARIS)
-    assert [m for _, _, m in weeks][0] == date(2026, 10, 19)
-    assert [m for _, _, m in weeks][-1] == date(2026, 12, 28)
-    for (a, b, m), nxt in zip(weeks, weeks[1:], strict=False):
+    assert (weeks[0][2], weeks[-1][2]) == (date(2026, 10, 19), date(2026, 12, 28))
+    for (a, b, m), nxt in pairwise(weeks):
         assert b == nxt[0]  # contiguous: no loss falls between two bars
         assert datetime.fromtimestamp(a, PARIS).hour == 0 and m.weekday() == 0
     hours = [(b - a) / 3600 for a, b, _ in weeks]
