@@ -179,14 +179,9 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
         f = fmt_for(request, tz)
         key = "by_category" if by == "category" else "by_zone"
         weeks, series = weekly_shrinkage(ops.exits.shrinkage, time.time(), ZoneInfo(tz), key)
-        chart = _chart("StackedBar", f.t("shrinkage_category" if key == "by_category"
-                                             else "shrinkage_zone"))
-        chart.x_labels = [f.day(a) for a, _, _ in weeks]
-        for n, values in series.items():
-            chart.add(n, values)
-        tops = [sum(v[i] for v in series.values()) for i in range(len(weeks))]
-        chart.y_labels = item_axis(max(tops, default=0))
-        return _svg(chart)
+        return _svg(items_chart(f.t("shrinkage_category" if key == "by_category"
+                                    else "shrinkage_zone"),
+                                [f.day(a) for a, _, _ in weeks], series))
 
     r.include_router(v)
     return r
@@ -219,6 +214,18 @@ def accuracy_points(counts: list[dict[str, Any]], last: int = 12) -> list[tuple[
 def _ratio(totals: dict[str, Any]) -> float | None:
     exp = totals.get("expected") or 0
     return (totals.get("found", 0) / exp) if exp else None
+
+
+def items_chart(title: str, labels: list[str], series: dict[str, list[int]]) -> Any:
+    """A stacked bar chart of items per label, on a whole-item axis."""
+    chart = _chart("StackedBar", title)
+    chart.x_labels = labels
+    for n, values in series.items():
+        chart.add(n, values)
+    if series:  # no loss yet: pygal cannot place labels on an axis of no series (it raised)
+        tops = [sum(v[i] for v in series.values()) for i in range(len(labels))]
+        chart.y_labels = item_axis(max(tops, default=0))
+    return chart
 
 
 def item_axis(top: int, ticks: int = 10) -> list[int]:
