@@ -40,14 +40,15 @@ from sqlalchemy import (
     func,
     literal,
     select,
+    text,
     true,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
 
-from rfidd.hq import partitions, pgwrite
-from rfidd.hq.documents import EventRow, listed_epcs
+from rfidd.hq import partitions, pgwrite, sqlitewrite
+from rfidd.hq.documents import EventRow
 from rfidd.store.db import create_db_engine
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,14 @@ Json = JSON().with_variant(JSONB(), "postgresql")
 Time = DateTime(timezone=True)
 
 metadata = MetaData()
+
+
+def _with_value(column: str) -> dict[str, Any]:
+    """A partial index's predicate (hq0006): an event without a value costs no entry, and the
+    queries' strict comparisons on the column imply it, so both databases still use it."""
+    where = text(f"{column} IS NOT NULL")
+    return {"postgresql_where": where, "sqlite_where": where}
+
 
 hq_events = Table(
     "hq_events",
@@ -80,12 +89,12 @@ hq_events = Table(
     Column("received_at", Time, nullable=False),
     Column("seq", BigInteger),  # the site's gap-free number (None: captured from elsewhere)
     Index("ix_hq_events_event_id", "event_id"),
-    Index("ix_hq_events_site_seq", "site", "seq"),
+    Index("ix_hq_events_site_seq", "site", "seq", **_with_value("seq")),
     Index("ix_hq_events_step_time", "biz_step", "event_time"),
     # GE_recordTime pages are read in (recordTime, id) order: one range scan from the token.
     Index("ix_hq_events_received_at", "received_at", "id"),
     # EQ_bizLocation / EQ_readPoint come back in record (id) order: these read a page directly.
-    Index("ix_hq_events_location_id", "biz_location", "id"),
+    Index("ix_hq_events_location_id", "biz_location", "id", **_with_value("biz_location")),
     Index("ix_hq_events_read_point_id", "read_point", "id"),
 )
 
@@ -330,7 +339,7 @@ class HqStore:
             if rows and self.dialect == "postgresql":
                 inserted = pgwrite.store_events(conn, rows, batch.received_at)
             elif rows:
-                inserted = self._insert_events(conn, rows, batch.received_at)
+                inserted = sqlitewrite.store_events(conn, rows, batch.received_at)
             stored = len(inserted)
             self._update_sites(conn, batch)
             if any(m.kind == "seq_skip" for m in site_messages):  # after this batch's events
@@ -421,31 +430,6 @@ class HqStore:
             greatest = func.greatest if self.dialect == "postgresql" else func.max
             conn.execute(hq_sites.update().where(hq_sites.c.site == site)  # never backwards
                          .values(contiguous_seq=greatest(hq_sites.c.contiguous_seq, c)))
-
-    def _insert_events(
-        self, conn: Connection, rows: Sequence[EventRow], received_at: datetime
-    ) -> set[str]:
-        """SQLite: claim the eventIDs, then store the claimed events and their EPC rows."""
-        claimed = {r[0] for r in conn.execute(
-            self._insert(hq_event_ids).on_conflict_do_nothing(index_elements=["event_id"])
-            .returning(hq_event_ids.c.event_id),
-            [{"event_id": ev.event_id, "event_time": ev.event_time} for ev in rows])}
-        new = [ev for ev in rows if ev.event_id in claimed]
-        if not new:
-            return claimed
-        conn.execute(hq_events.insert(), [
-            {"event_id": ev.event_id, "site": ev.site, "type": ev.type,
-             "event_time": ev.event_time, "action": ev.action, "biz_step": ev.biz_step,
-             "disposition": ev.disposition, "read_point": ev.read_point,
-             "biz_location": ev.biz_location, "biz_transactions": ev.biz_transactions,
-             "raw": ev.raw, "received_at": received_at, "seq": ev.seq}
-            for ev in new])
-        epc_rows = [{"event_id": ev.event_id, "epc": epc, "event_time": ev.event_time,
-                     "listed": epc in listed_epcs(ev.raw)}
-                    for ev in new for epc in ev.epcs]
-        if epc_rows:
-            conn.execute(hq_event_epcs.insert(), epc_rows)
-        return claimed
 
     def _update_sites(self, conn: Connection, batch: Batch) -> None:
         touched = sorted({s.site for s in batch.statuses} | set(batch.seen) | set(batch.heads))
