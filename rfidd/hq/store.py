@@ -37,6 +37,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    case,
     func,
     literal,
     select,
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "hq_alembic_version"
+_WALK = 1000  # sequence numbers a step of the contiguous walk looks at
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 Json = JSON().with_variant(JSONB(), "postgresql")
@@ -411,15 +413,18 @@ class HqStore:
 
         skips = skip_ranges(conn, site)  # declared skipped: nothing to wait for there
         while True:
-            seqs = conn.execute(select(e.c.seq).where(e.c.site == site, e.c.seq > c)
-                                .order_by(e.c.seq).limit(1000)).scalars().all()
-            for seq in seqs:
-                if seq == c + 1:
-                    c = seq
-                elif seq > c + 1:
-                    break
-            else:
-                if len(seqs) == 1000:
+            # The run from c+1 is the block's rows whose seq - dense_rank == c (a duplicate
+            # number keeps its rank): one row back per block of 1000, not the block.
+            block = (select(e.c.seq).where(e.c.site == site, e.c.seq > c)
+                     .order_by(e.c.seq).limit(_WALK).subquery())
+            ranked = select(block.c.seq, (block.c.seq - func.dense_rank().over(
+                order_by=block.c.seq)).label("g")).subquery()
+            n, last, top = conn.execute(select(
+                func.count(), func.max(ranked.c.seq),
+                func.max(case((ranked.c.g == c, ranked.c.seq))))).one()
+            if top is not None:
+                c = int(top)
+                if n == _WALK and top == last:
                     continue
             over = max((b for a, b in skips if a <= c + 1 <= b), default=None)
             if over is not None:
