@@ -14,6 +14,7 @@ import click
 
 from rfidd.config import EX_CONFIG
 from rfidd.hq.config import ConfigError, HqConfig, load_hq_config
+from rfidd.hq.humane import when as _when
 
 log = logging.getLogger("rfidd.hq")
 
@@ -37,12 +38,6 @@ def _database_url(config_file: Path | None, database_url: str | None) -> str:
     if config_file is None:
         raise click.UsageError("give -c FILE (the HQ config) or --database-url URL")
     return _load(config_file).database.url
-
-
-def _when(t: datetime | None) -> str:
-    """A time for people: UTC, stated, to the second (sites span time zones; the JSON output
-    keeps the full ISO 8601)."""
-    return "" if t is None else t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _short(v: str | None) -> str:
