@@ -252,6 +252,7 @@ class BatchResult:
     messages_stored: int
     message_duplicates: int
     rejected: int = 0  # events and messages of unregistered sites, not stored
+    lost: int = 0  # events a site skipped (restore) that HQ lacks: lost for good
     # The eventIDs this batch stored (query subscriptions push them); not part of equality.
     event_ids: tuple[str, ...] = field(default=(), compare=False)
 
@@ -326,7 +327,7 @@ class HqStore:
         Rows are written in key order so two consumers writing overlapping batches take their
         row locks in the same order and cannot deadlock.
         """
-        stored = messages_stored = rejected = 0
+        stored = messages_stored = rejected = lost = 0
         inserted: set[str] = set()
         events, site_messages = batch.events, batch.site_messages
         if self.dialect == "postgresql" and events:
@@ -347,7 +348,7 @@ class HqStore:
             if any(m.kind == "seq_skip" for m in site_messages):  # after this batch's events
                 from rfidd.hq.skips import take_skips
 
-                site_messages = take_skips(conn, site_messages, self._insert)
+                site_messages, lost = take_skips(conn, site_messages, self._insert)
             messages_stored = self._insert_site_messages(conn, site_messages)
             for site in sorted({ev.site for ev in rows if ev.seq is not None}
                                | set(batch.heads)):
@@ -358,6 +359,7 @@ class HqStore:
             messages_stored=messages_stored,
             message_duplicates=len(site_messages) - messages_stored,
             rejected=rejected,
+            lost=lost,
             event_ids=tuple(sorted(inserted)),
         )
 
