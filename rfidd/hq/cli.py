@@ -26,6 +26,13 @@ def _load(config_file: Path) -> HqConfig:
     try:
         return load_hq_config(config_file)
     except ConfigError as exc:
+        from rfidd.hq.config import config_kind
+
+        if config_kind(config_file) == "site":
+            click.echo(f"{config_file}: this is a site daemon's configuration ([site], "
+                       f"[zones]...); check it with: rfidd check-config {config_file}",
+                       err=True)
+            sys.exit(EX_CONFIG)
         click.echo(f"{config_file}: {len(exc.errors)} error(s)", err=True)
         for e in exc.errors:
             click.echo(f"  {e}", err=True)
