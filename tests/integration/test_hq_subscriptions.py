@@ -314,6 +314,18 @@ def test_initial_record_time_replays_then_streams_and_a_restart_resumes(
         wait_until(lambda: recv.event_ids() == [a["eventID"]], "the replay", 10)
         assert cap.call("POST", "/capture", document(b))[0] == 202
         wait_until(lambda: recv.event_ids() == [a["eventID"], b["eventID"]], "live", 10)
+
+        async def socket_replay() -> list[str]:  # a WebSocket replays the same way
+            since = before.isoformat().replace("+00:00", "Z")
+            url = (f"ws://127.0.0.1:{daemon.epcis.port}/queries/sold/events?stream=true"
+                   f"&initialRecordTime={since}")
+            async with websockets.connect(
+                    url, additional_headers={"Authorization": f"Bearer {read.token}"}) as ws:
+                doc = json.loads(await asyncio.wait_for(ws.recv(), 20))
+            return [e["eventID"] for e in doc["epcisBody"]["queryResults"]["resultsBody"]
+                    ["eventList"]]
+
+        assert asyncio.run(socket_replay()) == [a["eventID"], b["eventID"]]
         daemon.hub.stop()  # HQ stops: what it is offered now stays in its memory
         assert cap.call("POST", "/capture", document(c))[0] == 202
         n = len(recv.posts)
