@@ -23,11 +23,13 @@ def when(t: datetime | None) -> str:
 
 def when_text(value: str) -> str:
     """An ISO 8601 text as `when` shows it; any other text unchanged."""
+    from inventory.isotime import IsoTimeError, parse_iso_datetime
+
     if not _ISO.match(value):
         return value
-    try:
-        return when(datetime.fromisoformat(value.replace("Z", "+00:00")))
-    except ValueError:
+    try:  # HQ stores every time in UTC: one without offset is one
+        return when(parse_iso_datetime(value, "time", naive_as=UTC))
+    except IsoTimeError:
         return value
 
 

@@ -92,15 +92,12 @@ def parse_subscription(body: Any, allow_http: bool) -> dict[str, Any]:
 
 def record_time(value: Any) -> datetime:
     """initialRecordTime: an ISO 8601 date-time with its offset (what GS1's OpenAPI says)."""
+    from inventory.isotime import IsoTimeError, parse_iso_datetime
+
     try:
-        t = datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        t = None
-    if t is None or t.tzinfo is None:
-        raise SubscriptionError("initialRecordTime", f"initialRecordTime {str(value)[:40]!r}: "
-                                "an ISO 8601 date-time with its offset, e.g. "
-                                "2026-01-01T00:00:00Z")
-    return t.astimezone(UTC)
+        return parse_iso_datetime(value, "initialRecordTime").astimezone(UTC)
+    except IsoTimeError as exc:
+        raise SubscriptionError("initialRecordTime", exc.problem) from None
 
 
 def controls(stream: Any, schedule: Any) -> dict[str, Any]:
