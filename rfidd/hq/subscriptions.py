@@ -11,13 +11,12 @@ backoff without delaying storage or any other subscriber; a WebSocket gets it on
 connection's event loop. Scheduled subscriptions run their query over the recordTime window
 since their last run, at the times the schedule names (GS1's cron-like fields).
 
-initialRecordTime: a new subscription first gets the stored events recorded since then (its
-query over that recordTime window, page by page), then the live ones; the listener is attached
-before that replay runs, so an event committed meanwhile comes at least once, never not at all.
-A stream webhook's position (`cursor_at`: everything recorded before it was delivered, less
-the seconds batches take to commit) is saved after each delivery, so after a restart it
-replays from there: deliveries queued in memory when HQ stopped are sent again, not lost
-(at least once: a subscriber dedups by eventID). A WebSocket's lives with its connection.
+initialRecordTime: a new subscription first gets the stored events recorded since then, page
+by page, then the live ones; attached before that replay, it misses nothing committed
+meanwhile, and the eventIDs sent around the replay are remembered a few seconds (no repeat).
+A stream webhook's position (`cursor_at`: all recorded before it delivered, less the seconds
+batches take to commit) is saved after each delivery: after a restart it replays from there,
+so what was queued in memory is sent again, not lost (at least once; dedup by eventID).
 """
 
 from __future__ import annotations
@@ -266,6 +265,20 @@ class Listener:
     cursor_at: datetime | None = None
     replay: bool = False  # a stream: send what was recorded since cursor_at first
     fired_at: datetime | None = field(default=None, repr=False)
+    sent: set[str] | None = field(default=None, repr=False)  # around a replay: no repeat
+    sent_until: datetime | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.replay and self.sent is None:
+            self.sent = set()
+
+    def unsent(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`events` less those already sent around a replay (then remembered as sent)."""
+        if self.sent is None:
+            return events
+        new = [e for e in events if e.get("eventID") not in self.sent]
+        self.sent.update(str(e.get("eventID")) for e in new)
+        return new
 
 
 class SubscriptionHub:
@@ -408,12 +421,18 @@ class SubscriptionHub:
             position = None if recorded is None else recorded - timedelta(seconds=self._settle_s)
             for x in streams:
                 if x.query_name == name:
-                    x.deliver(query_document(events, name, x.subscription_id), position)
+                    mine = x.unsent(events)
+                    if mine:
+                        x.deliver(query_document(mine, name, x.subscription_id), position)
 
     def _replays(self) -> None:
         """New stream listeners (and those reloaded after a restart): the events recorded
         since their cursor, up to now (they are already attached: what commits later is
         pushed), then live only."""
+        now = datetime.now(UTC)
+        for x in self.listeners():  # past the settle time nothing replayed is offered again
+            if x.sent is not None and x.sent_until is not None and now > x.sent_until:
+                x.sent = x.sent_until = None
         due = [x for x in self.listeners() if x.replay]
         if not due:
             return
@@ -423,6 +442,7 @@ class SubscriptionHub:
             q = queries.get(x.query_name)
             if q is not None and x.cursor_at is not None:
                 self._window(x, q, x.cursor_at, datetime.now(UTC), positions=True)
+            x.sent_until = datetime.now(UTC) + timedelta(seconds=max(self._settle_s, 2.0))
 
     def _window(self, x: Listener, q: eq.EventQuery, since: datetime, until: datetime, *,
                 positions: bool) -> bool:
@@ -437,6 +457,8 @@ class SubscriptionHub:
         while True:
             events, token = eq.run(self.engine, q)
             after = eq.decode_token(token) if token is not None else None
+            if positions:
+                events = x.unsent(events)
             if events or (x.report_if_empty and not sent and not positions):
                 at = (after[1] if after is not None else until) if positions else None
                 x.deliver(query_document(events, x.query_name, x.subscription_id), at)
