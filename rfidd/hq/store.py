@@ -59,6 +59,13 @@ VERSION_TABLE = "hq_alembic_version"
 _WALK = 1000  # sequence numbers a step of the contiguous walk looks at
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def ident(n: int) -> String:
+    """An identifier column (URI, code): "C" collation on PostgreSQL (hq0006), so index
+    comparisons are byte comparisons; SQLite compares bytes already."""
+    return String(n).with_variant(String(n, collation="C"), "postgresql")
+
 Json = JSON().with_variant(JSONB(), "postgresql")
 Time = DateTime(timezone=True)
 
@@ -77,15 +84,15 @@ hq_events = Table(
     metadata,
     # PostgreSQL: PRIMARY KEY (id, event_time), the partition key must be in it.
     Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("event_id", String(512), nullable=False),
-    Column("site", String(64), nullable=False),
+    Column("event_id", ident(512), nullable=False),
+    Column("site", ident(64), nullable=False),
     Column("type", String(32), nullable=False),
     Column("event_time", Time, nullable=False),
     Column("action", String(16)),
-    Column("biz_step", String(256)),
+    Column("biz_step", ident(256)),
     Column("disposition", String(256)),
-    Column("read_point", String(512)),
-    Column("biz_location", String(512)),
+    Column("read_point", ident(512)),
+    Column("biz_location", ident(512)),
     Column("biz_transactions", Json),
     Column("raw", Json, nullable=False),
     Column("received_at", Time, nullable=False),
@@ -105,7 +112,7 @@ hq_events = Table(
 hq_event_ids = Table(
     "hq_event_ids",
     metadata,
-    Column("event_id", String(512), primary_key=True),
+    Column("event_id", ident(512), primary_key=True),
     Column("event_time", Time, nullable=False),
 )
 
@@ -114,8 +121,8 @@ hq_event_ids = Table(
 hq_event_epcs = Table(
     "hq_event_epcs",
     metadata,
-    Column("event_id", String(512), primary_key=True),
-    Column("epc", String(512), primary_key=True),
+    Column("event_id", ident(512), primary_key=True),
+    Column("epc", ident(512), primary_key=True),
     Column("event_time", Time, nullable=False),
     Column("listed", Boolean, nullable=False, server_default=true()),
     Index("ix_hq_event_epcs_epc_time", "epc", "event_time"),

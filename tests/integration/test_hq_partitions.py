@@ -217,7 +217,7 @@ def test_upgrade_from_the_previous_revision_keeps_the_events_and_their_ids(db_ur
                     for x in r["epcs"]])
             ids_before = dict(c.execute(text("SELECT event_id, id FROM hq_events")).all())
         s.upgrade()
-        assert s.current_revision() == "hq0006_hq_partial_indexes"
+        assert s.current_revision() == "hq0006_hq_index_costs"
         with s.engine.connect() as c:
             assert dict(c.execute(text("SELECT event_id, id FROM hq_events")).all()) \
                 == ids_before
@@ -356,3 +356,22 @@ def test_partial_indexes_leave_out_empty_values_and_still_serve_the_queries(
     assert eq.run(any_store.engine, eq.parse_query(
         {"EQ_bizLocation": ["urn:epc:id:sgln:0614141.00777.0"]}))[0][0]["eventID"] \
         == evs[1].event_id
+
+
+def test_identifiers_compare_as_bytes_in_every_partition(pg_store: HqStore) -> None:
+    """hq0006: eventIDs, EPCs and the other identifiers are "C" collation, in the partitions
+    made ahead and in one made on demand (an old month) too; an idpat still matches."""
+    old = obj([X], datetime(2018, 5, 6, tzinfo=UTC))
+    pg_store.write_batch(Batch(events=rows(old)))
+    with pg_store.engine.connect() as c:
+        got = c.execute(text(
+            "SELECT table_name, column_name, collation_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND column_name IN ('event_id', 'epc', "
+            "'site', 'biz_step', 'read_point', 'biz_location') AND (table_name LIKE 'hq_event%')"
+        )).all()
+    tables = {t for t, _c, _k in got}
+    assert {"hq_events", "hq_event_ids", "hq_event_epcs", "hq_events_p201805"} <= tables
+    assert {k for _t, _c, k in got} == {"C"}, got
+    evs, _ = eq.run(pg_store.engine, eq.parse_query(
+        {"MATCH_epc": ["urn:epc:idpat:sgtin:0614141.107346.*"]}))
+    assert [e["eventID"] for e in evs] == [old["eventID"]]
