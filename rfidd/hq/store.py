@@ -34,6 +34,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Numeric,
+    PrimaryKeyConstraint,
     String,
     Table,
     UniqueConstraint,
@@ -116,16 +117,18 @@ hq_event_ids = Table(
     Column("event_time", Time, nullable=False),
 )
 
-# event_time is repeated here so "where is it now" is one index range scan on (epc, event_time).
+# event_time is repeated here so "where is it now" is one index range scan of the key.
 # listed: the EPC is in epcList/childEPCs (MATCH_epc), not only parentID/input/output (anyEPC).
 hq_event_epcs = Table(
     "hq_event_epcs",
     metadata,
-    Column("event_id", ident(512), primary_key=True),
-    Column("epc", ident(512), primary_key=True),
+    Column("event_id", ident(512), nullable=False),
+    Column("epc", ident(512), nullable=False),
     Column("event_time", Time, nullable=False),
     Column("listed", Boolean, nullable=False, server_default=true()),
-    Index("ix_hq_event_epcs_epc_time", "epc", "event_time"),
+    # One index (hq0006): an EPC's events in eventTime order, the MATCH_ probes (all three
+    # given) and, in C collation, an idpat's prefix range.
+    PrimaryKeyConstraint("epc", "event_time", "event_id", name="hq_event_epcs_pkey"),
 )
 
 hq_sites = Table(
