@@ -296,7 +296,8 @@ def test_hq_bench_runs_end_to_end_with_the_bulk_loader(
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["events"] == 3000 and out["bulk_events"] == 2000 and out["stored_events"] == 1000
     assert set(out["queries_ms"]) == {
-        "MATCH_epc", "EQ_bizStep + one-day eventTime window (perPage 100)", "EQ_eventID",
+        "MATCH_epc", "MATCH_epc of an idpat (perPage 100)",
+        "EQ_bizStep + one-day eventTime window (perPage 100)", "EQ_eventID",
         "EQ_bizLocation (perPage 100)",
         "GE_recordTime, next page by nextPageToken (perPage 100)"}
     s = HqStore.open(postgres_url)
