@@ -19,6 +19,7 @@ from rich.table import Table
 
 import readers.llrp
 from rfidd.benchmark import e2e, parts
+from rfidd.console import table_console
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,6 @@ def bench_command(smoke: bool, seconds: float | None, mqtt_url: str, pg_url: str
     if as_json:
         click.echo(json.dumps(res))
     else:
-        Console().print(table(res))
+        table_console().print(table(res))
     if not all(res.get(k, True) for k in ("reconcile_100k_ok", "reconcile_1m_ok")):
         sys.exit(1)
