@@ -38,7 +38,6 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
-    case,
     func,
     literal,
     select,
@@ -425,18 +424,15 @@ class HqStore:
 
         skips = skip_ranges(conn, site)  # declared skipped: nothing to wait for there
         while True:
-            # The run from c+1 is the block's rows whose seq - dense_rank == c (a duplicate
-            # number keeps its rank): one row back per block of 1000, not the block.
-            block = (select(e.c.seq).where(e.c.site == site, e.c.seq > c)
-                     .order_by(e.c.seq).limit(_WALK).subquery())
-            ranked = select(block.c.seq, (block.c.seq - func.dense_rank().over(
-                order_by=block.c.seq)).label("g")).subquery()
-            n, last, top = conn.execute(select(
-                func.count(), func.max(ranked.c.seq),
-                func.max(case((ranked.c.g == c, ranked.c.seq))))).one()
-            if top is not None:
-                c = int(top)
-                if n == _WALK and top == last:
+            seqs = conn.execute(select(e.c.seq).where(e.c.site == site, e.c.seq > c)
+                                .order_by(e.c.seq).limit(_WALK)).scalars().all()
+            for seq in seqs:
+                if seq == c + 1:
+                    c = seq
+                elif seq > c + 1:
+                    break
+            else:
+                if len(seqs) == _WALK:
                     continue
             over = max((b for a, b in skips if a <= c + 1 <= b), default=None)
             if over is not None:
