@@ -10,11 +10,11 @@ its state from `items.disposition` ("adoption").
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, select, update
 from sqlalchemy.orm import Session
 
 from inventory.epc import decode
@@ -22,7 +22,7 @@ from inventory.events import ItemEvent
 from inventory.lifecycle import Hold, ItemState, Status, Step
 from rfidd.context import ServiceContext
 from rfidd.lifecycle.models import LifecycleApplied, LifecycleItem
-from rfidd.store import repo
+from rfidd.store import hot, repo
 from rfidd.store.models import Item
 
 # items.disposition written by another service -> the lifecycle status it stands for.
@@ -43,7 +43,7 @@ _ADOPT: dict[str, Status] = {
 }
 
 
-def state_of(row: LifecycleItem) -> ItemState:
+def state_of(row: LifecycleItem | Row[Any]) -> ItemState:
     return ItemState(
         epc=row.epc, status=Status(row.status), disposition=row.disposition, site=row.site,
         since=row.since, biz_step=row.biz_step, destination=row.destination,
@@ -81,14 +81,46 @@ def load(s: Session, epcs: Sequence[str], site: str
          ) -> tuple[dict[str, ItemState | None], dict[str, LifecycleItem]]:
     """The state of each of `epcs` (None: not on the books) and the lifecycle rows found."""
     rows: dict[str, LifecycleItem] = {}
-    items: dict[str, tuple[str | None, str | None, float]] = {}
     for i in range(0, len(epcs), 500):
         part = list(epcs[i:i + 500])
         rows.update((r.epc, r) for r in s.scalars(
             select(LifecycleItem).where(LifecycleItem.epc.in_(part))))
+    return _states(epcs, rows, _items(s, epcs), site), rows
+
+
+def load_states(s: Session, epcs: Sequence[str], site: str) -> dict[str, ItemState | None]:
+    """`load` without the rows: the ingest's view of a batch, read as plain rows (no ORM
+    identity map: the view only reads them, once per batch)."""
+    t = LifecycleItem.__table__
+    cols = ", ".join(c.name for c in t.c)
+    mark = hot.placeholder(s)
+    conn = s.connection()
+    rows: dict[str, Row[Any]] = {}
+    items: dict[str, tuple[str | None, str | None, float]] = {}
+    for i in range(0, len(epcs), 500):
+        part = tuple(epcs[i:i + 500])
+        marks = ", ".join([mark] * len(part))
+        rows.update((r.epc, r) for r in conn.exec_driver_sql(
+            f"SELECT {cols} FROM {LifecycleItem.__tablename__} WHERE epc IN ({marks})", part))
+        items.update((e, (d, b, u)) for e, d, b, u in conn.exec_driver_sql(
+            f"SELECT epc, disposition, biz_step, updated FROM items WHERE epc IN ({marks})",
+            part))
+    return _states(epcs, rows, items, site)
+
+
+def _items(s: Session, epcs: Sequence[str]) -> dict[str, tuple[str | None, str | None, float]]:
+    items: dict[str, tuple[str | None, str | None, float]] = {}
+    for i in range(0, len(epcs), 500):
+        part = list(epcs[i:i + 500])
         items.update((e, (d, b, u)) for e, d, b, u in s.execute(
             select(Item.epc, Item.disposition, Item.biz_step, Item.updated)
             .where(Item.epc.in_(part))))
+    return items
+
+
+def _states(epcs: Sequence[str], rows: Mapping[str, LifecycleItem | Row[Any]],
+            items: Mapping[str, tuple[str | None, str | None, float]], site: str,
+            ) -> dict[str, ItemState | None]:
     states: dict[str, ItemState | None] = {}
     for epc in epcs:
         row = rows.get(epc)
@@ -100,16 +132,11 @@ def load(s: Session, epcs: Sequence[str], site: str
             states[epc] = adopt(epc, it[0], it[1], it[2], row, site)
         else:
             states[epc] = state_of(row) if row is not None else None
-    return states, rows
-
-
-def load_states(s: Session, epcs: Sequence[str], site: str) -> dict[str, ItemState | None]:
-    """`load` without the rows: the ingest's view of a batch."""
-    return load(s, epcs, site)[0]
+    return states
 
 
 def adopt(epc: str, disposition: str, biz_step: str | None, since: float,
-          row: LifecycleItem | None, site: str) -> ItemState:
+          row: LifecycleItem | Row[Any] | None, site: str) -> ItemState:
     """The state `items.disposition`, written by another service, stands for."""
     status = _ADOPT[disposition]
     if row is not None and status is Status.IN_TRANSIT and row.destination:
