@@ -86,9 +86,10 @@ class CountBooks:
         self.notes = notes
 
     def book_count(self, s: Session, count_id: str, seen: Mapping[str, str], *, adopt: bool,
-                   at: float) -> BookedCount:
-        """Apply a closed count (`seen`: epc -> the counted zone it was found in)."""
-        out = BookedCount()
+                   at: float, out: BookedCount | None = None) -> BookedCount:
+        """Apply a closed count (`seen`: epc -> the counted zone it was found in), or one
+        chunk of it: `out` adds up the chunks (each its own transaction, in EPC order)."""
+        out = BookedCount() if out is None else out
         epcs = sorted(seen)
         states, rows = self.books.load(s, epcs)
         new_states: dict[str, ItemState] = {}
@@ -121,26 +122,24 @@ class CountBooks:
                 out.recovered.append(epc)
             else:
                 out.moved.append(epc)
-        self.books.commit(s, rows, new_states, events, (), ())
-        for e in new_states:  # commit() made the rows of new items
-            if self.zone_kinds.get(seen[e]) in _SHELF_KINDS:
-                rows[e].home_zone = seen[e]
-        self.books.mark_counted(s, [e for e in observed if e in rows], at)
-        self.books.set_home_zones(s, {e: seen[e] for e in observed if e in rows
-                                      and self.zone_kinds.get(seen[e]) in _SHELF_KINDS})
-        out.events = len(events)
+        self.books.commit(s, new_states, events, (), ())
+        counted = [e for e in observed if e in rows]
+        self.books.mark_counted(s, counted, at)
+        self.books.set_home_zones(s, {e: seen[e] for e in (*new_states, *counted)
+                                      if self.zone_kinds.get(seen[e]) in _SHELF_KINDS})
+        out.events += len(events)
         return out
 
     def reinstate(self, s: Session, epc: str, zone: str | None, at: float,
                   txn: str) -> tuple[bool, str | None]:
         """An exit alert cleared (false alarm, recovered): the item back on the books as stock
         where it is now. (accepted, reason)."""
-        states, rows = self.books.load(s, [epc])
+        states, _ = self.books.load(s, [epc])
         o = self.lifecycle.apply(states.get(epc), self.make_tr(Step.REINSTATE, epc, at,
                                                                 zone=zone, txn=txn))
         if not o.accepted or o.state is None:
             return False, o.reason
-        self.books.commit(s, rows, {epc: o.state}, o.events, (), ())
+        self.books.commit(s, {epc: o.state}, o.events, (), ())
         if o.note_code is not None:
             self.notes.labels(Step.REINSTATE.value, o.note_code).inc()
         return True, None
@@ -151,7 +150,7 @@ class CountBooks:
         The books decide: stock and held items become suspected stolen; a sold item awaiting
         collection stays the client's (the alert still says it was not collected); an item the
         books have no record of is suspected stolen as today (items.disposition)."""
-        states, rows = self.books.load(s, [epc])
+        states, _ = self.books.load(s, [epc])
         st = states.get(epc)
         home = self.books.home_zones(s, [epc]).get(epc)
         if home is None:
@@ -159,7 +158,7 @@ class CountBooks:
             home = last if self.zone_kinds.get(last or "") in _SHELF_KINDS else None
         o = self.lifecycle.apply(st, self.make_tr(Step.EXIT_UNSOLD, epc, at, zone=zone))
         if o.accepted and o.state is not None:
-            self.books.commit(s, rows, {epc: o.state}, (), (), ())
+            self.books.commit(s, {epc: o.state}, (), (), ())
         return home, (o.accepted or st is None)
 
     @staticmethod
