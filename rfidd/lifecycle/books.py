@@ -230,7 +230,7 @@ class Books:
         done = [{"epc": epc, "step": step.value, "txn": txn, "event_id": event_id,
                  "applied_at": now} for epc, step, txn, event_id in applied]
         if done:
-            s.execute(insert(LifecycleApplied), done)
+            s.execute(insert(LifecycleApplied.__table__), done)
 
     set_home_zones = staticmethod(set_home_zones)
 
