@@ -223,14 +223,17 @@ class Books:
     def commit(self, s: Session, new_states: dict[str, ItemState],
                events: Sequence[ItemEvent], messages: Sequence[repo.Message],
                applied: Iterable[tuple[str, Step, str, str]],
-               tids: dict[str, str | None] | None = None) -> None:
-        self.ctx.stage(s, events, messages, item_upserts(new_states))
+               tids: dict[str, str | None] | None = None,
+               records: Sequence[repo.EventRecord] | None = None) -> None:
+        """`records`: the events already encoded (`ctx.records(events)`)."""
+        self.ctx.stage(s, events, messages, item_upserts(new_states), records=records)
         write_rows(s, new_states, tids)
         now = time.time()
         done = [{"epc": epc, "step": step.value, "txn": txn, "event_id": event_id,
                  "applied_at": now} for epc, step, txn, event_id in applied]
-        if done:
-            s.execute(insert(LifecycleApplied.__table__), done)
+        if done:  # a Core insert: no ORM object per row
+            table: Any = LifecycleApplied.__table__
+            s.execute(insert(table), done)
 
     set_home_zones = staticmethod(set_home_zones)
 

@@ -23,6 +23,7 @@ from inventory.lifecycle import ItemState, Lifecycle, Status, Step, Transition
 from rfidd.config import ZoneKind
 from rfidd.lifecycle.books import Books
 from rfidd.lifecycle.models import LifecycleItem
+from rfidd.store import repo
 from rfidd.store.models import Item
 
 # Items the store holds that are not sellable stock: their own sections of a count.
@@ -64,6 +65,22 @@ class BookedCount:
                 "not_stock": sorted(self.not_stock)}
 
 
+@dataclass(slots=True)
+class CountChunk:
+    """A chunk of a count's books, planned: what it read, what it writes."""
+
+    states: dict[str, ItemState | None]  # the books it was planned on
+    in_books: frozenset[str]  # the items with a lifecycle row then
+    new_states: dict[str, ItemState]
+    events: list[ItemEvent]
+    records: list[repo.EventRecord]  # the events, encoded (EPCIS JSON) when planned
+    counted: list[str]  # observed where the books have them: counted_at only
+    homes: dict[str, str]
+    at: float
+    notes: list[tuple[str, str]]  # (step, note) to count once written
+    booked: BookedCount
+
+
 def _observation(tr: Transition) -> ItemEvent:
     """A count's event for an item the books do not change: seen here, nothing more."""
     return ItemEvent(
@@ -86,15 +103,46 @@ class CountBooks:
         self.notes = notes
 
     def book_count(self, s: Session, count_id: str, seen: Mapping[str, str], *, adopt: bool,
-                   at: float, out: BookedCount | None = None) -> BookedCount:
+                   at: float, out: BookedCount | None = None,
+                   planned: CountChunk | None = None) -> BookedCount:
         """Apply a closed count (`seen`: epc -> the counted zone it was found in), or one
-        chunk of it: `out` adds up the chunks (each its own transaction, in EPC order)."""
+        chunk of it: `out` adds up the chunks (each its own transaction, in EPC order).
+        `planned`: the chunk planned outside the domain lock (`plan_count`) on the books as
+        they were; used as is if they have not changed since, planned again if they have."""
         out = BookedCount() if out is None else out
         epcs = sorted(seen)
         states, rows = self.books.load(s, epcs)
+        p = planned
+        if p is None or p.states != states or p.in_books != frozenset(rows):
+            p = self._plan(count_id, seen, epcs, states, frozenset(rows), adopt, at)
+        self._write(s, p)
+        for step, note in p.notes:
+            self.notes.labels(step, note).inc()
+        b = p.booked
+        out.observed += b.observed
+        out.events += b.events
+        for mine, theirs in ((out.moved, b.moved), (out.taken_over, b.taken_over),
+                             (out.recovered, b.recovered), (out.not_on_books, b.not_on_books),
+                             (out.not_stock, b.not_stock)):
+            mine.extend(theirs)
+        return out
+
+    def plan_count(self, s: Session, count_id: str, seen: Mapping[str, str], *, adopt: bool,
+                   at: float) -> CountChunk:
+        """A chunk of a closed count planned on the books as `s` reads them (no lock: the
+        write checks they did not change)."""
+        epcs = sorted(seen)
+        states, rows = self.books.load(s, epcs)
+        return self._plan(count_id, seen, epcs, states, frozenset(rows), adopt, at)
+
+    def _plan(self, count_id: str, seen: Mapping[str, str], epcs: list[str],
+              states: dict[str, ItemState | None], in_books: frozenset[str], adopt: bool,
+              at: float) -> CountChunk:
+        out = BookedCount()
         new_states: dict[str, ItemState] = {}
         observed: list[str] = []  # unchanged: their event, and counted_at, nothing else
         events: list[ItemEvent] = []
+        notes: list[tuple[str, str]] = []
         for epc in epcs:
             st = states.get(epc)
             step = Step.TAKEOVER if st is None else Step.COUNT
@@ -115,20 +163,25 @@ class CountBooks:
                 continue
             new_states[epc] = o.state
             if o.note_code is not None:
-                self.notes.labels(step.value, o.note_code).inc()
+                notes.append((step.value, o.note_code))
             if o.note_code == "taken_over":
                 out.taken_over.append(epc)
             elif o.note_code == "recovered":
                 out.recovered.append(epc)
             else:
                 out.moved.append(epc)
-        self.books.commit(s, new_states, events, (), ())
-        counted = [e for e in observed if e in rows]
-        self.books.mark_counted(s, counted, at)
-        self.books.set_home_zones(s, {e: seen[e] for e in (*new_states, *counted)
-                                      if self.zone_kinds.get(seen[e]) in _SHELF_KINDS})
-        out.events += len(events)
-        return out
+        out.events = len(events)
+        counted = [e for e in observed if e in in_books]
+        homes = {e: seen[e] for e in (*new_states, *counted)
+                 if self.zone_kinds.get(seen[e]) in _SHELF_KINDS}
+        return CountChunk(states, in_books, new_states, events,
+                          self.books.ctx.records(events), counted, homes, at, notes, out)
+
+    def _write(self, s: Session, p: CountChunk) -> None:
+        """Write a planned chunk: the events (records made when planned), the rows."""
+        self.books.commit(s, p.new_states, p.events, (), (), records=p.records)
+        self.books.mark_counted(s, p.counted, p.at)
+        self.books.set_home_zones(s, p.homes)
 
     def reinstate(self, s: Session, epc: str, zone: str | None, at: float,
                   txn: str) -> tuple[bool, str | None]:

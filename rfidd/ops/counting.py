@@ -328,28 +328,37 @@ class CountingService:
         n = max(1, self.settings.apply_chunk)
         while p.done < len(p.order):  # the books, chunk by chunk
             assert self.books is not None
-            part = p.order[p.done:p.done + n]
-            with self._lock, self.ctx.transaction() as s:
-                B.book_chunk(self.books, s, c.id, {e: p.counted[e] for e in part},
-                             adopt=c.adopt, at=p.now, out=p.booked)
+            part = {e: p.counted[e] for e in p.order[p.done:p.done + n]}
+            with self.ctx.db.session() as s:  # planned without the lock...
+                planned = B.plan_chunk(self.books, s, c.id, part, adopt=c.adopt, at=p.now)
+            with self._lock, self.ctx.transaction() as s:  # ...written if nothing changed
+                B.book_chunk(self.books, s, c.id, part, adopt=c.adopt, at=p.now,
+                             out=p.booked, planned=planned)
                 store.closing_count(s, c.id, p.done + len(part), len(p.order))
             p.done += len(part)
             self._lock.give_way()
         result, now = p.result, p.now
+        # The report is built and serialised outside the lock (a take-over of 100,000 items
+        # lists each one); only the loss tracker's part is added under it.
+        doc = self._count_doc(result, c, (), ())
+        del doc["shrinkage"]
+        if self.books is not None:
+            doc["books"] = p.booked.to_dict()
+        events = self._count_events(result, p.seen) if self.books is None else []
+        head = store.dumps(doc)
         with self._lock:
             loss_before = self.losses.loss_state()  # restored if the commit fails: no double count
             update = self.losses.record_count(result, at=now)
-            doc = self._count_doc(result, c, update.newly_suspected, update.reinstated)
-            events = self._count_events(result, p.seen) if self.books is None else []
-            if self.books is not None:
-                doc["books"] = p.booked.to_dict()
-            message = repo.Message(REPORT_STREAM, self.ctx.topic("reports", "count"), doc,
+            doc["shrinkage"] = {"newly_suspected": [s.to_dict() for s in update.newly_suspected],
+                                "reinstated": list(update.reinstated)}
+            text = f'{head[:-1]},"shrinkage":{store.dumps(doc["shrinkage"])}}}'
+            message = repo.Message(REPORT_STREAM, self.ctx.topic("reports", "count"), text,
                                    event_id=stable_event_id(self.site_id, "count_report", c.id))
             try:
                 with self.ctx.transaction() as s:
                     self.ctx.stage(s, events, [message])
                     store.finish_count(s, c.id, now, doc,
-                                       None if c.adopt else result.accuracy.record)
+                                       None if c.adopt else result.accuracy.record, text=text)
                     self.losses.save_loss_state(s, now)
             except Exception:
                 self.losses.restore_loss_state(loss_before)

@@ -392,14 +392,16 @@ class ReceptionService:
         n = max(1, self.settings.apply_chunk)
         while p.done < len(p.items):  # the receiving events and items rows, by chunk
             part = p.items[p.done:p.done + n]
+            events = [e for evs, _ in part for e in evs]
+            records = self.ctx.records(events)  # encoded outside the lock
             with self._lock, self.ctx.transaction() as s:
-                self.ctx.stage(s, [e for evs, _ in part for e in evs], (),
-                               [u for _, u in part])
+                self.ctx.stage(s, events, (), [u for _, u in part], records=records)
                 store.closing_reception(s, rec.id, p.done + len(part), len(p.items))
             p.done += len(part)
             self._lock.give_way()
         now, doc = p.now, p.doc
-        message = repo.Message(REPORT_STREAM, self.ctx.topic("reports", "reception"), doc,
+        text = store.dumps(doc)  # once, outside the lock
+        message = repo.Message(REPORT_STREAM, self.ctx.topic("reports", "reception"), text,
                                event_id=stable_event_id(self.site_id, "reception_report",
                                                         rec.id))
         with self._lock:
@@ -408,7 +410,7 @@ class ReceptionService:
                 for a in p.alerts:  # staff acknowledge and resolve it, as at a return desk
                     AlertWorkflow.raise_alert(s, a.alert_id, "cloned_tag", a.epc, a.zone,
                                               now, detail=a.detail)
-                store.close_reception(s, rec.id, now, doc)
+                store.close_reception(s, rec.id, now, doc, text)
             if self._reception is rec:
                 self._reception = None
         if p.clones and self.authenticity is not None:

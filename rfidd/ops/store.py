@@ -117,9 +117,12 @@ def update_reception_asns(s: Session, session_id: str, asn_ids: Sequence[str]) -
               .values(asn_ids=dumps(list(asn_ids))))
 
 
-def close_reception(s: Session, session_id: str, closed_at: float, doc: Mapping[str, Any]) -> None:
+def close_reception(s: Session, session_id: str, closed_at: float, doc: Mapping[str, Any],
+                    text: str | None = None) -> None:
+    """`text`: the report already serialised (`dumps(doc)`)."""
     s.execute(update(OpsReceptionSession).where(OpsReceptionSession.id == session_id).values(
-        status="closed", closed_at=closed_at, totals=dumps(doc.get("totals")), report=dumps(doc)))
+        status="closed", closed_at=closed_at, totals=dumps(doc.get("totals")),
+        report=dumps(doc) if text is None else text))
 
 
 def closing_reception(s: Session, session_id: str, done: int, of: int) -> None:
@@ -191,10 +194,11 @@ def insert_count(s: Session, count_id: str, zones: Sequence[str], trigger: str,
 
 
 def finish_count(s: Session, count_id: str, finished_at: float, doc: Mapping[str, Any],
-                 accuracy: float | None) -> None:
+                 accuracy: float | None, text: str | None = None) -> None:
+    """`text`: the report already serialised (`dumps(doc)`)."""
     s.execute(update(OpsCountSession).where(OpsCountSession.id == count_id).values(
         status="finished", finished_at=finished_at, totals=dumps(doc.get("totals")),
-        report=dumps(doc), accuracy=accuracy))
+        report=dumps(doc) if text is None else text, accuracy=accuracy))
 
 
 def closing_count(s: Session, count_id: str, booked: int, of: int) -> None:
