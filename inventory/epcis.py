@@ -14,10 +14,10 @@ the EPCIS 2.0 JSON schema (only short names or non-CBV URIs), so short names are
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo

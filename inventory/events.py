@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import enum
 import uuid
-from hashlib import sha1
 from dataclasses import dataclass, field
+from hashlib import sha1
 from typing import Any
 
 # Namespace for deterministic event ids: the same fact produces the same eventID, so a replay

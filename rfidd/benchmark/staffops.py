@@ -134,7 +134,9 @@ class _Churn:
 class Site:
     """A site's services on a SQLite file with a timed domain lock."""
 
-    def __init__(self, tmp: str, *, churn_items: int = 200) -> None:
+    def __init__(self, tmp: str, *, churn_items: int = 200, chunk: int | None = None) -> None:
+        """`chunk`: items per transaction of a count or reception close (default: the
+        daemon's, OpsSettings.apply_chunk)."""
         from inventory.epc import EpcClassifier
         from inventory.presence import PresenceTracker
         from inventory.rules import SiteRules
@@ -160,7 +162,8 @@ class Site:
         tracker = PresenceTracker(departure_s=3600, move_margin_db=0, move_margin_decay_s=1)
         self.ctx = ServiceContext(cfg, self.db, metrics, tracker, self.lock)
         self.books = LifecycleService(self.ctx)
-        self.ops = build_ops(self.ctx, OpsSettings(), books=self.books)
+        settings = OpsSettings() if chunk is None else OpsSettings(apply_chunk=chunk)
+        self.ops = build_ops(self.ctx, settings, books=self.books)
         self.ops.start()
         q = IngestQueue(metrics)
         self.ing = Ingestor(
@@ -218,7 +221,8 @@ class Site:
             churn.thread.join(60)
         if churn.errors:
             raise RuntimeError(f"bench: the ingest thread failed: {churn.errors[0]!r}")
-        return OpFigure(name, items, dt, cpu, hold * 1000.0, hold_cpu * 1000.0, ingest_hold * 1000.0, during), out
+        return OpFigure(name, items, dt, cpu, hold * 1000.0, hold_cpu * 1000.0,
+                        ingest_hold * 1000.0, during), out
 
     def close(self) -> None:
         self.db.dispose()
