@@ -32,8 +32,8 @@ from inventory.epc import epc_hex_from_uri
 from inventory.events import ItemEvent, stable_event_id
 from inventory.lifecycle import ItemState, Lifecycle, Step, Transition
 from inventory.presence import ChangeKind
-from inventory.reception import ReceptionSession
-from inventory.reports import reception_csv, to_csv
+from inventory.reception import ReceptionReport, ReceptionSession
+from inventory.reports import reception_csv
 from rfidd.config import ZoneKind
 from rfidd.context import ServiceContext
 from rfidd.lifecycle.alerts import AlertWorkflow
@@ -49,6 +49,7 @@ from rfidd.ops.common import (
     new_id,
     zones_of_kind,
 )
+from rfidd.ops.receiving import CloneAlert, ReceptionClose, lines_csv
 from rfidd.pipeline import BatchPlan, BatchView
 from rfidd.store import repo
 
@@ -65,30 +66,7 @@ class _Reception:
     tids: dict[str, tuple[str, ...]] = field(default_factory=dict)  # epc -> TIDs read with it
     last_new_read: float = field(default_factory=time.time)  # opened, or the latest new item
     closing: bool = False  # a thread is closing it
-    close: _ReceptionClose | None = None  # the close under way (kept if it failed: resumed)
-
-
-@dataclass
-class _ReceptionClose:
-    """A reception's close, planned once, written chunk by chunk then the report."""
-
-    now: float
-    report: Any  # inventory.reception's report
-    doc: dict[str, Any]
-    items: list[tuple[Sequence[ItemEvent], repo.ItemUpsert]]  # per item received
-    clones: list[repo.Message]
-    alerts: list[_CloneAlert]
-    done: int = 0  # items committed
-
-
-@dataclass(frozen=True, slots=True)
-class _CloneAlert:
-    """A cloned tag found at reception, for the site's alert workflow (id = the HQ alert's)."""
-
-    alert_id: str
-    epc: str
-    zone: str | None
-    detail: dict[str, Any]
+    close: ReceptionClose | None = None  # the close under way (kept if it failed: resumed)
 
 
 class ReceptionService:
@@ -380,11 +358,12 @@ class ReceptionService:
         finally:
             rec.closing = False
 
-    def _close_plan(self, rec: _Reception, now: float, report: Any) -> _ReceptionClose:
+    def _close_plan(self, rec: _Reception, now: float, report: ReceptionReport
+                    ) -> ReceptionClose:
         items = self._receiving_events(rec)
         doc = report.to_dict()
         doc["authenticity"], clones, alerts = self._tag_checks(rec, report.received, now)
-        return _ReceptionClose(now, report, doc, items, clones, alerts)
+        return ReceptionClose(now, report, doc, items, clones, alerts)
 
     def _close(self, rec: _Reception) -> dict[str, Any]:
         p = rec.close
@@ -419,7 +398,7 @@ class ReceptionService:
         return doc
 
     def _tag_checks(self, rec: _Reception, received: Sequence[str], now: float
-                    ) -> tuple[dict[str, Any], list[repo.Message], list[_CloneAlert]]:
+                    ) -> tuple[dict[str, Any], list[repo.Message], list[CloneAlert]]:
         """The received items' chips against the ASNs' commissioning TIDs: a section of the
         report (counts per verdict, each clone named) and a cloned_tag alert per clone, for HQ
         and for the site's alert workflow. A clone is flagged, not refused: the carton is
@@ -430,7 +409,7 @@ class ReceptionService:
         counts: dict[str, int] = {v.value: 0 for v in Verdict}
         clones: list[dict[str, Any]] = []
         messages: list[repo.Message] = []
-        alerts: list[_CloneAlert] = []
+        alerts: list[CloneAlert] = []
         for epc in received:
             seen = tuple(dict.fromkeys((*rec.tids.get(epc, ()),
                                         *self.authenticity.read_now(epc))))
@@ -443,7 +422,7 @@ class ReceptionService:
                 msg = cloned_tag(self.site_id, chk, "reception", now, txn=rec.id, zone=zone,
                                  source="reception")
                 messages.append(msg)
-                alerts.append(_CloneAlert(msg.event_id or "", epc, zone, {
+                alerts.append(CloneAlert(msg.event_id or "", epc, zone, {
                     "point": "reception", "step": "receiving", "txn": rec.id,
                     "bound_tid": chk.bound, "read_tids": list(chk.seen),
                     "message": chk.reason()}))
@@ -480,7 +459,7 @@ class ReceptionService:
             if rec is not None and rec.id == sid:
                 return reception_csv(rec.session.report())
         doc = self.reception(sid)["report"]
-        return _lines_csv(doc)
+        return lines_csv(doc)
 
     def tick(self) -> None:
         """Scheduler job: close the open reception if a rule of the config says so."""
@@ -508,13 +487,6 @@ class ReceptionService:
                 self.close_reception(rec.id)
             except OpsError as exc:  # closed by staff meanwhile
                 log.info("ops: reception %s: %s", rec.id, exc)
-
-
-def _lines_csv(doc: Mapping[str, Any]) -> str:
-    header = ["gtin", "sku", "name", "expected", "received", "over", "short", "missing",
-              "unexpected"]
-    rows: list[list[Any]] = [[ln.get(h) for h in header] for ln in doc.get("lines", [])]
-    return to_csv((header, rows))
 
 
 __all__ = ["ReceptionService"]
