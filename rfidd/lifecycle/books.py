@@ -93,9 +93,11 @@ def _insert(s: Session, table: Any) -> Any:
     raise NotImplementedError(f"dialect {name} is not supported")
 
 
-def load(s: Session, epcs: Sequence[str], site: str
-         ) -> tuple[dict[str, ItemState | None], dict[str, BookRow]]:
-    """The state of each of `epcs` (None: not on the books) and the lifecycle rows found
+Raw = tuple[dict[str, BookRow], dict[str, tuple[str | None, str | None, float]]]
+
+
+def load_raw(s: Session, epcs: Sequence[str]) -> Raw:
+    """The lifecycle rows and the items' (disposition, biz_step, updated) of `epcs`, as read
     (plain rows, not ORM objects: a count of 100,000 items loads them in one pass)."""
     rows: dict[str, BookRow] = {}
     items: dict[str, tuple[str | None, str | None, float]] = {}
@@ -106,6 +108,12 @@ def load(s: Session, epcs: Sequence[str], site: str
         items.update((e, (d, b, u)) for e, d, b, u in s.execute(
             select(Item.epc, Item.disposition, Item.biz_step, Item.updated)
             .where(Item.epc.in_(part))))
+    return rows, items
+
+
+def states_of(epcs: Sequence[str], raw: Raw, site: str) -> dict[str, ItemState | None]:
+    """The state of each of `epcs` (None: not on the books) from what `load_raw` read."""
+    rows, items = raw
     states: dict[str, ItemState | None] = {}
     for epc in epcs:
         row = rows.get(epc)
@@ -117,7 +125,14 @@ def load(s: Session, epcs: Sequence[str], site: str
             states[epc] = adopt(epc, it[0], it[1], it[2], row, site)
         else:
             states[epc] = state_of(row) if row is not None else None
-    return states, rows
+    return states
+
+
+def load(s: Session, epcs: Sequence[str], site: str
+         ) -> tuple[dict[str, ItemState | None], dict[str, BookRow]]:
+    """The state of each of `epcs` (None: not on the books) and the lifecycle rows found."""
+    raw = load_raw(s, epcs)
+    return states_of(epcs, raw, site), raw[0]
 
 
 def load_states(s: Session, epcs: Sequence[str], site: str) -> dict[str, ItemState | None]:

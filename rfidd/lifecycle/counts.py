@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from inventory.events import Action, ItemEvent, stable_event_id
 from inventory.lifecycle import ItemState, Lifecycle, Status, Step, Transition
 from rfidd.config import ZoneKind
-from rfidd.lifecycle.books import Books
+from rfidd.lifecycle.books import Books, Raw, load_raw, states_of
 from rfidd.lifecycle.models import LifecycleItem
 from rfidd.store import repo
 from rfidd.store.models import Item
@@ -69,8 +69,8 @@ class BookedCount:
 class CountChunk:
     """A chunk of a count's books, planned: what it read, what it writes."""
 
-    states: dict[str, ItemState | None]  # the books it was planned on
-    in_books: frozenset[str]  # the items with a lifecycle row then
+    raw: Raw  # the books as read when it was planned (rows compare as tuples)
+    states: dict[str, ItemState | None]  # ...and the states they stand for
     new_states: dict[str, ItemState]
     events: list[ItemEvent]
     records: list[repo.EventRecord]  # the events, encoded (EPCIS JSON) when planned
@@ -111,10 +111,14 @@ class CountBooks:
         they were; used as is if they have not changed since, planned again if they have."""
         out = BookedCount() if out is None else out
         epcs = sorted(seen)
-        states, rows = self.books.load(s, epcs)
+        raw = load_raw(s, epcs)
         p = planned
-        if p is None or p.states != states or p.in_books != frozenset(rows):
-            p = self._plan(count_id, seen, epcs, states, frozenset(rows), adopt, at)
+        if p is not None and p.raw != raw and (  # rows touched since (a last-seen flush...)
+                p.raw[0].keys() != raw[0].keys()
+                or states_of(epcs, raw, self.books.site) != p.states):
+            p = None  # the books changed since: planned again, here
+        if p is None:
+            p = self._plan(count_id, seen, epcs, raw, adopt, at)
         self._write(s, p)
         for step, note in p.notes:
             self.notes.labels(step, note).inc()
@@ -132,12 +136,12 @@ class CountBooks:
         """A chunk of a closed count planned on the books as `s` reads them (no lock: the
         write checks they did not change)."""
         epcs = sorted(seen)
-        states, rows = self.books.load(s, epcs)
-        return self._plan(count_id, seen, epcs, states, frozenset(rows), adopt, at)
+        return self._plan(count_id, seen, epcs, load_raw(s, epcs), adopt, at)
 
-    def _plan(self, count_id: str, seen: Mapping[str, str], epcs: list[str],
-              states: dict[str, ItemState | None], in_books: frozenset[str], adopt: bool,
-              at: float) -> CountChunk:
+    def _plan(self, count_id: str, seen: Mapping[str, str], epcs: list[str], raw: Raw,
+              adopt: bool, at: float) -> CountChunk:
+        states = states_of(epcs, raw, self.books.site)
+        in_books = raw[0]
         out = BookedCount()
         new_states: dict[str, ItemState] = {}
         observed: list[str] = []  # unchanged: their event, and counted_at, nothing else
@@ -174,7 +178,7 @@ class CountBooks:
         counted = [e for e in observed if e in in_books]
         homes = {e: seen[e] for e in (*new_states, *counted)
                  if self.zone_kinds.get(seen[e]) in _SHELF_KINDS}
-        return CountChunk(states, in_books, new_states, events,
+        return CountChunk(raw, states, new_states, events,
                           self.books.ctx.records(events), counted, homes, at, notes, out)
 
     def _write(self, s: Session, p: CountChunk) -> None:

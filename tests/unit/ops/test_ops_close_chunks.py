@@ -140,3 +140,26 @@ def test_a_count_left_closing_is_marked_partial_at_start(tmp_path: Path) -> None
             assert row.finished_at is not None
     finally:
         site.close()
+
+
+def test_a_chunk_whose_books_changed_after_planning_is_planned_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    site, items = _counted_site(tmp_path)
+    try:
+        plan = B.plan_chunk
+        sold = items[0]
+
+        def then_a_sale(*a: Any, **k: Any) -> Any:
+            planned = plan(*a, **k)
+            if sold in a[3]:  # sold at the till between planning and writing this chunk
+                res = site.books.handle("sale", {"txn": "R-1", "epcs": [sold]})
+                assert res.rejected == 0
+            return planned
+
+        monkeypatch.setattr(B, "plan_chunk", then_a_sale)
+        doc = site.ops.counting.stop_count()
+        assert doc["books"]["not_stock"] == [sold]  # the sale is honoured, not overwritten
+        assert doc["books"]["observed"] == N - 1
+        assert site.books.item_state(sold)["status"] == "sold"  # type: ignore[index]
+    finally:
+        site.close()
