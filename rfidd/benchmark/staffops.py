@@ -245,11 +245,13 @@ def run(count_items: int = 100_000, items: int = 10_000, ship_items: int = 5000
             c = site.ops.counting
             c.start_count(["stockroom", "floor"], adopt=True)
             site.place(stock, "stockroom", 1100.0)  # the take-over's reads
+            c.tick()  # the daemon's ops job: live progress (every tick_s)
             f, doc = site.timed(f"takeover_{count_items}", count_items, c.stop_count)
             figs.append(f)
             ok = len(doc["books"]["taken_over"]) == count_items
             c.start_count(["stockroom", "floor"])
             site.place(stock, "stockroom", 1200.0)
+            c.tick()
             f, doc = site.timed(f"count_close_{count_items}", count_items, c.stop_count)
             figs.append(f)
             ok = ok and doc["totals"]["found"] == count_items and \
@@ -285,6 +287,10 @@ def run(count_items: int = 100_000, items: int = 10_000, ship_items: int = 5000
 if __name__ == "__main__":
     import json
     import sys
+
+    from rfidd.app import tune_gc
+
+    tune_gc()  # as `rfidd run` and `rfidd bench` do
 
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     print(json.dumps(run(n, min(n, 10_000), min(n, 5000)), indent=1))
