@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -23,7 +23,7 @@ from inventory.events import ItemEvent
 from inventory.lifecycle import Hold, ItemState, Status, Step
 from rfidd.context import ServiceContext
 from rfidd.lifecycle.models import LifecycleApplied, LifecycleItem
-from rfidd.store import repo
+from rfidd.store import hot, repo
 from rfidd.store.models import Item
 
 # items.disposition written by another service -> the lifecycle status it stands for.
@@ -136,8 +136,23 @@ def load(s: Session, epcs: Sequence[str], site: str
 
 
 def load_states(s: Session, epcs: Sequence[str], site: str) -> dict[str, ItemState | None]:
-    """`load` without the rows: the ingest's view of a batch."""
-    return load(s, epcs, site)[0]
+    """`load` without the rows: the ingest's view of a batch, read as plain rows in plain SQL
+    (no ORM identity map, no per-statement build: the view only reads them, once per batch)."""
+    t = LifecycleItem.__table__
+    cols = ", ".join(c.name for c in t.c)
+    mark = hot.placeholder(s)
+    conn = s.connection()
+    rows: dict[str, Row[Any]] = {}
+    items: dict[str, tuple[str | None, str | None, float]] = {}
+    for i in range(0, len(epcs), 500):
+        part = tuple(epcs[i:i + 500])
+        marks = ", ".join([mark] * len(part))
+        rows.update((r.epc, r) for r in conn.exec_driver_sql(
+            f"SELECT {cols} FROM {LifecycleItem.__tablename__} WHERE epc IN ({marks})", part))
+        items.update((e, (d, b, u)) for e, d, b, u in conn.exec_driver_sql(
+            f"SELECT epc, disposition, biz_step, updated FROM items WHERE epc IN ({marks})",
+            part))
+    return states_of(epcs, (rows, items), site)
 
 
 def adopt(epc: str, disposition: str, biz_step: str | None, since: float,
