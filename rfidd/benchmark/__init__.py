@@ -74,8 +74,10 @@ TARGETS: dict[str, tuple[str | None, tuple[str, float] | None]] = {
     "reconcile_1m_s": ("reconcile_1m_floor_s", ("ratio<=", 3.0)),
     "publish_events_per_s": (None, None),
     "hq_store_events_per_s": ("hq_copy_floor_events_per_s", ("ratio>=", 0.5)),
-    "count_close_items_per_s": (None, (">=", 20_000.0)),
-    "domain_lock_max_hold_ms": ("ingest_lock_max_hold_ms", ("ratio<=", 1.0)),
+    # Staff operations: issue 12 sets no figure for them (the figures are here so a regression
+    # shows); a shipment is still one transaction (the ASN must list exactly what left).
+    "count_close_items_per_s": (None, None),
+    "domain_lock_max_hold_ms": ("ingest_lock_max_hold_ms", None),
     "idle_rss_mib": (None, ("<", 60.0)),
     "idle_cpu_ratio": (None, ("<", 0.005)),
 }
