@@ -24,6 +24,7 @@ from typing import TypeVar
 
 from inventory.epc import DecodedEpc, EpcClass, EpcClassifier, decode
 from inventory.presence import ChangeKind, PresenceChange, PresenceTracker, ZoneRead
+from inventory.presence_keys import Key
 from inventory.rules import SiteRules
 from readers.base import ReaderState, TagRead
 from rfidd.health import DatabaseHealth, DomainLock, retry_database
@@ -201,17 +202,20 @@ class Ingestor:
     def process(self, batch: Sequence[tuple[str, list[TagRead]]]) -> None:
         """Decode, locate and persist one batch: the unit of one database transaction."""
         zone_reads: list[ZoneRead] = []
+        zone_keys: list[Key] = []  # the tracker's keys of zone_reads' EPCs, made once
         decoded: dict[str, DecodedEpc] = {}
         # The ingest thread is the tracker's only writer: it may read it without the lock.
-        known = self.tracker.knows
+        keys_of = self.tracker.keys
+        known = self.tracker.known_keys
         n = 0
         for reader, reads in batch:
             self.stats.batches += 1
             n += len(reads)
-            # Which EPCs are known, in one C loop: at a million items each lookup is a cache
-            # miss, and a tight loop lets the CPU overlap them instead of paying each in turn.
-            present = list(map(known, [r.epc for r in reads]))
-            for r, is_known in zip(reads, present, strict=True):
+            # Which EPCs are known, in C loops: at a million items each lookup is a cache miss,
+            # and a tight loop lets the CPU overlap them instead of paying each in turn.
+            keys = keys_of([r.epc for r in reads])
+            present = known(keys)
+            for r, key, is_known in zip(reads, keys, present, strict=True):
                 zone = self.zone_of.get((reader, r.antenna))
                 if zone is None:
                     self.stats.unmapped += 1
@@ -221,6 +225,7 @@ class Ingestor:
                 if is_known:  # classified when it arrived: no decode, no classify
                     zone_reads.append(ZoneRead(r.epc, zone, r.rssi_dbm, r.seen_at,
                                                r.seen_count))
+                    zone_keys.append(key)
                     if r.seen_at > self._last_read_at:
                         self._last_read_at = r.seen_at
                     continue
@@ -238,12 +243,13 @@ class Ingestor:
                         continue
                     decoded[r.epc] = d
                 zone_reads.append(ZoneRead(r.epc, zone, r.rssi_dbm, r.seen_at, r.seen_count))
+                zone_keys.append(key)
                 if r.seen_at > self._last_read_at:
                     self._last_read_at = r.seen_at
         self.stats.reads += n
         self.stats.processed += 1
         with self._lock.waiting():
-            changes = self.tracker.observe(zone_reads)
+            changes = self.tracker.observe(zone_reads, zone_keys)
             self.zone_counts = self.tracker.zone_counts()
         if self._handle(changes, decoded, self._first_reads(zone_reads)):
             self.stats.committed_reads += n
