@@ -49,6 +49,10 @@ def test_bench_smoke_measures_every_key(mqtt_broker: Any, postgres_url: str) -> 
             assert res[f"{run_}_cpu_cores_{part}"] > 0, (run_, part)
         assert 0 < res[f"{run_}_cpu_cores_machine"] <= res[f"{run_}_cpu_cores"] * 1.05
         assert res[f"{run_}_cpu_cores_others"] >= 0
+    assert res["staff_ops_ok"]  # the take-over, count, reception and shipment did their job
+    assert set(res["staff_ops"]) == {"takeover_2000", "count_close_2000",
+                                     "reception_close_1000", "ship_500", "ok"}
+    assert res["domain_lock_max_hold_ms"] > 0 and res["count_close_items_per_s"] > 0
     console = Console(record=True, width=120)
     console.print(table(res))
     text = console.export_text()
