@@ -239,6 +239,9 @@ def main() -> None:
     setup = read_frame(inp)
     if setup is None:
         return
+    from readers.threads import name_os_threads
+
+    name_os_threads()
     outbox = _Outbox(out)
     root = logging.getLogger()
     root.handlers[:] = [_LogForward(outbox)]

@@ -32,6 +32,7 @@ from inventory.lifecycle import ItemState
 from inventory.presence import PresenceTracker
 from inventory.rules import SiteRules
 from readers.base import ReaderDriver
+from readers.threads import name_os_threads
 from rfidd.builders import OpsServices, build_ops
 from rfidd.command_auth import CommandGuard
 from rfidd.config import Config
@@ -116,6 +117,7 @@ class Daemon:
     # -- start -----------------------------------------------------------------------------
     def start(self) -> None:
         self.started_at = time.time()
+        name_os_threads()  # top -H and the idle benchmark tell the threads apart
         self._init_metrics()
         tracker = self._init_database()
         self._init_domain(tracker)

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 import readers.llrp
-from rfidd.benchmark import e2e, parts
+from rfidd.benchmark import e2e, idle, parts
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,8 @@ class Sizes:
 
 
 FULL = Sizes(5.0, 20, 1100.0, 80, 1300.0, 40, 1250.0, 1_000_000, 20_000,
-             (100_000, 1_000_000), 10_000, 20_000, 5.0)
-SMOKE = Sizes(1.0, 2, 200.0, 3, 300.0, 2, 200.0, 5_000, 1_000, (2_000, 5_000), 500, 500, 1.0)
+             (100_000, 1_000_000), 10_000, 20_000, 20.0)
+SMOKE = Sizes(1.0, 2, 200.0, 3, 300.0, 2, 200.0, 5_000, 1_000, (2_000, 5_000), 500, 500, 2.0)
 
 # key -> (floor key or None, target: ("ratio>=", x) | ("ratio<=", x) | ("<", x) | None)
 TARGETS: dict[str, tuple[str | None, tuple[str, float] | None]] = {
@@ -143,8 +143,9 @@ def run(sizes: Sizes, mqtt_url: str, pg_url: str | None,
         out["hq_store_events_per_s"] = out["hq_copy_floor_events_per_s"] = None
 
     step("idle daemon")
-    out["idle_rss_mib"], out["idle_cpu_ratio"] = e2e.idle(mqtt_url, sizes.idle_s,
-                                                          llrp_process=lp)
+    quiet = idle.idle(mqtt_url, sizes.idle_s, llrp_process=lp)
+    out["idle_rss_mib"], out["idle_cpu_ratio"] = quiet.rss_mib, quiet.cpu_ratio
+    out["idle_explain"] = quiet.explain()  # CPU per thread, memory per process
     step("")
     out["bench_seconds"] = time.monotonic() - t_start
     return out

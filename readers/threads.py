@@ -1,0 +1,70 @@
+"""OS-level thread names: what `top -H`, /proc/PID/task/*/comm and `rfidd bench`'s idle figures
+show instead of "python3" for every thread.
+
+Python 3.11 names its threads for itself only. `name_os_threads()` gives each thread its Python
+name at the OS level (prctl PR_SET_NAME: 15 bytes): the threads running now at once (not the
+main thread: its name is the process's, what ps and pgrep show), and every
+thread the threading module starts later on its first Python call (a one-shot profile hook,
+removed as soon as it ran: nothing is left on the thread's path). Linux only; elsewhere, or
+without a C library to call, it does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+PR_SET_NAME = 15
+_installed = False
+
+
+def _libc() -> Any | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+def os_name(name: str) -> bytes:
+    """The 15 bytes the kernel keeps of `name` (the tail of "Thread-3 (worker)" style names
+    is dropped, the start is what tells threads apart)."""
+    return name.encode("utf-8", "replace")[:15]
+
+
+def set_current(name: str) -> None:
+    """Name the calling thread at the OS level."""
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_NAME, ctypes.c_char_p(os_name(name)), 0, 0, 0)
+
+
+def _set_other(thread: threading.Thread) -> None:
+    if _LIBC is None or thread.ident is None:
+        return
+    _LIBC.pthread_setname_np(ctypes.c_ulong(thread.ident), ctypes.c_char_p(os_name(thread.name)))
+
+
+def _first_call(_frame: FrameType, _event: str, _arg: Any) -> None:
+    sys.setprofile(None)  # one shot: this thread runs unprofiled from here
+    set_current(threading.current_thread().name)
+
+
+def name_os_threads() -> None:
+    """Name the threads running now and every one started from now on (idempotent)."""
+    global _installed
+    if _LIBC is None:
+        return
+    for t in threading.enumerate():
+        if t is not threading.main_thread():  # its name is the process's (ps, pgrep)
+            _set_other(t)
+    if not _installed:
+        _installed = True
+        threading.setprofile(_first_call)
