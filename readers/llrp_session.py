@@ -62,6 +62,14 @@ class _Client(LLRPReaderClient):  # type: ignore[misc]
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
+    def main_loop(self) -> None:
+        """sllurp's loop; its end (even by an exception sllurp only logs) wakes the
+        supervisor, which does not poll."""
+        try:
+            super().main_loop()
+        finally:
+            self._session.reader.wake()
+
     def send_data(self, data: bytes) -> None:
         if len(data) >= _HEADER.size:
             word, _length, msg_id = _HEADER.unpack_from(data)

@@ -184,6 +184,7 @@ class Daemon:
         self.site_health = SiteHealth(cfg, self.ctx, self.metrics, self.notifier,
                                       self.hq if cfg.mqtt.enabled else None)
         if cfg.mqtt.enabled:
+            self.hq.on_outbox_depth = self.site_health.on_outbox_depth
             self.hq.start()
             self._on_stop("hq link", self.hq.stop)
             self.ctx.notify_outbox = self.hq.notify
@@ -265,8 +266,9 @@ class Daemon:
         self.scheduler.add_job(self.ingestor.request_sweep, "interval",
                                seconds=self.timings.sweep_s, id="presence-sweep")
         assert self.site_health is not None
-        self.scheduler.add_job(self.site_health.refresh_outbox, "interval",
-                               seconds=self.timings.outbox_stats_s, id="outbox-stats")
+        if not self.config.mqtt.enabled:  # else the HQ link's publisher keeps the gauges
+            self.scheduler.add_job(self.site_health.refresh_outbox, "interval",
+                                   seconds=self.timings.outbox_stats_s, id="outbox-stats")
         self.scheduler.add_job(self.ingestor.request_flush, "interval",
                                seconds=self.timings.flush_s, id="last-seen-flush")
         if self.ops is not None:

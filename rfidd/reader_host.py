@@ -155,10 +155,11 @@ class ReaderHost:
             pass  # the child is gone; the supervisor's next turn restarts it
 
     def hung_for(self) -> float:
-        """Seconds the child is late past its twice-a-second snapshot (beyond the margin)."""
+        """Seconds the child is late past its heartbeat snapshot (beyond the margin)."""
         if not self.alive():
             return 0.0
-        return max(0.0, time.monotonic() - self.last_frame - supervise.HANG_MARGIN_S)
+        return max(0.0, time.monotonic() - self.last_frame - wire.SNAPSHOT_S
+                   - supervise.HANG_MARGIN_S)
 
     def _read(self, proc: subprocess.Popen[bytes]) -> None:
         """The intake thread: the child's frames into the IngestQueue, until end of file."""
