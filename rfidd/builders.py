@@ -83,8 +83,9 @@ def build_ops(ctx: ServiceContext, settings: OpsSettings | None = None,
         except ServiceUnavailable as exc:
             log.debug("ops tick skipped: %s", exc)
 
+    schedules = Schedules(ctx, counting.start_count, ops_tick, settings,
+                          publish_shrinkage=lambda a, b: exits.shrinkage(a, b, publish=True),
+                          busy=lambda: counting.busy() or reception.busy())
+    counting.on_active = reception.on_active = schedules.wake_tick
     return OpsServices(catalog, reception, exits, counting,
-                       ReplenishmentService(ctx, catalog, books=books),
-                       Schedules(ctx, counting.start_count, ops_tick, settings,
-                                 publish_shrinkage=lambda a, b: exits.shrinkage(a, b,
-                                                                                publish=True)))
+                       ReplenishmentService(ctx, catalog, books=books), schedules)

@@ -3,8 +3,10 @@ LLRP readers in its reader host child) with 4 connected readers that read nothin
 
 CPU comes from each thread's /proc/PID/task/TID/schedstat (nanoseconds on the CPU, and how many
 times it was scheduled: its wake-ups), over a window long enough for rare periodic work to
-show; a thread that ended within the window is caught by the process totals (/proc/PID/stat,
-clock ticks, which count dead threads too): `cpu_ratio` is the larger of the two. RSS is each
+show. A thread that ended within the window takes its time with it; the process totals
+(/proc/PID/stat, clock ticks, which count dead threads too, but only to 1/CLK_TCK s at each
+end) catch it: `cpu_ratio` is the threads' sum unless a thread ended or the ticks exceed that
+sum by more than their resolution, and then the larger of the two. RSS is each
 process's VmRSS (summed: the child counts), with its Pss and anonymous part from
 /proc/PID/smaps_rollup. Threads carry their Python names at the OS level
 (readers.threads.name_os_threads), so each figure is attributed to a thread name.
@@ -65,6 +67,9 @@ class IdleFigures:
     ticks_cpu_ratio: float
     """The processes' clock ticks (dead threads included; 1 tick = 1/CLK_TCK s)."""
     wakeups_per_s: float
+    threads_started: int
+    threads_ended: int
+    """Threads that appeared or ended within the window (an idle daemon has none)."""
     processes: dict[str, ProcessMem] = field(default_factory=dict)
     threads: list[ThreadCpu] = field(default_factory=list)
 
@@ -75,6 +80,7 @@ class IdleFigures:
             "threads_cpu_ratio": self.threads_cpu_ratio,
             "ticks_cpu_ratio": self.ticks_cpu_ratio,
             "wakeups_per_s": round(self.wakeups_per_s, 2),
+            "threads_started": self.threads_started, "threads_ended": self.threads_ended,
             "processes": {k: {"rss_mib": round(v.rss_mib, 1), "pss_mib": round(v.pss_mib, 1),
                               "anon_mib": round(v.anon_mib, 1)}
                           for k, v in self.processes.items()},
@@ -167,10 +173,16 @@ def measure(pid: int, seconds: float) -> IdleFigures:
     threads = sorted((ThreadCpu(p, n, int(c), ms, w) for (p, n), (c, ms, w) in groups.items()),
                      key=lambda t: -t.cpu_ms_per_s)
     by_threads = sum(t.cpu_ms_per_s for t in threads) / 1000
-    by_ticks = (k1 - k0) / os.sysconf("SC_CLK_TCK") / window
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    by_ticks = (k1 - k0) * tick / window
+    started = sum(1 for k in th1 if k not in th0)
+    ended = sum(1 for k in th0 if k not in th1)
+    slack = 2 * len(pids1) * tick / window  # each process's ticks, rounded at both ends
+    cpu = by_threads if ended == 0 and by_ticks - by_threads <= slack else max(by_threads,
+                                                                                by_ticks)
     mem = {labels[p]: _memory(p) for p in pids1}
-    return IdleFigures(window, sum(m.rss_mib for m in mem.values()), max(by_threads, by_ticks),
-                       by_threads, by_ticks, sum(t.wakeups_per_s for t in threads), mem, threads)
+    return IdleFigures(window, sum(m.rss_mib for m in mem.values()), cpu, by_threads, by_ticks,
+                       sum(t.wakeups_per_s for t in threads), started, ended, mem, threads)
 
 
 def _established(pids: list[int], ports: set[int]) -> int:
