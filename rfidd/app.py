@@ -90,6 +90,9 @@ class Daemon:
     """Store operations (rfidd/ops/) with these settings; None runs the daemon without them."""
     with_lifecycle: bool = True
     """Run the item lifecycle service (the books)."""
+    migrate_in_child: bool = False
+    """A schema upgrade at start runs in a child process (`rfidd run`: Alembic never loads in
+    the daemon, ~11 MiB for its whole life); in-process by default (tests, the demo)."""
 
     def __post_init__(self) -> None:
         self.notifier = Notifier()
@@ -142,7 +145,7 @@ class Daemon:
     def _init_database(self) -> PresenceTracker:
         """Open (and migrate) the database; restore presence from it."""
         cfg = self.config
-        self.db = open_database(cfg.database.url)
+        self.db = open_database(cfg.database.url, migrate_in_child=self.migrate_in_child)
         self._on_stop("database", self.db.dispose)
         tracker = PresenceTracker(
             departure_s=cfg.presence.departure_s,

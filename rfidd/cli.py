@@ -187,7 +187,7 @@ def serve(cfg: Config, log_level: str | None = None) -> None:
     from rfidd.mqtt import HqLinkError
     from rfidd.store.db import DatabaseConfigError, DatabaseError
 
-    daemon = Daemon(cfg)
+    daemon = Daemon(cfg, migrate_in_child=True)
     install_signal_handlers(daemon.stop_event)
     try:
         daemon.start()
