@@ -72,6 +72,9 @@ class IdleFigures:
     """Threads that appeared or ended within the window (an idle daemon has none)."""
     processes: dict[str, ProcessMem] = field(default_factory=dict)
     threads: list[ThreadCpu] = field(default_factory=list)
+    floors: dict[str, float] = field(default_factory=dict)
+    """RSS (MiB) of bare processes measured in the same run: what no idle daemon on this
+    interpreter and these libraries goes below (see `floors`)."""
 
     def explain(self) -> dict[str, Any]:
         """The attribution, for `rfidd bench --json` (`idle_explain`)."""
@@ -84,6 +87,7 @@ class IdleFigures:
             "processes": {k: {"rss_mib": round(v.rss_mib, 1), "pss_mib": round(v.pss_mib, 1),
                               "anon_mib": round(v.anon_mib, 1)}
                           for k, v in self.processes.items()},
+            "floors_rss_mib": {k: round(v, 1) for k, v in self.floors.items()},
             "threads": [{"process": t.process, "thread": t.thread, "count": t.count,
                          "cpu_ms_per_s": round(t.cpu_ms_per_s, 4),
                          "wakeups_per_s": round(t.wakeups_per_s, 2)} for t in self.threads],
@@ -185,6 +189,28 @@ def measure(pid: int, seconds: float) -> IdleFigures:
                        sum(t.wakeups_per_s for t in threads), started, ended, mem, threads)
 
 
+STACK = ("pydantic", "sqlalchemy.orm", "sqlalchemy.dialects.sqlite", "fastapi", "uvicorn",
+         "apscheduler.schedulers.background", "paho.mqtt.client", "prometheus_client", "epcpy",
+         "click", "sllurp.llrp", "serial")
+"""The daemon's third-party libraries (imported, nothing built with them)."""
+_FLOOR = ("import importlib, sys\n[importlib.import_module(m) for m in sys.argv[1:]]\n"
+          "print([int(x.split()[1]) for x in open('/proc/self/status') if x.startswith('VmRSS')]"
+          "[0] / 1024)")
+
+
+def floors() -> dict[str, float]:
+    """RSS of this interpreter alone, with the daemon's libraries imported, and with the
+    reader host's (sllurp): the part of each process's RSS that rfidd's own code and data
+    cannot remove."""
+    def rss_of(*modules: str) -> float:
+        out = subprocess.run([sys.executable, "-c", _FLOOR, *modules], capture_output=True,
+                             text=True, check=True, timeout=120)
+        return float(out.stdout.split()[-1])
+
+    return {"interpreter": rss_of(), "daemon_libraries": rss_of(*STACK),
+            "reader_host_libraries": rss_of("sllurp.llrp")}
+
+
 def _established(pids: list[int], ports: set[int]) -> int:
     """TCP connections of `pids` established to one of `ports` on this machine."""
     inodes: set[str] = set()
@@ -246,10 +272,12 @@ def idle(mqtt_url: str, seconds: float, readers: int = 4,
                 # sendto blocks on a full socket.
                 threading.Thread(target=_drain, args=(notify,), daemon=True).start()
                 time.sleep(SETTLE_S)
-                return measure(proc.pid, seconds)
+                got = measure(proc.pid, seconds)
             finally:
                 proc.terminate()
                 proc.wait(60)
+    got.floors = floors()  # after the daemon stopped: not in its window
+    return got
 
 
 def _wait_up(proc: subprocess.Popen[str], notify: socket.socket, ports: set[int],
