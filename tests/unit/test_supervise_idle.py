@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -116,7 +117,7 @@ def test_the_watchdog_and_handshake_deadlines_need_no_wake(stops: list[Superviso
 
 
 def test_a_reader_that_talks_keeps_its_watchdog_quiet(stops: list[Supervisor]) -> None:
-    sup, sessions, sink = start(watchdog_s=0.4, handshake_s=3600.0)
+    sup, sessions, _sink = start(watchdog_s=0.4, handshake_s=3600.0)
     stops.append(sup)
     wait_until(lambda: len(sessions) == 1)
     sessions[0].change(is_ready=True)
@@ -139,7 +140,7 @@ def test_os_thread_names_follow_python_names() -> None:
     seen: list[str] = []
 
     def body() -> None:
-        seen.append(open(f"/proc/self/task/{threading.get_native_id()}/comm").read().strip())
+        seen.append(Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip())
         done.wait(5)
 
     t = threading.Thread(target=body, name="reader-a-long-thread-name", daemon=True)
@@ -148,5 +149,5 @@ def test_os_thread_names_follow_python_names() -> None:
     done.set()
     t.join(5)
     assert seen == [os_name("reader-a-long-thread-name").decode()] == ["reader-a-long-t"]
-    main = open(f"/proc/self/task/{os.getpid()}/comm").read().strip()
+    main = Path(f"/proc/self/task/{os.getpid()}/comm").read_text().strip()
     assert main != "MainThread"  # the process keeps its own name
