@@ -22,8 +22,6 @@ from typing import Any
 from readers import host as wire
 from readers import supervise
 from readers.base import ReaderDriver, ReaderState, TagRead
-from readers.llrp import LlrpReader
-from readers.serial import SerialReader
 from rfidd.config import Config
 from rfidd.intake import IngestQueue
 
@@ -277,9 +275,15 @@ def build_readers(cfg: Config, sink: IngestQueue,
         if name in out:
             continue
         antennas = list(rc.antenna_zones())
+        # The drivers' modules only when a reader here needs them: with the LLRP readers in
+        # the reader host, the daemon never loads sllurp (nor pyserial without serial readers).
         if rc.kind == "llrp":
+            from readers.llrp import LlrpReader
+
             out[name] = LlrpReader(name, rc.address, rc.llrp, antennas, sink)
             continue
+        from readers.serial import SerialReader
+
         s = rc.serial
         out[name] = SerialReader(
             name, rc.address, protocol=s.protocol, baudrate=s.baudrate, address=s.address,

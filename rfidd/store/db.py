@@ -203,6 +203,7 @@ def open_database(url: str, *, migrate: bool = True, echo: bool = False,
             if in_child:
                 from rfidd.store.migrate import run_upgrade
 
+                db.engine.dispose()  # no connection of ours open while the child migrates
                 before, after = run_upgrade(url)
             else:
                 before = db.current_revision()
