@@ -384,6 +384,7 @@ class Daemon:
         """After the readers: what they delivered while disconnecting is ingested too."""
         self._ingest_stop.set()
         if self.ingestor is not None:
+            self.ingestor.wake()
             self.ingestor.join(self.timings.stop_timeout_s)
             if self.ingestor.is_alive():
                 log.error("ingest thread still busy after %.0f s; the rest of its queue is "
