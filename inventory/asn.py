@@ -27,8 +27,9 @@ from inventory.catalog import (
     iter_json_array,
     normalize_gtin,
 )
+from inventory.isotime import IsoTimeError, parse_iso_datetime
 
-CSV_COLUMNS = ("asn_id", "origin", "destination", "shipped_at", "epc", "gtin", "quantity")
+CSV_COLUMNS = ("asn_id", "origin", "destination", "shipped_at", "epc", "gtin", "quantity", "tid")
 HEADER_FIELDS = ("asn_id", "origin", "destination", "shipped_at")
 JSON_FIELDS = (*HEADER_FIELDS, "epcs", "lines", "tids")
 _TID = re.compile(r"^[0-9A-F]{8,64}$")
@@ -154,17 +155,15 @@ def _parse_id(raw: Any, field: str) -> str:
     return s
 
 
-def parse_timestamp(raw: Any) -> datetime:
-    """ISO 8601 with an explicit offset ('Z' or +hh:mm), returned in UTC."""
-    if not isinstance(raw, str) or not raw.strip():
+def parse_timestamp(raw: Any, field: str = "shipped_at") -> datetime:
+    """ISO 8601 with an explicit offset ('Z' or +hh:mm), returned in UTC; the ValueError says
+    the problem alone (the import issue names the line and field)."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
         raise ValueError("is required")
     try:
-        dt = datetime.fromisoformat(raw.strip())
-    except ValueError:
-        raise ValueError(f"is not an ISO 8601 time: {raw!r}") from None
-    if dt.tzinfo is None:
-        raise ValueError(f"needs a UTC offset (e.g. 'Z'): {raw!r}")
-    return dt.astimezone(UTC)
+        return parse_iso_datetime(raw, field).astimezone(UTC)
+    except IsoTimeError as exc:
+        raise ValueError(exc.problem) from None
 
 
 def _parse_quantity(raw: Any) -> int:
@@ -215,20 +214,32 @@ class _Builder:
         self.header.setdefault(field, value)
         self.header_line.setdefault(field, line)
 
-    def add_epc(self, raw: Any, line: int | None, field: str, record: int | None) -> None:
+    def add_epc(self, raw: Any, line: int | None, field: str, record: int | None) -> str | None:
+        """Add a listed EPC; returns it normalized (None: an error was recorded)."""
         if not isinstance(raw, str):
             self.error(line, field, f"EPC must be a string, got {raw!r}", record)
-            return
+            return None
         try:
             epc = self.normalize_epc(raw)
         except ValueError as exc:
             self.error(line, field, str(exc), record)
-            return
+            return None
         if epc in self.epcs:
             self.error(line, field, f"EPC {epc} listed twice (first at line {self.epcs[epc]})",
                        record)
-            return
+            return None
         self.epcs[epc] = line
+        return epc
+
+    def add_tid(self, epc: str, tid: Any, line: int | None, field: str,
+                record: int | None) -> None:
+        """The TID bound to the listed `epc` at commissioning."""
+        text = tid.strip().upper() if isinstance(tid, str) else ""
+        if not _TID.match(text) or len(text) % 4:
+            self.error(line, field, f"TID must be 8-64 hex digits in whole words, got "
+                       f"{tid!r}", record)
+            return
+        self.tids[epc] = text
 
     def add_quantity(self, gtin: Any, qty: Any, line: int | None, record: int | None,
                      prefix: str = "") -> None:
@@ -281,21 +292,18 @@ class _Builder:
             if epc not in self.epcs:
                 self.error(line, where, "EPC not listed in epcs", record)
                 continue
-            text = tid.strip().upper() if isinstance(tid, str) else ""
-            if not _TID.match(text) or len(text) % 4:
-                self.error(line, where, f"TID must be 8-64 hex digits in whole words, got "
-                           f"{tid!r}", record)
-                continue
-            self.tids[epc] = text
+            self.add_tid(epc, tid, line, where, record)
 
 
 def parse_asn_csv(
     text: str, source: str = "<csv>", normalize_epc: EpcNormalizer = normalize_epc_hex
 ) -> AsnImportResult:
-    """Parse ASN CSV: header asn_id,origin,destination,shipped_at,epc,gtin,quantity.
+    """Parse ASN CSV: header asn_id,origin,destination,shipped_at,epc,gtin,quantity[,tid].
 
     Each row carries either an `epc` or a `gtin` + `quantity`. Header fields repeat on every row
-    (blank means "same as above"); rows of several asn_ids make several ASNs.
+    (blank means "same as above"); rows of several asn_ids make several ASNs. The optional
+    `tid` column: the TID bound to the row's EPC at commissioning (as `tids` in JSON), blank
+    when none was bound; a TID on a quantity row is an error.
     """
     reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""))
     try:
@@ -344,10 +352,15 @@ def parse_asn_csv(
             if rec[field]:
                 b.set_header(field, rec[field], line, None)
         epc, gtin, qty = rec.get("epc", ""), rec.get("gtin", ""), rec.get("quantity", "")
+        tid = rec.get("tid", "")
+        if tid and not epc:
+            b.error(line, "tid", "a TID belongs to an EPC row (this row lists none)", None)
         if epc and (gtin or qty):
             b.error(line, "epc", "a row has either an EPC or a GTIN quantity, not both", None)
         elif epc:
-            b.add_epc(epc, line, "epc", None)
+            listed = b.add_epc(epc, line, "epc", None)
+            if listed is not None and tid:
+                b.add_tid(listed, tid, line, "tid", None)
         elif gtin or qty:
             b.add_quantity(gtin or None, qty or None, line, None)
         else:

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 from inventory.epc import decode
 from inventory.events import Action, ItemEvent
+from inventory.isotime import parse_iso_datetime
 
 EPCIS_CONTEXT = "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"
 RFIDD_NS_PREFIX = "rfidd"
@@ -39,21 +40,9 @@ class EpcisError(ValueError):
 
 
 def parse_datetime(value: Any, what: str) -> datetime:
-    """An ISO 8601 date-time with its offset ("Z" or +hh:mm) as an aware datetime: a time
-    without offset means something else at each site, so it is refused. One parser for what
-    sites and HQ receive (replay's `since`, EPCIS eventTime); the ValueError names `what`."""
-    if not isinstance(value, str):
-        raise ValueError(f"{what} is {type(value).__name__}, expected an ISO 8601 string")
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{what} {value!r} is not an ISO 8601 date-time") from None
-    if t.tzinfo is None:
-        raise ValueError(f"{what} {value!r} has no time zone offset")
-    return t
+    """An ISO 8601 date-time with its offset as an aware datetime (replay's `since`, EPCIS
+    eventTime): inventory.isotime's parser, the one of rfidd; the ValueError names `what`."""
+    return parse_iso_datetime(value, what)
 
 
 def gs1_check_digit(digits: str) -> str:

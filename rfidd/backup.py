@@ -75,6 +75,8 @@ def _pg_guidance(url: str) -> str:
             f"  pg_dump -Fc -f rfidd-$(date +%F).dump {conn}\n"
             f"and restore (rfidd stopped) into an empty database with\n"
             f"  pg_restore --clean --if-exists -d {u.database or 'rfidd'} rfidd-DATE.dump\n"
+            "then, before starting rfidd, mark it restored (no sequence number reused):\n"
+            "  rfidd restore --mark-restored -c /etc/rfidd/rfidd.toml\n"
             "The password comes from ~/.pgpass or PGPASSWORD, never the command line.")
 
 
@@ -211,39 +213,75 @@ def backup_command(file: Path, config_file: Path, as_json: bool) -> None:
                    f"schema {copied.revision}, integrity ok")
 
 
+def mark_restored_database(url: str) -> str | None:
+    """Upgrade the schema of a database restored by whatever means (`rfidd restore`, or
+    `pg_restore` by hand) and mark it restored: the next start continues the event sequence
+    above the numbers HQ holds (rfidd/seq_restore.py). Returns the schema revision."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from rfidd.store.db import DatabaseError, open_database
+    from rfidd.store.sequence import mark_restored
+
+    db = open_database(url)  # the schema of this version
+    try:
+        after = db.current_revision()
+        with db.write() as s:
+            mark_restored(s, time.time())
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"cannot write the restored mark: {exc}") from exc
+    finally:
+        db.dispose()
+    return after
+
+
 @click.command("restore")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path), required=False)
 @click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("/etc/rfidd/rfidd.toml"), show_default=True)
-def restore_command(file: Path, config_file: Path) -> None:
-    """Replace the site database with the backup FILE (stop rfidd first)."""
+@click.option("--mark-restored", is_flag=True,
+              help="No FILE: the database was restored by hand (PostgreSQL: pg_restore); "
+                   "upgrade its schema and mark it restored, so the next start does not "
+                   "reuse sequence numbers HQ already holds.")
+def restore_command(file: Path | None, config_file: Path, mark_restored: bool) -> None:
+    """Replace the site database with the backup FILE (stop rfidd first); or, with
+    --mark-restored, mark a database restored by hand (pg_restore)."""
+    if (file is None) == (not mark_restored):
+        click.echo("give either the backup FILE (SQLite) or --mark-restored (a database "
+                   "restored by hand, e.g. pg_restore), not both or neither", err=True)
+        sys.exit(EX_USAGE)
     cfg = _config(config_file)
     if daemon_answers(cfg):
         click.echo(f"rfidd is running (its API answers on port {cfg.http.port}): "
                    "systemctl stop rfidd first", err=True)
         sys.exit(EX_TEMPFAIL)
+    from rfidd.store.db import DatabaseError
+
+    if file is None:
+        shown = make_url(cfg.database.url).render_as_string(hide_password=True)
+        try:
+            after = mark_restored_database(cfg.database.url)
+        except DatabaseError as exc:
+            click.echo(f"{shown}: cannot mark it restored: {exc}", err=True)
+            sys.exit(EX_TEMPFAIL)
+        click.echo(f"marked {shown} restored (schema {after}): the next start continues the "
+                   "event sequence above the numbers HQ holds")
+        click.echo(AFTER_RESTORE)
+        return
     try:
         copied, kept = restore(file, sqlite_path(cfg.database.url))
     except BackupError as exc:
         click.echo(str(exc), err=True)
         sys.exit(EX_USAGE if "PostgreSQL" in str(exc) else EX_DATAERR)
-    from rfidd.store.db import DatabaseError, open_database
-    from rfidd.store.sequence import mark_restored
-
     try:
-        db = open_database(cfg.database.url)  # the schema of this version
-        after = db.current_revision()
-        with db.write() as s:  # the next start continues the sequence above HQ's numbers
-            mark_restored(s, time.time())
-        db.dispose()
+        after = mark_restored_database(cfg.database.url)
     except DatabaseError as exc:
         click.echo(f"restored, but the schema upgrade failed: {exc}", err=True)
         sys.exit(EX_DATAERR)
     click.echo(f"restored {file} into {copied.path} (schema {copied.revision} -> {after})")
     if kept is not None:
-        click.echo(f"the database it replaced is kept as {kept}")
+        click.echo(f"the database it replaces is kept as {kept}")
     click.echo(AFTER_RESTORE)
 
 
-__all__ = ["AFTER_RESTORE", "BackupError", "backup", "backup_command", "restore",
-           "restore_command"]
+__all__ = ["AFTER_RESTORE", "BackupError", "backup", "backup_command", "mark_restored_database",
+           "restore", "restore_command"]

@@ -73,15 +73,25 @@ def build_ops(ctx: ServiceContext, settings: OpsSettings | None = None,
     exits = ExitService(ctx, catalog, settings, books=books)
     counting = CountingService(ctx, catalog, exits, settings, books=books)
 
+    skipping: list[int] = [0]  # ticks skipped in a row: one warning per outage, not per tick
+
     def ops_tick() -> None:
         """The periodic ops job: live counts and their timed stops, then the reception rules.
         When the store's state is busy (a long staff commit, the database down) the tick is
-        skipped, not a traceback: the next one, a second later, does the same work."""
+        skipped, not a traceback: counted, logged once per outage, and the next one, a second
+        later, does the same work (a due count stays due, an open reception stays open)."""
         try:
             counting.tick()
             reception.tick()
         except ServiceUnavailable as exc:
-            log.debug("ops tick skipped: %s", exc)
+            ctx.metrics.ops_ticks_skipped.inc()
+            if skipping[0] == 0:
+                log.warning("ops tick skipped until the store's state is available: %s", exc)
+            skipping[0] += 1
+            return
+        if skipping[0]:
+            log.info("ops tick done again after %d skipped", skipping[0])
+            skipping[0] = 0
 
     schedules = Schedules(ctx, counting.start_count, ops_tick, settings,
                           publish_shrinkage=lambda a, b: exits.shrinkage(a, b, publish=True),

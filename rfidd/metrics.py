@@ -11,6 +11,8 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from rfidd.version import package_version
+
 NS = "rfidd"
 # The CBV business steps the daemon produces ("observe": an arrival without a business step).
 BIZ_STEPS = (
@@ -107,7 +109,9 @@ class Metrics:
             "command_senders", "Inbound HQ commands by sender (hq: signed with HQ's key; "
             "unsigned; forged: a signature that does not verify) and fate on arrival: queued, "
             "refused (answered on .../errors), dropped (that sender's queue full: left "
-            "unacknowledged for redelivery).", ["sender", "result"],
+            "unacknowledged and redelivered through a reconnect once the queues drain; "
+            "without a persistent session, refused and answered on .../errors).",
+            ["sender", "result"],
             namespace=NS, registry=r,
         )
         self.http_auth_failures = Counter(
@@ -136,6 +140,11 @@ class Metrics:
             "apply (its part of the batch is skipped; the rest commits).", ["component"],
             namespace=NS, registry=r,
         )
+        self.ops_ticks_skipped = Counter(
+            "ops_ticks_skipped", "Periodic store-operations ticks (timed count stops, reception "
+            "rules) skipped because the database or the domain state was unavailable; the next "
+            "tick does the same work.", namespace=NS, registry=r,
+        )
         self.count_sessions = Counter(
             "count_sessions", "Cycle count sessions completed.", namespace=NS, registry=r,
         )
@@ -147,6 +156,12 @@ class Metrics:
             "status code, refusals (401, 403, 400 foreign Host) included.", ["route", "code"],
             namespace=NS, registry=r,
         )
+
+        self.build_info = Gauge(
+            "build_info", "1, labelled with the version of this rfidd (the package's).",
+            ["version"], namespace=NS, registry=r,
+        )
+        self.build_info.labels(package_version()).set(1)
 
         for step in BIZ_STEPS:
             self.events.labels(step)

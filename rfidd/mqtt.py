@@ -17,6 +17,8 @@ import collections
 import json
 import logging
 import random
+import select
+import socket
 import sys
 import threading
 import time
@@ -71,6 +73,9 @@ class _ClosingFilter(logging.Filter):
 
 # The link cannot be set up (unreadable password file...): the factory's error, by its old name.
 HqLinkError = MqttSetupError
+
+
+REDELIVERY_DRAIN_S = 2.0  # at most, reading what the broker still sends after our DISCONNECT
 
 
 class HqLink(OutboxPublisher):
@@ -149,8 +154,9 @@ class HqLink(OutboxPublisher):
             # A command is acknowledged once handled (or answered with an error), so one that
             # was queued when the daemon stopped is redelivered by the broker, not lost.
             manual_ack=True, max_inflight=max_inflight, logger=f"{__name__}.paho",
-            # MQTT 5: the broker sends no more unacknowledged commands than one sender's queue
-            # holds, so a command left unacknowledged never holds its window until reconnect.
+            # MQTT 5: ask the broker to send no more unacknowledged commands than one sender's
+            # queue holds. Mosquitto 2.0.11 does not hold to it strictly, and 3.1.1 has no such
+            # limit: what finds its queue full is redelivered through a reconnect (_redeliver).
             receive_maximum=command_queue_size,
         )
         self.tls = self.settings.tls is not None
@@ -185,7 +191,12 @@ class HqLink(OutboxPublisher):
         self.inbox = CommandInbox(
             site_id, f"{self.base}/cmd/", self.errors_topic, command_handler, metrics,
             self.stats, max_command_bytes=max_command_bytes, queue_size=command_queue_size,
-            screen=command_screen)
+            screen=command_screen,
+            # A dropped command comes back only on a new connection of a session that lasts.
+            redeliver=self._redeliver
+            if persistent_session and (session_expiry_s > 0 or not self.v5) else None)
+        self._client_mu = threading.Lock()  # a reconnect for redelivery vs stop()
+        self._redelivering = False
         self._client: mqtt.Client | None = None
         self._publisher: threading.Thread | None = None
         self._command_thread: threading.Thread | None = None
@@ -231,6 +242,15 @@ class HqLink(OutboxPublisher):
         self.inbox.wake()
         if self._publisher is not None:
             self._publisher.join(max(0.1, deadline - time.monotonic()))
+        with self._client_mu:
+            self._close_client(deadline)
+        self._connected.clear()
+        self._process_acks()  # PUBACKs that arrived while stopping
+        if self._command_thread is not None:
+            self._command_thread.join(max(0.1, deadline - time.monotonic()))
+        self.metrics.mqtt_connected.set(0)
+
+    def _close_client(self, deadline: float) -> None:
         client = self._client
         if client is not None:
             if self._connected.is_set():
@@ -246,11 +266,43 @@ class HqLink(OutboxPublisher):
                     log.warning("could not publish offline status: %s", exc)
             client.disconnect()
             client.loop_stop()
-        self._connected.clear()
-        self._process_acks()  # PUBACKs that arrived while stopping
-        if self._command_thread is not None:
-            self._command_thread.join(max(0.1, deadline - time.monotonic()))
-        self.metrics.mqtt_connected.set(0)
+
+    def _redeliver(self) -> None:
+        """Command thread, its queues drained: commands were left unacknowledged on this
+        connection (their sender's queue was full). The broker redelivers them only on a new
+        connection of the session, and until then each holds a slot of its window: reconnect,
+        with a clean DISCONNECT (no Will, so HQ sees no `offline`)."""
+        with self._client_mu:
+            client = self._client
+            if client is None or self._closing or not self._connected.is_set():
+                return  # stopping, or already reconnecting: redelivered then
+            log.info("reconnecting to HQ broker %s:%d: commands not queued (queue full) are "
+                     "redelivered on a new connection", self.host, self.port)
+            self._redelivering = True
+            try:
+                client.disconnect()
+                client.loop_stop()
+            finally:
+                self._redelivering = False
+            connect(client, self.settings)
+            client.loop_start()
+
+    def _on_socket_close(self, _client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+        """paho closes its socket right after writing DISCONNECT. With commands still arriving,
+        unread bytes make that close a TCP reset, the broker may drop the DISCONNECT with it,
+        and publish the Will (`offline`). On a reconnect for redelivery: half-close, and read
+        until the broker closes its side (it has then read the DISCONNECT)."""
+        if not self._redelivering:
+            return
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + REDELIVERY_DRAIN_S
+            while (left := deadline - time.monotonic()) > 0:
+                readable, _w, _x = select.select([sock], [], [], left)
+                if not readable or not sock.recv(65536):
+                    return
+        except (OSError, ValueError):  # already gone: nothing left to protect
+            return
 
     def _pending_rows(self) -> int:
         with self.db.session() as s:
@@ -309,6 +361,7 @@ class HqLink(OutboxPublisher):
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
         c.on_message = self._on_message
+        c.on_socket_close = self._on_socket_close
         return c
 
     def _set_backoff(self, client: mqtt.Client) -> None:
@@ -378,7 +431,9 @@ class HqLink(OutboxPublisher):
         self.metrics.mqtt_connected.set(0)
         if was:
             self.stats.disconnects += 1
-        if not self._closing:
+        if self._redelivering:
+            log.debug("disconnected from HQ broker to have commands redelivered")
+        elif not self._closing:
             if was:
                 log.warning("HQ broker connection lost (%s); unacknowledged messages are resent "
                             "after reconnecting", reason)

@@ -11,9 +11,13 @@ taking the senders' queues in turn, calls the daemon's handler, counts the resul
 flood from one sender fills its own queue and never takes the place of another's commands;
 `rfidd_command_senders_total{sender,result}` counts each sender's commands.
 
-A command is acknowledged after it was handled, on the connection that delivered it; a full
-queue leaves it unacknowledged, so the broker redelivers it (persistent session) rather than it
-being lost to a flood.
+A command is acknowledged after it was handled, on the connection that delivered it. One that
+finds its sender's queue full is dropped: with a persistent session it is left unacknowledged,
+and once the queues are drained `redeliver` is called (the link reconnects: a broker redelivers
+an unacknowledged message only on a new connection of the session, and until then it holds a
+slot of the broker's window; MQTT 3.1.1 has no Receive Maximum to keep the broker from sending
+more than the site can queue). Without a session to redeliver it, it is refused for good:
+acknowledged and answered on `.../errors`, so HQ knows to send it again.
 """
 
 from __future__ import annotations
@@ -73,7 +77,11 @@ class CommandInbox:
     def __init__(self, site_id: str, command_prefix: str, errors_topic: str,
                  handler: CommandHandler | None, metrics: Metrics, stats: CommandStats, *,
                  max_command_bytes: int, queue_size: int,
-                 screen: CommandScreen | None = None) -> None:
+                 screen: CommandScreen | None = None,
+                 redeliver: Callable[[], None] | None = None) -> None:
+        """`redeliver`: called on the command thread, once the queues are drained, when
+        commands were dropped on the current connection (None: no persistent session, so a
+        dropped command is refused and answered instead)."""
         self.site_id = site_id
         self.command_prefix = command_prefix
         self.errors_topic = errors_topic
@@ -90,6 +98,8 @@ class CommandInbox:
         self._logged: dict[str, tuple[float, int]] = {}  # sender: (minute start, refusals)
         self._senders = {(s, r): metrics.command_senders.labels(s, r)
                          for s in SENDERS for r in RESULTS}
+        self.redeliver = redeliver
+        self._owed: int | None = None  # the connection on which commands were left unacked
 
     def receive(self, client: mqtt.Client, msg: mqtt.MQTTMessage, generation: int) -> None:
         """On paho's thread: check, tell the sender, queue; never block."""
@@ -125,11 +135,21 @@ class CommandInbox:
         if queued:
             self._senders[sender, "queued"].inc()
             return
-        # Not acknowledged: the broker redelivers it (persistent session).
         self.stats.commands_rejected += 1
         self._senders[sender, "dropped"].inc()
         self.metrics.commands.labels(self.label(name), "dropped").inc()
-        if self._loud(f"{sender} (queue full)"):
+        loud = self._loud(f"{sender} (queue full)")
+        if self.redeliver is None:  # no session would bring it back: refused for good
+            if loud:
+                log.warning("HQ command %r from %s not queued (its queue is full): refused, "
+                            "HQ is told to send it again", name[:100], sender)
+            self.reply_error(client, name, f"not handled: the site's queue of {sender} "
+                             f"commands is full ({self.queue_size}); send it again")
+            client.ack(msg.mid, msg.qos)
+            return
+        # Not acknowledged: redelivered on the reconnect `run` asks for once the queues drain.
+        self._owed = generation
+        if loud:
             log.warning("HQ command %r from %s not queued (its queue is full): left for "
                         "redelivery", name[:100], sender)
 
@@ -160,6 +180,22 @@ class CommandInbox:
         """End the command thread's wait (the link is stopping: it looks at `stopping`)."""
         with self._ready:
             self._ready.notify_all()
+
+    def _ask_redelivery(self, generation: int) -> None:
+        """Commands left unacknowledged on this connection, none queued or being handled any
+        more: have them redelivered now (on a later connection the broker already did)."""
+        owed = self._owed
+        if owed is None:
+            return
+        if owed != generation:
+            self._owed = None
+            return
+        with self._ready:
+            if any(self._lanes.values()):
+                return
+            self._owed = None
+        if self.redeliver is not None:
+            self.redeliver()
 
     def label(self, name: str) -> str:
         """Bounded metric label: commands come from the network, label values must not."""
@@ -205,6 +241,7 @@ class CommandInbox:
             stopping: Callable[[], bool]) -> None:
         """The command thread: handle each queued command, then acknowledge it."""
         while True:
+            self._ask_redelivery(generation_of())  # each turn: after the last queued one
             item = self._next(IDLE_WAIT_S, stopping)
             if item is None:
                 if stopping():

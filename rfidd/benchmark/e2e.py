@@ -18,13 +18,13 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from inventory.epcis import parse_datetime
 from rfidd.app import Daemon, Timings
 from rfidd.bench_ingest import _SimProcess, scenario_text
 from rfidd.demo import demo_config
@@ -95,7 +95,7 @@ class _Latency:
         doc = json.loads(msg.payload)
         for ev in doc.get("epcisBody", {}).get("eventList", []):
             if self.recording and "eventTime" in ev:
-                at = datetime.fromisoformat(ev["eventTime"].replace("Z", "+00:00")).timestamp()
+                at = parse_datetime(ev["eventTime"], "eventTime").timestamp()
                 self.samples.append(now - at)
 
     def p99(self) -> float | None:

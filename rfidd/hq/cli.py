@@ -300,17 +300,14 @@ def site_add(site: str, name: str | None, config_file: Path | None,
 def _since_option(value: str | None) -> Any:
     if value is None:
         return None
-    from datetime import UTC, datetime
+    from datetime import UTC
 
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
+    from inventory.isotime import IsoTimeError, parse_iso_datetime
+
     try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 date or date-time",
-                                 param_hint="--since") from None
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t
+        return parse_iso_datetime(value, "--since", naive_as=UTC)
+    except IsoTimeError as exc:
+        raise click.BadParameter(exc.problem, param_hint="--since") from None
 
 
 @hq_command.command("backfill")

@@ -3,8 +3,15 @@
 The rules are inventory.authenticity (pure); this is where they meet the readers (the TIDs the
 readers reported with each EPC: rfidd.intake.TidMemory, fed on the reader threads), the books
 (`lifecycle_items.tid`, the binding written at commissioning) and the metrics. The lifecycle
-service checks returns and repairs here, and refuses a clone; reception checks what it received
-and flags a clone in its report. Both raise a `cloned_tag` alert (messages.cloned_tag).
+service checks what comes in from outside the chain's hands — returns, repair intakes, items
+back from a loan — here, and refuses a clone; reception checks what it received and flags a
+clone in its report. Both raise a `cloned_tag` alert (messages.cloned_tag). An item leaving
+(repair_out, loan_out, ship) is not checked: out of repair it was checked at repair_in and a
+repair may replace a damaged tag; the rest is checked at the desk it comes back to.
+
+The TID memory is the reader process's (in memory, bounded): after a restart the last 15
+minutes of TID reads are gone and a check at a desk says `unread` (accepted, said in the
+answer) until the staff re-scan the item: nothing is refused or accepted on a TID not read.
 
 Stock from before rfidd has no binding: "unbound" is counted, never refused. A reader without
 TID support reports no TID: "unread" is counted and said in the answer, never refused.
@@ -23,10 +30,11 @@ from rfidd.metrics import Metrics
 
 log = logging.getLogger("rfidd.authenticity")
 
-POINTS = ("reception", "return", "repair")
+POINTS = ("reception", "return", "repair", "loan")
 """Where a binding is checked: the bounded `point` label of rfidd_tag_checks_total."""
-INTAKE_POINTS = {Step.RETURN: "return", Step.REPAIR_IN: "repair"}
-"""The lifecycle steps that take an item in from outside and refuse a clone."""
+INTAKE_POINTS = {Step.RETURN: "return", Step.REPAIR_IN: "repair", Step.LOAN_BACK: "loan"}
+"""The lifecycle steps that take an item in from outside and refuse a clone (a loaned piece
+comes back from a press shoot or a client's home: the swap of a copy for it is the risk)."""
 BIND_SOURCES = ("bind_command", "read", "none", "ambiguous", "conflict")
 """How a commissioned tag got its TID: the `source` label of rfidd_tag_bindings_total.
 bind_command: the workshop's bind gave it (and no read contradicted it); read: the bench read
@@ -63,7 +71,7 @@ class TagAuthenticity:
         self._max_age_s = max_age_s
         self.checks = Counter(
             "tag_checks", "Tag authenticity checks (commissioning TID against the TIDs read "
-            "now), by point (reception, return, repair) and verdict (match, mismatch = a "
+            "now), by point (reception, return, repair, loan) and verdict (match, mismatch = a "
             "cloned EPC, unbound = no TID bound at commissioning, unread = no TID read, "
             "unserialized = a TID naming a chip model only).",
             ["point", "verdict"], namespace="rfidd", registry=metrics.registry)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -120,6 +121,23 @@ def adopt(epc: str, disposition: str, biz_step: str | None, since: float,
         destination=site if status is Status.IN_TRANSIT else None,
         after_repair=Status.IN_STOCK if status is Status.IN_REPAIR else None,
     )
+
+
+class Held(NamedTuple):
+    """An item held for a client: who for, since and until when."""
+
+    epc: str
+    client: str | None
+    since: float
+    until: float | None
+
+
+def held(s: Session, limit: int) -> list[Held]:
+    """The items held for a client, oldest hold first (at most `limit`)."""
+    li = LifecycleItem
+    return [Held(*r) for r in s.execute(
+        select(li.epc, li.hold_client, li.since, li.hold_until)
+        .where(li.status == Status.HELD.value).order_by(li.since).limit(limit))]
 
 
 def describe(st: ItemState, row: LifecycleItem | None) -> dict[str, object]:

@@ -55,7 +55,15 @@ from rfidd.lifecycle import commands as C
 from rfidd.lifecycle import messages as M
 from rfidd.lifecycle.alerts import AlertWorkflow
 from rfidd.lifecycle.authenticity import INTAKE_POINTS, TagAuthenticity, TidSource
-from rfidd.lifecycle.books import Books, describe, item_upserts, set_home_zones, write_rows
+from rfidd.lifecycle.books import (
+    Books,
+    Held,
+    describe,
+    held,
+    item_upserts,
+    set_home_zones,
+    write_rows,
+)
 from rfidd.lifecycle.commands import MQTT_COMMANDS, STEP_COMMANDS
 from rfidd.lifecycle.commissioning import Commissioning
 from rfidd.lifecycle.counts import CountBooks
@@ -169,7 +177,7 @@ class LifecycleService:
         due = due_dt.timestamp() if due_dt is not None else None
         extra = C.transition_fields(cmd)
         seen = self._seen(cmd.epcs) if step is Step.RETURN else {}
-        point = INTAKE_POINTS.get(step)  # returns and repairs: a cloned tag is refused
+        point = INTAKE_POINTS.get(step)  # returns, repairs, loans back: a clone refused
         clones: list[repo.Message] = []
         result = ApplyResult(name, cmd.txn)
         with self._lock, self.ctx.transaction() as s:
@@ -471,6 +479,11 @@ class LifecycleService:
         return res.messages + held.messages
 
     # ------------------------------------------------------------------ reads
+
+    def held_items(self, limit: int) -> list[Held]:
+        """The items held for a client (the floor's holds screen), oldest first."""
+        with self.ctx.db.session() as s:
+            return held(s, limit)
 
     def item_state(self, epc: str) -> dict[str, Any] | None:
         with self.ctx.db.session() as s:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Coroutine
-from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from inventory.isotime import IsoTimeError, parse_iso_datetime
 from inventory.reports import replenishment_csv
 from rfidd.config_http import Role
 from rfidd.ops import answers as A
@@ -35,7 +35,8 @@ P = "/api/v1/ops"
 
 
 def parse_time(value: Any, field: str) -> float:
-    """Epoch seconds or ISO 8601 with an offset; the error names the field."""
+    """Epoch seconds or ISO 8601 with an offset (inventory.isotime); the error names the
+    field."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, str):
@@ -43,14 +44,10 @@ def parse_time(value: Any, field: str) -> float:
             return float(value)
         except ValueError:
             pass
-        try:
-            dt = datetime.fromisoformat(value)
-        except ValueError:
-            raise ApiError(400, f"{field}: {value!r} is not epoch seconds or ISO 8601") from None
-        if dt.tzinfo is None:
-            raise ApiError(400, f"{field}: {value!r} needs a UTC offset (e.g. Z or +02:00)")
-        return dt.timestamp()
-    raise ApiError(400, f"{field}: {value!r} is not epoch seconds or ISO 8601")
+    try:
+        return parse_iso_datetime(value, field).timestamp()
+    except IsoTimeError as exc:
+        raise ApiError(400, f"{exc} (or epoch seconds)") from None
 
 
 class TextFile(BaseModel):

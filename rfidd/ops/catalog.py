@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from inventory.catalog import (
@@ -72,6 +73,13 @@ class CatalogService:
         g = self.gtin_of(epc)
         p = self.catalog.get(g) if g else None
         return {"gtin": g, "sku": p.sku if p else None, "name": p.name if p else None}
+
+    def whereabouts(self, epcs: Sequence[str]) -> dict[str, store.Whereabouts]:
+        """Where each item is now, or was last seen (items the books do not know: absent)."""
+        if not epcs:
+            return {}
+        with self.ctx.db.session() as s:
+            return store.whereabouts(s, epcs)
 
     def currency(self) -> str:
         """The catalog's most common currency (EUR without a priced catalog)."""

@@ -9,7 +9,7 @@ import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -24,7 +24,7 @@ from rfidd.ops.models import (
     OpsReceptionSession,
     OpsState,
 )
-from rfidd.store.models import Event, Item
+from rfidd.store.models import Event, Item, ZonePresence
 from rfidd.store.models import Product as ProductRow
 
 # Dispositions of items that are not stock of this site: a count does not expect them.
@@ -249,6 +249,27 @@ def dispositions(s: Session, epcs: Sequence[str]) -> dict[str, str | None]:
 
 def item_zones(s: Session, epcs: Sequence[str]) -> dict[str, str | None]:
     return _item_column(s, Item.zone, epcs)
+
+
+class Whereabouts(NamedTuple):
+    """Where an item is: `here` the zone a reader sees it in now (None: not present), else
+    the zone and time it was last seen."""
+
+    here: str | None
+    zone: str | None
+    last_seen: float | None
+
+
+def whereabouts(s: Session, epcs: Sequence[str]) -> dict[str, Whereabouts]:
+    """epc -> its whereabouts, for the items the books know (in chunks, as _item_column)."""
+    out: dict[str, Whereabouts] = {}
+    for i in range(0, len(epcs), 500):
+        part = list(epcs[i:i + 500])
+        out.update({epc: Whereabouts(here, zone, seen) for epc, here, zone, seen in s.execute(
+            select(Item.epc, ZonePresence.zone, Item.zone, Item.last_seen)
+            .outerjoin(ZonePresence, ZonePresence.epc == Item.epc)
+            .where(Item.epc.in_(part)))})
+    return out
 
 
 def exit_alerts(s: Session, start: float, end: float) -> list[tuple[str, str, str, float]]:

@@ -16,13 +16,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 
+from inventory.isotime import parse_iso_datetime
 from rfidd.config import Config
 from rfidd.config_http import Role
 from rfidd.lifecycle.commands import normalize_epc
-from rfidd.lifecycle.models import LifecycleItem
-from rfidd.store.models import Item, ZonePresence
 from rfidd.web.answers import ERRORS, ErrorAnswer
 from rfidd.web.deps import effective, require
 from rfidd.web.errors import ApiError
@@ -171,19 +169,17 @@ def floor_router(config: Config, ops: Any, lifecycle: Any, feed: FloorFeed,
     @r.get("/holds")
     def holds(request: Request) -> HoldList:
         f = fmt_for(request, tz)
-        with ops.catalog.ctx.db.session() as s:
-            rows = s.execute(
-                select(LifecycleItem.epc, LifecycleItem.hold_client, LifecycleItem.since,
-                       LifecycleItem.hold_until, ZonePresence.zone, Item.zone, Item.last_seen)
-                .outerjoin(ZonePresence, ZonePresence.epc == LifecycleItem.epc)
-                .outerjoin(Item, Item.epc == LifecycleItem.epc)
-                .where(LifecycleItem.status == "held").order_by(LifecycleItem.since)
-                .limit(MAX_HOLDS)).all()
-        return HoldList(holds=[HoldRow(
-            **product(epc), client=client or "", since_text=f.t("held_since", when=f.when(since)),
-            until_text=f.t("held_until", when=f.when(until)) if until else "",
-            where_text=_where(f, here, last_zone, last_seen), present=here is not None)
-            for epc, client, since, until, here, last_zone, last_seen in rows])
+        rows = lifecycle.held_items(MAX_HOLDS)
+        where = ops.catalog.whereabouts([h.epc for h in rows])
+        out = []
+        for h in rows:
+            here, last_zone, last_seen = where.get(h.epc, (None, None, None))
+            out.append(HoldRow(
+                **product(h.epc), client=h.client or "",
+                since_text=f.t("held_since", when=f.when(h.since)),
+                until_text=f.t("held_until", when=f.when(h.until)) if h.until else "",
+                where_text=_where(f, here, last_zone, last_seen), present=here is not None))
+        return HoldList(holds=out)
 
     def step(command: str, epc: str, request: Request, **extra: Any) -> HoldResult:
         try:
@@ -237,19 +233,10 @@ def floor_router(config: Config, ops: Any, lifecycle: Any, feed: FloorFeed,
                          resolve_note="" if manager else f.t("resolve_needs_manager"),
                          resolutions=[Choice(value=v, text=f.t(f"res_{v}")) for v in RESOLUTIONS])
 
-    def locate(epcs: list[str]) -> dict[str, tuple[str | None, str | None, float | None]]:
-        if not epcs:
-            return {}
-        with ops.catalog.ctx.db.session() as s:
-            rows = s.execute(select(Item.epc, ZonePresence.zone, Item.zone, Item.last_seen)
-                             .outerjoin(ZonePresence, ZonePresence.epc == Item.epc)
-                             .where(Item.epc.in_(epcs))).all()
-        return {epc: (here, zone, seen) for epc, here, zone, seen in rows}
-
     def find_items(q: str, f: Formatter) -> list[FoundItem]:
         """The page's find, with where each item is now (or, missing, last seen where/when)."""
         rows = _find(q, ops, lifecycle, f)
-        where = locate([row["epc"] for row in rows])
+        where = ops.catalog.whereabouts([row["epc"] for row in rows])
         out = []
         for row in rows:
             here, zone, seen = where.get(row["epc"], (None, None, None))
@@ -374,7 +361,7 @@ def _where(f: Formatter, here: str | None, last_zone: str | None,
 
 
 def _epoch(iso: str | None) -> float | None:
-    return None if not iso else datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    return None if not iso else parse_iso_datetime(iso, "time").timestamp()
 
 
 def _has(key: str) -> bool:

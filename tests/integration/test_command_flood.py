@@ -155,9 +155,10 @@ def test_an_admissible_flood_fills_only_its_senders_queue(tmp_path: Path) -> Non
     guard = CommandGuard("s1", require_signed=True, public_key_file=pub)
     handled: list[str] = []
     metrics = Metrics()
+    redeliveries: list[int] = []
     inbox = CommandInbox("s1", "p/s1/cmd/", "p/s1/errors", lambda n, _p: handled.append(n),
                          metrics, _Stats(), max_command_bytes=1 << 16, queue_size=5,
-                         screen=guard.screen)
+                         screen=guard.screen, redeliver=lambda: redeliveries.append(1))
     client = _Client()
     for mid in range(1, 51):
         inbox.receive(client, _Msg("p/s1/cmd/catalog", b"[]", mid), 1)  # type: ignore[arg-type]
@@ -182,6 +183,20 @@ def test_an_admissible_flood_fills_only_its_senders_queue(tmp_path: Path) -> Non
     assert not t.is_alive()
     assert handled.index("sale") == 0  # HQ's turn came first, not after the flood's five
     assert sorted(client.acked) == [1, 2, 3, 4, 5, 99]
+    assert redeliveries == [1]  # once drained: the 45 left unacknowledged are asked for again
+
+
+def test_without_a_session_to_redeliver_a_dropped_command_is_acked_and_answered() -> None:
+    metrics = Metrics()
+    inbox = CommandInbox("s1", "p/s1/cmd/", "p/s1/errors", lambda n, _p: None, metrics,
+                         _Stats(), max_command_bytes=1 << 16, queue_size=2)
+    client = _Client()
+    for mid in range(1, 6):
+        inbox.receive(client, _Msg("p/s1/cmd/catalog", b"[]", mid), 1)  # type: ignore[arg-type]
+    assert inbox.pending()["unsigned"] == 2
+    assert client.acked == [3, 4, 5]  # refused for good: no slot of the broker's window held
+    assert [t for t, _ in client.published] == ["p/s1/errors"] * 3
+    assert b"queue of unsigned commands is full (2); send it again" in client.published[0][1]
 
 
 def test_failed_credentials_are_counted_per_address_with_a_bounded_label_set() -> None:

@@ -200,3 +200,64 @@ def test_a_head_not_from_a_clean_stop_gets_a_margin_and_an_exact_one_none(
             assert sequence.last_seq(s) == 40 + sequence.RESTORE_MARGIN
     finally:
         db.dispose()
+
+
+def test_a_pg_restore_by_hand_is_marked_restored_by_rfidd_restore_mark_restored(
+        tmp_path: Path, postgres_url: str) -> None:
+    """PostgreSQL sites restore with pg_restore, which knows nothing of the sequence: without
+    the mark the next start would number events again from the backup's last number, numbers
+    HQ already holds. `rfidd restore --mark-restored` sets it; the start then jumps."""
+    import shutil
+    import subprocess
+
+    from sqlalchemy.engine import make_url
+
+    from rfidd.config import MqttConfig
+    from rfidd.seq_restore import continue_sequence
+    from rfidd.store import open_database
+
+    if shutil.which("pg_dump") is None or shutil.which("pg_restore") is None:
+        pytest.skip("pg_dump/pg_restore not installed")
+    u = make_url(postgres_url)
+    schema = str(u.query["options"]).removeprefix("-csearch_path=")
+    libpq = u.set(drivername="postgresql", query={}).render_as_string(hide_password=False)
+    dump = tmp_path / "site.dump"
+    db = open_database(postgres_url)
+    try:
+        with db.write() as s:
+            sequence.take_seq(s, 7)  # numbered before the backup
+        subprocess.run(["pg_dump", "-Fc", "-n", schema, "-f", str(dump), libpq], check=True)
+        with db.write() as s:
+            sequence.take_seq(s, 20)  # numbered after it: HQ holds 8..27
+    finally:
+        db.dispose()
+    subprocess.run(["pg_restore", "--clean", "--if-exists", "-n", schema, "-d", libpq,
+                    str(dump)], check=True)
+    db = open_database(postgres_url)
+    try:
+        with db.session() as s:
+            assert sequence.last_seq(s) == 7 and sequence.restored_at(s) is None  # the gap
+    finally:
+        db.dispose()
+    cfg = tmp_path / "rfidd.toml"
+    cfg.write_text(site_config(tmp_path, "pg-st").read_text().replace(
+        f'sqlite:///{tmp_path / "pg-st.db"}', postgres_url))
+    runner = CliRunner()
+    res = runner.invoke(main, ["restore", "--mark-restored", "-c", str(cfg)])
+    assert res.exit_code == 0, res.output
+    assert "marked" in res.output and "restored" in res.output and "After a restore" in res.output
+    db = open_database(postgres_url)
+    try:
+        with db.session() as s:
+            assert sequence.restored_at(s) is not None
+        off = MqttConfig.model_validate({"enabled": False})
+        assert continue_sequence(db, off, "pg-st", wait_s=0.5) == (
+            8, 7 + sequence.RESTORE_JUMP_UNKNOWN)  # above 27: no number of HQ's reused
+    finally:
+        db.dispose()
+    for args in (["restore", "-c", str(cfg)],
+                 ["restore", str(dump), "--mark-restored", "-c", str(cfg)]):
+        res = runner.invoke(main, args)
+        assert res.exit_code == 64 and "--mark-restored" in res.output, res.output
+    res = runner.invoke(main, ["restore", str(dump), "-c", str(cfg)])  # a pg dump file: guidance
+    assert res.exit_code == 64 and "rfidd restore --mark-restored" in res.output

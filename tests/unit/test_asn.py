@@ -175,6 +175,33 @@ def test_csv_errors_name_line_and_field_and_reject_only_that_asn() -> None:
     assert str(res.errors[0]).startswith("a.csv:3 field 'destination'")
 
 
+def test_csv_tid_column_binds_like_json_tids_and_errors_name_the_line() -> None:
+    tid1, tid2 = "E2801160200000000000A001", "E2801160200000000000A002"
+    head = "asn_id,origin,destination,shipped_at,epc,gtin,quantity,tid\n"
+    text = (head
+            + f"A1,WH,STORE,2024-05-01T08:00:00Z,{E1},,,{tid1.lower()}\n"
+            + f",,,,{E2},,,\n"  # blank: nothing bound (stock from before the bindings)
+            + f"A1,,,,,{G2},4,\n")
+    res = parse_asn_csv(text, "t.csv")
+    assert res.ok, [str(e) for e in res.errors]
+    assert res.asns[0].tids == ((E1, tid1),)
+    j = parse_asn_object({"asn_id": "A1", "origin": "WH", "destination": "STORE",
+                          "shipped_at": "2024-05-01T08:00:00Z", "epcs": [E1, E2],
+                          "lines": [{"gtin": G2, "quantity": 4}], "tids": {E1: tid1}})
+    assert j.asns[0].content_hash == res.asns[0].content_hash
+    bad = (head
+           + f"A1,WH,STORE,2024-05-01T08:00:00Z,{E1},,,{tid1}\n"
+           + f"A1,,,,{E2},,,E28011\n"  # too short
+           + f"A1,,,,{E3},,,not-hex-at-all\n"
+           + f"A1,,,,,{G2},4,{tid2}\n"  # a TID on a quantity row
+           + f"A2,WH,STORE,2024-05-01T08:00:00Z,{E1},,,{tid2}\n")
+    res = parse_asn_csv(bad, "t.csv")
+    assert [a.asn_id for a in res.asns] == ["A2"] and res.asns[0].tids == ((E1, tid2),)
+    assert [(e.line, e.field) for e in res.errors] == [(3, "tid"), (4, "tid"), (5, "tid")]
+    assert str(res.errors[0]).startswith("t.csv:3 field 'tid'") and "E28011" in str(res.errors[0])
+    assert "quantity row" not in str(res.errors[2]) and "EPC row" in str(res.errors[2])
+
+
 def test_csv_bad_header() -> None:
     res = parse_asn_csv("asn_id,origin,shipped_at,sku\n", "h.csv")
     assert {e.field for e in res.errors} == {"sku", "destination", "epc"}

@@ -106,13 +106,15 @@ def test_holds_pickups_restock_and_resale(svc: LifecycleService) -> None:
                                "staff": "anna", "until": "2030-01-01T00:00:00Z"})
     assert held.rejected == 0 and status(svc, E(1)) == "held"
     assert not svc.may_leave(E(1))
+    [h] = svc.held_items(10)  # the floor's holds screen
+    assert (h.epc, h.client, h.until) == (E(1), "C-77", 1893456000.0)
     assert svc.handle("hold", {"txn": "H-1", "epcs": [E(1)], "client": "C-77"}).count(
         "duplicate") == 1
     other = svc.handle("loan_out", {"txn": "L-1", "epcs": [E(1)], "due": "2030-01-01T00:00Z"})
     assert other.items[0].reason_code == "held" and "held for client C-77" in str(
         other.items[0].reason)
     assert svc.handle("release", {"txn": "H-1", "epcs": [E(1)]}).rejected == 0
-    assert status(svc, E(1)) == "on_floor"
+    assert status(svc, E(1)) == "on_floor" and svc.held_items(10) == []
 
     svc.handle("sale", {"txn": "R-1", "epcs": [E(2)], "collect_later": True})
     assert status(svc, E(2)) == "awaiting_collection" and not svc.may_leave(E(2))

@@ -167,6 +167,36 @@ def test_the_clone_beside_the_genuine_chip_is_refused_and_old_reads_vouch_for_no
     assert res.items[0].result == "accepted" and res.items[0].tag_check == "unread"
 
 
+def test_a_cloned_tag_is_refused_when_a_loan_comes_back(st: Site) -> None:
+    """A piece lent for a press shoot comes back: a copy carrying its EPC is refused like at
+    a return, and the genuine one, read later, is taken back."""
+    epcs = [E(1), E(2)]
+    st.svc.handle("shipment", {"asn_id": "ASN-1", "origin": "ws", "destination": "st",
+                               "shipped_at": "2024-05-29T10:00:00Z", "epcs": epcs,
+                               "tids": {E(1): tid(1), E(2): tid(2)}})
+    assert st.svc.handle("transfer_in", {"txn": "ASN-1", "epcs": epcs}).rejected == 0
+    assert st.svc.handle("loan_out", {"txn": "L-1", "epcs": epcs,
+                                      "due": "2099-06-30T18:00:00Z"}).rejected == 0
+    st.read(E(1), tid(1))
+    st.read(E(2), tid(0xC2))  # a copy came back instead
+    res = st.svc.handle("loan_back", {"txn": "L-1", "epcs": epcs})
+    by = {i.epc: i for i in res.items}
+    assert by[E(1)].result == "accepted" and by[E(1)].tag_check == "match"
+    assert by[E(2)].result == "rejected" and by[E(2)].reason_code == "cloned_tag"
+    assert st.svc.item_state(E(2))["status"] == "on_loan"  # still out: the copy is not it
+    alert = [a for a in st.outbox("alert") if a["type"] == "cloned_tag"]
+    assert [(a["epc"], a["refused"]) for a in alert] == [(E(2), True)]
+    assert st.metric("rfidd_tag_checks_total", point="loan", verdict="mismatch") == 1
+    assert st.metric("rfidd_tag_checks_total", point="loan", verdict="match") == 1
+    assert st.metric("rfidd_lifecycle_rejections_total", step="loan_back",
+                     reason="cloned_tag") == 1
+    st.tids = TidMemory()
+    st.svc.authenticity.tids = st.tids
+    st.read(E(2), tid(2))  # the genuine piece, brought back later
+    res = st.svc.handle("loan_back", {"txn": "L-1b", "epcs": [E(2)]})
+    assert res.items[0].result == "accepted" and res.items[0].tag_check == "match"
+
+
 def test_a_cloned_tag_is_refused_at_a_repair_intake(st: Site) -> None:
     sold_at_store(st, {E(1): tid(1)}, [])
     st.read(E(1), tid(0xC1))

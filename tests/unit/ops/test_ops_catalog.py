@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from opskit import BAG, SCARF, book, epc
+from opskit import BAG, SCARF, book, epc, hook
 
+from inventory.presence import ChangeKind, PresenceChange
 from rfidd.context import ServiceContext
 from rfidd.ops import CatalogService, OpsError
 
@@ -54,3 +55,17 @@ def test_classification_counts_unknown_products(ctx: ServiceContext,
     res = catalog.classification()
     assert res["items"] == {"ours": 1, "unknown_product": 1}
     assert res["unknown_gtins"] == {"03760001009996": 1}
+
+
+def test_whereabouts_say_where_an_item_is_or_was_last_seen(ctx: ServiceContext,
+                                                           catalog: CatalogService) -> None:
+    here, gone = epc(BAG, 11), epc(BAG, 12)
+    hook(ctx, PresenceChange(ChangeKind.ARRIVED, here, "floor", None, 1000.0),
+         PresenceChange(ChangeKind.ARRIVED, gone, "stockroom", None, 1000.0))
+    hook(ctx, PresenceChange(ChangeKind.DEPARTED, gone, None, "stockroom", 1300.0))
+    where = catalog.whereabouts([here, gone, epc(BAG, 13)])
+    assert where[here].here == "floor" and where[here].zone == "floor"
+    assert where[gone].here is None and where[gone].zone == "stockroom"
+    assert where[gone].last_seen is not None
+    assert epc(BAG, 13) not in where  # never read: the books do not know it
+    assert catalog.whereabouts([]) == {}
