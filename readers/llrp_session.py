@@ -71,6 +71,13 @@ class _Client(LLRPReaderClient):  # type: ignore[misc]
             self._session.reader.wake()
 
     def send_data(self, data: bytes) -> None:
+        if self._socket is None and self._stop_main_loop.is_set():
+            # closing: an answer sllurp owes a message that came in as we hung up (a
+            # keepalive ack...) has nowhere to go; raised, sllurp logs "Disconnected because of
+            # a reader configuration error" at every clean stop
+            log.debug("reader %s: closed, not sending a %d-byte message", self._session.reader.name,
+                      len(data))
+            return
         if len(data) >= _HEADER.size:
             word, _length, msg_id = _HEADER.unpack_from(data)
             self._sent[msg_id] = word & 0x3FF

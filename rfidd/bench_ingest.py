@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rfidd.app import Daemon, Timings
+from rfidd.console import table_console
 from rfidd.demo import demo_config
 
 
@@ -198,7 +199,7 @@ def _histogram_p50_max(daemon: Daemon) -> tuple[float, float]:
 
 
 def print_figures(f: IngestFigures, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or table_console()
     t = Table(title=f"Ingest: {f.readers} simulated LLRP readers x {f.rate_per_reader:,.0f} "
                     "reads/s asked")
     t.add_column("figure")

@@ -102,6 +102,8 @@ def check_config(file: Path, syntax_only: bool) -> None:
         click.echo(f"{file}: {len(problems)} error(s)", err=True)
         for e in problems:
             click.echo(f"  {e}", err=True)
+        click.echo("(the file itself is valid; on another machine than the one it is for, "
+                   "--syntax-only skips these checks of the files it names)", err=True)
         sys.exit(EX_CONFIG)
     click.echo(
         f"{file}: OK — site {cfg.site.id} ({cfg.site.kind}), {len(cfg.zones)} zones, "

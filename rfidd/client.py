@@ -26,7 +26,7 @@ from typing import IO, Any
 
 import click
 
-from rfidd.credentials import AUTH_HINT, auth_headers
+from rfidd.credentials import auth_headers, auth_hint
 
 __all__ = [
     "EXIT_CODES_HELP",
@@ -177,14 +177,15 @@ class ApiClient:
         r = self.send(method, path, body, query)
         if r.ok or (r.status in accept and r.error is None):
             return r.body
-        raise refusal(r)
+        raise refusal(r, None if self._headers is auth_headers else
+                      "not authenticated: the daemon refused the credential given")
 
 
-def refusal(r: Response) -> Refused:
+def refusal(r: Response, auth: str | None = None) -> Refused:
     """The error for an answer with an error status: the daemon's message, or for a 401 what
-    to do about the credential."""
+    to do about the credential (`auth`; default: about the local CLI's own credential)."""
     if r.status == 401:
-        return Refused(401, AUTH_HINT, r.body)
+        return Refused(401, auth or auth_hint(), r.body)
     return Refused(r.status, r.error or _short(r.body), r.body)
 
 

@@ -26,6 +26,7 @@ from inventory.asn import Asn
 from inventory.catalog import parse_catalog_records
 from rfidd.app import Daemon, Timings
 from rfidd.config import Config
+from rfidd.console import table_console
 from rfidd.ops import OpsError
 from rfidd.store.models import Event, OutboxMessage, ZonePresence
 
@@ -104,7 +105,7 @@ def run_demo(*, seconds: float | None = None, mqtt_url: str | None = None, mqtt_
              http_port: int | None = None) -> DemoResult:
     from simulator import Scenario, SimulatedSite
 
-    console = console or Console()
+    console = console or table_console()  # piped: no line cut, no id wrapped
     scenario = Scenario.load(scenario_path or default_scenario())
     if seconds is None:  # long enough for the whole story the scenario tells
         seconds = max(12.0, max((a.t for a in scenario.timeline), default=0.0) + 3.0)
@@ -169,7 +170,8 @@ def run_demo(*, seconds: float | None = None, mqtt_url: str | None = None, mqtt_
             presented.update(i.epc_hex for i in applied.items)
         result = _summary(console, cfg, daemon, site, mqtt_url, db_path)
         if reception is not None:
-            _print_reception(console, reception)
+            _print_reception(console, reception,
+                             daemon.ops.catalog.catalog if daemon.ops is not None else {})
         result.reception = reception
         result.taken_over = taken_over
         result.presented_epcs = presented
@@ -268,7 +270,9 @@ def _close_reception(daemon: Daemon) -> dict[str, Any] | None:
         return None
 
 
-def _print_reception(console: Console, doc: dict[str, Any]) -> None:
+def _print_reception(console: Console, doc: dict[str, Any], products: Any) -> None:
+    """The report, each product named as the page names it (name · size · colour: two
+    colours of one bag are two lines of the same name otherwise)."""
     t = doc["totals"]
     table = Table(title=f"Reception against {', '.join(doc['asn_ids'])}: {t['received']} "
                         f"received, {t['missing']} missing, {t['unexpected']} unexpected")
@@ -276,7 +280,10 @@ def _print_reception(console: Console, doc: dict[str, Any]) -> None:
         table.add_column(col, justify="right" if col in ("expected", "received", "over",
                                                          "short") else "left")
     for line in doc["lines"]:
-        table.add_row(line["gtin"], line.get("name") or "?", str(line["expected"]),
+        p = products.get(line["gtin"])
+        name = " · ".join(x for x in (line.get("name") or "?", getattr(p, "size", ""),
+                                      getattr(p, "colour", "")) if x)
+        table.add_row(line["gtin"], name, str(line["expected"]),
                       str(line["received"]), str(line["over"]), str(line["short"]))
     console.print(table)
     for kind in ("missing", "unexpected"):

@@ -19,6 +19,7 @@ from rich.table import Table
 
 import readers.llrp
 from rfidd.benchmark import e2e, idle, parts
+from rfidd.console import table_console
 
 
 @dataclass(frozen=True)
@@ -253,7 +254,7 @@ def bench_command(smoke: bool, seconds: float | None, mqtt_url: str, pg_url: str
     if as_json:
         click.echo(json.dumps(res))
     else:
-        out = Console()
+        out = table_console()
         out.print(table(res))
         for t in explain_tables(res) if explain else []:
             out.print(t)

@@ -16,7 +16,7 @@ from rich.table import Table
 from rfidd.cli_api import accept_api_everywhere
 from rfidd.client import EXIT_CODES_HELP, EXIT_REFUSED, ApiClient, Refused
 from rfidd.console import table_console
-from rfidd.credentials import AUTH_HINT
+from rfidd.credentials import auth_hint
 
 DEFAULT_API = "http://127.0.0.1:9750"
 
@@ -304,7 +304,7 @@ def trace_command(epc: str, api: str, as_json: bool) -> None:
     if r.status == 404 and r.error and "no history" in r.error:
         state, history = None, []
     elif not r.ok:
-        raise Refused(r.status, AUTH_HINT if r.status == 401 else r.error or str(r.body), r.body)
+        raise Refused(r.status, auth_hint() if r.status == 401 else r.error or str(r.body), r.body)
     else:
         state, history = r.body.get("state"), r.body.get("history") or []
     where = client.send("GET", f"/api/v1/items/{quote(epc_hex)}")

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy import insert
 
@@ -26,6 +25,7 @@ from inventory.asn import Asn
 from inventory.counting import CountSession
 from inventory.reports import count_csv, to_json
 from readers.base import ReaderState, TagRead
+from rfidd.console import table_console
 from rfidd.ops import store
 from rfidd.store.db import Database, open_database
 from rfidd.store.models import Item
@@ -252,7 +252,7 @@ def bench_command(sizes: str, asn_items: int, db_url: str | None, no_db: bool,
 
         click.echo(json.dumps([f.to_dict() for f in figures], indent=2, default=_default))
     else:
-        Console().print(figures_table(figures))
+        table_console().print(figures_table(figures))
     if not all(f.ok for f in figures):
         raise SystemExit(1)
 

@@ -124,10 +124,14 @@ def reception_group() -> None:
 
 @reception_group.command("open")
 @click.argument("asn_ids", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the daemon's JSON answer.")
 @click.pass_context
-def reception_open(ctx: click.Context, asn_ids: tuple[str, ...]) -> None:
+def reception_open(ctx: click.Context, asn_ids: tuple[str, ...], as_json: bool) -> None:
     """Open a reception session against ASN_IDS."""
     res = _client(ctx).call("POST", "/receptions", {"asn_ids": list(asn_ids)})
+    if as_json:
+        _echo_json(res)
+        return
     p = res["progress"]
     click.echo(f"reception {res['session_id']} open: {p['received_listed']} of "
                f"{p['expected']} expected items already read")
@@ -137,6 +141,7 @@ def reception_open(ctx: click.Context, asn_ids: tuple[str, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def reception_list(ctx: click.Context, as_json: bool) -> None:
+    """Reception sessions, newest first, with what each received."""
     def row(r: dict[str, Any]) -> list[str]:
         tot = r.get("totals") or {}
         prog = r.get("progress") or {}

@@ -3,6 +3,7 @@ schedules, over the daemon's HTTP API."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from rfidd.ops.cli_common import (
     _pct,
     _write_text,
 )
+from rfidd.ops.common import booked_by_takeover, taken_over
 
 
 @click.group("count", epilog=EXIT_CODES_HELP)
@@ -34,14 +36,18 @@ def count_group() -> None:
 @click.option("--duration", "duration_s", type=float, default=None,
               help="Stop by itself after this many seconds.")
 @click.option("--adopt", is_flag=True, help="Take over what it finds (as `rfidd ops takeover`).")
+@click.option("--json", "as_json", is_flag=True, help="Print the daemon's JSON answer.")
 @click.pass_context
 def count_start(ctx: click.Context, zones: tuple[str, ...], duration_s: float | None,
-                adopt: bool) -> None:
+                adopt: bool, as_json: bool) -> None:
     """Start a count over ZONES."""
     body: dict[str, Any] = {"zones": list(zones), "duration_s": duration_s}
     if adopt:
         body["adopt"] = True
     res = _client(ctx).call("POST", "/counts", body)
+    if as_json:
+        _echo_json(res)
+        return
     click.echo(f"count {res['session_id']} started over {', '.join(res['zones'])}: "
                f"{res['progress']['expected']} items expected")
 
@@ -55,9 +61,18 @@ def _running_count(client: ApiClient) -> str:
     return str(running[0]["session_id"])
 
 
+def _items(n: int) -> str:
+    return f"{n:,} item" + ("" if n == 1 else "s")
+
+
 def _progress_line(res: dict[str, Any]) -> str:
     p = res["progress"]
     zones = " · ".join(f"{z} {v['found']:,}/{v['expected']:,}" for z, v in p["zones"].items())
+    taken = taken_over(res)
+    if taken is not None:  # a take-over expects nothing: say what it will put on the books
+        return (f"take-over: {_items(taken)} found, put on the books when the count closes"
+                + (f"; already on the books: {p['found']:,} of {p['expected']:,} found "
+                   f"({zones})" if p["expected"] else ""))
     return (f"{p['found']:,} of {p['expected']:,} found ({zones}); misplaced {p['misplaced']}, "
             f"unexpected {p['unexpected']}")
 
@@ -66,13 +81,22 @@ def _progress_line(res: dict[str, Any]) -> str:
 @click.argument("count_id", required=False)
 @click.option("--watch", "watch_s", type=float, default=None,
               help="Refresh every N seconds until the count stops.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the daemon's JSON answer (with --watch: one compact object a line).")
 @click.pass_context
-def count_progress(ctx: click.Context, count_id: str | None, watch_s: float | None) -> None:
+def count_progress(ctx: click.Context, count_id: str | None, watch_s: float | None,
+                   as_json: bool) -> None:
     """Live progress: found / expected, per zone."""
     client = _client(ctx)
     cid = count_id or _running_count(client)
     while True:
         res = client.call("GET", f"/counts/{cid}")
+        if as_json:
+            click.echo(json.dumps(res, ensure_ascii=False, indent=None if watch_s else 2))
+            if res["status"] != "running" or watch_s is None:
+                return
+            time.sleep(watch_s)
+            continue
         if res["status"] != "running":
             click.echo(f"count {cid} is {res['status']}")
             return
@@ -84,12 +108,22 @@ def count_progress(ctx: click.Context, count_id: str | None, watch_s: float | No
 
 def print_count(doc: dict[str, Any], console: Console) -> None:
     tot, acc = doc["totals"], doc["accuracy"]
-    console.print(f"Count [bold]{doc['session_id']}[/] over {', '.join(doc['zones'])}: "
-                  f"{tot['found']} of {tot['expected']} found; missing {tot['missing']}, "
-                  f"misplaced {tot['misplaced']}, unexpected {tot['unexpected']}")
-    console.print(f"Accuracy: items {_pct(acc['item'])}, records (SKU x zone) "
-                  f"{_pct(acc['record'])}, aggregate {_pct(acc['aggregate'])} (the aggregate "
-                  "hides errors that cancel out)")
+    taken, booked = taken_over(doc), booked_by_takeover(doc)
+    if taken is not None:  # what it did, not "0 of 0 found"
+        console.print(f"Take-over count [bold]{doc['session_id']}[/] over "
+                      f"{', '.join(doc['zones'])}: {_items(taken)} put on the books"
+                      + (f"; of the {tot['expected']} already there, {tot['found']} found, "
+                         f"missing {tot['missing']}, misplaced {tot['misplaced']}"
+                         if tot["expected"] else ""))
+        console.print("Accuracy: none (a take-over makes the books; the next count checks "
+                      "them)")
+    else:
+        console.print(f"Count [bold]{doc['session_id']}[/] over {', '.join(doc['zones'])}: "
+                      f"{tot['found']} of {tot['expected']} found; missing {tot['missing']}, "
+                      f"misplaced {tot['misplaced']}, unexpected {tot['unexpected']}")
+        console.print(f"Accuracy: items {_pct(acc['item'])}, records (SKU x zone) "
+                      f"{_pct(acc['record'])}, aggregate {_pct(acc['aggregate'])} (the "
+                      "aggregate hides errors that cancel out)")
     z = Table(title="Per zone")
     for c in ("zone", "expected", "found", "missing", "misplaced out", "misplaced in",
               "unexpected"):
@@ -101,7 +135,7 @@ def print_count(doc: dict[str, Any], console: Console) -> None:
     rows = ([("missing", m, m["booked_zone"], "") for m in doc["missing"]]
             + [("misplaced", m, m["booked_zone"], m["found_zone"]) for m in doc["misplaced"]]
             + [("unexpected", u, u.get("booked_zone") or "", u["zone"])
-               for u in doc["unexpected"]])
+               for u in doc["unexpected"] if u["epc"] not in booked])  # taken over: booked
     if rows:
         x = Table(title="Items to check")
         for c in ("status", "EPC", "SKU", "name", "booked", "seen in"):
@@ -136,6 +170,7 @@ def count_stop(ctx: click.Context, count_id: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def count_list(ctx: click.Context, as_json: bool) -> None:
+    """Counts, newest first: running ones with their progress, finished ones with totals."""
     def row(r: dict[str, Any]) -> list[str]:
         tot = r.get("totals") or {}
         found = tot.get("found", (r.get("progress") or {}).get("found", ""))
@@ -163,8 +198,10 @@ def count_report(ctx: click.Context, count_id: str, csv_out: Path | None, as_jso
         return
     res = client.call("GET", f"/counts/{count_id}")
     if res.get("report") is None:
-        click.echo(f"count {count_id} is {res['status']}: no report yet")
-        return
+        # on stderr, exit 1: a script reading the report (--json) gets none, not some text
+        click.echo(f"error: count {count_id} is {res['status']}: no report yet (see `rfidd "
+                   f"ops count progress {count_id}`)", err=True)
+        sys.exit(EXIT_REFUSED)
     if as_json:
         _echo_json(res["report"])
         return
@@ -186,7 +223,8 @@ def schedule_group() -> None:
 @click.pass_context
 def schedule_add(ctx: click.Context, cron: str, zones: tuple[str, ...],
                  duration_s: float | None, misfire_grace_s: float | None) -> None:
-    """e.g. rfidd ops count schedule add '0 7 * * 1' stockroom floor --duration 900"""
+    """Count ZONES on CRON (crontab, site time zone), e.g. every Monday at 7:00:
+    rfidd ops count schedule add '0 7 * * 1' stockroom floor --duration 900"""
     res = _client(ctx).call("POST", "/count-schedules",
                             {"cron": cron, "zones": list(zones), "duration_s": duration_s,
                              "misfire_grace_s": misfire_grace_s})
@@ -221,6 +259,7 @@ def schedule_list(ctx: click.Context, show_all: bool, as_json: bool) -> None:
 @click.argument("schedule_id", type=int)
 @click.pass_context
 def schedule_delete(ctx: click.Context, schedule_id: int) -> None:
+    """Delete schedule SCHEDULE_ID (see `schedule list`); counts it started are kept."""
     _client(ctx).call("POST", f"/count-schedules/{schedule_id}/delete")
     click.echo(f"schedule {schedule_id} deleted")
 

@@ -4,9 +4,10 @@ session ids, and the outbox streams they write to."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from inventory.catalog import ImportIssue
 from rfidd.config import Config, ZoneKind
@@ -14,6 +15,28 @@ from rfidd.config import Config, ZoneKind
 REPORT_STREAM = "report"
 ALERT_STREAM = "alert"
 LOSS_STATE_KEY = "loss_tracker"
+
+
+def taken_over(doc: Mapping[str, Any]) -> int | None:
+    """Items a take-over count put on the books (its report) or will put there on closing (its
+    progress); None for any other count. A take-over expects nothing, the books being what it
+    makes, so its "0 of 0 found" tells nothing: this is its figure."""
+    if not doc.get("adopt"):
+        return None
+    books = doc.get("books")
+    if isinstance(books, Mapping):
+        return len(books.get("taken_over") or [])
+    progress = doc.get("progress")
+    if isinstance(progress, Mapping):  # running: what it found that the books do not hold
+        return int(progress.get("unexpected") or 0)
+    return None  # closed without lifecycle books: nothing was put on any
+
+
+def booked_by_takeover(doc: Mapping[str, Any]) -> set[str]:
+    """The EPCs a take-over count put on the books: "unexpected" in its report, yet no
+    exception to check (the report's headline counts them)."""
+    books = doc.get("books") if doc.get("adopt") else None
+    return set(books.get("taken_over") or []) if isinstance(books, Mapping) else set()
 
 
 class OpsError(Exception):

@@ -45,6 +45,9 @@ def takeover(ctx: click.Context, zones: tuple[str, ...], seconds: float | None,
     res = client.call("POST", "/counts", {"zones": list(zones), "adopt": True})
     cid = res["session_id"]
     if seconds is None:
+        if as_json:  # the count just started, as `count start --json` answers
+            _echo_json(res)
+            return
         click.echo(f"take-over count {cid} started over {', '.join(res['zones'])}; "
                    f"stop it with `rfidd ops count stop {cid}`")
         return

@@ -75,6 +75,13 @@ class SessionAnswer(Answer):
                                          "(null for bearer tokens).")
 
 
+class SessionState(Answer):
+    signed_in: bool = Field(description="False: no credential, or one that no longer holds.")
+    user: UserInfo | None = Field(description="Who is signed in (null when nobody is).")
+    csrf: str | None = Field(description="As in the session answer (null when signed out or "
+                                         "for bearer tokens).")
+
+
 class SignedOut(Answer):
     signed_out: bool = Field(description="True: the session cookie is forgotten.")
 

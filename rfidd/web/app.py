@@ -26,12 +26,13 @@ from rfidd.web.answers import (
     AuditAnswer,
     ErrorAnswer,
     SessionAnswer,
+    SessionState,
     SignedOut,
     StatusOk,
 )
 from rfidd.web.audit import AuditLog
 from rfidd.web.auth import SESSION_COOKIE, Authenticator, Principal, describe
-from rfidd.web.deps import authenticate, require
+from rfidd.web.deps import authenticate, identify, require
 from rfidd.web.errors import ApiError
 from rfidd.web.page import mount_static
 from rfidd.web.security import AddressCounter, Guard, RequestCounter
@@ -120,6 +121,13 @@ def create_app(config: HttpConfig, metrics: Metrics, auth: Authenticator, *,
         """Who the credential is (and the CSRF token of a cookie session)."""
         return {"user": describe(p), "csrf": p.csrf}
 
+    @app.get("/api/v1/session/state", response_model=SessionState, tags=["session"])
+    def session_state(p: Principal | None = Depends(identify)) -> dict[str, Any]:
+        """Whether the caller is signed in, answered 200 either way: the staff page's first
+        visit asks it, and a 401 would show as an error in the browser's console."""
+        return {"signed_in": p is not None, "user": describe(p) if p else None,
+                "csrf": p.csrf if p else None}
+
     @app.post("/api/v1/session/close", response_model=SignedOut, tags=["session"],
               responses=ERRORS)
     def sign_out(request: Request, response: Response,
@@ -142,7 +150,7 @@ def create_app(config: HttpConfig, metrics: Metrics, auth: Authenticator, *,
 
     mount_static(app)
     wrapped = Guard(app, config, RequestCounter(metrics.http_requests, (
-        "/healthz", "/metrics", "/api/v1/session", "other")),
+        "/healthz", "/metrics", "/api/v1/session", "/api/v1/session/state", "other")),
         audit=audit.record if audit is not None else None)
     app.state.guard = wrapped
     return app

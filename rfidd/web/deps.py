@@ -64,6 +64,15 @@ async def authenticate(request: Request) -> Principal:
     return principal
 
 
+async def identify(request: Request) -> Principal | None:
+    """The caller as `authenticate` finds it, or None instead of a 401: the page's first-visit
+    probe, which a 401 would log as an error in every visitor's browser console."""
+    try:
+        return await authenticate(request)
+    except Unauthenticated:
+        return None
+
+
 def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency admitting callers that hold one of `roles`."""
     wanted = set(roles)

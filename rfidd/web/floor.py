@@ -178,7 +178,8 @@ def floor_router(config: Config, ops: Any, lifecycle: Any, feed: FloorFeed,
                 **product(h.epc), client=h.client or "",
                 since_text=f.t("held_since", when=f.when(h.since)),
                 until_text=f.t("held_until", when=f.when(h.until)) if h.until else "",
-                where_text=_where(f, here, last_zone, last_seen), present=here is not None))
+                where_text=_where(f, here, last_zone, last_seen, config),
+                present=here is not None))
         return HoldList(holds=out)
 
     def step(command: str, epc: str, request: Request, **extra: Any) -> HoldResult:
@@ -243,7 +244,7 @@ def floor_router(config: Config, ops: Any, lifecycle: Any, feed: FloorFeed,
             out.append(FoundItem.model_validate({
                 **{k: v or "" for k, v in row.items() if k != "history"},
                 "name": row["name"] or row["epc"], "history": row["history"],
-                "present": here is not None, "where_text": _where(f, here, zone, seen)}))
+                "present": here is not None, "where_text": _where(f, here, zone, seen, config)}))
         return out
 
     @r.get("/find")
@@ -352,11 +353,15 @@ def notice_text(f: Formatter, n: Notice, name: str) -> str:
 
 
 def _where(f: Formatter, here: str | None, last_zone: str | None,
-           last_seen: float | None) -> str:
+           last_seen: float | None, config: Config) -> str:
+    def place(zone: str | None) -> str:
+        zc = config.zones.get(zone) if zone else None
+        return f.place(zone, zc.label if zc is not None else None)
+
     if here:
-        return f.t("now_in", zone=here)
+        return f.t("now_in", place=place(here))
     if last_seen:
-        return f.t("missing_since", zone=last_zone or "?", when=f.when(last_seen))
+        return f.t("missing_since", place=place(last_zone), when=f.when(last_seen))
     return f.t("never_seen")
 
 

@@ -28,6 +28,12 @@ WORDS: dict[str, dict[str, str]] = {
     "close_count": {"en": "Close the count", "fr": "Clôturer l'inventaire"},
     "choose_zones": {"en": "Zones to count", "fr": "Zones à compter"},
     "found_of": {"en": "{found} of {expected} found", "fr": "{found} sur {expected} trouvés"},
+    "taken_over": {"en": "{n} items put on the books", "fr": "{n} articles mis en stock"},
+    "taken_over_one": {"en": "{n} item put on the books", "fr": "{n} article mis en stock"},
+    "taking_over": {"en": "{n} items found, put on the books when the count closes",
+                    "fr": "{n} articles trouvés, mis en stock à la clôture"},
+    "taking_over_one": {"en": "{n} item found, put on the books when the count closes",
+                        "fr": "{n} article trouvé, mis en stock à la clôture"},
     "missing": {"en": "Missing", "fr": "Manquants"},
     "unexpected": {"en": "Unexpected", "fr": "Inattendus"},
     "report": {"en": "Report", "fr": "Rapport"},
@@ -45,6 +51,8 @@ WORDS: dict[str, dict[str, str]] = {
     "history": {"en": "History", "fr": "Historique"},
     "nothing_found": {"en": "Nothing found.", "fr": "Rien trouvé."},
     "to_bring": {"en": "To bring to the floor", "fr": "À mettre en rayon"},
+    "to_bring_n": {"en": "bring out {n} ({stock} in the stockroom, {floor} on the floor)",
+                   "fr": "{n} à sortir ({stock} en réserve, {floor} en rayon)"},
     "suspected": {"en": "Suspected missing", "fr": "Disparitions suspectées"},
     "none": {"en": "Nothing to show.", "fr": "Rien à afficher."},
     "count_accuracy": {"en": "Count accuracy", "fr": "Exactitude des inventaires"},
@@ -70,9 +78,14 @@ WORDS: dict[str, dict[str, str]] = {
     "held_for": {"en": "for client {client}", "fr": "pour le client {client}"},
     "held_since": {"en": "since {when}", "fr": "depuis le {when}"},
     "held_until": {"en": "until {when}", "fr": "jusqu'au {when}"},
-    "now_in": {"en": "now in {zone}", "fr": "actuellement en {zone}"},
-    "missing_since": {"en": "missing — last seen in {zone} on {when}",
-                      "fr": "manquant — vu en dernier en {zone} le {when}"},
+    "now_in": {"en": "now {place}", "fr": "actuellement {place}"},
+    "missing_since": {"en": "missing — last seen {place} on {when}",
+                      "fr": "manquant — vu en dernier {place} le {when}"},
+    # where an item is: a zone's label from the config as it is written, else its key
+    "in_zone_label": {"en": "in {zone}", "fr": "en {zone}"},
+    "in_zone_key": {"en": "in the {zone} zone", "fr": "dans la zone {zone}"},
+    "in_zone_unknown": {"en": "in an unknown zone", "fr": "dans une zone inconnue"},
+    "seen": {"en": "seen by a reader", "fr": "vu par un lecteur"},
     "never_seen": {"en": "never seen by a reader", "fr": "jamais vu par un lecteur"},
     "no_holds": {"en": "No item is held.", "fr": "Aucun article réservé."},
     "refused": {"en": "Refused: {reason}", "fr": "Refusé\u202f: {reason}"},
@@ -213,3 +226,19 @@ class Formatter:
 
     def found_of(self, found: int, expected: int) -> str:
         return self.t("found_of", found=self.number(found), expected=self.number(expected))
+
+    def place(self, zone: str | None, label: str | None = None) -> str:
+        """"in Sales floor" (the zone's label), else "in the floor zone": not a bare key."""
+        if label:
+            return self.t("in_zone_label", zone=label)
+        return self.t("in_zone_key", zone=zone) if zone else self.t("in_zone_unknown")
+
+    def count_headline(self, found: int, expected: int, taken: int | None,
+                       running: bool) -> str:
+        """"4,812 of 5,000 found"; for a take-over count (`taken` not None) what it put on the
+        books, or will on closing, and "found of expected" only if it expected anything."""
+        if taken is None:
+            return self.found_of(found, expected)
+        key = ("taking_over" if running else "taken_over") + ("_one" if taken == 1 else "")
+        text = self.t(key, n=self.number(taken))
+        return f"{text} · {self.found_of(found, expected)}" if expected else text

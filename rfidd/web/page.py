@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from rfidd.config import Config
 from rfidd.config_http import Role
+from rfidd.ops.common import booked_by_takeover, taken_over
 from rfidd.web import page_answers as V
 from rfidd.web.answers import ERRORS, AnswerRoute
 from rfidd.web.deps import require
@@ -65,6 +66,7 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
         p = request.state.principal
         return {"lang": f.lang, "words": f.words(), "site": config.site.name,
                 "user": p.display or p.name, "zones": sorted(config.zones),
+                "zone_labels": {z: zc.label for z, zc in config.zones.items() if zc.label},
                 "counts": _count_rows(ops.counting.counts(), f)}
 
     def count_view(cid: str, f: Formatter) -> dict[str, Any]:
@@ -74,18 +76,23 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
             missing = ops.counting.count_missing(cid)
             return {"status": "running", "found": prog["found"], "expected": prog["expected"],
                     "ratio": prog["found"] / prog["expected"] if prog["expected"] else 0.0,
-                    "headline": f.found_of(prog["found"], prog["expected"]),
+                    "headline": f.count_headline(prog["found"], prog["expected"],
+                                                 taken_over(data), running=True),
                     "missing": [_product_line(m) for m in missing],
                     "missing_total": f.number(prog["expected"] - prog["found"])}
         doc = data.get("report") or {}
         totals = doc.get("totals", {})
+        booked = booked_by_takeover(doc)
         return {"status": data["status"], "found": totals.get("found", 0),
                 "expected": totals.get("expected", 0), "ratio": _ratio(totals),
-                "headline": f.found_of(totals.get("found", 0), totals.get("expected", 0)),
-                "accuracy": f.percent(_ratio(totals)),
+                "headline": f.count_headline(totals.get("found", 0), totals.get("expected", 0),
+                                             taken_over(doc), running=False),
+                "accuracy": f.percent(None if doc.get("adopt") else _ratio(totals)),
                 "missing": [report_line(m, ops.catalog.catalog) for m in doc.get("missing", [])],
+                # a take-over's "unexpected" items it put on the books are the headline's
+                # figure, not exceptions to check
                 "unexpected": [report_line(m, ops.catalog.catalog)
-                               for m in doc.get("unexpected", [])],
+                               for m in doc.get("unexpected", []) if m.get("epc") not in booked],
                 "missing_total": f.number(totals.get("missing", 0))}
 
     @v.get("/counts/{cid}", response_model=V.CountView)
@@ -141,7 +148,10 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
 
     @v.get("/replenishment", response_model=V.PageReplenishment)
     def replenishment(request: Request) -> dict[str, Any]:
-        return {"lines": [ln.to_dict() for ln in ops.replenishment.replenishment(1)]}
+        f = fmt_for(request, tz)
+        return {"lines": [{**ln.to_dict(), "text": f.t(
+            "to_bring_n", n=f.number(ln.suggested), stock=f.number(ln.stock_qty),
+            floor=f.number(ln.floor_qty))} for ln in ops.replenishment.replenishment(1)]}
 
     @v.get("/alerts", response_model=V.PageAlerts)
     def alerts(request: Request) -> dict[str, Any]:
@@ -256,8 +266,12 @@ def _find(q: str, ops: Any, lifecycle: Any | None, f: Formatter) -> list[dict[st
             state = lifecycle.item_state(epc)
             history = [{"when": f.when(h.event_time) if hasattr(h, "event_time") else "",
                         **h.to_json()} for h in trace(ops.catalog.ctx.db, epc)][-10:]
-            for h in history:
-                h["step_text"] = f.term(h.get("biz_step") or h.get("step"))
+            zones = ops.catalog.ctx.config.zones
+            for h in history:  # an OBSERVE without a business step: a reader saw it
+                h["step_text"] = f.term(h.get("biz_step") or h.get("step")) or f.t("seen")
+                z = h.get("zone")
+                h["where_text"] = f.place(z, zones[z].label if z in zones else None) if z \
+                    else ""
         status = (state or {}).get("status") if isinstance(state, dict) else disposition
         out.append({"epc": epc, "name": p.name if p else gtin, "size": p.size if p else "",
                     "state_text": f.term(status),

@@ -37,6 +37,8 @@ class PageContext(Answer):
     site: str = Field(description="The site's name.")
     user: str = Field(description="Who is signed in (name to show).")
     zones: list[str] = Field(description="The site's zones.")
+    zone_labels: dict[str, str] = Field(default_factory=dict, description="Each zone's label "
+                                        "from the config, where one is set (else its key).")
     counts: list[CountRow] = Field(description="The last 10 counts.")
 
 
@@ -53,7 +55,8 @@ class CountView(Answer):
     found: int = Field(description="Expected items found.")
     expected: int = Field(description="Items expected.")
     ratio: float | None = Field(description="found / expected (null when nothing expected).")
-    headline: str = Field(description="'found of expected', in words.")
+    headline: str = Field(description="'found of expected', in words; for a take-over count "
+                                      "what it put (or will put) on the books.")
     missing: list[ProductLine] = Field(description="Items not found (yet), with products.")
     missing_total: str = Field(description="How many are missing, formatted.")
     accuracy: str | None = Field(None, description="Accuracy, formatted (finished counts).")
@@ -102,8 +105,13 @@ class FindResults(Answer):
     results: list[FoundItem] = Field(description="Items matching the EPC, SKU or name.")
 
 
+class PageReplenishmentLine(ReplenishmentLine):
+    text: str = Field(description="How many to bring out, and what the stockroom and the "
+                                  "floor hold, in the reader's language.")
+
+
 class PageReplenishment(Answer):
-    lines: list[ReplenishmentLine] = Field(description="The pick list (floor minimum 1).")
+    lines: list[PageReplenishmentLine] = Field(description="The pick list (floor minimum 1).")
 
 
 class SuspectedLine(Answer):

@@ -32,6 +32,7 @@ def chromium(window: str = "820,1180") -> Iterator[Any]:
               "--disable-dev-shm-usage"):
         opts.add_argument(a)
     opts.binary_location = str(CHROMIUM)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # driver.get_log("browser")
     driver = webdriver.Chrome(service=Service(str(DRIVER)), options=opts)
     try:
         yield driver

@@ -157,7 +157,7 @@ def test_hold_for_a_client_then_its_arrival_on_the_floor_line(browser: Any,
     _click(browser, "#place-hold")
     wait_until(lambda: "C-1042" in _text(browser, "#hold-list"), "the hold listed", timeout=10)
     row = _text(browser, "#hold-list li.hold")
-    assert name in row and "actuellement en stockroom" in row and epc in row
+    assert name in row and "actuellement dans la zone stockroom" in row and epc in row
     assert floor.daemon.lifecycle is not None
     state = floor.daemon.lifecycle.item_state(epc)
     assert state is not None and state["status"] == "held"
@@ -187,7 +187,7 @@ def test_hold_for_a_client_then_its_arrival_on_the_floor_line(browser: Any,
 
     # Back on the holds screen: where it is now; then the client's hold is released.
     _click(browser, 'nav button[data-tab="holds"]')
-    wait_until(lambda: "actuellement en reception" in _text(browser, "#hold-list"),
+    wait_until(lambda: "actuellement dans la zone reception" in _text(browser, "#hold-list"),
                "the hold where the item is now", timeout=10)
     _click(browser, "#hold-list li.hold button.release")
     wait_until(lambda: "Aucun article réservé." in _text(browser, "#hold-list"), "released")
@@ -205,7 +205,7 @@ def test_item_put_on_the_desk_reader_shows_up(browser: Any, floor: Floor) -> Non
                poll_s=0.1)
     card = _text(browser, "#desk-card")
     assert floor.name_of(epc) in card and "State:" in card
-    wait_until(lambda: "now in pos" in _text(browser, "#desk-card"), "where it is now",
+    wait_until(lambda: "now in the pos zone" in _text(browser, "#desk-card"), "where it is now",
                timeout=20, poll_s=0.1)
     assert "History" in _text(browser, "#desk-card")
     _shot(browser, "desk-en")
@@ -226,7 +226,7 @@ def test_a_missing_item_says_where_and_when_it_was_last_seen(browser: Any,
     _click(browser, "#find-go")
     wait_until(lambda: _texts(browser, "#find-results .result"), "the result", timeout=10)
     card = _texts(browser, "#find-results .result")[0]
-    assert f"Où{NNBSP}: manquant — vu en dernier en floor le " in card, card
+    assert f"Où{NNBSP}: manquant — vu en dernier dans la zone floor le " in card, card
 
 
 def test_handheld_proximity_bar_fills_as_it_nears(browser: Any, floor: Floor) -> None:

@@ -128,6 +128,39 @@ def _sign_in(driver: Any, store: Store, lang: str) -> None:
         raise
 
 
+def _console_errors(driver: Any) -> list[str]:
+    """The browser console's errors since the last call (the log is drained by reading it)."""
+    return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_first_visit_shows_the_sign_in_with_no_console_error(browser: Any,
+                                                             store: Store) -> None:
+    browser.get(store.url + "?lang=en")
+    browser.delete_all_cookies()
+    _console_errors(browser)  # a blank page's log, and what earlier loads left
+    browser.get(store.url + "?lang=fr")
+    wait_until(lambda: _by(browser, "#sign-in-form").is_displayed(), "the sign-in form")
+    # its French words come after the session probe: the marker that the probe answered
+    wait_until(lambda: _by(browser, "#sign-in").text == "Se connecter", "its words")
+    assert not _by(browser, "#tabs").is_displayed()
+    assert _console_errors(browser) == []
+    # signed in, a reload goes straight to the page, still without an error
+    _by(browser, "#login").send_keys("camille")
+    _by(browser, "#pin").send_keys("1357")
+    _click(browser, "#sign-in")
+    wait_until(lambda: _by(browser, "#tabs").is_displayed(), "the signed-in page")
+    browser.refresh()
+    wait_until(lambda: _all(browser, "input.zone"), "the zones, after a reload")
+    assert not _by(browser, "#sign-in-form").is_displayed()
+    # nothing ticked, nothing to count: the button is disabled rather than ignoring a tap
+    assert not _by(browser, "#start-count").is_enabled()
+    _all(browser, "input.zone")[0].click()
+    assert _by(browser, "#start-count").is_enabled()
+    _all(browser, "input.zone")[0].click()
+    assert not _by(browser, "#start-count").is_enabled()
+    assert _console_errors(browser) == []
+
+
 def test_count_with_live_progress_and_missing_list(browser: Any, store: Store) -> None:
     _sign_in(browser, store, "en")
     assert _by(browser, "#user").text == "Camille"
@@ -141,6 +174,7 @@ def test_count_with_live_progress_and_missing_list(browser: Any, store: Store) -
         _click(browser, "#start-count")
         wait_until(lambda: " found" in _by(browser, "#count-headline").text, "live progress",
                    timeout=20)
+        assert not _by(browser, "#start-count").is_displayed()  # one count at a time here
         # Items the book holds but no reader has seen: listed with the catalog's product names.
         wait_until(lambda: _texts(browser, "#missing-list li"), "the missing list", timeout=20)
         first = _texts(browser, "#missing-list li")[0]
@@ -160,6 +194,7 @@ def test_count_with_live_progress_and_missing_list(browser: Any, store: Store) -
     closed_at = time.time()
     _click(browser, "#close-count")
     wait_until(lambda: _by(browser, "#count-report").is_displayed(), "the count report")
+    assert _by(browser, "#start-count").is_displayed()  # the next count may start
     assert "%" in _by(browser, "#report-accuracy").text
     assert " found" in _by(browser, "#report-headline").text
     _shot(browser, "count-report-en")
@@ -204,6 +239,7 @@ def test_find_an_item(browser: Any, store: Store) -> None:
     wait_until(lambda: _texts(browser, "#find-results .result"), "results", timeout=10)
     card = _texts(browser, "#find-results .result")[0]
     assert str(product["name"]) in card and "Where:" in card
+    assert "\nPrice: €" in card  # on its own line, not glued to the state
     _shot(browser, "find-en")
 
 
@@ -243,3 +279,19 @@ def test_switch_to_french(browser: Any, store: Store) -> None:
     _shot(browser, "charts-fr")
     _click(browser, "#lang-en")
     wait_until(lambda: _by(browser, 'nav button[data-tab="count"]').text == "Count", "English")
+
+
+def test_replenish_says_how_many_to_bring_out(browser: Any, store: Store) -> None:
+    """Each line of the pick list: the product, then how many to bring out and what the
+    stockroom and the floor hold (the page showed "Porte-clés Étoile —" and no figure)."""
+    want = store.ops.replenishment.replenishment(1)
+    assert want, "the demo boutique has a product missing from the floor"
+    _sign_in(browser, store, "en")
+    _click(browser, 'nav button[data-tab="replenish"]')
+    wait_until(lambda: len(_texts(browser, "#replenish-list li small")) == len(want),
+               "the pick list", timeout=10)
+    shown = _texts(browser, "#replenish-list li small")
+    assert shown == [f"bring out {ln.suggested} ({ln.stock_qty} in the stockroom, "
+                     f"{ln.floor_qty} on the floor)" for ln in want]
+    assert all(ln.suggested > 0 for ln in want)
+    _shot(browser, "replenish-en")

@@ -338,3 +338,18 @@ def test_wrong_credentials_are_counted_per_client_address(server: Server) -> Non
         == 401
     assert server.request("POST", "/api/v1/test/echo", {})[0] == 401  # none given: no guess
     assert failures("127.0.0.1") == 4
+
+
+def test_the_session_state_answers_200_signed_in_or_not(server: Server) -> None:
+    """The page's first-visit probe: no 401 (a console error in every browser), and nothing
+    but "nobody" for a caller without a credential or with a wrong one."""
+    nobody = {"signed_in": False, "user": None, "csrf": None}
+    assert server.request("GET", "/api/v1/session/state")[:2] == (200, nobody)
+    wrong = server.request("GET", "/api/v1/session/state", None,
+                           {"Authorization": "Bearer " + "x" * 40})
+    assert wrong[:2] == (200, nobody)
+    assert server.request("GET", "/api/v1/session/state", None,
+                          {"Cookie": "rfidd_session=stale"})[:2] == (200, nobody)
+    status, body, _ = server.request("GET", "/api/v1/session/state", None, auth_headers())
+    assert status == 200 and body["signed_in"] is True and body["user"]["name"] == "cli"
+    assert server.counted("/api/v1/session/state", 200) == 4

@@ -123,6 +123,7 @@ def test_real_answers_validate_against_the_served_schema(site: Site) -> None:
     assert c("POST", "/api/v1/session", {"login": "Alice", "secret": "4821"})[0] == 200
     assert c("POST", "/api/v1/session", {"login": "Alice", "secret": "0000"})[0] == 401
     assert c("GET", "/api/v1/session")[0] == 200
+    assert c("GET", "/api/v1/session/state")[1]["signed_in"] is True
     assert c("GET", "/api/v1/status")[0] == 200
     assert c("GET", "/api/v1/readers")[0] == 200
     assert c("GET", "/api/v1/readers/r1/find")[0] == 404

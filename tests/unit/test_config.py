@@ -73,6 +73,7 @@ def test_check_config_cli(tmp_path: Path) -> None:
     assert "mqtt.password_file /run/credentials/rfidd.service/mqtt-password" in here.output \
         or "mqtt.password_file credential:mqtt-password" in here.output, here.output
     assert "hq-ca.pem" in here.output
+    assert "--syntax-only skips these checks" in " ".join(here.output.split())  # what next
     bad = tmp_path / "bad.toml"
     bad.write_text(EXAMPLE.read_text().replace("session = 1", "sesion = 1")
                    .replace("departure_s = 300", "departure_s = -1"))
@@ -81,6 +82,7 @@ def test_check_config_cli(tmp_path: Path) -> None:
     assert "2 error(s)" in res.output
     assert "readers.stock-1.llrp.sesion: unknown key" in res.output
     assert "presence.departure_s" in res.output
+    assert "--syntax-only" not in res.output  # the file itself is wrong: no such way out
     missing = runner.invoke(main, ["check-config", str(tmp_path / "nope.toml")])
     assert missing.exit_code == EX_CONFIG
     assert "cannot read" in missing.output

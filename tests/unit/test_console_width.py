@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from typing import Any
 
 import pytest
@@ -47,3 +48,43 @@ def test_readers_piped_keeps_names(monkeypatch: pytest.MonkeyPatch) -> None:
     out = CliRunner().invoke(readers_cli.readers_command, [])
     assert out.exit_code == 0, out.output
     assert name in out.output and "rfidd-sim 1.0 build 2026-11-30" in out.output
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_narrow_terminal_folds_ids_instead_of_cutting_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal the table keeps its look, but what does not fit is folded, not cut."""
+    from rich.table import Table
+
+    out = _Tty()
+    monkeypatch.setattr("sys.stdout", out)
+    monkeypatch.setenv("COLUMNS", "60")
+    t = Table(title="alerts")
+    for col in ("id", "type", "EPC", "zone", "raised"):
+        t.add_column(col)
+    t.add_row(LONG_ID, "exit_unsold", EPC, "exit", "2026-12-01T23:49:24Z")
+    console = table_console()
+    assert console.is_terminal and console.width == 60
+    console.print(t)
+    text = _plain(out.getvalue())
+    lines = text.splitlines()
+    assert "…" not in text and max(len(ln) for ln in lines) <= 60
+    body = [ln.split("│")[1:-1] for ln in lines if ln.startswith("│")]
+    cells = ["".join(row[i].strip() for row in body) for i in range(5)]
+    assert cells == [LONG_ID, "exit_unsold", EPC, "exit", "2026-12-01T23:49:24Z"]
+    # what fits is drawn as before: one line, nothing folded
+    short = Table()
+    short.add_column("EPC")
+    short.add_row(EPC)
+    out.truncate(0)
+    out.seek(0)
+    console.print(short)
+    assert [ln for ln in _plain(out.getvalue()).splitlines() if EPC in ln] == [f"│ {EPC} │"]

@@ -315,3 +315,19 @@ def test_tid_from_an_access_spec_read_or_impinj_serialized_tid() -> None:
         tag(),
     ])
     assert [x.tid for x in sink.reads] == ["E2801160200074CF", "E2801105200078AA", None]
+
+
+def test_an_answer_owed_as_we_hang_up_is_dropped_not_an_error() -> None:
+    """A keepalive that comes in while the driver closes the connection: sllurp answers it on
+    a socket already gone. Raised, that is "Disconnected because of a reader configuration
+    error" at ERROR level on every clean stop (`rfidd demo` ended with three of them)."""
+    from sllurp.llrp import ReaderConfigurationError
+
+    from readers.llrp_session import SllurpSession
+
+    client = SllurpSession(make_reader(RecordingSink())).client
+    keepalive_ack = bytes.fromhex("0448" "0000000a" "00000001")
+    with pytest.raises(ReaderConfigurationError, match="Not connected"):
+        client.send_data(keepalive_ack)  # not connected and not closing: sllurp's own error
+    client.hard_disconnect()
+    client.send_data(keepalive_ack)  # closing: nowhere to send it, and no error

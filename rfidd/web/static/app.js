@@ -46,10 +46,15 @@ async function loadContext() {
   $("site").textContent = ctx.site; $("user").textContent = ctx.user;
   words();
   const zones = $("zones"); zones.replaceChildren();
+  // no zone ticked, nothing to count: the button says so by being disabled, not by ignoring a tap
+  const ticked = () => { $("start-count").disabled = !zones.querySelector("input.zone:checked"); };
   for (const z of ctx.zones) {
     const l = el("label"); const c = el("input"); c.type = "checkbox"; c.value = z;
-    c.className = "zone"; l.append(c, el("span", z)); zones.append(l);
+    c.className = "zone"; c.onchange = ticked;
+    l.append(c, el("span", (ctx.zone_labels || {})[z] || z)); zones.append(l);
   }
+  ticked();
+  $("start-count").hidden = false;  // hidden again below if a count is running
   const running = ctx.counts.find((c) => c.status === "running");
   if (running) followCount(running.session_id);
   followLine();
@@ -68,15 +73,16 @@ function signedIn(on) {
 async function start() {
   const qs = new URLSearchParams(location.search);
   S.lang = qs.get("lang");
-  try {
-    const me = await api("GET", "/api/v1/session");
-    S.csrf = me.csrf; S.roles = me.user.roles || []; signedIn(true); await loadContext(); show("count");
-  } catch (e) {
-    signedIn(false);
-    try { const ctx = await fetch("/words.json").then((r) => r.json());
-          const lang = S.lang || (navigator.language || "en").slice(0, 2);
-          S.lang = ctx[lang] ? lang : "en"; S.words = ctx[S.lang]; words(); } catch (_) {}
+  // 200 either way (a 401 here would be an error in the console of every first visit)
+  const me = await api("GET", "/api/v1/session/state").catch(() => ({ signed_in: false }));
+  if (me.signed_in) {
+    S.csrf = me.csrf; S.roles = me.user.roles || []; signedIn(true);
+    try { await loadContext(); show("count"); return; } catch (_) { /* signed out since */ }
   }
+  signedIn(false);
+  try { const ctx = await fetch("/words.json").then((r) => r.json());
+        const lang = S.lang || (navigator.language || "en").slice(0, 2);
+        S.lang = ctx[lang] ? lang : "en"; S.words = ctx[S.lang]; words(); } catch (_) {}
 }
 
 function show(tab) {
@@ -100,6 +106,7 @@ function stopLive() { if (S.live) { S.live.close(); S.live = null; } }
 function followCount(cid) {
   stopLive(); S.count = cid;
   $("count-live").hidden = false; $("count-report").hidden = true;
+  $("start-count").hidden = true;  // this count first: close it, then start the next
   S.live = new EventSource(`/api/v1/page/counts/${encodeURIComponent(cid)}/live?lang=${S.lang}`);
   S.live.onmessage = (ev) => {
     const d = JSON.parse(ev.data);
@@ -112,7 +119,7 @@ function followCount(cid) {
 }
 
 function showReport(d) {
-  $("count-live").hidden = true; $("count-report").hidden = false;
+  $("count-live").hidden = true; $("count-report").hidden = false; $("start-count").hidden = false;
   $("report-headline").textContent = d.headline;
   $("report-accuracy").textContent = d.accuracy || "";
   $("report-missing").replaceChildren(...(d.missing || []).map(productLine));
@@ -179,12 +186,13 @@ function itemCard(r) {
   const card = el("div", null, "panel result");
   card.append(el("h3", [r.name, r.size, r.colour].filter(Boolean).join(" · ")),
               el("p", `${lab("where")}${r.where_text || r.zone || "—"}`, r.present === false ? "missing" : ""),
-              el("p", `${lab("state")}${r.state_text || r.state || r.disposition || "—"}  ${r.price || ""}`),
+              el("p", `${lab("state")}${r.state_text || r.state || r.disposition || "—"}`),
+              ...(r.price ? [el("p", `${lab("price")}${r.price}`)] : []),
               el("p", `${lab("last_seen")}${r.last_seen || "—"}`),
               el("small", r.epc));
   if (r.history.length) {
     const ul = el("ul", null, "lines");
-    for (const h of r.history) ul.append(el("li", [h.when, h.step_text || h.biz_step || h.step || "", h.zone || h.site || ""].filter(Boolean).join(" · ")));
+    for (const h of r.history) ul.append(el("li", [h.when, h.step_text || h.biz_step || h.step || "", h.where_text || h.zone || h.site || ""].filter(Boolean).join(" · ")));
     card.append(el("h4", S.words.history), ul);
   }
   const acts = el("div", null, "actions");
@@ -310,7 +318,10 @@ async function loadReplenish() {
   const d = await api("GET", "/api/v1/page/replenishment");
   const ul = $("replenish-list"); ul.replaceChildren();
   if (!d.lines.length) ul.append(el("li", S.words.none));
-  for (const ln of d.lines) ul.append(el("li", `${ln.name || ln.sku || ln.gtin} — ${ln.to_bring ?? ln.quantity ?? ""}`));
+  for (const ln of d.lines) {
+    const li = el("li", [ln.name || ln.sku, ln.size, ln.colour].filter(Boolean).join(" · "));
+    li.append(el("small", ln.text, "words")); ul.append(li);
+  }
 }
 
 async function loadAlerts() {
