@@ -26,7 +26,9 @@ def _libc() -> Any | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # PyDLL: called with the GIL held. prctl is a few microseconds; releasing the GIL at
+        # every new thread's first call would hand the CPU to another thread right there.
+        return ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     except OSError:
         return None
 
