@@ -2,9 +2,8 @@
 show instead of "python3" for every thread.
 
 Python 3.11 names its threads for itself only. `name_os_threads()` gives each thread its Python
-name at the OS level (prctl PR_SET_NAME: 15 bytes): the threads running now at once (not the
-main thread: its name is the process's, what ps and pgrep show), and every
-thread the threading module starts later on its first Python call (a one-shot profile hook,
+name at the OS level (prctl PR_SET_NAME: 15 bytes): every thread the threading module starts
+after the call, on its first Python call (a one-shot profile hook,
 removed as soon as it ran: nothing is left on the thread's path). Linux only; elsewhere, or
 without a C library to call, it does nothing.
 """
@@ -48,25 +47,18 @@ def set_current(name: str) -> None:
         _LIBC.prctl(PR_SET_NAME, ctypes.c_char_p(os_name(name)), 0, 0, 0)
 
 
-def _set_other(thread: threading.Thread) -> None:
-    if _LIBC is None or thread.ident is None:
-        return
-    _LIBC.pthread_setname_np(ctypes.c_ulong(thread.ident), ctypes.c_char_p(os_name(thread.name)))
-
-
 def _first_call(_frame: FrameType, _event: str, _arg: Any) -> None:
     sys.setprofile(None)  # one shot: this thread runs unprofiled from here
     set_current(threading.current_thread().name)
 
 
 def name_os_threads() -> None:
-    """Name the threads running now and every one started from now on (idempotent)."""
+    """Name every thread started from now on (idempotent). Call it before starting threads:
+    one already running keeps its name (naming another thread by its pthread id races with
+    that thread's end), and so does the main thread, whose name is the process's (ps, pgrep)."""
     global _installed
     if _LIBC is None:
         return
-    for t in threading.enumerate():
-        if t is not threading.main_thread():  # its name is the process's (ps, pgrep)
-            _set_other(t)
     if not _installed:
         _installed = True
         threading.setprofile(_first_call)
