@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -64,6 +64,15 @@ def generate_epcs(n: int, n_gtins: int) -> tuple[list[str], dict[str, str]]:
         epcs.append(e)
         gtin_of[e] = gtins[k]
     return epcs, gtin_of
+
+
+def epc_batches(n: int, n_gtins: int, size: int) -> Iterator[list[str]]:
+    """`generate_epcs(n, n_gtins)[0]`, the same EPCs in the same order, made `size` at a time
+    (a memory benchmark must not hold them all: only what it measures should)."""
+    bases = [int(sgtin96_hex(g, 0, 7), 16) for g in _gtins(n_gtins)]
+    for start in range(0, n, size):
+        yield [f"{bases[i % n_gtins] + 1 + i // n_gtins:024X}"
+               for i in range(start, min(n, start + size))]
 
 
 def _timed(phases: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:

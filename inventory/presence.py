@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import enum
 from array import array
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from itertools import repeat
+from operator import add, and_, attrgetter
+
+from inventory.presence_keys import Key, epc_key, epc_keys, epc_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +99,20 @@ class _Pending:
 _NO_RSSI = float("nan")
 """An absent RSSI in a record (a NaN read is taken as no RSSI: it compares as nothing)."""
 
-# One item's record in `PresenceTracker._rec`, at offset `slot * _STRIDE`. All doubles: counts
-# and batch numbers are exact up to 2**53, zone indexes far below.
-_ZONE, _ZONE_SEEN, _LAST_SEEN, _RSSI, _COUNT, _BATCH, _SINCE = range(7)
+# One item's record in `PresenceTracker._rec`, `_STRIDE` doubles. All doubles: counts and
+# batch numbers are exact up to 2**53, zone indexes far below. `_ORDER` is the tracker's clock
+# when the item last took its place at the end of the recency order. The item's last read in
+# any zone is not stored: it is the latest of `_ZONE_SEEN` and the other zones' (`_last_seen`).
+_ZONE, _ZONE_SEEN, _RSSI, _COUNT, _BATCH, _SINCE, _ORDER = range(7)
 _STRIDE = 7
-_BLOCK = 4096
-_EMPTY_BLOCK = array("d", bytes(8 * _STRIDE * _BLOCK))
+# Records live in pages of `_PAGE`; an item's place in its page is its key's hash modulo
+# `_PAGE`, so the dict maps a key to its page's base offset, one int shared by the page's items
+# (a boxed int per item would be another 32 bytes of a million-item store).
+_PAGE = 256
+_MASK = _PAGE - 1
+_POS = [p * _STRIDE for p in range(_PAGE)]  # place in the page -> offset from the page base
+_EMPTY_PAGE = array("d", bytes(8 * _STRIDE * _PAGE))
+_seen_at = attrgetter("seen_at")
 
 
 class PresenceTracker:
@@ -110,12 +121,18 @@ class PresenceTracker:
     `rssi_alpha` is the EWMA weight of a new RSSI sample. A zone's smoothing restarts when it
     has not seen the item for `move_margin_decay_s` (an old reading says nothing about now).
 
-    Memory (a store holds up to a million items): one dict EPC -> record offset, in recency
-    order (least recently read first: the departure sweep stops early; re-inserting moves an
-    item to the end), and each item's record — zone index, times, RSSI, read count, batch — as
-    seven doubles side by side in one `array` (56 bytes, one or two cache lines: a re-read at a
-    million items costs a few cache misses, not one per boxed field). Records of departed items
-    are reused; other zones that see an item are kept only for items straddling zones.
+    Memory (a store holds up to a million items): one dict key -> record page, the key being
+    the EPC's bytes (`presence_keys`), and each item's record — zone index, times, RSSI, read
+    count, batch — as seven doubles side by side in one `array` (56 bytes: a re-read at a
+    million items costs a few cache misses, not one per boxed field), at a place in its page
+    fixed by its key's hash. Records of departed items are reused; other zones that see an item
+    are kept only for items straddling zones.
+
+    The dict is in recency order, coarsely: an item read again goes to the end only if it last
+    went there more than `_order_slack_s` ago (re-inserting on every read was a quarter of a
+    re-read's cost), so an item's last read is at most that slack after its `_ORDER`. The
+    departure sweep walks from the front and stops at the first item placed after the cutoff:
+    O(departures + items read just once within the slack), not O(items).
     """
 
     def __init__(
@@ -137,15 +154,23 @@ class PresenceTracker:
         self.move_margin_db = move_margin_db
         self.move_margin_decay_s = move_margin_decay_s
         self.rssi_alpha = rssi_alpha
-        self._slots: dict[str, int] = {}  # EPC -> offset of its record in _rec
+        self._slots: dict[Key, int] = {}  # key -> base offset of its record's page in _rec
         self._rec = array("d")
-        self._free: list[int] = []  # offsets of departed items' records
+        # Per place in a page, the base offsets of pages whose record at that place is free.
+        self._free: list[list[int]] = [[] for _ in range(_PAGE)]
         self._zones: list[str] = []  # zone index -> name
         self._zone_ix: dict[str, float] = {}  # name -> index (a float: see _rec)
         self._counts: list[int] = []  # items present per zone index
         # Other zones that see an item (offset -> zone -> state): only items straddling zones.
         self._others: dict[int, dict[str, _Seen]] = {}
         self._batch = 0
+        self._clock = float("-inf")  # the latest read time processed: `_ORDER`'s clock
+        self._order_slack_s = min(departure_s / 16, 60.0)
+        self._mark_clocks: dict[int, float] = {}  # marks handed out -> the clock then
+        # How far the read that placed an item may lag `_ORDER` (reads of one batch span a
+        # little time; a reader's clock may run late): every item's last read is at least
+        # its `_ORDER` less this, which is what lets the sweep stop early and still be exact.
+        self._lag = 0.0
 
     # -- records ---------------------------------------------------------------------------------
 
@@ -157,34 +182,56 @@ class PresenceTracker:
             self._counts.append(0)
         return int(ix)
 
-    def _new_record(self, zone: str, since: float, zone_seen: float, last_seen: float,
-                    rssi: float | None, count: int, batch: float) -> int:
+    def _offset(self, key: Key) -> int:
+        return self._slots[key] + _POS[hash(key) & _MASK]
+
+    def _new_record(self, key: Key, zone: str, since: float, zone_seen: float,
+                    rssi: float | None, count: int, batch: float, order: float) -> int:
+        """Store a record for `key` (not present) and enter it at the end of the dict; returns
+        its offset."""
         zi = self._zone_index(zone)
-        rec = (float(zi), zone_seen, last_seen, _NO_RSSI if rssi is None else rssi,
-               float(count), float(batch), since)
-        if not self._free:
-            self._grow()
-        o = self._free.pop()
+        rec = (float(zi), zone_seen, _NO_RSSI if rssi is None else rssi,
+               float(count), float(batch), since, order)
+        place = hash(key) & _MASK
+        free = self._free[place]
+        if not free:
+            self._new_page()
+        base = free.pop()
+        o = base + _POS[place]
         self._rec[o:o + _STRIDE] = array("d", rec)
         self._counts[zi] += 1
+        self._slots[key] = base
         return o
 
-    def _grow(self) -> None:
-        """Room for `_BLOCK` more records. Their offset ints are made together, so they sit
-        side by side in memory instead of scattered among a batch's short-lived objects (which
-        would keep half-empty memory pools alive: ~30 MiB at a million items)."""
-        start = len(self._rec)
-        self._rec.extend(_EMPTY_BLOCK)
-        self._free.extend(range(start + (_BLOCK - 1) * _STRIDE, start - 1, -_STRIDE))
+    def _new_page(self) -> None:
+        """Room for `_PAGE` more records: every place in the new page is free. A page is only
+        made when a key's place is taken in every page, so pages stay nearly full (hashes
+        spread keys evenly: at a million items ~5 % of the records are spare)."""
+        base = len(self._rec)
+        self._rec.extend(_EMPTY_PAGE)
+        for free in self._free:
+            free.append(base)
 
-    def _drop(self, epc: str) -> int:
+    def _drop(self, key: Key) -> int:
         """Forget an item; returns the zone index it was in."""
-        o = self._slots.pop(epc)
+        base = self._slots.pop(key)
+        place = hash(key) & _MASK
+        o = base + _POS[place]
         zi = int(self._rec[o + _ZONE])
         self._counts[zi] -= 1
         self._others.pop(o, None)
-        self._free.append(o)
+        self._free[place].append(base)
         return zi
+
+    def _last_seen(self, o: int) -> float:
+        """The item's last read in any zone: its zone's, or a later one of another zone."""
+        last = self._rec[o + _ZONE_SEEN]
+        others = self._others.get(o)
+        if others:
+            for st in others.values():
+                if st.seen > last:
+                    last = st.seen
+        return last
 
     def _rssi_at(self, o: int) -> float | None:
         v = self._rec[o + _RSSI]
@@ -192,8 +239,22 @@ class PresenceTracker:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def observe(self, reads: Iterable[ZoneRead]) -> list[PresenceChange]:
+    def keys(self, epcs: list[str]) -> list[Key]:
+        """The tracker's keys of a batch's EPCs (for `known_keys` and `observe`)."""
+        return epc_keys(epcs)
+
+    def known_keys(self, keys: list[Key]) -> list[bool]:
+        """`epc in tracker` for each key of a reader's batch, in C loops. At a million items a
+        lookup is three dependent cache misses (index, entry, key); hashing every key first
+        leaves the lookup loop so little work that the CPU overlaps several lookups' misses
+        (measured: 480 -> 280 ns a lookup)."""
+        sum(map(hash, keys))  # the keys cache their hash
+        return list(map(self._slots.__contains__, keys))
+
+    def observe(self, reads: Iterable[ZoneRead],
+                keys: list[Key] | None = None) -> list[PresenceChange]:
         """Apply a batch of reads; returns moves (in read order), then arrivals by (time, EPC).
+        `keys`, if given, are `self.keys` of the reads' EPCs (the ingest has them already).
 
         Items first seen in this batch arrive once, in the zone that saw them best over the
         whole batch, at their earliest read: the outcome does not depend on read order.
@@ -208,31 +269,44 @@ class PresenceTracker:
         alpha = self.rssi_alpha
         decay_s = self.move_margin_decay_s
         changes: list[PresenceChange] = []
-        pending: dict[str, dict[str, _Pending]] | None = None
+        pending: dict[Key, dict[str, _Pending]] | None = None
         last_zone: str | None = None
         zi = -1.0
         if not isinstance(reads, list):
             reads = list(reads)
-        # Look every EPC up, then touch every record, in C loops before the Python loop: at a
+        # Look every key up, then touch every record, in C loops before the Python loop: at a
         # million items each lookup and record is a cache miss, and a tight C loop lets the CPU
         # overlap them (the Python loop then finds them in cache) instead of paying each in turn.
-        offsets = list(map(get, [r.epc for r in reads], repeat(-1)))
+        # An unknown key's "offset" is junk (its base is -1), not used but for that touch.
+        if keys is None:
+            keys = epc_keys([r.epc for r in reads])
+            sum(map(hash, keys))  # see known_keys
+        bases = list(map(get, keys, repeat(-1)))
+        offsets = list(map(add, bases, map(_POS.__getitem__,
+                                           map(and_, map(hash, keys), repeat(_MASK)))))
         if rec:
             sum(map(rec.__getitem__, offsets))
-        for r, o in zip(reads, offsets, strict=True):
-            epc = r.epc
-            if o < 0:
+        clock = self._clock
+        if reads:
+            latest = max(map(_seen_at, reads))
+            if latest > clock:  # never back (a NaN time is no time)
+                clock = self._clock = latest
+        slack = self._order_slack_s
+        for r, key, base, o in zip(reads, keys, bases, offsets, strict=True):
+            if base < 0:
                 if pending is None:
                     pending = {}
-                _pend(pending, r)
+                _pend(pending, key, r)
                 continue
             t = r.seen_at
-            rec[o + 4] += r.count  # _COUNT
-            if rec[o + 5] != batch:  # _BATCH: the first read of the item in this batch
-                rec[o + 5] = batch
-                slots[epc] = pop(epc)  # to the end of the recency order
-            if t > rec[o + 2]:  # _LAST_SEEN
-                rec[o + 2] = t
+            rec[o + 3] += r.count  # _COUNT
+            if rec[o + 4] != batch:  # _BATCH: the first read of the item in this batch
+                rec[o + 4] = batch
+                if clock - rec[o + 6] > slack:  # _ORDER: to the end of the recency order
+                    rec[o + 6] = clock
+                    slots[key] = pop(key)
+                    if clock - t > self._lag:
+                        self._lag = clock - t
             zone = r.zone
             if zone is not last_zone:  # a reader's batch shares one zone string
                 last_zone = zone
@@ -241,20 +315,20 @@ class PresenceTracker:
                 seen = rec[o + 1]  # _ZONE_SEEN
                 rssi = r.rssi_dbm
                 if rssi is not None and rssi == rssi:
-                    cur = rec[o + 3]  # _RSSI
+                    cur = rec[o + 2]  # _RSSI
                     if cur != cur or t - seen > decay_s:
-                        rec[o + 3] = rssi
+                        rec[o + 2] = rssi
                     else:
-                        rec[o + 3] = cur + alpha * (rssi - cur)
+                        rec[o + 2] = cur + alpha * (rssi - cur)
                 if t > seen:
                     rec[o + 1] = t
             else:
                 last_zone = None  # a move may have given the zone its index just now
-                change = self._other_zone(epc, o, r)
+                change = self._other_zone(r.epc, o, r)
                 if change is not None:
                     changes.append(change)
         if pending:
-            changes.extend(self._arrive(pending, batch))
+            changes.extend(self._arrive(pending, batch, clock))
         return changes
 
     def _other_zone(self, epc: str, o: int, r: ZoneRead) -> PresenceChange | None:
@@ -299,22 +373,22 @@ class PresenceTracker:
         self._counts[new_ix] += 1
         return PresenceChange(ChangeKind.MOVED, epc, zone, old, t)
 
-    def _arrive(self, pending: dict[str, dict[str, _Pending]],
-                batch: float) -> list[PresenceChange]:
+    def _arrive(self, pending: dict[Key, dict[str, _Pending]], batch: float,
+                clock: float) -> list[PresenceChange]:
         arrivals: list[PresenceChange] = []
-        slots = self._slots
-        for epc, zones in pending.items():
+        for key, zones in pending.items():
             zone = _best_zone(zones)
             s = zones[zone]
             first = min(p.first for p in zones.values())
             last = max(p.last for p in zones.values())
-            o = self._new_record(zone, first, s.last, last, s.rssi,
-                                 sum(p.count for p in zones.values()), batch)
+            o = self._new_record(key, zone, first, s.last, s.rssi,
+                                 sum(p.count for p in zones.values()), batch, clock)
+            if clock - last > self._lag:
+                self._lag = clock - last
             if len(zones) > 1:
                 self._others[o] = {z: _Seen(p.rssi, p.last)
                                    for z, p in zones.items() if z != zone}
-            slots[epc] = o
-            arrivals.append(PresenceChange(ChangeKind.ARRIVED, epc, zone, None, first))
+            arrivals.append(PresenceChange(ChangeKind.ARRIVED, epc_of(key), zone, None, first))
         arrivals.sort(key=lambda c: (c.at, c.epc))
         return arrivals
 
@@ -323,9 +397,11 @@ class PresenceTracker:
     def sweep(self, now: float, paused_zones: Collection[str] = ()) -> list[PresenceChange]:
         """Departures of items unseen by any zone for more than `departure_s` before `now`.
 
-        Walks from the least recently read item and stops at the first one still present, so
-        a sweep costs O(departures), not O(items). Reads whose `seen_at` lags the order they were
-        processed in (reader clock skew) can delay a departure by that skew, never advance it.
+        Walks the recency order from the front and stops at the first item placed there late
+        enough that it and all after it were read since the cutoff, so a sweep costs
+        O(departures + items read just once in the slack), not O(items); departures come in
+        that order. Exact whatever the reads' times: a reader whose clock runs late only makes
+        the walk longer (by the items placed within its lag).
 
         `paused_zones`: zones whose readers are offline. Their items are not departed (a reader
         outage is not 20,000 items leaving) and keep their place in the read order, which
@@ -334,19 +410,21 @@ class PresenceTracker:
         cutoff = now - self.departure_s
         rec = self._rec
         paused = {self._zone_ix[z] for z in paused_zones if z in self._zone_ix}
-        gone: list[tuple[str, float]] = []
-        for epc, o in self._slots.items():
-            last = rec[o + _LAST_SEEN]
-            if last >= cutoff:
+        gone: list[tuple[Key, float]] = []
+        limit = cutoff + self._lag  # from here on, every item was read at or after the cutoff
+        for key, base in self._slots.items():
+            o = base + _POS[hash(key) & _MASK]
+            if rec[o + _ORDER] >= limit:
                 break
-            if not (paused and rec[o + _ZONE] in paused):
-                gone.append((epc, last))
+            last = self._last_seen(o)
+            if not last >= cutoff and not (paused and rec[o + _ZONE] in paused):
+                gone.append((key, last))
         changes: list[PresenceChange] = []
         departed = ChangeKind.DEPARTED
         zones = self._zones
-        for epc, last in gone:
-            zone = zones[self._drop(epc)]
-            changes.append(PresenceChange(departed, epc, None, zone, last))
+        for key, last in gone:
+            zone = zones[self._drop(key)]
+            changes.append(PresenceChange(departed, epc_of(key), None, zone, last))
         return changes
 
     # -- state ---------------------------------------------------------------------------------
@@ -361,9 +439,12 @@ class PresenceTracker:
         """
         self._slots.clear()
         self._others.clear()
-        self._free.clear()
+        for free in self._free:
+            free.clear()
         del self._rec[:]
         self._counts = [0] * len(self._zones)
+        self._mark_clocks.clear()
+        self._lag = 0.0
         loaded: list[PresenceRow] = []
         problems: list[str] = []
         for i, row in enumerate(rows):
@@ -374,47 +455,77 @@ class PresenceTracker:
         loaded.sort(key=lambda p: p.last_seen)
         slots = self._slots
         for p in loaded:
-            if p.epc in slots:
-                self._drop(p.epc)
+            key = epc_key(p.epc)
+            if key in slots:
+                self._drop(key)
                 problems.append(f"presence row for {p.epc}: duplicate, kept the latest")
-            slots[p.epc] = self._new_record(p.zone, p.since, p.last_seen, p.last_seen,
-                                            p.rssi_dbm, p.read_count, 0)
+            self._new_record(key, p.zone, p.since, p.last_seen, p.rssi_dbm, p.read_count, 0,
+                             p.last_seen)
+        if loaded and loaded[-1].last_seen > self._clock:
+            self._clock = loaded[-1].last_seen
         return problems
 
     def snapshot(self) -> list[PresenceRow]:
-        """Every present item, least recently read first."""
+        """Every present item, least recently read first (to the recency order's slack)."""
         row = self._row
-        return [row(epc, o) for epc, o in self._slots.items()]
+        return [row(key, base) for key, base in self._slots.items()]
 
     @property
     def mark(self) -> int:
         """The number of the last observed batch; pass it to `touched_since` later."""
+        marks = self._mark_clocks
+        if self._batch not in marks:
+            if len(marks) >= 32:
+                del marks[next(iter(marks))]
+            marks[self._batch] = self._clock
         return self._batch
+
+    def _order_floor(self, mark: int) -> float:
+        """A time no item read in a batch after `mark` was placed before: the clock at `mark`
+        (or at an earlier mark handed out, the clock never goes back) less the slack; -inf
+        when no such mark is remembered (the walk then covers every item)."""
+        floor = float("-inf")
+        for m, clock in self._mark_clocks.items():
+            if m <= mark and clock - self._order_slack_s > floor:
+                floor = clock - self._order_slack_s
+        return floor
 
     def touched_since(self, mark: int) -> list[PresenceRow]:
         """Items read in batches after `mark` (a count's sightings)."""
         slots = self._slots
-        return [self._row(epc, slots[epc]) for epc in self.touched_epcs_since(mark)]
+        return [self._row(key, slots[key]) for key in self._touched_keys(mark)]
 
     def touched_epcs_since(self, mark: int) -> list[str]:
         """EPCs of the items read in batches after `mark`, most recently read first: the
         last-seen flush takes these and writes them a bounded chunk at a time."""
+        return list(map(epc_of, self._touched_keys(mark)))
+
+    def _touched_keys(self, mark: int) -> list[Key]:
+        """Walks back from the end of the recency order down to `_order_floor(mark)`."""
+        out: list[Key] = []
+        if mark >= self._batch:
+            return out
         slots = self._slots
         rec = self._rec
-        out: list[str] = []
-        for epc in reversed(slots):
-            if rec[slots[epc] + _BATCH] <= mark:
+        floor = self._order_floor(mark)
+        for key in reversed(slots):
+            o = slots[key] + _POS[hash(key) & _MASK]
+            if rec[o + _ORDER] < floor:
                 break
-            out.append(epc)
+            if rec[o + _BATCH] > mark:
+                out.append(key)
         return out
 
     def zone_of(self, epc: str) -> str | None:
-        o = self._slots.get(epc)
-        return None if o is None else self._zones[int(self._rec[o + _ZONE])]
+        key = epc_key(epc)
+        if key not in self._slots:
+            return None
+        return self._zones[int(self._rec[self._offset(key) + _ZONE])]
 
     def get(self, epc: str) -> PresenceRow | None:
-        o = self._slots.get(epc)
-        return None if o is None else self._row(epc, o)
+        key = epc_key(epc)
+        base = self._slots.get(key)
+        return None if base is None else self._row(key, base)
 
     def zone_counts(self) -> dict[str, int]:
         """Items present per zone (for metrics and the staff UI)."""
@@ -424,18 +535,18 @@ class PresenceTracker:
         return len(self._slots)
 
     def __contains__(self, epc: object) -> bool:
-        return epc in self._slots
+        return epc_key(epc) in self._slots  # type: ignore[arg-type]
 
-    @property
-    def knows(self) -> Callable[[object], bool]:
-        """`epc in tracker` as a C function (the dict's own `__contains__`), for `map` over a
-        reader's batch."""
-        return self._slots.__contains__
+    def known(self, epcs: list[str]) -> list[bool]:
+        """`epc in tracker` for each EPC of a reader's batch, in C loops (at a million items
+        each lookup is a cache miss; a tight loop lets the CPU overlap them)."""
+        return list(map(self._slots.__contains__, epc_keys(epcs)))
 
-    def _row(self, epc: str, o: int) -> PresenceRow:
+    def _row(self, key: Key, base: int) -> PresenceRow:
         rec = self._rec
-        return PresenceRow(epc, self._zones[int(rec[o + _ZONE])], rec[o + _SINCE],
-                           rec[o + _LAST_SEEN], int(rec[o + _COUNT]), self._rssi_at(o))
+        o = base + _POS[hash(key) & _MASK]
+        return PresenceRow(epc_of(key), self._zones[int(rec[o + _ZONE])], rec[o + _SINCE],
+                           self._last_seen(o), int(rec[o + _COUNT]), self._rssi_at(o))
 
 
 def _restored(row: object) -> PresenceRow:
@@ -464,10 +575,10 @@ def _restored(row: object) -> PresenceRow:
                        None if r is None or r != r else r)
 
 
-def _pend(pending: dict[str, dict[str, _Pending]], r: ZoneRead) -> None:
-    zones = pending.get(r.epc)
+def _pend(pending: dict[Key, dict[str, _Pending]], key: Key, r: ZoneRead) -> None:
+    zones = pending.get(key)
     if zones is None:
-        zones = pending[r.epc] = {}
+        zones = pending[key] = {}
     t = r.seen_at
     p = zones.get(r.zone)
     if p is None:

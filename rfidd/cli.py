@@ -93,6 +93,12 @@ def check_config(file: Path, syntax_only: bool) -> None:
     try:
         cfg = load_config(file)
     except ConfigError as exc:
+        from rfidd.hq.config import config_kind
+
+        if config_kind(file) == "hq":  # [epcis]/[sites], no [site]: not a site's file
+            click.echo(f"{file}: this is an HQ configuration ([epcis], [sites], no [site]); "
+                       f"check it with: rfidd hq check-config {file}", err=True)
+            sys.exit(EX_CONFIG)
         click.echo(f"{file}: {len(exc.errors)} error(s)", err=True)
         for e in exc.errors:
             click.echo(f"  {e}", err=True)

@@ -5,7 +5,7 @@ is the database's batch writer (`batch_max_rows` reads or `batch_max_ms`, whiche
 batch it builds one read-only `BatchView` (changes, decoded EPCs, the first reads in watched
 zones, the books' records of the items involved: one query per table), asks the site rules and
 every `BatchComponent` for a plan, commits all plans in one transaction and only then lets each
-component apply its plan to memory (rfidd.pipeline).
+component apply its plan to memory (rfidd.pipeline; the commit and apply: rfidd.ingest_write).
 
 A database error is retried with backoff and the same plans, never holding the domain-state lock
 across the wait: staff calls get a prompt 503 (rfidd.health), the supervisor keeps feeding the
@@ -22,23 +22,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from sqlalchemy.exc import InterfaceError, OperationalError
-
 from inventory.epc import DecodedEpc, EpcClass, EpcClassifier, decode
-from inventory.events import ItemEvent
 from inventory.presence import ChangeKind, PresenceChange, PresenceTracker, ZoneRead
+from inventory.presence_keys import Key
 from inventory.rules import SiteRules
 from readers.base import ReaderState, TagRead
 from rfidd.health import DatabaseHealth, DomainLock, retry_database
+from rfidd.ingest_write import Base, BatchWriter, EventEncoder, Staged
 from rfidd.intake import WAKE, IngestQueue
 from rfidd.metrics import Metrics
-from rfidd.pipeline import BatchComponent, BatchPlan, BatchView, BooksLoader
+from rfidd.pipeline import BatchComponent, BatchView, BooksLoader
 from rfidd.store import repo
 from rfidd.store.db import Database
 
 log = logging.getLogger("rfidd.ingest")
 
-EventEncoder = Callable[[ItemEvent], dict[str, object]]
 T = TypeVar("T")
 
 
@@ -48,6 +46,8 @@ class IngestStats:
     committed_reads: int = 0
     """Reads whose batch is committed (or needed no write): what a benchmark may count."""
     batches: int = 0
+    processed: int = 0
+    """Calls of `process`: one ingest batch (the reader batches it gathered) each."""
     commits: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     unmapped: int = 0
@@ -57,27 +57,6 @@ class IngestStats:
     db_errors: int = 0
     batch_errors: int = 0
     lost_batches: int = 0
-
-
-@dataclass(slots=True)
-class _Staged:
-    """A plan with its events encoded once (a retried commit reuses them)."""
-
-    name: str
-    plan: BatchPlan
-    records: list[repo.EventRecord]
-    skipped: bool = False
-
-
-@dataclass(slots=True)
-class _Base:
-    """The ingest's own part of a batch: presence rows and the site rules' events."""
-
-    upserts: list[repo.ItemUpsert] = field(default_factory=list)
-    presence: list[repo.PresenceRow] = field(default_factory=list)
-    departed: list[str] = field(default_factory=list)
-    events: list[ItemEvent] = field(default_factory=list)
-    records: list[repo.EventRecord] = field(default_factory=list)
 
 
 class Ingestor:
@@ -106,7 +85,7 @@ class Ingestor:
         health: DatabaseHealth | None = None,
         metrics: Metrics,
         stop: threading.Event,
-        batch_max_rows: int = 500,
+        batch_max_rows: int = 2000,
         batch_max_ms: int = 250,
         on_commit: Callable[[], None] | None = None,
         on_database: Callable[[bool, str], None] | None = None,
@@ -127,6 +106,7 @@ class Ingestor:
         self.on_commit = on_commit
         self.on_database = on_database
         """Called (up, reason) when the database goes down or comes back (alerts, STATUS=)."""
+        self.writer = BatchWriter(database, metrics, encode, self._component_failed)
         self.components: list[BatchComponent] = []
         self._watched: frozenset[str] = frozenset()
         self.stats = IngestStats()
@@ -234,17 +214,20 @@ class Ingestor:
     def process(self, batch: Sequence[tuple[str, list[TagRead]]]) -> None:
         """Decode, locate and persist one batch: the unit of one database transaction."""
         zone_reads: list[ZoneRead] = []
+        zone_keys: list[Key] = []  # the tracker's keys of zone_reads' EPCs, made once
         decoded: dict[str, DecodedEpc] = {}
         # The ingest thread is the tracker's only writer: it may read it without the lock.
-        known = self.tracker.knows
+        keys_of = self.tracker.keys
+        known = self.tracker.known_keys
         n = 0
         for reader, reads in batch:
             self.stats.batches += 1
             n += len(reads)
-            # Which EPCs are known, in one C loop: at a million items each lookup is a cache
-            # miss, and a tight loop lets the CPU overlap them instead of paying each in turn.
-            present = list(map(known, [r.epc for r in reads]))
-            for r, is_known in zip(reads, present, strict=True):
+            # Which EPCs are known, in C loops: at a million items each lookup is a cache miss,
+            # and a tight loop lets the CPU overlap them instead of paying each in turn.
+            keys = keys_of([r.epc for r in reads])
+            present = known(keys)
+            for r, key, is_known in zip(reads, keys, present, strict=True):
                 zone = self.zone_of.get((reader, r.antenna))
                 if zone is None:
                     self.stats.unmapped += 1
@@ -254,6 +237,7 @@ class Ingestor:
                 if is_known:  # classified when it arrived: no decode, no classify
                     zone_reads.append(ZoneRead(r.epc, zone, r.rssi_dbm, r.seen_at,
                                                r.seen_count))
+                    zone_keys.append(key)
                     if r.seen_at > self._last_read_at:
                         self._last_read_at = r.seen_at
                     continue
@@ -271,11 +255,13 @@ class Ingestor:
                         continue
                     decoded[r.epc] = d
                 zone_reads.append(ZoneRead(r.epc, zone, r.rssi_dbm, r.seen_at, r.seen_count))
+                zone_keys.append(key)
                 if r.seen_at > self._last_read_at:
                     self._last_read_at = r.seen_at
         self.stats.reads += n
+        self.stats.processed += 1
         with self._lock.waiting():
-            changes = self.tracker.observe(zone_reads)
+            changes = self.tracker.observe(zone_reads, zone_keys)
             self.zone_counts = self.tracker.zone_counts()
         if self._handle(changes, decoded, self._first_reads(zone_reads)):
             self.stats.committed_reads += n
@@ -325,8 +311,8 @@ class Ingestor:
         for c in changes:
             if c.epc not in decoded:
                 decoded[c.epc] = decode(c.epc)
-        staged: list[_Staged] | None = None
-        base = _Base()
+        staged: list[Staged] | None = None
+        base = Base()
 
         def attempt() -> set[str]:
             nonlocal staged
@@ -336,9 +322,9 @@ class Ingestor:
                     self._base(base, view)
                     staged = self._plans(view)
                 t0 = time.perf_counter()
-                dup = self._commit(base, staged)
+                dup = self.writer.commit(base, staged)
                 self.metrics.batch_commit.observe(time.perf_counter() - t0)
-                self._apply(staged)
+                self.writer.apply(staged)
                 return dup
 
         dup = self._retry(attempt, f"a batch of {len(changes)} changes")
@@ -370,76 +356,39 @@ class Ingestor:
                     books = dict(self.books(s, epcs))
         return BatchView(changes=changes, decoded=decoded, reads=reads, books=books)
 
-    def _base(self, base: _Base, view: BatchView) -> None:
+    def _base(self, base: Base, view: BatchView) -> None:
+        """The ingest's own rows, as tuples (rfidd.store.hot's column order, `updated` added
+        at commit): an item's identity and zone, its presence, or its departure."""
         held = {e for e, st in view.books.items() if st is not None}
         base.events = self.rules.events_for(view.changes, view.decoded, held)
         base.records = [repo.event_record(e, self.encode(e)) for e in base.events]
         for c in view.changes:
-            d = view.decoded[c.epc]
+            if not c.epc:
+                raise repo.StoreInputError(f"presence change {c!r}: empty epc")
             if c.kind is ChangeKind.DEPARTED or c.zone is None:
                 base.departed.append(c.epc)
-                base.upserts.append(repo.ItemUpsert(epc=c.epc, seen_at=None, zone=None))
+                base.items.append((c.epc, None, None, None, None, None, None, None, None))
                 continue
-            base.upserts.append(repo.ItemUpsert(
-                epc=c.epc, seen_at=c.at, zone=c.zone, epc_uri=d.uri, gtin=d.gtin14,
-                serial=d.serial_text,
-            ))
-            base.presence.append(repo.PresenceRow(epc=c.epc, zone=c.zone, since=c.at,
-                                                  last_seen=c.at))
+            d = view.decoded[c.epc]
+            base.items.append((c.epc, d.uri, d.gtin14, d.serial_text, c.zone, None, None,
+                               c.at, c.at))
+            base.presence.append((c.epc, c.zone, c.at, c.at, None, None, None))
 
-    def _plans(self, view: BatchView) -> list[_Staged]:
+    def _plans(self, view: BatchView) -> list[Staged]:
         """Each component's plan; one that fails to plan loses only its own part."""
-        out: list[_Staged] = []
+        out: list[Staged] = []
         for comp in self.components:
             try:
-                plan = comp.plan(view)
-                if plan:
-                    out.append(_Staged(comp.name, plan,
-                                       [repo.event_record(e, self.encode(e))
-                                        for e in plan.events]))
+                x = self.writer.stage(comp.name, comp.plan(view))
             except Exception:
-                self._component_failed(comp.name, "plan", len(view.changes))
+                self.writer.failed(comp.name, "plan", len(view.changes), "bug")
+                continue
+            if x is not None:
+                out.append(x)
         return out
 
-    def _commit(self, base: _Base, staged: list[_Staged]) -> set[str]:
-        """Every plan in one transaction (each in a savepoint: a component's bug rolls back its
-        part only; a database failure rolls back everything, for a retry). Returns the ids of
-        events the journal already had."""
-        for x in staged:
-            x.skipped = False
-        with self.db.write() as s:
-            res = repo.apply_batch(s, base.upserts, base.records, presence=base.presence,
-                                   departed=base.departed)
-            dup = set(res.duplicate_events)
-            for x in staged:
-                try:
-                    with s.begin_nested():
-                        r = repo.apply_batch(s, x.plan.upserts, x.records, x.plan.messages,
-                                             now=time.time())
-                        if x.plan.write is not None:
-                            x.plan.write(s)
-                    dup.update(r.duplicate_events)
-                except (OperationalError, InterfaceError):
-                    raise  # the database itself: retry the whole batch
-                except Exception:
-                    x.skipped = True
-                    self._component_failed(x.name, "write", len(x.plan.events))
-        return dup
-
-    def _apply(self, staged: list[_Staged]) -> None:
-        for x in staged:
-            if x.skipped or x.plan.apply is None:
-                continue
-            try:
-                x.plan.apply()
-            except Exception:
-                self._component_failed(x.name, "apply", len(x.plan.events))
-
-    def _component_failed(self, name: str, phase: str, n: int) -> None:
+    def _component_failed(self) -> None:
         self.stats.hook_errors += 1
-        self.metrics.component_errors.labels(name).inc()
-        log.exception("ingest: component %s failed to %s its part of a batch (%d events); "
-                      "the rest of the batch goes on", name, phase, n)
 
     def _retry(self, fn: Callable[[], T], what: str) -> T | None:
         """Run `fn` until the database takes it or the daemon stops (None: given up), with
@@ -486,13 +435,16 @@ class Ingestor:
             rows = [r for r in map(get, chunk) if r is not None]
         if not rows:
             return 0
-        presence = [repo.PresenceRow(epc=r.epc, zone=r.zone, since=r.since,
-                                     last_seen=r.last_seen, rssi_dbm=r.rssi_dbm) for r in rows]
-        items = [repo.ItemUpsert(epc=r.epc, seen_at=r.last_seen) for r in rows]
+        # Tuples in rfidd.store.hot's column order: items get only their last-seen time.
+        presence = [(r.epc, r.zone, r.since, r.last_seen, None, None, r.rssi_dbm) for r in rows]
+        items = [(r.epc, None, None, None, None, None, None, r.last_seen, r.last_seen)
+                 for r in rows]
 
         def write() -> bool:  # not None: `_retry` says None for "given up"
             with self.db.write() as s:
-                repo.apply_batch(s, items, presence=presence)
+                now = time.time()
+                repo.apply_batch(s, now=now, item_rows=[(*r, now) for r in items],
+                                 presence_rows=presence)
             return True
 
         if self._retry(write, f"a last-seen flush of {len(rows)} items") is None:

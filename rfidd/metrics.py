@@ -140,6 +140,12 @@ class Metrics:
             "apply (its part of the batch is skipped; the rest commits).", ["component"],
             namespace=NS, registry=r,
         )
+        self.component_write_failures = Counter(
+            "ingest_component_write_failures", "A component's part of a batch left out because "
+            "its own statements failed twice in the commit (error: the driver's exception "
+            "class); the batch's reads and the other parts were committed.",
+            ["component", "error"], namespace=NS, registry=r,
+        )
         self.ops_ticks_skipped = Counter(
             "ops_ticks_skipped", "Periodic store-operations ticks (timed count stops, reception "
             "rules) skipped because the database or the domain state was unavailable; the next "

@@ -27,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from inventory.epcis import parse_datetime
 from rfidd.app import Daemon, Timings
 from rfidd.bench_ingest import _SimProcess, scenario_text
+from rfidd.benchmark.thread_cpu import ingest_thread_id, thread_cpu_s, turns
 from rfidd.demo import demo_config
 
 CHURN_EVERY_S = 0.5
@@ -74,6 +75,12 @@ class IngestRun:
     reader_share_min: float | None
     reader_share_max: float | None
     """The least and most served reader's reads ingested over the mean (1.0 each: fair)."""
+    shed_per_s: float = 0.0
+    """Reads shed (counted per reader) per second of the window: > 0, the daemon took all it
+    could, and `committed_reads_per_s` is its ceiling."""
+    ingest_thread_us_per_read: float | None = None
+    ingest_thread_ms_per_batch: float | None = None
+    """CPU of the ingest thread alone (its schedstat) per committed read and per batch."""
 
 
 class _Latency:
@@ -167,9 +174,12 @@ def _daemon_run(scenario: Any, sim: _SimProcess, seconds: float, readers: int, r
         time.sleep(min(1.0, seconds / 2))
         lat.recording = True
         counted = _committed(ing)
+        tid = ingest_thread_id(ing)
+        s0, i0, b0 = _shed(daemon), thread_cpu_s(tid), turns(ing)
         r0, c0, t0, h0 = counted(), _cpu_s(daemon), time.monotonic(), _host_cpu_s(daemon)
         time.sleep(seconds)
         r1, c1, t1 = counted(), _cpu_s(daemon), time.monotonic()
+        s1, i1, b1 = _shed(daemon), thread_cpu_s(tid), turns(ing)
         lat.recording = False
         h1 = _host_cpu_s(daemon)
         sent = sim.hold()
@@ -196,7 +206,10 @@ def _daemon_run(scenario: Any, sim: _SimProcess, seconds: float, readers: int, r
     return IngestRun(readers, readers * rate, t1 - t0, rps,
                      (c1 - c0) / (t1 - t0) / per_1k, events, published,
                      lat.p99(), dropped, max(0, lost), (h1 - h0) / (t1 - t0) / per_1k,
-                     min(shares, default=None), max(shares, default=None))
+                     min(shares, default=None), max(shares, default=None),
+                     (s1 - s0) / (t1 - t0),
+                     (i1 - i0) / (r1 - r0) * 1e6 if r1 > r0 and tid else None,
+                     (i1 - i0) / (b1 - b0) * 1e3 if b1 > b0 and tid else None)
 
 
 def _shed(daemon: Daemon) -> int:

@@ -7,6 +7,9 @@ model, so the OpenAPI of the app describes it. Errors keep this API's {"error": 
   GET /api/v1/items/{epc}           where an item was last seen (EPC URI or hex)
   GET /api/v1/items/{epc}/history   its events across sites (?limit=1-10000)
   GET /api/v1/sites                 each site: status, registration, sequence and gaps
+                                    (registered first; ?registered=true: only those)
+  DELETE /api/v1/sites/{site}       forget a site (an admin token; ?registered_too=true for
+                                    a registered one); its stored events stay
   GET /api/v1/status                the consumer's counters
   GET /metrics                      Prometheus text (a read token: Authorization: Bearer)
 """
@@ -71,7 +74,12 @@ class SiteOut(BaseModel):
 
 
 class SitesOut(BaseModel):
-    sites: list[SiteOut] = Field(description="Every site HQ has heard of.")
+    sites: list[SiteOut] = Field(description="Every site HQ has heard of, registered first.")
+
+
+class ForgottenOut(BaseModel):
+    site: str = Field(description="The site forgotten.")
+    was_registered: bool = Field(description="It was registered (and is no longer).")
 
 
 class StatusOut(BaseModel):
@@ -95,6 +103,12 @@ def _epc(raw: str) -> str:
         return query.normalize_epc(unquote(raw))
     except query.EpcInputError as exc:
         raise _ApiError(400, str(exc)) from None
+
+
+def _flag(name: str, value: str) -> bool:
+    if value not in ("true", "false"):
+        raise _ApiError(400, f"{name} must be true or false, got {value[:20]!r}")
+    return value == "true"
 
 
 def register(app: FastAPI, engine: Engine, who: Who, registry: CollectorRegistry,
@@ -126,9 +140,23 @@ def register(app: FastAPI, engine: Engine, who: Who, registry: CollectorRegistry
         return HistoryOut(epc=uri, events=[ItemEventOut(**e.to_json()) for e in events])
 
     @app.get("/api/v1/sites", response_model=SitesOut)
-    def sites(request: Request) -> SitesOut:
+    def sites(request: Request, registered: str = "false") -> SitesOut:
         who(request, "read")
-        return SitesOut(sites=[SiteOut(**s.to_json()) for s in query.sites(engine)])
+        only = _flag("registered", registered)
+        return SitesOut(sites=[SiteOut(**s.to_json())
+                               for s in query.sites(engine, registered_only=only)])
+
+    @app.delete("/api/v1/sites/{site}", response_model=ForgottenOut)
+    def forget(site: str, request: Request, registered_too: str = "false") -> ForgottenOut:
+        who(request, "admin")
+        from rfidd.hq.registry import ForgetError, forget_site
+
+        too = _flag("registered_too", registered_too)
+        try:
+            was = forget_site(engine, site, registered_too=too)
+        except ForgetError as exc:
+            raise _ApiError(404 if exc.unknown else 409, str(exc)) from None
+        return ForgottenOut(site=site, was_registered=was)
 
     @app.get("/api/v1/status", response_model=StatusOut)
     def status(request: Request) -> StatusOut:

@@ -192,6 +192,11 @@ def _queries(store: HqStore, lay: Layout, n: int) -> dict[str, tuple[float, floa
     def by_epc() -> Any:
         return ask({"MATCH_epc": [lay.epc(rnd.randrange(events))]})
 
+    def by_class() -> Any:  # an idpat: every item of one product (a few events here)
+        ref = 100000 + rnd.randrange(50000)
+        return ask({"MATCH_epc": [f"urn:epc:idpat:sgtin:0614141.{ref:06d}.*"],
+                    "perPage": ["100"]})
+
     def window() -> Any:
         start = T0 + timedelta(seconds=rnd.uniform(0, lay.span_s - 86400))
         return ask({"EQ_bizStep": ["receiving"], "GE_eventTime": [start.isoformat()],
@@ -219,6 +224,7 @@ def _queries(store: HqStore, lay: Layout, n: int) -> dict[str, tuple[float, floa
 
     return {
         "MATCH_epc": _timed(by_epc, n),
+        "MATCH_epc of an idpat (perPage 100)": _timed(by_class, n),
         "EQ_bizStep + one-day eventTime window (perPage 100)": _timed(window, n),
         "EQ_eventID": _timed(by_id, n),
         "EQ_bizLocation (perPage 100)": _timed(by_location, n),

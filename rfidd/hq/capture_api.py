@@ -7,6 +7,8 @@ document's validation errors synchronously: a 400 naming each path, nothing stor
 `GS1-Capture-Error-Behaviour`: `rollback` (the default: one bad event refuses the document) or
 `proceed` (the valid events are stored, the bad ones are the job's errors, success false);
 `all` is refused with its name. GET /capture lists the caller's jobs, newest first.
+Both an EPCISDocument and an EPCISQueryDocument are captured (the OpenAPI: "This endpoint
+should support both"): the query document's events are those of queryResults.resultsBody.
 """
 
 from __future__ import annotations
@@ -40,10 +42,32 @@ hq_capture_outcomes = Table(
 )
 
 _JSON_TYPES = ("application/json", "application/ld+json")
-_EVENT_PATH = re.compile(r"^/epcisBody/eventList/(\d+)(?:/|:)")
+# Where each document type holds its events (JSON pointer, and the keys to walk).
+_LISTS = {"EPCISDocument": ("/epcisBody/eventList", ("epcisBody", "eventList")),
+          "EPCISQueryDocument": ("/epcisBody/queryResults/resultsBody/eventList",
+                                 ("epcisBody", "queryResults", "resultsBody", "eventList"))}
 BEHAVIOURS = ("rollback", "proceed")
 MAX_ERRORS = 1000
 Who = Callable[[Request, str], tokens.Integrator]
+
+
+def _event_list(doc: Any) -> tuple[str | None, Any]:
+    """(the JSON pointer of the document's event list, the list) or (None, None)."""
+    kind = doc.get("type") if isinstance(doc, dict) else None
+    where = _LISTS.get(kind) if isinstance(kind, str) else None
+    if where is None:
+        return None, None
+    node: Any = doc
+    for key in where[1]:
+        node = node.get(key) if isinstance(node, dict) else None
+    return where[0], node
+
+
+def _as_document(doc: dict[str, Any], events: list[Any]) -> bytes:
+    """The captured events as an EPCISDocument (what parse_document reads)."""
+    head = {k: doc[k] for k in ("@context", "schemaVersion", "creationDate") if k in doc}
+    return json.dumps({**head, "type": "EPCISDocument",
+                       "epcisBody": {"eventList": events}}).encode()
 
 
 def _iso(t: datetime) -> str:
@@ -86,31 +110,34 @@ def register(app: FastAPI, store: HqStore, who: Who, hub: SubscriptionHub, metri
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise refuse(400, "ValidationException", f"/: not JSON: {exc}") from None
-        body_part = doc.get("epcisBody") if isinstance(doc, dict) else None
-        event_list = body_part.get("eventList") if isinstance(body_part, dict) else None
+        pointer, event_list = _event_list(doc)
         n = len(event_list) if isinstance(event_list, list) else 0
         if n > capture_limit:
             raise refuse(413, "CaptureLimitExceededException",
                          f"{n} events, over the {capture_limit}-event limit")
+        if pointer is None:
+            kind = doc.get("type") if isinstance(doc, dict) else None
+            raise refuse(400, "ValidationException", f"/type: {str(kind)[:40]!r}, expected "
+                         "EPCISDocument or EPCISQueryDocument (a bare event is captured "
+                         "inside an EPCISDocument's epcisBody.eventList)")
         errors = errors_of(doc, limit=MAX_ERRORS)
-        if not errors and (not isinstance(doc, dict) or doc.get("type") != "EPCISDocument"):
-            errors = ["/type: expected EPCISDocument"]
         dropped: set[int] = set()
-        if errors and behaviour == "proceed" and isinstance(event_list, list):
-            at = [_EVENT_PATH.match(e) for e in errors]
+        kept = event_list if isinstance(event_list, list) else []
+        if errors and behaviour == "proceed" and pointer and isinstance(event_list, list):
+            in_event = re.compile(re.escape(pointer) + r"/(\d+)(?:/|:)")
+            at = [in_event.match(e) for e in errors]
             if all(at):  # every error is inside an event: store the others
                 dropped = {int(m.group(1)) for m in at if m}
-                doc["epcisBody"]["eventList"] = [e for i, e in enumerate(event_list)
-                                                 if i not in dropped]
-                body = json.dumps(doc).encode()
+                kept = [e for i, e in enumerate(event_list) if i not in dropped]
         if errors and not dropped:
             log.warning("capture from %s refused: %s", owner.name, errors[0])
             raise refuse(400, "ValidationException", "; ".join(errors[:10]))
         try:
-            parsed = parse_document(body, f"@{owner.name}"[:64])
+            parsed = parse_document(_as_document(doc, kept), f"@{owner.name}"[:64])
         except DocumentError as exc:
             raise refuse(400, "ValidationException", f"/: {exc}") from None
-        parse_errors = [f"/epcisBody/{e}" for e in parsed.errors]
+        base = (pointer or "/epcisBody/eventList").removesuffix("/eventList")
+        parse_errors = [f"{base}/{e}" for e in parsed.errors]
         if parse_errors and behaviour == "rollback":
             raise refuse(400, "ValidationException", "; ".join(parse_errors[:10]))
         result = store.write_batch(Batch(events=parsed.events, trusted=True))

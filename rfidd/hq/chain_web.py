@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from sqlalchemy import Engine
 
 from inventory.catalog import parse_catalog_records
-from rfidd.hq import chain, chain_charts, tokens
+from rfidd.hq import chain, chain_charts, humane, tokens
 
 COOKIE = "rfidd_hq_token"
 Who = Callable[[Request, str], tokens.Integrator]
@@ -226,11 +226,13 @@ def register(app: FastAPI, engine: Engine, who: Who, *, topic_prefix: str = "rfi
             for m in items:
                 p: Any = m["payload"]
                 kind = (p.get("type") or p.get("kind")) if isinstance(p, dict) else None
+                detail = "<br>".join(f"<b>{e(k)}</b> {e(v[:120])}" if k else e(v[:200])
+                                     for k, v in humane.pairs(p)[:8])
                 parts.append(
-                    f"<tr><td>{e(str(m['received_at'])[:19])}</td>"
+                    f"<tr><td>{e(humane.when_text(str(m['received_at'])))}</td>"
                     f"<td>{e(m['site_name'] or m['site'])}</td>"
                     f"<td>{e(str(kind or m['kind']))}</td>"
-                    f"<td>{e(json.dumps(p, ensure_ascii=False)[:200])}</td></tr>")
+                    f"<td class=detail>{detail}</td></tr>")
             parts.append("</table>")
         return _page(lang, t["title"], "".join(parts))
 

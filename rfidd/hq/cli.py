@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import click
 
 from rfidd.config import EX_CONFIG
 from rfidd.hq.config import ConfigError, HqConfig, load_hq_config
+from rfidd.hq.humane import when as _when
 
 log = logging.getLogger("rfidd.hq")
 
@@ -24,6 +26,13 @@ def _load(config_file: Path) -> HqConfig:
     try:
         return load_hq_config(config_file)
     except ConfigError as exc:
+        from rfidd.hq.config import config_kind
+
+        if config_kind(config_file) == "site":
+            click.echo(f"{config_file}: this is a site daemon's configuration ([site], "
+                       f"[zones]...); check it with: rfidd check-config {config_file}",
+                       err=True)
+            sys.exit(EX_CONFIG)
         click.echo(f"{config_file}: {len(exc.errors)} error(s)", err=True)
         for e in exc.errors:
             click.echo(f"  {e}", err=True)
@@ -173,7 +182,7 @@ def where_cmd(epc: str, config_file: Path | None, database_url: str | None,
         from rfidd.console import table_console
 
         t = Table(title=uri, show_header=False)
-        for k, v in (("site", last.site), ("since", last.event_time.isoformat()),
+        for k, v in (("site", last.site), ("since", _when(last.event_time)),
                      ("bizLocation", last.biz_location or ""),
                      ("disposition", _short(last.disposition)),
                      ("bizStep", _short(last.biz_step)),
@@ -206,7 +215,7 @@ def history_cmd(epc: str, config_file: Path | None, database_url: str | None,
         from rfidd.console import table_console
 
         t = Table(title=f"{uri} — {len(events)} events")
-        for col in ("eventTime (UTC)", "site", "event", "bizStep", "disposition",
+        for col in ("eventTime", "site", "event", "bizStep", "disposition",
                     "bizLocation", "readPoint", "bizTransactions"):
             t.add_column(col)
         for e in events:
@@ -214,7 +223,7 @@ def history_cmd(epc: str, config_file: Path | None, database_url: str | None,
                 f"{_short(str(b.get('type', '')))}:{b.get('bizTransaction', '')}"
                 for b in e.biz_transactions or []
             )
-            t.add_row(e.event_time.isoformat(timespec="seconds"), e.site,
+            t.add_row(_when(e.event_time), e.site,
                       f"{e.type.removesuffix('Event')} {e.action or ''}".strip(),
                       _short(e.biz_step), _short(e.disposition), e.biz_location or "",
                       e.read_point or "", tx)
@@ -225,15 +234,21 @@ def history_cmd(epc: str, config_file: Path | None, database_url: str | None,
 
 @hq_command.command("sites")
 @_with_db_options
-def sites_cmd(config_file: Path | None, database_url: str | None, as_json: bool) -> None:
-    """Every site registered or heard of: status, last sequence number, gaps, dropped messages.
+@click.option("--registered", "registered_only", is_flag=True,
+              help="Only the registered sites (not those merely heard of, e.g. stale test "
+              "sites retained on a shared broker).")
+def sites_cmd(config_file: Path | None, database_url: str | None, as_json: bool,
+              registered_only: bool) -> None:
+    """Every site registered or heard of (registered first): status, last sequence number,
+    gaps, dropped messages. `rfidd hq site forget SITE` drops one from the list.
 
     "last seq" is what the site says it has sent; "held" is how far HQ has every event; the
     gaps are the missing ranges HQ asks the site to replay (rfidd hq run does it by itself).
     """
     from rfidd.hq import query
 
-    rows = query.sites(_open_engine(_database_url(config_file, database_url)))
+    rows = query.sites(_open_engine(_database_url(config_file, database_url)),
+                       registered_only=registered_only)
     if as_json:
         click.echo(json.dumps({"sites": [s.to_json() for s in rows]}))
         return
@@ -241,7 +256,9 @@ def sites_cmd(config_file: Path | None, database_url: str | None, as_json: bool)
 
     from rfidd.console import table_console
 
-    t = Table(title=f"{len(rows)} sites")
+    heard = sum(1 for s in rows if s.registered_at is None)
+    t = Table(title=f"{len(rows)} sites" + (f" ({heard} heard of, not registered)"
+                                            if heard else ""))
     for col in ("site", "name", "registered", "status", "last seen", "last seq", "held",
                 "gaps", "dropped"):
         t.add_column(col)
@@ -251,11 +268,11 @@ def sites_cmd(config_file: Path | None, database_url: str | None, as_json: bool)
         if q is not None and q.gaps:
             shown = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in q.gaps[:3])
             more = f" +{len(q.gaps) - 3} more" if len(q.gaps) > 3 else ""
-            since = f" since {q.gap_since.isoformat(timespec='seconds')}" if q.gap_since else ""
+            since = f" since {_when(q.gap_since)}" if q.gap_since else ""
             gaps = f"{q.missing} missing: {shown}{more}{since}"
         t.add_row(s.site, s.name or "", "yes" if s.registered_at else "NO",
                   s.status or "?",
-                  s.last_seen.isoformat(timespec="seconds") if s.last_seen else "",
+                  _when(s.last_seen),
                   "" if q is None or q.published_through is None else str(q.published_through),
                   "" if q is None else str(q.contiguous), gaps or "none",
                   str(s.rejected) if s.rejected else "")
@@ -277,7 +294,6 @@ def site_add(site: str, name: str | None, config_file: Path | None,
              database_url: str | None) -> None:
     """Register SITE (its id in the topics, e.g. st-01), or rename it."""
     import re
-    from datetime import UTC, datetime
 
     from rfidd.hq.registry import register_site
     from rfidd.hq.store import HqDatabaseError, HqStore
@@ -297,11 +313,31 @@ def site_add(site: str, name: str | None, config_file: Path | None,
                + (f" as {name!r}" if name else ""))
 
 
+@site_group.command("forget")
+@click.argument("site")
+@click.option("--registered-too", is_flag=True,
+              help="Also forget a registered site (unregisters it).")
+@click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="HQ TOML configuration file (for the database URL).")
+@click.option("--database-url", help="SQLAlchemy URL of the HQ database (overrides -c).")
+def site_forget(site: str, registered_too: bool, config_file: Path | None,
+                database_url: str | None) -> None:
+    """Forget SITE: drop it from the sites list (its stored events stay). It comes back if it
+    publishes again, or if the broker still retains its status: clear that with
+    `mosquitto_pub -r -n -t rfidd/v1/SITE/status` (and .../seq)."""
+    from rfidd.hq.registry import ForgetError, forget_site
+
+    try:
+        was = forget_site(_open_engine(_database_url(config_file, database_url)), site,
+                          registered_too=registered_too)
+    except ForgetError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{site}: forgotten" + (" (was registered)" if was else ""))
+
+
 def _since_option(value: str | None) -> Any:
     if value is None:
         return None
-    from datetime import UTC
-
     from inventory.isotime import IsoTimeError, parse_iso_datetime
 
     try:
@@ -380,20 +416,20 @@ def backfill_cmd(config_file: Path, since: str | None, from_seq: int | None,
 
 @hq_command.group("token")
 def token_group() -> None:
-    """Integrator tokens of the EPCIS interface (scope read or capture; stored hashed)."""
+    """Integrator tokens of the EPCIS interface (scope read, capture or admin; stored hashed)."""
 
 
 @token_group.command("add")
 @click.argument("name")
-@click.option("--scope", type=click.Choice(["read", "capture"]), required=True)
+@click.option("--scope", type=click.Choice(["read", "capture", "admin"]), required=True,
+              help="read: queries; capture: POST /capture; admin: HQ's administration "
+              "(DELETE /api/v1/sites/SITE).")
 @click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               help="HQ TOML configuration file (for the database URL).")
 @click.option("--database-url", help="SQLAlchemy URL of the HQ database (overrides -c).")
 def token_add(name: str, scope: str, config_file: Path | None,
               database_url: str | None) -> None:
     """Create NAME's token and print it once (only its hash is kept)."""
-    from datetime import UTC, datetime
-
     from rfidd.hq import tokens
     from rfidd.hq.store import HqDatabaseError, HqStore
 

@@ -293,3 +293,27 @@ def parse_hq_config(text: str, source: str = "<hq config>") -> HqConfig:
 
 def load_hq_config(path: str | Path) -> HqConfig:
     return parse_hq_config(*read_config_text(path))
+
+
+_HQ_ONLY = {"epcis", "sites"}  # top-level tables only an HQ config has
+_SITE_ONLY = {"site", "zones", "readers", "presence", "counts", "reception", "shrinkage"}
+_HQ_MQTT = {"share_group", "relay_asns", "relay_share_group"}  # [mqtt] keys only HQ has
+
+
+def config_kind(path: str | Path) -> Literal["hq", "site"] | None:
+    """What a TOML file looks like by its top-level tables, so a check-config of the wrong
+    kind can say which command to run; None when it cannot tell (or cannot read it)."""
+    import tomllib
+
+    try:
+        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    keys, mqtt = set(doc), doc.get("mqtt")
+    hq = bool(keys & _HQ_ONLY) or (isinstance(mqtt, dict) and bool(set(mqtt) & _HQ_MQTT))
+    site = bool(keys & _SITE_ONLY)
+    if hq and not site:
+        return "hq"
+    if site and not hq:
+        return "site"
+    return None

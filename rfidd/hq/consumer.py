@@ -78,6 +78,11 @@ class HqMetrics:
             "hq_unknown_site_messages", "Events and messages from sites not registered at HQ "
             "(rfidd hq site add), not stored.", namespace=NS, registry=r,
         )
+        self.sequence_lost = Counter(  # no label: per site, see the sequence_lost alert
+            "hq_sequence_lost", "Events lost for good: sequence numbers a restored site "
+            "skipped that HQ never received (each also stored as a sequence_lost alert).",
+            namespace=NS, registry=r,
+        )
         self.events_malformed = Counter(
             "hq_events_malformed", "EPCIS events rejected by validation (logged).",
             namespace=NS, registry=r,
@@ -441,6 +446,8 @@ class HqConsumer:
             if result is not None:
                 self.metrics.events_stored.inc(result.stored)
                 self.metrics.events_duplicate.inc(result.duplicates)
+                if result.lost:
+                    self.metrics.sequence_lost.inc(result.lost)
                 if result.rejected:
                     self.metrics.unknown_site.inc(result.rejected)
                     log.warning("dropped %d events/messages from unregistered sites (see "

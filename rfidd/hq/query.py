@@ -142,11 +142,15 @@ def where(engine: Engine, epc: str) -> ItemEvent | None:
     return None if r is None else _row(r)
 
 
-def sites(engine: Engine) -> list[SiteState]:
-    """Every site heard of or registered, with its sequence state and gaps."""
+def sites(engine: Engine, *, registered_only: bool = False) -> list[SiteState]:
+    """Every site heard of or registered (or only the registered ones), with its sequence
+    state and gaps: registered sites first, each group by site id."""
+    stmt = select(hq_sites).order_by(hq_sites.c.registered_at.is_(None), hq_sites.c.site)
+    if registered_only:
+        stmt = stmt.where(hq_sites.c.registered_at.is_not(None))
     with engine.connect() as conn:
-        rows = conn.execute(select(hq_sites).order_by(hq_sites.c.site)).all()
-    seqs = {s.site: s for s in site_sequences(engine)}
+        rows = conn.execute(stmt).all()
+    seqs = {s.site: s for s in site_sequences(engine, [r.site for r in rows])}
     return [SiteState(r.site, r.status, utc(r.status_at), utc(r.last_seen), r.name,
                       utc(r.registered_at), int(r.rejected or 0), seqs.get(r.site))
             for r in rows]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from rfidd.hq.store import hq_sites
@@ -33,3 +33,30 @@ def registered_sites(engine: Engine) -> dict[str, str | None]:
                             .where(hq_sites.c.registered_at.is_not(None))
                             .order_by(hq_sites.c.site)).all()
     return {r[0]: r[1] for r in rows}
+
+
+class ForgetError(ValueError):
+    """A site that cannot be forgotten as asked: unknown, or registered without force."""
+
+    def __init__(self, message: str, *, unknown: bool) -> None:
+        super().__init__(message)
+        self.unknown = unknown
+
+
+def forget_site(engine: Engine, site: str, *, registered_too: bool = False) -> bool:
+    """Drop `site` from the registry and the sites list (its row: status, last seen, sequence
+    marks, dropped count); its stored events and messages stay, they are the chain's history.
+    A registered site is only forgotten with `registered_too` (HQ then stops storing what it
+    sends, when it stores registered sites only). True when it was registered."""
+    with engine.begin() as conn:
+        row = conn.execute(select(hq_sites.c.registered_at)
+                           .where(hq_sites.c.site == site).with_for_update()).first()
+        if row is None:
+            raise ForgetError(f"site {site!r}: HQ has never heard of it", unknown=True)
+        registered = row[0] is not None
+        if registered and not registered_too:
+            raise ForgetError(f"site {site!r} is registered: forgetting it unregisters it "
+                              "(give --registered-too / registered_too=true to do so)",
+                              unknown=False)
+        conn.execute(delete(hq_sites).where(hq_sites.c.site == site))
+    return registered

@@ -124,11 +124,11 @@ def record_skips(
 
 
 def take_skips(conn: Connection, msgs: list[SiteMessageRow],
-               insert: Callable[[Any], Any]) -> list[SiteMessageRow]:
+               insert: Callable[[Any], Any]) -> tuple[list[SiteMessageRow], int]:
     """Record the skips among a batch's site messages (after its events: a loss is what HQ
-    still lacks); returns the other messages."""
+    still lacks); returns the other messages and the events found lost for good."""
     from rfidd.hq.gaps import find_gaps
 
-    record_skips(conn, [m for m in msgs if m.kind == SKIP_KIND], insert,
-                 lambda c, site, a, b: find_gaps(c, site, a, b, honour_skips=False))
-    return [m for m in msgs if m.kind != SKIP_KIND]
+    alerts = record_skips(conn, [m for m in msgs if m.kind == SKIP_KIND], insert,
+                          lambda c, site, a, b: find_gaps(c, site, a, b, honour_skips=False))
+    return [m for m in msgs if m.kind != SKIP_KIND], sum(int(a["missing"]) for a in alerts)

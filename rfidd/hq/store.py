@@ -34,58 +34,76 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Numeric,
+    PrimaryKeyConstraint,
     String,
     Table,
     UniqueConstraint,
     func,
     literal,
     select,
+    text,
     true,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
 
-from rfidd.hq import partitions, pgwrite
-from rfidd.hq.documents import EventRow, listed_epcs
+from rfidd.hq import partitions, pgwrite, sqlitewrite
+from rfidd.hq.documents import EventRow
 from rfidd.store.db import create_db_engine
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "hq_alembic_version"
+_WALK = 1000  # sequence numbers a step of the contiguous walk looks at
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def ident(n: int) -> String:
+    """An identifier column (URI, code): "C" collation on PostgreSQL (hq0006), so index
+    comparisons are byte comparisons; SQLite compares bytes already."""
+    return String(n).with_variant(String(n, collation="C"), "postgresql")
+
 Json = JSON().with_variant(JSONB(), "postgresql")
 Time = DateTime(timezone=True)
 
 metadata = MetaData()
+
+
+def _with_value(column: str) -> dict[str, Any]:
+    """A partial index's predicate (hq0006): an event without a value costs no entry, and the
+    queries' strict comparisons on the column imply it, so both databases still use it."""
+    where = text(f"{column} IS NOT NULL")
+    return {"postgresql_where": where, "sqlite_where": where}
+
 
 hq_events = Table(
     "hq_events",
     metadata,
     # PostgreSQL: PRIMARY KEY (id, event_time), the partition key must be in it.
     Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("event_id", String(512), nullable=False),
-    Column("site", String(64), nullable=False),
+    Column("event_id", ident(512), nullable=False),
+    Column("site", ident(64), nullable=False),
     Column("type", String(32), nullable=False),
     Column("event_time", Time, nullable=False),
     Column("action", String(16)),
-    Column("biz_step", String(256)),
+    Column("biz_step", ident(256)),
     Column("disposition", String(256)),
-    Column("read_point", String(512)),
-    Column("biz_location", String(512)),
+    Column("read_point", ident(512)),
+    Column("biz_location", ident(512)),
     Column("biz_transactions", Json),
     Column("raw", Json, nullable=False),
     Column("received_at", Time, nullable=False),
     Column("seq", BigInteger),  # the site's gap-free number (None: captured from elsewhere)
     Index("ix_hq_events_event_id", "event_id"),
-    Index("ix_hq_events_site_seq", "site", "seq"),
+    Index("ix_hq_events_site_seq", "site", "seq", **_with_value("seq")),
     Index("ix_hq_events_step_time", "biz_step", "event_time"),
     # GE_recordTime pages are read in (recordTime, id) order: one range scan from the token.
     Index("ix_hq_events_received_at", "received_at", "id"),
     # EQ_bizLocation / EQ_readPoint come back in record (id) order: these read a page directly.
-    Index("ix_hq_events_location_id", "biz_location", "id"),
+    Index("ix_hq_events_location_id", "biz_location", "id", **_with_value("biz_location")),
     Index("ix_hq_events_read_point_id", "read_point", "id"),
 )
 
@@ -94,20 +112,22 @@ hq_events = Table(
 hq_event_ids = Table(
     "hq_event_ids",
     metadata,
-    Column("event_id", String(512), primary_key=True),
+    Column("event_id", ident(512), primary_key=True),
     Column("event_time", Time, nullable=False),
 )
 
-# event_time is repeated here so "where is it now" is one index range scan on (epc, event_time).
+# event_time is repeated here so "where is it now" is one index range scan of the key.
 # listed: the EPC is in epcList/childEPCs (MATCH_epc), not only parentID/input/output (anyEPC).
 hq_event_epcs = Table(
     "hq_event_epcs",
     metadata,
-    Column("event_id", String(512), primary_key=True),
-    Column("epc", String(512), primary_key=True),
+    Column("event_id", ident(512), nullable=False),
+    Column("epc", ident(512), nullable=False),
     Column("event_time", Time, nullable=False),
     Column("listed", Boolean, nullable=False, server_default=true()),
-    Index("ix_hq_event_epcs_epc_time", "epc", "event_time"),
+    # One index (hq0006): an EPC's events in eventTime order, the MATCH_ probes (all three
+    # given) and, in C collation, an idpat's prefix range.
+    PrimaryKeyConstraint("epc", "event_time", "event_id", name="hq_event_epcs_pkey"),
 )
 
 hq_sites = Table(
@@ -241,6 +261,7 @@ class BatchResult:
     messages_stored: int
     message_duplicates: int
     rejected: int = 0  # events and messages of unregistered sites, not stored
+    lost: int = 0  # events a site skipped (restore) that HQ lacks: lost for good
     # The eventIDs this batch stored (query subscriptions push them); not part of equality.
     event_ids: tuple[str, ...] = field(default=(), compare=False)
 
@@ -315,7 +336,7 @@ class HqStore:
         Rows are written in key order so two consumers writing overlapping batches take their
         row locks in the same order and cannot deadlock.
         """
-        stored = messages_stored = rejected = 0
+        stored = messages_stored = rejected = lost = 0
         inserted: set[str] = set()
         events, site_messages = batch.events, batch.site_messages
         if self.dialect == "postgresql" and events:
@@ -330,13 +351,13 @@ class HqStore:
             if rows and self.dialect == "postgresql":
                 inserted = pgwrite.store_events(conn, rows, batch.received_at)
             elif rows:
-                inserted = self._insert_events(conn, rows, batch.received_at)
+                inserted = sqlitewrite.store_events(conn, rows, batch.received_at)
             stored = len(inserted)
             self._update_sites(conn, batch)
             if any(m.kind == "seq_skip" for m in site_messages):  # after this batch's events
                 from rfidd.hq.skips import take_skips
 
-                site_messages = take_skips(conn, site_messages, self._insert)
+                site_messages, lost = take_skips(conn, site_messages, self._insert)
             messages_stored = self._insert_site_messages(conn, site_messages)
             for site in sorted({ev.site for ev in rows if ev.seq is not None}
                                | set(batch.heads)):
@@ -347,6 +368,7 @@ class HqStore:
             messages_stored=messages_stored,
             message_duplicates=len(site_messages) - messages_stored,
             rejected=rejected,
+            lost=lost,
             event_ids=tuple(sorted(inserted)),
         )
 
@@ -403,14 +425,14 @@ class HqStore:
         skips = skip_ranges(conn, site)  # declared skipped: nothing to wait for there
         while True:
             seqs = conn.execute(select(e.c.seq).where(e.c.site == site, e.c.seq > c)
-                                .order_by(e.c.seq).limit(1000)).scalars().all()
+                                .order_by(e.c.seq).limit(_WALK)).scalars().all()
             for seq in seqs:
                 if seq == c + 1:
                     c = seq
                 elif seq > c + 1:
                     break
             else:
-                if len(seqs) == 1000:
+                if len(seqs) == _WALK:
                     continue
             over = max((b for a, b in skips if a <= c + 1 <= b), default=None)
             if over is not None:
@@ -421,31 +443,6 @@ class HqStore:
             greatest = func.greatest if self.dialect == "postgresql" else func.max
             conn.execute(hq_sites.update().where(hq_sites.c.site == site)  # never backwards
                          .values(contiguous_seq=greatest(hq_sites.c.contiguous_seq, c)))
-
-    def _insert_events(
-        self, conn: Connection, rows: Sequence[EventRow], received_at: datetime
-    ) -> set[str]:
-        """SQLite: claim the eventIDs, then store the claimed events and their EPC rows."""
-        claimed = {r[0] for r in conn.execute(
-            self._insert(hq_event_ids).on_conflict_do_nothing(index_elements=["event_id"])
-            .returning(hq_event_ids.c.event_id),
-            [{"event_id": ev.event_id, "event_time": ev.event_time} for ev in rows])}
-        new = [ev for ev in rows if ev.event_id in claimed]
-        if not new:
-            return claimed
-        conn.execute(hq_events.insert(), [
-            {"event_id": ev.event_id, "site": ev.site, "type": ev.type,
-             "event_time": ev.event_time, "action": ev.action, "biz_step": ev.biz_step,
-             "disposition": ev.disposition, "read_point": ev.read_point,
-             "biz_location": ev.biz_location, "biz_transactions": ev.biz_transactions,
-             "raw": ev.raw, "received_at": received_at, "seq": ev.seq}
-            for ev in new])
-        epc_rows = [{"event_id": ev.event_id, "epc": epc, "event_time": ev.event_time,
-                     "listed": epc in listed_epcs(ev.raw)}
-                    for ev in new for epc in ev.epcs]
-        if epc_rows:
-            conn.execute(hq_event_epcs.insert(), epc_rows)
-        return claimed
 
     def _update_sites(self, conn: Connection, batch: Batch) -> None:
         touched = sorted({s.site for s in batch.statuses} | set(batch.seen) | set(batch.heads))

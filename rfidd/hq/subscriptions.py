@@ -10,6 +10,13 @@ a webhook has its own thread and bounded queue, so a slow or failing receiver re
 backoff without delaying storage or any other subscriber; a WebSocket gets it on its
 connection's event loop. Scheduled subscriptions run their query over the recordTime window
 since their last run, at the times the schedule names (GS1's cron-like fields).
+
+initialRecordTime: a new subscription first gets the stored events recorded since then, page
+by page, then the live ones; attached before that replay, it misses nothing committed
+meanwhile, and the eventIDs sent around the replay are remembered a few seconds (no repeat).
+A stream webhook's position (`cursor_at`: all recorded before it delivered, less the seconds
+batches take to commit) is saved after each delivery: after a restart it replays from there,
+so what was queued in memory is sent again, not lost (at least once; dedup by eventID).
 """
 
 from __future__ import annotations
@@ -58,7 +65,9 @@ SCHEDULE_FIELDS = {"second": (0, 59), "minute": (0, 59), "hour": (0, 23),
 _ELEMENT = re.compile(r"^(?:(\d+)|\[(\d+)-(\d+)\])$")
 SIGNATURE_HEADER = "GS1-Signature"
 Document = dict[str, Any]
-Deliver = Callable[[Document], None]
+# (the document, the recordTime before which everything is in it or was sent before; None:
+# no position, e.g. a scheduled run, whose cursor the hub saves itself)
+Deliver = Callable[[Document, datetime | None], None]
 
 
 class SubscriptionError(ValueError):
@@ -162,7 +171,9 @@ class WebhookWorker:
                  timeout_s: float) -> None:
         self.subscription_id, self.dest, self._secret = subscription_id, dest, secret
         self._engine, self._metrics, self._stop = engine, metrics, stop
-        self._queue: queue.Queue[Document] = queue.Queue(maxsize=queue_max)
+        self._queue: queue.Queue[tuple[Document, datetime | None]] = queue.Queue(
+            maxsize=queue_max)
+        self._position: datetime | None = None  # the saved cursor_at, once one is sent
         self._cancel = threading.Event()
         self._retry = (retry_min_s, retry_max_s, max_attempts)
         self._timeout_s = timeout_s
@@ -172,9 +183,9 @@ class WebhookWorker:
     def start(self) -> None:
         self._thread.start()
 
-    def deliver(self, doc: Document) -> None:
+    def deliver(self, doc: Document, recorded: datetime | None = None) -> None:
         try:
-            self._queue.put_nowait(doc)
+            self._queue.put_nowait((doc, recorded))
         except queue.Full:
             self._metrics.deliveries.labels("webhook", "dropped").inc()
             log.warning("subscription %s: %s is behind by %d documents; one dropped",
@@ -193,22 +204,26 @@ class WebhookWorker:
     def _run(self) -> None:
         while not self._stopping():
             try:
-                doc = self._queue.get(timeout=0.2)
+                doc, recorded = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
-            self._send(doc)
+            self._send(doc, recorded)
 
-    def _send(self, doc: Document) -> None:
+    def _send(self, doc: Document, recorded: datetime | None = None) -> None:
         body = json.dumps(doc, separators=(",", ":")).encode()
         delay, retry_max, attempts = self._retry
         for attempt in range(1, attempts + 1):
             error = self._post(body)
             if error is None:
                 self._metrics.deliveries.labels("webhook", "delivered").inc()
+                values: dict[str, Any] = {"last_notified_at": datetime.now(UTC)}
+                if recorded is not None and (self._position is None
+                                             or recorded > self._position):
+                    values["cursor_at"] = self._position = recorded  # never backwards
                 with self._engine.begin() as conn:
                     conn.execute(update(hq_subscriptions).where(
                         hq_subscriptions.c.subscription_id == self.subscription_id)
-                        .values(last_notified_at=datetime.now(UTC)))
+                        .values(**values))
                 return
             if attempt == attempts:
                 break
@@ -248,7 +263,22 @@ class Listener:
     schedule: dict[str, str] | None = None
     report_if_empty: bool = False
     cursor_at: datetime | None = None
+    replay: bool = False  # a stream: send what was recorded since cursor_at first
     fired_at: datetime | None = field(default=None, repr=False)
+    sent: set[str] | None = field(default=None, repr=False)  # around a replay: no repeat
+    sent_until: datetime | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.replay and self.sent is None:
+            self.sent = set()
+
+    def unsent(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`events` less those already sent around a replay (then remembered as sent)."""
+        if self.sent is None:
+            return events
+        new = [e for e in events if e.get("eventID") not in self.sent]
+        self.sent.update(str(e.get("eventID")) for e in new)
+        return new
 
 
 class SubscriptionHub:
@@ -331,7 +361,8 @@ class SubscriptionHub:
                     r.subscription_id, r.query_name, "webhook", worker.deliver,
                     stream=bool(r.stream), schedule=dict(r.schedule) if r.schedule else None,
                     report_if_empty=bool(r.report_if_empty),
-                    cursor_at=utc(r.cursor_at) or utc(r.created_at))
+                    cursor_at=utc(r.cursor_at) or utc(r.created_at),
+                    replay=bool(r.stream) and r.cursor_at is not None)
                 self._webhooks[r.subscription_id] = (listener, worker)
                 worker.start()
         for _, w in gone:
@@ -353,6 +384,7 @@ class SubscriptionHub:
             try:
                 if ids:
                     self._push(ids)
+                self._replays()
                 now = datetime.now(UTC)
                 self._scheduled(now)
                 if now >= next_reload:
@@ -378,13 +410,62 @@ class SubscriptionHub:
         queries = self._definitions({x.query_name for x in streams})
         for name, q in queries.items():
             events: list[dict[str, Any]] = []
+            recorded: datetime | None = None
             for i in range(0, len(ids), 500):
-                events.extend(_run_restricted(self.engine, q, ids[i:i + 500]))
+                got, at = _run_restricted(self.engine, q, ids[i:i + 500])
+                events.extend(got)
+                recorded = at if recorded is None or (at and at > recorded) else recorded
             if not events:
                 continue
+            # a batch committing meanwhile may have been received earlier: a margin
+            position = None if recorded is None else recorded - timedelta(seconds=self._settle_s)
             for x in streams:
                 if x.query_name == name:
-                    x.deliver(query_document(events, name, x.subscription_id))
+                    mine = x.unsent(events)
+                    if mine:
+                        x.deliver(query_document(mine, name, x.subscription_id), position)
+
+    def _replays(self) -> None:
+        """New stream listeners (and those reloaded after a restart): the events recorded
+        since their cursor, up to now (they are already attached: what commits later is
+        pushed), then live only."""
+        now = datetime.now(UTC)
+        for x in self.listeners():  # past the settle time nothing replayed is offered again
+            if x.sent is not None and x.sent_until is not None and now > x.sent_until:
+                x.sent = x.sent_until = None
+        due = [x for x in self.listeners() if x.replay]
+        if not due:
+            return
+        queries = self._definitions({x.query_name for x in due})
+        for x in due:
+            x.replay = False
+            q = queries.get(x.query_name)
+            if q is not None and x.cursor_at is not None:
+                self._window(x, q, x.cursor_at, datetime.now(UTC), positions=True)
+            x.sent_until = datetime.now(UTC) + timedelta(seconds=max(self._settle_s, 2.0))
+
+    def _window(self, x: Listener, q: eq.EventQuery, since: datetime, until: datetime, *,
+                positions: bool) -> bool:
+        """Deliver the query's events recorded in [since, until), page by page; whether a
+        document was sent. With `positions`, each page says how far it covers."""
+        q = eq.EventQuery(lists=dict(q.lists), per_page=eq.MAX_PER_PAGE,
+                          times={**q.times, "GE_recordTime": max(
+                              since, q.times.get("GE_recordTime", since)),
+                              "LT_recordTime": min(until, q.times.get("LT_recordTime",
+                                                                      until))})
+        sent = False
+        while True:
+            events, token = eq.run(self.engine, q)
+            after = eq.decode_token(token) if token is not None else None
+            if positions:
+                events = x.unsent(events)
+            if events or (x.report_if_empty and not sent and not positions):
+                at = (after[1] if after is not None else until) if positions else None
+                x.deliver(query_document(events, x.query_name, x.subscription_id), at)
+                sent = True
+            if after is None:
+                return sent
+            q.after_id, q.after_recorded = after
 
     def _scheduled(self, now: datetime) -> None:
         second = now.replace(microsecond=0)
@@ -399,21 +480,7 @@ class SubscriptionHub:
             q = queries.get(x.query_name)
             if q is None:
                 continue
-            since = x.cursor_at or until
-            q = eq.EventQuery(lists=dict(q.lists), per_page=eq.MAX_PER_PAGE,
-                              times={**q.times, "GE_recordTime": max(
-                                  since, q.times.get("GE_recordTime", since)),
-                                  "LT_recordTime": min(until, q.times.get("LT_recordTime",
-                                                                          until))})
-            sent = False
-            while True:
-                events, token = eq.run(self.engine, q)
-                if events or (x.report_if_empty and not sent):
-                    x.deliver(query_document(events, x.query_name, x.subscription_id))
-                    sent = True
-                if token is None:
-                    break
-                q.after_id, q.after_recorded = eq.decode_token(token)
+            self._window(x, q, x.cursor_at or until, until, positions=False)
             x.cursor_at = until
             if x.channel == "webhook":
                 with self.engine.begin() as conn:
@@ -423,10 +490,12 @@ class SubscriptionHub:
 
 
 def _run_restricted(engine: Engine, q: eq.EventQuery, ids: Sequence[str]
-                    ) -> list[dict[str, Any]]:
-    """The named query's events among `ids`, with GET /events' exact semantics."""
+                    ) -> tuple[list[dict[str, Any]], datetime | None]:
+    """The named query's events among `ids`, with GET /events' exact semantics, and the
+    latest recordTime among them."""
     q = eq.EventQuery(lists=dict(q.lists), times=dict(q.times), per_page=len(ids))
     stmt = eq.statement(q).where(hq_events.c.event_id.in_(ids))
     with engine.connect() as conn:
         rows = conn.execute(stmt).all()
-    return [dict(r.raw) for r in rows]
+    times = [t for t in (utc(r.received_at) for r in rows) if t is not None]
+    return [dict(r.raw) for r in rows], max(times, default=None)

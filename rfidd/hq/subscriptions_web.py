@@ -77,10 +77,7 @@ def parse_subscription(body: Any, allow_http: bool) -> dict[str, Any]:
     extra = sorted(set(body) - _BODY_KEYS)
     if extra:
         raise SubscriptionError(extra[0], f"{extra[0]!r} is not a subscription field")
-    if "initialRecordTime" in body:
-        raise SubscriptionError("initialRecordTime", "initialRecordTime is not supported: "
-                                "a subscription reports events stored from its creation on "
-                                "(ask GET /queries/{name}/events for earlier ones)")
+    initial = body.get("initialRecordTime")
     dest = check_dest(body.get("dest"), allow_http)
     secret = body.get("signatureToken")
     if secret is not None and (not isinstance(secret, str) or not 1 <= len(secret) <= 512):
@@ -89,7 +86,18 @@ def parse_subscription(body: Any, allow_http: bool) -> dict[str, Any]:
     if not isinstance(report, bool):
         raise SubscriptionError("reportIfEmpty", "reportIfEmpty: true or false")
     return {"dest": dest, "secret": secret, "report_if_empty": report,
+            "cursor_at": None if initial is None else record_time(initial),
             **controls(body.get("stream"), body.get("schedule"))}
+
+
+def record_time(value: Any) -> datetime:
+    """initialRecordTime: an ISO 8601 date-time with its offset (what GS1's OpenAPI says)."""
+    from inventory.isotime import IsoTimeError, parse_iso_datetime
+
+    try:
+        return parse_iso_datetime(value, "initialRecordTime").astimezone(UTC)
+    except IsoTimeError as exc:
+        raise SubscriptionError("initialRecordTime", exc.problem) from None
 
 
 def controls(stream: Any, schedule: Any) -> dict[str, Any]:
@@ -116,6 +124,8 @@ def _public(r: Any) -> dict[str, Any]:
         out["schedule"] = dict(r.schedule)
     if r.last_notified_at is not None:
         out["lastNotifiedAt"] = _iso(r.last_notified_at)
+    if r.cursor_at is not None:  # GS1's minRecordTime: where the next delivery starts
+        out["minRecordTime"] = _iso(r.cursor_at)
     return out
 
 
@@ -148,10 +158,13 @@ def register(app: FastAPI, engine: Engine, who: Who, hub: SubscriptionHub, *,
             raise refused(exc) from None
         sid = str(uuid.uuid4())
         now = datetime.now(UTC)
+        # The cursor: initialRecordTime, or now (a stream replays [cursor, attach time) once
+        # attached: what commits while the hub loads it is not missed).
+        values["cursor_at"] = values["cursor_at"] or now
         with engine.begin() as conn:
             conn.execute(hq_subscriptions.insert().values(
                 subscription_id=sid, query_name=name, owner=owner.name, created_at=now,
-                cursor_at=now, **values))
+                **values))
             row = conn.execute(select(hq_subscriptions).where(
                 hq_subscriptions.c.subscription_id == sid)).one()
         hub.changed()
@@ -226,7 +239,8 @@ def register(app: FastAPI, engine: Engine, who: Who, hub: SubscriptionHub, *,
                 return
             box.put_nowait(doc)
 
-        def deliver(doc: dict[str, Any]) -> None:  # on the hub's thread
+        def deliver(doc: dict[str, Any], _recorded: datetime | None = None) -> None:
+            # on the hub's thread; a socket keeps no position (it lives with its connection)
             loop.call_soon_threadsafe(put, doc)
 
         listener.deliver = deliver
@@ -270,13 +284,14 @@ async def _until_closed(websocket: WebSocket) -> None:
 
 def _socket_listener(websocket: WebSocket, name: str) -> Listener:
     q = websocket.query_params
-    allowed = {"stream", "reportIfEmpty", "second", "minute", "hour", "dayOfMonth", "month",
-               "dayOfWeek"}
+    allowed = {"stream", "reportIfEmpty", "initialRecordTime", "second", "minute", "hour",
+               "dayOfMonth", "month", "dayOfWeek"}
     extra = sorted(set(q) - allowed)
     if extra:
         raise SubscriptionError(extra[0], f"query parameter {extra[0]!r} is not a "
                                 "subscription control")
-    schedule = {k: q[k] for k in allowed - {"stream", "reportIfEmpty"} if k in q}
+    schedule = {k: q[k] for k in allowed - {"stream", "reportIfEmpty", "initialRecordTime"}
+                if k in q}
     stream = q.get("stream")
     if stream is not None and stream != "true":
         raise SubscriptionError("stream", "stream: true")
@@ -284,6 +299,13 @@ def _socket_listener(websocket: WebSocket, name: str) -> Listener:
     report = q.get("reportIfEmpty", "false")
     if report not in ("true", "false"):
         raise SubscriptionError("reportIfEmpty", "reportIfEmpty: true or false")
-    return Listener(f"ws-{uuid.uuid4()}", name, "websocket", lambda _d: None,
+    initial = q.get("initialRecordTime")
+    since = datetime.now(UTC) if initial is None else record_time(initial)
+    return Listener(f"ws-{uuid.uuid4()}", name, "websocket", _nowhere,
                     stream=c["stream"], schedule=c["schedule"],
-                    report_if_empty=report == "true", cursor_at=datetime.now(UTC))
+                    report_if_empty=report == "true", cursor_at=since,
+                    replay=c["stream"] and initial is not None)
+
+
+def _nowhere(_doc: dict[str, Any], _recorded: datetime | None) -> None:
+    """A socket listener's deliver until its connection's own is set."""

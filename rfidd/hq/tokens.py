@@ -1,4 +1,5 @@
-"""Integrator tokens of the EPCIS REST interface: one per integrator, scope read or capture.
+"""Integrator tokens of the EPCIS REST interface: one per integrator, scope read or capture
+(or admin: HQ's own administration, e.g. forgetting a site; never a query nor a capture).
 
 Only a SHA-256 digest is stored: a token is 256 random bits (secrets.token_urlsafe), so a fast
 hash cannot be reversed by guessing, and a stolen database holds no usable credential. The token
@@ -18,7 +19,7 @@ from sqlalchemy import Engine, delete, select
 
 from rfidd.hq.store import hq_tokens
 
-SCOPES = ("read", "capture")
+SCOPES = ("read", "capture", "admin")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 PREFIX = "rfq_"
 
@@ -42,7 +43,7 @@ def create(engine: Engine, name: str, scope: str, now: datetime) -> str:
     if not _NAME.match(name):
         raise TokenError("token name: 1-64 of A-Z a-z 0-9 _ . - (e.g. the integrator)")
     if scope not in SCOPES:
-        raise TokenError(f"scope {scope!r}: read or capture")
+        raise TokenError(f"scope {scope!r}: one of {', '.join(SCOPES)}")
     token = PREFIX + secrets.token_urlsafe(32)
     with engine.begin() as conn:
         if conn.execute(select(hq_tokens.c.name).where(hq_tokens.c.name == name)).first():

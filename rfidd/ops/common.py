@@ -54,6 +54,7 @@ class OpsSettings:
     auto_open_reception: bool = True  # an ASN for this site opens (or joins) a reception
     exit_debounce_s: float | None = None  # None: config.shrinkage.exit_alert_debounce_s
     count_event_chunk: int = 1000  # EPCs per cycle_counting event
+    apply_chunk: int = 100  # items a closing count or reception books per transaction
     default_count_duration_s: float = 600.0  # scheduled counts
     tick_s: float = 2.0  # live count progress refresh and timed stops
     loss_min_confidence: float = 0.95

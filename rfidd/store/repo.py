@@ -1,8 +1,8 @@
 """Repository functions: every write of one ingest batch, the outbox queue, restart state.
 
 Functions take a Session the caller opened (`Database.write()` / `Database.session()`), so one
-transaction can span several of them. The hot paths use Core executemany statements, not ORM
-unit-of-work flushes: thousands of rows per commit is the normal case.
+transaction can span several of them. The hot paths are DB-API executemany statements compiled once
+(rfidd.store.hot), not ORM unit-of-work flushes: thousands of rows per commit is the normal case.
 """
 
 from __future__ import annotations
@@ -10,17 +10,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import case, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from inventory.events import ItemEvent
 
-from .models import Event, Item, OutboxMessage, Product, ZonePresence
+from . import hot
+from .models import Item, OutboxMessage, Product, ZonePresence
 
 # The sequence and replay functions live in .sequence; callers reach them through repo too.
 from .sequence import EPCIS_STREAM as EPCIS_STREAM
@@ -177,85 +178,23 @@ def _json_default(o: object) -> object:
     raise TypeError(f"{type(o).__name__} is not JSON-serialisable")
 
 
-def _chunks(seq: Sequence[str], n: int = _IN_CHUNK) -> Iterable[Sequence[str]]:
-    for i in range(0, len(seq), n):
-        yield seq[i : i + n]
-
-
-def _existing_event_ids(session: Session, ids: Sequence[str]) -> set[str]:
-    found: set[str] = set()
-    for part in _chunks(ids):
-        found.update(session.scalars(select(Event.event_id).where(Event.event_id.in_(part))))
-        found.update(
-            x
-            for x in session.scalars(
-                select(OutboxMessage.event_id).where(OutboxMessage.event_id.in_(part))
-            )
-            if x is not None
-        )
-    return found
+def item_row(r: ItemUpsert, now: float) -> tuple[Any, ...]:
+    """An ItemUpsert as the tuple of `hot.ITEM_COLS`."""
+    return (r.epc, r.epc_uri, r.gtin, r.serial, r.zone, r.biz_step, r.disposition, r.seen_at,
+            r.seen_at, now)
 
 
 def upsert_items(session: Session, rows: Sequence[ItemUpsert], now: float) -> int:
-    if not rows:
-        return 0
-    params = []
     for i, r in enumerate(rows):
         if not r.epc:
             raise StoreInputError(f"item_upserts[{i}]: empty epc")
-        params.append(
-            {
-                "epc": r.epc,
-                "epc_uri": r.epc_uri,
-                "gtin": r.gtin,
-                "serial": r.serial,
-                "zone": r.zone,
-                "biz_step": r.biz_step,
-                "disposition": r.disposition,
-                "first_seen": r.seen_at,
-                "last_seen": r.seen_at,
-                "updated": now,
-            }
-        )
-    t = Item.__table__
-    ins = _insert(session, t)
-    ex = ins.excluded
-    keep = {
-        c: func.coalesce(ex[c], t.c[c])
-        for c in ("epc_uri", "gtin", "serial", "zone", "biz_step", "disposition")
-    }
-    stmt = ins.on_conflict_do_update(
-        index_elements=[t.c.epc],
-        set_={
-            **keep,
-            "first_seen": case(
-                (t.c.first_seen.is_(None), ex.first_seen),
-                (ex.first_seen < t.c.first_seen, ex.first_seen),
-                else_=t.c.first_seen,
-            ),
-            "last_seen": case(
-                (t.c.last_seen.is_(None), ex.last_seen),
-                (ex.last_seen > t.c.last_seen, ex.last_seen),
-                else_=t.c.last_seen,
-            ),
-            "updated": ex.updated,
-        },
-    )
-    session.execute(stmt, params)
-    return len(params)
+    hot.execute_many(session, "items", [item_row(r, now) for r in rows])
+    return len(rows)
 
 
 def upsert_presence(session: Session, rows: Sequence[PresenceRow]) -> int:
-    if not rows:
-        return 0
-    t = ZonePresence.__table__
-    ins = _insert(session, t)
-    ex = ins.excluded
-    stmt = ins.on_conflict_do_update(
-        index_elements=[t.c.epc],
-        set_={c: ex[c] for c in ("zone", "since", "last_seen", "reader", "antenna", "rssi_dbm")},
-    )
-    session.execute(stmt, [dataclasses.asdict(r) for r in rows])
+    hot.execute_many(session, "presence", [(r.epc, r.zone, r.since, r.last_seen, r.reader,
+                                            r.antenna, r.rssi_dbm) for r in rows])
     return len(rows)
 
 
@@ -268,28 +207,35 @@ def apply_batch(
     presence: Sequence[PresenceRow] = (),
     departed: Sequence[str] = (),
     now: float | None = None,
+    item_rows: Sequence[tuple[Any, ...]] = (),
+    presence_rows: Sequence[tuple[Any, ...]] = (),
 ) -> BatchResult:
     """Every write of one ingest batch, in the caller's transaction.
 
     Order matters for foreign keys: items first, then presence. Each event is journalled and
     queued on the `epcis` stream in the same transaction as the state change that caused it.
     An event (or message) whose event_id is already stored is skipped: replaying a batch after
-    a crash is a no-op. Presence rows for epcs in `departed` are deleted.
+    a crash is a no-op. Presence rows for epcs in `departed` are deleted. `item_rows` and
+    `presence_rows` are rows already in the tuple shape of `hot.ITEM_COLS` and
+    `hot.PRESENCE_COLS` (the ingest's own, checked by the ingest), written with the others.
     """
     now = time.time() if now is None else now
     res = BatchResult()
     res.items = upsert_items(session, item_upserts, now)
+    hot.execute_many(session, "items", item_rows)
+    res.items += len(item_rows)
     res.presence = upsert_presence(session, presence)
+    hot.execute_many(session, "presence", presence_rows)
+    res.presence += len(presence_rows)
     if departed:
-        for part in _chunks(list(departed)):
-            session.execute(delete(ZonePresence).where(ZonePresence.epc.in_(part)))
+        hot.delete_presence(session, departed)
         res.departed = len(departed)
 
     keyed = [e.event_id for e in events] + [m.event_id for m in messages if m.event_id]
-    existing = _existing_event_ids(session, keyed) if keyed else set()
+    existing = hot.existing_event_ids(session, keyed) if keyed else set()
     seen = set(existing)
-    ev_rows: list[dict[str, Any]] = []
-    out_rows: list[dict[str, Any]] = []
+    ev_rows: list[list[Any]] = []  # hot.EVENT_COLS, seq last (set below)
+    out_rows: list[list[Any]] = []  # hot.OUTBOX_COLS, seq last
     for i, e in enumerate(events):
         if not e.event_id:
             raise StoreInputError(f"events[{i}]: empty event_id")
@@ -298,30 +244,9 @@ def apply_batch(
             continue
         seen.add(e.event_id)
         payload = _json(e.payload, f"events[{i}] ({e.event_id})")
-        ev_rows.append(
-            {
-                "event_id": e.event_id,
-                "event_time": e.event_time,
-                "kind": e.kind,
-                "action": e.action,
-                "biz_step": e.biz_step,
-                "disposition": e.disposition,
-                "zone": e.zone,
-                "epc_count": e.epc_count,
-                "payload": payload,
-                "created_at": now,
-            }
-        )
-        out_rows.append(
-            {
-                "stream": EPCIS_STREAM,
-                "topic": EPCIS_TOPIC,
-                "payload": payload,
-                "event_id": e.event_id,
-                "created_at": now,
-                "seq": None,
-            }
-        )
+        ev_rows.append([e.event_id, e.event_time, e.kind, e.action, e.biz_step, e.disposition,
+                        e.zone, e.epc_count, payload, now, None])
+        out_rows.append([EPCIS_STREAM, EPCIS_TOPIC, payload, e.event_id, now, None])
     for i, m in enumerate(messages):
         if not m.stream or not m.topic or any(c in m.topic for c in "#+\x00"):
             raise StoreInputError(f"messages[{i}]: bad stream {m.stream!r} or topic {m.topic!r}")
@@ -330,48 +255,31 @@ def apply_batch(
                 res.duplicate_events.append(m.event_id)
                 continue
             seen.add(m.event_id)
-        out_rows.append(
-            {
-                "stream": m.stream,
-                "topic": m.topic,
-                "payload": _json(m.payload, f"messages[{i}] ({m.topic})"),
-                "event_id": m.event_id,
-                "created_at": now,
-                "seq": None,
-            }
-        )
+        out_rows.append([m.stream, m.topic, _json(m.payload, f"messages[{i}] ({m.topic})"),
+                         m.event_id, now, None])
         res.messages += 1
     if ev_rows:
         # Numbered last, under the counter's row lock: no other writer journals an event until
         # this transaction ends, so a second look at the journal is exact and no number is
         # lost to an ON CONFLICT skip (gap-free is what HQ's loss detection relies on).
-        late = _existing_event_ids(session, [r["event_id"] for r in ev_rows]) \
+        late = hot.existing_event_ids(session, [r[0] for r in ev_rows]) \
             if session.get_bind().dialect.name != "sqlite" else set()
         first = take_seq(session, len(ev_rows) - len(late))
         if late:
             res.duplicate_events.extend(sorted(late))
-            ev_rows = [r for r in ev_rows if r["event_id"] not in late]
-            out_rows = [r for r in out_rows if r.get("event_id") not in late]
+            ev_rows = [r for r in ev_rows if r[0] not in late]
+            out_rows = [r for r in out_rows if r[3] not in late]
         by_id: dict[str, int] = {}
         for n, r in enumerate(ev_rows):
-            r["seq"] = first + n
-            by_id[r["event_id"]] = first + n
+            r[-1] = by_id[r[0]] = first + n
         for r in out_rows:
-            r["seq"] = by_id.get(r["event_id"]) if r["event_id"] is not None else None
+            r[-1] = by_id.get(r[3]) if r[3] is not None else None
     if ev_rows:
-        ins = _insert(session, Event.__table__)
-        session.execute(
-            ins.on_conflict_do_nothing(index_elements=["event_id"]),
-            ev_rows,
-        )
+        hot.execute_many(session, "events", [tuple(r) for r in ev_rows])
         res.events = len(ev_rows)
     if out_rows:
         # Keyed and unkeyed rows in one executemany keep the id (publish) order of the batch.
-        ins = _insert(session, OutboxMessage.__table__)
-        session.execute(
-            ins.on_conflict_do_nothing(index_elements=["event_id"]),
-            out_rows,
-        )
+        hot.execute_many(session, "outbox", [tuple(r) for r in out_rows])
     return res
 
 

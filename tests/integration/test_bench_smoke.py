@@ -27,7 +27,22 @@ def test_bench_smoke_measures_every_key(mqtt_broker: Any, postgres_url: str) -> 
     assert res["reconcile_100k_ok"] and res["reconcile_1m_ok"]
     assert res["ingest_events"] > 0 and res["ingest_events_pubacked"] == res["ingest_events"]
     assert res["ingest_lost_reads"] == 0 and res["overload_lost_reads"] == 0
+    assert res["ingest_max_lost_reads"] == 0
     assert res["ingest_reads_per_s"] > 0 and res["decode_only_reads_per_s"] > 0
+    # The ceiling run: its floor decoded the same offered stream; shed is counted, not lost.
+    assert res["ingest_max_decode_only_reads_per_s"] > 0 and res["ingest_max_reads_per_s"] > 0
+    assert res["ingest_max_shed_reads_per_s"] >= 0
+    assert res["ingest_max_saturated"] == (res["ingest_max_shed_reads_per_s"] > 0)
+    # The ingest thread's own CPU, from its schedstat: measured in each run, not defaulted.
+    for key in ("ingest_thread_us_per_read", "ingest_thread_ms_per_batch",
+                "ingest_thread_us_per_read_in_run", "overload_ingest_thread_ms_per_batch",
+                "ingest_max_ingest_thread_us_per_read"):
+        assert isinstance(res[key], float) and res[key] > 0, key
+    assert res["ingest_thread_reads_per_s"] > 0
+    assert res["staff_ops_ok"]  # the take-over, count, reception and shipment did their job
+    assert set(res["staff_ops"]) == {"takeover_2000", "count_close_2000",
+                                     "reception_close_1000", "ship_500", "ok"}
+    assert res["domain_lock_max_hold_ms"] > 0 and res["count_close_items_per_s"] > 0
     # The idle daemon is measured with its reader host (the child counts), per thread name.
     ex = res["idle_explain"]
     assert set(ex["processes"]) == {"daemon", "reader-host"}
@@ -43,7 +58,8 @@ def test_bench_smoke_measures_every_key(mqtt_broker: Any, postgres_url: str) -> 
     for t in explain_tables(res):
         console.print(t)
     text = console.export_text()
-    assert "ingest_reads_per_s" in text and "mqtt-publisher" in text
+    assert "ingest_reads_per_s" in text and "ingest_max_reads_per_s" in text
+    assert "mqtt-publisher" in text
 
 
 def test_bench_command_rejects_a_bad_window() -> None:

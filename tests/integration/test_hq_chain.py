@@ -125,6 +125,10 @@ def test_the_hq_page_signs_in_and_shows_stock_in_french_and_english(hq: HqStore)
             for w in words:
                 assert w in page, (lang, w)
         assert "4 items in stock" in page  # the English page, unfiltered: 3 + 1
+        # the Detail column: named fields and times in stated UTC, not raw JSON
+        assert "<b>accuracy</b> 0.99" in page and "<b>epc</b> " in page
+        assert T0.strftime("%Y-%m-%d %H:%M:%S UTC") in page
+        assert "{&quot;" not in page and '{"' not in page
         req = urllib.request.Request(f"{base}/chain/stock?size=38",
                                      headers={"Authorization": f"Bearer {token}"})
         with urllib.request.urlopen(req, timeout=5) as r:

@@ -214,7 +214,7 @@ def test_migration_matches_the_tables_and_reopening_is_harmless(db_url: str) -> 
     s.dispose()
     s = HqStore.open(db_url)  # second upgrade: nothing to do, nothing breaks
     try:
-        assert s.current_revision() == "hq0005_hq_partitions"
+        assert s.current_revision() == "hq0006_hq_index_costs"
         with s.engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"compare_type": True})
             diff = [d for d in compare_metadata(ctx, metadata)

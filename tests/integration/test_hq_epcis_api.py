@@ -212,6 +212,30 @@ def test_capture_valid_is_queryable_invalid_names_the_path(api: Any) -> None:
     assert cap.call("POST", "/capture", document(fine), ctype="text/plain")[0] == 415
 
 
+def test_capture_takes_an_epcis_query_document_too(api: Any) -> None:
+    """The OpenAPI's capture "should support both EPCISDocument and EPCISQueryDocument": a
+    query's answer captured elsewhere is stored; its bad event is named by its own path."""
+    _, read, cap = api
+    one = event([sgtin(40)], T0, "repairing", "needs_replacement")
+    bad = event([sgtin(41)], T0, "repairing", "needs_replacement", action="TELEPORT")
+    two = event([sgtin(42)], T0, "repairing", "needs_replacement")
+    assert cap.call("POST", "/capture", document(one))[0] == 202
+    answer = read.call("GET", f"/events?MATCH_epc={sgtin(40)}")[2]
+    assert answer["type"] == "EPCISQueryDocument"  # what another EPCIS would send us
+    answer["epcisBody"]["queryResults"]["resultsBody"]["eventList"] += [bad, two]
+    status, _, body = cap.call("POST", "/capture", answer)
+    assert status == 400
+    assert "/epcisBody/queryResults/resultsBody/eventList/1/action" in body["detail"]
+    del answer["epcisBody"]["queryResults"]["resultsBody"]["eventList"][1]
+    status, headers, _ = cap.call("POST", "/capture", answer)
+    assert status == 202
+    _, _, job = cap.call("GET", headers["Location"])
+    assert job["success"] is True and (job["rfidd:events"], job["rfidd:stored"]) == (2, 1)
+    assert ids(read.call("GET", f"/events?MATCH_epc={sgtin(42)}")[2]) == [two["eventID"]]
+    status, _, body = cap.call("POST", "/capture", {"type": "Nonsense"})
+    assert status == 400 and "EPCISQueryDocument" in body["detail"]
+
+
 def test_named_queries(api: Any) -> None:
     store, read, _ = api
     evs = seed(store)

@@ -1,10 +1,12 @@
 """HQ storage at scale: monthly partitions (PostgreSQL), eventID dedup through `hq_event_ids`,
 MATCH_epc filtered in SQL so pages are full, the upgrade to hq0005_hq_partitions with data in it,
+the partial indexes of hq0006,
 and `rfidd hq bench` end to end at a smoke size (no figure is compared with anything).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import uuid
@@ -215,7 +217,7 @@ def test_upgrade_from_the_previous_revision_keeps_the_events_and_their_ids(db_ur
                     for x in r["epcs"]])
             ids_before = dict(c.execute(text("SELECT event_id, id FROM hq_events")).all())
         s.upgrade()
-        assert s.current_revision() == "hq0005_hq_partitions"
+        assert s.current_revision() == "hq0006_hq_index_costs"
         with s.engine.connect() as c:
             assert dict(c.execute(text("SELECT event_id, id FROM hq_events")).all()) \
                 == ids_before
@@ -294,7 +296,8 @@ def test_hq_bench_runs_end_to_end_with_the_bulk_loader(
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["events"] == 3000 and out["bulk_events"] == 2000 and out["stored_events"] == 1000
     assert set(out["queries_ms"]) == {
-        "MATCH_epc", "EQ_bizStep + one-day eventTime window (perPage 100)", "EQ_eventID",
+        "MATCH_epc", "MATCH_epc of an idpat (perPage 100)",
+        "EQ_bizStep + one-day eventTime window (perPage 100)", "EQ_eventID",
         "EQ_bizLocation (perPage 100)",
         "GE_recordTime, next page by nextPageToken (perPage 100)"}
     s = HqStore.open(postgres_url)
@@ -315,3 +318,61 @@ def test_hq_bench_runs_end_to_end_with_the_bulk_loader(
             assert set(per_partition) == {n_parent}
     finally:
         s.dispose()
+
+
+def _plan(store: HqStore, stmt: Any) -> str:
+    sql = str(stmt.compile(store.engine, compile_kwargs={"literal_binds": True}))
+    with store.engine.begin() as c:
+        if store.dialect == "postgresql":
+            c.execute(text("SET LOCAL enable_seqscan = off"))
+            return "\n".join(c.execute(text(f"EXPLAIN {sql}")).scalars())
+        return "\n".join(str(r[-1]) for r in c.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
+
+
+def test_partial_indexes_leave_out_empty_values_and_still_serve_the_queries(
+        any_store: HqStore) -> None:
+    """hq0006: the sequence walk and EQ_bizLocation read their partial indexes (the queries'
+    conditions imply the predicate), and the indexes are partial in the database."""
+    captured = obj([X], T0)
+    del captured["bizLocation"]
+    evs = rows(captured, obj([X], T0))
+    evs[1] = dataclasses.replace(evs[1], seq=1)  # a site's event: seq and bizLocation
+    any_store.write_batch(Batch(events=evs))
+    walk = (select(hq_events.c.seq).where(hq_events.c.site == "st-01", hq_events.c.seq > 0)
+            .order_by(hq_events.c.seq))
+    assert "site_seq" in _plan(any_store, walk)
+    by_location = eq.statement(eq.parse_query(
+        {"EQ_bizLocation": ["urn:epc:id:sgln:0614141.00777.0"]}))
+    assert "location_id" in _plan(any_store, by_location)
+    with any_store.engine.connect() as c:
+        if any_store.dialect == "postgresql":
+            defs = c.execute(text("SELECT indexname, indexdef FROM pg_indexes "
+                                  "WHERE tablename = 'hq_events'")).all()
+        else:
+            defs = c.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+                                  "AND tbl_name = 'hq_events'")).all()
+    where = {n: d for n, d in defs if n in ("ix_hq_events_site_seq", "ix_hq_events_location_id")}
+    assert "seq IS NOT NULL" in where["ix_hq_events_site_seq"]
+    assert "biz_location IS NOT NULL" in where["ix_hq_events_location_id"]
+    assert eq.run(any_store.engine, eq.parse_query(
+        {"EQ_bizLocation": ["urn:epc:id:sgln:0614141.00777.0"]}))[0][0]["eventID"] \
+        == evs[1].event_id
+
+
+def test_identifiers_compare_as_bytes_in_every_partition(pg_store: HqStore) -> None:
+    """hq0006: eventIDs, EPCs and the other identifiers are "C" collation, in the partitions
+    made ahead and in one made on demand (an old month) too; an idpat still matches."""
+    old = obj([X], datetime(2018, 5, 6, tzinfo=UTC))
+    pg_store.write_batch(Batch(events=rows(old)))
+    with pg_store.engine.connect() as c:
+        got = c.execute(text(
+            "SELECT table_name, column_name, collation_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND column_name IN ('event_id', 'epc', "
+            "'site', 'biz_step', 'read_point', 'biz_location') AND (table_name LIKE 'hq_event%')"
+        )).all()
+    tables = {t for t, _c, _k in got}
+    assert {"hq_events", "hq_event_ids", "hq_event_epcs", "hq_events_p201805"} <= tables
+    assert {k for _t, _c, k in got} == {"C"}, got
+    evs, _ = eq.run(pg_store.engine, eq.parse_query(
+        {"MATCH_epc": ["urn:epc:idpat:sgtin:0614141.107346.*"]}))
+    assert [e["eventID"] for e in evs] == [old["eventID"]]

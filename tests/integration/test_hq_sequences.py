@@ -63,6 +63,36 @@ def test_contiguous_mark_and_gaps(store: HqStore) -> None:
     assert (s.contiguous, s.gaps, s.published_through) == (12, (), 12)
 
 
+def test_contiguous_walk_crosses_blocks_and_duplicate_numbers(
+        store: HqStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The walk reads blocks of `_WALK` numbers: a run longer than a block, a number held
+    twice (two eventIDs, the same seq) and a gap right after a block's end are all exact."""
+    import rfidd.hq.store as store_module
+
+    monkeypatch.setattr(store_module, "_WALK", 3)
+    b = Batch(events=[row("st", s) for s in (1, 2, 3, 4, 5, 6, 7, 9, 10)]
+              + [row("st", 4, n=104), row("st", 6, n=106)])
+    store.write_batch(b)
+    (s,) = site_sequences(store.engine, ["st"])
+    assert s.contiguous == 7
+    put(store, [8])
+    (s,) = site_sequences(store.engine, ["st"])
+    assert s.contiguous == 10
+
+
+def test_a_skip_over_numbers_hq_lacks_is_counted_lost_once(store: HqStore) -> None:
+    """sequence_lost: the numbers used before a restore (up to used_through) that HQ never got
+    come back in BatchResult.lost (the consumer's rfidd_hq_sequence_lost_total), once."""
+    from rfidd.hq.consumer import HqMetrics
+    from rfidd.hq.skips import parse_skips
+
+    assert HqMetrics().registry.get_sample_value("rfidd_hq_sequence_lost_total") == 0.0
+    put(store, [1, 2, 3, 7])
+    skip = parse_skips("st", [[4, 10, "restored", 8]], T0)
+    assert store.write_batch(Batch(site_messages=skip)).lost == 4  # 4-6 and 8; 9-10 unused
+    assert store.write_batch(Batch(site_messages=skip)).lost == 0  # known: not again
+
+
 def test_nothing_received_is_one_gap_up_to_the_head(store: HqStore) -> None:
     put(store, [], head=3000)
     (s,) = site_sequences(store.engine, ["st"])

@@ -203,7 +203,9 @@ def test_capture_feeds_subscriptions_and_bad_subscriptions_name_the_field(
             ({"dest": "https://x.example/cb", "schedule": {"hour": "25"}}, "/schedule/hour"),
             ({"dest": "https://x.example/cb", "stream": True, "color": 1}, "/color"),
             ({"dest": "https://x.example/cb", "stream": True,
-              "initialRecordTime": "2026-01-01T00:00:00Z"}, "/initialRecordTime")):
+              "initialRecordTime": "yesterday"}, "/initialRecordTime"),
+            ({"dest": "https://x.example/cb", "stream": True,
+              "initialRecordTime": "2026-01-01T00:00:00"}, "/initialRecordTime")):  # no offset
         status, _, problem = read.call("POST", "/queries/sold/subscriptions", body)
         assert status == 400 and problem["detail"].startswith(where), (body, problem)
     assert read.call("POST", "/queries/nope/subscriptions",
@@ -277,6 +279,68 @@ def test_scheduled_webhook_reports_each_event_once_and_empty_runs_when_asked(
         wait_until(lambda: len(recv.posts) >= n + 2, 10)  # later runs: nothing new, no repeat
         assert sorted(recv.event_ids()) == sorted(e["eventID"] for e in evs)
     finally:
+        recv.close()
+
+
+def test_initial_record_time_replays_then_streams_and_a_restart_resumes(
+        hq: tuple[HqDaemon, str]) -> None:
+    """initialRecordTime: the stored events recorded since then first, then the live ones;
+    the stream's position is saved, so a hub started again (a restart) sends what the stopped
+    one had queued in memory and never sent, and nothing from before its position."""
+    from prometheus_client import CollectorRegistry
+    from test_hq_epcis_api import document, event, sgtin
+
+    from rfidd.hq.subscriptions import SubscriptionHub
+
+    daemon, _ = hq
+    assert daemon.store is not None and daemon.epcis is not None and daemon.hub is not None
+    daemon.hub._settle_s = 0.0
+    before = datetime.now(UTC)
+    read = Client(daemon.epcis.port, tokens.create(daemon.store.engine, "r", "read", before))
+    cap = Client(daemon.epcis.port, tokens.create(daemon.store.engine, "c", "capture", before))
+    assert read.call("POST", "/queries", {"name": "sold", "query": {
+        "EQ_disposition": "retail_sold"}})[0] == 201
+    a, b, c = (event([sgtin(60 + i)], before, "retail_selling", "retail_sold")
+               for i in range(3))
+    other = event([sgtin(69)], before, "storing", "sellable_accessible")
+    assert cap.call("POST", "/capture", document(a, other))[0] == 202
+    recv = Receiver()
+    again: SubscriptionHub | None = None
+    try:
+        status, _, body = read.call("POST", "/queries/sold/subscriptions", {
+            "dest": recv.url, "stream": True,
+            "initialRecordTime": before.isoformat().replace("+00:00", "Z")})
+        assert status == 201 and body["minRecordTime"].startswith(before.strftime("%Y-%m-%d"))
+        wait_until(lambda: recv.event_ids() == [a["eventID"]], "the replay", 10)
+        assert cap.call("POST", "/capture", document(b))[0] == 202
+        wait_until(lambda: recv.event_ids() == [a["eventID"], b["eventID"]], "live", 10)
+
+        async def socket_replay() -> list[str]:  # a WebSocket replays the same way
+            since = before.isoformat().replace("+00:00", "Z")
+            url = (f"ws://127.0.0.1:{daemon.epcis.port}/queries/sold/events?stream=true"
+                   f"&initialRecordTime={since}")
+            async with websockets.connect(
+                    url, additional_headers={"Authorization": f"Bearer {read.token}"}) as ws:
+                doc = json.loads(await asyncio.wait_for(ws.recv(), 20))
+            return [e["eventID"] for e in doc["epcisBody"]["queryResults"]["resultsBody"]
+                    ["eventList"]]
+
+        assert asyncio.run(socket_replay()) == [a["eventID"], b["eventID"]]
+        daemon.hub.stop()  # HQ stops: what it is offered now stays in its memory
+        assert cap.call("POST", "/capture", document(c))[0] == 202
+        n = len(recv.posts)
+        again = SubscriptionHub(daemon.store.engine, CollectorRegistry(), settle_s=0.0,
+                                tick_s=0.05)
+        again.start()
+        wait_until(lambda: c["eventID"] in recv.event_ids(), "resumed after restart", 10)
+        resent = [e["eventID"] for body_, _ in recv.posts[n:]
+                  for e in json.loads(body_)["epcisBody"]["queryResults"]["resultsBody"]
+                  ["eventList"]]
+        assert a["eventID"] not in resent and other["eventID"] not in recv.event_ids()
+        assert resent[-1] == c["eventID"]  # b may come again at the boundary: at least once
+    finally:
+        if again is not None:
+            again.stop()
         recv.close()
 
 

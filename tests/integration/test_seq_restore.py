@@ -120,6 +120,8 @@ def test_a_restored_site_continues_above_hq_and_the_lost_range_is_reported(
         wait_until(lambda: hq_alerts(store, site, "sequence_lost"), "the loss reported", 20)
         lost = hq_alerts(store, site, "sequence_lost")
         assert len(lost) == 1 and lost[0]["ranges"] == [[131, 150]] and lost[0]["missing"] == 20
+        wait_until(lambda: hq.metrics.registry.get_sample_value(
+            "rfidd_hq_sequence_lost_total") == 20, "the loss counted in the metric", 20)
         wait_until(lambda: site_sequences(store.engine, [site])[0].contiguous == 170,
                    "HQ's contiguous mark over the skip", 20)
         assert site_sequences(store.engine, [site])[0].gaps == ()
