@@ -4,7 +4,7 @@ session ids, and the outbox streams they write to."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +30,22 @@ def taken_over(doc: Mapping[str, Any]) -> int | None:
     if isinstance(progress, Mapping):  # running: what it found that the books do not hold
         return int(progress.get("unexpected") or 0)
     return None  # closed without lifecycle books: nothing was put on any
+
+
+def mark_takeovers(rows: list[dict[str, Any]],
+                   count_of: Callable[[str], Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The count listing's take-overs say so (`adopt`) with their figure (`taken_over`): their
+    row would read "0 expected, 0 found, no accuracy". Only a count that expected nothing can
+    be one, so only those (few: the go-live one, a count of the exit) are looked up."""
+    for r in rows:
+        if r.get("expected") or r.get("status") not in ("running", "finished"):
+            continue
+        doc = count_of(str(r["session_id"]))
+        src = doc.get("report") if doc.get("status") == "finished" else doc
+        if isinstance(src, Mapping) and src.get("adopt"):
+            r["adopt"] = True
+            r["taken_over"] = taken_over(src)
+    return rows
 
 
 def booked_by_takeover(doc: Mapping[str, Any]) -> set[str]:

@@ -379,6 +379,7 @@ class CountingService:
                    reinstated: Iterable[str]) -> dict[str, Any]:
         doc = result.to_dict()
         doc["site"] = self.site_id
+        doc["timezone"] = self.ctx.config.site.timezone  # HQ's charts: the site's calendar day
         doc["trigger"] = c.trigger
         doc["adopt"] = c.adopt
         doc["recount_of"] = c.recount_of
