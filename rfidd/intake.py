@@ -78,6 +78,11 @@ class TidMemory:
             return tuple(t for t, at in seen.items() if since is None or at >= since)
 
 
+WAKE: tuple[str, list[TagRead]] = ("", [])
+"""Put by `IngestQueue.wake`: ends the ingest thread's wait without a read (`get` returns this
+very object; it is no batch and counts for no reader)."""
+
+
 class IngestQueue:
     """The ReaderSink of every driver: counts, enqueues, never blocks the reader thread."""
 
@@ -118,9 +123,15 @@ class IngestQueue:
     def get(self, timeout: float) -> tuple[str, list[TagRead]]:
         """The next batch (the ingest thread, its only consumer); queue.Empty on timeout."""
         item = self.q.get(timeout=timeout)
+        if item is WAKE:
+            return item
         taken = self._taken
         taken[item[0]] = taken.get(item[0], 0) + 1
         return item
+
+    def wake(self) -> None:
+        """End the ingest thread's wait now (a sweep or flush asked, the daemon stopping)."""
+        self.q.put_nowait(WAKE)
 
     def admits(self, reader: str) -> bool:
         """Whether a batch of `reader` delivered now would be queued (within its share)."""

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 import readers.llrp
-from rfidd.benchmark import e2e, parts, staffops, thread_cpu
+from rfidd.benchmark import e2e, idle, parts, staffops, thread_cpu
 from rfidd.console import table_console
 
 
@@ -48,8 +48,8 @@ class Sizes:
 
 
 FULL = Sizes(5.0, 20, 1100.0, 80, 1300.0, 40, 1250.0, 1_000_000, 20_000,
-             (100_000, 1_000_000), 10_000, 20_000, 5.0)
-SMOKE = Sizes(1.0, 2, 200.0, 3, 300.0, 2, 200.0, 5_000, 1_000, (2_000, 5_000), 500, 500, 1.0,
+             (100_000, 1_000_000), 10_000, 20_000, 20.0)
+SMOKE = Sizes(1.0, 2, 200.0, 3, 300.0, 2, 200.0, 5_000, 1_000, (2_000, 5_000), 500, 500, 2.0,
               1.0, 4, 300.0, (2_000, 1_000, 500))
 
 # key -> (floor key or None,
@@ -214,8 +214,9 @@ def run(sizes: Sizes, mqtt_url: str, pg_url: str | None,
     out["staff_ops_ok"] = staff["ok"]
 
     step("idle daemon")
-    out["idle_rss_mib"], out["idle_cpu_ratio"] = e2e.idle(mqtt_url, sizes.idle_s,
-                                                          llrp_process=lp)
+    quiet = idle.idle(mqtt_url, sizes.idle_s, llrp_process=lp)
+    out["idle_rss_mib"], out["idle_cpu_ratio"] = quiet.rss_mib, quiet.cpu_ratio
+    out["idle_explain"] = quiet.explain()  # CPU per thread, memory per process
     step("")
     out["bench_seconds"] = time.monotonic() - t_start
     return out
@@ -281,6 +282,29 @@ def table(res: dict[str, Any]) -> Table:
     return t
 
 
+def explain_tables(res: dict[str, Any]) -> list[Table]:
+    """`--explain`: the idle daemon's memory per process (with the floors of the same run) and
+    its CPU and wake-ups per thread."""
+    ex = res.get("idle_explain")
+    if not ex:
+        return []
+    mem = Table(title="idle memory per process (MiB)")
+    for c in ("process", "rss", "pss", "anon"):
+        mem.add_column(c, justify="left" if c == "process" else "right")
+    for name, m in ex["processes"].items():
+        mem.add_row(name, f"{m['rss_mib']:.1f}", f"{m['pss_mib']:.1f}", f"{m['anon_mib']:.1f}")
+    for name, v in ex.get("floors_rss_mib", {}).items():
+        mem.add_row(f"floor: {name}", f"{v:.1f}", "", "")
+    cpu = Table(title=f"idle CPU per thread over {ex['seconds']:g} s "
+                      f"({ex['wakeups_per_s']:g} wake-ups/s in all)")
+    for c in ("process", "thread", "n", "ms CPU/s", "wake-ups/s"):
+        cpu.add_column(c, justify="left" if c in ("process", "thread") else "right")
+    for t in ex["threads"]:
+        cpu.add_row(t["process"], t["thread"], str(t["count"]), f"{t['cpu_ms_per_s']:.3f}",
+                    f"{t['wakeups_per_s']:.2f}")
+    return [mem, cpu]
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "—"
@@ -299,6 +323,9 @@ def _fmt(v: Any) -> str:
               show_default=True,
               help="PostgreSQL for the HQ figures (a schema is created and dropped); '' skips.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--explain", is_flag=True,
+              help="Also print the idle daemon's memory per process and CPU per thread (in "
+                   "--json: always, as idle_explain).")
 @click.option("--llrp-threads", is_flag=True,
               help="Run the LLRP readers as threads of the daemon (llrp_process = false) "
                    "instead of the reader host process: the figures before it, for a ratio.")
@@ -306,7 +333,7 @@ def _fmt(v: Any) -> str:
               help="Decode every RO_ACCESS_REPORT with sllurp instead of the struct decoder "
                    "(readers.llrp_wire): the figures before it, for a ratio.")
 def bench_command(smoke: bool, seconds: float | None, mqtt_url: str, pg_url: str,
-                  as_json: bool, llrp_threads: bool, sllurp_decode: bool) -> None:
+                  as_json: bool, explain: bool, llrp_threads: bool, sllurp_decode: bool) -> None:
     """Measure every figure against its floor in one run (ingest end to end with MQTT, overload,
     latency, memory, re-reads, reconcile, publishing, HQ storage, idle)."""
     from rfidd.app import tune_gc
@@ -328,7 +355,10 @@ def bench_command(smoke: bool, seconds: float | None, mqtt_url: str, pg_url: str
     if as_json:
         click.echo(json.dumps(res))
     else:
-        table_console().print(table(res))
+        out = table_console()
+        out.print(table(res))
+        for t in explain_tables(res) if explain else []:
+            out.print(t)
     if not all(res.get(k, True) for k in ("reconcile_100k_ok", "reconcile_1m_ok",
                                            "staff_ops_ok")):
         sys.exit(1)

@@ -313,57 +313,6 @@ def bare_sllurp(ports: dict[str, int], seconds: float) -> float:
     return rps
 
 
-_IDLE = r"""
-import sys, time
-from rfidd.app import Daemon
-from rfidd.config import Config
-cfg = Config.model_validate_json(sys.stdin.read())
-d = Daemon(cfg)
-d.start()
-print("started", flush=True)
-sys.stdin.close()
-time.sleep(3600)
-"""
-
-
-def idle(mqtt_url: str, seconds: float, readers: int = 4,
-         llrp_process: bool | None = None) -> tuple[float, float]:
-    """RSS (MiB) and CPU share of a daemon with `readers` connected readers that read nothing
-    (its reader host included)."""
-    import simulator
-    from simulator import Scenario
-
-    catalog = Path(simulator.__file__).parent / "scenarios" / "maison-catalog.csv"
-    text = scenario_text(readers, 0, 1.0, catalog).replace("count = 0", "count = 0")
-    with tempfile.TemporaryDirectory(prefix="rfidd-bench-") as tmp:
-        path = Path(tmp) / "idle.toml"
-        path.write_text(text)
-        scenario = Scenario.parse(text, str(path), Path(tmp))
-        sim = _SimProcess(path)
-        sim.expected = readers
-        with sim:
-            cfg = demo_config(scenario, sim.ports, f"sqlite:///{tmp}/i.db", mqtt_url,
-                              site_id=f"idle{uuid.uuid4().hex[:6]}")
-            if llrp_process is not None:
-                cfg = cfg.model_copy(update={"llrp_process": llrp_process})
-            proc = subprocess.Popen([sys.executable, "-c", _IDLE], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, text=True)
-            try:
-                assert proc.stdin is not None and proc.stdout is not None
-                proc.stdin.write(cfg.model_dump_json())
-                proc.stdin.close()
-                proc.stdout.readline()
-                time.sleep(min(3.0, seconds))  # connected, settled
-                j0, t0 = _jiffies(proc.pid), time.monotonic()
-                time.sleep(seconds)
-                j1, t1 = _jiffies(proc.pid), time.monotonic()
-                rss = _rss_mib(proc.pid)
-            finally:
-                proc.terminate()
-                proc.wait(30)
-    return rss, (j1 - j0) / os.sysconf("SC_CLK_TCK") / (t1 - t0)
-
-
 def _cpu_s(daemon: Daemon) -> float:
     """CPU seconds of the daemon: this process and its reader host child (the readers'
     decoding is the daemon's work wherever it runs)."""
@@ -391,20 +340,6 @@ def _jiffies(pid: int) -> int:
             continue
         total += int(fields[11]) + int(fields[12])
     return total
-
-
-def _rss_mib(pid: int | str = "self") -> float:
-    """Resident MiB of `pid` and its descendants."""
-    pids = _tree(os.getpid() if pid == "self" else int(pid))
-    total = 0
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except FileNotFoundError:
-            continue
-    return total / 1024
 
 
 def _committed(ing: Any) -> Any:

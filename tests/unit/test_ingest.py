@@ -127,3 +127,21 @@ def test_departures_are_committed_when_reads_are_watched() -> None:
         assert s.query(ZonePresence).count() == 0  # the departure reached the database
     assert ing.stats.batch_errors == 0
     assert all(v.reads == [] for v in watcher.views)
+
+
+def test_an_idle_ingest_wakes_for_requests_and_counts_every_batch_taken() -> None:
+    """The idle wait ends on a read or a wake (sweep, flush, stop), never by polling; every batch
+    it takes, the first of a window included, leaves the reader's queued count (a count that
+    leaked one per window would shed that reader for good once it reached its share)."""
+    ing, q = _ingestor()
+    ing.idle_wait_s = 3600.0  # only a read or a wake can end the wait
+    ing.batch_max_s = 0.0
+    for i in range(3):
+        q.on_reads("r1", [TagRead(EPC, "r1", 1, -50.0, 1000.0 + i)])
+        assert q.queued("r1") == 1
+        assert len(ing._collect()) == 1 and q.queued("r1") == 0
+    q.wake()
+    assert ing._collect() == [] and q.q.qsize() == 0  # woken: no batch, nothing left over
+    ing.request_sweep()
+    ing.request_flush()
+    assert q.q.qsize() == 2 and q.queued("r1") == 0  # each request wakes a waiting ingest
