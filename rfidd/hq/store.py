@@ -353,14 +353,14 @@ class HqStore:
             elif rows:
                 inserted = sqlitewrite.store_events(conn, rows, batch.received_at)
             stored = len(inserted)
-            self._update_sites(conn, batch)
+            numbered = {ev.site for ev in rows if ev.seq is not None}
+            self._update_sites(conn, batch, numbered)
             if any(m.kind == "seq_skip" for m in site_messages):  # after this batch's events
                 from rfidd.hq.skips import take_skips
 
                 site_messages, lost = take_skips(conn, site_messages, self._insert)
             messages_stored = self._insert_site_messages(conn, site_messages)
-            for site in sorted({ev.site for ev in rows if ev.seq is not None}
-                               | set(batch.heads)):
+            for site in sorted(numbered | set(batch.heads)):
                 self._advance(conn, site)
         return BatchResult(
             stored=stored,
@@ -444,8 +444,12 @@ class HqStore:
             conn.execute(hq_sites.update().where(hq_sites.c.site == site)  # never backwards
                          .values(contiguous_seq=greatest(hq_sites.c.contiguous_seq, c)))
 
-    def _update_sites(self, conn: Connection, batch: Batch) -> None:
-        touched = sorted({s.site for s in batch.statuses} | set(batch.seen) | set(batch.heads))
+    def _update_sites(self, conn: Connection, batch: Batch, numbered: set[str]) -> None:
+        """Statuses, heads, last seen; and a row for every site whose numbered events came
+        (a capture with rfidd:seq has no `seen`): its contiguous mark is kept there, and
+        without it every batch walked that site's numbers from 0 again."""
+        touched = sorted({s.site for s in batch.statuses} | set(batch.seen) | set(batch.heads)
+                         | numbered)
         if not touched:
             return
         # Make every site row exist first (in key order), then update in the same order.
