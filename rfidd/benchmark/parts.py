@@ -11,7 +11,7 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from inventory import bench as inv_bench
@@ -212,7 +212,6 @@ def hq_store(pg_url: str, events: int = 60_000, batch: int = 1000) -> tuple[floa
     import psycopg
     from sqlalchemy import create_engine, text
 
-    from rfidd.hq.documents import EventRow
     from rfidd.hq.store import Batch, HqStore
 
     schema = f"bench_{uuid.uuid4().hex[:12]}"
