@@ -66,11 +66,11 @@ def test_contiguous_mark_and_gaps(store: HqStore) -> None:
 
 def test_contiguous_walk_crosses_blocks_and_duplicate_numbers(
         store: HqStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The walk reads blocks of `_WALK` numbers: a run longer than a block, a number held
+    """The walk reads blocks of `WALK` numbers: a run longer than a block, a number held
     twice (two eventIDs, the same seq) and a gap right after a block's end are all exact."""
-    import rfidd.hq.store as store_module
+    import rfidd.hq.marks as marks
 
-    monkeypatch.setattr(store_module, "_WALK", 3)
+    monkeypatch.setattr(marks, "WALK", 3)
     b = Batch(events=[row("st", s) for s in (1, 2, 3, 4, 5, 6, 7, 9, 10)]
               + [row("st", 4, n=104), row("st", 6, n=106)])
     store.write_batch(b)
@@ -85,9 +85,9 @@ def test_marks_of_several_sites_in_one_batch(
         store: HqStore, monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch holds several sites' messages: each site's mark moves by its own numbers
     (one walk statement for all of them), across blocks and over its own declared skip."""
-    import rfidd.hq.store as store_module
+    import rfidd.hq.marks as marks
 
-    monkeypatch.setattr(store_module, "_WALK", 2)
+    monkeypatch.setattr(marks, "WALK", 2)
     register_site(store.engine, "nd", "Lyon", T0)
     skip = parse_skips("nd", [[4, 5, "restore", None]], T0)
     b = Batch(events=[row("st", s) for s in (1, 2, 3, 4, 5, 7)]
