@@ -17,6 +17,7 @@ import re
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -53,6 +54,7 @@ def gs1_check_digit(digits: str) -> str:
     return str((10 - total % 10) % 10)
 
 
+@lru_cache(maxsize=256)  # a site has a handful of SGLNs; every event asks
 def gln_of_sgln(sgln: str) -> str:
     """The 13-digit GLN of an SGLN URN (company prefix + location reference + check digit)."""
     m = _SGLN.match(sgln)
@@ -62,6 +64,7 @@ def gln_of_sgln(sgln: str) -> str:
     return body + gs1_check_digit(body)
 
 
+@lru_cache(maxsize=4096)  # a reception or shipment asks once per item, same id
 def biz_transaction_uri(doc_id: str, issuer_sgln: str) -> str:
     """A business transaction id as a URI: URIs are kept, bare ids become the CBV 2.0 form
     `urn:epcglobal:cbv:bt:<issuer GLN>:<id>` (the issuer being the site that records it)."""

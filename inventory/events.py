@@ -5,11 +5,13 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass, field
+from hashlib import sha1
 from typing import Any
 
 # Namespace for deterministic event ids: the same fact produces the same eventID, so a replay
 # (crash between commit and PUBACK, a repeated HQ command) is a duplicate HQ can drop.
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c0f8e-2a4b-5c8e-9d3a-7b6e5f4a3c21")
+_NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
 
 
 class Action(enum.StrEnum):
@@ -42,6 +44,13 @@ class ItemEvent:
 
 
 def stable_event_id(*parts: object) -> str:
-    """A deterministic `urn:uuid:` from the parts that identify a fact."""
+    """A deterministic `urn:uuid:` from the parts that identify a fact: the UUID version 5
+    of `uuid.uuid5(EVENT_ID_NAMESPACE, key)`, computed without building a UUID object (a
+    count of 100,000 items makes 100,000 of them)."""
     key = "\x1f".join(str(p) for p in parts)
-    return f"urn:uuid:{uuid.uuid5(EVENT_ID_NAMESPACE, key)}"
+    h = bytearray(sha1(_NAMESPACE_BYTES + key.encode("utf-8"), usedforsecurity=False)
+                  .digest()[:16])
+    h[6] = (h[6] & 0x0F) | 0x50  # version 5
+    h[8] = (h[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = h.hex()
+    return f"urn:uuid:{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"

@@ -38,6 +38,9 @@ _OWN_REQUESTS = {wire.GET_ROSPECS: "GET_ROSPECS", wire.START_ROSPEC: "START_ROSP
 ROSPEC_ID = 1  # the one ROSpec sllurp installs
 TID_ACCESS_SPEC_ID = 7
 _TOLERATED_FAILURES = ("DELETE_ROSPEC_RESPONSE", "DELETE_ACCESSSPEC_RESPONSE")
+# sllurp states that expect only a ConnectionAttemptEvent in a READER_EVENT_NOTIFICATION.
+_OUT_OF_SESSION = (LLRPReaderState.STATE_DISCONNECTED, LLRPReaderState.STATE_CONNECTING,
+                   LLRPReaderState.STATE_CONNECTED)
 
 
 class _Client(LLRPReaderClient):  # type: ignore[misc]
@@ -235,6 +238,12 @@ class SllurpSession:
                 self.fail("connection_refused", f"reader refused the connection: "
                           f"{event.get('Status')}")
                 raise ReaderConfigurationError("connection refused")
+            if event is None and self.client.llrp.state in _OUT_OF_SESSION:
+                # Out of session (before the handshake, or after our own disconnect: the
+                # ROSpec's end, the reader's ConnectionCloseEvent) sllurp only wants a
+                # ConnectionAttemptEvent; it ignores anything else but logs it at FATAL,
+                # which pages whoever watches the journal at every stop.
+                return False
         return True
 
     def _on_inventorying(self, _client: Any, _state: int) -> None:

@@ -53,11 +53,13 @@ from rfidd.seq_restore import continue_sequence
 from rfidd.site_health import SiteHealth
 from rfidd.store import repo
 from rfidd.store.db import Database, DatabaseError, open_database
-from rfidd.web import AuditLog, WebServer, site_router
+from rfidd.web.audit import AuditLog
 from rfidd.web.floor import favicon_router, floor_router
 from rfidd.web.floor_feed import FloorFeed
 from rfidd.web.page import page_router
 from rfidd.web.readers import readers_router
+from rfidd.web.server import WebServer
+from rfidd.web.site import site_router
 
 log = logging.getLogger("rfidd")
 

@@ -22,7 +22,7 @@ from rfidd.ops import (
 )
 from rfidd.ops import register_routes as register_ops_routes
 from rfidd.pipeline import BatchComponent
-from rfidd.web import WebServer
+from rfidd.web.server import WebServer
 
 log = logging.getLogger("rfidd.ops")
 

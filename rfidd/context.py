@@ -76,14 +76,22 @@ class ServiceContext:
             raise ServiceUnavailable(f"database unavailable: {reason}") from exc
         self.notify_outbox()
 
-    def stage(self, s: Session, events: Sequence[ItemEvent] = (),
-              messages: Sequence[repo.Message] = (),
-              items: Sequence[repo.ItemUpsert] = ()) -> repo.BatchResult:
-        """Journal events, queue them and messages for HQ, inside the caller's transaction."""
+    def records(self, events: Sequence[ItemEvent]) -> list[repo.EventRecord]:
+        """The events as journal records (EPCIS JSON, with the actor of the calling thread):
+        what `stage` writes; made ahead by a staff operation planning outside the lock."""
         actor = current_actor.get()
         if actor is not None:  # caused through the API: HQ learns by whom (an opaque id)
             events = [replace(e, extensions={**e.extensions, "actor": actor}) for e in events]
-        records = [repo.event_record(e, self.event_json(e)) for e in events]
+        return [repo.event_record(e, self.event_json(e)) for e in events]
+
+    def stage(self, s: Session, events: Sequence[ItemEvent] = (),
+              messages: Sequence[repo.Message] = (),
+              items: Sequence[repo.ItemUpsert] = (),
+              records: Sequence[repo.EventRecord] | None = None) -> repo.BatchResult:
+        """Journal events, queue them and messages for HQ, inside the caller's transaction.
+        `records`: `records(events)`, made ahead."""
+        if records is None:
+            records = self.records(events)
         res = repo.apply_batch(s, items, records, messages, now=time.time())
         for e in events:
             if e.event_id not in res.duplicate_events:

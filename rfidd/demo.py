@@ -293,9 +293,7 @@ def _print_reception(console: Console, doc: dict[str, Any], products: Any) -> No
 
 def _run_with_progress(console: Console, daemon: Daemon, site: Any, seconds: float,
                        scenario: Any) -> None:
-    cols = (TextColumn("[progress.description]{task.description}"), BarColumn(),
-            TimeRemainingColumn())
-    with Progress(*cols, console=console, transient=False) as progress:
+    with demo_progress(console) as progress:
         task = progress.add_task("starting readers", total=seconds)
         handled: list[Any] = []
         t0 = time.monotonic()
@@ -310,10 +308,40 @@ def _run_with_progress(console: Console, daemon: Daemon, site: Any, seconds: flo
             counts = _zone_counts(daemon)
             online = sum(1 for a in (daemon.queue.activity.values() if daemon.queue else ())
                          if a.state.value == "online")
-            desc = (f"{online}/{len(daemon.readers)} readers online · "
-                    f"{st.reads if st else 0:,} reads · "
-                    + " ".join(f"{z} {n}" for z, n in sorted(counts.items())))
+            desc = progress_text(online, len(daemon.readers), st.reads if st else 0, counts,
+                                 console.width - PROGRESS_RESERVED)
             progress.update(task, completed=min(elapsed, seconds), description=desc)
+
+
+BAR_WIDTH = 20
+PROGRESS_RESERVED = BAR_WIDTH + len("-:--:--") + 2  # the bar, the time left, column gaps
+
+
+def demo_progress(console: Console) -> Progress:
+    """The run's one progress line: the text, a fixed-width bar, the time left."""
+    return Progress(TextColumn("{task.description}", markup=False),
+                    BarColumn(bar_width=BAR_WIDTH), TimeRemainingColumn(),
+                    console=console, transient=False)
+
+
+def progress_text(online: int, readers: int, reads: int, zones: dict[str, int],
+                  width: int) -> str:
+    """What the demo is seeing, in `width` characters: an 80-column terminal cut the full
+    sentence mid-figure and squeezed out the bar and the time left, so shorter wordings are
+    tried in turn (the last without the per-zone figures, which the summary gives); only a
+    terminal too narrow even for that loses the end."""
+    per_zone = sorted(zones.items())
+    variants = [
+        f"{online}/{readers} readers online · {reads:,} reads · "
+        + " ".join(f"{z} {n}" for z, n in per_zone),
+        f"{online}/{readers} online · {reads:,} reads · "
+        + " ".join(f"{z} {n}" for z, n in per_zone),
+        f"{online}/{readers} online · {reads:,} reads · {sum(zones.values()):,} located",
+    ]
+    for text in variants:
+        if len(text) <= width:
+            return text
+    return variants[-1][:max(width - 1, 0)] + "…" if width > 0 else ""
 
 
 def _summary(console: Console, cfg: Config, daemon: Daemon, site: Any, mqtt_url: str | None,

@@ -85,6 +85,9 @@ class DomainLock:
     def __init__(self, timeout_s: float = 1.0) -> None:
         self._lock = threading.RLock()
         self.timeout_s = timeout_s
+        self._turn = threading.Condition(threading.Lock())
+        self._waiters = 0  # threads blocked in waiting()
+        self._entries = 0  # holds taken through waiting()
 
     def __enter__(self) -> DomainLock:
         if not self._lock.acquire(timeout=self.timeout_s):
@@ -99,11 +102,29 @@ class DomainLock:
     @contextmanager
     def waiting(self) -> Iterator[None]:
         """Hold the lock, waiting as long as it takes (the ingest thread)."""
-        self._lock.acquire()
+        with self._turn:
+            self._waiters += 1
+        try:
+            self._lock.acquire()
+        finally:
+            with self._turn:
+                self._waiters -= 1
+                self._entries += 1
+                self._turn.notify_all()
         try:
             yield
         finally:
             self._lock.release()
+
+    def give_way(self, timeout_s: float = 0.5) -> bool:
+        """Between two chunks of a long staff operation (not holding the lock): if the ingest
+        is waiting for the lock, wait until it got it, so a loop of short holds cannot starve
+        it (a released lock is usually re-taken by the releasing thread). True if it did."""
+        with self._turn:
+            if self._waiters == 0:
+                return False
+            entries = self._entries
+            return self._turn.wait_for(lambda: self._entries != entries, timeout_s)
 
 
 def retry_database(

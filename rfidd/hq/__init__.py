@@ -3,7 +3,10 @@
 `hq_command` is the `rfidd hq` click group (registered by rfidd.cli).
 """
 
-from rfidd.hq import cli_chain  # noqa: F401  (registers the chain-view commands)
+from rfidd.hq import (
+    cli_chain,  # noqa: F401  (registers the chain-view commands)
+    cli_schema,  # noqa: F401  (registers `rfidd hq migrate`)
+)
 from rfidd.hq.cli import hq_command
 
 __all__ = ["hq_command"]

@@ -14,14 +14,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pygal
 from pygal.style import Style
 from sqlalchemy import Engine, select
 
+from inventory.periods import local_date
 from rfidd.hq.chain import site_names
 from rfidd.hq.store import hq_site_messages, utc
 
@@ -53,10 +55,22 @@ def _num(v: Any) -> Decimal | None:
         return None
 
 
-def _day(ts: Any, fallback: datetime | None) -> str | None:
+def _zone(p: Mapping[str, Any]) -> tzinfo:
+    """The site's time zone named in its report (sites before 0.x did not say: UTC)."""
+    name = p.get("timezone")
+    if isinstance(name, str) and name:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    return UTC
+
+
+def _day(ts: Any, fallback: datetime | None, tz: tzinfo) -> str | None:
+    """The site's calendar day (inventory.periods) of a report's time, else of its arrival."""
     if isinstance(ts, int | float) and not isinstance(ts, bool):
-        return datetime.fromtimestamp(ts, UTC).date().isoformat()
-    return fallback.date().isoformat() if fallback else None
+        return local_date(ts, tz).isoformat()
+    return local_date(fallback.timestamp(), tz).isoformat() if fallback else None
 
 
 def _reports(engine: Engine, kind: str, site: str | None) -> list[tuple[str, Any, datetime]]:
@@ -91,7 +105,7 @@ def _trend(points: Mapping[tuple[str, str], tuple[Decimal, Decimal]],
 
 
 def accuracy_trend(engine: Engine, site: str | None = None) -> Trend:
-    """Item accuracy of the counts, by day of their end."""
+    """Item accuracy of the counts, by the site's calendar day of their end."""
     seen: set[tuple[str, Any]] = set()
     points: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}
     for s, p, received in _reports(engine, "count", site):
@@ -99,7 +113,7 @@ def accuracy_trend(engine: Engine, site: str | None = None) -> Trend:
             continue
         key = (s, p.get("session_id") or received)
         found, expected = _num(p["totals"].get("found")), _num(p["totals"].get("expected"))
-        day = _day(p.get("finished_at"), received)
+        day = _day(p.get("finished_at"), received, _zone(p))
         if key in seen or found is None or expected is None or day is None:
             continue
         seen.add(key)  # newest first: a count published again counts once
@@ -111,7 +125,8 @@ def accuracy_trend(engine: Engine, site: str | None = None) -> Trend:
 
 
 def shrinkage_trend(engine: Engine, site: str | None = None) -> Trend:
-    """Lost value / net sales of the shrinkage reports, by day of their period's end."""
+    """Lost value / net sales of the shrinkage reports, by the site's calendar day their
+    period ends in (its last instant: the daily report of 1 Dec ends at 2 Dec 00:00)."""
     seen: set[tuple[str, Any, Any]] = set()
     points: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}
     for s, p, received in _reports(engine, "shrinkage", site):
@@ -119,13 +134,23 @@ def shrinkage_trend(engine: Engine, site: str | None = None) -> Trend:
             continue
         key = (s, p.get("period_start"), p.get("period_end"))
         lost, net = _num(p["totals"].get("value")), _num(p["totals"].get("net_sales_value"))
-        day = _day(p.get("period_end"), received)
+        day = _day(_last_instant(p), received, _zone(p))
         if key in seen or lost is None or net is None or day is None:
             continue
         seen.add(key)
         l0, n0 = points.get((s, day), (Decimal(0), Decimal(0)))
         points[(s, day)] = (l0 + lost, n0 + net)
     return _trend(points, site_names(engine))
+
+
+def _last_instant(p: Mapping[str, Any]) -> Any:
+    """A period is [start, end): a daily report ending at midnight is the day before's."""
+    end, start = p.get("period_end"), p.get("period_start")
+    if isinstance(end, int | float) and not isinstance(end, bool):
+        if isinstance(start, int | float) and not isinstance(start, bool) and start < end:
+            return end - min(1.0, (end - start) / 2)
+        return end
+    return end
 
 
 def chart_svg(trend: Trend, title: str, chain_label: str, *, percent_max: int | None = None,

@@ -71,12 +71,13 @@ def _with_db_options(f: Any) -> Any:
 
 
 def _open_engine(url: str) -> Any:
-    from rfidd.hq.store import HqDatabaseError, HqStore
+    from rfidd.hq.schema_check import HqSchemaError, open_checked
 
     try:
-        return HqStore.open(url, migrate=False).engine
-    except HqDatabaseError as exc:
-        raise click.ClickException(str(exc)) from None
+        return open_checked(url)
+    except HqSchemaError as exc:  # one line and sysexits' code, not a query's traceback
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
 
 
 def _epc_or_usage(epc: str) -> str:

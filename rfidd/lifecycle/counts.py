@@ -21,8 +21,9 @@ from sqlalchemy.orm import Session
 from inventory.events import Action, ItemEvent, stable_event_id
 from inventory.lifecycle import ItemState, Lifecycle, Status, Step, Transition
 from rfidd.config import ZoneKind
-from rfidd.lifecycle.books import Books
+from rfidd.lifecycle.books import Books, Raw, load_raw, states_of
 from rfidd.lifecycle.models import LifecycleItem
+from rfidd.store import repo
 from rfidd.store.models import Item
 
 # Items the store holds that are not sellable stock: their own sections of a count.
@@ -64,6 +65,22 @@ class BookedCount:
                 "not_stock": sorted(self.not_stock)}
 
 
+@dataclass(slots=True)
+class CountChunk:
+    """A chunk of a count's books, planned: what it read, what it writes."""
+
+    raw: Raw  # the books as read when it was planned (rows compare as tuples)
+    states: dict[str, ItemState | None]  # ...and the states they stand for
+    new_states: dict[str, ItemState]
+    events: list[ItemEvent]
+    records: list[repo.EventRecord]  # the events, encoded (EPCIS JSON) when planned
+    counted: list[str]  # observed where the books have them: counted_at only
+    homes: dict[str, str]
+    at: float
+    notes: list[tuple[str, str]]  # (step, note) to count once written
+    booked: BookedCount
+
+
 def _observation(tr: Transition) -> ItemEvent:
     """A count's event for an item the books do not change: seen here, nothing more."""
     return ItemEvent(
@@ -86,14 +103,50 @@ class CountBooks:
         self.notes = notes
 
     def book_count(self, s: Session, count_id: str, seen: Mapping[str, str], *, adopt: bool,
-                   at: float) -> BookedCount:
-        """Apply a closed count (`seen`: epc -> the counted zone it was found in)."""
-        out = BookedCount()
+                   at: float, out: BookedCount | None = None,
+                   planned: CountChunk | None = None) -> BookedCount:
+        """Apply a closed count (`seen`: epc -> the counted zone it was found in), or one
+        chunk of it: `out` adds up the chunks (each its own transaction, in EPC order).
+        `planned`: the chunk planned outside the domain lock (`plan_count`) on the books as
+        they were; used as is if they have not changed since, planned again if they have."""
+        out = BookedCount() if out is None else out
         epcs = sorted(seen)
-        states, rows = self.books.load(s, epcs)
+        raw = load_raw(s, epcs)
+        p = planned
+        if p is not None and p.raw != raw and (  # rows touched since (a last-seen flush...)
+                p.raw[0].keys() != raw[0].keys()
+                or states_of(epcs, raw, self.books.site) != p.states):
+            p = None  # the books changed since: planned again, here
+        if p is None:
+            p = self._plan(count_id, seen, epcs, raw, adopt, at)
+        self._write(s, p)
+        for step, note in p.notes:
+            self.notes.labels(step, note).inc()
+        b = p.booked
+        out.observed += b.observed
+        out.events += b.events
+        for mine, theirs in ((out.moved, b.moved), (out.taken_over, b.taken_over),
+                             (out.recovered, b.recovered), (out.not_on_books, b.not_on_books),
+                             (out.not_stock, b.not_stock)):
+            mine.extend(theirs)
+        return out
+
+    def plan_count(self, s: Session, count_id: str, seen: Mapping[str, str], *, adopt: bool,
+                   at: float) -> CountChunk:
+        """A chunk of a closed count planned on the books as `s` reads them (no lock: the
+        write checks they did not change)."""
+        epcs = sorted(seen)
+        return self._plan(count_id, seen, epcs, load_raw(s, epcs), adopt, at)
+
+    def _plan(self, count_id: str, seen: Mapping[str, str], epcs: list[str], raw: Raw,
+              adopt: bool, at: float) -> CountChunk:
+        states = states_of(epcs, raw, self.books.site)
+        in_books = raw[0]
+        out = BookedCount()
         new_states: dict[str, ItemState] = {}
         observed: list[str] = []  # unchanged: their event, and counted_at, nothing else
         events: list[ItemEvent] = []
+        notes: list[tuple[str, str]] = []
         for epc in epcs:
             st = states.get(epc)
             step = Step.TAKEOVER if st is None else Step.COUNT
@@ -114,33 +167,36 @@ class CountBooks:
                 continue
             new_states[epc] = o.state
             if o.note_code is not None:
-                self.notes.labels(step.value, o.note_code).inc()
+                notes.append((step.value, o.note_code))
             if o.note_code == "taken_over":
                 out.taken_over.append(epc)
             elif o.note_code == "recovered":
                 out.recovered.append(epc)
             else:
                 out.moved.append(epc)
-        self.books.commit(s, rows, new_states, events, (), ())
-        for e in new_states:  # commit() made the rows of new items
-            if self.zone_kinds.get(seen[e]) in _SHELF_KINDS:
-                rows[e].home_zone = seen[e]
-        self.books.mark_counted(s, [e for e in observed if e in rows], at)
-        self.books.set_home_zones(s, {e: seen[e] for e in observed if e in rows
-                                      and self.zone_kinds.get(seen[e]) in _SHELF_KINDS})
         out.events = len(events)
-        return out
+        counted = [e for e in observed if e in in_books]
+        homes = {e: seen[e] for e in (*new_states, *counted)
+                 if self.zone_kinds.get(seen[e]) in _SHELF_KINDS}
+        return CountChunk(raw, states, new_states, events,
+                          self.books.ctx.records(events), counted, homes, at, notes, out)
+
+    def _write(self, s: Session, p: CountChunk) -> None:
+        """Write a planned chunk: the events (records made when planned), the rows."""
+        self.books.commit(s, p.new_states, p.events, (), (), records=p.records)
+        self.books.mark_counted(s, p.counted, p.at)
+        self.books.set_home_zones(s, p.homes)
 
     def reinstate(self, s: Session, epc: str, zone: str | None, at: float,
                   txn: str) -> tuple[bool, str | None]:
         """An exit alert cleared (false alarm, recovered): the item back on the books as stock
         where it is now. (accepted, reason)."""
-        states, rows = self.books.load(s, [epc])
+        states, _ = self.books.load(s, [epc])
         o = self.lifecycle.apply(states.get(epc), self.make_tr(Step.REINSTATE, epc, at,
                                                                 zone=zone, txn=txn))
         if not o.accepted or o.state is None:
             return False, o.reason
-        self.books.commit(s, rows, {epc: o.state}, o.events, (), ())
+        self.books.commit(s, {epc: o.state}, o.events, (), ())
         if o.note_code is not None:
             self.notes.labels(Step.REINSTATE.value, o.note_code).inc()
         return True, None
@@ -151,7 +207,7 @@ class CountBooks:
         The books decide: stock and held items become suspected stolen; a sold item awaiting
         collection stays the client's (the alert still says it was not collected); an item the
         books have no record of is suspected stolen as today (items.disposition)."""
-        states, rows = self.books.load(s, [epc])
+        states, _ = self.books.load(s, [epc])
         st = states.get(epc)
         home = self.books.home_zones(s, [epc]).get(epc)
         if home is None:
@@ -159,7 +215,7 @@ class CountBooks:
             home = last if self.zone_kinds.get(last or "") in _SHELF_KINDS else None
         o = self.lifecycle.apply(st, self.make_tr(Step.EXIT_UNSOLD, epc, at, zone=zone))
         if o.accepted and o.state is not None:
-            self.books.commit(s, rows, {epc: o.state}, (), (), ())
+            self.books.commit(s, {epc: o.state}, (), (), ())
         return home, (o.accepted or st is None)
 
     @staticmethod

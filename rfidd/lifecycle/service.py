@@ -254,7 +254,7 @@ class LifecycleService:
                                              event_id=stable_event_id(self.site, "asn", cmd.txn)))
             applied = [(r.epc, step, cmd.txn, r.event_ids[-1]) for r in result.items
                        if r.result == "accepted"]
-            self.books.commit(s, rows, new_states, events, messages + clones, applied)
+            self.books.commit(s, new_states, events, messages + clones, applied)
         if clones:
             self.rejections.labels(step.value, "cloned_tag").inc(len(clones))
             self.authenticity.cloned(len(clones))
@@ -385,9 +385,7 @@ class LifecycleService:
         closed: dict[str, int] = {}  # session -> its committed count, once complete
 
         def write(s: Session) -> None:
-            rows = {r.epc: r for r in s.scalars(select(LifecycleItem).where(
-                LifecycleItem.epc.in_(list(new_states))))} if new_states else {}
-            write_rows(s, rows, new_states, tids)
+            write_rows(s, new_states, tids)
             if homes:
                 set_home_zones(s, homes)
             for epc, at in used_binds:

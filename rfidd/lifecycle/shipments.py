@@ -32,7 +32,7 @@ def announce_shipment(ctx: ServiceContext, books: Books, data: Any, source: str 
     result = ApplyResult("shipment", asn.asn_id)
     at = asn.shipped_at.timestamp()
     with ctx.transaction() as s:
-        states, rows = books.load(s, asn.epcs)
+        states, _ = books.load(s, asn.epcs)
         booked: dict[str, ItemState] = {}
         for epc in asn.epcs:
             st = states.get(epc)
@@ -50,7 +50,7 @@ def announce_shipment(ctx: ServiceContext, books: Books, data: Any, source: str 
                 site=st.site if st is not None else asn.origin)
             result.items.append(ItemResult(epc, "accepted"))
         # The commissioning binding travels with the ASN: a return here checks the chip.
-        books.commit(s, rows, booked, (), (), (), tids=dict(asn.tids))
+        books.commit(s, booked, (), (), (), tids=dict(asn.tids))
     return result
 
 

@@ -86,6 +86,8 @@ class CountStatus(Answer):
     zones: list[str] | None = Field(None, description="Zones counted.")
     trigger: str | None = Field(None, description="staff, schedule or recount.")
     adopt: bool | None = Field(None, description="A take-over count (adopts unknown stock).")
+    taken_over: int | None = Field(None, description="A take-over count's items put on the "
+                                                     "books (running: found so far to put).")
     recount_of: str | None = Field(None, description="The count this one recounts.")
     started_at: float | None = Field(None, description="When (epoch s).")
     ends_at: float | None = Field(None, description="When it stops by itself (epoch s).")

@@ -21,7 +21,7 @@ from inventory.reports import replenishment_csv
 from rfidd.config_http import Role
 from rfidd.ops import answers as A
 from rfidd.ops.catalog import CatalogService
-from rfidd.ops.common import OpsError
+from rfidd.ops.common import OpsError, mark_takeovers
 from rfidd.ops.counting import CountingService
 from rfidd.ops.exits import ExitService
 from rfidd.ops.reception import ReceptionService
@@ -181,7 +181,7 @@ def router(*, catalog: CatalogService, reception: ReceptionService, counting: Co
 
     @r.get("/counts", response_model=list[A.CountStatus])
     def counts() -> Any:
-        return counting.counts()
+        return mark_takeovers(counting.counts(), counting.count)
 
     @r.get("/counts/{cid}", response_model=A.CountAnswer)
     def count(cid: str, format: str | None = None) -> Any:

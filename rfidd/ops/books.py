@@ -20,9 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from inventory.catalog import Product
-from inventory.counting import CountSession
 from rfidd.lifecycle.alerts import AlertWorkflow
-from rfidd.lifecycle.counts import SELLABLE
+from rfidd.lifecycle.counts import SELLABLE, BookedCount, CountChunk
 from rfidd.lifecycle.models import LifecycleItem
 from rfidd.ops import store
 from rfidd.ops.models import OpsCountSession
@@ -58,12 +57,20 @@ def first_count_adopts(books: LifecycleService | None, s: Session) -> bool:
     return done is None
 
 
-def book_count(books: LifecycleService, s: Session, session: CountSession, count_id: str,
-               adopt: bool, at: float) -> dict[str, Any]:
-    """Apply a closed count to the books in the caller's transaction: one EPCIS event per
-    item counted. Returns the report's `books` section."""
-    return books.counts.book_count(s, count_id, session.counted(), adopt=adopt,
-                                   at=at).to_dict()
+def plan_chunk(books: LifecycleService, s: Session, count_id: str,
+               counted: Mapping[str, str], *, adopt: bool, at: float) -> CountChunk:
+    """A chunk of a closed count planned on the books as they are (read-only, no lock)."""
+    return books.counts.plan_count(s, count_id, counted, adopt=adopt, at=at)
+
+
+def book_chunk(books: LifecycleService, s: Session, count_id: str, counted: Mapping[str, str],
+               *, adopt: bool, at: float, out: BookedCount,
+               planned: CountChunk | None = None) -> None:
+    """Apply a chunk of a closed count to the books in the caller's transaction: one EPCIS
+    event per item counted; `out` adds up the report's `books` section. `planned` is
+    written as is if the books did not change since it was planned."""
+    books.counts.book_count(s, count_id, counted, adopt=adopt, at=at, out=out,
+                            planned=planned)
 
 
 def record_exit(books: LifecycleService | None, s: Session, alert_id: str, epc: str,

@@ -259,8 +259,8 @@ def shrinkage(ctx: click.Context, since: str | None, until: str | None, currency
     console.print(f"Shrinkage {_fmt_time(doc['period_start'])} → {_fmt_time(doc['period_end'])}"
                   f": {tot['items']} item(s), {tot['value']} {doc['currency']} (confirmed "
                   f"{tot['confirmed']} = {tot.get('confirmed_value', '?')}, suspected "
-                  f"{tot['suspected']} = {tot.get('suspected_value', '?')}; at cost "
-                  f"{tot.get('cost_value', '?')}); rate {_pct(rate)} of net sales "
+                  f"{tot['suspected']} = {tot.get('suspected_value', '?')}; "
+                  f"{_at_cost(tot)}); rate {_pct(rate)} of net sales "
                   f"{tot.get('net_sales_value', tot['sales_value'])}"
                   + (f"; {tot['cleared_alerts']} alert(s) cleared" if tot.get("cleared_alerts")
                      else ""))
@@ -273,6 +273,18 @@ def shrinkage(ctx: click.Context, since: str | None, until: str | None, currency
         console.print(t)
     if publish:
         console.print("published to HQ (reports/shrinkage)")
+
+
+def _at_cost(tot: dict[str, Any]) -> str:
+    """The loss at cost; items whose product has no cost in the catalog are named, not
+    valued at 0 (a manager would read a loss at cost 0 as free)."""
+    uncosted = int(tot.get("uncosted") or 0)
+    if not uncosted:
+        return f"at cost {tot.get('cost_value', '?')}"
+    missing = f"{uncosted} item(s) without a cost in the catalog"
+    if uncosted >= int(tot.get("items") or 0):
+        return f"at cost n/a, {missing}"
+    return f"at cost {tot.get('cost_value', '?')} + {missing}"
 
 
 @ops_cli.command("replenishment")

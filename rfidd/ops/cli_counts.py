@@ -172,6 +172,12 @@ def count_stop(ctx: click.Context, count_id: str | None, as_json: bool) -> None:
 def count_list(ctx: click.Context, as_json: bool) -> None:
     """Counts, newest first: running ones with their progress, finished ones with totals."""
     def row(r: dict[str, Any]) -> list[str]:
+        if r.get("adopt"):  # expected nothing, made the books: its figure is what it booked
+            n = r.get("taken_over") or 0
+            what = (f"take-over: {n} put on the books" if r["status"] == "finished" else
+                    f"take-over: {n} found, to put on the books")
+            return [r["session_id"], r["status"], ", ".join(r["zones"]),
+                    _fmt_time(r["started_at"]), _fmt_time(r["finished_at"]), "—", what, "—"]
         tot = r.get("totals") or {}
         found = tot.get("found", (r.get("progress") or {}).get("found", ""))
         return [r["session_id"], r["status"], ", ".join(r["zones"]),
@@ -238,21 +244,30 @@ def schedule_add(ctx: click.Context, cron: str, zones: tuple[str, ...],
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def schedule_list(ctx: click.Context, show_all: bool, as_json: bool) -> None:
-    """Count schedules with their next and last run (site time zone)."""
-    rows = _client(ctx).call("GET", "/count-schedules")
+    """Count schedules with their next and last run (site time zone).
+
+    --json: an array of objects, with --all too (the housekeeping jobs after the counts), each
+    saying its `kind` (count, housekeeping) and `state` (scheduled: it has a next run;
+    unscheduled: none, e.g. the daemon's scheduler is not running)."""
+    client = _client(ctx)
+    rows = [_scheduled("count", r) for r in client.call("GET", "/count-schedules")]
+    if show_all:
+        rows += [_scheduled("housekeeping", j) for j in client.call("GET", "/schedules")
+                 if not str(j["job"]).startswith("count-")]
     if as_json:
-        _echo_json({"schedules": rows, "jobs": _client(ctx).call("GET", "/schedules")}
-                   if show_all else rows)
+        _echo_json(rows)
         return
     for r in rows:
-        click.echo(f"{r['id']}: {r['cron']} over {', '.join(r['zones'])} for "
-                   f"{r['duration_s']:g} s, next run {r.get('next_run') or '-'}, "
-                   f"last run {r.get('last_run') or '-'}")
-    if show_all:
-        for j in _client(ctx).call("GET", "/schedules"):
-            if not j["job"].startswith("count-"):
-                click.echo(f"{j['job']}: {j['cron']} ({j['what']}), next run "
-                           f"{j.get('next_run') or '-'}, last run {j.get('last_run') or '-'}")
+        when = f"next run {r.get('next_run') or '-'}, last run {r.get('last_run') or '-'}"
+        if r["kind"] == "count":
+            click.echo(f"{r['id']}: {r['cron']} over {', '.join(r['zones'])} for "
+                       f"{r['duration_s']:g} s, {when}")
+        else:
+            click.echo(f"{r['job']}: {r['cron']} ({r['what']}), {when}")
+
+
+def _scheduled(kind: str, r: dict[str, Any]) -> dict[str, Any]:
+    return {**r, "kind": kind, "state": "scheduled" if r.get("next_run") else "unscheduled"}
 
 
 @schedule_group.command("delete")

@@ -4,7 +4,7 @@ session ids, and the outbox streams they write to."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +32,22 @@ def taken_over(doc: Mapping[str, Any]) -> int | None:
     return None  # closed without lifecycle books: nothing was put on any
 
 
+def mark_takeovers(rows: list[dict[str, Any]],
+                   count_of: Callable[[str], Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The count listing's take-overs say so (`adopt`) with their figure (`taken_over`): their
+    row would read "0 expected, 0 found, no accuracy". Only a count that expected nothing can
+    be one, so only those (few: the go-live one, a count of the exit) are looked up."""
+    for r in rows:
+        if r.get("expected") or r.get("status") not in ("running", "finished"):
+            continue
+        doc = count_of(str(r["session_id"]))
+        src = doc.get("report") if doc.get("status") == "finished" else doc
+        if isinstance(src, Mapping) and src.get("adopt"):
+            r["adopt"] = True
+            r["taken_over"] = taken_over(src)
+    return rows
+
+
 def booked_by_takeover(doc: Mapping[str, Any]) -> set[str]:
     """The EPCs a take-over count put on the books: "unexpected" in its report, yet no
     exception to check (the report's headline counts them)."""
@@ -54,6 +70,7 @@ class OpsSettings:
     auto_open_reception: bool = True  # an ASN for this site opens (or joins) a reception
     exit_debounce_s: float | None = None  # None: config.shrinkage.exit_alert_debounce_s
     count_event_chunk: int = 1000  # EPCs per cycle_counting event
+    apply_chunk: int = 100  # items a closing count or reception books per transaction
     default_count_duration_s: float = 600.0  # scheduled counts
     tick_s: float = 2.0  # live count progress refresh and timed stops
     loss_min_confidence: float = 0.95

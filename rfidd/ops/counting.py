@@ -28,6 +28,7 @@ from inventory.epc import decode, epc_hex_from_uri
 from inventory.events import Action, ItemEvent, stable_event_id
 from inventory.reports import to_csv
 from rfidd.context import ServiceContext
+from rfidd.lifecycle.counts import BookedCount
 from rfidd.ops import books as B
 from rfidd.ops import store
 from rfidd.ops.catalog import CatalogService
@@ -62,6 +63,21 @@ class _Count:
     recount_of: str | None = None
     passes: list[tuple[str, list[str], str | None, str | None, float]] = field(
         default_factory=list)
+    closing: bool = False  # a thread is closing it
+    close: _Close | None = None  # the close under way (kept if it failed: resumed)
+
+
+@dataclass
+class _Close:
+    """A count's close, planned once: reconciled, then booked chunk by chunk."""
+
+    now: float
+    seen: dict[str, str]
+    result: CountResult
+    counted: dict[str, str]  # epc -> counted zone (what the books get)
+    order: list[str]  # counted, in the order the chunks book them
+    done: int = 0  # items of `order` booked (committed)
+    booked: BookedCount = field(default_factory=BookedCount)
 
 
 class CountingService:
@@ -83,10 +99,13 @@ class CountingService:
     def start(self) -> None:
         """Counts that were running when the daemon stopped cannot resume: mark them aborted."""
         with self.ctx.transaction() as s:
-            aborted = store.abort_running_counts(s, time.time())
+            aborted, partial = store.abort_running_counts(s, time.time())
         if aborted:
             log.warning("ops: counts %s were running when the daemon stopped; marked aborted",
                         ", ".join(aborted))
+        for count_id, progress in partial.items():
+            log.error("ops: count %s was being closed when the daemon stopped: %s; marked "
+                      "partial (its report was not sent; count again)", count_id, progress)
 
     def stop(self) -> None:
         """Nothing to save: a running count is aborted at the next start."""
@@ -107,32 +126,32 @@ class CountingService:
                            f"{', '.join(sorted(self.ctx.config.zones))})")
         if duration_s is not None and duration_s <= 0:
             raise OpsError(400, "duration_s: must be > 0")
+        self._check_free(zs)
+        # The book is read and the live session built outside the domain lock (at 100,000
+        # items, a second): the lock is held to check the zones are free, take the mark and
+        # register the count.
+        now = time.time()
+        cid = new_id("cnt", now)
+        with self.ctx.db.session() as s:
+            full, gtins = store.load_book(s)
+            booked, aside = B.count_book(self.books, s, full)
+            adopt = adopt or B.first_count_adopts(self.books, s)
+        only = None if book is None else frozenset(book)
+        if only is not None:  # a recount: the exceptions only
+            booked = dict(book or {})
+            aside = {e: a for e, a in aside.items() if e in only}
+        records = {e: self.catalog.record(g) for e, g in gtins.items()}
+        book = {e: z for e, z in booked.items() if records.get(e, e) is not None}
+
+        def record_of(epc: str, _r: dict[str, str | None] = records) -> str | None:
+            r = _r.get(epc, _MISSING)
+            return self.catalog.record_of(epc) if r is _MISSING else r  # type: ignore[return-value]
+
+        live = CountSession(zs, book, record_of=record_of, session_id=cid, started_at=now,
+                            set_aside=aside, only=only)
         with self._lock:
-            busy = [c.id for c in self._counts.values() if set(c.zones) & set(zs)]
-            if busy:
-                raise OpsError(409, f"zones: count {busy[0]} is already running over "
-                               "some of these zones")
-            now = time.time()
-            cid = new_id("cnt", now)
-            with self.ctx.tracker_lock:
-                mark = self.ctx.tracker.mark
-            with self.ctx.db.session() as s:
-                full, gtins = store.load_book(s)
-                booked, aside = B.count_book(self.books, s, full)
-                adopt = adopt or B.first_count_adopts(self.books, s)
-            only = None if book is None else frozenset(book)
-            if only is not None:  # a recount: the exceptions only
-                booked = dict(book or {})
-                aside = {e: a for e, a in aside.items() if e in only}
-            records = {e: self.catalog.record(g) for e, g in gtins.items()}
-            book = {e: z for e, z in booked.items() if records.get(e, e) is not None}
-
-            def record_of(epc: str, _r: dict[str, str | None] = records) -> str | None:
-                r = _r.get(epc, _MISSING)
-                return self.catalog.record_of(epc) if r is _MISSING else r  # type: ignore[return-value]
-
-            live = CountSession(zs, book, record_of=record_of, session_id=cid, started_at=now,
-                                set_aside=aside, only=only)
+            self._check_free(zs)
+            mark = self.ctx.tracker.mark
             count = _Count(cid, zs, trigger, now, mark, mark, book, record_of, live,
                            ends_at=None if duration_s is None else now + duration_s,
                            adopt=adopt, aside=aside, only=only, recount_of=recount_of)
@@ -142,6 +161,13 @@ class CountingService:
         log.info("ops: count %s started over %s (%d expected, %s)", cid, ", ".join(zs),
                  live.expected_count, trigger)
         return self._count_progress(count)
+
+    def _check_free(self, zs: tuple[str, ...]) -> None:
+        with self._lock:
+            busy = [c.id for c in self._counts.values() if set(c.zones) & set(zs)]
+        if busy:
+            raise OpsError(409, f"zones: count {busy[0]} is already running over "
+                           "some of these zones")
 
     def _refresh(self, count: _Count) -> None:
         with self.ctx.tracker_lock:
@@ -216,6 +242,8 @@ class CountingService:
             c = self._counts.get(cid)
             if c is None:
                 raise OpsError(404, f"count {cid} is not running")
+            if c.closing or c.close is not None:
+                raise OpsError(409, f"count {cid} is being closed: its passes are taken")
             now = time.time()
             p = c.live.add_pass(zone, hexes, device=device, operator=operator, at=now)
             c.passes.append((zone, hexes, device, operator, now))
@@ -245,7 +273,14 @@ class CountingService:
             return list(self._counts)
 
     def stop_count(self, cid: str | None = None) -> dict[str, Any]:
-        """Finish a count: reconcile, cycle_counting events, report to HQ, loss tracker."""
+        """Finish a count: reconcile, cycle_counting events, report to HQ, loss tracker.
+
+        The domain lock is held only briefly: to take the sightings, then for each chunk of
+        the books (`settings.apply_chunk` items, each its own transaction, giving way to the
+        ingest between chunks), then for the report. Until the report commits, the count is
+        `closing` in the database with how many items are booked: a crash in between leaves
+        it visibly partial (marked so at the next start); a failure here keeps the plan, and
+        stopping again resumes from the next chunk (same events, same ids)."""
         with self._lock:
             if cid is None:
                 if len(self._counts) != 1:
@@ -256,45 +291,88 @@ class CountingService:
             c = self._counts.get(cid)
             if c is None:
                 raise OpsError(404, f"count {cid} is not running")
-            now = time.time()
-            with self.ctx.tracker_lock:
-                rows = self.ctx.tracker.touched_since(c.start_mark)
-                gone = {e: z for e, z in c.sightings.items() if e not in self.ctx.tracker}
-            seen = {r.epc: r.zone for r in rows}
-            for e, z in gone.items():  # read during the count, departed since
-                seen.setdefault(e, z)
-            final = CountSession(c.zones, c.book, record_of=c.record_of, session_id=c.id,
-                                 started_at=c.started_at, set_aside=c.aside, only=c.only)
-            final.observe_many(seen.items())
-            for zone, epcs, device, operator, at in c.passes:
-                final.add_pass(zone, epcs, device=device, operator=operator, at=at)
-            result = final.finish(at=now)
+            if c.closing:
+                raise OpsError(409, f"count {cid} is being closed")
+            c.closing = True
+            taken = None
+            if c.close is None:
+                # The reads since the last refresh only (the tick refreshes live counts every
+                # few seconds: `sightings` is each item's zone at its latest read, kept after it
+                # departs), not all the count's reads again: at 100,000 items that was a fifth
+                # of a second held.
+                now = time.time()
+                self._refresh(c)
+                taken = (now, dict(c.sightings))
+        try:
+            if taken is not None:
+                now, seen = taken
+                c.close = self._close_plan(c, now, seen)
+            return self._close(c)
+        finally:
+            c.closing = False
+
+    def _close_plan(self, c: _Count, now: float, seen: dict[str, str]) -> _Close:
+        """Reconcile (outside the lock: the sightings are copied)."""
+        final = CountSession(c.zones, c.book, record_of=c.record_of, session_id=c.id,
+                             started_at=c.started_at, set_aside=c.aside, only=c.only)
+        final.observe_many(seen.items())
+        for zone, epcs, device, operator, at in c.passes:
+            final.add_pass(zone, epcs, device=device, operator=operator, at=at)
+        result = final.finish(at=now)
+        counted = final.counted() if self.books is not None else {}
+        return _Close(now, seen, result, counted, sorted(counted))
+
+    def _close(self, c: _Count) -> dict[str, Any]:
+        p = c.close
+        assert p is not None
+        n = max(1, self.settings.apply_chunk)
+        while p.done < len(p.order):  # the books, chunk by chunk
+            assert self.books is not None
+            part = {e: p.counted[e] for e in p.order[p.done:p.done + n]}
+            with self.ctx.db.session() as s:  # planned without the lock...
+                planned = B.plan_chunk(self.books, s, c.id, part, adopt=c.adopt, at=p.now)
+            with self._lock, self.ctx.transaction() as s:  # ...written if nothing changed
+                B.book_chunk(self.books, s, c.id, part, adopt=c.adopt, at=p.now,
+                             out=p.booked, planned=planned)
+                store.closing_count(s, c.id, p.done + len(part), len(p.order))
+            p.done += len(part)
+            self._lock.give_way()
+        result, now = p.result, p.now
+        # The report is built and serialised outside the lock (a take-over of 100,000 items
+        # lists each one); only the loss tracker's part is added under it.
+        doc = self._count_doc(result, c, (), ())
+        del doc["shrinkage"]
+        if self.books is not None:
+            doc["books"] = p.booked.to_dict()
+        events = self._count_events(result, p.seen) if self.books is None else []
+        head = store.dumps(doc)
+        with self._lock:
             loss_before = self.losses.loss_state()  # restored if the commit fails: no double count
             update = self.losses.record_count(result, at=now)
-            doc = self._count_doc(result, c, update.newly_suspected, update.reinstated)
-            events = self._count_events(result, seen) if self.books is None else []
-            message = repo.Message(REPORT_STREAM, self.ctx.topic("reports", "count"), doc,
+            doc["shrinkage"] = {"newly_suspected": [s.to_dict() for s in update.newly_suspected],
+                                "reinstated": list(update.reinstated)}
+            text = f'{head[:-1]},"shrinkage":{store.dumps(doc["shrinkage"])}}}'
+            message = repo.Message(REPORT_STREAM, self.ctx.topic("reports", "count"), text,
                                    event_id=stable_event_id(self.site_id, "count_report", c.id))
             try:
                 with self.ctx.transaction() as s:
-                    if self.books is not None:  # one event per item, from the books
-                        doc["books"] = B.book_count(self.books, s, final, c.id, c.adopt, now)
                     self.ctx.stage(s, events, [message])
                     store.finish_count(s, c.id, now, doc,
-                                       None if c.adopt else result.accuracy.record)
+                                       None if c.adopt else result.accuracy.record, text=text)
                     self.losses.save_loss_state(s, now)
             except Exception:
                 self.losses.restore_loss_state(loss_before)
                 raise
-            del self._counts[cid]
+            del self._counts[c.id]
         self.ctx.metrics.count_sessions.inc()
-        log.info("ops: count %s finished: %s", cid, result.totals())
+        log.info("ops: count %s finished: %s", c.id, result.totals())
         return doc
 
     def _count_doc(self, result: CountResult, c: _Count, newly: Iterable[Any],
                    reinstated: Iterable[str]) -> dict[str, Any]:
         doc = result.to_dict()
         doc["site"] = self.site_id
+        doc["timezone"] = self.ctx.config.site.timezone  # HQ's charts: the site's calendar day
         doc["trigger"] = c.trigger
         doc["adopt"] = c.adopt
         doc["recount_of"] = c.recount_of

@@ -196,7 +196,9 @@ class ExitService:
             home_zone_of=home, resolutions=inputs.resolutions,
             returns_value=inputs.returns_value, cost_of=inputs.cost_of)
         if publish:
-            doc = {**report.to_dict(), "site": self.site_id}
+            # HQ buckets the report by the day of its period in the site's time zone
+            doc = {**report.to_dict(), "site": self.site_id,
+                   "timezone": self.ctx.config.site.timezone}
             msg = repo.Message(REPORT_STREAM, self.ctx.topic("reports", "shrinkage"), doc,
                                event_id=stable_event_id(self.site_id, "shrinkage_report",
                                                         start, end, len(report.items),

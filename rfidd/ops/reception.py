@@ -32,8 +32,8 @@ from inventory.epc import epc_hex_from_uri
 from inventory.events import ItemEvent, stable_event_id
 from inventory.lifecycle import ItemState, Lifecycle, Step, Transition
 from inventory.presence import ChangeKind
-from inventory.reception import ReceptionSession
-from inventory.reports import reception_csv, to_csv
+from inventory.reception import ReceptionReport, ReceptionSession
+from inventory.reports import reception_csv
 from rfidd.config import ZoneKind
 from rfidd.context import ServiceContext
 from rfidd.lifecycle.alerts import AlertWorkflow
@@ -49,6 +49,7 @@ from rfidd.ops.common import (
     new_id,
     zones_of_kind,
 )
+from rfidd.ops.receiving import CloneAlert, ReceptionClose, lines_csv
 from rfidd.pipeline import BatchPlan, BatchView
 from rfidd.store import repo
 
@@ -64,16 +65,8 @@ class _Reception:
     reads: dict[str, tuple[float, str]] = field(default_factory=dict)  # epc -> (first, zone)
     tids: dict[str, tuple[str, ...]] = field(default_factory=dict)  # epc -> TIDs read with it
     last_new_read: float = field(default_factory=time.time)  # opened, or the latest new item
-
-
-@dataclass(frozen=True, slots=True)
-class _CloneAlert:
-    """A cloned tag found at reception, for the site's alert workflow (id = the HQ alert's)."""
-
-    alert_id: str
-    epc: str
-    zone: str | None
-    detail: dict[str, Any]
+    closing: bool = False  # a thread is closing it
+    close: ReceptionClose | None = None  # the close under way (kept if it failed: resumed)
 
 
 class ReceptionService:
@@ -99,7 +92,10 @@ class ReceptionService:
 
     def start(self) -> None:
         """Resume the reception that was open when the daemon stopped (after the catalog)."""
-        with self.ctx.db.session() as s:
+        with self.ctx.transaction() as s:
+            for rid, progress in store.partial_receptions(s, time.time()).items():
+                log.error("ops: reception %s was being closed when the daemon stopped: %s; "
+                          "marked partial (its report was not sent)", rid, progress)
             open_rows = store.open_receptions(s)
         for row in open_rows[-1:]:  # one reception at a time; the newest wins
             try:
@@ -127,7 +123,7 @@ class ReceptionService:
 
         def apply() -> None:
             with self._lock:
-                if self._reception is rec:  # not closed by staff meanwhile
+                if self._reception is rec and rec.close is None:  # not closed meanwhile
                     self._feed_reception(rec, recv)
 
         return BatchPlan(apply=apply)
@@ -234,6 +230,8 @@ class ReceptionService:
         used = [f"{a} (session {sid})" for a, (_, sid) in found.items() if sid is not None]
         with self._lock:
             cur = self._reception
+            if cur is not None and cur.close is not None:
+                raise OpsError(409, f"reception {cur.id} is being closed")
             if cur is not None:
                 used = [u for u in used if not u.endswith(f"(session {cur.id})")]
             if used:
@@ -333,38 +331,74 @@ class ReceptionService:
         return rows
 
     def close_reception(self, sid: str | None = None) -> dict[str, Any]:
-        """Close the reception: report, `receiving` events and the HQ message in one commit."""
+        """Close the reception: report, `receiving` events and the HQ message.
+
+        Planned once under the domain lock (the report closes the session: no read feeds it
+        after), the events built outside it, then written in chunks of
+        `settings.apply_chunk` items (each its own transaction, giving way to the ingest
+        between them) and the report last. Until then the reception is `closing` in the
+        database: a crash in between leaves it visibly partial (marked so at the next start);
+        a failure here keeps the plan and closing again resumes from the next chunk."""
         with self._lock:
             rec = self._reception
             if rec is None or (sid is not None and rec.id != sid):
                 raise OpsError(404 if sid else 409, f"no open reception session {sid or ''}"
                                .strip())
-            now = time.time()
-            report = rec.session.close(at=now)
-            events, upserts = self._receiving_events(rec)
-            doc = report.to_dict()
-            doc["authenticity"], clones, alerts = self._tag_checks(rec, report.received, now)
-            message = repo.Message(REPORT_STREAM, self.ctx.topic("reports", "reception"), doc,
-                                   event_id=stable_event_id(self.site_id, "reception_report",
-                                                            rec.id))
-            try:
-                with self.ctx.transaction() as s:
-                    self.ctx.stage(s, events, [message, *clones], upserts)
-                    for a in alerts:  # staff acknowledge and resolve it, as at a return desk
-                        AlertWorkflow.raise_alert(s, a.alert_id, "cloned_tag", a.epc, a.zone,
-                                                  now, detail=a.detail)
-                    store.close_reception(s, rec.id, now, doc)
-            except Exception:
-                rec.session.closed_at = None  # still open: reads keep feeding it, retry later
-                raise
-            self._reception = None
-        if clones and self.authenticity is not None:
-            self.authenticity.cloned(len(clones))
-        log.info("ops: reception %s closed: %s", rec.id, report.totals())
+            if rec.closing:
+                raise OpsError(409, f"reception {rec.id} is being closed")
+            rec.closing = True
+            fresh = rec.close is None
+            if fresh:
+                now = time.time()
+                report = rec.session.close(at=now)
+        try:
+            if fresh:
+                rec.close = self._close_plan(rec, now, report)
+            return self._close(rec)
+        finally:
+            rec.closing = False
+
+    def _close_plan(self, rec: _Reception, now: float, report: ReceptionReport
+                    ) -> ReceptionClose:
+        items = self._receiving_events(rec)
+        doc = report.to_dict()
+        doc["authenticity"], clones, alerts = self._tag_checks(rec, report.received, now)
+        return ReceptionClose(now, report, doc, items, clones, alerts)
+
+    def _close(self, rec: _Reception) -> dict[str, Any]:
+        p = rec.close
+        assert p is not None
+        n = max(1, self.settings.apply_chunk)
+        while p.done < len(p.items):  # the receiving events and items rows, by chunk
+            part = p.items[p.done:p.done + n]
+            events = [e for evs, _ in part for e in evs]
+            records = self.ctx.records(events)  # encoded outside the lock
+            with self._lock, self.ctx.transaction() as s:
+                self.ctx.stage(s, events, (), [u for _, u in part], records=records)
+                store.closing_reception(s, rec.id, p.done + len(part), len(p.items))
+            p.done += len(part)
+            self._lock.give_way()
+        now, doc = p.now, p.doc
+        text = store.dumps(doc)  # once, outside the lock
+        message = repo.Message(REPORT_STREAM, self.ctx.topic("reports", "reception"), text,
+                               event_id=stable_event_id(self.site_id, "reception_report",
+                                                        rec.id))
+        with self._lock:
+            with self.ctx.transaction() as s:
+                self.ctx.stage(s, (), [message, *p.clones])
+                for a in p.alerts:  # staff acknowledge and resolve it, as at a return desk
+                    AlertWorkflow.raise_alert(s, a.alert_id, "cloned_tag", a.epc, a.zone,
+                                              now, detail=a.detail)
+                store.close_reception(s, rec.id, now, doc, text)
+            if self._reception is rec:
+                self._reception = None
+        if p.clones and self.authenticity is not None:
+            self.authenticity.cloned(len(p.clones))
+        log.info("ops: reception %s closed: %s", rec.id, p.report.totals())
         return doc
 
     def _tag_checks(self, rec: _Reception, received: Sequence[str], now: float
-                    ) -> tuple[dict[str, Any], list[repo.Message], list[_CloneAlert]]:
+                    ) -> tuple[dict[str, Any], list[repo.Message], list[CloneAlert]]:
         """The received items' chips against the ASNs' commissioning TIDs: a section of the
         report (counts per verdict, each clone named) and a cloned_tag alert per clone, for HQ
         and for the site's alert workflow. A clone is flagged, not refused: the carton is
@@ -375,7 +409,7 @@ class ReceptionService:
         counts: dict[str, int] = {v.value: 0 for v in Verdict}
         clones: list[dict[str, Any]] = []
         messages: list[repo.Message] = []
-        alerts: list[_CloneAlert] = []
+        alerts: list[CloneAlert] = []
         for epc in received:
             seen = tuple(dict.fromkeys((*rec.tids.get(epc, ()),
                                         *self.authenticity.read_now(epc))))
@@ -388,16 +422,17 @@ class ReceptionService:
                 msg = cloned_tag(self.site_id, chk, "reception", now, txn=rec.id, zone=zone,
                                  source="reception")
                 messages.append(msg)
-                alerts.append(_CloneAlert(msg.event_id or "", epc, zone, {
+                alerts.append(CloneAlert(msg.event_id or "", epc, zone, {
                     "point": "reception", "step": "receiving", "txn": rec.id,
                     "bound_tid": chk.bound, "read_tids": list(chk.seen),
                     "message": chk.reason()}))
         return {"checked": True, "counts": counts, "cloned": clones}, messages, alerts
 
-    def _receiving_events(self, rec: _Reception) -> tuple[list[ItemEvent], list[repo.ItemUpsert]]:
-        """One `receiving` event per received item, from the lifecycle rules (desadv = ASN)."""
-        events: list[ItemEvent] = []
-        upserts: list[repo.ItemUpsert] = []
+    def _receiving_events(self, rec: _Reception
+                          ) -> list[tuple[Sequence[ItemEvent], repo.ItemUpsert]]:
+        """One `receiving` event per received item, from the lifecycle rules (desadv = ASN):
+        (its events, its items row) per item."""
+        out_items: list[tuple[Sequence[ItemEvent], repo.ItemUpsert]] = []
         by_id = {a.asn_id: a for a in rec.asns}
         cfg = self.ctx.config
         for asn_id, epcs in rec.session.received_by_asn().items():
@@ -413,10 +448,9 @@ class ReceptionService:
                 if not out.accepted:  # cannot happen for a fresh in-transit state; log it
                     log.warning("ops: receiving %s rejected: %s", epc, out.reason)
                     continue
-                events.extend(out.events)
-                upserts.append(repo.ItemUpsert(epc, biz_step="receiving",
-                                               disposition=out.events[0].disposition))
-        return events, upserts
+                out_items.append((out.events, repo.ItemUpsert(
+                    epc, biz_step="receiving", disposition=out.events[0].disposition)))
+        return out_items
 
     def reception_csv(self, sid: str) -> str:
         """The per-GTIN table of a reception as CSV (from the live session when open)."""
@@ -425,7 +459,7 @@ class ReceptionService:
             if rec is not None and rec.id == sid:
                 return reception_csv(rec.session.report())
         doc = self.reception(sid)["report"]
-        return _lines_csv(doc)
+        return lines_csv(doc)
 
     def tick(self) -> None:
         """Scheduler job: close the open reception if a rule of the config says so."""
@@ -453,13 +487,6 @@ class ReceptionService:
                 self.close_reception(rec.id)
             except OpsError as exc:  # closed by staff meanwhile
                 log.info("ops: reception %s: %s", rec.id, exc)
-
-
-def _lines_csv(doc: Mapping[str, Any]) -> str:
-    header = ["gtin", "sku", "name", "expected", "received", "over", "short", "missing",
-              "unexpected"]
-    rows: list[list[Any]] = [[ln.get(h) for h in header] for ln in doc.get("lines", [])]
-    return to_csv((header, rows))
 
 
 __all__ = ["ReceptionService"]

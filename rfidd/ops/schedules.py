@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import delete
 
+from inventory.periods import day_start, local_date
 from rfidd.context import ServiceContext
 from rfidd.ops import store
 from rfidd.ops.common import OpsError, OpsSettings
@@ -263,10 +264,9 @@ class Schedules:
     def _shrinkage_report(self, due: float) -> None:
         """Yesterday (site time zone) relative to the due time."""
         tz = ZoneInfo(self.settings.timezone)
-        day = datetime.fromtimestamp(due, tz).replace(hour=0, minute=0, second=0, microsecond=0)
-        start = (day - timedelta(days=1)).timestamp()
+        today = local_date(due, tz)  # inventory.periods: the one calendar of the reports
         assert self.publish_shrinkage is not None
-        self.publish_shrinkage(start, day.timestamp())
+        self.publish_shrinkage(day_start(today - timedelta(days=1), tz), day_start(today, tz))
 
     # -- count schedules (the API) -----------------------------------------------------------
     def add_schedule(self, cron: str, zones: Sequence[str], duration_s: float | None = None,

@@ -117,9 +117,32 @@ def update_reception_asns(s: Session, session_id: str, asn_ids: Sequence[str]) -
               .values(asn_ids=dumps(list(asn_ids))))
 
 
-def close_reception(s: Session, session_id: str, closed_at: float, doc: Mapping[str, Any]) -> None:
+def close_reception(s: Session, session_id: str, closed_at: float, doc: Mapping[str, Any],
+                    text: str | None = None) -> None:
+    """`text`: the report already serialised (`dumps(doc)`)."""
     s.execute(update(OpsReceptionSession).where(OpsReceptionSession.id == session_id).values(
-        status="closed", closed_at=closed_at, totals=dumps(doc.get("totals")), report=dumps(doc)))
+        status="closed", closed_at=closed_at, totals=dumps(doc.get("totals")),
+        report=dumps(doc) if text is None else text))
+
+
+def closing_reception(s: Session, session_id: str, done: int, of: int) -> None:
+    """A reception being closed chunk by chunk: how many items are received (until its
+    report)."""
+    s.execute(update(OpsReceptionSession).where(OpsReceptionSession.id == session_id).values(
+        status="closing", totals=dumps({"closing": {"received": done, "of": of}})))
+
+
+def partial_receptions(s: Session, now: float) -> dict[str, Any]:
+    """Receptions a previous process was closing: some items received, no report sent;
+    marked partial. Returns id -> how far it got."""
+    partial = {i: json.loads(t or "{}").get("closing") for i, t in s.execute(
+        select(OpsReceptionSession.id, OpsReceptionSession.totals)
+        .where(OpsReceptionSession.status == "closing"))}
+    if partial:
+        s.execute(update(OpsReceptionSession)
+                  .where(OpsReceptionSession.id.in_(list(partial)))
+                  .values(status="partial", closed_at=now))
+    return partial
 
 
 def open_receptions(s: Session) -> list[OpsReceptionSession]:
@@ -171,20 +194,35 @@ def insert_count(s: Session, count_id: str, zones: Sequence[str], trigger: str,
 
 
 def finish_count(s: Session, count_id: str, finished_at: float, doc: Mapping[str, Any],
-                 accuracy: float | None) -> None:
+                 accuracy: float | None, text: str | None = None) -> None:
+    """`text`: the report already serialised (`dumps(doc)`)."""
     s.execute(update(OpsCountSession).where(OpsCountSession.id == count_id).values(
         status="finished", finished_at=finished_at, totals=dumps(doc.get("totals")),
-        report=dumps(doc), accuracy=accuracy))
+        report=dumps(doc) if text is None else text, accuracy=accuracy))
 
 
-def abort_running_counts(s: Session, now: float) -> list[str]:
+def closing_count(s: Session, count_id: str, booked: int, of: int) -> None:
+    """A count being closed chunk by chunk: how far its books are (until its report)."""
+    s.execute(update(OpsCountSession).where(OpsCountSession.id == count_id).values(
+        status="closing", totals=dumps({"closing": {"booked": booked, "of": of}})))
+
+
+def abort_running_counts(s: Session, now: float) -> tuple[list[str], dict[str, Any]]:
     """Counts left running by a previous process: their sightings were in memory, so they
-    cannot be finished; marked aborted so nobody waits for them."""
+    cannot be finished; marked aborted so nobody waits for them. Counts it was closing are
+    marked partial: some of their items were booked, their report never sent. Returns
+    (aborted ids, partial id -> how far it got)."""
     ids = list(s.scalars(select(OpsCountSession.id).where(OpsCountSession.status == "running")))
     if ids:
         s.execute(update(OpsCountSession).where(OpsCountSession.id.in_(ids))
                   .values(status="aborted", finished_at=now))
-    return ids
+    partial = {i: json.loads(t or "{}").get("closing") for i, t in s.execute(
+        select(OpsCountSession.id, OpsCountSession.totals)
+        .where(OpsCountSession.status == "closing"))}
+    if partial:
+        s.execute(update(OpsCountSession).where(OpsCountSession.id.in_(list(partial)))
+                  .values(status="partial", finished_at=now))
+    return ids, partial
 
 
 def count_rows(s: Session, limit: int = 50) -> list[dict[str, Any]]:

@@ -8,14 +8,17 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import date, tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from inventory.periods import last_weeks
 from rfidd.config import Config
 from rfidd.config_http import Role
 from rfidd.ops.common import booked_by_takeover, taken_over
@@ -175,19 +178,10 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
     def shrinkage_chart(request: Request, by: str = "zone") -> Response:
         f = fmt_for(request, tz)
         key = "by_category" if by == "category" else "by_zone"
-        end = time.time()
-        weeks = [(end - (i + 1) * 7 * 86400, end - i * 7 * 86400) for i in range(6)][::-1]
-        docs = [ops.exits.shrinkage(a, b).to_dict() for a, b in weeks]
-        names = sorted({k for d in docs for k in d[key]})
-        chart = _chart("StackedBar", f.t("shrinkage_category" if key == "by_category"
-                                             else "shrinkage_zone"))
-        chart.x_labels = [f.day(a) for a, _ in weeks]
-        series = {n: [(d[key].get(n) or {}).get("items", 0) for d in docs] for n in names}
-        for n, values in series.items():
-            chart.add(n, values)
-        tops = [sum(v[i] for v in series.values()) for i in range(len(weeks))]
-        chart.y_labels = item_axis(max(tops, default=0))
-        return _svg(chart)
+        weeks, series = weekly_shrinkage(ops.exits.shrinkage, time.time(), ZoneInfo(tz), key)
+        return _svg(items_chart(f.t("shrinkage_category" if key == "by_category"
+                                    else "shrinkage_zone"),
+                                [f.day(a) for a, _, _ in weeks], series))
 
     r.include_router(v)
     return r
@@ -195,6 +189,17 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
 
 def mount_static(app: Any) -> None:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+
+def weekly_shrinkage(shrinkage: Callable[[float, float], Any], now: float, tz: tzinfo,
+                     key: str, n: int = 6) -> tuple[list[tuple[float, float, date]],
+                                                    dict[str, list[int]]]:
+    """Items lost per ISO week (inventory.periods: Monday to Monday, site time, labelled by
+    the Monday) of the last `n` weeks, per zone or category (`key`: by_zone, by_category)."""
+    weeks = last_weeks(now, n, tz)
+    docs = [shrinkage(a, b).to_dict() for a, b, _ in weeks]
+    names = sorted({k for d in docs for k in d[key]})
+    return weeks, {k: [(d[key].get(k) or {}).get("items", 0) for d in docs] for k in names}
 
 
 def accuracy_points(counts: list[dict[str, Any]], last: int = 12) -> list[tuple[float, float]]:
@@ -209,6 +214,18 @@ def accuracy_points(counts: list[dict[str, Any]], last: int = 12) -> list[tuple[
 def _ratio(totals: dict[str, Any]) -> float | None:
     exp = totals.get("expected") or 0
     return (totals.get("found", 0) / exp) if exp else None
+
+
+def items_chart(title: str, labels: list[str], series: dict[str, list[int]]) -> Any:
+    """A stacked bar chart of items per label, on a whole-item axis."""
+    chart = _chart("StackedBar", title)
+    chart.x_labels = labels
+    for n, values in series.items():
+        chart.add(n, values)
+    if series:  # no loss yet: pygal cannot place labels on an axis of no series (it raised)
+        tops = [sum(v[i] for v in series.values()) for i in range(len(labels))]
+        chart.y_labels = item_axis(max(tops, default=0))
+    return chart
 
 
 def item_axis(top: int, ticks: int = 10) -> list[int]:

@@ -22,10 +22,10 @@ from rfidd.config_http import HttpConfig, Role
 from rfidd.credentials import auth_headers
 from rfidd.health import ServiceUnavailable
 from rfidd.metrics import Metrics
-from rfidd.web import WebServer
 from rfidd.web.auth import add_user
 from rfidd.web.deps import require
 from rfidd.web.security import AuditEntry
+from rfidd.web.server import WebServer
 
 pytestmark = pytest.mark.integration
 

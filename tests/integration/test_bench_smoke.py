@@ -39,6 +39,10 @@ def test_bench_smoke_measures_every_key(mqtt_broker: Any, postgres_url: str) -> 
                 "ingest_max_ingest_thread_us_per_read"):
         assert isinstance(res[key], float) and res[key] > 0, key
     assert res["ingest_thread_reads_per_s"] > 0
+    assert res["staff_ops_ok"]  # the take-over, count, reception and shipment did their job
+    assert set(res["staff_ops"]) == {"takeover_2000", "count_close_2000",
+                                     "reception_close_1000", "ship_500", "ok"}
+    assert res["domain_lock_max_hold_ms"] > 0 and res["count_close_items_per_s"] > 0
     console = Console(record=True, width=120)
     console.print(table(res))
     text = console.export_text()

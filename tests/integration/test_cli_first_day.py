@@ -122,6 +122,12 @@ def test_the_take_over_count_says_what_it_put_on_the_books(site: Site) -> None:
     assert _headline(site, cid, "fr") == "5 articles mis en stock"
     view = site.get(f"/api/v1/page/counts/{cid}?lang=en")
     assert view["accuracy"] == "—" and view["unexpected"] == []
+    # and so does its row in the count listing, for people and for scripts
+    listed = {c["session_id"]: c for c in site.json(ops_cli, "count", "list")}
+    assert listed[cid]["adopt"] is True and listed[cid]["taken_over"] == 5, listed[cid]
+    table = site.run(ops_cli, "count", "list").stdout
+    assert "take-over: 5 put on the books" in " ".join(table.split()), table
+    assert "n/a" not in table
 
     # the next count expects what the take-over booked: an ordinary "found of expected"
     cid2 = site.json(ops_cli, "count", "start", "floor")["session_id"]
@@ -176,6 +182,15 @@ def test_every_listing_command_answers_json(site: Site) -> None:
     assert all(re.fullmatch(r"[\w-]+", c["session_id"]) for c in counts)
     assert isinstance(site.json(ops_cli, "reception", "list"), list)
     assert isinstance(site.json(ops_cli, "count", "schedule", "list"), list)
+    site.run(ops_cli, "count", "schedule", "add", "0 7 * * 1", "floor")
+    counts_only = site.json(ops_cli, "count", "schedule", "list")
+    everything = site.json(ops_cli, "count", "schedule", "list", "--all")
+    assert isinstance(everything, list), everything  # one shape, with --all or without
+    assert [r for r in everything if r["kind"] == "count"] == counts_only
+    assert {r["kind"] for r in everything} == {"count", "housekeeping"}, everything
+    assert all(r["state"] == ("scheduled" if r["next_run"] else "unscheduled")
+               for r in everything), everything
+    assert counts_only[-1]["cron"] == "0 7 * * 1" and counts_only[-1]["state"] == "scheduled"
     done = site.json(ops_cli, "count", "progress", counts[0]["session_id"])
     assert done["status"] == "finished" and done["report"]["totals"]
     alerts = site.json(alerts_cli, "list")

@@ -285,6 +285,7 @@ def test_count_after_moves_and_removals_names_exactly_the_exceptions(
 
         # The report is stored, queued for HQ, and the counted items got cycle_counting events.
         assert st.outbox("reports/count") == [doc]
+        assert doc["timezone"] == st.daemon.config.site.timezone  # HQ's charts: the site's day
         assert st.daemon.db is not None
         with st.daemon.db.session() as s:
             counted = [json.loads(p) for p in s.scalars(
@@ -347,6 +348,7 @@ def test_unsold_item_leaving_raises_exactly_one_alert_sold_item_passes(
         price = next(r["price"] for r in st.site.scenario.catalog_rows() if r["gtin"] == gtin)
         assert float(report["totals"]["value"]) == float(price)
         assert st.outbox("reports/shrinkage")[0]["totals"] == report["totals"]
+        assert st.outbox("reports/shrinkage")[0]["timezone"] == st.daemon.config.site.timezone
         repl = st.cli("replenishment", "--json")
         lines = json.loads(repl.output)["lines"]
         assert all(ln["floor_qty"] == 0 and ln["stock_qty"] > 0 for ln in lines)

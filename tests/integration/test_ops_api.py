@@ -24,7 +24,8 @@ from rfidd.health import DomainLock
 from rfidd.metrics import Metrics
 from rfidd.ops import ops_cli
 from rfidd.store.db import open_database
-from rfidd.web import AuditLog, WebServer
+from rfidd.web.audit import AuditLog
+from rfidd.web.server import WebServer
 
 pytestmark = pytest.mark.integration
 

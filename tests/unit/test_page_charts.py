@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rfidd.web.page import accuracy_points
+from rfidd.web.page import accuracy_points, items_chart
 
 
 def _count(started: float, expected: int, found: int) -> dict[str, object]:
@@ -43,3 +43,12 @@ def test_the_shrinkage_axis_counts_whole_items() -> None:
     assert item_axis(1) == [0, 1]
     assert item_axis(7) == list(range(8))
     assert item_axis(35) == [0, 4, 8, 12, 16, 20, 24, 28, 32, 36]
+
+
+def test_a_shrinkage_chart_with_no_loss_yet_renders() -> None:
+    # a new site: no loss in any of the weeks (pygal raised on the whole-item axis)
+    svg = items_chart("Shrinkage", ["23 Nov", "30 Nov"], {}).render(is_unicode=True)
+    assert "<svg" in svg and "No data" in svg
+    drawn = items_chart("Shrinkage", ["23 Nov", "30 Nov"], {"exit": [0, 2]}).render(
+        is_unicode=True)
+    assert "30 Nov" in drawn

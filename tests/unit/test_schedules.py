@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -223,3 +224,16 @@ def test_weekdays_are_read_as_crontab_numbers(field: str, days: str) -> None:
     assert _crontab_dow(field) == days
     with pytest.raises(ValueError, match="day of week"):
         _crontab_dow("3-9")
+
+
+def test_the_nightly_report_of_the_day_the_clocks_go_back_is_25_hours(db: Database) -> None:
+    paris = ZoneInfo("Europe/Paris")
+    site = Site(db, timezone="Europe/Paris")
+    try:
+        site.s._shrinkage_report(datetime(2026, 10, 26, 0, 30, tzinfo=paris).timestamp())
+    finally:
+        site.stop()
+    [(start, end)] = site.reports
+    assert start == datetime(2026, 10, 25, tzinfo=paris).timestamp()
+    assert end == datetime(2026, 10, 26, tzinfo=paris).timestamp()
+    assert end - start == 25 * 3600
