@@ -6,6 +6,7 @@
 from rfidd.hq import (
     cli_chain,  # noqa: F401  (registers the chain-view commands)
     cli_schema,  # noqa: F401  (registers `rfidd hq migrate`)
+    signing,  # noqa: F401  (registers `rfidd hq keygen`)
 )
 from rfidd.hq.cli import hq_command
 

@@ -109,6 +109,13 @@ def check_config(file: Path, syntax_only: bool) -> None:
         from rfidd.cli import check_link_files
 
         problems = check_link_files(cfg.mqtt.site_mqtt_config())
+        if cfg.mqtt.relay_asns and cfg.mqtt.relay_signing_key_file is not None:
+            from rfidd.hq.signing import SigningKeyError, load_signing_key
+
+            try:
+                load_signing_key(cfg.mqtt.relay_signing_key_file)
+            except SigningKeyError as exc:
+                problems.append(str(exc))
         try:
             from sqlalchemy import make_url
 
@@ -124,7 +131,14 @@ def check_config(file: Path, syntax_only: bool) -> None:
     share = (f"shared group {cfg.mqtt.share_group}"
              if cfg.mqtt.protocol == "5" and cfg.mqtt.share_group
              else "plain subscriptions (each instance gets every message)")
-    relay = "ASN relay on" if cfg.mqtt.relay_asns else "ASN relay off"
+    relay = "ASN relay off"
+    if cfg.mqtt.relay_asns:
+        signed = cfg.mqtt.relay_signing_key_file is not None
+        relay = f"ASN relay on ({'signed' if signed else 'unsigned'})"
+        if not signed:
+            click.echo(f"{file}: warning: mqtt.relay_signing_key_file is not set: sites with "
+                       "mqtt.require_signed_commands will refuse relayed shipments (make a key "
+                       "with `rfidd hq keygen`)", err=True)
     e = cfg.epcis
     web = (f"web (EPCIS, /api/v1, /chain, /metrics) on http{'s' if e.tls_cert_file else ''}://"
            f"{e.listen}:{e.port}" if e.enabled else "web interface off")

@@ -144,6 +144,16 @@ class HqMqttConfig(_Strict):
         "relays every ASN; the destination's commands are idempotent). Same Mosquitto 2.0 "
         "caveat as share_group.",
     )
+    relay_signing_key_file: Path | None = Field(
+        None,
+        description="HQ's Ed25519 private key (PEM, from `rfidd hq keygen`; e.g. "
+        "$CREDENTIALS_DIRECTORY/command-signing-key): the relay then forwards each "
+        "state-changing command (shipment) as a compact JWS signed with it, which sites with "
+        "mqtt.require_signed_commands accept. Unset: forwarded unsigned, and such sites refuse "
+        "relayed shipments. Once set, every site needs the public key in "
+        "mqtt.command_public_key_file (a site without it refuses a signed command). The key "
+        "never appears in the config or the logs.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -297,7 +307,8 @@ def load_hq_config(path: str | Path) -> HqConfig:
 
 _HQ_ONLY = {"epcis", "sites"}  # top-level tables only an HQ config has
 _SITE_ONLY = {"site", "zones", "readers", "presence", "counts", "reception", "shrinkage"}
-_HQ_MQTT = {"share_group", "relay_asns", "relay_share_group"}  # [mqtt] keys only HQ has
+# [mqtt] keys only HQ has
+_HQ_MQTT = {"share_group", "relay_asns", "relay_share_group", "relay_signing_key_file"}
 
 
 def config_kind(path: str | Path) -> Literal["hq", "site"] | None:

@@ -14,6 +14,10 @@ wait for it in the broker, and one delivered but not acknowledged before a disco
 delivered again. The destination's commands are idempotent (ASN content hash at reception,
 (epc, step, txn) in the lifecycle), so a duplicate is harmless. MQTT 5 shared subscription:
 several HQ instances share the work.
+
+Signed, when HQ has a signing key (mqtt.relay_signing_key_file): each state-changing command
+(`shipment`) is forwarded as a compact JWS of the origin's exact bytes, so a site requiring
+HQ-signed commands accepts it; `asn` only informs and stays as sent.
 """
 
 from __future__ import annotations
@@ -31,10 +35,14 @@ from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from inventory.asn import parse_asn_json
+from rfidd.command_auth import STATE_CHANGING
 from rfidd.config import TlsConfig
+from rfidd.hq.signing import SigningKeyError, load_signing_key, sign
 from rfidd.mqtt_client import ClientSettings, MqttSetupError, build_client, connect
 
 if TYPE_CHECKING:
+    from joserfc.jwk import OKPKey
+
     from rfidd.hq.config import HqMqttConfig
 
 log = logging.getLogger("rfidd.hq.relay")
@@ -42,6 +50,9 @@ log = logging.getLogger("rfidd.hq.relay")
 _SITE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 FORWARD_COMMANDS = ("asn", "shipment")
 MAX_ASN_BYTES = 256 * 1024
+SITE_COMMAND_BYTES = 256 * 1024
+"""rfidd.mqtt.MAX_COMMAND_BYTES (a test keeps them equal): a signed copy, a third larger than
+the ASN (base64), must still fit the destination's command limit."""
 RESULTS = ("forwarded", "dropped", "failed")
 
 
@@ -91,7 +102,8 @@ class AsnRelay:
                  tls: TlsConfig | None = None, protocol: str = "5",
                  keepalive_s: int = 30, session_expiry_s: int | None = None,
                  reconnect_min_s: int = 1, reconnect_max_s: int = 60,
-                 metrics: RelayMetrics | None = None) -> None:
+                 metrics: RelayMetrics | None = None,
+                 signing_key_file: Path | None = None) -> None:
         if protocol not in ("5", "3.1.1"):
             raise ValueError(f"protocol must be '5' or '3.1.1', got {protocol!r}")
         self.prefix = topic_prefix
@@ -112,6 +124,12 @@ class AsnRelay:
         # Shared subscriptions are MQTT 5; a 3.1.1 relay must run alone.
         self.topic_filter = f"$share/{share_group}/{filt}" if share_group and self.v5 else filt
         self.metrics = metrics or RelayMetrics()
+        self.signing_key: OKPKey | None = None
+        if signing_key_file is not None:
+            try:
+                self.signing_key = load_signing_key(signing_key_file)
+            except SigningKeyError as exc:
+                raise RelayError(f"ASN relay: {exc}") from None
         self.stats = dict.fromkeys(RESULTS, 0)
         self._deliveries: dict[int, _Delivery] = {}  # token -> inbound ASN in progress
         self._pending: dict[int, int] = {}  # outgoing mid -> token
@@ -146,7 +164,8 @@ class AsnRelay:
                    tls=config.tls if config.url.startswith("mqtts://") else None,
                    protocol=config.protocol, keepalive_s=config.keepalive_s,
                    session_expiry_s=config.session_expiry_s, reconnect_min_s=reconnect_min_s,
-                   reconnect_max_s=reconnect_max_s, metrics=metrics)
+                   reconnect_max_s=reconnect_max_s, metrics=metrics,
+                   signing_key_file=config.relay_signing_key_file)
 
     def start(self) -> None:
         """Connect in the background (the broker may be down); returns at once."""
@@ -237,13 +256,23 @@ class AsnRelay:
             self._drop(client, msg, generation,
                        f"ASN {asn.asn_id}: bad destination {asn.destination!r}")
             return
+        raw = bytes(msg.payload)
+        # A site requiring HQ's signature refuses an unsigned state-changing command.
+        bodies = {cmd: sign(self.signing_key, raw)
+                  if self.signing_key is not None and cmd in STATE_CHANGING else raw
+                  for cmd in FORWARD_COMMANDS}
+        big = max(len(b) for b in bodies.values())
+        if big > SITE_COMMAND_BYTES:
+            self._drop(client, msg, generation, f"ASN {asn.asn_id}: signed, {big} bytes exceed "
+                       f"the site's command limit of {SITE_COMMAND_BYTES}")
+            return
         with self._lock:
             token = next(self._tokens)
             self._deliveries[token] = _Delivery(msg.mid, msg.qos, generation,
                                                 len(FORWARD_COMMANDS))
             for cmd in FORWARD_COMMANDS:
                 info = client.publish(f"{self.prefix}/{asn.destination}/cmd/{cmd}",
-                                      bytes(msg.payload), qos=1)
+                                      bodies[cmd], qos=1)
                 # Not connected any more: paho keeps the copy and sends it after reconnecting.
                 self._pending[info.mid] = token
         log.info("ASN relay: %s %s -> %s (%d items)", asn.asn_id, origin, asn.destination,
