@@ -43,8 +43,9 @@ def load_signing_key(path: Path) -> OKPKey:
         raise SigningKeyError(f"{KEY_SETTING} {path}: not an Ed25519 private key "
                               f"({type(exc).__name__})") from None
     if key.curve_name != "Ed25519" or not key.is_private:
+        kind = "private" if key.is_private else "public"
         raise SigningKeyError(f"{KEY_SETTING} {path}: not an Ed25519 private key "
-                              f"(curve {key.curve_name}, {'private' if key.is_private else 'public'})")
+                              f"(curve {key.curve_name}, {kind})")
     return key
 
 
