@@ -16,15 +16,18 @@ from typing import Any
 import paho.mqtt.publish as mqtt_publish
 import pytest
 from conftest import MosquittoProcess
+from fakes import FakeReader
 from joserfc import jws
 from joserfc.jwk import OKPKey
 from waits import wait_until
 
 from inventory.epc import sgtin96_hex
+from rfidd.app import Daemon, Timings
 from rfidd.command_auth import CommandGuard
-from rfidd.config import MqttConfig
+from rfidd.config import Config, MqttConfig
 from rfidd.hq.relay import AsnRelay
 from rfidd.hq.signing import write_key_pair
+from rfidd.lifecycle.cli import call
 from rfidd.metrics import Metrics
 from rfidd.mqtt import HqLink
 from rfidd.store.db import Database, open_database
@@ -175,5 +178,81 @@ def test_an_asn_too_big_once_signed_is_dropped_not_sent(
                    what="the next shipment handled")
         assert all(json.loads(b)["asn_id"] == "ASN-B2" for n, b in site.handled
                    if n in ("asn", "shipment"))
+    finally:
+        relay.stop()
+
+
+# ------------------------------------------------- the store daemon itself, end to end
+
+
+@pytest.fixture
+def store(private_mosquitto: MosquittoProcess, tmp_path: Path,
+          keys: tuple[Path, Path]) -> Iterator[Any]:
+    """A real store daemon requiring HQ-signed commands (HQ's public key from keygen)."""
+    broker = private_mosquitto.broker
+    cfg = Config.model_validate({
+        "site": {"id": "st", "name": "st", "kind": "store",
+                 "sgln": "urn:epc:id:sgln:0614141.00002.0", "timezone": "Europe/Paris"},
+        "database": {"url": f"sqlite:///{tmp_path / 'st.db'}", "batch_max_ms": 20},
+        "mqtt": {"url": f"mqtt://{broker.host}:{broker.port}", "topic_prefix": PREFIX,
+                 "require_signed_commands": True, "command_public_key_file": str(keys[1])},
+        "http": {"port": 0},
+        "zones": {"stock": {"kind": "stock"}},
+        "readers": {"r1": {"kind": "llrp", "address": "127.0.0.1", "antennas": {"1": "stock"}}},
+    })
+    daemon = Daemon(cfg, timings=Timings(sweep_s=0.2),
+                    reader_factory=lambda name, _rc, q: FakeReader(name, q),
+                    ops_settings=None)
+    daemon.start()
+    try:
+        assert daemon.hq is not None and daemon.hq.wait_connected(10)
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+def _state(daemon: Any, epc: str) -> str | None:
+    st, body = call(f"http://127.0.0.1:{daemon.api.port}", "GET",
+                    f"/api/v1/lifecycle/items/{epc}")
+    return body["state"]["status"] if st == 200 and body["state"] else None
+
+
+def _commands(daemon: Any, result: str) -> float:
+    return daemon.metrics.registry.get_sample_value(
+        "rfidd_commands_total", {"command": "shipment", "result": result}) or 0.0
+
+
+def _senders(daemon: Any, sender: str, result: str) -> float:
+    return daemon.metrics.registry.get_sample_value(
+        "rfidd_command_senders_total", {"sender": sender, "result": result}) or 0.0
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_the_store_books_a_relayed_transfer_only_when_hq_signed_it(
+        store: Any, private_mosquitto: MosquittoProcess, keys: tuple[Path, Path],
+        signed: bool) -> None:
+    broker = private_mosquitto.broker
+    relay = AsnRelay(broker.host, broker.port, topic_prefix=PREFIX, share_group=None,
+                     signing_key_file=keys[0] if signed else None)
+    relay.start()
+    try:
+        assert relay.wait_subscribed(10)
+        doc = asn_doc("ASN-E1", "st")
+        epcs = json.loads(doc)["epcs"]
+        # The site's subscription is asynchronous: the origin repeats its ASN until the store
+        # answers the shipment (the store's booking is idempotent per ASN id).
+        wait_until(lambda: mqtt_publish.single(f"{PREFIX}/{ORIGIN}/asn", doc, qos=1,
+                                               hostname=broker.host, port=broker.port) is None
+                   and _commands(store, "ok") + _commands(store, "rejected") >= 1,
+                   what="the store's answer to the relayed shipment")
+        if signed:
+            wait_until(lambda: all(_state(store, e) == "in_transit" for e in epcs),
+                       what="the transfer booked in transit at the store")
+            assert _senders(store, "hq", "queued") >= 1
+            assert _commands(store, "rejected") == 0
+        else:
+            assert _commands(store, "ok") == 0
+            assert _senders(store, "unsigned", "refused") >= 1
+            assert [_state(store, e) for e in epcs] == [None, None]
     finally:
         relay.stop()
