@@ -42,7 +42,9 @@ class ReplenishmentService:
             return g if g is not None and (not len(catalog) or g in catalog) else None
 
         with self.ctx.db.session() as s:
-            sellable = B.sellable(self.books, s)
+            sellable = B.sellable(self.books, s, [e for e, z in locations
+                                                    if z in self.stock_zones
+                                                    or z in self.floor_zones])
         return replenishment_list(locations, gtin_of=ours, catalog=catalog,
                                   stock_zones=self.stock_zones, floor_zones=self.floor_zones,
                                   floor_min=floor_min, sellable=sellable)
