@@ -276,15 +276,14 @@ def _print_reception(console: Console, doc: dict[str, Any], products: Any) -> No
     t = doc["totals"]
     table = Table(title=f"Reception against {', '.join(doc['asn_ids'])}: {t['received']} "
                         f"received, {t['missing']} missing, {t['unexpected']} unexpected")
-    for col in ("GTIN", "product", "expected", "received", "over", "short"):
-        table.add_column(col, justify="right" if col in ("expected", "received", "over",
-                                                         "short") else "left")
+    nums = ("expected", "received", "over", "short", "unexpected")
+    for col in ("GTIN", "product", *nums):
+        table.add_column(col, justify="right" if col in nums else "left")
     for line in doc["lines"]:
         p = products.get(line["gtin"])
         name = " · ".join(x for x in (line.get("name") or "?", getattr(p, "size", ""),
                                       getattr(p, "colour", "")) if x)
-        table.add_row(line["gtin"], name, str(line["expected"]),
-                      str(line["received"]), str(line["over"]), str(line["short"]))
+        table.add_row(line["gtin"], name, *(str(line[c]) for c in nums))
     console.print(table)
     for kind in ("missing", "unexpected"):
         for it in doc[kind]:

@@ -170,13 +170,15 @@ def print_reception(doc: dict[str, Any], console: Console) -> None:
                   f"{state}; expected {tot['expected']}, received {tot['received']}, missing "
                   f"{tot['missing']}, unexpected {tot['unexpected']}")
     t = Table(title="Per product")
-    for c in ("GTIN", "SKU", "name", "expected", "received", "over", "short"):
-        t.add_column(c, justify="right" if c in ("expected", "received", "over", "short")
-                     else "left")
+    nums = ("expected", "received", "over", "short", "unexpected")
+    for c in ("GTIN", "SKU", "product", *nums):
+        t.add_column(c, justify="right" if c in nums else "left")
     for ln in doc["lines"]:
-        style = "" if ln["over"] == 0 and ln["short"] == 0 else "yellow"
-        t.add_row(ln["gtin"], ln["sku"] or "", ln["name"] or "", str(ln["expected"]),
-                  str(ln["received"]), str(ln["over"]), str(ln["short"]), style=style)
+        style = "" if not any(ln.get(c, 0) for c in nums[2:]) else "yellow"
+        # name · size · colour: two colours of one bag are otherwise two lines of one name
+        name = " · ".join(x for x in (ln["name"], ln.get("size"), ln.get("colour")) if x)
+        t.add_row(ln["gtin"], ln["sku"] or "", name, *(str(ln.get(c, 0)) for c in nums),
+                  style=style)
     console.print(t)
     if doc["missing"] or doc["unexpected"]:
         d = Table(title="Items to check")
