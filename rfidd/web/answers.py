@@ -115,6 +115,8 @@ class ReaderActivityAnswer(Answer):
 
 class SiteStatus(Answer):
     site: str = Field(description="The site id.")
+    timezone: str | None = Field(None, description="The site's time zone (IANA name): the "
+                                 "command line shows times in it, with the offset.")
     uptime_s: float = Field(description="Seconds since the daemon started.")
     database: DatabaseStatus | None = Field(description="The database's health.")
     readers: dict[str, ReaderActivityAnswer] = Field(description="Each reader's state by name.")
