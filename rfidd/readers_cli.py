@@ -50,6 +50,8 @@ def readers_command(api: str, as_json: bool) -> None:
         shown = f"[{_STYLE.get(state, 'white')}]{state}[/]"
         if row.get("silent"):
             shown += " [yellow](silent)[/]"
+        elif row.get("no_tag_s") is not None:
+            shown += f" [yellow](no tag for {row['no_tag_s']} s)[/]"
         anomalies = row.get("anomalies") or {}
         mode = row.get("mode")
         rate = row.get("reads_per_s")
