@@ -177,7 +177,9 @@ def router(*, catalog: CatalogService, reception: ReceptionService, counting: Co
 
     @r.post("/counts", status_code=201, response_model=A.CountStatus)
     def count_start(body: CountStart) -> Any:
-        return counting.start_count(body.zones, duration_s=body.duration_s, adopt=body.adopt)
+        # a take-over is one whoever starts it (the demo, the CLI, the page): one trigger
+        return counting.start_count(body.zones, "takeover" if body.adopt else "staff",
+                                    duration_s=body.duration_s, adopt=body.adopt)
 
     @r.get("/counts", response_model=list[A.CountStatus])
     def counts() -> Any:
