@@ -22,6 +22,8 @@ from typing import Any, TextIO
 FORMATS = ("kv", "json", "text")
 QUIET_LOGGERS = ("sllurp", "alembic", "apscheduler")
 _STANDARD = set(vars(logging.LogRecord("x", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# uvicorn's `color_message` is the message again with ANSI colours: noise, escapes in journald
+_DROPPED = {"color_message"}
 _SYSLOG = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
            logging.CRITICAL: 2}
 _URL_SECRET = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]+):[^@/\s]+@", re.I)
@@ -40,7 +42,7 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     out: dict[str, Any] = {"level": record.levelname.lower(), "logger": record.name,
                            "msg": redact(record.getMessage())}
     for key, value in vars(record).items():
-        if key not in _STANDARD and not key.startswith("_"):
+        if key not in _STANDARD and key not in _DROPPED and not key.startswith("_"):
             out[key] = redact(value) if isinstance(value, str) else value
     if record.exc_info:
         out["exc"] = redact(logging.Formatter().formatException(record.exc_info))

@@ -89,3 +89,18 @@ def test_secrets_never_reach_a_line(text: str, shown: str, monkeypatch: pytest.M
     configure("info", "json", stream=out)
     logging.getLogger("rfidd").info("connecting to %s", text, extra={"url": text})
     assert "hunter2" not in out.getvalue() and "s3cr3t" not in out.getvalue()
+
+
+def test_uvicorn_color_message_and_escapes_stay_out(monkeypatch: pytest.MonkeyPatch,
+                                                    restore_logging: None) -> None:
+    """uvicorn logs with extra `color_message` (the message with ANSI colours): it is the msg
+    again, with escapes journald shows as \\u001b; a structured line carries the msg once."""
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    out = io.StringIO()
+    configure("info", "kv", stream=out)
+    logging.getLogger("uvicorn.error").info(
+        "Started server process [%d]", 42,
+        extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]"})
+    line = out.getvalue()
+    assert 'msg="Started server process [42]"' in line, line
+    assert "color_message" not in line and "\x1b" not in line and "u001b" not in line, line
