@@ -105,8 +105,13 @@ def asn_import(ctx: click.Context, file: Path, fmt: str | None,
     text, fmt = _read_file(file, fmt)
     res = _client(ctx).call("POST", "/asns", {"format": fmt, "text": text, "source": file.name,
                                               "open_reception": open_reception}, accept=PARTIAL)
-    click.echo(f"new: {', '.join(res['new']) or '-'}; already imported (identical): "
-               f"{', '.join(res['identical']) or '-'}")
+    rejected = len(res.get("conflicts", []) + res.get("errors", []))
+    if rejected and not res["new"] and not res["identical"]:  # not "new: -", which reads as fine
+        click.echo(f"nothing imported from {file.name}: {rejected} rejected", err=True)
+    else:
+        click.echo(f"new: {', '.join(res['new']) or '-'}; already imported (identical): "
+                   f"{', '.join(res['identical']) or '-'}"
+                   + (f"; {rejected} rejected" if rejected else ""))
     if res.get("reception"):
         click.echo(f"reception session {res['reception']} is open")
     for w in res.get("warnings", []):

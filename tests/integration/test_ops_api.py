@@ -167,3 +167,13 @@ def test_takeover_from_the_cli_is_a_takeover_and_prints_each_progress_once(
     assert len(progress) == len(set(progress)) >= 1, res.output
     rows = json.loads(cli(api_url, "count", "list", "--json").output)
     assert [r["trigger"] for r in rows] == ["takeover"]
+
+
+def test_a_rejected_asn_file_does_not_open_on_a_line_that_reads_as_fine(
+        api_url: str, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"asn_id": "A1", "shipped_at": "yesterday", "epcs": ["ZZZ"]}')
+    res = cli(api_url, "asn", "import", str(bad))
+    assert res.exit_code != 0
+    assert "new: -" not in res.output, res.output
+    assert "nothing imported" in res.stderr and "rejected:" in res.stderr, res.output
