@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 
 from inventory.asn import Asn
 from inventory.catalog import parse_catalog_records
+from rfidd import logs
 from rfidd.app import Daemon, Timings
 from rfidd.config import Config
 from rfidd.console import table_console
@@ -292,7 +293,8 @@ def _print_reception(console: Console, doc: dict[str, Any], products: Any) -> No
 
 def _run_with_progress(console: Console, daemon: Daemon, site: Any, seconds: float,
                        scenario: Any) -> None:
-    with demo_progress(console) as progress:
+    with demo_progress(console) as progress, logs.redirected(
+            lambda s: progress.console.print(s, end="", markup=False, highlight=False)):
         task = progress.add_task("starting readers", total=seconds)
         handled: list[Any] = []
         t0 = time.monotonic()

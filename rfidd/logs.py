@@ -17,6 +17,8 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 FORMATS = ("kv", "json", "text")
@@ -110,4 +112,30 @@ def configure(level: str = "info", fmt: str | None = None, stream: TextIO | None
             logging.getLogger(name).setLevel(max(lvl, logging.WARNING))
 
 
-__all__ = ["FORMATS", "QUIET_LOGGERS", "StructuredFormatter", "configure", "on_journal", "redact"]
+class _Writer:
+    """A stream for a log handler that hands each line to `write` (a live display's console)."""
+
+    def __init__(self, write: Callable[[str], None]) -> None:
+        self.write = write
+
+    def flush(self) -> None:
+        pass
+
+
+@contextmanager
+def redirected(write: Callable[[str], None]) -> Iterator[None]:
+    """While a live line (the demo's progress) is on the terminal: the root logger's console
+    lines go through `write`, above it, not into the middle of it. Files are left as they are."""
+    swapped: list[tuple[logging.StreamHandler[Any], Any]] = []
+    for h in logging.getLogger().handlers:
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+            swapped.append((h, h.setStream(_Writer(write))))
+    try:
+        yield
+    finally:
+        for h, old in swapped:
+            h.setStream(old)
+
+
+__all__ = ["FORMATS", "QUIET_LOGGERS", "StructuredFormatter", "configure", "on_journal", "redact",
+           "redirected"]
