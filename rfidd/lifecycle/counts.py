@@ -229,10 +229,12 @@ class CountBooks:
             out[epc] = (SECTIONS[st], zone if st in _KEPT_HERE else None)
         return out
 
-    def sellable_among(self, s: Session, epcs: list[str]) -> set[str]:
-        """Those of `epcs` that are sellable stock on the books, as a count would expect them
-        (for replenishment): a piece the books have no record of (a reception's unexpected
-        serial, never taken over) is "not on the books" at the count, so not stock to bring
-        out either; sold, held, lent, returned pieces are not sellable."""
+    def shelf_stock(self, s: Session, epcs: list[str]) -> tuple[set[str], set[str]]:
+        """(those of `epcs` that are sellable stock on the books, as a count expects them;
+        those the books have no record of) for replenishment: a piece not on the books (a
+        reception's unexpected serial, never taken over) is what the count calls "not on the
+        books", so not stock to bring out but a piece to check; sold, held, lent, returned
+        pieces are not sellable."""
         states = states_of(epcs, load_raw(s, epcs), self.books.site)
-        return {e for e, st in states.items() if st is not None and st.status in SELLABLE}
+        return ({e for e, st in states.items() if st is not None and st.status in SELLABLE},
+                {e for e, st in states.items() if st is None})

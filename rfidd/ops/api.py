@@ -243,10 +243,10 @@ def router(*, catalog: CatalogService, reception: ReceptionService, counting: Co
     def replenishment_get(floor_min: str = "1", format: str | None = None) -> Any:
         if not floor_min.isdigit():
             raise ApiError(400, f"floor_min: {floor_min!r} is not a whole number")
-        lines = replenishment.replenishment(int(floor_min))
+        lines, unbooked = replenishment.replenishment_and_unbooked(int(floor_min))
         if format == "csv":
             return _csv(replenishment_csv(lines))
-        return {"lines": [ln.to_dict() for ln in lines]}
+        return {"lines": [ln.to_dict() for ln in lines], "not_on_books": unbooked}
 
     return r
 

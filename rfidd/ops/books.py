@@ -109,10 +109,10 @@ def shrinkage_inputs(books: LifecycleService | None, s: Session, alert_ids: Sequ
 
 
 def sellable(books: LifecycleService | None, s: Session, epcs: Sequence[str]
-             ) -> Callable[[str], bool] | None:
-    """For replenishment: is this piece sellable stock on the books, as a count expects it
-    (None: no books, every piece is)."""
+             ) -> tuple[Callable[[str], bool] | None, set[str]]:
+    """For replenishment: (is this piece sellable stock on the books, as a count expects it
+    (None: no books, every piece is); the pieces not on the books, to check)."""
     if books is None:
-        return None
-    ok = books.counts.sellable_among(s, sorted(set(epcs)))
-    return ok.__contains__
+        return None, set()
+    ok, unbooked = books.counts.shelf_stock(s, sorted(set(epcs)))
+    return ok.__contains__, unbooked

@@ -319,6 +319,10 @@ def replenishment(ctx: click.Context, floor_min: int, csv_out: Path | None,
         t.add_row(ln["category"] or "", ln["sku"], ln["name"] or "", ln["size"], ln["colour"],
                   str(ln["stock_qty"]), str(ln["floor_qty"]), str(ln["suggested"]))
     _console().print(t)
+    unbooked = res.get("not_on_books") or []
+    if unbooked:  # as the count says them; not in the list above
+        click.echo(f"{len(unbooked)} piece(s) on the shelves not on the books, check them: "
+                   + ", ".join(unbooked[:10]) + (" …" if len(unbooked) > 10 else ""))
 
 
 @ops_cli.command("audit")

@@ -152,9 +152,12 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
     @v.get("/replenishment", response_model=V.PageReplenishment)
     def replenishment(request: Request) -> dict[str, Any]:
         f = fmt_for(request, tz)
+        lines, unbooked = ops.replenishment.replenishment_and_unbooked(1)
         return {"lines": [{**ln.to_dict(), "text": f.t(
             "to_bring_n", n=f.number(ln.suggested), stock=f.number(ln.stock_qty),
-            floor=f.number(ln.floor_qty))} for ln in ops.replenishment.replenishment(1)]}
+            floor=f.number(ln.floor_qty))} for ln in lines],
+            "not_on_books": f.t("shelf_not_on_books", n=f.number(len(unbooked)))
+            if unbooked else ""}
 
     @v.get("/alerts", response_model=V.PageAlerts)
     def alerts(request: Request) -> dict[str, Any]:
