@@ -13,8 +13,9 @@ the same program: the daemon spawns this module with its own interpreter):
 - child -> parent (stdout): a list of messages, each one of `("r", name, [(epc, antenna, rssi,
   seen_at, seen_count, tid), ...], {antenna: reads})`, `("s", name, state, reason)`, `("a",
   name, kind, detail)`, `("d", name, {antenna: reads})` (shed here, each reader past its share:
-  the parent did not keep up), `("i", {name: (state, running, hung_for, info)})` (twice a
-  second, at each state change, and before `("q", n)`, the answer to the parent's `("info",
+  the parent did not keep up), `("i", {name: (state, running, hung_for, info)})` (every
+  SNAPSHOT_S, the parent's sign of life from the child; at each state change; every
+  STOP_SNAPSHOT_S while stopping; and before `("q", n)`, the answer to the parent's `("info",
   n)`), `("l", logger, level, text)`, and `("bye",)` last.
 
 Hardware only, like the rest of `readers/`: no business rule, nothing from the daemon.
@@ -40,7 +41,12 @@ if TYPE_CHECKING:
     from readers.llrp import LlrpReader
 
 LENGTH = struct.Struct("<I")
-SNAPSHOT_S = 0.5
+SNAPSHOT_S = 10.0
+"""The child's heartbeat: the parent counts it hung past this plus supervise.HANG_MARGIN_S of
+silence. Everything else it sends when it happens (states at once, info when asked), so an idle
+child wakes its parent this rarely."""
+STOP_SNAPSHOT_S = 0.5
+"""While stopping, more often: the parent's patience with a slow stop lasts while frames come."""
 MAX_PENDING = 2_000
 """Messages waiting for the pipe before the host sheds reads (counted per reader) instead of
 growing: the daemon's intake thread stopped reading."""
@@ -239,6 +245,9 @@ def main() -> None:
     setup = read_frame(inp)
     if setup is None:
         return
+    from readers.threads import name_os_threads
+
+    name_os_threads()
     outbox = _Outbox(out)
     root = logging.getLogger()
     root.handlers[:] = [_LogForward(outbox)]
@@ -283,7 +292,9 @@ def main() -> None:
         t.start()
     deadline = time.monotonic() + stop_timeout[0] + 1.0
     for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
+        while t.is_alive() and time.monotonic() < deadline:
+            t.join(max(0.0, min(STOP_SNAPSHOT_S, deadline - time.monotonic())))
+            outbox.put(("i", {n: _snapshot(d) for n, d in drivers.items()}))
     outbox.put(("i", {n: _snapshot(d) for n, d in drivers.items()}))
     outbox.put(("bye",))
     outbox.close()

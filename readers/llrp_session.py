@@ -65,6 +65,14 @@ class _Client(LLRPReaderClient):  # type: ignore[misc]
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
+    def main_loop(self) -> None:
+        """sllurp's loop; its end (even by an exception sllurp only logs) wakes the
+        supervisor, which does not poll."""
+        try:
+            super().main_loop()
+        finally:
+            self._session.reader.wake()
+
     def send_data(self, data: bytes) -> None:
         if self._socket is None and self._stop_main_loop.is_set():
             # closing: an answer sllurp owes a message that came in as we hung up (a

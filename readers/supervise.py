@@ -3,7 +3,10 @@
 Generic over the transport: a driver supplies a `connect()` that returns a `Session` (an open
 connection whose I/O runs on its own thread, e.g. sllurp's or a serial reader loop) and the
 supervisor owns the policy every driver needs in the field and no library provides. One thread per
-reader; it only sleeps on Events, so `stop()` is prompt.
+reader; it only sleeps on Events, so `stop()` is prompt. It does not poll: a session wakes it
+whenever something it watches changes (handshake done, reading or not, failure, its I/O thread
+ended), and it sleeps until the next deadline it keeps (handshake, not-reading, watchdog), at
+most POLL_S, so an idle site's readers cost nothing between keepalives.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ log = logging.getLogger(__name__)
 BACKOFF_INITIAL_S = 1.0
 BACKOFF_MAX_S = 60.0
 BACKOFF_JITTER = 0.2  # +0..20 % of the delay: readers restarted together do not reconnect together
-POLL_S = 0.05
+POLL_S = 5.0
+"""The longest the supervisor sleeps between two looks at a session that did not wake it (a
+safety net: sessions wake it on every change; tests set it small with fake clocks)."""
 HANG_MARGIN_S = 30.0
 """How late past its next expected turn the supervisor loop may be before it counts as hung."""
 WATCHDOG_FACTOR = 3.0  # silence for 3 keepalive periods forces a reconnect
@@ -115,6 +120,7 @@ class Supervisor:
     def set_watchdog(self, seconds: float | None) -> None:
         """A new watchdog period (the reader's family asked for another keepalive)."""
         self._watchdog_s = seconds
+        self._wake.set()  # the deadline it sleeps until may be sooner now
 
     def hung_for(self) -> float:
         """Seconds the loop is late past the turn it announced (0: on time). A driver call
@@ -203,10 +209,11 @@ class Supervisor:
         connected = False
         online = False
         not_reading_since = started
+        wait = 0.0  # the first look at once
         while not self._stop.is_set():
-            self._expect(self._poll())
-            self._wake.wait(self._poll())
-            self._wake.clear()
+            self._expect(wait)
+            self._wake.wait(wait)
+            self._wake.clear()  # before looking: a change after this wakes the next wait
             if self._stop.is_set():
                 break
             failure = session.failure()
@@ -215,30 +222,38 @@ class Supervisor:
             if not session.alive():
                 return "driver thread died", online
             now = self._clock()
+            wait = self._poll()
             if not connected:
                 if session.ready():
                     connected = True
                     not_reading_since = now
                 elif now - started > self._handshake_s:
                     return f"handshake timed out after {self._handshake_s:g}s", online
+                else:
+                    wait = min(wait, started + self._handshake_s - now)
             if connected:
                 if session.reading():
                     if self._state is not ReaderState.ONLINE:
                         online = True
                         self._set_state(ReaderState.ONLINE, "inventorying")
-                elif self._state is not ReaderState.CONNECTED_NOT_READING:
-                    not_reading_since = now
-                    self._set_state(ReaderState.CONNECTED_NOT_READING,
-                                    session.not_reading_reason()
-                                    or "connected, reader not inventorying")
                 else:
                     limit = (NOT_READING_RECONNECT_S if self._not_reading_s is None
                              else self._not_reading_s)
-                    if now - not_reading_since > limit:
+                    if self._state is not ReaderState.CONNECTED_NOT_READING:
+                        not_reading_since = now
+                        self._set_state(ReaderState.CONNECTED_NOT_READING,
+                                        session.not_reading_reason()
+                                        or "connected, reader not inventorying")
+                    elif now - not_reading_since > limit:
                         return (f"connected but not inventorying for "
                                 f"{now - not_reading_since:.1f}s"), online
-            if self._watchdog_s is not None and connected and \
-                    now - session.last_activity() > self._watchdog_s:
-                return (f"reader silent for {now - session.last_activity():.1f}s "
-                        f"(watchdog {self._watchdog_s:g}s)"), online
+                    wait = min(wait, not_reading_since + limit - now)
+            if self._watchdog_s is not None and connected:
+                silent = now - session.last_activity()
+                if silent > self._watchdog_s:
+                    return (f"reader silent for {silent:.1f}s "
+                            f"(watchdog {self._watchdog_s:g}s)"), online
+                wait = min(wait, self._watchdog_s - silent)
+            # Just past the deadline, so that the check above sees it passed.
+            wait = max(0.0, wait) + 0.001
         return "stopped", online

@@ -32,6 +32,7 @@ from inventory.lifecycle import ItemState
 from inventory.presence import PresenceTracker
 from inventory.rules import SiteRules
 from readers.base import ReaderDriver
+from readers.threads import name_os_threads
 from rfidd.builders import OpsServices, build_ops
 from rfidd.command_auth import CommandGuard
 from rfidd.config import Config
@@ -91,6 +92,9 @@ class Daemon:
     """Store operations (rfidd/ops/) with these settings; None runs the daemon without them."""
     with_lifecycle: bool = True
     """Run the item lifecycle service (the books)."""
+    migrate_in_child: bool = False
+    """A schema upgrade at start runs in a child process (`rfidd run`: Alembic never loads in
+    the daemon, ~11 MiB for its whole life); in-process by default (tests, the demo)."""
 
     def __post_init__(self) -> None:
         self.notifier = Notifier()
@@ -118,6 +122,7 @@ class Daemon:
     # -- start -----------------------------------------------------------------------------
     def start(self) -> None:
         self.started_at = time.time()
+        name_os_threads()  # top -H and the idle benchmark tell the threads apart
         self._init_metrics()
         tracker = self._init_database()
         self._init_domain(tracker)
@@ -142,7 +147,7 @@ class Daemon:
     def _init_database(self) -> PresenceTracker:
         """Open (and migrate) the database; restore presence from it."""
         cfg = self.config
-        self.db = open_database(cfg.database.url)
+        self.db = open_database(cfg.database.url, migrate_in_child=self.migrate_in_child)
         self._on_stop("database", self.db.dispose)
         tracker = PresenceTracker(
             departure_s=cfg.presence.departure_s,
@@ -184,6 +189,7 @@ class Daemon:
         self.site_health = SiteHealth(cfg, self.ctx, self.metrics, self.notifier,
                                       self.hq if cfg.mqtt.enabled else None)
         if cfg.mqtt.enabled:
+            self.hq.on_outbox_depth = self.site_health.on_outbox_depth
             self.hq.start()
             self._on_stop("hq link", self.hq.stop)
             self.ctx.notify_outbox = self.hq.notify
@@ -265,8 +271,9 @@ class Daemon:
         self.scheduler.add_job(self.ingestor.request_sweep, "interval",
                                seconds=self.timings.sweep_s, id="presence-sweep")
         assert self.site_health is not None
-        self.scheduler.add_job(self.site_health.refresh_outbox, "interval",
-                               seconds=self.timings.outbox_stats_s, id="outbox-stats")
+        if not self.config.mqtt.enabled:  # else the HQ link's publisher keeps the gauges
+            self.scheduler.add_job(self.site_health.refresh_outbox, "interval",
+                                   seconds=self.timings.outbox_stats_s, id="outbox-stats")
         self.scheduler.add_job(self.ingestor.request_flush, "interval",
                                seconds=self.timings.flush_s, id="last-seen-flush")
         if self.ops is not None:
@@ -379,6 +386,7 @@ class Daemon:
         """After the readers: what they delivered while disconnecting is ingested too."""
         self._ingest_stop.set()
         if self.ingestor is not None:
+            self.ingestor.wake()
             self.ingestor.join(self.timings.stop_timeout_s)
             if self.ingestor.is_alive():
                 log.error("ingest thread still busy after %.0f s; the rest of its queue is "

@@ -83,6 +83,13 @@ class _SimProcess:
         line = self.proc.stdout.readline()
         return int(line.split("reported=")[1])
 
+    def sent(self) -> int:
+        """The tag reports the simulators sent so far (they go on reading)."""
+        assert self.proc.stdout is not None
+        self.proc.send_signal(signal.SIGUSR2)
+        line = self.proc.stdout.readline()
+        return int(line.split("reported=")[1])
+
     def __exit__(self, *exc: object) -> None:
         self.proc.terminate()
         self.proc.wait(30)

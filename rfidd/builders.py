@@ -93,8 +93,9 @@ def build_ops(ctx: ServiceContext, settings: OpsSettings | None = None,
             log.info("ops tick done again after %d skipped", skipping[0])
             skipping[0] = 0
 
+    schedules = Schedules(ctx, counting.start_count, ops_tick, settings,
+                          publish_shrinkage=lambda a, b: exits.shrinkage(a, b, publish=True),
+                          busy=lambda: counting.busy() or reception.busy())
+    counting.on_active = reception.on_active = schedules.wake_tick
     return OpsServices(catalog, reception, exits, counting,
-                       ReplenishmentService(ctx, catalog, books=books),
-                       Schedules(ctx, counting.start_count, ops_tick, settings,
-                                 publish_shrinkage=lambda a, b: exits.shrinkage(a, b,
-                                                                                publish=True)))
+                       ReplenishmentService(ctx, catalog, books=books), schedules)

@@ -183,11 +183,19 @@ def run(config_file: Path, log_level: str, log_format: str | None) -> None:
         for e in exc.errors:
             logging.getLogger("rfidd").error("config: %s", e)
         sys.exit(EX_CONFIG)
+    serve(cfg)
+
+
+def serve(cfg: Config, log_level: str | None = None) -> None:
+    """What `rfidd run` does with a valid config until SIGTERM or SIGINT (the idle benchmark
+    runs this too, so it measures the daemon as deployed). `log_level`: set up logging here."""
+    if log_level is not None:
+        _setup_logging(log_level)
     from rfidd.app import Daemon, tune_gc
     from rfidd.mqtt import HqLinkError
     from rfidd.store.db import DatabaseConfigError, DatabaseError
 
-    daemon = Daemon(cfg)
+    daemon = Daemon(cfg, migrate_in_child=True)
     install_signal_handlers(daemon.stop_event)
     try:
         daemon.start()

@@ -11,15 +11,19 @@ import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import attrgetter, is_
 from typing import Any
 
 from readers.base import ReaderState, TagRead
 from rfidd.metrics import Metrics
 
 log = logging.getLogger("rfidd.ingest")
+_ANTENNA = attrgetter("antenna")
+_TID = attrgetter("tid")
 
 
 @dataclass(slots=True)
@@ -74,6 +78,11 @@ class TidMemory:
             return tuple(t for t, at in seen.items() if since is None or at >= since)
 
 
+WAKE: tuple[str, list[TagRead]] = ("", [])
+"""Put by `IngestQueue.wake`: ends the ingest thread's wait without a read (`get` returns this
+very object; it is no batch and counts for no reader)."""
+
+
 class IngestQueue:
     """The ReaderSink of every driver: counts, enqueues, never blocks the reader thread."""
 
@@ -107,13 +116,22 @@ class IngestQueue:
         self._put: dict[str, int] = {}
         self._taken: dict[str, int] = {}
         self._share = maxsize
+        self.last_shed: dict[str, float] = {}
+        """Per reader, when (wall clock, as reads' seen_at) its reads were last shed: the
+        ingest does not depart items of its zones for that long (silence is not absence)."""
 
     def get(self, timeout: float) -> tuple[str, list[TagRead]]:
         """The next batch (the ingest thread, its only consumer); queue.Empty on timeout."""
         item = self.q.get(timeout=timeout)
+        if item is WAKE:
+            return item
         taken = self._taken
         taken[item[0]] = taken.get(item[0], 0) + 1
         return item
+
+    def wake(self) -> None:
+        """End the ingest thread's wait now (a sweep or flush asked, the daemon stopping)."""
+        self.q.put_nowait(WAKE)
 
     def admits(self, reader: str) -> bool:
         """Whether a batch of `reader` delivered now would be queued (within its share)."""
@@ -127,18 +145,19 @@ class IngestQueue:
         """Batches of `reader` waiting in the queue."""
         return self._put.get(reader, 0) - self._taken.get(reader, 0)
 
-    def on_reads(self, reader: str, reads: list[TagRead]) -> None:
+    def on_reads(self, reader: str, reads: list[TagRead],
+                 per_antenna: Mapping[int, int] | None = None) -> None:
+        """`per_antenna`: the reads' count per antenna, when the caller has it (the reader
+        host's child counts them); else counted here. Both in C loops: this runs on the
+        thread that delivers every read of the site."""
         act = self.activity.setdefault(reader, ReaderActivity())
         act.last_report = time.time()
         if not reads:
             return
         act.reads += len(reads)
-        per_antenna: dict[int, int] = {}
-        with_tid = False
-        for r in reads:
-            per_antenna[r.antenna] = per_antenna.get(r.antenna, 0) + 1
-            with_tid = with_tid or r.tid is not None
-        if with_tid:
+        if per_antenna is None:
+            per_antenna = Counter(map(_ANTENNA, reads))
+        if not all(map(is_, map(_TID, reads), repeat(None))):  # any read with a TID
             self.tids.record(reads)
         self._count_reads(reader, per_antenna)
         put = self._put
@@ -154,7 +173,7 @@ class IngestQueue:
         else:
             self.shed(reader, len(reads))
 
-    def _count_reads(self, reader: str, per_antenna: dict[int, int]) -> None:
+    def _count_reads(self, reader: str, per_antenna: Mapping[int, int]) -> None:
         counters = self._read_counters
         for antenna, n in per_antenna.items():
             c = counters.get((reader, antenna))
@@ -173,6 +192,7 @@ class IngestQueue:
     def shed(self, reader: str, reads: int) -> None:
         """A batch of `reads` reads of `reader` dropped (here, or by the reader host when the
         daemon fell behind): counted per reader, logged at most once per 10 s."""
+        self.last_shed[reader] = time.time()
         self.metrics.ingest_dropped.inc()
         self.metrics.ingest_dropped_reads.labels(reader).inc(reads)
         with self._drop_lock:  # reader threads drop concurrently; one line per 10 s

@@ -83,6 +83,8 @@ class HqLink(OutboxPublisher):
 
     Timing constants are parameters so tests can shrink them; defaults suit a store PC.
     `sender` is the sender identity written into EPCIS documents (the site SGLN).
+    `poll_interval_s` is a safety net only: commits call `notify`, PUBACKs and connections wake
+    the publisher, so it looks at an idle outbox this rarely.
     """
 
     def __init__(
@@ -98,7 +100,7 @@ class HqLink(OutboxPublisher):
         command_screen: CommandScreen | None = None,
         sender: str = "",
         max_inflight: int = 20,
-        poll_interval_s: float = 1.0,
+        poll_interval_s: float = 30.0,
         stats_interval_s: float = 1.0,
         reconnect_min_s: float = 1.0,
         reconnect_max_s: float = 60.0,
@@ -177,7 +179,12 @@ class HqLink(OutboxPublisher):
         self._cursor = 0  # highest outbox id handed to paho (publisher thread only)
         self._retry_at = 0.0
         self._next_stats = 0.0
+        self._stats_owed = False  # a gauge update the stats interval held back
+        self._depth = 0  # the outbox's pending rows at the last gauge update
         self._head: tuple[int, int] | None = None  # (connection generation, seq) last sent
+        self._head_mark = -1  # _head_progress() when the head was last looked up
+        self.on_outbox_depth = None
+        """Told the outbox's depth at each gauge update (the site's backlog alert)."""
         self._next_head = 0.0
         self._readers: dict[str, bool | str] = {}
         self._readers_lock = threading.Lock()
@@ -232,6 +239,7 @@ class HqLink(OutboxPublisher):
             time.sleep(0.05)
         self._closing = True
         self._wake.set()
+        self.inbox.wake()
         if self._publisher is not None:
             self._publisher.join(max(0.1, deadline - time.monotonic()))
         with self._client_mu:

@@ -50,6 +50,9 @@ CommandScreen = Callable[[str, bytes], tuple[str, "str | None"]]
 SENDERS = ("hq", "unsigned", "forged")  # the bounded sender labels, and the queues
 RESULTS = ("queued", "refused", "dropped")
 LOG_BURST = 10
+IDLE_WAIT_S = 30.0
+"""The command thread's longest sleep without a command (a safety net: a queued command and
+the link's stop wake it at once)."""
 
 
 def unsigned_screen(_name: str, payload: bytes) -> tuple[str, str | None]:
@@ -155,18 +158,28 @@ class CommandInbox:
         with self._ready:
             return {s: len(q) for s, q in self._lanes.items()}
 
-    def _next(self, timeout: float) -> _Queued | None:
-        """The next command, taking the senders in turn; None after `timeout` without one."""
+    def _next(self, timeout: float, stopping: Callable[[], bool]) -> _Queued | None:
+        """The next command, taking the senders in turn; None after `timeout` without one, or
+        at once when stopping (checked under the lock `wake` takes: no wake-up is lost)."""
         with self._ready:
-            for _ in range(2):
-                for i in range(len(SENDERS)):
-                    lane = self._lanes[SENDERS[(self._turn + i) % len(SENDERS)]]
-                    if lane:
-                        self._turn = (self._turn + i + 1) % len(SENDERS)
-                        return lane.popleft()
-                if not self._ready.wait(timeout):
-                    return None
-            return None
+            item = self._pop()
+            if item is None and not stopping():
+                self._ready.wait(timeout)
+                item = self._pop()
+            return item
+
+    def _pop(self) -> _Queued | None:
+        for i in range(len(SENDERS)):
+            lane = self._lanes[SENDERS[(self._turn + i) % len(SENDERS)]]
+            if lane:
+                self._turn = (self._turn + i + 1) % len(SENDERS)
+                return lane.popleft()
+        return None
+
+    def wake(self) -> None:
+        """End the command thread's wait (the link is stopping: it looks at `stopping`)."""
+        with self._ready:
+            self._ready.notify_all()
 
     def _ask_redelivery(self, generation: int) -> None:
         """Commands left unacknowledged on this connection, none queued or being handled any
@@ -228,8 +241,8 @@ class CommandInbox:
             stopping: Callable[[], bool]) -> None:
         """The command thread: handle each queued command, then acknowledge it."""
         while True:
-            self._ask_redelivery(generation_of())
-            item = self._next(0.2)
+            self._ask_redelivery(generation_of())  # each turn: after the last queued one
+            item = self._next(IDLE_WAIT_S, stopping)
             if item is None:
                 if stopping():
                     return

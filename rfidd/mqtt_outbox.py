@@ -84,7 +84,11 @@ class OutboxPublisher:
     _cursor: int
     _retry_at: float
     _next_stats: float
+    _stats_owed: bool
+    _depth: int
     _head: tuple[int, int] | None
+    _head_mark: int
+    on_outbox_depth: Callable[[int], None] | None
     _next_head: float
     _client: mqtt.Client | None
 
@@ -107,8 +111,27 @@ class OutboxPublisher:
             except Exception:  # a database hiccup must not end publishing for good
                 log.exception("outbox publisher error; retrying")
                 self._stop.wait(min(1.0, self.poll_interval_s) or 0.01)
-            self._wake.wait(self.poll_interval_s)
+            self._wake.wait(self._idle_wait())
             self._wake.clear()
+
+    def _idle_wait(self) -> float:
+        """Until the next thing due without a wake-up: a refused row's retry, the head's next
+        announcement once it moved, the gauges while rows are pending (their age grows) or an
+        update the interval held back; else `poll_interval_s`. Commits (notify), PUBACKs and
+        connections wake the thread, so an idle site's outbox costs no query between polls."""
+        now = time.monotonic()
+        wait = self.poll_interval_s
+        if self._retry_at > now:
+            wait = min(wait, self._retry_at - now)
+        if self._head_mark != self._head_progress() and self._connected.is_set():
+            wait = min(wait, self._next_head - now)
+        if self._stats_owed or self._depth > 0:
+            wait = min(wait, self._next_stats - now)
+        return max(0.0, wait)
+
+    def _head_progress(self) -> int:
+        """Changes the sequence head may show: rows acknowledged or failed so far."""
+        return self.stats.acked_rows + self.stats.failed_rows
 
     def _process_acks(self) -> None:
         done: list[_InFlight] = []
@@ -241,9 +264,11 @@ class OutboxPublisher:
         if client is None or not self._connected.is_set():
             return None
         generation = self._generation
+        progress = self._head_progress()
         if (not force and self._head is not None and self._head[0] == generation
-                and now < self._next_head):
-            return None
+                and (now < self._next_head or progress == self._head_mark)):
+            return None  # too soon, or nothing acknowledged since: the head did not move
+        self._head_mark = progress
         with self.db.session() as s:
             seq = repo.published_through(s)
             last = sequence.last_seq(s)
@@ -271,9 +296,14 @@ class OutboxPublisher:
     def _update_stats(self) -> None:
         now = time.monotonic()
         if now < self._next_stats:
+            self._stats_owed = True  # _idle_wait wakes the thread for it
             return
+        self._stats_owed = False
         self._next_stats = now + self.stats_interval_s
         with self.db.session() as s:
             depth, age = repo.outbox_stats(s)
+        self._depth = depth
+        if self.on_outbox_depth is not None:
+            self.on_outbox_depth(depth)
         self.metrics.outbox_depth.set(depth)
         self.metrics.outbox_oldest_age.set(age)

@@ -22,8 +22,6 @@ from typing import Any
 from readers import host as wire
 from readers import supervise
 from readers.base import ReaderDriver, ReaderState, TagRead
-from readers.llrp import LlrpReader
-from readers.serial import SerialReader
 from rfidd.config import Config
 from rfidd.intake import IngestQueue
 
@@ -155,10 +153,11 @@ class ReaderHost:
             pass  # the child is gone; the supervisor's next turn restarts it
 
     def hung_for(self) -> float:
-        """Seconds the child is late past its twice-a-second snapshot (beyond the margin)."""
+        """Seconds the child is late past its heartbeat snapshot (beyond the margin)."""
         if not self.alive():
             return 0.0
-        return max(0.0, time.monotonic() - self.last_frame - supervise.HANG_MARGIN_S)
+        return max(0.0, time.monotonic() - self.last_frame - wire.SNAPSHOT_S
+                   - supervise.HANG_MARGIN_S)
 
     def _read(self, proc: subprocess.Popen[bytes]) -> None:
         """The intake thread: the child's frames into the IngestQueue, until end of file."""
@@ -196,8 +195,9 @@ class ReaderHost:
         if kind == "r":
             reader = self._names.get(m[1], m[1])  # one string object per reader
             if sink.admits(reader):
-                sink.on_reads(reader, [TagRead(e, reader, a, r, s, c, t)
-                                       for e, a, r, s, c, t in m[2]])
+                new = tuple.__new__  # TagRead without its Python __new__: this runs per read
+                sink.on_reads(reader, [new(TagRead, (e, reader, a, r, s, c, t))
+                                       for e, a, r, s, c, t in m[2]], m[3])
             else:  # shed without building what would be dropped
                 sink.shed_at_source(reader, m[3])
         elif kind == "s":
@@ -276,9 +276,15 @@ def build_readers(cfg: Config, sink: IngestQueue,
         if name in out:
             continue
         antennas = list(rc.antenna_zones())
+        # The drivers' modules only when a reader here needs them: with the LLRP readers in
+        # the reader host, the daemon never loads sllurp (nor pyserial without serial readers).
         if rc.kind == "llrp":
+            from readers.llrp import LlrpReader
+
             out[name] = LlrpReader(name, rc.address, rc.llrp, antennas, sink)
             continue
+        from readers.serial import SerialReader
+
         s = rc.serial
         out[name] = SerialReader(
             name, rc.address, protocol=s.protocol, baudrate=s.baudrate, address=s.address,

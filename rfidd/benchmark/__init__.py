@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 import readers.llrp
-from rfidd.benchmark import e2e, parts, staffops, thread_cpu
+from rfidd.benchmark import e2e, idle, parts, staffops, thread_cpu
 from rfidd.console import table_console
 
 
@@ -48,8 +48,8 @@ class Sizes:
 
 
 FULL = Sizes(5.0, 20, 1100.0, 80, 1300.0, 40, 1250.0, 1_000_000, 20_000,
-             (100_000, 1_000_000), 10_000, 20_000, 5.0)
-SMOKE = Sizes(1.0, 2, 200.0, 3, 300.0, 2, 200.0, 5_000, 1_000, (2_000, 5_000), 500, 500, 1.0,
+             (100_000, 1_000_000), 10_000, 60_000, 20.0)
+SMOKE = Sizes(1.0, 2, 200.0, 3, 300.0, 2, 200.0, 5_000, 1_000, (2_000, 5_000), 500, 500, 2.0,
               1.0, 4, 300.0, (2_000, 1_000, 500))
 
 # key -> (floor key or None,
@@ -65,6 +65,12 @@ TARGETS: dict[str, tuple[str | None, tuple[str, float] | None]] = {
     # decode of the same offered stream; its shed (`ingest_max_shed_reads_per_s` > 0) says it
     # is the daemon's ceiling, not the offered load's.
     "ingest_max_reads_per_s": ("ingest_max_decode_only_reads_per_s", (">=", 100_000.0)),
+    # What the simulators really sent in that run (on a loaded machine, less than asked), and
+    # the cores the simulators and everything else on the machine took from the daemon's two.
+    "ingest_max_offered_sent_reads_per_s": ("ingest_max_offered_reads_per_s", None),
+    "ingest_max_cpu_cores_daemon": ("ingest_max_cpu_cores_machine", None),
+    "ingest_max_cpu_cores_sim": ("ingest_max_cpu_cores_machine", None),
+    "ingest_max_cpu_cores_others": ("ingest_max_cpu_cores_machine", None),
     # The ingest thread's own CPU per read, saturated, with no reader I/O in the process.
     "ingest_thread_us_per_read": (None, None),
     "p99_read_to_publish_s": (None, ("<", 0.25)),
@@ -146,6 +152,7 @@ def run(sizes: Sizes, mqtt_url: str, pg_url: str | None,
     out["overload_cpu_per_1k_reads_per_s"] = run3.cpu_per_1k_reads_per_s
     out["overload_reader_host_cpu_per_1k_reads_per_s"] = \
         run3.reader_host_cpu_per_1k_reads_per_s
+    out.update(_load_keys("overload", run3))
 
     step("the ceiling (and bare sllurp clients on the same stream)")
     run4, floor4 = e2e.ingest(sizes.max_readers, sizes.max_rate, sizes.seconds, mqtt_url,
@@ -158,6 +165,7 @@ def run(sizes: Sizes, mqtt_url: str, pg_url: str | None,
     out["ingest_max_lost_reads"] = run4.lost
     out["ingest_max_ingest_thread_us_per_read"] = run4.ingest_thread_us_per_read
     out["ingest_max_ingest_thread_ms_per_batch"] = run4.ingest_thread_ms_per_batch
+    out.update(_load_keys("ingest_max", run4))
 
     step("the ingest thread alone, saturated")
     cost = thread_cpu.write_path(seconds=sizes.thread_s)
@@ -206,11 +214,40 @@ def run(sizes: Sizes, mqtt_url: str, pg_url: str | None,
     out["staff_ops_ok"] = staff["ok"]
 
     step("idle daemon")
-    out["idle_rss_mib"], out["idle_cpu_ratio"] = e2e.idle(mqtt_url, sizes.idle_s,
-                                                          llrp_process=lp)
+    quiet = idle.idle(mqtt_url, sizes.idle_s, llrp_process=lp)
+    out["idle_rss_mib"], out["idle_cpu_ratio"] = quiet.rss_mib, quiet.cpu_ratio
+    out["idle_explain"] = quiet.explain()  # CPU per thread, memory per process
     step("")
     out["bench_seconds"] = time.monotonic() - t_start
     return out
+
+
+def _load_keys(prefix: str, run: e2e.IngestRun) -> dict[str, Any]:
+    """What a run was really offered and where the machine's CPU went during it: the figure
+    reads honestly only beside these (e.g. a ceiling run whose simulators could not send what
+    was asked, or whose cores went to other processes, measures the machine, not the daemon).
+    `_offered_short`: the simulators sent under 95 % of what was asked."""
+    cpu = run.cpu
+    daemon = cpu.get("daemon", 0.0) + cpu.get("reader_host", 0.0)
+    sent = run.sent_per_s
+    return {
+        f"{prefix}_offered_sent_reads_per_s": sent,
+        f"{prefix}_offered_short": sent is not None and sent < 0.95 * run.offered_per_s,
+        f"{prefix}_received_reads_per_s": run.received_per_s,
+        f"{prefix}_cpu_cores_machine": cpu.get("machine"),
+        f"{prefix}_cpu_cores": cpu.get("cores"),
+        f"{prefix}_cpu_cores_sim": cpu.get("sim"),
+        f"{prefix}_cpu_cores_reader_host": cpu.get("reader_host"),
+        f"{prefix}_cpu_cores_daemon": daemon,  # its process and its reader host
+        f"{prefix}_cpu_cores_others": cpu.get("others"),
+        f"{prefix}_cpu_cores_ingest_thread": cpu.get("thread:ingest"),
+        f"{prefix}_cpu_cores_intake_thread": cpu.get("thread:reader-host-intake"),
+        # Runnable but not running: the ingest thread waited this share of a core for a CPU
+        # (the machine was short of cores; waiting for the GIL is not counted here).
+        f"{prefix}_ingest_thread_cpu_wait": cpu.get("wait:ingest"),
+        f"{prefix}_committed_reads_per_daemon_core":
+            run.committed_reads_per_s / daemon if daemon > 0 else None,
+    }
 
 
 def verdict(key: str, res: dict[str, Any]) -> tuple[Any, float | None, str]:
@@ -245,6 +282,29 @@ def table(res: dict[str, Any]) -> Table:
     return t
 
 
+def explain_tables(res: dict[str, Any]) -> list[Table]:
+    """`--explain`: the idle daemon's memory per process (with the floors of the same run) and
+    its CPU and wake-ups per thread."""
+    ex = res.get("idle_explain")
+    if not ex:
+        return []
+    mem = Table(title="idle memory per process (MiB)")
+    for c in ("process", "rss", "pss", "anon"):
+        mem.add_column(c, justify="left" if c == "process" else "right")
+    for name, m in ex["processes"].items():
+        mem.add_row(name, f"{m['rss_mib']:.1f}", f"{m['pss_mib']:.1f}", f"{m['anon_mib']:.1f}")
+    for name, v in ex.get("floors_rss_mib", {}).items():
+        mem.add_row(f"floor: {name}", f"{v:.1f}", "", "")
+    cpu = Table(title=f"idle CPU per thread over {ex['seconds']:g} s "
+                      f"({ex['wakeups_per_s']:g} wake-ups/s in all)")
+    for c in ("process", "thread", "n", "ms CPU/s", "wake-ups/s"):
+        cpu.add_column(c, justify="left" if c in ("process", "thread") else "right")
+    for t in ex["threads"]:
+        cpu.add_row(t["process"], t["thread"], str(t["count"]), f"{t['cpu_ms_per_s']:.3f}",
+                    f"{t['wakeups_per_s']:.2f}")
+    return [mem, cpu]
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "—"
@@ -263,6 +323,9 @@ def _fmt(v: Any) -> str:
               show_default=True,
               help="PostgreSQL for the HQ figures (a schema is created and dropped); '' skips.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--explain", is_flag=True,
+              help="Also print the idle daemon's memory per process and CPU per thread (in "
+                   "--json: always, as idle_explain).")
 @click.option("--llrp-threads", is_flag=True,
               help="Run the LLRP readers as threads of the daemon (llrp_process = false) "
                    "instead of the reader host process: the figures before it, for a ratio.")
@@ -270,7 +333,7 @@ def _fmt(v: Any) -> str:
               help="Decode every RO_ACCESS_REPORT with sllurp instead of the struct decoder "
                    "(readers.llrp_wire): the figures before it, for a ratio.")
 def bench_command(smoke: bool, seconds: float | None, mqtt_url: str, pg_url: str,
-                  as_json: bool, llrp_threads: bool, sllurp_decode: bool) -> None:
+                  as_json: bool, explain: bool, llrp_threads: bool, sllurp_decode: bool) -> None:
     """Measure every figure against its floor in one run (ingest end to end with MQTT, overload,
     latency, memory, re-reads, reconcile, publishing, HQ storage, idle)."""
     from rfidd.app import tune_gc
@@ -292,7 +355,10 @@ def bench_command(smoke: bool, seconds: float | None, mqtt_url: str, pg_url: str
     if as_json:
         click.echo(json.dumps(res))
     else:
-        table_console().print(table(res))
+        out = table_console()
+        out.print(table(res))
+        for t in explain_tables(res) if explain else []:
+            out.print(t)
     if not all(res.get(k, True) for k in ("reconcile_100k_ok", "reconcile_1m_ok",
                                            "staff_ops_ok")):
         sys.exit(1)

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from inventory.epcis import parse_datetime
 from rfidd.app import Daemon, Timings
 from rfidd.bench_ingest import _SimProcess, scenario_text
+from rfidd.benchmark import cpu_split
 from rfidd.benchmark.thread_cpu import ingest_thread_id, thread_cpu_s, turns
 from rfidd.demo import demo_config
 
@@ -81,6 +82,13 @@ class IngestRun:
     ingest_thread_us_per_read: float | None = None
     ingest_thread_ms_per_batch: float | None = None
     """CPU of the ingest thread alone (its schedstat) per committed read and per batch."""
+    sent_per_s: float | None = None
+    """Reads the simulators actually sent per second of the window (`offered_per_s` is what
+    they were asked for: on a loaded machine they may not manage it)."""
+    received_per_s: float | None = None
+    """Reads the daemon's readers received (ingested or shed) per second of the window."""
+    cpu: dict[str, float] = field(default_factory=dict)
+    """Cores used in the window, per process and per daemon thread (`cpu_split.split`)."""
 
 
 class _Latency:
@@ -175,11 +183,18 @@ def _daemon_run(scenario: Any, sim: _SimProcess, seconds: float, readers: int, r
         lat.recording = True
         counted = _committed(ing)
         tid = ingest_thread_id(ing)
+        host = getattr(daemon, "reader_host", None)
+        host_pid = host.pid if host is not None else None
+        sim_pid = sim.proc.pid
         s0, i0, b0 = _shed(daemon), thread_cpu_s(tid), turns(ing)
+        n0, g0 = sim.sent(), _received(daemon)
         r0, c0, t0, h0 = counted(), _cpu_s(daemon), time.monotonic(), _host_cpu_s(daemon)
+        p0 = cpu_split.sample(t0, sim_pid, host_pid)
         time.sleep(seconds)
         r1, c1, t1 = counted(), _cpu_s(daemon), time.monotonic()
+        cpu = cpu_split.split(p0, cpu_split.sample(t1, sim_pid, host_pid))  # threads alive
         s1, i1, b1 = _shed(daemon), thread_cpu_s(tid), turns(ing)
+        n1, g1 = sim.sent(), _received(daemon)
         lat.recording = False
         h1 = _host_cpu_s(daemon)
         sent = sim.hold()
@@ -209,7 +224,15 @@ def _daemon_run(scenario: Any, sim: _SimProcess, seconds: float, readers: int, r
                      min(shares, default=None), max(shares, default=None),
                      (s1 - s0) / (t1 - t0),
                      (i1 - i0) / (r1 - r0) * 1e6 if r1 > r0 and tid else None,
-                     (i1 - i0) / (b1 - b0) * 1e3 if b1 > b0 and tid else None)
+                     (i1 - i0) / (b1 - b0) * 1e3 if b1 > b0 and tid else None,
+                     (n1 - n0) / (t1 - t0), (g1 - g0) / (t1 - t0), cpu)
+
+
+def _received(daemon: Daemon) -> int:
+    """Reads the daemon's readers received so far (ingested or shed: rfidd_reads_total)."""
+    return int(sum(s.value for m in daemon.metrics.registry.collect()
+                   if m.name == "rfidd_reads" for s in m.samples
+                   if s.name.endswith("_total")))
 
 
 def _shed(daemon: Daemon) -> int:
@@ -290,57 +313,6 @@ def bare_sllurp(ports: dict[str, int], seconds: float) -> float:
     return rps
 
 
-_IDLE = r"""
-import sys, time
-from rfidd.app import Daemon
-from rfidd.config import Config
-cfg = Config.model_validate_json(sys.stdin.read())
-d = Daemon(cfg)
-d.start()
-print("started", flush=True)
-sys.stdin.close()
-time.sleep(3600)
-"""
-
-
-def idle(mqtt_url: str, seconds: float, readers: int = 4,
-         llrp_process: bool | None = None) -> tuple[float, float]:
-    """RSS (MiB) and CPU share of a daemon with `readers` connected readers that read nothing
-    (its reader host included)."""
-    import simulator
-    from simulator import Scenario
-
-    catalog = Path(simulator.__file__).parent / "scenarios" / "maison-catalog.csv"
-    text = scenario_text(readers, 0, 1.0, catalog).replace("count = 0", "count = 0")
-    with tempfile.TemporaryDirectory(prefix="rfidd-bench-") as tmp:
-        path = Path(tmp) / "idle.toml"
-        path.write_text(text)
-        scenario = Scenario.parse(text, str(path), Path(tmp))
-        sim = _SimProcess(path)
-        sim.expected = readers
-        with sim:
-            cfg = demo_config(scenario, sim.ports, f"sqlite:///{tmp}/i.db", mqtt_url,
-                              site_id=f"idle{uuid.uuid4().hex[:6]}")
-            if llrp_process is not None:
-                cfg = cfg.model_copy(update={"llrp_process": llrp_process})
-            proc = subprocess.Popen([sys.executable, "-c", _IDLE], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, text=True)
-            try:
-                assert proc.stdin is not None and proc.stdout is not None
-                proc.stdin.write(cfg.model_dump_json())
-                proc.stdin.close()
-                proc.stdout.readline()
-                time.sleep(min(3.0, seconds))  # connected, settled
-                j0, t0 = _jiffies(proc.pid), time.monotonic()
-                time.sleep(seconds)
-                j1, t1 = _jiffies(proc.pid), time.monotonic()
-                rss = _rss_mib(proc.pid)
-            finally:
-                proc.terminate()
-                proc.wait(30)
-    return rss, (j1 - j0) / os.sysconf("SC_CLK_TCK") / (t1 - t0)
-
-
 def _cpu_s(daemon: Daemon) -> float:
     """CPU seconds of the daemon: this process and its reader host child (the readers'
     decoding is the daemon's work wherever it runs)."""
@@ -368,20 +340,6 @@ def _jiffies(pid: int) -> int:
             continue
         total += int(fields[11]) + int(fields[12])
     return total
-
-
-def _rss_mib(pid: int | str = "self") -> float:
-    """Resident MiB of `pid` and its descendants."""
-    pids = _tree(os.getpid() if pid == "self" else int(pid))
-    total = 0
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except FileNotFoundError:
-            continue
-    return total / 1024
 
 
 def _committed(ing: Any) -> Any:

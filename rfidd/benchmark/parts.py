@@ -11,7 +11,7 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from inventory import bench as inv_bench
@@ -203,15 +203,15 @@ def drain_outbox(db: Database, cfg: MqttConfig, site: str,
     return dt, link.stats.published_messages
 
 
-def hq_store(pg_url: str, events: int = 20_000, batch: int = 1000) -> tuple[float, float]:
+def hq_store(pg_url: str, events: int = 60_000, batch: int = 1000) -> tuple[float, float]:
     """Events/s HqStore.write_batch stores into PostgreSQL (HQ's code, as it is), and the floor:
     psycopg COPY of the same rows (events, their eventIDs, their EPC rows) into tables of the
-    same columns without indexes. The two alternate batch by batch, so a machine shared with
-    other work slows both alike and the ratio stays meaningful."""
+    same columns without indexes. The rows are what sites publish (site_rows), and enough of
+    them that the table's growth shows. The two alternate batch by batch, so a machine shared
+    with other work slows both alike and the ratio stays meaningful."""
     import psycopg
     from sqlalchemy import create_engine, text
 
-    from rfidd.hq.documents import EventRow
     from rfidd.hq.store import Batch, HqStore
 
     schema = f"bench_{uuid.uuid4().hex[:12]}"
@@ -224,17 +224,7 @@ def hq_store(pg_url: str, events: int = 20_000, batch: int = 1000) -> tuple[floa
         sep = "&" if "?" in pg_url else "?"
         url = f"{pg_url}{sep}options=-csearch_path%3D{schema}"
     try:
-        base = datetime(2026, 1, 1, tzinfo=UTC)
-        rows = []
-        for i in range(events):
-            eid = f"urn:uuid:{uuid.uuid4()}"
-            epc = f"urn:epc:id:sgtin:0614141.812345.{i}"
-            raw = {"eventID": eid, "type": "ObjectEvent", "action": "OBSERVE",
-                   "epcList": [epc], "bizStep": "storing",
-                   "eventTime": (base + timedelta(seconds=i)).isoformat()}
-            rows.append(EventRow(eid, "bench", "ObjectEvent", base + timedelta(seconds=i),
-                                 "OBSERVE", "storing", None, "urn:epc:id:sgln:0614141.1.0",
-                                 None, None, raw, (epc,)))
+        rows = site_rows(events)
         store = HqStore.open(url)
         dsn = url.replace("postgresql+psycopg://", "postgresql://", 1)
         stored_s = copy_s = 0.0
@@ -245,12 +235,12 @@ def hq_store(pg_url: str, events: int = 20_000, batch: int = 1000) -> tuple[floa
                 conn.execute("CREATE TABLE copy_floor_epcs (LIKE hq_event_epcs "
                              "INCLUDING DEFAULTS)")
                 conn.commit()
-                store.write_batch(Batch(events=rows[:1]))  # partitions, stage: made once
+                store.write_batch(_batch(Batch, rows[:1]))  # partitions: made once
                 _copy_floor(conn, rows[:1])
                 for k in range(1, events, batch):
                     chunk = rows[k:k + batch]
                     t0 = time.perf_counter()
-                    store.write_batch(Batch(events=chunk))
+                    store.write_batch(_batch(Batch, chunk))
                     t1 = time.perf_counter()
                     _copy_floor(conn, chunk)
                     copy_s += time.perf_counter() - t1
@@ -266,6 +256,57 @@ def hq_store(pg_url: str, events: int = 20_000, batch: int = 1000) -> tuple[floa
     return events / stored_s, events / copy_s
 
 
+
+
+def _batch(batch: Any, rows: list[Any]) -> Any:
+    """A consumer's batch of these rows: its events, and each site seen (FeedParser's saw)."""
+    now = datetime.now(UTC)
+    return batch(events=rows, seen={ev.site: now for ev in rows})
+
+
+SITES = 4
+_DOC = 200  # events per EPCISDocument, a site's default
+
+
+def site_rows(events: int, seed: int = 12) -> list[Any]:
+    """HQ rows as real site traffic makes them: the site's EpcisSerializer output (eventIDs
+    uuid5 of the fact, so random in arrival order; rfidd:seq per site; readPoint of the zone;
+    the site's bizLocation, none for an item leaving), parsed by HQ's parse_event, in
+    documents of 200 per site, the sites taking turns as their messages arrive. Most events
+    name one item; a receiving or count names a carton's worth (2-40)."""
+    from inventory.epcis import EpcisSerializer
+    from inventory.events import Action, ItemEvent, stable_event_id
+    from rfidd.hq.documents import parse_event
+    from rfidd.mqtt_outbox import SEQ_FIELD
+
+    rnd = random.Random(seed)
+    ser = EpcisSerializer("Europe/Berlin")
+    steps = (("stocking", "sellable_accessible"), ("storing", "sellable_not_accessible"),
+             ("receiving", "in_progress"), ("departing", "in_transit"),
+             ("retail_selling", "retail_sold"))
+    t0 = datetime(2026, 1, 1, 8, tzinfo=UTC).timestamp()
+    seq = [0] * SITES
+    rows: list[Any] = []
+    while len(rows) < events:
+        for s in range(SITES):
+            site, sgln = f"store-{s:03d}", f"urn:epc:id:sgln:4012345.{s + 10:05d}.0"
+            for _ in range(min(_DOC, events - len(rows))):
+                seq[s] += 1
+                n = seq[s]
+                step, disp = steps[rnd.randrange(len(steps))]
+                size = 1 if rnd.random() < 0.85 else rnd.randint(2, 40)
+                first = rnd.randrange(2_000_000)
+                epcs = tuple(f"urn:epc:id:sgtin:4012345.{(first + j) % 500:06d}.{first + j}"
+                             for j in range(size))
+                at = t0 + n * 0.7 + s * 0.01
+                ev = ItemEvent(stable_event_id(site, epcs[0], step, at), at, Action.OBSERVE,
+                               epcs, step, disp, f"urn:epc:id:sgln:4012345.{s + 10:05d}."
+                               f"{rnd.randrange(12)}", None if step == "departing" else sgln,
+                               extensions={SEQ_FIELD: n})
+                rows.append(parse_event(ser.event(ev), site))
+            if len(rows) >= events:
+                break
+    return rows
 
 
 def _copy_floor(conn: Any, rows: list[Any]) -> None:

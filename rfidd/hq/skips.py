@@ -56,6 +56,16 @@ def skip_ranges(conn: Connection, site: str) -> list[tuple[int, int]]:
     return sorted((int(p["first"]), int(p["last"])) for (p,) in rows)
 
 
+def skip_ranges_of(conn: Connection, sites: list[str]) -> dict[str, list[tuple[int, int]]]:
+    """skip_ranges of several sites in one query: site -> its declared skips, in order."""
+    m = hq_site_messages
+    out: dict[str, list[tuple[int, int]]] = {}
+    for site, p in conn.execute(select(m.c.site, m.c.payload)
+                                .where(m.c.site.in_(sites), m.c.kind == SKIP_KIND)):
+        out.setdefault(site, []).append((int(p["first"]), int(p["last"])))
+    return {site: sorted(r) for site, r in out.items()}
+
+
 def without_skips(gaps: list[tuple[int, int]],
                   skips: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """`gaps` minus the skipped numbers (both inclusive ranges)."""

@@ -56,7 +56,6 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "hq_alembic_version"
-_WALK = 1000  # sequence numbers a step of the contiguous walk looks at
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -353,15 +352,16 @@ class HqStore:
             elif rows:
                 inserted = sqlitewrite.store_events(conn, rows, batch.received_at)
             stored = len(inserted)
-            self._update_sites(conn, batch)
+            numbered = {ev.site for ev in rows if ev.seq is not None}
+            self._update_sites(conn, batch, numbered)
             if any(m.kind == "seq_skip" for m in site_messages):  # after this batch's events
                 from rfidd.hq.skips import take_skips
 
                 site_messages, lost = take_skips(conn, site_messages, self._insert)
             messages_stored = self._insert_site_messages(conn, site_messages)
-            for site in sorted({ev.site for ev in rows if ev.seq is not None}
-                               | set(batch.heads)):
-                self._advance(conn, site)
+            from rfidd.hq.marks import advance
+
+            advance(conn, sorted(numbered | set(batch.heads)), self.dialect)
         return BatchResult(
             stored=stored,
             duplicates=len(events) - stored,
@@ -414,38 +414,12 @@ class HqStore:
                              .values(rejected=hq_sites.c.rejected + dropped[site]))
         return events, msgs, sum(dropped.values())
 
-    def _advance(self, conn: Connection, site: str) -> None:
-        """Move the site's contiguous mark past every run of numbers now held: an index range
-        walk from the mark, so the cost is what it advances, not the size of the table."""
-        start = c = int(conn.execute(select(hq_sites.c.contiguous_seq)
-                                     .where(hq_sites.c.site == site)).scalar() or 0)
-        e = hq_events
-        from rfidd.hq.skips import skip_ranges
-
-        skips = skip_ranges(conn, site)  # declared skipped: nothing to wait for there
-        while True:
-            seqs = conn.execute(select(e.c.seq).where(e.c.site == site, e.c.seq > c)
-                                .order_by(e.c.seq).limit(_WALK)).scalars().all()
-            for seq in seqs:
-                if seq == c + 1:
-                    c = seq
-                elif seq > c + 1:
-                    break
-            else:
-                if len(seqs) == _WALK:
-                    continue
-            over = max((b for a, b in skips if a <= c + 1 <= b), default=None)
-            if over is not None:
-                c = over
-                continue
-            break
-        if c > start:
-            greatest = func.greatest if self.dialect == "postgresql" else func.max
-            conn.execute(hq_sites.update().where(hq_sites.c.site == site)  # never backwards
-                         .values(contiguous_seq=greatest(hq_sites.c.contiguous_seq, c)))
-
-    def _update_sites(self, conn: Connection, batch: Batch) -> None:
-        touched = sorted({s.site for s in batch.statuses} | set(batch.seen) | set(batch.heads))
+    def _update_sites(self, conn: Connection, batch: Batch, numbered: set[str]) -> None:
+        """Statuses, heads, last seen; and a row for every site whose numbered events came
+        (a capture with rfidd:seq has no `seen`): its contiguous mark is kept there, and
+        without it every batch walked that site's numbers from 0 again."""
+        touched = sorted({s.site for s in batch.statuses} | set(batch.seen) | set(batch.heads)
+                         | numbered)
         if not touched:
             return
         # Make every site row exist first (in key order), then update in the same order.

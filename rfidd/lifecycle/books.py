@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import Row, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from inventory.epc import decode
@@ -86,9 +85,13 @@ def row_values(st: ItemState, now: float) -> dict[str, Any]:
 
 def _insert(s: Session, table: Any) -> Any:
     name = s.get_bind().dialect.name
-    if name == "sqlite":
+    if name == "sqlite":  # imported per site: an SQLite site never loads the PostgreSQL one
+        from sqlalchemy.dialects import sqlite
+
         return sqlite.insert(table)
     if name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
         return postgresql.insert(table)
     raise NotImplementedError(f"dialect {name} is not supported")
 

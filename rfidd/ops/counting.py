@@ -95,6 +95,8 @@ class CountingService:
         self.site_sgln = ctx.config.site.sgln
         self._lock = ctx.tracker_lock  # the domain-state lock: taken before any transaction
         self._counts: dict[str, _Count] = {}
+        self.on_active: Callable[[], None] = lambda: None
+        """Called once a count runs (the ops tick resumes: it refreshes and stops counts)."""
 
     def start(self) -> None:
         """Counts that were running when the daemon stopped cannot resume: mark them aborted."""
@@ -158,6 +160,7 @@ class CountingService:
             with self.ctx.transaction() as s:
                 store.insert_count(s, cid, zs, trigger, now, live.expected_count)
             self._counts[cid] = count
+        self.on_active()
         log.info("ops: count %s started over %s (%d expected, %s)", cid, ", ".join(zs),
                  live.expected_count, trigger)
         return self._count_progress(count)
@@ -267,6 +270,10 @@ class CountingService:
         """The tracker mark a running count reads from (tests wait on it)."""
         with self._lock:
             return self._counts[cid].start_mark
+
+    def busy(self) -> bool:
+        """A count runs (read without the lock: the ops tick's pause check takes none)."""
+        return bool(self._counts)
 
     def running_counts(self) -> list[str]:
         with self._lock:

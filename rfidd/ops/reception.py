@@ -87,6 +87,8 @@ class ReceptionService:
         self._lock = ctx.tracker_lock  # the domain-state lock: taken before any transaction
         self.lifecycle = Lifecycle()
         self._reception: _Reception | None = None
+        self.on_active: Callable[[], None] = lambda: None
+        """Called once a reception is open (the ops tick resumes: it applies the rules)."""
         self.watched_zones: frozenset[str] = frozenset()
         ctx.register_command("asn", self.command_asn)
 
@@ -255,6 +257,7 @@ class ReceptionService:
                     store.insert_reception(s, sid, ids, opened_by, now)
                     store.set_asn_session(s, ids, sid)
             self._reception = rec
+            self.on_active()
             self._feed_present(rec)
             log.info("ops: reception %s open against %s", rec.id,
                      ", ".join(a.asn_id for a in rec.asns))
@@ -270,6 +273,7 @@ class ReceptionService:
         with self._lock:
             rec = self._build_reception(sid, asns, opened_by, opened_at, {})
             self._reception = rec
+            self.on_active()
             self._feed_present(rec)
         log.info("ops: reception %s resumed (%d items already at reception)", sid,
                  len(rec.reads))
@@ -460,6 +464,10 @@ class ReceptionService:
                 return reception_csv(rec.session.report())
         doc = self.reception(sid)["report"]
         return lines_csv(doc)
+
+    def busy(self) -> bool:
+        """A reception is open (read without the lock: the ops tick's pause check)."""
+        return self._reception is not None
 
     def tick(self) -> None:
         """Scheduler job: close the open reception if a rule of the config says so."""

@@ -39,6 +39,7 @@ from rfidd.store import repo
 from rfidd.store.models import Event
 
 log = logging.getLogger("rfidd.schedules")
+TICK_JOB = "ops-tick"
 
 STATE_PREFIX = "schedule:"
 RETENTION_JOB = "retention"
@@ -129,16 +130,23 @@ class Schedules:
     """Count schedules plus the site's housekeeping jobs (see the module docstring).
 
     `start_count` starts a count, `tick` is the periodic ops job; both run once
-    `attach_scheduler` gave the service the daemon's scheduler."""
+    `attach_scheduler` gave the service the daemon's scheduler. With `busy` (a running count or
+    an open reception: what the tick has work for), the tick job pauses itself when there is
+    none, and `wake_tick` (called when a count starts or a reception opens) resumes it: an
+    idle store's scheduler does not wake every `tick_s` for nothing."""
 
     def __init__(self, ctx: ServiceContext, start_count: StartCount, tick: Callable[[], None],
                  settings: OpsSettings | None = None, *,
                  publish_shrinkage: PublishShrinkage | None = None,
                  schedule_settings: ScheduleSettings | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 busy: Callable[[], bool] | None = None) -> None:
         self.db = ctx.db
         self.start_count = start_count
         self.tick = tick
+        self.busy = busy
+        self._tick_lock = threading.Lock()  # the pause decision against a concurrent wake
+        self._tick_paused = False
         self.ops_settings = settings or OpsSettings()
         self.settings = schedule_settings or ScheduleSettings.from_config(
             ctx.config, self.ops_settings.default_count_duration_s)
@@ -155,8 +163,8 @@ class Schedules:
         """Add the tick and every job; run at once those missed while the daemon was down
         and still within their grace."""
         self.scheduler = scheduler
-        scheduler.add_job(self.tick, "interval", seconds=self.ops_settings.tick_s, id="ops-tick",
-                          replace_existing=True)
+        scheduler.add_job(self._tick_job, "interval", seconds=self.ops_settings.tick_s,
+                          id=TICK_JOB, replace_existing=True)
         s = self.settings
         self._add(_Job(RETENTION_JOB, s.retention_cron, _cron(s.retention_cron, s.timezone),
                        s.misfire_grace_s, self.retention, "retention"))
@@ -217,6 +225,32 @@ class Schedules:
                                coalesce=True, max_instances=1, **kwargs)
 
     # -- running ------------------------------------------------------------------------------
+    def _tick_job(self) -> None:
+        """The tick; then paused if nothing needs the next one (`busy` is read after a wake's
+        state change was made, under the lock `wake_tick` takes: no count is left unticked)."""
+        self.tick()
+        with self._tick_lock:
+            if self.busy is None or self.scheduler is None or self.busy():
+                return
+            try:
+                self.scheduler.pause_job(TICK_JOB)
+            except Exception as exc:  # the scheduler shut down meanwhile: nothing to pause
+                log.debug("ops tick not paused: %s", exc)
+                return
+            self._tick_paused = True
+
+    def wake_tick(self) -> None:
+        """A count started or a reception opened: the tick runs again every `tick_s`."""
+        with self._tick_lock:
+            if not self._tick_paused or self.scheduler is None:
+                return
+            try:
+                self.scheduler.resume_job(TICK_JOB)
+            except Exception as exc:
+                log.debug("ops tick not resumed: %s", exc)
+                return
+            self._tick_paused = False
+
     def _fire(self, job_id: str) -> None:
         job = self._jobs.get(job_id)
         if job is None:

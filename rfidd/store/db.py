@@ -177,9 +177,13 @@ def upgrade(database: Database, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
 
-def open_database(url: str, *, migrate: bool = True, echo: bool = False) -> Database:
+def open_database(url: str, *, migrate: bool = True, echo: bool = False,
+                  migrate_in_child: bool = False) -> Database:
     """Open the database at `url` and bring its schema to the newest revision.
 
+    `migrate_in_child`: an upgrade, when one is needed, runs in a child process
+    (rfidd.store.migrate) so Alembic never loads here; an in-memory SQLite database, which a
+    child cannot see, is upgraded here anyway.
     Raises DatabaseError naming the URL (password hidden) when it cannot be reached or
     migrated, so the daemon can exit with a message instead of a traceback.
     """
@@ -194,16 +198,28 @@ def open_database(url: str, *, migrate: bool = True, echo: bool = False) -> Data
     except Exception as exc:
         raise DatabaseError(f"{shown}: {exc}") from exc
     if migrate and not _at_packaged_head(db):
+        in_child = migrate_in_child and not _in_memory(url)
         try:
-            before = db.current_revision()
-            upgrade(db)
-            after = db.current_revision()
+            if in_child:
+                from rfidd.store.migrate import run_upgrade
+
+                db.engine.dispose()  # no connection of ours open while the child migrates
+                before, after = run_upgrade(url)
+            else:
+                before = db.current_revision()
+                upgrade(db)
+                after = db.current_revision()
         except Exception as exc:
             db.dispose()
             raise DatabaseError(f"{shown}: schema upgrade failed: {exc}") from exc
         if before != after:
             log.info("database %s migrated from %s to %s", shown, before or "empty", after)
     return db
+
+
+def _in_memory(url: str) -> bool:
+    u = make_url(url)
+    return u.get_backend_name() == "sqlite" and u.database in (None, "", ":memory:")
 
 
 def _at_packaged_head(db: Database) -> bool:

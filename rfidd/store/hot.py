@@ -11,15 +11,17 @@ the driver, errors still wrapped as SQLAlchemy's DBAPIError, so the retry logic 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import case, func
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ClauseElement
 
 from .models import Event, Item, OutboxMessage, ZonePresence
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects import postgresql, sqlite
 
 ITEM_COLS = ("epc", "epc_uri", "gtin", "serial", "zone", "biz_step", "disposition",
              "first_seen", "last_seen", "updated")
@@ -33,9 +35,14 @@ _positional: dict[str, Dialect] = {}
 
 
 def _insert(dialect: str, table: Any) -> sqlite.Insert | postgresql.Insert:
+    # The site's own dialect only: an SQLite site never loads the PostgreSQL one (~2 MiB).
     if dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
         return sqlite.insert(table)
     if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
         return postgresql.insert(table)
     raise NotImplementedError(f"dialect {dialect} is not supported")
 

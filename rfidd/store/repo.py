@@ -13,10 +13,9 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from inventory.events import ItemEvent
@@ -33,6 +32,9 @@ from .sequence import published_through as published_through
 from .sequence import queue_replay as queue_replay
 from .sequence import seq_since as seq_since
 from .sequence import take_seq
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects import postgresql, sqlite
 
 # Bound on bound parameters per statement chunk (SQLite's limit is 32766 since 3.32).
 _IN_CHUNK = 500
@@ -146,9 +148,15 @@ def event_record(ev: ItemEvent, payload: Mapping[str, Any] | None = None) -> Eve
 def _insert(session: Session, table: Any) -> sqlite.Insert | postgresql.Insert:
     """A dialect insert that knows ON CONFLICT (SQLite >= 3.24 and PostgreSQL share the syntax)."""
     name = session.get_bind().dialect.name
+    # Imported for the site's own dialect only: an SQLite site never loads the PostgreSQL
+    # dialect and its five drivers' modules (~2 MiB).
     if name == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
         return sqlite.insert(table)
     if name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
         return postgresql.insert(table)
     raise NotImplementedError(f"dialect {name} is not supported")
 

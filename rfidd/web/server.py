@@ -97,6 +97,7 @@ class WebServer:
         tls = self.config.tls
         cfg = uvicorn.Config(
             self.app.state.guard, http=protocol, lifespan="off", log_config=None, access_log=False,
+            ws="none",  # no WebSocket route here: uvicorn would import `websockets` for nothing
             timeout_keep_alive=max(1, int(self.config.idle_timeout_s)),
             timeout_graceful_shutdown=3, server_header=False, date_header=True,
             ssl_certfile=str(tls.cert_file) if tls.cert_file else None,

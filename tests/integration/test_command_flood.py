@@ -178,7 +178,9 @@ def test_an_admissible_flood_fills_only_its_senders_queue(tmp_path: Path) -> Non
     t.start()
     wait_until(lambda: len(handled) == 6, what="the queued commands handled")
     done.set()
+    inbox.wake()  # as HqLink.stop does: the thread sleeps until a command or this
     t.join(5)
+    assert not t.is_alive()
     assert handled.index("sale") == 0  # HQ's turn came first, not after the flood's five
     assert sorted(client.acked) == [1, 2, 3, 4, 5, 99]
     assert redeliveries == [1]  # once drained: the 45 left unacknowledged are asked for again

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from rfidd.hq.documents import EventRow
 from rfidd.hq.gaps import GapRepairer, site_sequences
 from rfidd.hq.registry import register_site, registered_sites
+from rfidd.hq.skips import parse_skips
 from rfidd.hq.store import (
     Batch,
     HqStore,
@@ -65,11 +66,11 @@ def test_contiguous_mark_and_gaps(store: HqStore) -> None:
 
 def test_contiguous_walk_crosses_blocks_and_duplicate_numbers(
         store: HqStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The walk reads blocks of `_WALK` numbers: a run longer than a block, a number held
+    """The walk reads blocks of `WALK` numbers: a run longer than a block, a number held
     twice (two eventIDs, the same seq) and a gap right after a block's end are all exact."""
-    import rfidd.hq.store as store_module
+    import rfidd.hq.marks as marks
 
-    monkeypatch.setattr(store_module, "_WALK", 3)
+    monkeypatch.setattr(marks, "WALK", 3)
     b = Batch(events=[row("st", s) for s in (1, 2, 3, 4, 5, 6, 7, 9, 10)]
               + [row("st", 4, n=104), row("st", 6, n=106)])
     store.write_batch(b)
@@ -78,6 +79,42 @@ def test_contiguous_walk_crosses_blocks_and_duplicate_numbers(
     put(store, [8])
     (s,) = site_sequences(store.engine, ["st"])
     assert s.contiguous == 10
+
+
+def test_marks_of_several_sites_in_one_batch(
+        store: HqStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch holds several sites' messages: each site's mark moves by its own numbers
+    (one walk statement for all of them), across blocks and over its own declared skip."""
+    import rfidd.hq.marks as marks
+
+    monkeypatch.setattr(marks, "WALK", 2)
+    register_site(store.engine, "nd", "Lyon", T0)
+    skip = parse_skips("nd", [[4, 5, "restore", None]], T0)
+    b = Batch(events=[row("st", s) for s in (1, 2, 3, 4, 5, 7)]
+              + [row("nd", s) for s in (1, 2, 6, 7)], site_messages=skip)
+    store.write_batch(b)
+    marks = {s.site: s.contiguous for s in site_sequences(store.engine, ["st", "nd"])}
+    assert marks == {"st": 5, "nd": 2}  # nd: 3 missing, the skip starts after it
+    store.write_batch(Batch(events=[row("st", 6), row("nd", 3)]))
+    marks = {s.site: s.contiguous for s in site_sequences(store.engine, ["st", "nd"])}
+    assert marks == {"st": 7, "nd": 7}  # nd: 3, then over 4-5, then 6, 7
+
+
+def test_numbered_events_of_a_site_never_seen_keep_its_mark(db_url: str) -> None:
+    """A batch with numbered events and no `seen` (a capture carrying rfidd:seq) makes the
+    site's row, so the mark is kept and the next batch walks on from it, not from 0."""
+    s = HqStore.open(db_url)
+    try:
+        s.write_batch(Batch(events=[row("cap", n) for n in (1, 2, 3)], trusted=True))
+        with s.engine.connect() as c:
+            mark = c.execute(select(hq_sites.c.contiguous_seq)
+                             .where(hq_sites.c.site == "cap")).scalar()
+        assert mark == 3
+        s.write_batch(Batch(events=[row("cap", n) for n in (4, 5)], trusted=True))
+        (seq,) = site_sequences(s.engine, ["cap"])
+        assert seq.contiguous == 5
+    finally:
+        s.dispose()
 
 
 def test_a_skip_over_numbers_hq_lacks_is_counted_lost_once(store: HqStore) -> None:

@@ -513,3 +513,24 @@ def test_a_command_not_yet_handled_at_stop_is_redelivered(
         wait_until(lambda: b'{"txn": "R-1"}' in got, what="the redelivered command")
     finally:
         second.stop(timeout=2)
+
+
+def test_an_idle_link_sleeps_until_its_poll_and_wakes_for_what_is_due(
+    mqtt_broker: Any, db: Database, make_link: LinkFactory, mqtt_collector: Any
+) -> None:
+    """Idle, the publisher queries nothing until its (long) poll: rows come with notify(),
+    PUBACKs and connections wake it. Rows acknowledged move the head: it is announced once
+    the head interval is up, and the gauges are refreshed while rows are pending."""
+    link = make_link(mqtt_broker, protocol="5" if mqtt_broker.supports_v5 else "3.1.1",
+                     poll_interval_s=3600.0, stats_interval_s=0.2, head_interval_s=0.2)
+    col = mqtt_collector(mqtt_broker, link.head_topic)
+    link.start()
+    assert link.wait_connected(10)
+    commit(db, [ev(i, "idle") for i in range(3)])
+    link.notify()
+    wait_until(lambda: depth(db) == 0, what="rows acknowledged")
+    # The head moved: announced within its interval without any further wake-up.
+    col.wait_for(lambda ms: any(json.loads(m.payload)["published_through"] >= 3 for m in ms))
+    reg = link.metrics.registry
+    wait_until(lambda: reg.get_sample_value("rfidd_outbox_depth") == 0, what="depth gauge")
+    wait_until(lambda: link._idle_wait() > 600, what="the publisher idle until its poll")

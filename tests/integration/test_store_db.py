@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, select, text
@@ -277,3 +278,32 @@ def test_concurrent_writer_and_marker(db: Database) -> None:
     t.join()
     assert not errors
     assert sent == 600
+
+
+@pytest.mark.parametrize("fork", [True, False])
+def test_a_schema_upgrade_in_a_child_leaves_alembic_out_of_this_process(
+        tmp_path: Path, fork: bool) -> None:
+    """`rfidd run` migrates in a child (forked, or spawned when threads run): the schema ends
+    at the packaged head, this process never imports Alembic, a failure names its reason."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from rfidd.store.db import packaged_head, open_database\n"
+        "from rfidd.store import migrate\n"
+        f"before, after = migrate.run_upgrade(sys.argv[1], fork={fork})\n"
+        "db = open_database(sys.argv[1], migrate=False)\n"
+        "print(before, after == packaged_head(), db.at_revision(packaged_head()),\n"
+        "      any(m.split('.')[0] == 'alembic' for m in sys.modules))\n"
+        "try:\n"
+        "    migrate.run_upgrade(sys.argv[2], fork=" + str(fork) + ")\n"
+        "except RuntimeError as exc:\n"
+        "    print('error:', exc)\n")
+    url = f"sqlite:///{tmp_path}/m.db"
+    (tmp_path / "bad.db").write_bytes(b"not a database, " * 512)
+    out = subprocess.run([sys.executable, "-c", code, url, f"sqlite:///{tmp_path}/bad.db"],
+                         capture_output=True, text=True, check=True, timeout=300
+                         ).stdout.splitlines()
+    assert out[0] == "None True True False"
+    assert out[1].startswith("error: ") and "not a database" in out[1]

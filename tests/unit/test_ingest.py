@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import pytest
 from fakes import make_ingestor
@@ -38,6 +39,24 @@ def test_a_backlog_is_not_an_absence() -> None:
     assert ing.tracker.zone_of(EPC) == "floor"
     ing.process([q.q.get_nowait()])
     ing.sweep(now=1030.0)  # queue empty: wall time; 15 s unseen > departure_s
+    assert ing.tracker.zone_of(EPC) is None
+
+
+def test_a_shed_reader_is_silence_not_absence() -> None:
+    """Under overload, the items of a reader whose reads were shed are not departed (and then
+    arrived again, events that would slow the ingest further) until it stops shedding."""
+    ing, q = _ingestor(maxsize=1)
+    other = sgtin96_hex("03760001001013", 1, 8)
+    t = time.time()
+    ing.process([("r1", [TagRead(EPC, "r1", 1, -50.0, t - 60.0)])])
+    q.on_reads("r1", [TagRead(other, "r1", 1, -50.0, t)])  # queued
+    q.on_reads("r1", [TagRead(EPC, "r1", 1, -50.0, t)])  # shed: the queue is full
+    assert ing.metrics.registry.get_sample_value(
+        "rfidd_ingest_dropped_reads_total", {"reader": "r1"}) == 1
+    ing.process([q.q.get_nowait()])
+    ing.sweep(now=time.time())  # EPC unseen for 60 s, but its reader's reads were shed
+    assert ing.tracker.zone_of(EPC) == "floor"
+    ing.sweep(now=time.time() + ing.tracker.departure_s + 1.0)  # no shed since: it departs
     assert ing.tracker.zone_of(EPC) is None
 
 
@@ -108,3 +127,21 @@ def test_departures_are_committed_when_reads_are_watched() -> None:
         assert s.query(ZonePresence).count() == 0  # the departure reached the database
     assert ing.stats.batch_errors == 0
     assert all(v.reads == [] for v in watcher.views)
+
+
+def test_an_idle_ingest_wakes_for_requests_and_counts_every_batch_taken() -> None:
+    """The idle wait ends on a read or a wake (sweep, flush, stop), never by polling; every batch
+    it takes, the first of a window included, leaves the reader's queued count (a count that
+    leaked one per window would shed that reader for good once it reached its share)."""
+    ing, q = _ingestor()
+    ing.idle_wait_s = 3600.0  # only a read or a wake can end the wait
+    ing.batch_max_s = 0.0
+    for i in range(3):
+        q.on_reads("r1", [TagRead(EPC, "r1", 1, -50.0, 1000.0 + i)])
+        assert q.queued("r1") == 1
+        assert len(ing._collect()) == 1 and q.queued("r1") == 0
+    q.wake()
+    assert ing._collect() == [] and q.q.qsize() == 0  # woken: no batch, nothing left over
+    ing.request_sweep()
+    ing.request_flush()
+    assert q.q.qsize() == 2 and q.queued("r1") == 0  # each request wakes a waiting ingest

@@ -78,3 +78,31 @@ def test_a_refused_scheduled_count_is_logged_not_raised(ctx: ServiceContext,
     Schedules(ctx, starts, lambda: None).scheduled_count(["floor"], 60.0)
     assert starts.calls == [(["floor"], "schedule", 60.0)]
     assert "scheduled count over ['floor'] not started" in caplog.text
+
+
+def test_the_tick_pauses_while_nothing_needs_it_and_a_wake_resumes_it(
+        ctx: ServiceContext) -> None:
+    """An idle store's scheduler does not fire the ops tick for nothing; a count started (or a
+    reception opened) calls wake_tick and the tick runs again."""
+    busy = [False]
+    ticks: list[int] = []
+    schedules = Schedules(ctx, Starts(), lambda: ticks.append(1), OpsSettings(tick_s=3600.0),
+                          busy=lambda: busy[0])
+    scheduler = BackgroundScheduler(timezone="UTC")
+    scheduler.start()
+    try:
+        schedules.attach_scheduler(scheduler)
+        job = scheduler.get_job("ops-tick")
+        assert job is not None and job.next_run_time is not None
+        busy[0] = True
+        job.func()  # work to tick for: stays scheduled
+        assert scheduler.get_job("ops-tick").next_run_time is not None
+        busy[0] = False
+        job.func()  # nothing left: paused
+        assert ticks == [1, 1] and scheduler.get_job("ops-tick").next_run_time is None
+        schedules.wake_tick()
+        assert scheduler.get_job("ops-tick").next_run_time is not None
+        schedules.wake_tick()  # idempotent
+        assert scheduler.get_job("ops-tick").next_run_time is not None
+    finally:
+        scheduler.shutdown(wait=False)
