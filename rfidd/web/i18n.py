@@ -54,7 +54,8 @@ WORDS: dict[str, dict[str, str]] = {
     "to_bring_n": {"en": "bring out {n} ({stock} in the stockroom, {floor} on the floor)",
                    "fr": "{n} à sortir ({stock} en réserve, {floor} en rayon)"},
     "shelf_not_on_books": {"en": "{n} piece(s) on the shelves not on the books: check them",
-                           "fr": "{n} pièce(s) en rayon ou en réserve hors stock\u202f: à vérifier"},
+                           "fr": "{n} pièce(s) en rayon ou en réserve hors stock\u202f: "
+                                 "à vérifier"},
     "suspected": {"en": "Suspected missing", "fr": "Disparitions suspectées"},
     "none": {"en": "Nothing to show.", "fr": "Rien à afficher."},
     "count_accuracy": {"en": "Count accuracy", "fr": "Exactitude des inventaires"},
