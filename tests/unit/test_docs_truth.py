@@ -1,0 +1,175 @@
+"""The README and docs/ against the code: every `rfidd ...` command and option they show exists
+in the CLI, every `rfidd_...` metric they name is registered, and the daemon's own metrics are
+all listed in the README (a user looks there). Drift here is a user typing what does not exist."""
+
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+from pathlib import Path
+
+import click
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+# The shipped alert rules and dashboard query metrics by name too.
+DEPLOYED = sorted(p for p in (ROOT / "deploy").rglob("*") if p.suffix in (".yml", ".yaml", ".json"))
+# Names of that shape that are not metrics: a database in the HQ bench's example.
+NOT_METRICS = {"rfidd_bench_10m"}
+# Labels Prometheus adds to every scraped series.
+TARGET_LABELS = {"instance", "job"}
+SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created", "_info")
+
+
+def _spans(text: str) -> list[str]:
+    """Inline code spans and the lines of fenced blocks."""
+    out = [m.group(1) for m in re.finditer(r"`([^`\n]+)`", re.sub(r"```.*?```", "", text,
+                                                                        flags=re.S))]
+    for block in re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S):
+        out.extend(block.splitlines())
+    return out
+
+
+def _invocations() -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    for doc in DOCS:
+        for span in _spans(doc.read_text()):
+            for m in re.finditer(r"(?:^|[\s;(&|$])(?:/opt/rfidd/bin/|\.venv/bin/)?rfidd"
+                                 r"((?:\s+[^\s;|&)]+)*)", span):
+                found.append((doc.name, "rfidd" + m.group(1)))
+    return found
+
+
+def _resolve(words: list[str]) -> tuple[click.Command, list[str], list[str]]:
+    from rfidd.cli import main
+
+    cmd: click.Command = main
+    path = ["rfidd"]
+    rest = words[1:]
+    while isinstance(cmd, click.Group) and rest and not rest[0].startswith("-"):
+        sub = cmd.get_command(click.Context(cmd), rest[0])
+        if sub is None:
+            break
+        cmd, path, rest = sub, [*path, rest[0]], rest[1:]
+    return cmd, path, rest
+
+
+def _options(cmd: click.Command) -> set[str]:
+    opts = {"--help"}
+    for p in cmd.params:
+        if isinstance(p, click.Option):
+            opts.update(p.opts, p.secondary_opts)
+    return opts
+
+
+def test_every_documented_command_and_option_exists() -> None:
+    wrong: list[str] = []
+    for doc, line in _invocations():
+        try:
+            words = shlex.split(line.replace("\\|", "|"), comments=False)
+        except ValueError:
+            words = line.split()
+        cmd, path, rest = _resolve(words)
+        if isinstance(cmd, click.Group) and rest and re.fullmatch(r"[a-z][a-z-]*", rest[0]) \
+                and cmd.name in ("hq", "ops", "lifecycle", "alerts", "count", "reception"):
+            wrong.append(f"{doc}: `{line}`: no command {' '.join(path)} {rest[0]}")
+            continue
+        for w in rest:
+            if w.startswith("--"):
+                opt = w.split("=", 1)[0]
+                if opt not in _options(cmd):
+                    wrong.append(f"{doc}: `{line}`: {' '.join(path)} has no {opt}")
+    assert not wrong, "\n".join(wrong)
+
+
+def _registered_metrics() -> dict[str, tuple[str, ...]]:
+    """Every metric the code registers (the daemon's, the lifecycle's, HQ's) with its labels,
+    read from the source: several registries exist only inside a running component."""
+    found: dict[str, tuple[str, ...]] = {}
+    for src in sorted((ROOT / "rfidd").rglob("*.py")):
+        for node in ast.walk(ast.parse(src.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id in ("Counter", "Gauge", "Histogram") and node.args
+                    and isinstance(node.args[0], ast.Constant)
+                    and isinstance(node.args[0].value, str)):
+                continue
+            labels: tuple[str, ...] = ()
+            given = node.args[2] if len(node.args) > 2 else next(
+                (k.value for k in node.keywords if k.arg == "labelnames"), None)
+            if isinstance(given, (ast.List, ast.Tuple)):
+                labels = tuple(str(e.value) for e in given.elts if isinstance(e, ast.Constant))
+            name = node.args[0].value
+            full = name if name.startswith("rfidd_") else f"rfidd_{name}"
+            found[full + ("_total" if node.func.id == "Counter" else "")] = labels
+    return found
+
+
+def _documented_metrics() -> list[tuple[str, str, str | None]]:
+    """(doc, name, labels as written or None) of every rfidd_ metric name in the docs."""
+    out = []
+    for doc in [*DOCS, *DEPLOYED]:
+        for m in re.finditer(r"\b(rfidd_[a-z0-9_]*[a-z0-9])(\{[^}]*\})?", doc.read_text()):
+            if m.group(1) not in NOT_METRICS:
+                out.append((doc.name, m.group(1), m.group(2)))
+    return out
+
+
+def _family(name: str, known: dict[str, tuple[str, ...]]) -> str | None:
+    if name in known:
+        return name
+    for s in SUFFIXES:
+        base = name.removesuffix(s)
+        if base != name and (base in known or base + "_total" in known):
+            return base if base in known else base + "_total"
+    return None
+
+
+def test_the_metric_source_parse_finds_what_the_daemon_registers() -> None:
+    from rfidd.metrics import Metrics
+
+    known = _registered_metrics()
+    for m in Metrics().registry.collect():
+        name = m.name + ("_total" if m.type == "counter" else "")
+        assert name in known, name
+
+
+def test_every_documented_metric_is_registered_with_its_labels() -> None:
+    known = _registered_metrics()
+    wrong = []
+    for doc, name, labels in _documented_metrics():
+        fam = _family(name, known)
+        if fam is None:
+            wrong.append(f"{doc}: {name} is registered nowhere")
+        elif labels is not None and "=" not in labels:
+            written = tuple(w.strip() for w in labels.strip("{}").split(","))
+            if set(written) != set(known[fam]):
+                wrong.append(f"{doc}: {name}{labels}: its labels are {{{','.join(known[fam])}}}")
+        elif labels is not None:
+            for key in re.findall(r"([a-z_]+)=", labels):
+                if key not in known[fam] and key not in TARGET_LABELS:
+                    wrong.append(f"{doc}: {name}{labels}: no label {key}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_every_metric_is_listed_where_a_user_looks() -> None:
+    """The site's metrics in the README; HQ's in the README or docs/hq-deployment.md."""
+    readme = (ROOT / "README.md").read_text()
+    hq = readme + (ROOT / "docs" / "hq-deployment.md").read_text()
+    missing = [n for n in _registered_metrics()
+               if not re.search(rf"\b{n}\b", hq if n.startswith("rfidd_hq_") else readme)]
+    assert not missing, "not listed: " + ", ".join(sorted(missing))
+
+
+@pytest.mark.parametrize("name", ["rfidd.example.toml", "hq.example.toml"])
+def test_example_configs_pass_check_config(name: str) -> None:
+    from click.testing import CliRunner
+
+    from rfidd.cli import main
+
+    args = ["check-config", "--syntax-only", str(ROOT / "config" / name)]
+    if name.startswith("hq"):
+        args = ["hq", *args]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
