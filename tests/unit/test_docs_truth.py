@@ -162,6 +162,15 @@ def test_every_metric_is_listed_where_a_user_looks() -> None:
     assert not missing, "not listed: " + ", ".join(sorted(missing))
 
 
+def test_every_shipped_alert_rule_is_in_the_paging_table_and_no_other() -> None:
+    rules = set(re.findall(r"- alert: (\w+)", (ROOT / "deploy/prometheus/rfidd.rules.yml")
+                           .read_text()))
+    ops = (ROOT / "docs" / "operations.md").read_text()
+    named = {n for doc in DOCS for n in re.findall(r"\bRfidd[A-Z]\w+", doc.read_text())}
+    assert rules and not {r for r in rules if r not in ops}, "rules missing in operations.md"
+    assert not named - rules, f"named in the docs, no such rule: {sorted(named - rules)}"
+
+
 @pytest.mark.parametrize("name", ["rfidd.example.toml", "hq.example.toml"])
 def test_example_configs_pass_check_config(name: str) -> None:
     from click.testing import CliRunner
