@@ -7,10 +7,12 @@ from __future__ import annotations
 import ast
 import re
 import shlex
+import typing
 from pathlib import Path
 
 import click
 import pytest
+from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -169,6 +171,34 @@ def test_every_shipped_alert_rule_is_in_the_paging_table_and_no_other() -> None:
     named = {n for doc in DOCS for n in re.findall(r"\bRfidd[A-Z]\w+", doc.read_text())}
     assert rules and not {r for r in rules if r not in ops}, "rules missing in operations.md"
     assert not named - rules, f"named in the docs, no such rule: {sorted(named - rules)}"
+
+
+def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every key path of a configuration model, sub-tables' included."""
+    def models(t: object) -> list[type[BaseModel]]:
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            return [t]
+        return [m for a in typing.get_args(t) for m in models(a)]
+
+    out = []
+    for name, field in model.model_fields.items():
+        path = prefix + (field.alias or name)
+        out.append(path)
+        for sub in models(field.annotation):
+            out.extend(_keys(sub, path + "."))
+    return out
+
+
+@pytest.mark.parametrize("name", ["rfidd.example.toml", "hq.example.toml"])
+def test_every_config_key_is_in_the_example_or_the_docs(name: str) -> None:
+    from rfidd.config import Config
+    from rfidd.hq.config import HqConfig
+
+    model = HqConfig if name.startswith("hq") else Config
+    text = (ROOT / "config" / name).read_text() + "".join(d.read_text() for d in DOCS)
+    missing = [k for k in _keys(model)
+               if not re.search(rf"\b{re.escape(k.rsplit('.', 1)[-1])}\b", text)]
+    assert not missing, f"keys neither in {name} nor in the docs: {missing}"
 
 
 @pytest.mark.parametrize("name", ["rfidd.example.toml", "hq.example.toml"])
