@@ -201,6 +201,26 @@ def test_every_config_key_is_in_the_example_or_the_docs(name: str) -> None:
     assert not missing, f"keys neither in {name} nor in the docs: {missing}"
 
 
+def test_every_documented_config_key_exists() -> None:
+    """`section.key` and `[section] key` in the docs name a key of the site's or HQ's model."""
+    from rfidd.config import Config
+    from rfidd.hq.config import HqConfig
+
+    keys = set(_keys(Config)) | set(_keys(HqConfig))
+    tops = {k.split(".")[0] for k in keys}
+    wrong = []
+    for doc in DOCS:
+        text = doc.read_text()
+        named = [m.group(1) for m in re.finditer(r"`([a-z_]+(?:\.[a-z_0-9-]+)+)(?: = [^`]*)?`",
+                                                  text)]
+        named += [f"{a}.{b}" for a, b in re.findall(r"`\[([a-z_.-]+)\] ([a-z_]+)", text)]
+        for key in named:
+            model_key = re.sub(r"^(readers|zones)\.[^.]+", r"\1", key)
+            if key.split(".")[0] in tops and not key.endswith(".py") and model_key not in keys:
+                wrong.append(f"{doc.name}: {key}")
+    assert not wrong, "no such config key: " + ", ".join(wrong)
+
+
 @pytest.mark.parametrize("name", ["rfidd.example.toml", "hq.example.toml"])
 def test_example_configs_pass_check_config(name: str) -> None:
     from click.testing import CliRunner
