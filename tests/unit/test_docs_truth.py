@@ -86,6 +86,37 @@ def test_every_documented_command_and_option_exists() -> None:
     assert not wrong, "\n".join(wrong)
 
 
+def _leaf_commands() -> list[list[str]]:
+    from rfidd.cli import main
+
+    out: list[list[str]] = []
+
+    def walk(cmd: click.Command, path: list[str]) -> None:
+        if isinstance(cmd, click.Group):
+            for name in cmd.list_commands(click.Context(cmd)):
+                sub = cmd.get_command(click.Context(cmd), name)
+                if sub is not None and not sub.hidden:
+                    walk(sub, [*path, name])
+        else:
+            out.append(path)
+
+    walk(main, ["rfidd"])
+    return out
+
+
+def test_every_command_is_documented() -> None:
+    """Named in full, or as `name ...` on a line that names its group (`rfidd alerts list` /
+    `ack ID`)."""
+    lines = [ln for doc in DOCS for ln in doc.read_text().splitlines()]
+    missing = []
+    for path in _leaf_commands():
+        full, group, name = " ".join(path), " ".join(path[:-1]), path[-1]
+        if not any(full in ln or (group + " " in ln and re.search(rf"`{name}\b", ln))
+                   for ln in lines):
+            missing.append(full)
+    assert not missing, "documented nowhere: " + ", ".join(missing)
+
+
 def _registered_metrics() -> dict[str, tuple[str, ...]]:
     """Every metric the code registers (the daemon's, the lifecycle's, HQ's) with its labels,
     read from the source: several registries exist only inside a running component."""
