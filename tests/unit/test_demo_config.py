@@ -2,9 +2,8 @@
 one connection each time the other connects, and neither would deliver steadily to HQ."""
 from __future__ import annotations
 
-from simulator import Scenario
-
 from rfidd.demo import default_scenario, demo_config
+from simulator import Scenario
 
 
 def test_two_demo_sites_started_together_have_distinct_mqtt_client_ids() -> None:
