@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from rfidd.hq.gaps import SiteSequence, site_sequences
-from rfidd.hq.store import hq_event_epcs, hq_events, hq_sites, utc
+from rfidd.hq.store import CAPTURE_SOURCE, hq_event_epcs, hq_events, hq_sites, utc
 
 _HEX = re.compile(r"^[0-9A-Fa-f]+$")
 _URI = re.compile(r"^(urn:epc:|urn:epc:raw:|https?://)", re.IGNORECASE)
@@ -145,7 +145,9 @@ def where(engine: Engine, epc: str) -> ItemEvent | None:
 def sites(engine: Engine, *, registered_only: bool = False) -> list[SiteState]:
     """Every site heard of or registered (or only the registered ones), with its sequence
     state and gaps: registered sites first, each group by site id."""
-    stmt = select(hq_sites).order_by(hq_sites.c.registered_at.is_(None), hq_sites.c.site)
+    stmt = (select(hq_sites).order_by(hq_sites.c.registered_at.is_(None), hq_sites.c.site)
+            # "@{token}": events an integrator captured, no store (its row keeps their mark)
+            .where(hq_sites.c.site.not_like(f"{CAPTURE_SOURCE}%")))
     if registered_only:
         stmt = stmt.where(hq_sites.c.registered_at.is_not(None))
     with engine.connect() as conn:

@@ -199,3 +199,14 @@ def test_repairer_retries_when_not_connected(store: HqStore) -> None:
                       grace_s=0, retry_s=3600)
     assert rep.check_once() == [] and len(calls) == 1  # refused: not counted as asked
     assert rep.check_once() == [] and len(calls) == 2  # so asked again next round
+
+
+def test_capture_sources_are_not_listed_as_sites(store: HqStore) -> None:
+    """Captured events are stored under "@{token name}"; when they carry another system's
+    rfidd:seq that makes a row, but an integrator is no store: `rfidd hq sites` listed it as
+    a site "heard of, not registered" with "held 0" beside the events HQ did hold."""
+    from rfidd.hq import query
+
+    put(store, [1, 2])
+    store.write_batch(Batch(events=[row("@erp", n) for n in (5, 9)], trusted=True))
+    assert [s.site for s in query.sites(store.engine)] == ["st"]
