@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -88,11 +89,14 @@ def demo_config(scenario: Any, ports: dict[str, int], db_url: str, mqtt_url: str
                 "antennas": {str(spec.antenna): spec.zone},
                 "serial": {"protocol": spec.protocol, "poll_interval_ms": 50},
             }
+    site = site_id or DEMO_SITE["id"]
+    # Unique per run: two demos on one broker with one id would keep kicking each other off.
+    client_id = f"rfidd-demo-{site}-{uuid.uuid4().hex[:8]}"
     return Config.model_validate({
-        "site": {**DEMO_SITE, "id": site_id or DEMO_SITE["id"]},
+        "site": {**DEMO_SITE, "id": site},
         "database": {"url": db_url, "batch_max_ms": 200},
         "mqtt": {"enabled": mqtt_url is not None, "url": mqtt_url or "mqtt://127.0.0.1:1883",
-                 "protocol": mqtt_protocol, "client_id": f"rfidd-demo-{int(time.time())}"},
+                 "protocol": mqtt_protocol, "client_id": client_id},
         "http": http or {"enabled": False},
         "presence": {"departure_s": 4.0, "move_margin_db": 3.0, "move_margin_decay_s": 2.0},
         "zones": zones,
