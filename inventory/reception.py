@@ -8,9 +8,10 @@ Classification of each distinct EPC read while the session is open:
   received              on an ASN's EPC list
   received_by_quantity  not listed, but its GTIN has a quantity line on an ASN
   unexpected            neither (including tags with no GTIN: not GS1 or not ours)
-Per GTIN: expected = listed EPCs + quantity lines; received = every read of that GTIN (listed or
-not, so a swapped serial nets out in the GTIN row but still shows as missing + unexpected items);
-over/short = the positive/negative difference.
+Per GTIN: expected = listed EPCs + quantity lines; received = the reads of that GTIN the header
+counts as received (listed, or covered by a quantity line), so the column adds up to the header;
+over/short = the positive/negative difference. A wrong serial of a listed GTIN is not received:
+the listed serial is short and the other one unexpected, as the item lists say.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class GtinLine:
     received: int
     missing: int  # listed EPCs of this GTIN not read
     unexpected: int  # reads of this GTIN neither listed nor covered by a quantity line
+    size: str | None = None  # from the catalog: two variants of one name differ by these
+    colour: str | None = None
 
     @property
     def over(self) -> int:
@@ -55,6 +58,8 @@ class GtinLine:
             "gtin": self.gtin,
             "name": self.name,
             "sku": self.sku,
+            "size": self.size,
+            "colour": self.colour,
             "expected": self.expected,
             "received": self.received,
             "over": self.over,
@@ -285,14 +290,15 @@ class ReceptionSession:
                 unidentified += 1
                 unexpected.append(e)
                 continue
-            received_by_gtin[g] += 1
             if g in self._quantities:
+                received_by_gtin[g] += 1
                 by_quantity.append(e)
             else:
                 unexpected.append(e)
                 unexpected_by_gtin[g] += 1
         lines = []
-        for g in sorted(expected_by_gtin.keys() | received_by_gtin.keys()):
+        for g in sorted(expected_by_gtin.keys() | received_by_gtin.keys()
+                        | unexpected_by_gtin.keys()):
             p = self.catalog.get(g) if self.catalog is not None else None
             lines.append(
                 GtinLine(
@@ -303,6 +309,8 @@ class ReceptionSession:
                     received=received_by_gtin[g],
                     missing=missing_by_gtin[g],
                     unexpected=unexpected_by_gtin[g],
+                    size=p.size if p else None,
+                    colour=p.colour if p else None,
                 )
             )
         warnings = list(self.warnings)

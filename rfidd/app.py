@@ -411,6 +411,7 @@ class Daemon:
             health = self.ctx.health.state if self.ctx is not None else None
             return {
                 "site": self.config.site.id,
+                "timezone": self.config.site.timezone,  # the CLI shows site times in it
                 "uptime_s": round(time.time() - self.started_at, 1),
                 "database": {"up": health.up, "reason": health.reason,
                              "since": _iso(health.since)} if health else None,

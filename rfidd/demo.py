@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from sqlalchemy import func, select
 
 from inventory.asn import Asn
 from inventory.catalog import parse_catalog_records
+from rfidd import logs
 from rfidd.app import Daemon, Timings
 from rfidd.config import Config
 from rfidd.console import table_console
@@ -87,11 +89,14 @@ def demo_config(scenario: Any, ports: dict[str, int], db_url: str, mqtt_url: str
                 "antennas": {str(spec.antenna): spec.zone},
                 "serial": {"protocol": spec.protocol, "poll_interval_ms": 50},
             }
+    site = site_id or DEMO_SITE["id"]
+    # Unique per run: two demos on one broker with one id would keep kicking each other off.
+    client_id = f"rfidd-demo-{site}-{uuid.uuid4().hex[:8]}"
     return Config.model_validate({
-        "site": {**DEMO_SITE, "id": site_id or DEMO_SITE["id"]},
+        "site": {**DEMO_SITE, "id": site},
         "database": {"url": db_url, "batch_max_ms": 200},
         "mqtt": {"enabled": mqtt_url is not None, "url": mqtt_url or "mqtt://127.0.0.1:1883",
-                 "protocol": mqtt_protocol, "client_id": f"rfidd-demo-{int(time.time())}"},
+                 "protocol": mqtt_protocol, "client_id": client_id},
         "http": http or {"enabled": False},
         "presence": {"departure_s": 4.0, "move_margin_db": 3.0, "move_margin_decay_s": 2.0},
         "zones": zones,
@@ -276,15 +281,14 @@ def _print_reception(console: Console, doc: dict[str, Any], products: Any) -> No
     t = doc["totals"]
     table = Table(title=f"Reception against {', '.join(doc['asn_ids'])}: {t['received']} "
                         f"received, {t['missing']} missing, {t['unexpected']} unexpected")
-    for col in ("GTIN", "product", "expected", "received", "over", "short"):
-        table.add_column(col, justify="right" if col in ("expected", "received", "over",
-                                                         "short") else "left")
+    nums = ("expected", "received", "over", "short", "unexpected")
+    for col in ("GTIN", "product", *nums):
+        table.add_column(col, justify="right" if col in nums else "left")
     for line in doc["lines"]:
         p = products.get(line["gtin"])
         name = " · ".join(x for x in (line.get("name") or "?", getattr(p, "size", ""),
                                       getattr(p, "colour", "")) if x)
-        table.add_row(line["gtin"], name, str(line["expected"]),
-                      str(line["received"]), str(line["over"]), str(line["short"]))
+        table.add_row(line["gtin"], name, *(str(line[c]) for c in nums))
     console.print(table)
     for kind in ("missing", "unexpected"):
         for it in doc[kind]:
@@ -293,7 +297,8 @@ def _print_reception(console: Console, doc: dict[str, Any], products: Any) -> No
 
 def _run_with_progress(console: Console, daemon: Daemon, site: Any, seconds: float,
                        scenario: Any) -> None:
-    with demo_progress(console) as progress:
+    with demo_progress(console) as progress, logs.redirected(
+            lambda s: progress.console.print(s, end="", markup=False, highlight=False)):
         task = progress.add_task("starting readers", total=seconds)
         handled: list[Any] = []
         t0 = time.monotonic()

@@ -17,11 +17,15 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 FORMATS = ("kv", "json", "text")
 QUIET_LOGGERS = ("sllurp", "alembic", "apscheduler")
 _STANDARD = set(vars(logging.LogRecord("x", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# uvicorn's `color_message` is the message again with ANSI colours: noise, escapes in journald
+_DROPPED = {"color_message"}
 _SYSLOG = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
            logging.CRITICAL: 2}
 _URL_SECRET = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]+):[^@/\s]+@", re.I)
@@ -40,7 +44,7 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     out: dict[str, Any] = {"level": record.levelname.lower(), "logger": record.name,
                            "msg": redact(record.getMessage())}
     for key, value in vars(record).items():
-        if key not in _STANDARD and not key.startswith("_"):
+        if key not in _STANDARD and key not in _DROPPED and not key.startswith("_"):
             out[key] = redact(value) if isinstance(value, str) else value
     if record.exc_info:
         out["exc"] = redact(logging.Formatter().formatException(record.exc_info))
@@ -108,4 +112,30 @@ def configure(level: str = "info", fmt: str | None = None, stream: TextIO | None
             logging.getLogger(name).setLevel(max(lvl, logging.WARNING))
 
 
-__all__ = ["FORMATS", "QUIET_LOGGERS", "StructuredFormatter", "configure", "on_journal", "redact"]
+class _Writer:
+    """A stream for a log handler that hands each line to `write` (a live display's console)."""
+
+    def __init__(self, write: Callable[[str], None]) -> None:
+        self.write = write
+
+    def flush(self) -> None:
+        pass
+
+
+@contextmanager
+def redirected(write: Callable[[str], None]) -> Iterator[None]:
+    """While a live line (the demo's progress) is on the terminal: the root logger's console
+    lines go through `write`, above it, not into the middle of it. Files are left as they are."""
+    swapped: list[tuple[logging.StreamHandler[Any], Any]] = []
+    for h in logging.getLogger().handlers:
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+            swapped.append((h, h.setStream(_Writer(write))))
+    try:
+        yield
+    finally:
+        for h, old in swapped:
+            h.setStream(old)
+
+
+__all__ = ["FORMATS", "QUIET_LOGGERS", "StructuredFormatter", "configure", "on_journal", "redact",
+           "redirected"]

@@ -41,6 +41,12 @@ RATE_WINDOW_S = 10.0
 """reads/s in `rfidd readers` is over about this long (from the samples of the tick)."""
 
 
+QUIET_AFTER_S = 5.0
+"""A reader with tags in its field reports several times a second: this long without a tag
+from a reader that has read is shown as "no tag for N s" (a lost ROSpec is `online` until the
+driver's verify_s check finds it; an emptied field shows the same, and says it truly)."""
+
+
 class ReaderMonitor:
     """Owns reader states (the intake records them in `activity`, which this object owns)."""
 
@@ -166,11 +172,15 @@ class ReaderMonitor:
         """`rfidd readers`: each reader's state and what its driver knows of the hardware."""
         out: dict[str, dict[str, Any]] = {}
         names = sorted(set(self._silent_after) | set(self.activity))
+        now = self._clock()
         for name in names:
             act = self.activity.get(name) or ReaderActivity()
+            quiet = now - act.last_report
             row: dict[str, Any] = {
                 "state": act.state.value, "reason": act.reason,
                 "silent": self.is_silent(name),
+                "no_tag_s": round(quiet) if act.state is ReaderState.ONLINE and act.reads
+                and act.last_report and quiet >= QUIET_AFTER_S else None,
                 "since": _iso(act.since),
                 "last_report": _iso(act.last_report) if act.last_report else None,
                 "connects": act.connects,

@@ -18,13 +18,17 @@ _STYLE = {"online": "green", "connected_not_reading": "red", "connecting": "yell
 
 
 def _antennas(row: dict[str, Any]) -> str:
+    """The antennas reporting now: none for a reader that is not online (the driver's last
+    figure is from before it went down)."""
     mapped = row.get("antennas")
     seen = row.get("antennas_reporting")
-    if not mapped:
+    if not mapped or row.get("state") != "online":
         return ""
     silent = [a for a in mapped if seen is not None and a not in seen]
-    text = ",".join(str(a) for a in (seen or []))
-    return text + (f" [red](silent: {','.join(map(str, silent))})[/]" if silent else "")
+    parts = [",".join(str(a) for a in (seen or []))]
+    if silent:
+        parts.append(f"[red](silent: {','.join(map(str, silent))})[/]")
+    return " ".join(p for p in parts if p)
 
 
 @click.command("readers")
@@ -50,6 +54,8 @@ def readers_command(api: str, as_json: bool) -> None:
         shown = f"[{_STYLE.get(state, 'white')}]{state}[/]"
         if row.get("silent"):
             shown += " [yellow](silent)[/]"
+        elif row.get("no_tag_s") is not None:
+            shown += f" [yellow](no tag for {row['no_tag_s']} s)[/]"
         anomalies = row.get("anomalies") or {}
         mode = row.get("mode")
         rate = row.get("reads_per_s")

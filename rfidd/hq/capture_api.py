@@ -27,7 +27,7 @@ from sqlalchemy import Column, String, Table, select
 
 from rfidd.hq import tokens
 from rfidd.hq.documents import DocumentError, parse_document
-from rfidd.hq.store import Batch, HqStore, Json, hq_captures, metadata
+from rfidd.hq.store import CAPTURE_SOURCE, Batch, HqStore, Json, hq_captures, metadata
 from rfidd.hq.subscriptions import SubscriptionHub
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def register(app: FastAPI, store: HqStore, who: Who, hub: SubscriptionHub, metri
             log.warning("capture from %s refused: %s", owner.name, errors[0])
             raise refuse(400, "ValidationException", "; ".join(errors[:10]))
         try:
-            parsed = parse_document(_as_document(doc, kept), f"@{owner.name}"[:64])
+            parsed = parse_document(_as_document(doc, kept), f"{CAPTURE_SOURCE}{owner.name}"[:64])
         except DocumentError as exc:
             raise refuse(400, "ValidationException", f"/: {exc}") from None
         base = (pointer or "/epcisBody/eventList").removesuffix("/eventList")

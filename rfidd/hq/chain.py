@@ -49,6 +49,7 @@ def latest_per_item(engine: Engine) -> list[tuple[str, str, str | None]]:
         select(x.c.epc, e.c.site, e.c.disposition,
                func.row_number().over(partition_by=x.c.epc,
                                       order_by=(x.c.event_time.desc(), e.c.received_at.desc(),
+                                                func.coalesce(e.c.seq, 0).desc(),  # see query
                                                 e.c.id.desc())).label("rn"))
         .join(e, (e.c.event_id == x.c.event_id) & (e.c.event_time == x.c.event_time))
         .where(e.c.disposition.is_not(None))

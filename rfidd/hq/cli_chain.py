@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -60,8 +61,7 @@ def alerts_cmd(site: str | None, limit: int, config_file: Path | None,
     for r in rows:
         p = r["payload"]
         kind = p.get("type") or p.get("kind") if isinstance(p, dict) else None
-        click.echo(f"{r['received_at']}  {r['site_name'] or r['site']}  {kind or ''}  "
-                   f"{json.dumps(p, ensure_ascii=False)[:160]}")
+        click.echo(_message_line(r, kind or ""))
 
 
 @hq_command.command("reports")
@@ -75,8 +75,17 @@ def reports_cmd(config_file: Path | None, database_url: str | None, as_json: boo
         click.echo(json.dumps({"reports": rows}, ensure_ascii=False))
         return
     for r in rows:
-        click.echo(f"{r['received_at']}  {r['site_name'] or r['site']}  {r['kind']}  "
-                   f"{json.dumps(r['payload'], ensure_ascii=False)[:160]}")
+        click.echo(_message_line(r, r["kind"]))
+
+
+def _message_line(r: dict[str, Any], kind: str) -> str:
+    """One alert or report for people: when HQ got it (UTC), the store, its kind and its
+    fields as "name value" pairs, the site's epoch instants as times (--json: as sent)."""
+    from rfidd.hq.humane import pairs, when_text
+
+    fields = "; ".join(f"{k} {v}" if k else v for k, v in pairs(r["payload"]))
+    return (f"{when_text(r['received_at'] or '')}  {r['site_name'] or r['site']}  {kind}  "
+            f"{fields}")
 
 
 @hq_command.group("catalog")

@@ -11,6 +11,7 @@ from typing import Any
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$")
 _SKIP = {"type", "kind", "site", "@context"}  # shown in their own columns, or noise
 MAX_ITEMS = 3  # of a list, then "+n more"
+EPOCH_MIN, EPOCH_MAX = 946_684_800, 4_102_444_800  # 2000-01-01..2100-01-01: an epoch instant
 
 
 def when(t: datetime | None) -> str:
@@ -33,15 +34,25 @@ def when_text(value: str) -> str:
         return value
 
 
-def value_text(v: Any) -> str:
+def _instant(key: str, v: Any) -> bool:
+    """Sites publish an alert's or report's instants as epoch seconds (`at`, `closed_at`...)."""
+    return ((key == "at" or key.endswith("_at")) and isinstance(v, int | float)
+            and not isinstance(v, bool) and EPOCH_MIN <= v < EPOCH_MAX)
+
+
+def value_text(v: Any, key: str = "") -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
-    if isinstance(v, float):
-        return f"{v:.4g}"
+    if _instant(key, v):
+        return when(datetime.fromtimestamp(v, UTC))
+    if isinstance(v, float):  # a ratio to 4 digits; a figure in full (12345.67, not 1.235e+04)
+        if abs(v) < 1:
+            return f"{v:.4g}"
+        return format(round(v, 2), "f").rstrip("0").rstrip(".")
     if isinstance(v, str):
         return when_text(v)
     if isinstance(v, dict):
-        return ", ".join(f"{k} {value_text(x)}" for k, x in v.items())
+        return ", ".join(f"{k} {value_text(x, str(k))}" for k, x in v.items())
     if isinstance(v, list):
         shown = "; ".join(value_text(x) for x in v[:MAX_ITEMS])
         return shown + (f" (+{len(v) - MAX_ITEMS} more)" if len(v) > MAX_ITEMS else "")
@@ -53,5 +64,5 @@ def pairs(payload: Any) -> list[tuple[str, str]]:
     object is one unnamed pair."""
     if not isinstance(payload, dict):
         return [("", value_text(payload))]
-    return [(str(k).replace("_", " "), value_text(v)) for k, v in payload.items()
+    return [(str(k).replace("_", " "), value_text(v, str(k))) for k, v in payload.items()
             if k not in _SKIP and v is not None and v != "" and v != [] and v != {}]

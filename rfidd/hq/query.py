@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from rfidd.hq.gaps import SiteSequence, site_sequences
-from rfidd.hq.store import hq_event_epcs, hq_events, hq_sites, utc
+from rfidd.hq.store import CAPTURE_SOURCE, hq_event_epcs, hq_events, hq_sites, utc
 
 _HEX = re.compile(r"^[0-9A-Fa-f]+$")
 _URI = re.compile(r"^(urn:epc:|urn:epc:raw:|https?://)", re.IGNORECASE)
@@ -111,6 +111,11 @@ def _row(r: Any) -> ItemEvent:
     )
 
 
+# Events of one instant and one batch (an exit's read, then its `stolen` event) are stored in
+# eventID order, so the row id is no order: the site's sequence number is (captures: none).
+_SITE_ORDER = func.coalesce(hq_events.c.seq, 0)
+
+
 def _base(epc: str) -> Any:
     return (
         select(*_COLS)
@@ -124,7 +129,7 @@ def _base(epc: str) -> Any:
 def history(engine: Engine, epc: str, limit: int | None = None) -> list[ItemEvent]:
     """Every event naming the EPC, across sites, oldest first."""
     stmt = _base(epc).order_by(
-        hq_event_epcs.c.event_time, hq_events.c.received_at, hq_events.c.id
+        hq_event_epcs.c.event_time, hq_events.c.received_at, _SITE_ORDER, hq_events.c.id
     )
     if limit is not None:
         stmt = stmt.limit(limit)
@@ -135,7 +140,8 @@ def history(engine: Engine, epc: str, limit: int | None = None) -> list[ItemEven
 def where(engine: Engine, epc: str) -> ItemEvent | None:
     """The latest event (by eventTime) naming the EPC: its site, location, disposition."""
     stmt = _base(epc).order_by(
-        hq_event_epcs.c.event_time.desc(), hq_events.c.received_at.desc(), hq_events.c.id.desc()
+        hq_event_epcs.c.event_time.desc(), hq_events.c.received_at.desc(), _SITE_ORDER.desc(),
+        hq_events.c.id.desc()
     ).limit(1)
     with engine.connect() as conn:
         r = conn.execute(stmt).first()
@@ -145,7 +151,9 @@ def where(engine: Engine, epc: str) -> ItemEvent | None:
 def sites(engine: Engine, *, registered_only: bool = False) -> list[SiteState]:
     """Every site heard of or registered (or only the registered ones), with its sequence
     state and gaps: registered sites first, each group by site id."""
-    stmt = select(hq_sites).order_by(hq_sites.c.registered_at.is_(None), hq_sites.c.site)
+    stmt = (select(hq_sites).order_by(hq_sites.c.registered_at.is_(None), hq_sites.c.site)
+            # "@{token}": events an integrator captured, no store (its row keeps their mark)
+            .where(hq_sites.c.site.not_like(f"{CAPTURE_SOURCE}%")))
     if registered_only:
         stmt = stmt.where(hq_sites.c.registered_at.is_not(None))
     with engine.connect() as conn:

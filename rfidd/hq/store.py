@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "hq_alembic_version"
+# The "site" of events captured over POST /capture: "@" and the token's name (no site id
+# starts with it: rfidd.config's pattern).
+CAPTURE_SOURCE = "@"
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 

@@ -11,6 +11,7 @@ import click
 from rich.table import Table
 
 from rfidd.cli_api import accept_api_everywhere
+from rfidd.cli_time import fmt_iso, site_zone
 from rfidd.client import Response, refusal
 from rfidd.console import table_console
 from rfidd.lifecycle.cli import DEFAULT_API, call
@@ -60,9 +61,11 @@ def list_(api: str, state: str | None, kind: str | None, as_json: bool) -> None:
     t = Table(title=f"{len(body['alerts'])} alert(s)")
     for c in ("id", "type", "EPC", "zone", "home zone", "raised", "state", "resolution", "by"):
         t.add_column(c)
+    zone = site_zone(api)
     for a in body["alerts"]:
         t.add_row(a["alert_id"], a["type"], a["epc"], a["zone"] or "",
-                  a["home_zone"] or "", a["raised_at"], a["state"], a["resolution"] or "",
+                  a["home_zone"] or "", fmt_iso(a["raised_at"], zone), a["state"],
+                  a["resolution"] or "",
                   a["resolved_by"] or a["acknowledged_by"] or "")
     table_console().print(t)
 

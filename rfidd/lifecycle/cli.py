@@ -277,7 +277,7 @@ def _site_time(h: dict[str, Any]) -> str:
         except ValueError:
             zone = None
         when = when.astimezone(zone) if zone is not None else when
-    return when.strftime("%Y-%m-%d %H:%M:%S") + (f" {offset}" if offset else " UTC")
+    return when.strftime("%Y-%m-%d %H:%M:%S") + f" {offset or '+00:00'}"  # as rfidd.cli_time
 
 
 @click.command("trace", epilog=EXIT_CODES_HELP)

@@ -39,9 +39,6 @@ SECTIONS: dict[Status, str] = {
 _KEPT_HERE = frozenset({Status.HELD, Status.AWAITING_COLLECTION, Status.RETURNED,
                         Status.IN_REPAIR})
 SELLABLE = frozenset({Status.IN_STOCK, Status.ON_FLOOR})
-# items.disposition of items the books have no row for that are not sellable stock.
-_NOT_SELLABLE_DISPOSITIONS = ("retail_sold", "reserved", "returned", "needs_replacement",
-                              "in_transit", "stolen", "destroyed", "inactive")
 _SHELF_KINDS = (ZoneKind.STOCK, ZoneKind.FLOOR, ZoneKind.FITTING)
 
 
@@ -232,12 +229,12 @@ class CountBooks:
             out[epc] = (SECTIONS[st], zone if st in _KEPT_HERE else None)
         return out
 
-    @staticmethod
-    def not_sellable(s: Session) -> set[str]:
-        """Items read in the store that are not sellable stock (for replenishment)."""
-        rows = {e: Status(st) for e, st in s.execute(
-            select(LifecycleItem.epc, LifecycleItem.status))}
-        out = {e for e, st in rows.items() if st not in SELLABLE}
-        q = select(Item.epc).where(Item.disposition.in_(_NOT_SELLABLE_DISPOSITIONS))
-        out.update(e for (e,) in s.execute(q) if e not in rows)
-        return out
+    def shelf_stock(self, s: Session, epcs: list[str]) -> tuple[set[str], set[str]]:
+        """(those of `epcs` that are sellable stock on the books, as a count expects them;
+        those the books have no record of) for replenishment: a piece not on the books (a
+        reception's unexpected serial, never taken over) is what the count calls "not on the
+        books", so not stock to bring out but a piece to check; sold, held, lent, returned
+        pieces are not sellable."""
+        states = states_of(epcs, load_raw(s, epcs), self.books.site)
+        return ({e for e, st in states.items() if st is not None and st.status in SELLABLE},
+                {e for e, st in states.items() if st is None})

@@ -178,6 +178,9 @@ class ReplenishmentLine(Answer):
 class Replenishment(Answer):
     lines: list[ReplenishmentLine] = Field(description="The pick list, one line per SKU, "
                                                        "size and colour.")
+    not_on_books: list[str] = Field([], description="EPCs read on the shelves that the books "
+                                    "do not hold (left out of the list, as a count leaves them "
+                                    "out): pieces to check.")
 
 
 ReceptionAnswer = ReceptionStatus | CsvText

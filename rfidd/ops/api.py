@@ -177,7 +177,9 @@ def router(*, catalog: CatalogService, reception: ReceptionService, counting: Co
 
     @r.post("/counts", status_code=201, response_model=A.CountStatus)
     def count_start(body: CountStart) -> Any:
-        return counting.start_count(body.zones, duration_s=body.duration_s, adopt=body.adopt)
+        # a take-over is one whoever starts it (the demo, the CLI, the page): one trigger
+        return counting.start_count(body.zones, "takeover" if body.adopt else "staff",
+                                    duration_s=body.duration_s, adopt=body.adopt)
 
     @r.get("/counts", response_model=list[A.CountStatus])
     def counts() -> Any:
@@ -241,10 +243,10 @@ def router(*, catalog: CatalogService, reception: ReceptionService, counting: Co
     def replenishment_get(floor_min: str = "1", format: str | None = None) -> Any:
         if not floor_min.isdigit():
             raise ApiError(400, f"floor_min: {floor_min!r} is not a whole number")
-        lines = replenishment.replenishment(int(floor_min))
+        lines, unbooked = replenishment.replenishment_and_unbooked(int(floor_min))
         if format == "csv":
             return _csv(replenishment_csv(lines))
-        return {"lines": [ln.to_dict() for ln in lines]}
+        return {"lines": [ln.to_dict() for ln in lines], "not_on_books": unbooked}
 
     return r
 

@@ -108,10 +108,11 @@ def shrinkage_inputs(books: LifecycleService | None, s: Session, alert_ids: Sequ
     return ShrinkageInputs({a: res.get(a) for a in alert_ids}, homes, returns, cost_of)
 
 
-def sellable(books: LifecycleService | None, s: Session) -> Callable[[str], bool] | None:
-    """For replenishment: is this piece sellable stock (None: no books, every piece is)."""
+def sellable(books: LifecycleService | None, s: Session, epcs: Sequence[str]
+             ) -> tuple[Callable[[str], bool] | None, set[str]]:
+    """For replenishment: (is this piece sellable stock on the books, as a count expects it
+    (None: no books, every piece is); the pieces not on the books, to check)."""
     if books is None:
-        return None
-    not_sellable = books.counts.not_sellable(s)
-    return lambda epc: epc not in not_sellable
-
+        return None, set()
+    ok, unbooked = books.counts.shelf_stock(s, sorted(set(epcs)))
+    return ok.__contains__, unbooked

@@ -105,8 +105,13 @@ def asn_import(ctx: click.Context, file: Path, fmt: str | None,
     text, fmt = _read_file(file, fmt)
     res = _client(ctx).call("POST", "/asns", {"format": fmt, "text": text, "source": file.name,
                                               "open_reception": open_reception}, accept=PARTIAL)
-    click.echo(f"new: {', '.join(res['new']) or '-'}; already imported (identical): "
-               f"{', '.join(res['identical']) or '-'}")
+    rejected = len(res.get("conflicts", []) + res.get("errors", []))
+    if rejected and not res["new"] and not res["identical"]:  # not "new: -", which reads as fine
+        click.echo(f"nothing imported from {file.name}: {rejected} rejected", err=True)
+    else:
+        click.echo(f"new: {', '.join(res['new']) or '-'}; already imported (identical): "
+                   f"{', '.join(res['identical']) or '-'}"
+                   + (f"; {rejected} rejected" if rejected else ""))
     if res.get("reception"):
         click.echo(f"reception session {res['reception']} is open")
     for w in res.get("warnings", []):
@@ -170,13 +175,15 @@ def print_reception(doc: dict[str, Any], console: Console) -> None:
                   f"{state}; expected {tot['expected']}, received {tot['received']}, missing "
                   f"{tot['missing']}, unexpected {tot['unexpected']}")
     t = Table(title="Per product")
-    for c in ("GTIN", "SKU", "name", "expected", "received", "over", "short"):
-        t.add_column(c, justify="right" if c in ("expected", "received", "over", "short")
-                     else "left")
+    nums = ("expected", "received", "over", "short", "unexpected")
+    for c in ("GTIN", "SKU", "product", *nums):
+        t.add_column(c, justify="right" if c in nums else "left")
     for ln in doc["lines"]:
-        style = "" if ln["over"] == 0 and ln["short"] == 0 else "yellow"
-        t.add_row(ln["gtin"], ln["sku"] or "", ln["name"] or "", str(ln["expected"]),
-                  str(ln["received"]), str(ln["over"]), str(ln["short"]), style=style)
+        style = "" if not any(ln.get(c, 0) for c in nums[2:]) else "yellow"
+        # name · size · colour: two colours of one bag are otherwise two lines of one name
+        name = " · ".join(x for x in (ln["name"], ln.get("size"), ln.get("colour")) if x)
+        t.add_row(ln["gtin"], ln["sku"] or "", name, *(str(ln.get(c, 0)) for c in nums),
+                  style=style)
     console.print(t)
     if doc["missing"] or doc["unexpected"]:
         d = Table(title="Items to check")
@@ -312,6 +319,10 @@ def replenishment(ctx: click.Context, floor_min: int, csv_out: Path | None,
         t.add_row(ln["category"] or "", ln["sku"], ln["name"] or "", ln["size"], ln["colour"],
                   str(ln["stock_qty"]), str(ln["floor_qty"]), str(ln["suggested"]))
     _console().print(t)
+    unbooked = res.get("not_on_books") or []
+    if unbooked:  # as the count says them; not in the list above
+        click.echo(f"{len(unbooked)} piece(s) on the shelves not on the books, check them: "
+                   + ", ".join(unbooked[:10]) + (" …" if len(unbooked) > 10 else ""))
 
 
 @ops_cli.command("audit")

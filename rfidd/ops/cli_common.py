@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from rfidd.cli_time import fmt_time, local_zone, site_zone
 from rfidd.client import ApiClient
 from rfidd.console import table_console
 
@@ -32,9 +32,10 @@ def _console() -> Console:
 
 
 def _fmt_time(t: float | None) -> str:
-    if t is None:
-        return ""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+    """In the site's zone with its offset (rfidd.cli_time), asked of the command's daemon."""
+    ctx = click.get_current_context(silent=True)
+    client = ctx.find_object(ApiClient) if ctx is not None else None
+    return fmt_time(t, site_zone(client.base) if client is not None else local_zone())
 
 
 def _pct(v: float | None) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -124,13 +125,18 @@ def print_count(doc: dict[str, Any], console: Console) -> None:
         console.print(f"Accuracy: items {_pct(acc['item'])}, records (SKU x zone) "
                       f"{_pct(acc['record'])}, aggregate {_pct(acc['aggregate'])} (the "
                       "aggregate hides errors that cancel out)")
+    # A take-over's pieces are "unexpected" in the count (the books did not hold them): per
+    # zone, those it put on the books are their own column, the rest still unexpected.
+    taken_in = Counter(u["zone"] for u in doc["unexpected"] if u["epc"] in booked)
     z = Table(title="Per zone")
-    for c in ("zone", "expected", "found", "missing", "misplaced out", "misplaced in",
-              "unexpected"):
+    cols = ("expected", "found", "missing", "misplaced_out", "misplaced_in", "unexpected")
+    for c in ("zone", *(c.replace("_", " ") for c in cols),
+              *(("taken over",) if taken is not None else ())):
         z.add_column(c, justify="left" if c == "zone" else "right")
     for name, t in doc["per_zone"].items():
-        z.add_row(name, *(str(t[k]) for k in ("expected", "found", "missing", "misplaced_out",
-                                              "misplaced_in", "unexpected")))
+        figures = {**t, "unexpected": t["unexpected"] - taken_in[name]}
+        z.add_row(name, *(str(figures[k]) for k in cols),
+                  *((str(taken_in[name]),) if taken is not None else ()))
     console.print(z)
     rows = ([("missing", m, m["booked_zone"], "") for m in doc["missing"]]
             + [("misplaced", m, m["booked_zone"], m["found_zone"]) for m in doc["misplaced"]]

@@ -52,10 +52,14 @@ def takeover(ctx: click.Context, zones: tuple[str, ...], seconds: float | None,
                    f"stop it with `rfidd ops count stop {cid}`")
         return
     deadline = time.monotonic() + seconds
+    last = None
     while time.monotonic() < deadline:
         time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
         if not as_json:
-            click.echo(_progress_line(client.call("GET", f"/counts/{cid}")))
+            line = _progress_line(client.call("GET", f"/counts/{cid}"))
+            if line != last:  # the same line every second is noise in a log or a pipe
+                click.echo(line)
+            last = line
     doc = client.call("POST", f"/counts/{cid}/stop")
     if as_json:
         _echo_json(doc)

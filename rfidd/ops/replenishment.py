@@ -30,6 +30,12 @@ class ReplenishmentService:
         self.floor_zones = zones_of_kind(ctx.config, ZoneKind.FLOOR, ZoneKind.FITTING)
 
     def replenishment(self, floor_min: int = 1) -> tuple[ReplenishmentLine, ...]:
+        return self.replenishment_and_unbooked(floor_min)[0]
+
+    def replenishment_and_unbooked(self, floor_min: int = 1
+                                   ) -> tuple[tuple[ReplenishmentLine, ...], list[str]]:
+        """(the list, the pieces on the shelves the books do not hold: left out of it, as the
+        count leaves them out, and named apart so staff check them)."""
         if floor_min < 1:
             raise OpsError(400, "floor_min: must be >= 1")
         with self.ctx.tracker_lock:
@@ -42,10 +48,13 @@ class ReplenishmentService:
             return g if g is not None and (not len(catalog) or g in catalog) else None
 
         with self.ctx.db.session() as s:
-            sellable = B.sellable(self.books, s)
-        return replenishment_list(locations, gtin_of=ours, catalog=catalog,
-                                  stock_zones=self.stock_zones, floor_zones=self.floor_zones,
-                                  floor_min=floor_min, sellable=sellable)
+            sellable, unbooked = B.sellable(self.books, s, [e for e, z in locations
+                                                    if z in self.stock_zones
+                                                    or z in self.floor_zones])
+        lines = replenishment_list(locations, gtin_of=ours, catalog=catalog,
+                                   stock_zones=self.stock_zones, floor_zones=self.floor_zones,
+                                   floor_min=floor_min, sellable=sellable)
+        return lines, sorted(e for e in unbooked if ours(e) is not None)
 
 
 __all__ = ["ReplenishmentService"]

@@ -115,6 +115,8 @@ class ReaderActivityAnswer(Answer):
 
 class SiteStatus(Answer):
     site: str = Field(description="The site id.")
+    timezone: str | None = Field(None, description="The site's time zone (IANA name): the "
+                                 "command line shows times in it, with the offset.")
     uptime_s: float = Field(description="Seconds since the daemon started.")
     database: DatabaseStatus | None = Field(description="The database's health.")
     readers: dict[str, ReaderActivityAnswer] = Field(description="Each reader's state by name.")
@@ -137,6 +139,8 @@ class ReaderRow(Answer):
     state: str = Field(description="The reader's connection state.")
     reason: str | None = Field(description="Why it is not online, if it is not.")
     silent: bool = Field(description="Connected but reporting no reads for too long.")
+    no_tag_s: int | None = Field(None, description="Online, has read, but no tag for this many "
+                                 "seconds (null: reading, or never read, or not online).")
     since: str = Field(description="In this state since (ISO 8601, UTC).")
     last_report: str | None = Field(description="Its last tag report (ISO 8601, UTC).")
     connects: int = Field(description="Connections made since start.")

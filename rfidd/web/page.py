@@ -152,9 +152,12 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
     @v.get("/replenishment", response_model=V.PageReplenishment)
     def replenishment(request: Request) -> dict[str, Any]:
         f = fmt_for(request, tz)
+        lines, unbooked = ops.replenishment.replenishment_and_unbooked(1)
         return {"lines": [{**ln.to_dict(), "text": f.t(
             "to_bring_n", n=f.number(ln.suggested), stock=f.number(ln.stock_qty),
-            floor=f.number(ln.floor_qty))} for ln in ops.replenishment.replenishment(1)]}
+            floor=f.number(ln.floor_qty))} for ln in lines],
+            "not_on_books": f.t("shelf_not_on_books", n=f.number(len(unbooked)))
+            if unbooked else ""}
 
     @v.get("/alerts", response_model=V.PageAlerts)
     def alerts(request: Request) -> dict[str, Any]:
@@ -169,7 +172,8 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
     def accuracy_chart(request: Request) -> Response:
         f = fmt_for(request, tz)
         points = accuracy_points(ops.counting.counts())
-        chart = _chart("Line", f.t("count_accuracy"), range_=(0, 100))
+        chart = _chart("Line", f.t("count_accuracy"), f.t("axis_percent_found"),
+                       range_=(0, 100))
         chart.x_labels = [f.day(at) for at, _ in points]
         chart.add(f.t("accuracy"), [pct for _, pct in points])
         return _svg(chart)
@@ -181,7 +185,8 @@ def page_router(config: Config, ops: Any, lifecycle: Any | None) -> APIRouter:
         weeks, series = weekly_shrinkage(ops.exits.shrinkage, time.time(), ZoneInfo(tz), key)
         return _svg(items_chart(f.t("shrinkage_category" if key == "by_category"
                                     else "shrinkage_zone"),
-                                [f.day(a) for a, _, _ in weeks], series))
+                                [f.day(a) for a, _, _ in weeks], series,
+                                unit=f.t("axis_items_lost")))
 
     r.include_router(v)
     return r
@@ -216,9 +221,10 @@ def _ratio(totals: dict[str, Any]) -> float | None:
     return (totals.get("found", 0) / exp) if exp else None
 
 
-def items_chart(title: str, labels: list[str], series: dict[str, list[int]]) -> Any:
-    """A stacked bar chart of items per label, on a whole-item axis."""
-    chart = _chart("StackedBar", title)
+def items_chart(title: str, labels: list[str], series: dict[str, list[int]], *,
+                unit: str) -> Any:
+    """A stacked bar chart of items per label, on a whole-item axis named `unit`."""
+    chart = _chart("StackedBar", title, unit)
     chart.x_labels = labels
     for n, values in series.items():
         chart.add(n, values)
@@ -301,7 +307,7 @@ def _find(q: str, ops: Any, lifecycle: Any | None, f: Formatter) -> list[dict[st
     return out
 
 
-def _chart(kind: str, title: str, range_: tuple[int, int] | None = None) -> Any:
+def _chart(kind: str, title: str, unit: str, range_: tuple[int, int] | None = None) -> Any:
     """A pygal chart of class `kind`. pygal is imported when a chart is first drawn: a daemon
     nobody looks at does not keep it (~6 MiB)."""
     import pygal
@@ -309,9 +315,11 @@ def _chart(kind: str, title: str, range_: tuple[int, int] | None = None) -> Any:
 
     style = Style(background="transparent", plot_background="transparent",
                   font_family="system-ui, sans-serif",
-                  colors=("#1f6f5c", "#c0392b", "#d68910", "#2e86c1"))
+                  colors=("#1f6f5c", "#c0392b", "#d68910", "#2e86c1"),
+                  no_data_font_size=16)  # pygal's 64 px ran across the grid lines
     # js=[]: pygal's default loads its tooltip script from a CDN; the page must work offline.
-    chart = getattr(pygal, kind)(title=title, style=style, js=[], width=640, height=300,
+    chart = getattr(pygal, kind)(title=title, y_title=unit, style=style, js=[], width=640,
+                                 height=300,
                  show_legend=True, legend_at_bottom=True, disable_xml_declaration=True,
                  range=range_, print_values=False)
     return chart

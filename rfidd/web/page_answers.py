@@ -112,6 +112,8 @@ class PageReplenishmentLine(ReplenishmentLine):
 
 class PageReplenishment(Answer):
     lines: list[PageReplenishmentLine] = Field(description="The pick list (floor minimum 1).")
+    not_on_books: str = Field("", description="How many pieces on the shelves the books do "
+                              "not hold (not in the list: to check), in words; empty if none.")
 
 
 class SuspectedLine(Answer):

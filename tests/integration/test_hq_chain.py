@@ -163,3 +163,23 @@ def test_catalog_published_to_the_stores(hq: HqStore, postgres_url: str, mqtt5_b
     r = CliRunner().invoke(hq_command, ["catalog", "publish", str(cat), "-c", str(conf),
                                         "--site", "st-nowhere"])
     assert r.exit_code != 0 and "'st-nowhere' is not registered" in r.output
+
+
+def test_cli_alerts_and_reports_say_when_in_utc_and_name_their_fields(
+        hq: HqStore, postgres_url: str) -> None:
+    """`rfidd hq alerts/reports` printed the payload as raw JSON cut at 160 characters, the
+    site's epoch instants as floats ("at": 1796222920.66): HQ staff could not tell when."""
+    at = (T0 + timedelta(minutes=5)).timestamp()
+    hq.write_batch(Batch(site_messages=[SiteMessageRow(
+        "st-paris", "alert", {"type": "exit_unsold", "at": at, "zone": "exit"},
+        T0 + timedelta(minutes=6))]))
+    r = CliRunner().invoke(hq_command, ["alerts", "--site", "st-paris",
+                                        "--database-url", postgres_url])
+    assert r.exit_code == 0, r.output
+    line = r.output.splitlines()[0]
+    assert line.startswith("2026-11-02 09:06:00 UTC  Paris Opéra  exit_unsold  "), line
+    assert "at 2026-11-02 09:05:00 UTC" in line and "zone exit" in line and "{" not in line
+    r = CliRunner().invoke(hq_command, ["reports", "--database-url", postgres_url])
+    assert r.exit_code == 0, r.output
+    assert "2026-11-03 09:00:00 UTC  Paris Opéra  report/count  count 2; accuracy 0.99" \
+        in r.output

@@ -199,3 +199,38 @@ def test_repairer_retries_when_not_connected(store: HqStore) -> None:
                       grace_s=0, retry_s=3600)
     assert rep.check_once() == [] and len(calls) == 1  # refused: not counted as asked
     assert rep.check_once() == [] and len(calls) == 2  # so asked again next round
+
+
+def test_capture_sources_are_not_listed_as_sites(store: HqStore) -> None:
+    """Captured events are stored under "@{token name}"; when they carry another system's
+    rfidd:seq that makes a row, but an integrator is no store: `rfidd hq sites` listed it as
+    a site "heard of, not registered" with "held 0" beside the events HQ did hold."""
+    from rfidd.hq import query
+
+    put(store, [1, 2])
+    store.write_batch(Batch(events=[row("@erp", n) for n in (5, 9)], trusted=True))
+    assert [s.site for s in query.sites(store.engine)] == ["st"]
+
+
+def test_events_of_one_instant_are_in_the_sites_order_for_where_and_history(
+        store: HqStore) -> None:
+    """An exit journals, at one eventTime, the read (no disposition) then the `stolen` event;
+    they arrive in one batch, stored in eventID order: ordered by row id, `hq where` said the
+    item was merely read at the exit. The site's sequence number is its order."""
+    from rfidd.hq import chain, query
+
+    epc = "urn:epc:id:sgtin:3760001.000104.1011"
+
+    def ev(eid: str, seq: int, step: str | None, disp: str | None) -> EventRow:
+        return EventRow(eid, "st", "ObjectEvent", T0, "OBSERVE", step, disp,
+                        "urn:epc:id:sgln:3760001.00001.exit", None, None, {"n": seq}, (epc,),
+                        seq=seq)
+
+    read = ev("urn:uuid:ffff0000-0000-4000-8000-000000000001", 1, None, None)
+    stolen = ev("urn:uuid:0000ffff-0000-4000-8000-000000000002", 2, "entering_exiting", "stolen")
+    store.write_batch(Batch(events=[read, stolen]))  # stored stolen first (eventID order)
+    last = query.where(store.engine, epc)
+    assert last is not None and last.disposition == "stolen"
+    assert [e.event_id for e in query.history(store.engine, epc)] == [read.event_id,
+                                                                      stolen.event_id]
+    assert chain.latest_per_item(store.engine) == [(epc, "st", "stolen")]

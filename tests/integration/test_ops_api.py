@@ -155,3 +155,25 @@ def test_users_add_writes_an_argon2_hash(tmp_path: Path) -> None:
     assert user.name == "Léa" and user.hash.startswith("$argon2id$") and "9753" not in \
         users.read_text()
     assert (users.stat().st_mode & 0o077) == 0o040  # readable by the daemon's group only
+
+
+def test_takeover_from_the_cli_is_a_takeover_and_prints_each_progress_once(
+        api_url: str) -> None:
+    """`rfidd ops takeover --seconds N` piped: its count is `trigger: takeover` (as the
+    demo's), and a progress line that did not change is not printed again every second."""
+    res = cli(api_url, "takeover", "floor", "--seconds", "2.5")
+    assert res.exit_code == 0, res.output
+    progress = [ln for ln in res.output.splitlines() if ln.startswith("take-over:")]
+    assert len(progress) == len(set(progress)) >= 1, res.output
+    rows = json.loads(cli(api_url, "count", "list", "--json").output)
+    assert [r["trigger"] for r in rows] == ["takeover"]
+
+
+def test_a_rejected_asn_file_does_not_open_on_a_line_that_reads_as_fine(
+        api_url: str, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"asn_id": "A1", "shipped_at": "yesterday", "epcs": ["ZZZ"]}')
+    res = cli(api_url, "asn", "import", str(bad))
+    assert res.exit_code != 0
+    assert "new: -" not in res.output, res.output
+    assert "nothing imported" in res.stderr and "rejected:" in res.stderr, res.output

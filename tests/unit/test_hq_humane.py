@@ -30,3 +30,19 @@ def test_a_message_is_named_fields_in_the_order_sent() -> None:
         ("at", "2026-12-02 13:04:05 UTC"), ("accuracy", "0.9877"), ("paid", "no"),
         ("items", "a; b; c (+2 more)"), ("counts", "found 3, expected 4")]
     assert humane.pairs([1, 2]) == [("", "1; 2")]
+
+
+def test_epoch_times_of_site_messages_are_shown_as_utc_times_not_floats() -> None:
+    # Sites publish their alerts' and reports' instants as epoch seconds (at, closed_at...):
+    # "at 1.796e+09" on the /chain page tells HQ staff nothing about when it happened.
+    from rfidd.hq.humane import pairs
+
+    shown = dict(pairs({"type": "exit_unsold", "at": 1796222920.662399, "epc": "3034",
+                        "reception": {"opened_at": 1796222916, "count": 12.5}}))
+    assert shown["at"] == "2026-12-02 14:48:40 UTC"
+    assert shown["reception"] == "opened_at 2026-12-02 14:48:36 UTC, count 12.5"
+    assert dict(pairs({"closed_at": 1796222956.17}))["closed at"] == "2026-12-02 14:49:16 UTC"
+    # a number that is not an instant keeps its figure, never in scientific notation
+    assert dict(pairs({"lost_value": 1796.5}))["lost value"] == "1796.5"
+    assert dict(pairs({"lost_value": 12345.67}))["lost value"] == "12345.67"
+    assert dict(pairs({"rate": 0.95349}))["rate"] == "0.9535"

@@ -89,3 +89,44 @@ def test_secrets_never_reach_a_line(text: str, shown: str, monkeypatch: pytest.M
     configure("info", "json", stream=out)
     logging.getLogger("rfidd").info("connecting to %s", text, extra={"url": text})
     assert "hunter2" not in out.getvalue() and "s3cr3t" not in out.getvalue()
+
+
+def test_uvicorn_color_message_and_escapes_stay_out(monkeypatch: pytest.MonkeyPatch,
+                                                    restore_logging: None) -> None:
+    """uvicorn logs with extra `color_message` (the message with ANSI colours): it is the msg
+    again, with escapes journald shows as \\u001b; a structured line carries the msg once."""
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    out = io.StringIO()
+    configure("info", "kv", stream=out)
+    logging.getLogger("uvicorn.error").info(
+        "Started server process [%d]", 42,
+        extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]"})
+    line = out.getvalue()
+    assert 'msg="Started server process [42]"' in line, line
+    assert "color_message" not in line and "\x1b" not in line and "u001b" not in line, line
+
+
+def test_log_lines_go_above_a_live_progress_line(monkeypatch: pytest.MonkeyPatch,
+                                                 restore_logging: None) -> None:
+    """The demo's progress line and a warning logged meanwhile: the warning is printed by the
+    live display's console on a line of its own, not into the progress line on stderr."""
+    from rich.console import Console
+    from rich.progress import Progress, TextColumn
+
+    from rfidd.logs import redirected
+
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    direct = io.StringIO()
+    configure("info", "kv", stream=direct)
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=120)
+    with Progress(TextColumn("{task.description}"), console=console) as progress, redirected(
+            lambda s: progress.console.print(s, end="", markup=False, highlight=False)):
+        progress.add_task("3/3 readers online", total=None)
+        progress.refresh()
+        logging.getLogger("rfidd.test").warning("exit alert")
+    assert direct.getvalue() == ""
+    shown = [ln for ln in screen.getvalue().replace("\r", "\n").split("\n") if "exit alert" in ln]
+    assert len(shown) == 1 and "readers online" not in shown[0], screen.getvalue()
+    logging.getLogger("rfidd.test").warning("after")
+    assert "after" in direct.getvalue()  # the handler's own stream again

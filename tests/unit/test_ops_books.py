@@ -127,3 +127,18 @@ def test_replenishment_and_shrinkage_follow_the_books(store: Any) -> None:
     books.handle("hold", {"txn": "H-1", "epcs": [bags[2]], "client": "C-1"})
     (line,) = ops.replenishment.replenishment()
     assert (line.sku, line.stock_qty, line.floor_qty, line.suggested) == ("BAG-1", 1, 0, 1)
+
+
+def test_replenishment_leaves_out_a_piece_the_count_calls_not_on_the_books(store: Any) -> None:
+    """The trial's reception extra: read in the stockroom, never received nor taken over. The
+    count says "not on the books"; replenishment must not tell staff to bring it out."""
+    ops, _books, ctx = store
+    bag, stray = epc(BAG, 1), epc(SCARF, 9)
+    ops.counting.start_count(["stockroom", "floor"], adopt=True)
+    read(ctx, 1000.0, [(bag, "floor")])
+    ops.counting.stop_count()
+    ops.counting.start_count(["stockroom", "floor"])
+    read(ctx, 2000.0, [(bag, "floor"), (stray, "stockroom")])
+    doc = ops.counting.stop_count()
+    assert doc["books"]["not_on_books"] == [stray]
+    assert ops.replenishment.replenishment_and_unbooked() == ((), [stray])  # said apart

@@ -47,8 +47,20 @@ def test_the_shrinkage_axis_counts_whole_items() -> None:
 
 def test_a_shrinkage_chart_with_no_loss_yet_renders() -> None:
     # a new site: no loss in any of the weeks (pygal raised on the whole-item axis)
-    svg = items_chart("Shrinkage", ["23 Nov", "30 Nov"], {}).render(is_unicode=True)
+    svg = items_chart("Shrinkage", ["23 Nov", "30 Nov"], {}, unit="items").render(is_unicode=True)
     assert "<svg" in svg and "No data" in svg
-    drawn = items_chart("Shrinkage", ["23 Nov", "30 Nov"], {"exit": [0, 2]}).render(
+    drawn = items_chart("Shrinkage", ["23 Nov", "30 Nov"], {"exit": [0, 2]}, unit="items").render(
         is_unicode=True)
     assert "30 Nov" in drawn
+
+
+def test_charts_name_their_unit_and_no_data_is_not_a_headline() -> None:
+    """The y axis says what it counts (items? EUR?), and "No data" is drawn at the size of
+    the chart's text, not in 64 px type across the grid."""
+    import re
+
+    svg = items_chart("Shrinkage", ["23 Nov", "30 Nov"], {}, unit="items lost").render(
+        is_unicode=True)
+    assert "items lost" in svg
+    sizes = [int(s) for s in re.findall(r"\.no_data\s*\{[^}]*font-size:\s*(\d+)", svg)]
+    assert sizes and max(sizes) <= 16, sizes

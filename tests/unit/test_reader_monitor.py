@@ -131,3 +131,25 @@ def test_reads_per_second_per_reader_over_the_window() -> None:
         rig.monitor.check(float(t))
     assert rig.monitor.reads_per_s("dock", now=1030.0) == 0.0
     assert 2 <= len(rig.monitor._rates["dock"]) <= reader_monitor.RATE_WINDOW_S + 2
+
+
+def test_a_reader_that_read_and_went_quiet_says_for_how_long() -> None:
+    """A reader that lost its ROSpec stays `online` until the driver's verify finds it; in that
+    window `rfidd readers` says "no tag for N s" instead of a plain online."""
+    from readers.base import TagRead
+    from rfidd import reader_monitor
+
+    rig = Rig()
+    now = [1000.0]
+    rig.monitor._clock = lambda: now[0]
+    rig.intake.on_state("dock", ReaderState.ONLINE, "inventorying")
+    rig.monitor.activity["dock"].last_report = 900.0  # online long ago, never a tag
+    assert rig.monitor.snapshot()["dock"]["no_tag_s"] is None  # an empty field is not quiet
+    rig.intake.on_reads("dock", [TagRead("ABCD", "dock", 1, -50.0, 0.0)])
+    rig.monitor.activity["dock"].last_report = 1000.0
+    now[0] = 1000.0 + reader_monitor.QUIET_AFTER_S - 1
+    assert rig.monitor.snapshot()["dock"]["no_tag_s"] is None
+    now[0] = 1012.4
+    assert rig.monitor.snapshot()["dock"]["no_tag_s"] == 12
+    rig.intake.on_state("dock", ReaderState.OFFLINE, "gone")
+    assert rig.monitor.snapshot()["dock"]["no_tag_s"] is None  # its state says it already

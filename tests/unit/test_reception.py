@@ -64,13 +64,18 @@ def test_planted_discrepancies_are_named_exactly() -> None:
     assert rep.received_by_quantity == ()
     assert rep.unidentified == 1
     lines = {ln.gtin: ln for ln in rep.lines}
-    # G1: 10 listed, 9 listed read + 1 unlisted serial of the same GTIN: nets out in the row.
+    # G1: 10 listed, 9 listed read + 1 unlisted serial of the same GTIN: per serial, the
+    # listed one is short and the other unexpected (the row does not net them out).
     g1 = lines[G1]
-    assert (g1.expected, g1.received, g1.over, g1.short) == (10, 10, 0, 0)
+    assert (g1.expected, g1.received, g1.over, g1.short) == (10, 9, 0, 1)
     assert (lines[G1].missing, lines[G1].unexpected) == (1, 1)
     assert (lines[G2].expected, lines[G2].received, lines[G2].short) == (5, 4, 1)
-    assert (lines[G3].expected, lines[G3].received, lines[G3].over) == (0, 2, 2)
+    assert (lines[G3].expected, lines[G3].received, lines[G3].unexpected) == (0, 0, 2)
     assert lines[G1].name == "Silk scarf" and lines[G3].name is None
+    assert (g1.size, g1.colour) == ("U", "navy") and lines[G3].colour is None
+    # The per-product figures add up to the header.
+    assert sum(ln.received for ln in rep.lines) == rep.received_total
+    assert sum(ln.short for ln in rep.lines) == len(rep.missing)
     assert rep.totals() == {
         "expected": 15,
         "received": 13,
@@ -79,8 +84,8 @@ def test_planted_discrepancies_are_named_exactly() -> None:
         "missing": 2,
         "unexpected": 4,
         "unidentified": 1,
-        "over": 2,
-        "short": 1,
+        "over": 0,
+        "short": 2,
     }
     assert not rep.complete
     assert rep.closed_at == 110.0
@@ -152,7 +157,7 @@ def test_report_dict_shape_and_destination_warning() -> None:
     assert d["missing"] == [{"epc": epcs(G1, range(1, 2))[0], "gtin": G1, "asn_id": "A9"}]
     assert d["lines"][0] == {
         "gtin": G1, "name": None, "sku": None, "expected": 1, "received": 0, "over": 0,
-        "short": 1, "missing": 1, "unexpected": 0,
+        "short": 1, "missing": 1, "unexpected": 0, "size": None, "colour": None,
     }
     assert any("ELSEWHERE" in w for w in d["warnings"])
     json.dumps(d)

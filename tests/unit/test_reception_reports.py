@@ -51,7 +51,7 @@ def test_gtin_csv_rows_and_formula_guard() -> None:
     rows = list(csv.reader(io.StringIO(reception_csv(rep))))
     assert rows[0] == ["gtin", "sku", "name", "expected", "received", "over", "short", "missing",
                        "unexpected"]
-    assert rows[1] == [G2, "", "", "1", "2", "1", "0", "0", "1"]
+    assert rows[1] == [G2, "", "", "1", "1", "0", "0", "0", "1"]  # per serial: E4 unexpected
     assert rows[2] == [G1, "SC-1", "'=HYPERLINK(\"x\")", "2", "1", "0", "1", "1", "0"]
     header, body = reception_gtin_rows(rep)
     assert len(body) == len(rep.lines) and header[0] == "gtin"

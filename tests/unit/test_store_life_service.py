@@ -209,10 +209,10 @@ def test_count_sections_and_sellable(svc: LifecycleService) -> None:
     svc.handle("loan_out", {"txn": "L-1", "epcs": [E(3)], "due": "2030-01-01T00:00Z"})
     with svc.ctx.db.session() as s:
         aside = svc.counts.set_aside(s)
-        not_sellable = svc.counts.not_sellable(s)
+        sellable, unbooked = svc.counts.shelf_stock(s, [E(i) for i in range(1, 6)])
     assert aside == {E(1): ("held", "floor"), E(2): ("awaiting_collection", "floor"),
                      E(3): ("on_loan", None)}
-    assert not_sellable == {E(1), E(2), E(3)}
+    assert sellable == {E(4)} and unbooked == {E(5)}
 
 
 def test_expired_holds_are_alerted_once_and_rejections_name_the_state(

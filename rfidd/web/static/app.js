@@ -322,6 +322,7 @@ async function loadReplenish() {
     const li = el("li", [ln.name || ln.sku, ln.size, ln.colour].filter(Boolean).join(" · "));
     li.append(el("small", ln.text, "words")); ul.append(li);
   }
+  if (d.not_on_books) ul.append(el("li", d.not_on_books, "warn"));
 }
 
 async function loadAlerts() {

@@ -63,8 +63,9 @@ def test_reception_fed_by_hook_and_present_items_reports_discrepancies(
     assert [m["epc"] for m in doc["missing"]] == [listed[4]]
     assert [u["epc"] for u in doc["unexpected"]] == [extra]
     assert {r["epc"] for r in doc["received"]} == set(listed[:4])
-    assert {ln["gtin"]: (ln["expected"], ln["received"], ln["name"]) for ln in doc["lines"]} == {
-        BAG: (5, 4, "Sac Céleste"), SCARF: (0, 1, "Sac Céleste")}
+    assert {ln["gtin"]: (ln["expected"], ln["received"], ln["unexpected"], ln["name"],
+                         ln["colour"]) for ln in doc["lines"]} == {
+        BAG: (5, 4, 0, "Sac Céleste", "noir"), SCARF: (0, 0, 1, "Sac Céleste", "caramel")}
     assert outbox(ctx, "reports/reception") == [doc]
     assert reception.reception_csv(sid).splitlines()[0].startswith("gtin,sku,name,expected")
     with ctx.db.session() as s:
