@@ -18,8 +18,8 @@ from pathlib import Path
 TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 
 
-def _tree(pid: int) -> list[int]:
-    """`pid` and its descendants."""
+def tree(pid: int) -> list[int]:
+    """`pid` and its descendants (a process that ends meanwhile is skipped)."""
     out, todo = [], [pid]
     while todo:
         p = todo.pop()
@@ -27,7 +27,7 @@ def _tree(pid: int) -> list[int]:
         for task in Path(f"/proc/{p}/task").glob("*/children"):
             try:
                 todo.extend(int(c) for c in task.read_text().split())
-            except (FileNotFoundError, ProcessLookupError):
+            except OSError:
                 continue
     return out
 
@@ -37,7 +37,7 @@ def process_cpu_s(pid: int | None, children: bool = True) -> float:
     if pid is None:
         return 0.0
     total = 0
-    for p in _tree(pid) if children else [pid]:
+    for p in tree(pid) if children else [pid]:
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except (FileNotFoundError, ProcessLookupError):

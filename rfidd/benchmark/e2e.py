@@ -319,21 +319,10 @@ def _cpu_s(daemon: Daemon) -> float:
     return time.process_time() + _host_cpu_s(daemon)
 
 
-def _tree(pid: int) -> list[int]:
-    """`pid` and its descendants (the daemon and its reader host)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for task in Path(f"/proc/{p}/task").glob("*/children"):
-            todo.extend(int(c) for c in task.read_text().split())
-    return out
-
-
 def _jiffies(pid: int) -> int:
     """User + system clock ticks of `pid` and its descendants."""
     total = 0
-    for p in _tree(pid):
+    for p in cpu_split.tree(pid):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except FileNotFoundError:

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rfidd.benchmark.cpu_split import tree
+
 SETTLE_S = 3.0
 """After READY=1 and every reader connected: handshakes done, start-up work over."""
 START_TIMEOUT_S = 120.0
@@ -92,20 +94,6 @@ class IdleFigures:
                          "cpu_ms_per_s": round(t.cpu_ms_per_s, 4),
                          "wakeups_per_s": round(t.wakeups_per_s, 2)} for t in self.threads],
         }
-
-
-def tree(pid: int) -> list[int]:
-    """`pid` and its descendants."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for task in Path(f"/proc/{p}/task").glob("*/children"):
-            try:
-                todo.extend(int(c) for c in task.read_text().split())
-            except OSError:
-                continue
-    return out
 
 
 def process_label(pid: int, root: int) -> str:

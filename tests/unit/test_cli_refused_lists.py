@@ -3,42 +3,21 @@ stderr naming the problem, exit 1, nothing on stdout; as every `rfidd ops` comma
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from fakeapi import always, serve_json
 
 from rfidd.lifecycle.alerts_cli import alerts_cli
 from rfidd.readers_cli import readers_command
 
 
-class _Refuses(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = json.dumps({"error": "authentication required"}).encode()
-        self.send_response(401)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def api() -> Iterator[str]:
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Refuses)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}"
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    with serve_json(always({"error": "authentication required"}, 401)) as url:
+        yield url
 
 
 @pytest.mark.parametrize("args", [["--json"], []])

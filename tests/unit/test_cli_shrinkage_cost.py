@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from fakeapi import always, serve_json
 
 from rfidd.ops import ops_cli
 
@@ -30,26 +28,8 @@ def _doc(cost_value: str, uncosted: int) -> dict[str, Any]:
 
 @pytest.fixture
 def api(request: pytest.FixtureRequest) -> Iterator[str]:
-    body = json.dumps(request.param).encode()
-
-    class Answer(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}"
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    with serve_json(always(request.param)) as url:
+        yield url
 
 
 def _headline(api: str) -> str:

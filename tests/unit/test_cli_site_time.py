@@ -4,16 +4,15 @@ left in UTC must not show site times as if they were its own."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
+from fakeapi import routes, serve_json
 
 from rfidd.cli_time import fmt_iso, fmt_time, site_zone
 from rfidd.lifecycle.alerts_cli import alerts_cli
@@ -28,28 +27,9 @@ ALERTS = {"alerts": [{"alert_id": "a1", "type": "exit_unsold", "epc": "E1", "zon
                       "resolution": None, "resolved_by": None, "acknowledged_by": None}]}
 
 
-def serve(routes: dict[str, Any]) -> Iterator[str]:
-    class Answer(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            found = routes.get(self.path.split("?")[0])
-            body = json.dumps(found if found is not None else {"error": "no"}).encode()
-            self.send_response(200 if found is not None else 404)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
-    import threading
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}"
-    finally:
-        srv.shutdown()
-        srv.server_close()
+def serve(table: dict[str, Any]) -> Iterator[str]:
+    with serve_json(routes(table)) as url:
+        yield url
 
 
 @pytest.fixture

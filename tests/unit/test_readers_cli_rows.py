@@ -4,14 +4,12 @@ that read then went quiet says for how long."""
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from fakeapi import always, serve_json
 
 from rfidd.readers_cli import _antennas, readers_command
 
@@ -34,26 +32,8 @@ def test_antennas_text() -> None:
 
 @pytest.fixture
 def api() -> Iterator[str]:
-    body = json.dumps({"site": "s1", "readers": ROWS}).encode()
-
-    class Answer(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}"
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    with serve_json(always({"site": "s1", "readers": ROWS})) as url:
+        yield url
 
 
 def test_table_says_no_tag_for_n_s(api: str) -> None:
