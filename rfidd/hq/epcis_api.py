@@ -322,8 +322,10 @@ class EpcisServer:
         self.listen = listen
         # The app's own subscription hub (when none was given to build_app) runs with it.
         self._own_hub: SubscriptionHub | None = getattr(app.state, "own_hub", None)
+        # log_config=None: uvicorn's own dictConfig would give its loggers a coloured stderr
+        # handler that bypasses rfidd's structured log (and stop them propagating to it).
         self.config = uvicorn.Config(app, host=listen, port=port, log_level="warning",
-                                     lifespan="off", access_log=False,
+                                     log_config=None, lifespan="off", access_log=False,
                                      ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
         # Run off the main thread, uvicorn leaves the signals to the caller (rfidd's handlers).
         self.server = uvicorn.Server(self.config)

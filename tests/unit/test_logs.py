@@ -96,6 +96,10 @@ def test_uvicorn_color_message_and_escapes_stay_out(monkeypatch: pytest.MonkeyPa
     """uvicorn logs with extra `color_message` (the message with ANSI colours): it is the msg
     again, with escapes journald shows as \\u001b; a structured line carries the msg once."""
     monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    # An HQ server started earlier in the same process sets uvicorn.error to WARNING.
+    monkeypatch.setattr(logging.getLogger("uvicorn.error"), "level", logging.NOTSET)
+    monkeypatch.setattr(logging.getLogger("uvicorn"), "level", logging.NOTSET)
+    monkeypatch.setattr(logging.getLogger("uvicorn"), "propagate", True)
     out = io.StringIO()
     configure("info", "kv", stream=out)
     logging.getLogger("uvicorn.error").info(
