@@ -11,7 +11,6 @@ subscriber of the same broker, which is after the broker's PUBACK to rfidd.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -261,7 +260,7 @@ def _reader_shares(daemon: Daemon) -> list[float]:
 def _host_cpu_s(daemon: Daemon) -> float:
     host = getattr(daemon, "reader_host", None)
     pid = host.pid if host is not None else None
-    return _jiffies(pid) / os.sysconf("SC_CLK_TCK") if pid is not None else 0.0
+    return cpu_split.process_cpu_s(pid)
 
 
 _BARE = r"""
@@ -317,18 +316,6 @@ def _cpu_s(daemon: Daemon) -> float:
     """CPU seconds of the daemon: this process and its reader host child (the readers'
     decoding is the daemon's work wherever it runs)."""
     return time.process_time() + _host_cpu_s(daemon)
-
-
-def _jiffies(pid: int) -> int:
-    """User + system clock ticks of `pid` and its descendants."""
-    total = 0
-    for p in cpu_split.tree(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total
 
 
 def _committed(ing: Any) -> Any:
